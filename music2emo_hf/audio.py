@@ -1,0 +1,219 @@
+"""Audio in, mono float32 at a target rate out: decoded once, resampled once, streamed in blocks.
+
+Every caller (feature extractor, harmony, pipeline, data readers) goes through `open_audio`, so a file is decoded
+the same way everywhere and a long file never has to sit in memory whole.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AudioInput = Union[str, os.PathLike, bytes, np.ndarray, dict]
+"""A path, the bytes of a file, a waveform, or `{"array" | "raw": waveform, "sampling_rate": int}`."""
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+_READ_FRAMES = 1 << 16
+_MIN_RATE, _MAX_RATE = 1_000, 768_000
+
+
+class AudioDecodeError(ValueError):
+    """The input could not be turned into audio; the message names the input and what to do."""
+
+
+def _as_float32(array: np.ndarray, name: str) -> np.ndarray:
+    """Integer PCM is scaled to [-1, 1) by its full range; floats are taken as they are."""
+    if array.dtype.kind == "f":
+        return array.astype(np.float32, copy=False)
+    if array.dtype.kind == "i":
+        return (array / float(2 ** (8 * array.dtype.itemsize - 1))).astype(np.float32)
+    if array.dtype.kind == "u":
+        half = float(2 ** (8 * array.dtype.itemsize - 1))
+        return ((array - half) / half).astype(np.float32)
+    raise AudioDecodeError(f"{name}: samples of dtype {array.dtype} are not audio; pass float or integer PCM samples.")
+
+
+def _to_mono(array: np.ndarray, name: str) -> np.ndarray:
+    """Average the channel axis. A 2-D array may be (channels, samples) or (samples, channels): the shorter axis
+    is taken as channels, as no real recording has more channels than samples."""
+    if array.ndim == 1:
+        return array
+    if array.ndim != 2:
+        raise AudioDecodeError(f"{name}: expected a 1-D or 2-D waveform, got shape {array.shape}.")
+    channel_axis = 0 if array.shape[0] <= array.shape[1] else 1
+    return array.mean(axis=channel_axis, dtype=np.float32)
+
+
+def _check_finite(block: np.ndarray, name: str) -> None:
+    if not np.isfinite(block).all():
+        raise AudioDecodeError(f"{name}: the audio contains NaN or infinite samples; clean or re-export it.")
+
+
+def _check_rate(rate: Any, name: str) -> int:
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not _MIN_RATE <= rate <= _MAX_RATE:
+        raise AudioDecodeError(
+            f"{name}: sampling rate {rate!r} is not usable; give an integer between {_MIN_RATE} and {_MAX_RATE} Hz."
+        )
+    return int(rate)
+
+
+@dataclass
+class AudioStream:
+    """A decodable input: its display name, native rate, and a way to read mono float32 frames in order."""
+
+    name: str
+    native_rate: int
+    _file: sf.SoundFile | None = None
+    _array: np.ndarray | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds at the native rate; None when the container does not say (some mp3s)."""
+        frames = self._file.frames if self._file is not None else len(self._array)
+        return frames / self.native_rate if frames and frames > 0 else None
+
+    def _native_blocks(self) -> Iterator[np.ndarray]:
+        if self._array is not None:
+            for start in range(0, len(self._array), _READ_FRAMES):
+                yield self._array[start : start + _READ_FRAMES]
+            return
+        with self._file:
+            while True:
+                try:
+                    block = self._file.read(_READ_FRAMES, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as error:
+                    raise AudioDecodeError(f"{self.name}: decoding failed part-way ({error}); the file is damaged.") from error
+                if not len(block):
+                    return
+                block = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                _check_finite(block, self.name)
+                yield block
+
+    def blocks(self, sampling_rate: int, block_samples: int) -> Iterator[np.ndarray]:
+        """Mono float32 at `sampling_rate`, in blocks of exactly `block_samples` (the last one may be shorter).
+
+        The resampler (soxr, high quality) runs as one stream over the whole input, so the result equals a
+        single-shot resample whatever the block size."""
+        resampler = (
+            soxr.ResampleStream(self.native_rate, sampling_rate, 1, dtype="float32", quality="HQ")
+            if self.native_rate != sampling_rate
+            else None
+        )
+        pending: list[np.ndarray] = []
+        pending_len = 0
+        emitted = 0
+
+        def drain(final: bool) -> Iterator[np.ndarray]:
+            nonlocal pending, pending_len
+            if not pending:
+                return
+            buffer = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            usable = len(buffer) if final else len(buffer) - len(buffer) % block_samples
+            for start in range(0, usable, block_samples):
+                yield buffer[start : start + block_samples]
+            pending = [buffer[usable:]] if usable < len(buffer) else []
+            pending_len = len(buffer) - usable
+
+        native = self._native_blocks()
+        done = False
+        while not done:
+            block = next(native, None)
+            done = block is None
+            if resampler is not None:
+                block = resampler.resample_chunk(np.zeros(0, np.float32) if done else block, last=done)
+            if block is not None and len(block):
+                pending.append(block)
+                pending_len += len(block)
+            if pending_len >= block_samples or done:
+                for out in drain(final=done):
+                    emitted += len(out)
+                    yield out
+        if emitted == 0:
+            raise AudioDecodeError(f"{self.name}: the audio contains no samples.")
+
+
+def describe(audio: AudioInput) -> str:
+    """A short name for an input, for messages and output records."""
+    if isinstance(audio, (str, os.PathLike)):
+        return os.fspath(audio)
+    if isinstance(audio, bytes):
+        return f"<{len(audio)} bytes>"
+    if isinstance(audio, dict):
+        return "<audio dict>"
+    if isinstance(audio, np.ndarray):
+        return f"<array {audio.shape}>"
+    return f"<{type(audio).__name__}>"
+
+
+def _open_file(source: Any, name: str) -> AudioStream:
+    try:
+        handle = sf.SoundFile(source)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        raise AudioDecodeError(
+            f"{name}: not a readable audio file ({error}). Supported: wav, flac, ogg/opus, mp3, aiff."
+        ) from error
+    return AudioStream(name, _check_rate(handle.samplerate, name), _file=handle)
+
+
+def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate: int | None = None) -> AudioStream:
+    """Validate an input and prepare it for streaming.
+
+    `sampling_rate` is the rate of a bare waveform; without it a waveform is taken to be at `default_rate`
+    (the model's rate), as transformers' audio pipelines do."""
+    name = describe(audio)
+    if isinstance(audio, (str, os.PathLike)):
+        path = os.fspath(audio)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file.")
+        if os.path.isdir(path):
+            raise AudioDecodeError(f"{path}: is a folder; pass an audio file (the CLI walks folders).")
+        if os.path.getsize(path) == 0:
+            raise AudioDecodeError(f"{path}: the file is empty (0 bytes).")
+        return _open_file(path, name)
+    if isinstance(audio, (bytes, bytearray)):
+        if not audio:
+            raise AudioDecodeError("<0 bytes>: the audio bytes are empty.")
+        return _open_file(io.BytesIO(audio), name)
+    if isinstance(audio, dict):
+        array = audio.get("array", audio.get("raw"))
+        if array is None or "sampling_rate" not in audio:
+            raise AudioDecodeError(
+                f"audio dict with keys {sorted(audio)}: expected {{'array' or 'raw': waveform, 'sampling_rate': int}}."
+            )
+        sampling_rate = audio["sampling_rate"]
+        audio = np.asarray(array)
+    if isinstance(audio, np.ndarray) or hasattr(audio, "__array__"):
+        array = np.asarray(audio)
+        rate = _check_rate(sampling_rate if sampling_rate is not None else default_rate, name)
+        mono = np.ascontiguousarray(_to_mono(_as_float32(array, name), name))
+        if mono.size == 0:
+            raise AudioDecodeError(f"{name}: the waveform has no samples.")
+        _check_finite(mono, name)
+        return AudioStream(name, rate, _array=mono)
+    raise AudioDecodeError(
+        f"{name}: cannot read audio from a {type(audio).__name__}; pass a path, bytes, a numpy waveform, "
+        "or {'array': waveform, 'sampling_rate': int}."
+    )
+
+
+def load_audio(audio: AudioInput, sampling_rate: int, input_rate: int | None = None) -> np.ndarray:
+    """The whole input as one mono float32 array at `sampling_rate` (short inputs, tests, data preparation)."""
+    stream = open_audio(audio, sampling_rate=input_rate, default_rate=sampling_rate)
+    return np.concatenate(list(stream.blocks(sampling_rate, 1 << 20)))
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """One-shot resample of an in-memory mono waveform (same soxr settings as the stream)."""
+    if from_rate == to_rate:
+        return audio.astype(np.float32, copy=False)
+    return soxr.resample(audio, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+__all__ = ["AUDIO_EXTENSIONS", "AudioDecodeError", "AudioInput", "AudioStream", "describe", "load_audio", "open_audio", "resample"]

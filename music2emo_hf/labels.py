@@ -1,0 +1,53 @@
+"""Label vocabularies and valence/arousal scales of the corpora, as data, in one place.
+
+Everything that names a label or a rating scale reads it from here, so a vocabulary is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# MTG-Jamendo mood/theme tags in the official order (`tags/moodtheme_split.txt` of the dataset, without the
+# `mood/theme---` prefix). This is also the column order of the MediaEval ground-truth arrays.
+MTG_JAMENDO_MOODS: tuple[str, ...] = (
+    "action", "adventure", "advertising", "background", "ballad", "calm", "children", "christmas",
+    "commercial", "cool", "corporate", "dark", "deep", "documentary", "drama", "dramatic", "dream",
+    "emotional", "energetic", "epic", "fast", "film", "fun", "funny", "game", "groovy", "happy", "heavy",
+    "holiday", "hopeful", "inspiring", "love", "meditative", "melancholic", "melodic", "motivational",
+    "movie", "nature", "party", "positive", "powerful", "relaxing", "retro", "romantic", "sad", "sexy",
+    "slow", "soft", "soundscape", "space", "sport", "summer", "trailer", "travel", "upbeat", "uplifting",
+)
+
+# The harmony vocabulary of chord tokens. Roots follow Music2Emo's chord_root.json (N = no chord, X = unknown);
+# qualities its chord_attr.json, which lacked `minmaj7`: ORIGINAL_CHORD_QUALITIES keeps its 14 entries for converted
+# checkpoints, CHORD_QUALITIES adds `minmaj7`. Id 0 ("N") is also the padding id.
+CHORD_ROOTS: tuple[str, ...] = ("N", "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B", "X")
+ORIGINAL_CHORD_QUALITIES: tuple[str, ...] = (
+    "N", "maj", "dim", "sus4", "min7", "min", "sus2", "aug", "dim7", "maj6", "hdim7", "7", "min6", "maj7",
+)
+CHORD_QUALITIES: tuple[str, ...] = ORIGINAL_CHORD_QUALITIES + ("minmaj7",)
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """A closed rating interval and its affine map onto [-1, 1] (low end -> -1, midpoint -> 0, high end -> 1)."""
+
+    low: float
+    high: float
+
+    @property
+    def midpoint(self) -> float:
+        return (self.low + self.high) / 2
+
+    def to_unit(self, value: float) -> float:
+        return (value - self.midpoint) / ((self.high - self.low) / 2)
+
+    def from_unit(self, value: float) -> float:
+        return value * (self.high - self.low) / 2 + self.midpoint
+
+
+# The scale every valence/arousal head of this package predicts on: the 9-point Self-Assessment-Manikin scale
+# of DEAM and EmoMusic, which Music2Emo also used (PMEmo's 0-1 means are rescaled as 1 + 8x). 5 is neutral.
+VA_SCALE = RatingScale(1.0, 9.0)
+
+__all__ = ["CHORD_QUALITIES", "CHORD_ROOTS", "MTG_JAMENDO_MOODS", "ORIGINAL_CHORD_QUALITIES", "RatingScale", "VA_SCALE"]

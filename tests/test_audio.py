@@ -1,0 +1,143 @@
+"""Decoding and resampling: every input form, every awkward input, streamed or whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from music2emo_hf.audio import AudioDecodeError, load_audio, open_audio, resample
+
+from .conftest import require_fixtures, tone
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.int16, 32767), (np.int32, 2**31 - 1), (np.float64, 1.0), (np.uint8, None)])
+def test_integer_and_float_arrays_are_scaled_to_unit_range(dtype, scale):
+    reference = tone(0.5)
+    if dtype is np.uint8:
+        array = np.round(reference * 127 + 128).astype(np.uint8)
+    else:
+        array = (reference * scale).astype(dtype)
+    audio = load_audio(array, 24000)
+    assert audio.dtype == np.float32
+    np.testing.assert_allclose(audio, reference, atol=1e-2)
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+@pytest.mark.parametrize("channels_first", [True, False])
+def test_multichannel_arrays_are_mixed_to_mono_in_either_layout(channels, channels_first):
+    mono = tone(0.5)
+    multi = np.stack([mono * (1 + 0.1 * c) for c in range(channels)], axis=0)
+    expected = multi.mean(axis=0)
+    audio = load_audio(multi if channels_first else multi.T, 24000)
+    np.testing.assert_allclose(audio, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000, 96000, 192000])
+def test_any_rate_is_resampled_to_the_target_keeping_duration_and_pitch(rate):
+    t = np.arange(rate) / rate
+    audio = load_audio({"array": np.sin(2 * np.pi * 440 * t), "sampling_rate": rate}, 24000)
+    assert len(audio) == 24000
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert abs(np.argmax(spectrum) - 440) <= 1  # 1 Hz bins over one second
+
+
+def test_streamed_blocks_equal_a_single_resample():
+    x = np.random.default_rng(1).standard_normal(44100 * 7).astype(np.float32)
+    streamed = np.concatenate(list(open_audio(x, 44100).blocks(24000, 24000 * 2)))
+    np.testing.assert_array_equal(streamed, resample(x, 44100, 24000))
+
+
+def test_path_bytes_and_dict_inputs_decode_identically(write_wav):
+    wave = tone(1.0, rate=44100, channels=2)
+    path = write_wav("clip.wav", wave, 44100)
+    from_path = load_audio(str(path), 24000)
+    np.testing.assert_array_equal(from_path, load_audio(path.read_bytes(), 24000))
+    np.testing.assert_allclose(from_path, load_audio({"raw": wave, "sampling_rate": 44100}, 24000), atol=1e-4)
+
+
+def test_real_mp3_decodes_to_its_duration():
+    path = require_fixtures("emomusic", "audio", "3.mp3")
+    audio = load_audio(str(path), 24000)
+    assert abs(len(audio) / 24000 - 45.0) < 0.1
+    assert 0.05 < np.abs(audio).max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (np.array([0.0, np.nan, 0.1], dtype=np.float32), "NaN or infinite"),
+        (np.array([0.0, np.inf, 0.1], dtype=np.float32), "NaN or infinite"),
+        (np.zeros(0, dtype=np.float32), "no samples"),
+        (np.zeros((2, 3, 4), dtype=np.float32), "1-D or 2-D"),
+        (np.array(["a", "b"]), "not audio"),
+        ({"array": np.zeros(10)}, "sampling_rate"),
+        (b"", "empty"),
+        (b"not audio at all", "not a readable audio file"),
+        (3.5, "cannot read audio"),
+    ],
+)
+def test_bad_inputs_raise_a_clear_error(bad, message):
+    with pytest.raises(AudioDecodeError, match=message):
+        load_audio(bad, 24000)
+
+
+def test_bad_sampling_rate_is_refused():
+    with pytest.raises(AudioDecodeError, match="sampling rate"):
+        load_audio({"array": np.zeros(100), "sampling_rate": 0}, 24000)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.mp3"):
+        load_audio(str(tmp_path / "missing.mp3"), 24000)
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    with pytest.raises(AudioDecodeError, match="empty.mp3.*0 bytes"):
+        load_audio(str(empty), 24000)
+    text = tmp_path / "notes.mp3"
+    text.write_text("these are my notes, not a song\n" * 20)
+    with pytest.raises(AudioDecodeError, match="notes.mp3: not a readable audio file"):
+        load_audio(str(text), 24000)
+    with pytest.raises(AudioDecodeError, match="is a folder"):
+        load_audio(str(tmp_path), 24000)
+
+
+def test_truncated_mp3_decodes_what_is_there(tmp_path):
+    source = require_fixtures("emomusic", "audio", "3.mp3").read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(source[: len(source) // 3])
+    audio = load_audio(str(cut), 24000)
+    assert 2.0 < len(audio) / 24000 < 30.0  # what the first third holds (after its ID3 tag): not all 45 s, not nothing
+
+
+def test_corrupt_mp3_body_is_decoded_or_refused_clearly(tmp_path):
+    data = bytearray(require_fixtures("emomusic", "audio", "4.mp3").read_bytes())
+    rng = np.random.default_rng(0)
+    data[4000:60000] = rng.integers(0, 256, 56000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "corrupt.mp3"
+    bad.write_bytes(bytes(data))
+    try:
+        audio = load_audio(str(bad), 24000)
+    except AudioDecodeError as error:
+        assert "corrupt.mp3" in str(error)
+    else:
+        assert np.isfinite(audio).all() and len(audio) > 24000
+
+
+def test_long_files_stream_in_bounded_memory(write_wav):
+    """60 minutes of audio pass through the chunk stream while only about one chunk is held."""
+    import tracemalloc
+
+    from music2emo_hf.feature_extraction_music2emo import Music2EmoFeatureExtractor
+
+    rate = 16000
+    minute = (0.1 * np.sin(2 * np.pi * 220 * np.arange(60 * rate) / rate)).astype(np.float32)
+    path = write_wav("hour.wav", np.tile(minute, 60), rate, subtype="PCM_16")
+    extractor = Music2EmoFeatureExtractor()
+    tracemalloc.start()
+    total = 0
+    for chunk in extractor.iter_chunks(str(path)):
+        total += len(chunk)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert total == 60 * 60 * 24000
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB while streaming a 60-min file"
