@@ -1,0 +1,226 @@
+"""Music2EmoConfig: the backbone, which layers are pooled, chunking, the harmony vocabulary, and the tasks as data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from transformers import HubertConfig, PreTrainedConfig
+
+from .labels import CHORD_QUALITIES, CHORD_ROOTS, MTG_JAMENDO_MOODS, VA_SCALE, RatingScale
+
+# MERT-v1 architectures expressed as native HubertConfig fields (ORIGINALS §3.1-3.2). MERT's remote code builds only
+# stock Hubert modules for these configs, so its checkpoints load into `HubertModel` unchanged.
+_MERT_CONV = {
+    "conv_dim": [512] * 7,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_bias": False,
+    "feat_extract_norm": "group",
+    "feat_extract_activation": "gelu",
+    "feat_proj_layer_norm": True,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "conv_pos_batch_norm": False,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+    "mask_time_prob": 0.05,
+    "mask_time_length": 10,
+    "vocab_size": 32,
+}
+MERT_V1_95M: dict[str, Any] = {
+    **_MERT_CONV,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "feat_proj_dropout": 0.1,
+    "layerdrop": 0.05,
+    "do_stable_layer_norm": False,
+}
+MERT_V1_330M: dict[str, Any] = {
+    **_MERT_CONV,
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "hidden_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "feat_proj_dropout": 0.0,
+    "layerdrop": 0.0,
+    "do_stable_layer_norm": True,
+}
+_MERT_ONLY_KEYS = ("deepnorm", "attention_relax", "feature_extractor_cqt", "feature_extractor_cqt_bins", "sample_rate")
+
+
+def hubert_config_from_mert(mert_config: Mapping[str, Any]) -> HubertConfig:
+    """Map a MERT-v1 `config.json` (model_type "mert_model") onto a native `HubertConfig`.
+
+    MERT's extra keys are dropped: deepnorm is off in the v1 releases, `attention_relax` is a numerically neutral
+    rescaling, the CQT branch is off, and the sampling rate belongs to the feature extractor."""
+    if mert_config.get("deepnorm"):
+        raise ValueError("This MERT config uses deepnorm, which HubertModel cannot reproduce; only MERT-v1 configs map.")
+    fields = {k: v for k, v in mert_config.items() if k not in _MERT_ONLY_KEYS}
+    for key in ("model_type", "architectures", "auto_map", "_name_or_path", "transformers_version"):
+        fields.pop(key, None)
+    fields["conv_pos_batch_norm"] = False
+    return HubertConfig(**fields)
+
+
+def default_tasks() -> list[dict[str, Any]]:
+    """MTG-Jamendo's 56 mood/theme tags and valence/arousal on the 1-9 scale."""
+    return [
+        {"name": "moods", "type": "multilabel", "labels": list(MTG_JAMENDO_MOODS)},
+        {"name": "valence_arousal", "type": "regression", "labels": ["valence", "arousal"], "scale": [VA_SCALE.low, VA_SCALE.high]},
+    ]
+
+
+def _validate_tasks(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    checked, names = [], set()
+    for task in tasks:
+        name, kind, labels = task.get("name"), task.get("type"), task.get("labels")
+        if not name or name in names:
+            raise ValueError(f"task {task!r}: every task needs a unique non-empty 'name'.")
+        if kind not in ("multilabel", "regression"):
+            raise ValueError(f"task {name!r}: 'type' must be 'multilabel' or 'regression', got {kind!r}.")
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError(f"task {name!r}: 'labels' must be a non-empty list of distinct names.")
+        if kind == "regression":
+            scale = task.get("scale")
+            if not scale or len(scale) != 2 or not scale[0] < scale[1]:
+                raise ValueError(f"task {name!r}: a regression task needs 'scale': [low, high] (its native rating scale).")
+        names.add(name)
+        checked.append(dict(task))
+    if not checked:
+        raise ValueError("a Music2Emo model needs at least one task.")
+    return checked
+
+
+class Music2EmoConfig(PreTrainedConfig):
+    r"""Configuration of [`Music2EmoModel`].
+
+    Args:
+        backbone_config (`dict` or `HubertConfig`, *optional*):
+            The MERT backbone as a native `HubertConfig` (see `MERT_V1_95M`, `MERT_V1_330M`). Defaults to MERT-v1-95M.
+        backbone_name_or_path (`str`, *optional*):
+            Where the backbone's pretrained weights come from (a Hub id such as `m-a-p/MERT-v1-95M` or a folder), used
+            by `Music2EmoModel.from_backbone`; a record of provenance otherwise.
+        pooled_layers (`list[int]`, defaults to `[6, 7]`):
+            Indices into the backbone's `hidden_states`, where 0 is the output of the positional convolution (before
+            the first transformer block) and `i` the output of block `i`. Each is averaged over time within a chunk,
+            and the results are concatenated. `[6, 7]` is Music2Emo's `layers=[5, 6]` (it dropped index 0 first).
+        sampling_rate (`int`, defaults to 24000): the backbone's input rate.
+        chunk_seconds (`float`, defaults to 30.0): audio is cut into chunks of this length (the last one keeps its
+            real, shorter length) and chunk embeddings are averaged weighted by their duration.
+        chord_roots, chord_qualities (`list[str]`): the harmony vocabulary of the chord tokens (see `harmony`).
+        max_chords (`int`, defaults to 100): chord segments (chord changes) fed to the chord encoder.
+        chord_embedding_dim (`int`, defaults to 4): size of the root and of the quality embedding (concatenated).
+        chord_layers, chord_heads, chord_ffn_dim, chord_dropout: the chord transformer encoder.
+        chord_cls (`str`, defaults to `"learned"`): `"learned"` CLS token, or `"zero"` (Music2Emo: a zero vector).
+        chord_padding_mask (`bool`, defaults to `True`): mask padding in the chord encoder (Music2Emo did not).
+        use_mode (`bool`, defaults to `True`): feed the key's mode (0 major, 1 minor) to the trunk.
+        trunk_dim, head_hidden_dim (`int`): widths of the shared trunk and of each head's hidden layer.
+        dropout (`float`, defaults to 0.0): dropout after the trunk and in each head (Music2Emo: none).
+        tasks (`list[dict]`): one head each. `{"name", "type": "multilabel", "labels": [...]}` gives logits over the
+            labels; `{"name", "type": "regression", "labels": [...], "scale": [low, high]}` gives values on that
+            native scale (mapped to [-1, 1] by `(x - mid) / half-range`). Defaults to MTG-Jamendo's 56 moods and
+            valence/arousal on 1-9.
+        untrained (`bool`, defaults to `False`): set by `music2emo init` for randomly initialised weights; every
+            entry point warns when it answers with such a model.
+    """
+
+    model_type = "music2emo"
+    sub_configs = {"backbone_config": HubertConfig}
+
+    def __init__(
+        self,
+        backbone_config: dict | HubertConfig | None = None,
+        backbone_name_or_path: str | None = None,
+        pooled_layers: Sequence[int] = (6, 7),
+        sampling_rate: int = 24000,
+        chunk_seconds: float = 30.0,
+        chord_roots: Sequence[str] = CHORD_ROOTS,
+        chord_qualities: Sequence[str] = CHORD_QUALITIES,
+        max_chords: int = 100,
+        chord_embedding_dim: int = 4,
+        chord_layers: int = 2,
+        chord_heads: int = 8,
+        chord_ffn_dim: int = 64,
+        chord_dropout: float = 0.1,
+        chord_cls: str = "learned",
+        chord_padding_mask: bool = True,
+        use_mode: bool = True,
+        trunk_dim: int = 512,
+        head_hidden_dim: int = 256,
+        dropout: float = 0.0,
+        tasks: Sequence[Mapping[str, Any]] | None = None,
+        untrained: bool = False,
+        **kwargs,
+    ):
+        if backbone_config is None:
+            backbone_config = HubertConfig(**MERT_V1_95M)
+        elif isinstance(backbone_config, Mapping):
+            backbone_config = HubertConfig(**{k: v for k, v in backbone_config.items() if k != "model_type"})
+        self.backbone_config = backbone_config
+        self.backbone_name_or_path = backbone_name_or_path
+        self.pooled_layers = [int(i) for i in pooled_layers]
+        last = backbone_config.num_hidden_layers
+        if not self.pooled_layers or any(not 0 <= i <= last for i in self.pooled_layers):
+            raise ValueError(f"pooled_layers {self.pooled_layers} must index hidden_states 0..{last} of the backbone.")
+        self.sampling_rate = int(sampling_rate)
+        self.chunk_seconds = float(chunk_seconds)
+        if self.chunk_seconds <= 0:
+            raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}.")
+        self.chord_roots = list(chord_roots)
+        self.chord_qualities = list(chord_qualities)
+        for name, vocab in (("chord_roots", self.chord_roots), ("chord_qualities", self.chord_qualities)):
+            if not vocab or vocab[0] != "N":
+                raise ValueError(f"{name} must start with 'N' (no chord), which is also the padding id 0.")
+        self.max_chords = int(max_chords)
+        self.chord_embedding_dim = int(chord_embedding_dim)
+        self.chord_layers = int(chord_layers)
+        self.chord_heads = int(chord_heads)
+        if (2 * self.chord_embedding_dim) % self.chord_heads:
+            raise ValueError(f"chord_heads={chord_heads} must divide the chord token size 2 * chord_embedding_dim.")
+        self.chord_ffn_dim = int(chord_ffn_dim)
+        self.chord_dropout = float(chord_dropout)
+        if chord_cls not in ("learned", "zero"):
+            raise ValueError(f"chord_cls must be 'learned' or 'zero', got {chord_cls!r}.")
+        self.chord_cls = chord_cls
+        self.chord_padding_mask = bool(chord_padding_mask)
+        self.use_mode = bool(use_mode)
+        self.trunk_dim = int(trunk_dim)
+        self.head_hidden_dim = int(head_hidden_dim)
+        self.dropout = float(dropout)
+        self.tasks = _validate_tasks(tasks if tasks is not None else default_tasks())
+        self.untrained = bool(untrained)
+        super().__init__(**kwargs)
+
+    @property
+    def chunk_samples(self) -> int:
+        return round(self.chunk_seconds * self.sampling_rate)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of a chunk (and track) embedding: the pooled layers concatenated."""
+        return self.backbone_config.hidden_size * len(self.pooled_layers)
+
+    def task(self, name: str) -> dict[str, Any]:
+        for task in self.tasks:
+            if task["name"] == name:
+                return task
+        raise KeyError(f"no task named {name!r}; this model has {[t['name'] for t in self.tasks]}.")
+
+    def tasks_of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [task for task in self.tasks if task["type"] == kind]
+
+    @staticmethod
+    def scale_of(task: Mapping[str, Any]) -> RatingScale:
+        return RatingScale(*task["scale"])
+
+
+__all__ = ["MERT_V1_330M", "MERT_V1_95M", "Music2EmoConfig", "default_tasks", "hubert_config_from_mert"]

@@ -1,0 +1,319 @@
+"""Music2EmoModel: MERT backbone -> per-chunk layer means -> duration-weighted pooling -> fused with a chord encoder
+and the key's mode -> shared trunk -> one head per task."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import HubertConfig, HubertModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput, cached_file
+from transformers.utils import logging as hf_logging
+
+from .configuration_music2emo import Music2EmoConfig, hubert_config_from_mert
+
+
+class UntrainedModelWarning(UserWarning):
+    """The model's weights are random (written by `music2emo init`): its outputs are not predictions."""
+
+
+@dataclass
+class Music2EmoOutput(ModelOutput):
+    """Outputs of [`Music2EmoModel`].
+
+    Args:
+        loss: sum of the task losses present in the batch (when `labels` are given).
+        task_losses: each task's loss over the rows labelled for it.
+        logits: per multilabel task, (batch, labels) logits; `sigmoid` gives per-label probabilities.
+        regression: per regression task, (batch, outputs) on the task's native scale (e.g. valence/arousal on 1-9).
+        pooled_embedding: (batch, embedding_dim) duration-weighted mean of the chunk embeddings.
+        chunk_embeddings: (batch, chunks, embedding_dim); rows of padding chunks are zero.
+        chunk_logits, chunk_regression: the heads applied to each chunk's embedding (with the track's harmony), for
+            per-segment curves.
+    """
+
+    loss: torch.FloatTensor | None = None
+    task_losses: dict[str, torch.FloatTensor] | None = None
+    logits: dict[str, torch.FloatTensor] | None = None
+    regression: dict[str, torch.FloatTensor] | None = None
+    pooled_embedding: torch.FloatTensor | None = None
+    chunk_embeddings: torch.FloatTensor | None = None
+    chunk_logits: dict[str, torch.FloatTensor] | None = None
+    chunk_regression: dict[str, torch.FloatTensor] | None = None
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """The Transformer paper's fixed positional encoding (sin on even, cos on odd features), as Music2Emo used."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    encoding = torch.zeros(length, dim)
+    encoding[:, 0::2] = torch.sin(position * frequency)
+    encoding[:, 1::2] = torch.cos(position * frequency)
+    return encoding
+
+
+class Music2EmoChordEncoder(nn.Module):
+    """Chord segments (root and quality embeddings + fixed positions) through a small transformer; returns the CLS.
+
+    The CLS token is prepended after the positional encoding (so it carries none), as in Music2Emo."""
+
+    def __init__(self, config: Music2EmoConfig):
+        super().__init__()
+        dim = 2 * config.chord_embedding_dim
+        self.root_embedding = nn.Embedding(len(config.chord_roots), config.chord_embedding_dim)
+        self.quality_embedding = nn.Embedding(len(config.chord_qualities), config.chord_embedding_dim)
+        self.register_buffer("positions", sinusoidal_positions(config.max_chords, dim), persistent=False)
+        self.cls_token = nn.Parameter(torch.zeros(dim)) if config.chord_cls == "learned" else None
+        layer = nn.TransformerEncoderLayer(
+            d_model=dim,
+            nhead=config.chord_heads,
+            dim_feedforward=config.chord_ffn_dim,
+            dropout=config.chord_dropout,
+            activation="relu",
+            batch_first=True,
+        )
+        self.transformer = nn.TransformerEncoder(layer, num_layers=config.chord_layers, enable_nested_tensor=False)
+        self.use_padding_mask = config.chord_padding_mask
+
+    def forward(self, root_ids: torch.LongTensor, quality_ids: torch.LongTensor, mask: torch.Tensor) -> torch.Tensor:
+        tokens = torch.cat([self.root_embedding(root_ids), self.quality_embedding(quality_ids)], dim=-1)
+        tokens = tokens + self.positions[: tokens.shape[1]]
+        cls = self.cls_token if self.cls_token is not None else tokens.new_zeros(tokens.shape[-1])
+        sequence = torch.cat([cls.expand(tokens.shape[0], 1, -1), tokens], dim=1)
+        padding = None
+        if self.use_padding_mask:
+            padding = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1) == 0
+        return self.transformer(sequence, src_key_padding_mask=padding)[:, 0]
+
+
+class Music2EmoPreTrainedModel(PreTrainedModel):
+    config: Music2EmoConfig
+    config_class = Music2EmoConfig
+    base_model_prefix = "music2emo"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """transformers skips initialising parameter-less modules of custom code, in case their `_init_weights` writes
+        tensors in place. Ours only uses the flag-aware `transformers.initialization` functions, so it opts out,
+        which lets the model-level rule below (regression bias) run."""
+        return False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, Music2EmoChordEncoder):
+            # Non-persistent buffers are not in checkpoints; from_pretrained builds the model without data, so the
+            # fixed positions must be (re)computed here.
+            init.copy_(module.positions, sinusoidal_positions(*module.positions.shape))
+            init.xavier_uniform_(module.root_embedding.weight)
+            init.xavier_uniform_(module.quality_embedding.weight)
+            if module.cls_token is not None:
+                init.normal_(module.cls_token, std=self.config.backbone_config.initializer_range)
+        if isinstance(module, Music2EmoModel):
+            # An untrained regression head starts at the neutral middle of its scale rather than at 0, which may lie
+            # outside the scale (1-9 for valence/arousal).
+            for task in self.config.tasks_of_type("regression"):
+                init.constant_(module.heads[task["name"]][-1].bias, self.config.scale_of(task).midpoint)
+
+
+class Music2EmoModel(Music2EmoPreTrainedModel):
+    """Track-level emotion model. Feed either audio chunks (`input_values` from `Music2EmoFeatureExtractor`) or
+    precomputed `chunk_embeddings` (a feature cache), plus chord tokens from `harmony_inputs`."""
+
+    def __init__(self, config: Music2EmoConfig):
+        super().__init__(config)
+        self.backbone = HubertModel(config.backbone_config)
+        self.chord_encoder = Music2EmoChordEncoder(config)
+        fused_dim = config.embedding_dim + 2 * config.chord_embedding_dim + int(config.use_mode)
+        self.input_proj = nn.Sequential(nn.Linear(fused_dim, config.trunk_dim), nn.ReLU(), nn.Dropout(config.dropout))
+        self.heads = nn.ModuleDict(
+            {
+                task["name"]: nn.Sequential(
+                    nn.Linear(config.trunk_dim, config.head_hidden_dim),
+                    nn.ReLU(),
+                    nn.Dropout(config.dropout),
+                    nn.Linear(config.head_hidden_dim, len(task["labels"])),
+                )
+                for task in config.tasks
+            }
+        )
+        if config.untrained:
+            warnings.warn(
+                "This Music2Emo model is randomly initialised (config.untrained): its outputs are random numbers, "
+                "not predictions. Train it, or load a trained checkpoint.",
+                UntrainedModelWarning,
+                stacklevel=2,
+            )
+        self.post_init()
+
+    @classmethod
+    def from_backbone(cls, backbone_name_or_path: str, config: Music2EmoConfig | None = None) -> Music2EmoModel:
+        """A new model whose backbone holds pretrained MERT-v1 (or Hubert) weights and whose other parts are random.
+
+        `config` gives everything but the backbone (default: `Music2EmoConfig()`); the backbone's architecture is
+        read from its own `config.json`. MERT-v1's config (model_type "mert_model") is mapped onto `HubertConfig`, so
+        no remote code runs. Works offline with a local folder holding `config.json` and the weights."""
+        try:
+            config_file = cached_file(backbone_name_or_path, "config.json")
+        except OSError as error:
+            raise OSError(
+                f"{backbone_name_or_path}: could not get the backbone's config.json ({error}). Without access to the "
+                "Hugging Face Hub, pass a local folder holding the backbone's config.json and weights."
+            ) from error
+        with open(config_file, encoding="utf-8") as handle:
+            raw = json.load(handle)
+        if raw.get("model_type") == "hubert":
+            backbone_config = HubertConfig(**{k: v for k, v in raw.items() if k != "model_type"})
+        else:
+            backbone_config = hubert_config_from_mert(raw)
+        settings = (config or Music2EmoConfig()).to_dict()
+        for key in ("backbone_config", "backbone_name_or_path", "untrained", "model_type", "transformers_version"):
+            settings.pop(key, None)
+        config = Music2EmoConfig(
+            backbone_config=backbone_config, backbone_name_or_path=backbone_name_or_path, untrained=True, **settings
+        )
+        model = cls(config)
+        # Legacy checkpoints store weight-norm as weight_g/weight_v; torch's compatibility hook converts them on load,
+        # but transformers still reports them as unused/missing (transformers #26796). The hook's result is exact.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            model.backbone = HubertModel.from_pretrained(backbone_name_or_path, config=backbone_config)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        return model
+
+    def embed_chunks(self, input_values: torch.Tensor, chunk_lengths: torch.Tensor) -> torch.Tensor:
+        """(chunks, samples) audio with each chunk's real length -> (chunks, embedding_dim).
+
+        Chunks of equal length run as one batch; each runs at its real length, never zero-padded (group norm)."""
+        embeddings = input_values.new_zeros(len(input_values), self.config.embedding_dim)
+        for length in torch.unique(chunk_lengths).tolist():
+            rows = (chunk_lengths == length).nonzero(as_tuple=True)[0]
+            hidden_states = self.backbone(input_values[rows, :length], output_hidden_states=True).hidden_states
+            embeddings[rows] = torch.cat([hidden_states[i].mean(dim=1) for i in self.config.pooled_layers], dim=-1)
+        return embeddings
+
+    def harmony_inputs(self, harmonies: Sequence, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Chord tokens and mode for a batch of `harmony.Harmony` results, in this model's vocabulary."""
+        tokens = [h.tokens(self.config.chord_roots, self.config.chord_qualities, self.config.max_chords) for h in harmonies]
+        names = ("chord_root_ids", "chord_quality_ids", "chord_mask", "mode_ids")
+        keys = ("chord_root_ids", "chord_quality_ids", "chord_mask", "mode_id")
+        return {
+            name: torch.as_tensor(np.stack([t[key] for t in tokens]), dtype=torch.long, device=device or self.device)
+            for name, key in zip(names, keys)
+        }
+
+    def _harmony_features(self, batch: int, chord_root_ids, chord_quality_ids, chord_mask, mode_ids, device) -> torch.Tensor:
+        """The chord encoder's CLS (and the mode): without chord inputs, a track is 'no chords, major'."""
+        if chord_root_ids is None:
+            chord_root_ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
+            chord_quality_ids = chord_root_ids
+            chord_mask = chord_root_ids
+        if chord_mask is None:
+            chord_mask = torch.ones_like(chord_root_ids)
+        features = [self.chord_encoder(chord_root_ids, chord_quality_ids, chord_mask)]
+        if self.config.use_mode:
+            modes = mode_ids if mode_ids is not None else torch.zeros(batch, dtype=torch.long, device=device)
+            features.append(modes.reshape(batch, 1).to(features[0].dtype))
+        return torch.cat(features, dim=-1)
+
+    def _apply_heads(self, embeddings: torch.Tensor, harmony: torch.Tensor):
+        trunk = self.input_proj(torch.cat([embeddings, harmony.to(embeddings.dtype)], dim=-1))
+        logits, regression = {}, {}
+        for task in self.config.tasks:
+            out = self.heads[task["name"]](trunk)
+            (logits if task["type"] == "multilabel" else regression)[task["name"]] = out
+        return logits, regression
+
+    def _loss(self, logits, regression, labels: dict[str, torch.Tensor]):
+        """Per-task loss over the rows labelled for that task: a row whose labels are all NaN is unlabelled, so a
+        batch may mix corpora with different label types."""
+        task_losses = {}
+        for name, target in labels.items():
+            if name not in logits and name not in regression:
+                raise KeyError(f"labels for unknown task {name!r}; tasks: {[t['name'] for t in self.config.tasks]}.")
+            target = target.to(self.dtype)
+            rows = ~torch.isnan(target).all(dim=-1)
+            if not rows.any():
+                continue
+            if name in logits:
+                task_losses[name] = nn.functional.binary_cross_entropy_with_logits(logits[name][rows], target[rows])
+            else:
+                task_losses[name] = nn.functional.mse_loss(regression[name][rows], target[rows])
+        loss = torch.stack(list(task_losses.values())).sum() if task_losses else None
+        return loss, task_losses
+
+    def forward(
+        self,
+        input_values: torch.FloatTensor | None = None,
+        chunk_mask: torch.Tensor | None = None,
+        chunk_durations: torch.FloatTensor | None = None,
+        chunk_embeddings: torch.FloatTensor | None = None,
+        chord_root_ids: torch.LongTensor | None = None,
+        chord_quality_ids: torch.LongTensor | None = None,
+        chord_mask: torch.Tensor | None = None,
+        mode_ids: torch.LongTensor | None = None,
+        labels: dict[str, torch.Tensor] | None = None,
+        **kwargs,
+    ) -> Music2EmoOutput:
+        r"""
+        input_values (`(batch, chunks, samples)`): audio chunks at `config.sampling_rate` (from the feature extractor).
+        chunk_mask (`(batch, chunks)`): 1 for real chunks, 0 for padding chunks.
+        chunk_durations (`(batch, chunks)`): seconds of real audio in each chunk; weights of the pooling.
+        chunk_embeddings (`(batch, chunks, embedding_dim)`): precomputed layer-pooled chunk features, instead of audio.
+        chord_root_ids, chord_quality_ids, chord_mask (`(batch, max_chords)`), mode_ids (`(batch,)`): from
+            `harmony_inputs`. Omitted, the track is treated as 'no chords, major'.
+        labels (`dict[str, Tensor]`): per task name, (batch, labels) targets (multi-hot, or native-scale values);
+            rows that are all NaN are not labelled for that task.
+        """
+        if (input_values is None) == (chunk_embeddings is None):
+            raise ValueError("Pass exactly one of input_values (audio chunks) or chunk_embeddings (precomputed).")
+        reference = input_values if input_values is not None else chunk_embeddings
+        batch, n_chunks = reference.shape[:2]
+        if chunk_mask is None:
+            chunk_mask = torch.ones(batch, n_chunks, dtype=torch.long, device=reference.device)
+        if chunk_durations is None:
+            if input_values is None:
+                raise ValueError("chunk_durations are needed with chunk_embeddings (they weight the pooling).")
+            chunk_durations = torch.full((batch, n_chunks), input_values.shape[-1] / self.config.sampling_rate)
+            chunk_durations = chunk_durations.to(reference.device)
+        real = chunk_mask.bool()
+        if input_values is not None:
+            lengths = (chunk_durations[real] * self.config.sampling_rate).round().long()
+            flat = self.embed_chunks(input_values[real], lengths)
+            chunk_embeddings = flat.new_zeros(batch, n_chunks, flat.shape[-1])
+            chunk_embeddings[real] = flat
+        weights = (chunk_durations * real).to(chunk_embeddings.dtype)
+        pooled = (chunk_embeddings * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp_min(1e-8)
+
+        harmony = self._harmony_features(batch, chord_root_ids, chord_quality_ids, chord_mask, mode_ids, reference.device)
+        logits, regression = self._apply_heads(pooled, harmony)
+        chunk_logits, chunk_regression = self._apply_heads(
+            chunk_embeddings, harmony[:, None, :].expand(-1, n_chunks, -1)
+        )
+        loss, task_losses = self._loss(logits, regression, labels) if labels is not None else (None, None)
+        return Music2EmoOutput(
+            loss=loss,
+            task_losses=task_losses,
+            logits=logits,
+            regression=regression,
+            pooled_embedding=pooled,
+            chunk_embeddings=chunk_embeddings,
+            chunk_logits=chunk_logits,
+            chunk_regression=chunk_regression,
+        )
+
+
+__all__ = ["Music2EmoChordEncoder", "Music2EmoModel", "Music2EmoOutput", "Music2EmoPreTrainedModel", "UntrainedModelWarning"]

@@ -1,0 +1,191 @@
+"""Music2EmoModel: shapes, the faithful head, group-norm-safe batching, duration-weighted pooling, losses,
+save/load, and loading a MERT-style backbone checkpoint without remote code."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import HubertConfig, HubertModel
+
+from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoModel, UntrainedModelWarning
+from music2emo_hf.labels import ORIGINAL_CHORD_QUALITIES
+
+from .conftest import TINY_CONFIG, tone
+
+
+@pytest.fixture(scope="module")
+def tiny_config() -> Music2EmoConfig:
+    return Music2EmoConfig.from_pretrained(TINY_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_config) -> Music2EmoModel:
+    torch.manual_seed(0)
+    return Music2EmoModel(tiny_config).eval()
+
+
+def _inputs(audios, chunk_seconds=1.0):
+    return Music2EmoFeatureExtractor(chunk_seconds=chunk_seconds)(audios, return_tensors="pt")
+
+
+def test_forward_returns_typed_outputs_per_task(model):
+    with torch.no_grad():
+        out = model(**_inputs([tone(2.5), tone(1.2, freq=330)]))
+    assert out.logits["moods"].shape == (2, 56)
+    assert out.regression["valence_arousal"].shape == (2, 2)
+    assert out.pooled_embedding.shape == (2, 64) and out.chunk_embeddings.shape == (2, 3, 64)
+    assert out.chunk_logits["moods"].shape == (2, 3, 56) and out.chunk_regression["valence_arousal"].shape == (2, 3, 2)
+    assert out.loss is None
+    assert not out.chunk_embeddings[1, 2].any()  # padding chunk
+
+
+def test_untrained_regression_head_starts_at_the_neutral_middle_of_its_scale(model):
+    assert model.heads["valence_arousal"][-1].bias.tolist() == [5.0, 5.0]
+
+
+def test_faithful_configuration_reproduces_the_original_head_network_exactly():
+    config = Music2EmoConfig(chord_cls="zero", chord_padding_mask=False, chord_qualities=ORIGINAL_CHORD_QUALITIES)
+    with torch.device("meta"):
+        model = Music2EmoModel(config)
+    head = {k: tuple(p.shape) for k, p in model.named_parameters() if not k.startswith("backbone.")}
+    assert sum(int(np.prod(s)) for s in head.values()) == 1_072_058  # ORIGINALS §1.4
+    assert head["chord_encoder.root_embedding.weight"] == (14, 4)
+    assert head["chord_encoder.quality_embedding.weight"] == (14, 4)
+    assert head["input_proj.0.weight"] == (512, 1545)
+    assert head["heads.moods.3.weight"] == (56, 256) and head["heads.valence_arousal.3.weight"] == (2, 256)
+    assert sum(p.numel() for p in model.backbone.parameters()) == 94_371_712  # MERT-v1-95M
+
+
+def test_a_batch_gives_the_same_answers_as_single_runs(model):
+    """Tails run at their real length: padding them would change MERT's group norm (and the answers)."""
+    audios = [tone(2.5, seed=1), tone(1.3, freq=330, seed=2)]
+    with torch.no_grad():
+        batch = model(**_inputs(audios))
+        singles = [model(**_inputs(a)) for a in audios]
+        tail = _inputs(audios[1])["input_values"][0, 1, :7200]
+        zero_padded_tail = torch.nn.functional.pad(tail, (0, 24000 - 7200))[None]
+        padded = model.embed_chunks(zero_padded_tail, torch.tensor([24000]))
+    for i, single in enumerate(singles):
+        torch.testing.assert_close(batch.regression["valence_arousal"][i], single.regression["valence_arousal"][0])
+        torch.testing.assert_close(batch.logits["moods"][i], single.logits["moods"][0])
+    assert not torch.allclose(padded[0], singles[1].chunk_embeddings[0, 1], atol=1e-4)
+
+
+def test_pooling_weights_chunks_by_their_real_duration(model):
+    with torch.no_grad():
+        out = model(**_inputs(tone(2.25)))
+    expected = (out.chunk_embeddings[0, 0] + out.chunk_embeddings[0, 1] + 0.25 * out.chunk_embeddings[0, 2]) / 2.25
+    torch.testing.assert_close(out.pooled_embedding[0], expected)
+
+
+def test_precomputed_chunk_embeddings_give_the_same_answers(model):
+    inputs = _inputs([tone(2.5), tone(1.2, freq=330)])
+    with torch.no_grad():
+        from_audio = model(**inputs)
+        from_cache = model(chunk_embeddings=from_audio.chunk_embeddings, chunk_mask=inputs["chunk_mask"],
+                           chunk_durations=inputs["chunk_durations"])
+    torch.testing.assert_close(from_cache.logits["moods"], from_audio.logits["moods"])
+    with pytest.raises(ValueError, match="exactly one"):
+        model(input_values=inputs["input_values"], chunk_embeddings=from_audio.chunk_embeddings)
+
+
+def test_chords_and_mode_change_the_answer(model):
+    inputs = _inputs(tone(1.0))
+    roots = torch.tensor([[1, 6, 8, 1] + [0] * 96])
+    qualities = torch.tensor([[1, 1, 11, 1] + [0] * 96])
+    mask = (roots > 0).long()
+    with torch.no_grad():
+        major = model(**inputs, chord_root_ids=roots, chord_quality_ids=qualities, chord_mask=mask,
+                      mode_ids=torch.tensor([0]))
+        minor = model(**inputs, chord_root_ids=roots, chord_quality_ids=qualities, chord_mask=mask,
+                      mode_ids=torch.tensor([1]))
+        none = model(**inputs)
+    assert not torch.allclose(major.logits["moods"], minor.logits["moods"])
+    assert not torch.allclose(major.logits["moods"], none.logits["moods"])
+
+
+def test_chord_padding_is_masked(model):
+    """With the padding mask, what sits in padded positions cannot change the answer."""
+    inputs = _inputs(tone(1.0))
+    roots = torch.tensor([[1, 6] + [0] * 98])
+    mask = (roots > 0).long()
+    junk = roots.clone()
+    junk[0, 2:] = 5
+    with torch.no_grad():
+        clean = model(**inputs, chord_root_ids=roots, chord_quality_ids=roots, chord_mask=mask)
+        noisy = model(**inputs, chord_root_ids=junk, chord_quality_ids=junk, chord_mask=mask)
+    torch.testing.assert_close(clean.logits["moods"], noisy.logits["moods"])
+
+
+def test_loss_uses_only_rows_labelled_for_each_task(model):
+    inputs = _inputs([tone(1.0), tone(1.0, freq=330)])
+    moods = torch.tensor([[1.0] + [0.0] * 55, [float("nan")] * 56])
+    va = torch.tensor([[float("nan")] * 2, [7.0, 3.0]])
+    out = model(**inputs, labels={"moods": moods, "valence_arousal": va})
+    expected_moods = torch.nn.functional.binary_cross_entropy_with_logits(out.logits["moods"][0], moods[0])
+    expected_va = torch.nn.functional.mse_loss(out.regression["valence_arousal"][1], va[1])
+    torch.testing.assert_close(out.task_losses["moods"], expected_moods)
+    torch.testing.assert_close(out.task_losses["valence_arousal"], expected_va)
+    torch.testing.assert_close(out.loss, expected_moods + expected_va)
+    out.loss.backward()
+    assert model.heads["moods"][0].weight.grad is not None
+    model.zero_grad()
+    with pytest.raises(KeyError, match="unknown task"):
+        model(**inputs, labels={"cal500": moods})
+
+
+def test_save_and_load_give_identical_outputs(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    reloaded = Music2EmoModel.from_pretrained(tmp_path).eval()
+    roots = torch.tensor([[1, 6, 8, 1] + [0] * 96])
+    inputs = {**_inputs(tone(2.5)), "chord_root_ids": roots, "chord_quality_ids": roots, "chord_mask": (roots > 0).long(),
+              "mode_ids": torch.tensor([1])}
+    with torch.no_grad():
+        a, b = model(**inputs), reloaded(**inputs)
+    torch.testing.assert_close(a.logits["moods"], b.logits["moods"], rtol=0, atol=0)
+    torch.testing.assert_close(a.regression["valence_arousal"], b.regression["valence_arousal"], rtol=0, atol=0)
+
+
+def test_untrained_models_warn():
+    config = Music2EmoConfig.from_pretrained(TINY_CONFIG)
+    config.untrained = True
+    with pytest.warns(UntrainedModelWarning, match="random"):
+        Music2EmoModel(config)
+
+
+def test_from_backbone_loads_a_mert_checkpoint_natively(tmp_path, tiny_config):
+    """A MERT-v1-style folder (model_type mert_model, legacy weight-norm names) loads into HubertModel, exactly."""
+    backbone_config = tiny_config.backbone_config
+    torch.manual_seed(3)
+    reference = HubertModel(backbone_config).eval()
+    state = reference.state_dict()
+    g = state.pop("encoder.pos_conv_embed.conv.parametrizations.weight.original0")
+    v = state.pop("encoder.pos_conv_embed.conv.parametrizations.weight.original1")
+    state["encoder.pos_conv_embed.conv.weight_g"], state["encoder.pos_conv_embed.conv.weight_v"] = g, v
+    save_file({k: t.contiguous() for k, t in state.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    mert_json = {k: v for k, v in backbone_config.to_dict().items() if k not in ("model_type", "architectures")}
+    mert_json.update(model_type="mert_model", architectures=["MERTModel"], deepnorm=False, attention_relax=-1.0,
+                     feature_extractor_cqt=False, feature_extractor_cqt_bins=336, sample_rate=24000)
+    (tmp_path / "config.json").write_text(json.dumps(mert_json))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        model = Music2EmoModel.from_backbone(str(tmp_path), tiny_config).eval()
+    assert model.config.untrained and model.config.backbone_name_or_path == str(tmp_path)
+    audio = torch.from_numpy(tone(1.0))[None]
+    with torch.no_grad():
+        expected = reference(audio, output_hidden_states=True).hidden_states
+        got = model.backbone(audio, output_hidden_states=True).hidden_states
+    for e, g_ in zip(expected, got):
+        torch.testing.assert_close(g_, e, rtol=0, atol=0)
+
+
+def test_from_backbone_offline_error_says_what_to_do():
+    with pytest.raises(OSError, match="local folder"):
+        Music2EmoModel.from_backbone("no-such-org/no-such-mert-model-xyz")
