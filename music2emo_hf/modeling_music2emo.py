@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from transformers.utils import ModelOutput, cached_file
 from transformers.utils import logging as hf_logging
 
 from .configuration_music2emo import Music2EmoConfig, hubert_config_from_mert
+from .hub import hub_reachable
 
 
 class UntrainedModelWarning(UserWarning):
@@ -164,8 +166,12 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         `config` gives everything but the backbone (default: `Music2EmoConfig()`); the backbone's architecture is
         read from its own `config.json`. MERT-v1's config (model_type "mert_model") is mapped onto `HubertConfig`, so
         no remote code runs. Works offline with a local folder holding `config.json` and the weights."""
+        local = os.path.isdir(backbone_name_or_path)
+        if not local and (os.path.isabs(backbone_name_or_path) or backbone_name_or_path.startswith(".")):
+            raise OSError(f"{backbone_name_or_path}: no such folder (expected the backbone's config.json and weights).")
+        offline = not local and not hub_reachable()
         try:
-            config_file = cached_file(backbone_name_or_path, "config.json")
+            config_file = cached_file(backbone_name_or_path, "config.json", local_files_only=offline)
         except OSError as error:
             raise OSError(
                 f"{backbone_name_or_path}: could not get the backbone's config.json ({error}). Without access to the "
@@ -189,7 +195,9 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            model.backbone = HubertModel.from_pretrained(backbone_name_or_path, config=backbone_config)
+            model.backbone = HubertModel.from_pretrained(
+                backbone_name_or_path, config=backbone_config, local_files_only=offline
+            )
         finally:
             hf_logging.set_verbosity(verbosity)
         return model
