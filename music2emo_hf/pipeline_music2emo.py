@@ -1,0 +1,225 @@
+"""MusicEmotionPipeline: the `music-emotion` task. Audio in, a JSON-serialisable dict of moods and valence/arousal out.
+
+A track streams through chunk by chunk (decode, resample, harmony, backbone), so memory does not grow with its
+length; only the chunk embeddings are kept until the heads run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Pipeline
+
+from .feature_extraction_music2emo import Music2EmoFeatureExtractor
+from .harmony import HarmonyAnalyzer
+
+UNTRAINED_NOTE = "untrained model: random weights, these scores are not predictions"
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] += time.perf_counter() - start
+
+
+def _check_top_k(top_k: Any) -> int | None:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
+    return top_k
+
+
+class MusicEmotionPipeline(Pipeline):
+    """Mood-tag probabilities and valence/arousal for audio files, bytes or waveforms.
+
+    Inputs: a path, the bytes of a file, a 1-D waveform at the model's rate (or any rate with `sampling_rate=`), a
+    dict `{"array" | "raw": waveform, "sampling_rate": int}`, or a list of these.
+
+    Parameters: `top_k` (moods to return; all by default), `threshold` (a float, or a dict label -> float; moods
+    below it are dropped, labels absent from the dict are not filtered), `return_segments` (one entry per chunk),
+    `return_harmony` (key and chord timeline), `return_timings` (seconds spent decoding and resampling, on harmony,
+    in the backbone and in the heads), `sampling_rate` (of bare waveforms), `chunk_batch_size` (full-length chunks per
+    backbone call; 1 by default, as batching buys little on a CPU and each 30 s chunk costs about 1 GB at once).
+
+    Output: `{"moods": [{"label", "score"}] sorted by probability, "valence", "arousal" (native scale),
+    "valence_normalized", "arousal_normalized" (in [-1, 1]), "scale", ...}`. A model with several mood vocabularies
+    reports the first as `moods` and each further one under its task name.
+    """
+
+    _load_feature_extractor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_processor = False
+
+    def __init__(self, *args, harmony: HarmonyAnalyzer | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        config = self.model.config
+        if self.feature_extractor is None:
+            self.feature_extractor = Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds)
+        extractor = self.feature_extractor
+        if (extractor.sampling_rate, extractor.chunk_seconds) != (config.sampling_rate, config.chunk_seconds):
+            raise ValueError(
+                f"feature extractor ({extractor.sampling_rate} Hz, {extractor.chunk_seconds} s chunks) does not match "
+                f"the model ({config.sampling_rate} Hz, {config.chunk_seconds} s chunks)."
+            )
+        self.harmony = harmony or HarmonyAnalyzer(window_seconds=config.chunk_seconds)
+
+    def _sanitize_parameters(
+        self,
+        top_k=None,
+        threshold=None,
+        return_segments=None,
+        return_harmony=None,
+        return_timings=None,
+        sampling_rate=None,
+        chunk_batch_size=None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise TypeError(f"unknown parameters for the music-emotion pipeline: {sorted(kwargs)}")
+        preprocess, forward, postprocess = {}, {}, {}
+        if sampling_rate is not None:
+            preprocess["sampling_rate"] = sampling_rate
+        if chunk_batch_size is not None:
+            if not isinstance(chunk_batch_size, int) or chunk_batch_size < 1:
+                raise ValueError(f"chunk_batch_size must be a positive integer, got {chunk_batch_size!r}.")
+            forward["chunk_batch_size"] = chunk_batch_size
+        if top_k is not None:
+            postprocess["top_k"] = _check_top_k(top_k)
+        if threshold is not None:
+            postprocess["threshold"] = self._check_threshold(threshold)
+        if return_segments is not None:
+            postprocess["return_segments"] = bool(return_segments)
+        if return_harmony is not None:
+            postprocess["return_harmony"] = bool(return_harmony)
+        if return_timings is not None:
+            postprocess["return_timings"] = bool(return_timings)
+        return preprocess, forward, postprocess
+
+    def _check_threshold(self, threshold):
+        known = {label for task in self.model.config.tasks_of_type("multilabel") for label in task["labels"]}
+        values = threshold.values() if isinstance(threshold, Mapping) else [threshold]
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"threshold values must be probabilities in [0, 1], got {value!r}.")
+        if isinstance(threshold, Mapping):
+            unknown = sorted(set(threshold) - known)
+            if unknown:
+                raise ValueError(f"threshold for unknown labels {unknown}; this model's labels are {sorted(known)}.")
+        return threshold
+
+    def preprocess(self, inputs, sampling_rate=None):
+        if isinstance(inputs, os.PathLike):
+            inputs = os.fspath(inputs)
+        return {"audio": inputs, "sampling_rate": sampling_rate}
+
+    def _forward(self, model_inputs, chunk_batch_size: int = 1):
+        model, extractor = self.model, self.feature_extractor
+        rate = extractor.sampling_rate
+        embeddings, durations, windows, pending = [], [], [], []
+        timings = dict.fromkeys(("decode", "harmony", "backbone", "heads"), 0.0)
+        offset = 0.0
+
+        def flush():
+            with _timed(timings, "backbone"):
+                audio = torch.from_numpy(np.stack(pending)).to(model.device, model.dtype)
+                lengths = torch.full((len(pending),), audio.shape[-1], device=model.device)
+                embeddings.append(model.embed_chunks(audio, lengths))
+                pending.clear()
+
+        chunks = extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"])
+        while True:
+            with _timed(timings, "decode"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            with _timed(timings, "harmony"):
+                windows.append(self.harmony.analyze_window(chunk, rate, offset))
+            if pending and len(chunk) != len(pending[0]):
+                flush()
+            pending.append(chunk)
+            if len(pending) == chunk_batch_size:
+                flush()
+            durations.append(len(chunk) / rate)
+            offset += len(chunk) / rate
+        if pending:
+            flush()
+        with _timed(timings, "heads"):
+            harmony = self.harmony.combine(windows)
+            outputs = model(
+                chunk_embeddings=torch.cat(embeddings)[None],
+                chunk_durations=torch.tensor([durations], device=model.device),
+                **model.harmony_inputs([harmony]),
+            )
+        return {"outputs": outputs, "durations": durations, "harmony": harmony, "timings": timings}
+
+    def _moods(self, logits: torch.Tensor, labels, top_k, threshold) -> list[dict[str, Any]]:
+        scores = torch.sigmoid(logits.float()).tolist()
+        ranked = sorted(zip(labels, scores), key=lambda pair: -pair[1])
+        if threshold is not None:
+            limits = threshold if isinstance(threshold, Mapping) else dict.fromkeys(labels, threshold)
+            ranked = [(label, score) for label, score in ranked if score >= limits.get(label, 0.0)]
+        return [{"label": label, "score": round(score, 6)} for label, score in ranked[:top_k]]
+
+    def _answer(self, logits, regression, top_k, threshold) -> dict[str, Any]:
+        config = self.model.config
+        answer: dict[str, Any] = {}
+        for index, task in enumerate(config.tasks_of_type("multilabel")):
+            key = "moods" if index == 0 else task["name"]
+            answer[key] = self._moods(logits[task["name"]], task["labels"], top_k, threshold)
+        for task in config.tasks_of_type("regression"):
+            scale = config.scale_of(task)
+            for label, value in zip(task["labels"], regression[task["name"]].float().tolist()):
+                answer[label] = round(value, 6)
+                answer[f"{label}_normalized"] = round(scale.to_unit(value), 6)
+        return answer
+
+    def postprocess(
+        self, model_outputs, top_k=None, threshold=None, return_segments=False, return_harmony=False, return_timings=False
+    ):
+        config = self.model.config
+        outputs = model_outputs["outputs"]
+        result = self._answer(
+            {name: value[0] for name, value in outputs.logits.items()},
+            {name: value[0] for name, value in outputs.regression.items()},
+            top_k,
+            threshold,
+        )
+        result["scale"] = {
+            label: {"range": task["scale"], "neutral": config.scale_of(task).midpoint, "normalized": [-1.0, 1.0]}
+            for task in config.tasks_of_type("regression")
+            for label in task["labels"]
+        }
+        if return_segments:
+            segments, start = [], 0.0
+            for c, duration in enumerate(model_outputs["durations"]):
+                segment = {"start": round(start, 3), "end": round(start + duration, 3)}
+                segment.update(
+                    self._answer(
+                        {name: value[0, c] for name, value in outputs.chunk_logits.items()},
+                        {name: value[0, c] for name, value in outputs.chunk_regression.items()},
+                        top_k,
+                        threshold,
+                    )
+                )
+                segments.append(segment)
+                start += duration
+            result["segments"] = segments
+        if return_harmony:
+            harmony = model_outputs["harmony"]
+            result["key"] = harmony.key.name
+            result["chords"] = harmony.timeline()
+        if return_timings:
+            result["timings"] = {stage: round(seconds, 4) for stage, seconds in model_outputs["timings"].items()}
+        if config.untrained:
+            result["warning"] = UNTRAINED_NOTE
+        return result
+
+
+__all__ = ["MusicEmotionPipeline", "UNTRAINED_NOTE"]

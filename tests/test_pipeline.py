@@ -1,0 +1,221 @@
+"""The `music-emotion` pipeline: every input form, every parameter, the output contract, and the three doors
+(pipeline, model, CLI) agreeing on the same audio."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from music2emo_hf import REMOTE_CODE_TASK, Music2EmoFeatureExtractor, Music2EmoModel
+from music2emo_hf.audio import AudioDecodeError, load_audio
+from music2emo_hf.harmony import HarmonyAnalyzer
+from music2emo_hf.labels import MTG_JAMENDO_MOODS
+from music2emo_hf.pipeline_music2emo import UNTRAINED_NOTE
+
+from .conftest import require_fixtures, tone
+
+
+def _scores(result: dict) -> dict[str, float]:
+    return {m["label"]: m["score"] for m in result["moods"]}
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return str(require_fixtures("emomusic", "audio", "3.mp3"))
+
+
+@pytest.fixture(scope="module")
+def clip_result(tiny_pipeline, clip):
+    return tiny_pipeline(clip, return_segments=True, return_harmony=True)
+
+
+def test_task_is_registered_on_import():
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    assert "music-emotion" in PIPELINE_REGISTRY.get_supported_tasks()
+
+
+def test_output_contract(clip_result):
+    json.dumps(clip_result)  # JSON-serialisable
+    moods = clip_result["moods"]
+    assert [m["label"] for m in moods] != list(MTG_JAMENDO_MOODS) and sorted(m["label"] for m in moods) == sorted(MTG_JAMENDO_MOODS)
+    scores = [m["score"] for m in moods]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    for name in ("valence", "arousal"):
+        assert isinstance(clip_result[name], float)
+        assert clip_result[f"{name}_normalized"] == pytest.approx((clip_result[name] - 5.0) / 4.0, abs=1e-5)
+        assert clip_result["scale"][name] == {"range": [1.0, 9.0], "neutral": 5.0, "normalized": [-1.0, 1.0]}
+    assert clip_result["warning"] == UNTRAINED_NOTE
+
+
+def test_segments_tile_the_track(clip_result):
+    segments = clip_result["segments"]
+    assert len(segments) == 5  # 45 s in the tiny model's 10 s chunks
+    assert segments[0]["start"] == 0.0 and segments[-1]["end"] == pytest.approx(45.0, abs=0.05)
+    for before, after in zip(segments, segments[1:]):
+        assert before["end"] == after["start"]
+    assert all({"valence", "arousal", "moods"} <= set(s) for s in segments)
+
+
+def test_harmony_is_reported_on_request(clip_result, tiny_pipeline):
+    assert isinstance(clip_result["key"], str) and clip_result["key"]
+    chords = clip_result["chords"]
+    assert chords and chords[0]["start"] == 0.0 and all(c["end"] > c["start"] for c in chords)
+    plain = tiny_pipeline(tone(1.0))
+    assert "key" not in plain and "chords" not in plain and "segments" not in plain
+
+
+def test_top_k_and_thresholds(tiny_pipeline):
+    audio = tone(2.0)
+    everything = tiny_pipeline(audio)["moods"]
+    assert [m["label"] for m in tiny_pipeline(audio, top_k=3)["moods"]] == [m["label"] for m in everything[:3]]
+    cut = everything[10]["score"]
+    assert tiny_pipeline(audio, threshold=cut)["moods"] == everything[:11]
+    best, worst = everything[0]["label"], everything[-1]["label"]
+    per_label = tiny_pipeline(audio, threshold={best: 1.0, worst: 0.0})["moods"]
+    assert best not in [m["label"] for m in per_label] and worst in [m["label"] for m in per_label]
+    with pytest.raises(ValueError, match="unknown labels"):
+        tiny_pipeline(audio, threshold={"not-a-mood": 0.5})
+    with pytest.raises(ValueError, match="top_k"):
+        tiny_pipeline(audio, top_k=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        tiny_pipeline(audio, threshold=1.5)
+    with pytest.raises(TypeError, match="unknown parameters"):
+        tiny_pipeline(audio, topk=3)
+
+
+def test_every_input_form_gives_the_same_answer(tiny_pipeline, write_wav):
+    wave44 = tone(3.0, rate=44100, channels=2)
+    path = write_wav("song.wav", wave44, 44100)
+    as_24k = load_audio(str(path), 24000)
+    reference = tiny_pipeline(str(path))
+    others = [
+        tiny_pipeline(path.read_bytes()),
+        tiny_pipeline(path),
+        tiny_pipeline(as_24k),
+        tiny_pipeline({"array": as_24k, "sampling_rate": 24000}),
+        tiny_pipeline({"raw": as_24k, "sampling_rate": 24000}),
+    ]
+    for other in others:
+        assert other["valence"] == pytest.approx(reference["valence"], abs=1e-5)
+        assert _scores(other) == pytest.approx(_scores(reference), abs=1e-5)
+    resampled = tiny_pipeline(wave44, sampling_rate=44100)
+    assert resampled["arousal"] == pytest.approx(reference["arousal"], abs=1e-3)
+
+
+def test_a_list_is_a_batch_with_one_answer_per_item(tiny_pipeline):
+    items = [tone(1.0), tone(2.0, freq=330), {"array": tone(1.5, rate=16000), "sampling_rate": 16000}]
+    results = tiny_pipeline(items)
+    assert len(results) == 3
+    assert results[1]["valence"] == pytest.approx(tiny_pipeline(items[1])["valence"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [
+        pytest.param(tone(0.05), id="0.05s"),
+        pytest.param(np.zeros(24000 * 2, dtype=np.float32), id="silence"),
+        pytest.param((tone(1.0) * 32767).astype(np.int16), id="int16"),
+        pytest.param((tone(1.0) * 2**31 * 0.5).astype(np.int32), id="int32"),
+        pytest.param(tone(1.0).astype(np.float64), id="float64"),
+        pytest.param(tone(1.0, channels=2), id="stereo"),
+        pytest.param(tone(1.0, channels=6).T, id="6-channels"),
+        pytest.param({"array": tone(1.0, rate=8000), "sampling_rate": 8000}, id="8kHz"),
+        pytest.param({"array": tone(1.0, rate=192000), "sampling_rate": 192000}, id="192kHz"),
+    ],
+)
+def test_awkward_but_valid_audio_gets_a_finite_answer(tiny_pipeline, audio):
+    result = tiny_pipeline(audio, return_harmony=True)
+    assert np.isfinite([result["valence"], result["arousal"]]).all()
+    assert len(result["moods"]) == 56
+
+
+def test_silence_has_no_key(tiny_pipeline):
+    assert tiny_pipeline(np.zeros(24000 * 2, dtype=np.float32), return_harmony=True)["key"] == "N"
+
+
+@pytest.mark.parametrize(
+    "audio,error,message",
+    [
+        (np.array([0.0, np.nan] * 1000, dtype=np.float32), AudioDecodeError, "NaN"),
+        ("/no/such/file.mp3", FileNotFoundError, "no such file"),
+        (b"junk", AudioDecodeError, "not a readable audio file"),
+        (np.zeros(100, dtype=np.float32), AudioDecodeError, "at least"),
+    ],
+)
+def test_bad_audio_raises_a_clear_error(tiny_pipeline, audio, error, message):
+    with pytest.raises(error, match=message):
+        tiny_pipeline(audio)
+
+
+def test_pipeline_and_model_doors_agree(tiny_pipeline, tiny_model_dir, clip, clip_result):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Music2EmoModel.from_pretrained(tiny_model_dir).eval()
+    extractor = Music2EmoFeatureExtractor.from_pretrained(tiny_model_dir)
+    audio = load_audio(clip, extractor.sampling_rate)
+    harmony = HarmonyAnalyzer(window_seconds=extractor.chunk_seconds)(audio, extractor.sampling_rate)
+    with torch.no_grad():
+        out = model(**extractor(audio, return_tensors="pt"), **model.harmony_inputs([harmony]))
+    valence, arousal = out.regression["valence_arousal"][0].tolist()
+    assert valence == pytest.approx(clip_result["valence"], abs=1e-5)
+    assert arousal == pytest.approx(clip_result["arousal"], abs=1e-5)
+    probabilities = dict(zip(MTG_JAMENDO_MOODS, torch.sigmoid(out.logits["moods"][0]).tolist()))
+    for mood in clip_result["moods"]:
+        assert probabilities[mood["label"]] == pytest.approx(mood["score"], abs=1e-5)
+    assert harmony.key.name == clip_result["key"]
+
+
+def test_saved_model_runs_with_trust_remote_code_without_importing_the_package(tiny_model_dir, clip, clip_result):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert REMOTE_CODE_TASK in config["custom_pipelines"] and config["auto_map"]["AutoModel"]
+    script = (
+        "import json, sys, warnings; warnings.simplefilter('ignore');"
+        "from transformers import pipeline;"
+        f"pipe = pipeline(model={str(tiny_model_dir)!r}, trust_remote_code=True, device='cpu');"
+        "assert 'music2emo_hf' not in sys.modules, 'the package was imported';"
+        f"print(json.dumps(pipe({clip!r})))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=str(tiny_model_dir.parent))
+    assert run.returncode == 0, run.stderr[-3000:]
+    remote = json.loads(run.stdout.strip().splitlines()[-1])
+    assert remote["valence"] == pytest.approx(clip_result["valence"], abs=1e-5)
+    assert remote["moods"][0]["label"] == clip_result["moods"][0]["label"]
+
+
+_PEAK_MEMORY_SCRIPT = """
+import json, resource, sys, warnings
+warnings.simplefilter("ignore")
+import transformers, music2emo_hf
+from music2emo_hf.harmony import HarmonyAnalyzer
+pipe = transformers.pipeline("music-emotion", model=sys.argv[1], device="cpu", harmony=HarmonyAnalyzer(ensemble_size=1))
+result = pipe(sys.argv[2], return_segments=True)
+print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "end": result["segments"][-1]["end"], "valence": result["valence"]}))
+"""
+
+
+def test_an_hour_long_file_streams_through_in_bounded_memory(tiny_model_dir, write_wav):
+    """A 60-min file costs about what a 1-min file costs in memory: chunks stream through, none is held whole
+    (60 min at 24 kHz in float32 alone would be 330 MiB)."""
+    rate = 8000
+    t = np.arange(60 * rate) / rate
+    minute = (0.2 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.5 * t) ** 2).astype(np.float32)
+    peaks = {}
+    for minutes in (1, 60):
+        path = write_wav(f"{minutes}min.wav", np.tile(minute, minutes), rate, subtype="PCM_16")
+        run = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT, str(tiny_model_dir), str(path)],
+                             capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-3000:]
+        figures = json.loads(run.stdout.strip().splitlines()[-1])
+        assert figures["end"] == pytest.approx(60.0 * minutes, abs=0.01) and np.isfinite(figures["valence"])
+        peaks[minutes] = figures["peak_mib"]
+    assert peaks[60] - peaks[1] < 100, peaks
