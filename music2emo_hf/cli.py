@@ -1,0 +1,245 @@
+"""The `music2emo` command: `predict` over files and folders, `init` a randomly initialised model from a Hub config."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A problem with the command as a whole (bad arguments, model not loadable): reported in one line, exit 2."""
+
+
+def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
+    """Files as given, and the audio files under folders (recursive, sorted). Problems go to `report`."""
+    from .audio import AUDIO_EXTENSIONS
+
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                for name in names
+                if name.lower().endswith(AUDIO_EXTENSIONS)
+            )
+            if not found:
+                report(path, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+            yield from found
+        elif os.path.exists(path):
+            yield path
+        else:
+            report(path, "no such file or folder")
+
+
+class _Writer:
+    """Appends one record per file and flushes it at once, so an interrupted run loses nothing and resumes."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.done: set[str] = set()
+        self.format = "csv" if path and path.lower().endswith(".csv") else "jsonl"
+        if path and not path.lower().endswith((".csv", ".jsonl", ".json")):
+            raise CommandError(f"--output {path}: use a .jsonl or .csv file name.")
+        self.header: list[str] | None = None
+        if path and os.path.exists(path):
+            self._read_existing(path)
+        self.handle = open(path, "a", encoding="utf-8", newline="") if path else sys.stdout
+
+    def _read_existing(self, path: str) -> None:
+        with open(path, "rb") as raw:
+            data = raw.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):  # a record cut off by an interrupted run: drop it, it is redone
+            with open(path, "r+b") as raw:
+                raw.truncate(len(complete))
+        text = complete.decode("utf-8")
+        if self.format == "jsonl":
+            for line in text.splitlines():
+                if line.strip():
+                    self.done.add(json.loads(line)["file"])
+        else:
+            rows = list(csv.reader(io.StringIO(text)))
+            if rows:
+                self.header = rows[0]
+                self.done.update(row[0] for row in rows[1:] if row)
+
+    def write(self, record: dict) -> None:
+        if self.format == "jsonl":
+            self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            row = self._csv_row(record)
+            writer = csv.writer(self.handle)
+            if self.header is None:
+                self.header = list(row)
+                writer.writerow(self.header)
+            elif list(row) != self.header:
+                raise CommandError(
+                    f"--output {self.path} has columns from another model or other options; choose a new file."
+                )
+            writer.writerow(row.values())
+        self.handle.flush()
+
+    @staticmethod
+    def _csv_row(record: dict) -> dict:
+        """Flat columns: scalars as they are, each mood as its own column, nested results as JSON text."""
+        row = {}
+        for key, value in record.items():
+            if key == "moods":
+                row.update({f"mood:{m['label']}": m["score"] for m in sorted(value, key=lambda m: m["label"])})
+            elif isinstance(value, (list, dict)):
+                row[key] = json.dumps(value, ensure_ascii=False)
+            else:
+                row[key] = value
+        return row
+
+    def close(self) -> None:
+        if self.handle is not sys.stdout:
+            self.handle.close()
+
+
+def _load_pipeline(model: str, device: str):
+    import transformers
+
+    from . import DEFAULT_MODEL_ID
+    from .hub import hub_reachable
+
+    offline = {} if os.path.isdir(model) or hub_reachable() else {"local_files_only": True}
+    try:
+        return transformers.pipeline("music-emotion", model=model, device=device, **offline)
+    except (OSError, ValueError) as error:
+        if os.path.isdir(model):
+            raise CommandError(f"could not load the model in folder {model!r}: {str(error).splitlines()[0]}") from error
+        raise CommandError(
+            f"could not load model {model!r}: there is no such local folder, and it could not be fetched from the "
+            f"Hugging Face Hub ({str(error).splitlines()[0]}). Offline, pass --model with a local folder: one written "
+            f"by `music2emo init`, or a downloaded copy of {DEFAULT_MODEL_ID}."
+        ) from error
+
+
+def predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .modeling_music2emo import UntrainedModelWarning
+
+    if args.top_k is not None and args.top_k < 1:
+        raise CommandError(f"--top-k must be at least 1, got {args.top_k}.")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    failures: list[str] = []
+
+    def report(path: str, message: str) -> None:
+        failures.append(path)
+        tqdm.write(f"error: {path}: {message}", file=sys.stderr)
+
+    files = list(dict.fromkeys(iter_audio_files(args.paths, report)))
+    writer = _Writer(args.output)
+    todo = [path for path in files if path not in writer.done]
+    if len(todo) < len(files):
+        print(f"{len(files) - len(todo)} file(s) already in {args.output}: skipped", file=sys.stderr)
+    if todo:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntrainedModelWarning)
+            pipe = _load_pipeline(args.model, args.device)
+        if pipe.model.config.untrained:
+            print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
+                  file=sys.stderr)
+        options = {"return_segments": args.segments, "return_harmony": args.harmony}
+        if args.top_k is not None:
+            options["top_k"] = args.top_k
+        if args.threshold is not None:
+            options["threshold"] = args.threshold
+        try:
+            for path in tqdm(todo, desc="music2emo", unit="file", file=sys.stderr):
+                try:
+                    result = pipe(path, **options)
+                except Exception as error:  # one bad file must not stop the run; say what it was and go on
+                    report(path, str(error) or type(error).__name__)
+                    continue
+                writer.write({"file": path, **result})
+        finally:
+            writer.close()
+    else:
+        writer.close()
+    done = len(todo) - len([f for f in failures if f in todo])
+    print(f"{done} file(s) analysed, {len(failures)} failed", file=sys.stderr)
+    return EXIT_FILES_FAILED if failures else EXIT_OK
+
+
+def init(args: argparse.Namespace) -> int:
+    import torch
+
+    from .configuration_music2emo import Music2EmoConfig
+    from .feature_extraction_music2emo import Music2EmoFeatureExtractor
+    from .modeling_music2emo import Music2EmoModel, UntrainedModelWarning
+    from .pipeline_music2emo import MusicEmotionPipeline
+
+    source = Path(args.config)
+    if not (source / "config.json").is_file() or not (source / "preprocessor_config.json").is_file():
+        raise CommandError(f"--config {source}: expected a folder with config.json and preprocessor_config.json.")
+    torch.manual_seed(args.seed)
+    config = Music2EmoConfig.from_pretrained(source)
+    config.untrained = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        model = Music2EmoModel.from_backbone(args.backbone, config) if args.backbone else Music2EmoModel(config)
+    extractor = Music2EmoFeatureExtractor.from_pretrained(source)
+    MusicEmotionPipeline(model=model, feature_extractor=extractor, task="music-emotion", device="cpu").save_pretrained(
+        args.out_dir
+    )
+    print(f"wrote an untrained model (random {'heads' if args.backbone else 'weights'}) to {args.out_dir}", file=sys.stderr)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import DEFAULT_MODEL_ID
+
+    parser = argparse.ArgumentParser(prog="music2emo", description="Music emotion recognition: moods and valence/arousal.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("predict", help="analyse audio files and folders (recursive)")
+    p.add_argument("paths", nargs="+", help="audio files or folders")
+    p.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"Hub id or local folder (default: {DEFAULT_MODEL_ID})")
+    p.add_argument("--output", "-o", help="write records to FILE.jsonl or FILE.csv (default: JSON lines on stdout); "
+                   "files already in it are skipped")
+    p.add_argument("--top-k", type=int, help="moods per record (default: all, sorted by probability)")
+    p.add_argument("--threshold", type=float, help="drop moods whose probability is below this")
+    p.add_argument("--segments", action="store_true", help="add per-chunk valence/arousal and moods")
+    p.add_argument("--harmony", action="store_true", help="add the key and the chord timeline")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.set_defaults(run=predict)
+
+    i = commands.add_parser("init", help="write a randomly initialised model from a Hub config folder")
+    i.add_argument("--config", required=True, help="a hub_configs/NAME folder")
+    i.add_argument("out_dir", help="where to write the model")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--backbone", help="load pretrained backbone weights from this Hub id or folder (heads stay random)")
+    i.set_defaults(run=init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers.utils import logging as hf_logging
+
+    args = build_parser().parse_args(argv)
+    hf_logging.disable_progress_bar()  # our own progress bar is the one that matters on stderr
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"music2emo: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The `music2emo` command, run as users run it: a real subprocess on real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from music2emo_hf import DEFAULT_MODEL_ID
+
+from .conftest import ROOT, TINY_CONFIG, require_fixtures, tone
+
+CLI = [sys.executable, "-m", "music2emo_hf.cli"]
+
+
+def run(*args: str, cwd: Path | None = None, timeout: int = 600, offline: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("HF_HUB_OFFLINE", None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    """A folder like a user's: real CC-BY clips in nested folders, and one non-audio file that must be ignored."""
+    source = require_fixtures("emomusic", "audio")
+    root = tmp_path_factory.mktemp("library")
+    for i, clip in enumerate(sorted(source.glob("*.mp3"))):
+        target = root / ("albums/a" if i % 2 else "singles") / clip.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, target)
+    (root / "singles" / "cover.txt").write_text("not audio")
+    return root
+
+
+def test_predict_over_a_folder_of_real_clips(tiny_model_dir, library, tmp_path):
+    out = tmp_path / "moods.jsonl"
+    result = run("predict", str(library), "--model", str(tiny_model_dir), "--output", str(out), "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    rows = records(out)
+    assert sorted(Path(r["file"]).name for r in rows) == sorted(p.name for p in library.rglob("*.mp3"))
+    for row in rows:
+        assert len(row["moods"]) == 3 and 1.0 <= row["valence"] <= 9.0
+        assert row["warning"].startswith("untrained")
+    assert "untrained model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path):
+    clip = require_fixtures("emomusic", "audio", "7.mp3")
+    out = tmp_path / "one.jsonl"
+    assert run("predict", str(clip), "--model", str(tiny_model_dir), "-o", str(out)).returncode == 0
+    cli = records(out)[0]
+    direct = tiny_pipeline(str(clip))
+    assert cli["file"] == str(clip)
+    assert cli["valence"] == pytest.approx(direct["valence"], abs=1e-5)
+    cli_scores = {m["label"]: m["score"] for m in cli["moods"]}
+    for mood in direct["moods"]:
+        assert cli_scores[mood["label"]] == pytest.approx(mood["score"], abs=1e-5)
+
+
+def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, write_wav):
+    good = write_wav("good.wav", tone(2.0))
+    (tmp_path / "empty.mp3").write_bytes(b"")
+    (tmp_path / "notes.mp3").write_text("shopping list\n" * 50)
+    mp3 = require_fixtures("emomusic", "audio", "8.mp3").read_bytes()
+    (tmp_path / "truncated.mp3").write_bytes(mp3[: len(mp3) // 2])
+    (tmp_path / "empty_folder").mkdir()
+    out = tmp_path / "out.jsonl"
+    result = run(
+        "predict", str(good), str(tmp_path / "empty.mp3"), str(tmp_path / "notes.mp3"), str(tmp_path / "truncated.mp3"),
+        str(tmp_path / "missing.wav"), str(tmp_path / "empty_folder"),
+        "--model", str(tiny_model_dir), "--output", str(out),
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    for name, reason in [("empty.mp3", "empty"), ("notes.mp3", "not a readable audio file"),
+                         ("missing.wav", "no such file"), ("empty_folder", "no audio files")]:
+        assert any(name in line and reason in line for line in result.stderr.splitlines()), (name, result.stderr)
+    assert sorted(Path(r["file"]).name for r in records(out)) == ["good.wav", "truncated.mp3"]
+
+
+def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_dir, tmp_path, write_wav):
+    files = [write_wav(f"t{i}.wav", tone(1.0 + i, freq=200 + 50 * i)) for i in range(3)]
+    out = tmp_path / "resume.jsonl"
+    assert run("predict", *map(str, files[:2]), "--model", str(tiny_model_dir), "-o", str(out)).returncode == 0
+    first = records(out)
+    with open(out, "a") as handle:  # as if the run had been killed while writing the third record
+        handle.write('{"file": "' + str(files[2]) + '", "val')
+    result = run("predict", *map(str, files), "--model", str(tiny_model_dir), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "2 file(s) already in" in result.stderr
+    rows = records(out)
+    assert rows[:2] == first and [r["file"] for r in rows] == [str(f) for f in files]
+
+
+def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav):
+    files = [write_wav(f"c{i}.wav", tone(1.5, freq=300 + i)) for i in range(2)]
+    out = tmp_path / "moods.csv"
+    assert run("predict", *map(str, files), "--model", str(tiny_model_dir), "-o", str(out), "--harmony").returncode == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+    assert len([c for c in rows[0] if c.startswith("mood:")]) == 56
+    assert float(rows[0]["valence"]) and rows[0]["key"] and json.loads(rows[0]["chords"])
+    assert run("predict", *map(str, files), "--model", str(tiny_model_dir), "-o", str(out)).returncode == 0
+    assert len(list(csv.DictReader(out.open()))) == 2
+
+
+def test_default_model_offline_says_how_to_use_a_local_folder(tmp_path, write_wav):
+    """Without HF_HUB_OFFLINE: an unreachable Hub is detected at once (no minute of retries) and explained."""
+    result = run("predict", str(write_wav("x.wav", tone(1.0))), timeout=120, offline=False)
+    assert result.returncode == 2
+    assert DEFAULT_MODEL_ID in result.stderr and "--model" in result.stderr and "local folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path):
+    result = run("init", "--config", str(TINY_CONFIG), str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["untrained"] is True and config["model_type"] == "music2emo"
+    assert (tmp_path / "m" / "model.safetensors").exists() and (tmp_path / "m" / "preprocessor_config.json").exists()
+    bad = run("init", "--config", str(ROOT / "hub_configs"), str(tmp_path / "n"))
+    assert bad.returncode == 2 and "config.json" in bad.stderr
+
+
+def test_the_default_model_id_is_the_one_named_in_hub_configs():
+    card = (ROOT / "hub_configs" / "music2emo-mert95m" / "README.md").read_text()
+    assert DEFAULT_MODEL_ID in card
