@@ -73,12 +73,6 @@ class AudioStream:
     _file: sf.SoundFile | None = None
     _array: np.ndarray | None = None
 
-    @property
-    def duration(self) -> float | None:
-        """Seconds at the native rate; None when the container does not say (some mp3s)."""
-        frames = self._file.frames if self._file is not None else len(self._array)
-        return frames / self.native_rate if frames and frames > 0 else None
-
     def _native_blocks(self) -> Iterator[np.ndarray]:
         if self._array is not None:
             for start in range(0, len(self._array), _READ_FRAMES):

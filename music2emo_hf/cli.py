@@ -49,10 +49,20 @@ class _Writer:
         self.format = "csv" if path and path.lower().endswith(".csv") else "jsonl"
         if path and not path.lower().endswith((".csv", ".jsonl", ".json")):
             raise CommandError(f"--output {path}: use a .jsonl or .csv file name.")
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise CommandError(f"--output {path}: the folder {os.path.dirname(path)!r} does not exist.")
         self.header: list[str] | None = None
         if path and os.path.exists(path):
             self._read_existing(path)
-        self.handle = open(path, "a", encoding="utf-8", newline="") if path else sys.stdout
+        try:
+            self.handle = open(path, "a", encoding="utf-8", newline="") if path else sys.stdout
+        except OSError as error:
+            raise CommandError(f"--output {path}: cannot write there ({error.strerror}).") from error
+
+    @staticmethod
+    def key(path: str) -> str:
+        """Paths name the same file however they were written (relative, ./, trailing slashes of folders)."""
+        return os.path.normpath(os.path.abspath(path))
 
     def _read_existing(self, path: str) -> None:
         with open(path, "rb") as raw:
@@ -61,44 +71,47 @@ class _Writer:
         if len(complete) != len(data):  # a record cut off by an interrupted run: drop it, it is redone
             with open(path, "r+b") as raw:
                 raw.truncate(len(complete))
-        text = complete.decode("utf-8")
-        if self.format == "jsonl":
-            for line in text.splitlines():
-                if line.strip():
-                    self.done.add(json.loads(line)["file"])
-        else:
-            rows = list(csv.reader(io.StringIO(text)))
-            if rows:
-                self.header = rows[0]
-                self.done.update(row[0] for row in rows[1:] if row)
+        text = complete.decode("utf-8", errors="replace")
+        try:
+            if self.format == "jsonl":
+                files = [json.loads(line)["file"] for line in text.splitlines() if line.strip()]
+            else:
+                rows = list(csv.reader(io.StringIO(text)))
+                self.header = rows[0] if rows else None
+                if self.header and self.header[0] != "file":
+                    raise KeyError("file")
+                files = [row[0] for row in rows[1:] if row]
+        except (ValueError, KeyError, TypeError) as error:
+            raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
+        self.done.update(self.key(file) for file in files)
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict, mood_labels: list[str]) -> None:
         if self.format == "jsonl":
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
-            row = self._csv_row(record)
+            row = self._csv_row(record, mood_labels)
             writer = csv.writer(self.handle)
             if self.header is None:
                 self.header = list(row)
                 writer.writerow(self.header)
             elif list(row) != self.header:
                 raise CommandError(
-                    f"--output {self.path} has columns from another model or other options; choose a new file."
+                    f"--output {self.path} has the columns of another model or other options; choose a new file."
                 )
             writer.writerow(row.values())
         self.handle.flush()
 
     @staticmethod
-    def _csv_row(record: dict) -> dict:
-        """Flat columns: scalars as they are, each mood as its own column, nested results as JSON text."""
+    def _csv_row(record: dict, mood_labels: list[str]) -> dict:
+        """Flat columns: scalars as they are, one column per mood label of the model (blank when a mood was left out
+        by --top-k or --threshold), nested results as JSON text. The scale is documented, not repeated per row."""
         row = {}
         for key, value in record.items():
             if key == "moods":
-                row.update({f"mood:{m['label']}": m["score"] for m in sorted(value, key=lambda m: m["label"])})
-            elif isinstance(value, (list, dict)):
-                row[key] = json.dumps(value, ensure_ascii=False)
-            else:
-                row[key] = value
+                scores = {m["label"]: m["score"] for m in value}
+                row.update({f"mood:{label}": scores.get(label, "") for label in mood_labels})
+            elif key != "scale":
+                row[key] = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
         return row
 
     def close(self) -> None:
@@ -115,23 +128,20 @@ def _load_pipeline(model: str, device: str):
     offline = {} if os.path.isdir(model) or hub_reachable() else {"local_files_only": True}
     try:
         return transformers.pipeline("music-emotion", model=model, device=device, **offline)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # whatever stops the model from loading is one line for the user, not a traceback
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         if os.path.isdir(model):
-            raise CommandError(f"could not load the model in folder {model!r}: {str(error).splitlines()[0]}") from error
+            raise CommandError(f"could not load the model in folder {model!r}: {reason}") from error
         raise CommandError(
             f"could not load model {model!r}: there is no such local folder, and it could not be fetched from the "
-            f"Hugging Face Hub ({str(error).splitlines()[0]}). Offline, pass --model with a local folder: one written "
-            f"by `music2emo init`, or a downloaded copy of {DEFAULT_MODEL_ID}."
+            f"Hugging Face Hub ({reason}). Offline, pass --model with a local folder: one written by "
+            f"`music2emo init`, or a downloaded copy of {DEFAULT_MODEL_ID}."
         ) from error
 
 
 def predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .modeling_music2emo import UntrainedModelWarning
-
-    if args.top_k is not None and args.top_k < 1:
-        raise CommandError(f"--top-k must be at least 1, got {args.top_k}.")
     if args.threads:
         import torch
 
@@ -144,36 +154,46 @@ def predict(args: argparse.Namespace) -> int:
 
     files = list(dict.fromkeys(iter_audio_files(args.paths, report)))
     writer = _Writer(args.output)
-    todo = [path for path in files if path not in writer.done]
-    if len(todo) < len(files):
-        print(f"{len(files) - len(todo)} file(s) already in {args.output}: skipped", file=sys.stderr)
-    if todo:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UntrainedModelWarning)
-            pipe = _load_pipeline(args.model, args.device)
-        if pipe.model.config.untrained:
-            print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
-                  file=sys.stderr)
-        options = {"return_segments": args.segments, "return_harmony": args.harmony}
-        if args.top_k is not None:
-            options["top_k"] = args.top_k
-        if args.threshold is not None:
-            options["threshold"] = args.threshold
-        try:
-            for path in tqdm(todo, desc="music2emo", unit="file", file=sys.stderr):
-                try:
-                    result = pipe(path, **options)
-                except Exception as error:  # one bad file must not stop the run; say what it was and go on
-                    report(path, str(error) or type(error).__name__)
-                    continue
-                writer.write({"file": path, **result})
-        finally:
-            writer.close()
-    else:
+    try:
+        todo = [path for path in files if writer.key(path) not in writer.done]
+        if len(todo) < len(files):
+            print(f"{len(files) - len(todo)} file(s) already in {args.output}: skipped", file=sys.stderr)
+        if todo:
+            _analyse(todo, args, writer, report)
+    finally:
         writer.close()
-    done = len(todo) - len([f for f in failures if f in todo])
-    print(f"{done} file(s) analysed, {len(failures)} failed", file=sys.stderr)
+    print(f"{len(todo) - len(set(failures) & set(todo))} file(s) analysed, {len(failures)} failed", file=sys.stderr)
     return EXIT_FILES_FAILED if failures else EXIT_OK
+
+
+def _analyse(todo: list[str], args: argparse.Namespace, writer: _Writer, report) -> None:
+    from tqdm import tqdm
+
+    from .modeling_music2emo import UntrainedModelWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        pipe = _load_pipeline(args.model, args.device)
+    if pipe.model.config.untrained:
+        print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
+              file=sys.stderr)
+    options = {"return_segments": args.segments, "return_harmony": args.harmony}
+    if args.top_k is not None:
+        options["top_k"] = args.top_k
+    if args.threshold is not None:
+        options["threshold"] = args.threshold
+    try:
+        pipe._sanitize_parameters(**options)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
+    for path in tqdm(todo, desc="music2emo", unit="file", file=sys.stderr):
+        try:
+            result = pipe(path, **options)
+        except Exception as error:  # one bad file must not stop the run; say what it was and go on
+            report(path, str(error) or type(error).__name__)
+            continue
+        writer.write({"file": path, **result}, mood_labels)
 
 
 def init(args: argparse.Namespace) -> int:
@@ -236,9 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # our own progress bar is the one that matters on stderr
     try:
         return args.run(args)
+    except KeyboardInterrupt:
+        print("music2emo: interrupted; run the same command again to go on where it stopped", file=sys.stderr)
+        return 130
     except CommandError as error:
         print(f"music2emo: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception as error:  # no traceback for a user: what failed, in one line
+        print(f"music2emo: error: {type(error).__name__}: {error}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

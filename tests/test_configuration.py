@@ -27,7 +27,7 @@ def test_default_backbone_is_mert_v1_95m_with_music2emo_layers():
     config = Music2EmoConfig()
     assert config.backbone_config.hidden_size == 768 and config.backbone_config.num_hidden_layers == 12
     assert config.pooled_layers == [6, 7] and config.embedding_dim == 1536
-    assert config.chunk_seconds == 30.0 and config.sampling_rate == 24000 and config.chunk_samples == 720000
+    assert config.chunk_seconds == 30.0 and config.sampling_rate == 24000
 
 
 def test_a_mert_config_json_maps_onto_hubert():

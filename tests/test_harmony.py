@@ -6,9 +6,6 @@ import numpy as np
 import pytest
 
 from music2emo_hf.harmony import (
-    CHORD_QUALITIES,
-    CHORD_ROOTS,
-    ORIGINAL_CHORD_QUALITIES,
     PITCH_CLASSES,
     ChordSegment,
     Harmony,
@@ -18,6 +15,7 @@ from music2emo_hf.harmony import (
     estimate_key,
     normalize_chord_label,
 )
+from music2emo_hf.labels import CHORD_QUALITIES, CHORD_ROOTS, ORIGINAL_CHORD_QUALITIES
 
 SR = 22050
 INTERVALS = {
@@ -118,9 +116,10 @@ def test_chord_symbol_accuracy_frame_wise(cadences):
 
 def test_minor_key_gets_the_minor_mode_token(cadences):
     """The original fed mode 0 at inference whatever the key; estimated minor keys must give mode_id 1."""
-    for _, mode, _, h in cadences:
-        if h.key.mode == mode:
-            assert int(h.tokens(CHORD_ROOTS, CHORD_QUALITIES, 100)["mode_id"]) == (mode == "minor")
+    minor = [h for _, mode, _, h in cadences if mode == "minor"]
+    assert sum(h.key.mode == "minor" for h in minor) >= 10
+    for _, _, _, h in cadences:
+        assert int(h.tokens(CHORD_ROOTS, CHORD_QUALITIES, 100)["mode_id"]) == (h.key.mode == "minor")
 
 
 def test_decoder_vocabulary_maps_onto_every_quality_we_tokenise():
@@ -130,7 +129,7 @@ def test_decoder_vocabulary_maps_onto_every_quality_we_tokenise():
 
 
 def test_networks_are_loaded_once_per_process():
-    assert HarmonyAnalyzer(ensemble_size=1)._models[0] is HarmonyAnalyzer(ensemble_size=3)._models[0]
+    assert HarmonyAnalyzer(ensemble_size=1)._networks[0][0] is HarmonyAnalyzer(ensemble_size=3)._networks[0][0]
 
 
 @pytest.mark.parametrize(
@@ -200,11 +199,10 @@ def test_tokens_truncate_at_max_chords_and_pad_after_the_last_segment():
 def test_no_chord_and_unknown_chord_tokens():
     harmony = _harmony(Key(2, "major"), "N", "X", "C:weird", "D:maj")
     tokens = harmony.tokens(CHORD_ROOTS, CHORD_QUALITIES, 4)
-    assert tokens["chord_root_ids"].tolist() == [0, CHORD_ROOTS.index("X"), CHORD_ROOTS.index("X"), 1]
+    # Unknown chords become "no chord", as Music2Emo rewrote X to N before lookup.
+    assert tokens["chord_root_ids"].tolist() == [0, 0, 0, 1]
     assert tokens["chord_quality_ids"].tolist() == [0, 0, 0, CHORD_QUALITIES.index("maj")]
     assert tokens["chord_mask"].tolist() == [1, 1, 1, 1]
-    without_x = harmony.tokens(CHORD_ROOTS[:-1], CHORD_QUALITIES, 4)
-    assert without_x["chord_root_ids"].tolist() == [0, 0, 0, 1]
 
 
 def test_key_names_and_estimator_edge_cases():
@@ -287,7 +285,7 @@ def test_windows_join_into_one_continuous_timeline():
     assert harmony.timeline()[0] == {"start": 0.0, "end": round(harmony.chords[0].end, 3), "chord": "G:maj"}
 
 
-def test_a_tail_too_short_for_a_chord_joins_the_window_before_it():
+def test_a_tail_too_short_for_a_chord_extends_the_chord_before_it():
     analyzer = HarmonyAnalyzer(ensemble_size=1, window_seconds=10.0)
     audio, _ = render([(0, "maj"), (5, "maj"), (7, "7"), (0, "maj")] * 2, seconds=1.5, seed=6)
     audio = audio[: round(10.05 * SR)]

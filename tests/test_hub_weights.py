@@ -26,8 +26,12 @@ def test_mert_v1_95m_loads_natively_and_gives_the_13_hidden_states_music2emo_poo
 
 def test_the_published_model_answers_on_a_real_clip():
     import transformers
+    from huggingface_hub import repo_exists
 
     import music2emo_hf  # noqa: F401
+
+    if not repo_exists(DEFAULT_MODEL_ID):
+        pytest.skip(f"{DEFAULT_MODEL_ID} is not published yet")
 
     pipe = transformers.pipeline("music-emotion", model=DEFAULT_MODEL_ID, device="cpu")
     result = pipe(str(require_fixtures("emomusic", "audio", "3.mp3")))
