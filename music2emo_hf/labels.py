@@ -18,6 +18,20 @@ MTG_JAMENDO_MOODS: tuple[str, ...] = (
     "slow", "soft", "soundscape", "space", "sport", "summer", "trailer", "travel", "upbeat", "uplifting",
 )
 
+# CAL500's 18 emotion concepts, as named in the UCSD vocabulary (`vocab.txt`, without the "Emotion-" prefix). The
+# cross-dataset paper lost "Laid-back_/_Mellow" to a regex that could not match its hyphen.
+CAL500_EMOTIONS: tuple[str, ...] = (
+    "Angry_/_Aggressive", "Arousing_/_Awakening", "Bizarre_/_Weird", "Calming_/_Soothing", "Carefree_/_Lighthearted",
+    "Cheerful_/_Festive", "Emotional_/_Passionate", "Exciting_/_Thrilling", "Happy", "Laid-back_/_Mellow",
+    "Light_/_Playful", "Loving_/_Romantic", "Pleasant_/_Comfortable", "Positive_/_Optimistic", "Powerful_/_Strong",
+    "Sad", "Tender_/_Soft", "Touching_/_Loving",
+)
+
+# Emotify's nine GEMS labels, in the column order of its data.csv.
+EMOTIFY_GEMS: tuple[str, ...] = (
+    "amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power", "joyful_activation", "tension", "sadness",
+)
+
 # The harmony vocabulary of chord tokens. Roots follow Music2Emo's chord_root.json (N = no chord, X = unknown);
 # qualities its chord_attr.json, which lacked `minmaj7`: ORIGINAL_CHORD_QUALITIES keeps its 14 entries for converted
 # checkpoints, CHORD_QUALITIES adds `minmaj7`. Id 0 ("N") is also the padding id.
@@ -46,8 +60,25 @@ class RatingScale:
         return value * (self.high - self.low) / 2 + self.midpoint
 
 
+# Native valence/arousal scales of the three dimensional corpora (static song-level means).
+DEAM_VA_SCALE = RatingScale(1.0, 9.0)
+EMOMUSIC_VA_SCALE = RatingScale(1.0, 9.0)
+PMEMO_VA_SCALE = RatingScale(0.0, 1.0)
+
 # The scale every valence/arousal head of this package predicts on: the 9-point Self-Assessment-Manikin scale
 # of DEAM and EmoMusic, which Music2Emo also used (PMEmo's 0-1 means are rescaled as 1 + 8x). 5 is neutral.
 VA_SCALE = RatingScale(1.0, 9.0)
 
-__all__ = ["CHORD_QUALITIES", "CHORD_ROOTS", "MTG_JAMENDO_MOODS", "ORIGINAL_CHORD_QUALITIES", "RatingScale", "VA_SCALE"]
+__all__ = [
+    "CAL500_EMOTIONS",
+    "CHORD_QUALITIES",
+    "CHORD_ROOTS",
+    "DEAM_VA_SCALE",
+    "EMOMUSIC_VA_SCALE",
+    "EMOTIFY_GEMS",
+    "MTG_JAMENDO_MOODS",
+    "ORIGINAL_CHORD_QUALITIES",
+    "PMEMO_VA_SCALE",
+    "RatingScale",
+    "VA_SCALE",
+]

@@ -1,0 +1,65 @@
+"""EmoMusic reader on the real annotation files and clips, in the official download layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from music2emo_hf.data import emomusic
+from tests.conftest import require_fixtures
+
+CSVS = ("static_annotations.csv", "songs_info.csv", "valence_cont_average.csv", "arousal_cont_average.csv")
+
+
+@pytest.fixture
+def download(tmp_path):
+    for name in CSVS:
+        (tmp_path / name).symlink_to(require_fixtures("emomusic", name))
+    (tmp_path / "clips_45seconds").mkdir()
+    for song in (3, 4, 7, 8, 10, 17):
+        (tmp_path / "clips_45seconds" / f"{song}.mp3").symlink_to(require_fixtures("emomusic", "audio", f"{song}.mp3"))
+    return tmp_path
+
+
+def test_real_files_and_official_split(download):
+    tracks = {t.track_id: t for t in emomusic.read(download)}
+    assert len(tracks) == 744
+    splits = [t.split for t in tracks.values()]
+    assert (splits.count("train"), splits.count("test")) == (619, 125)
+    two = tracks["2"]
+    assert (two.valence, two.arousal, two.split, two.duration) == (3.0, 3.1, "train", 45.0)
+    assert two.valence_normalized == pytest.approx(-0.5) and two.arousal_normalized == pytest.approx(-0.475)
+    assert two.extra["genre"] == "Blues" and two.extra["title"] == "Tonight  A Lonely Century"
+    assert two.extra["artist"] == "The New Mystikal Troubadours" and two.audio is None
+    assert len(two.valence_series) == len(two.arousal_series) == 61
+    assert two.valence_series[0] == -0.0733412307857912 and two.arousal_series[0] == -0.109387732373192
+    assert (two.series_start, two.series_hop) == (15.0, 0.5)
+    assert tracks["3"].split == "test" and tracks["3"].audio == str(download / "clips_45seconds" / "3.mp3")
+    assert tracks["17"].extra["segment_start"] == 130.0  # '2.1' is 2 min 10 s
+    assert sum(t.audio is not None for t in tracks.values()) == 6
+    assert {t.duration for t in tracks.values()} == {45.0}
+
+
+def test_music2emo_splits_override(download):
+    tracks = emomusic.read(download, splits_dir=require_fixtures("music2emo_meta", "emomusic"))
+    splits = [t.split for t in tracks]
+    assert (splits.count("train"), splits.count("validation"), splits.count("test")) == (495, 124, 125)
+
+
+def test_errors(download, tmp_path):
+    (download / "songs_info.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="EmoMusic: expected file .*songs_info.csv"):
+        emomusic.read(download)
+    info = '"song_id","file_name","Mediaeval 2013 set"\n2,"\t2.mp3","development"\n3,"\t3.mp3","later"\n'
+    (download / "songs_info.csv").write_text(info)
+    with pytest.raises(ValueError, match="songs_info.csv, line 3: Mediaeval 2013 set 'later'"):
+        emomusic.read(download)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "songs_info.csv").write_text(info.replace("later", "evaluation"))
+    static = "song_id,mean_arousal,std_arousal,mean_valence,std_valence\n2,1,0,2,0\n3,1,0,2,0\n2,5,0,5,0\n"
+    (bad / "static_annotations.csv").write_text(static)
+    with pytest.raises(ValueError, match=r"duplicate song ids: 2 \(line 4\)"):
+        emomusic.read(bad)
+    (bad / "static_annotations.csv").write_text(static.replace("2,5,0,5,0", "4,5,0"))
+    with pytest.raises(ValueError, match="static_annotations.csv, line 4: 3 columns"):
+        emomusic.read(bad)
