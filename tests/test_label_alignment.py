@@ -1,0 +1,90 @@
+"""Label alignment on the real vocabularies of MTG-Jamendo, CAL500 and Emotify, with the real sentence encoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from music2emo_hf.label_alignment import (
+    TAG_VOCABULARIES,
+    LabelClusters,
+    align_labels,
+    embed_texts,
+    label_expansions,
+    label_text,
+)
+
+
+@pytest.fixture(scope="module")
+def clusters() -> LabelClusters:
+    return align_labels()
+
+
+def same_cluster(clusters: LabelClusters, *members: tuple[str, str]) -> bool:
+    return len({clusters.cluster_of(corpus, label) for corpus, label in members}) == 1
+
+
+def test_required_merges_on_the_real_label_sets(clusters):
+    assert same_cluster(clusters, ("mtg_jamendo", "sad"), ("emotify", "sadness"), ("mtg_jamendo", "melancholic"))
+    assert same_cluster(
+        clusters, ("mtg_jamendo", "calm"), ("emotify", "calmness"), ("cal500", "Calming_/_Soothing")
+    )
+    assert not same_cluster(clusters, ("mtg_jamendo", "happy"), ("mtg_jamendo", "sad"))
+    assert not same_cluster(clusters, ("cal500", "Happy"), ("cal500", "Sad"))
+    # The same word in two corpora is one label.
+    assert same_cluster(clusters, ("mtg_jamendo", "happy"), ("cal500", "Happy"))
+
+
+def test_every_label_of_every_corpus_is_in_the_table(clusters):
+    expected = [(corpus, label) for corpus, labels in TAG_VOCABULARIES.items() for label in labels]
+    assert list(zip(clusters.corpora, clusters.labels)) == expected
+    assert len(expected) == 56 + 18 + 9
+    assert set(clusters.clusters) == set(range(len(clusters.centers)))
+    assert clusters.centers.shape[1] == 384
+    assert 1 < len(clusters.centers) < len(expected)
+
+
+def test_the_table_round_trips_through_json_and_describes_the_merges(clusters):
+    again = LabelClusters.from_dict(json.loads(json.dumps(clusters.to_dict())))
+    assert again.clusters == clusters.clusters and again.labels == clusters.labels
+    np.testing.assert_allclose(again.centers, clusters.centers)
+    assert again.parameters == clusters.parameters
+    text = clusters.describe()
+    line = next(line for line in text.splitlines() if "melancholic (mtg_jamendo)" in line)
+    assert "sadness (emotify)" in line and "Sad (cal500)" in line
+    assert ["melancholic", "sad", "sadness"] in clusters.merged()
+
+
+def test_expansions_cover_every_label_and_are_versioned():
+    data = label_expansions()
+    assert isinstance(data["version"], int)
+    texts = {label_text(label) for labels in TAG_VOCABULARIES.values() for label in labels}
+    assert texts <= set(data["expansions"]), texts - set(data["expansions"])
+    assert label_text("Laid-back_/_Mellow") == "laid-back, mellow"
+    assert label_text("joyful_activation") == "joyful activation"
+
+
+def test_raw_labels_are_an_option_and_the_quantile_moves_the_bandwidth():
+    raw = align_labels(expand=False, template="{}")
+    assert raw.parameters["expansions_version"] is None
+    assert raw.texts[TAG_VOCABULARIES["mtg_jamendo"].index("sad")] == "sad"
+    wider = align_labels(quantile=0.2)
+    assert wider.parameters["bandwidth"] > align_labels().parameters["bandwidth"]
+    assert len(wider.centers) < len(align_labels().centers)
+
+
+def test_bad_parameters_are_explained():
+    with pytest.raises(ValueError, match="quantile"):
+        align_labels(quantile=0)
+    with pytest.raises(ValueError, match="template"):
+        align_labels(template="music")
+    with pytest.raises(ValueError, match="raise the quantile"):
+        align_labels(quantile=0.001)
+
+
+def test_embeddings_are_unit_length_and_put_synonyms_closer_than_antonyms():
+    happy, glad, sad = embed_texts(["happy", "glad", "sad"])
+    assert np.allclose([np.linalg.norm(v) for v in (happy, glad, sad)], 1, atol=1e-5)
+    assert happy @ glad > happy @ sad
