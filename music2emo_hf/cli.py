@@ -1,4 +1,5 @@
-"""The `music2emo` command: `predict` over files and folders, `init` a randomly initialised model from a Hub config."""
+"""The `music2emo` command: `predict` over files and folders, `init` a randomly initialised model from a Hub config,
+`prepare-data` a corpus download into a label-aligned Hugging Face dataset folder."""
 
 from __future__ import annotations
 
@@ -221,6 +222,43 @@ def init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fractions(text: str) -> dict[str, float]:
+    """'train=0.8,validation=0.1,test=0.1' -> dict."""
+    try:
+        pairs = [item.split("=") for item in text.split(",")]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=FRACTION,... (e.g. train=0.8,validation=0.1,test=0.1), got {text!r}")
+
+
+def prepare_data(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data.prepare import PrepareOptions, prepare_corpus, push_dataset
+
+    options = PrepareOptions(
+        splits_dir=args.splits_dir,
+        mtg_split=args.mtg_split,
+        rule=args.label_rule,
+        threshold=args.threshold,
+        fractions=args.fractions,
+        seed=args.seed,
+        quantile=args.quantile,
+    )
+    try:
+        report = prepare_corpus(
+            args.corpus, args.source, args.out, options, progress=lambda t: tqdm(t, desc=f"{args.corpus}: checking audio", unit="file")
+        )
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    print("\n".join(report.lines()), file=sys.stderr)
+    print(f"wrote {args.out} (load it with datasets.load_dataset({str(args.out)!r}, {args.corpus!r}))", file=sys.stderr)
+    if args.push_to_hub:
+        print(f"published: {push_dataset(args.out, args.push_to_hub, private=args.private)}", file=sys.stderr)
+    problems = report.missing_audio or report.unreadable_audio or report.audio_without_labels or report.duplicate_ids
+    return EXIT_FILES_FAILED if problems or any(report.missing_values.values()) else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import DEFAULT_MODEL_ID
 
@@ -246,6 +284,31 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--backbone", help="load pretrained backbone weights from this Hub id or folder (heads stay random)")
     i.set_defaults(run=init)
+
+    from .data import READERS
+    from .label_alignment import DEFAULT_QUANTILE
+
+    d = commands.add_parser(
+        "prepare-data",
+        help="turn a corpus download into Parquet + a dataset card (datasets.load_dataset(OUT, CORPUS))",
+        description="Exit status: 0 when the download is complete, 1 when the report lists missing or unreadable "
+        "audio, audio without labels, duplicate ids or missing labels (the dataset is still written), 2 on errors.",
+    )
+    d.add_argument("--corpus", required=True, choices=sorted(READERS))
+    d.add_argument("--source", required=True, help="the corpus's download folder, in its official layout")
+    d.add_argument("--out", required=True, help="the dataset folder (shared by all corpora; reruns resume)")
+    d.add_argument("--splits-dir", help="Music2Emo's train/validation/test.txt id lists (deam, pmemo, emomusic)")
+    d.add_argument("--mtg-split", type=int, default=0, help="official MTG-Jamendo split 0-4 (default 0)")
+    d.add_argument("--label-rule", help="cal500: top5_above_4 (default) or threshold; emotify: top3 (default) or vote_share")
+    d.add_argument("--threshold", type=float, help="the threshold of the rule (cal500: mean rating; emotify: vote share)")
+    d.add_argument("--fractions", type=_fractions, default="train=0.8,validation=0.1,test=0.1",
+                   help="seeded split fractions (default train=0.8,validation=0.1,test=0.1)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the stratified splits (default 0)")
+    d.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
+                   help=f"mean-shift bandwidth quantile of the label alignment (default {DEFAULT_QUANTILE})")
+    d.add_argument("--push-to-hub", metavar="REPO", help="publish the folder as this Hub dataset repo")
+    d.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    d.set_defaults(run=prepare_data)
     return parser
 
 

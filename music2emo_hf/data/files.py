@@ -12,7 +12,7 @@ def find_audio(folder: Path, name: str) -> str | None:
     another audio extension (a converted copy); None when the download lacks it, so the track is kept and reported."""
     stem = Path(name).stem if Path(name).suffix.lower() in AUDIO_EXTENSIONS else name
     candidates = [folder / name] + [folder / (stem + ext) for ext in (".mp3",) + AUDIO_EXTENSIONS]
-    return next((str(path.resolve()) for path in candidates if path.is_file()), None)
+    return next((str(path.absolute()) for path in candidates if path.is_file()), None)
 
 
 __all__ = ["find_audio"]

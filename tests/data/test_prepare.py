@@ -1,0 +1,249 @@
+"""`music2emo prepare-data`: real annotation files -> Parquet + card -> `datasets.load_dataset`, the report, resuming,
+and publishing (with `HfApi` intercepted)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import pytest
+
+from music2emo_hf.cli import main
+from music2emo_hf.data import READERS, prepare
+from music2emo_hf.data.layout import resolve_audio
+from music2emo_hf.label_alignment import LabelClusters
+from tests.conftest import require_fixtures, tone
+from tests.data.test_cal500 import ONE, SONGS, TWO, annotator_file
+from tests.data.test_emotify import HEADER as EMOTIFY_HEADER
+from tests.data.test_emotify import ROWS as EMOTIFY_ROWS
+
+EMOMUSIC_CSVS = ("static_annotations.csv", "songs_info.csv", "valence_cont_average.csv", "arousal_cont_average.csv")
+
+
+def emomusic_download(root: Path) -> Path:
+    """The official layout with three real clips, plus planted problems: song 5's file is not audio, and a
+    recording nobody labelled."""
+    root.mkdir(parents=True)
+    for name in EMOMUSIC_CSVS:
+        (root / name).symlink_to(require_fixtures("emomusic", name))
+    clips = root / "clips_45seconds"
+    clips.mkdir()
+    for song in (3, 4, 7):
+        shutil.copy(require_fixtures("emomusic", "audio", f"{song}.mp3"), clips / f"{song}.mp3")
+    (clips / "5.mp3").write_bytes(b"ID3 but then nothing an mp3 decoder accepts")
+    shutil.copy(clips / "3.mp3", clips / "outtake.mp3")
+    return root
+
+
+@pytest.fixture
+def downloads(tmp_path) -> dict[str, Path]:
+    """Every corpus in its official layout: real annotation files where the fixtures hold them, schema-true files
+    (CAL500 UCSD, Emotify data.csv) where they do not."""
+    fixtures = require_fixtures()
+    roots = {corpus: tmp_path / "downloads" / corpus for corpus in READERS}
+    emomusic_download(roots["emomusic"])
+
+    mtg = roots["mtg_jamendo"]
+    (mtg / "audio" / "48").mkdir(parents=True)
+    (mtg / "data").symlink_to(fixtures / "mtg_jamendo" / "data")
+    shutil.copy(fixtures / "mtg_jamendo" / "audio" / "48" / "948.mp3", mtg / "audio" / "48" / "948.mp3")
+
+    roots["deam"].mkdir()
+    for name in ("static_annotations_averaged_songs_1_2000.csv", "static_annotations_averaged_songs_2000_2058.csv"):
+        (roots["deam"] / name).symlink_to(fixtures / "deam" / name)
+
+    pmemo = roots["pmemo"]
+    (pmemo / "annotations").mkdir(parents=True)
+    with open(pmemo / "annotations" / "static_annotations.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["musicId", "Arousal(mean)", "Valence(mean)"])
+        for song in json.loads((fixtures / "pmemo" / "scatter.json").read_text()):
+            writer.writerow([song["id"], song["a"], song["v"]])
+    shutil.copy(fixtures / "pmemo" / "metadata.csv", pmemo)
+
+    cal = roots["cal500"]
+    (cal / "annotations").mkdir(parents=True)
+    (cal / "songNames.txt").write_text("\n".join(SONGS[:2]) + "\n")
+    (cal / "vocab.txt").write_text("\n".join(f"Emotion-{n}" for n in prepare.TAG_VOCABULARIES["cal500"]) + "\n")
+    for song, annotators in zip(SONGS, (ONE, TWO)):
+        for number, ratings in enumerate(annotators, 1):
+            (cal / "annotations" / f"{song}_{number:02d}.txt").write_text(annotator_file(ratings))
+    (cal / "mp3").mkdir()
+    for song in SONGS[:2]:
+        (cal / "mp3" / f"{song}.mp3").symlink_to(fixtures / "emomusic" / "audio" / "3.mp3")
+
+    emotify = roots["emotify"]
+    emotify.mkdir()
+    (emotify / "data.csv").write_text("\n".join([EMOTIFY_HEADER] + EMOTIFY_ROWS) + "\n")
+    return roots
+
+
+def load(out: Path, config: str) -> datasets.DatasetDict:
+    return datasets.load_dataset(str(out), config, cache_dir=str(out.parent / "hf-cache"))
+
+
+def test_every_corpus_round_trips_through_load_dataset(downloads, tmp_path):
+    out = tmp_path / "benchmark"
+    for corpus, root in downloads.items():
+        assert main(["prepare-data", "--corpus", corpus, "--source", str(root), "--out", str(out)]) in (0, 1)
+    clusters = LabelClusters.from_dict(json.loads((out / "label_clusters.json").read_text()))
+    total = 0
+    for corpus, root in downloads.items():
+        loaded = load(out, corpus)
+        rows = {row["track_id"]: row for split in loaded.values() for row in split}
+        tracks = {t.track_id: t for t in READERS[corpus](root)}
+        in_splits = {i for i, t in tracks.items() if t.split is not None} if corpus == "mtg_jamendo" else set(tracks)
+        assert set(rows) == in_splits, corpus
+        total += len(rows)
+        for track_id in list(rows)[:50]:
+            row, track = rows[track_id], tracks[track_id]
+            assert row["moods"] == track.moods and row["corpus"] == corpus
+            assert row["valence"] == track.valence and row["valence_normalized"] == track.valence_normalized
+            assert row["mood_targets"] == track.mood_targets
+            assert json.loads(row["extra"]) == json.loads(json.dumps(track.extra))
+            assert row["label_clusters"] == sorted({clusters.cluster_of(corpus, m) for m in track.moods})
+        if corpus == "mtg_jamendo":
+            assert {split: len(part) for split, part in loaded.items()} == {"train": 9949, "validation": 3802, "test": 4231}
+            assert rows["948"]["audio"] == "audio/48/948.mp3"
+            assert Path(resolve_audio(out, corpus, rows["948"]["audio"])).is_file()
+        else:
+            assert set(loaded) <= {"train", "validation", "test"}
+    aligned = load(out, "aligned")
+    assert sum(len(part) for part in aligned.values()) == total
+    sad = clusters.cluster_of("mtg_jamendo", "sad")
+    sad_rows = aligned["train"].filter(lambda row: sad in row["label_clusters"])
+    assert {"mtg_jamendo", "cal500", "emotify"} >= set(sad_rows["corpus"]) >= {"mtg_jamendo"}
+    card = (out / "README.md").read_text()
+    assert "config_name: aligned" in card and "config_name: pmemo" in card and "melancholic, sad, sadness" in card
+
+
+def test_report_lists_every_planted_bad_file(tmp_path, capsys):
+    root = emomusic_download(tmp_path / "emomusic")
+    out = tmp_path / "out"
+    status = main(["prepare-data", "--corpus", "emomusic", "--source", str(root), "--out", str(out)])
+    assert status == 1
+    report = json.loads((out / "reports" / "emomusic.json").read_text())
+    assert report["unreadable_audio"][0]["path"] == "clips_45seconds/5.mp3"
+    assert [u["track_id"] for u in report["unreadable_audio"]] == ["5"]
+    assert report["audio_without_labels"] == ["clips_45seconds/outtake.mp3"]
+    assert len(report["missing_audio"]) == 744 - 4 and "3" not in report["missing_audio"]
+    assert report["rows_per_split"] == {"train": 556, "validation": 63, "test": 125}
+    printed = capsys.readouterr().err
+    assert "clips_45seconds/5.mp3 (not decodable audio" in printed and "clips_45seconds/outtake.mp3" in printed
+    rows = {row["track_id"]: row for split in load(out, "emomusic").values() for row in split}
+    assert rows["5"]["audio"] is None  # kept, labels and all, but not pointing at a broken file
+    assert rows["3"]["audio"] == "clips_45seconds/3.mp3" and rows["3"]["duration"] == pytest.approx(45, abs=0.5)
+
+
+def test_interrupted_run_resumes_to_the_same_output(tmp_path, monkeypatch):
+    root = emomusic_download(tmp_path / "emomusic")
+    labelled_without_audio = [t.track_id for t in READERS["emomusic"](root) if t.audio is None][:20]
+    for song in labelled_without_audio:  # more files to probe, so the interruption lands mid-way
+        shutil.copy(root / "clips_45seconds" / "3.mp3", root / "clips_45seconds" / f"{song}.mp3")
+    calls = {"n": 0}
+    real_probe = prepare.probe_audio
+
+    def counted_probe(path):
+        calls["n"] += 1
+        if calls["n"] == interrupt_at:
+            raise KeyboardInterrupt
+        return real_probe(path)
+
+    monkeypatch.setattr(prepare, "probe_audio", counted_probe)
+    interrupt_at = None
+    clean = tmp_path / "clean"
+    prepare.prepare_corpus("emomusic", root, clean)
+    files = calls["n"]
+    assert files == 4 + 20
+
+    calls["n"], interrupt_at = 0, 10
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare_corpus("emomusic", root, resumed)
+    assert not (resumed / "data").exists()  # nothing half-written
+    calls["n"], interrupt_at = 0, None
+    prepare.prepare_corpus("emomusic", root, resumed)
+    assert calls["n"] == files - 9  # only the files not probed before the interruption
+    prepare.prepare_corpus("emomusic", root, resumed)
+    assert calls["n"] == files - 9  # and a rerun is a no-op
+
+    def published(folder: Path) -> dict[str, bytes]:
+        return {
+            p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".cache" not in p.parts
+        }
+
+    assert published(resumed) == published(clean)
+
+
+def test_push_to_hub_publishes_the_folder_without_local_files(downloads, tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    remote = tmp_path / "remote"
+    calls = []
+
+    class FakeHfApi:
+        """Stands in for the Hub: records the calls and copies what would be uploaded."""
+
+        def __init__(self, token=None):
+            self.token = token
+
+        def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
+            calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
+
+        def upload_folder(self, repo_id, repo_type, folder_path, ignore_patterns, commit_message):
+            calls.append(("upload_folder", repo_id, repo_type))
+            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+            for name in filter_repo_objects(files, ignore_patterns=ignore_patterns):
+                (remote / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(folder_path) / name, remote / name)
+            return huggingface_hub.CommitInfo(
+                commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/0", commit_message=commit_message,
+                commit_description="", oid="0" * 40,
+            )
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    out = tmp_path / "out"
+    args = ["prepare-data", "--corpus", "cal500", "--source", str(downloads["cal500"]), "--out", str(out)]
+    assert main(args + ["--push-to-hub", "someone/emotion-benchmark", "--private"]) == 0
+    assert calls[0] == ("create_repo", "someone/emotion-benchmark", "dataset", True, True)
+    assert calls[1] == ("upload_folder", "someone/emotion-benchmark", "dataset")
+    assert not (remote / "sources.json").exists() and not (remote / ".cache").exists()
+    assert (remote / "README.md").read_bytes() == (out / "README.md").read_bytes()
+    published = load(remote, "cal500")
+    assert sum(len(part) for part in published.values()) == 2
+    assert len(published["train"][0]["mood_targets"]) == 18
+
+
+def test_options_and_errors(downloads, tmp_path, capsys):
+    out = tmp_path / "out"
+    cal = ["prepare-data", "--corpus", "cal500", "--source", str(downloads["cal500"]), "--out", str(out)]
+    assert main(cal + ["--label-rule", "threshold", "--threshold", "3.5"]) == 0
+    rows = [row for part in load(out, "cal500").values() for row in part]
+    assert all(all(v >= 3.5 for m, v in zip(prepare.TAG_VOCABULARIES["cal500"], row["mood_targets"]) if m in row["moods"]) for row in rows)
+    assert main(cal + ["--quantile", "0.2"]) == 2
+    assert "quantile 0.03" in capsys.readouterr().err
+    assert main(cal + ["--splits-dir", str(tmp_path)]) == 2
+    assert "--splits-dir" in capsys.readouterr().err
+    missing = ["prepare-data", "--corpus", "deam", "--source", str(tmp_path / "nowhere"), "--out", str(out)]
+    assert main(missing) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert main(["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(out),
+                 "--fractions", "train=0.5,test=0.6"]) == 2
+    assert "sum to 1" in capsys.readouterr().err
+
+
+def test_music2emo_id_lists_decide_the_splits(downloads, tmp_path):
+    out = tmp_path / "out"
+    lists = require_fixtures("music2emo_meta", "deam")
+    args = ["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(out)]
+    main(args + ["--splits-dir", str(lists)])
+    loaded = load(out, "deam")
+    for split in ("train", "validation", "test"):
+        expected = {str(int(x)) for x in (lists / f"{split}.txt").read_text().split()}
+        assert set(loaded[split]["track_id"]) == expected
