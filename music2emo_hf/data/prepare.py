@@ -87,6 +87,7 @@ class Report:
     missing_values: dict[str, list[str]]
     splits: str
     options: dict[str, Any]
+    alignment: str | None = None  # what merged, when this run made the folder's label alignment
 
     def lines(self) -> list[str]:
         total = sum(self.rows_per_split.values())
@@ -108,6 +109,8 @@ class Report:
         listing("duplicate track ids", self.duplicate_ids)
         for name, ids in self.missing_values.items():
             listing(f"rows without {name}", ids)
+        if self.alignment:
+            out.append(f"label alignment (new, saved in {CLUSTERS_FILE}): {self.alignment}")
         return out
 
 
@@ -208,8 +211,9 @@ def _orphans(root: Path, used: set[str]) -> list[str]:
     return orphans
 
 
-def load_or_align(out: Path, quantile: float) -> LabelClusters:
-    """The dataset folder's label alignment: made once, then reused so every corpus in it shares one table."""
+def load_or_align(out: Path, quantile: float) -> tuple[LabelClusters, bool]:
+    """The dataset folder's label alignment, and whether this call made it: made once, then reused so every corpus
+    in the folder shares one table."""
     path = out / CLUSTERS_FILE
     if path.is_file():
         clusters = LabelClusters.from_dict(json.loads(path.read_text(encoding="utf-8")))
@@ -218,10 +222,10 @@ def load_or_align(out: Path, quantile: float) -> LabelClusters:
                 f"{out} holds a label alignment made with quantile {clusters.parameters.get('quantile')}; use that "
                 f"quantile, or a new --out folder for quantile {quantile} (corpora in one folder share one alignment)"
             )
-        return clusters
+        return clusters, False
     clusters = align_labels(TAG_VOCABULARIES, quantile=quantile)
     _write_text(path, json.dumps(clusters.to_dict(), indent=1) + "\n")
-    return clusters
+    return clusters, True
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -279,7 +283,7 @@ def prepare_corpus(
     out = Path(out).absolute()
     tracks = READERS[corpus](root, **_reader_options(corpus, options))
     how = _split(corpus, tracks, options)
-    clusters = load_or_align(out, options.quantile)
+    clusters, new_alignment = load_or_align(out, options.quantile)
 
     cache = _ProbeCache(out / CACHE_DIR / corpus / "audio_probe.jsonl")
     missing, unreadable = [], []
@@ -334,6 +338,8 @@ def prepare_corpus(
     )
     _write_text(out / REPORTS_DIR / f"{corpus}.json", json.dumps(vars(report), indent=1, sort_keys=True) + "\n")
     write_card(out)
+    # The report file stays the same on every rerun; the news of a new alignment is for this run's screen only.
+    report.alignment = clusters.describe() if new_alignment else None
     return report
 
 

@@ -133,6 +133,8 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert report["rows_per_split"] == {"train": 556, "validation": 63, "test": 125}
     printed = capsys.readouterr().err
     assert "clips_45seconds/5.mp3 (not decodable audio" in printed and "clips_45seconds/outtake.mp3" in printed
+    merges = printed[printed.index("label alignment (new"):]
+    assert "melancholic (mtg_jamendo), sad (mtg_jamendo), Sad (cal500), sadness (emotify)" in merges
     rows = {row["track_id"]: row for split in load(out, "emomusic").values() for row in split}
     assert rows["5"]["audio"] is None  # kept, labels and all, but not pointing at a broken file
     assert rows["3"]["audio"] == "clips_45seconds/3.mp3" and rows["3"]["duration"] == pytest.approx(45, abs=0.5)
