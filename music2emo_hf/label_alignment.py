@@ -190,3 +190,7 @@ __all__ = [
     "label_text",
     "load_label_encoder",
 ]
+
+
+if __name__ == "__main__":  # `python -m music2emo_hf.label_alignment`: the default alignment of the real vocabularies
+    print(align_labels().describe())
