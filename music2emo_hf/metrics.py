@@ -1,0 +1,139 @@
+"""Evaluation metrics of both emotion languages, computed by scikit-learn and checked against the MediaEval
+organisers' golden file (tests/test_metrics.py).
+
+- Tags: ROC-AUC and PR-AUC (average precision), macro and micro, as the MediaEval Emotion and Theme task and the
+  Music2Emo paper report them; macro-F1 of top-k and of thresholded decisions (the cross-dataset paper's metric).
+- Valence/arousal: R² and RMSE per dimension, on the native scale and on [-1, 1].
+- Song-level voting: segment scores averaged per track before scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .labels import RatingScale
+
+
+def _tag_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    truth = np.asarray(y_true)
+    score = np.asarray(y_score, dtype=np.float64)
+    if truth.ndim != 2 or truth.shape != score.shape:
+        raise ValueError(f"tag metrics need (tracks, tags) arrays of one shape, got {truth.shape} and {score.shape}")
+    if not np.isfinite(score).all():
+        raise ValueError("tag scores contain NaN or infinity")
+    return truth.astype(bool), score
+
+
+def tag_metrics(y_true, y_score) -> dict[str, float]:
+    """ROC-AUC and PR-AUC, macro (mean over tags) and micro (all decisions pooled). A tag without positives (or
+    without negatives) has no ROC-AUC: macro averages skip it and `tags_scored` says how many counted."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    truth, score = _tag_arrays(y_true, y_score)
+    positives = truth.sum(axis=0)
+    scored = (positives > 0) & (positives < len(truth))
+    if not scored.any():
+        raise ValueError("no tag has both positive and negative examples: AUCs are undefined")
+    return {
+        "roc_auc_macro": float(roc_auc_score(truth[:, scored], score[:, scored], average="macro")),
+        "pr_auc_macro": float(average_precision_score(truth[:, scored], score[:, scored], average="macro")),
+        "roc_auc_micro": float(roc_auc_score(truth, score, average="micro")),
+        "pr_auc_micro": float(average_precision_score(truth, score, average="micro")),
+        "tags_scored": int(scored.sum()),
+    }
+
+
+def top_k_decisions(y_score, k: int) -> np.ndarray:
+    """The k highest-scoring tags of each row as a boolean matrix (ties broken by tag order)."""
+    score = np.asarray(y_score)
+    if not 1 <= k <= score.shape[1]:
+        raise ValueError(f"k must be in 1..{score.shape[1]}, got {k}")
+    decisions = np.zeros(score.shape, dtype=bool)
+    top = np.argsort(-score, axis=1, kind="stable")[:, :k]
+    np.put_along_axis(decisions, top, True, axis=1)
+    return decisions
+
+
+def f1_scores(y_true, decisions) -> dict[str, float]:
+    """Macro- and micro-F1 of boolean decisions (a tag never predicted nor present scores 0, as scikit-learn's
+    `zero_division=0`)."""
+    from sklearn.metrics import f1_score
+
+    truth = np.asarray(y_true).astype(bool)
+    decided = np.asarray(decisions).astype(bool)
+    return {
+        "f1_macro": float(f1_score(truth, decided, average="macro", zero_division=0)),
+        "f1_micro": float(f1_score(truth, decided, average="micro", zero_division=0)),
+    }
+
+
+def regression_metrics(
+    y_true, y_pred, names: Sequence[str] = ("valence", "arousal"), scale: RatingScale | None = None
+) -> dict[str, float]:
+    """R² and RMSE per dimension on the native scale, and RMSE on [-1, 1] when `scale` is given (R² is the same
+    on both: the map is affine). Rows with a NaN target are left out of that dimension."""
+    from sklearn.metrics import r2_score
+
+    truth = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
+    if truth.shape != pred.shape or truth.shape[1] != len(names):
+        raise ValueError(f"expected (tracks, {len(names)}) targets and predictions, got {truth.shape} and {pred.shape}")
+    out = {}
+    for i, name in enumerate(names):
+        known = ~np.isnan(truth[:, i])
+        if known.sum() < 2:
+            raise ValueError(f"{name}: R² needs at least two labelled tracks, got {int(known.sum())}")
+        t, p = truth[known, i], pred[known, i]
+        out[f"r2_{name}"] = float(r2_score(t, p))
+        out[f"rmse_{name}"] = float(np.sqrt(np.mean((t - p) ** 2)))
+        if scale is not None:
+            half = (scale.high - scale.low) / 2
+            out[f"rmse_{name}_normalized"] = out[f"rmse_{name}"] / half
+    return out
+
+
+def song_level(scores, track_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Average segment rows per track ("voting"): (tracks in first-seen order, (tracks, ...) mean scores)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if len(values) != len(track_ids):
+        raise ValueError(f"{len(values)} segment rows but {len(track_ids)} track ids")
+    order = list(dict.fromkeys(track_ids))
+    index = {track: i for i, track in enumerate(order)}
+    rows = np.fromiter((index[t] for t in track_ids), dtype=np.int64, count=len(track_ids))
+    sums = np.zeros((len(order),) + values.shape[1:])
+    np.add.at(sums, rows, values)
+    counts = np.bincount(rows, minlength=len(order)).reshape((-1,) + (1,) * (values.ndim - 1))
+    return order, sums / counts
+
+
+def compute_metrics_for(
+    task: Mapping, scale: RatingScale | None = None, top_k: int | None = None, threshold: float | None = None
+):
+    """A `compute_metrics` for `transformers.Trainer` on one task of a Music2Emo config: multilabel tasks get the
+    AUCs (plus F1 of top-k / thresholded sigmoid scores when asked); regression tasks R²/RMSE per label."""
+
+    def compute_metrics(eval_pred) -> dict[str, float]:
+        predictions, labels = eval_pred.predictions, eval_pred.label_ids
+        if task["type"] == "multilabel":
+            scores = 1 / (1 + np.exp(-np.asarray(predictions, dtype=np.float64)))
+            out = tag_metrics(labels, scores)
+            if top_k is not None:
+                out |= {f"top{top_k}_{k}": v for k, v in f1_scores(labels, top_k_decisions(scores, top_k)).items()}
+            if threshold is not None:
+                out |= {f"threshold_{k}": v for k, v in f1_scores(labels, scores >= threshold).items()}
+            return out
+        return regression_metrics(labels, predictions, names=task["labels"], scale=scale)
+
+    return compute_metrics
+
+
+__all__ = [
+    "compute_metrics_for",
+    "f1_scores",
+    "regression_metrics",
+    "song_level",
+    "tag_metrics",
+    "top_k_decisions",
+]

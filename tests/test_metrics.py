@@ -1,0 +1,81 @@
+"""Metrics: the MediaEval golden values to 1e-6, and hand-checkable cases of the others."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from music2emo_hf.labels import VA_SCALE
+from music2emo_hf.metrics import (
+    compute_metrics_for,
+    f1_scores,
+    regression_metrics,
+    song_level,
+    tag_metrics,
+    top_k_decisions,
+)
+from tests.conftest import require_fixtures
+
+GOLDEN = {"roc_auc_macro": 0.725821, "pr_auc_macro": 0.107734, "roc_auc_micro": 0.775029, "pr_auc_micro": 0.140913}
+
+
+def test_reproduces_the_mediaeval_golden_file():
+    folder = require_fixtures("mtg_jamendo", "results", "mediaeval")
+    truth = np.load(folder / "groundtruth.npy")
+    scores = np.load(folder / "baseline_vggish_predictions.npy")
+    published = dict(line.split("\t") for line in (folder / "baseline_vggish_results.tsv").read_text().split("\n") if line)
+    ours = tag_metrics(truth, scores)
+    for name, value in GOLDEN.items():
+        assert ours[name] == pytest.approx(value, abs=1e-6)
+        key = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}[name.rsplit("_", 1)[0]] + "-" + name.rsplit("_", 1)[1]
+        assert ours[name] == pytest.approx(float(published[key]), abs=1e-6)
+    assert ours["tags_scored"] == 56
+
+
+def test_tags_without_positives_are_left_out_of_macro_and_bad_shapes_refused():
+    truth = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.5], [0.7, 0.6, 0.5], [0.1, 0.3, 0.5]])
+    out = tag_metrics(truth, scores)
+    assert out["tags_scored"] == 2 and out["roc_auc_macro"] == 1.0
+    with pytest.raises(ValueError, match="one shape"):
+        tag_metrics(truth, scores[:, :2])
+    with pytest.raises(ValueError, match="NaN"):
+        tag_metrics(truth, np.full(truth.shape, np.nan))
+
+
+def test_top_k_and_f1():
+    scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.8]])
+    assert top_k_decisions(scores, 2).tolist() == [[True, True, False], [False, True, True]]
+    truth = np.array([[1, 0, 0], [0, 0, 1]])
+    out = f1_scores(truth, top_k_decisions(scores, 1))
+    assert out == {"f1_macro": pytest.approx(2 / 3), "f1_micro": 1.0}
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_decisions(scores, 4)
+
+
+def test_regression_on_both_scales_and_nan_targets_skipped():
+    truth = np.array([[5.0, 3.0], [7.0, np.nan], [3.0, 5.0], [5.0, 7.0]])
+    pred = np.array([[5.0, 3.0], [6.0, 1.0], [4.0, 5.0], [5.0, 7.0]])
+    out = regression_metrics(truth, pred, scale=VA_SCALE)
+    assert out["rmse_valence"] == pytest.approx(np.sqrt(2 / 4))
+    assert out["rmse_valence_normalized"] == pytest.approx(np.sqrt(2 / 4) / 4)
+    assert out["r2_valence"] == pytest.approx(1 - 2 / 8)
+    assert out["r2_arousal"] == 1.0 and out["rmse_arousal"] == 0.0
+
+
+def test_song_level_voting_averages_segments_per_track():
+    tracks, scores = song_level([[0.2, 0.4], [0.4, 0.0], [1.0, 1.0]], ["a", "a", "b"])
+    assert tracks == ["a", "b"]
+    np.testing.assert_allclose(scores, [[0.3, 0.2], [1.0, 1.0]])
+
+
+def test_compute_metrics_for_the_trainer():
+    moods = compute_metrics_for({"type": "multilabel", "labels": ["x", "y"]}, top_k=1, threshold=0.5)
+    out = moods(SimpleNamespace(predictions=np.array([[3.0, -3.0], [-3.0, 3.0], [2.0, 1.0]]),
+                                label_ids=np.array([[1, 0], [0, 1], [1, 0]])))
+    assert out["roc_auc_macro"] == 1.0 and out["top1_f1_macro"] == 1.0 and out["threshold_f1_micro"] < 1.0
+    va = compute_metrics_for({"type": "regression", "labels": ["valence", "arousal"]}, scale=VA_SCALE)
+    out = va(SimpleNamespace(predictions=np.array([[5.0, 5.0], [6.0, 4.0]]), label_ids=np.array([[5.0, 5.0], [6.0, 4.0]])))
+    assert out["r2_valence"] == 1.0 and out["rmse_arousal_normalized"] == 0.0
