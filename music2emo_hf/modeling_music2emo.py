@@ -202,15 +202,19 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             hf_logging.set_verbosity(verbosity)
         return model
 
-    def embed_chunks(self, input_values: torch.Tensor, chunk_lengths: torch.Tensor) -> torch.Tensor:
-        """(chunks, samples) audio with each chunk's real length -> (chunks, embedding_dim).
+    def embed_chunks(
+        self, input_values: torch.Tensor, chunk_lengths: torch.Tensor, layers: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """(chunks, samples) audio with each chunk's real length -> (chunks, len(layers) * hidden_size): the time
+        mean of each of `layers` (hidden_states indices; default `config.pooled_layers`, giving embedding_dim).
 
         Chunks of equal length run as one batch; each runs at its real length, never zero-padded (group norm)."""
-        embeddings = input_values.new_zeros(len(input_values), self.config.embedding_dim)
+        layers = self.config.pooled_layers if layers is None else list(layers)
+        embeddings = input_values.new_zeros(len(input_values), len(layers) * self.config.backbone_config.hidden_size)
         for length in torch.unique(chunk_lengths).tolist():
             rows = (chunk_lengths == length).nonzero(as_tuple=True)[0]
             hidden_states = self.backbone(input_values[rows, :length], output_hidden_states=True).hidden_states
-            embeddings[rows] = torch.cat([hidden_states[i].mean(dim=1) for i in self.config.pooled_layers], dim=-1)
+            embeddings[rows] = torch.cat([hidden_states[i].mean(dim=1) for i in layers], dim=-1)
         return embeddings
 
     def harmony_inputs(self, harmonies: Sequence, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:

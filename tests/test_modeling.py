@@ -150,10 +150,14 @@ def test_save_and_load_give_identical_outputs(model, tmp_path):
     roots = torch.tensor([[1, 6, 8, 1] + [0] * 96])
     inputs = {**_inputs(tone(2.5)), "chord_root_ids": roots, "chord_quality_ids": roots, "chord_mask": (roots > 0).long(),
               "mode_ids": torch.tensor([1])}
+    saved, loaded = model.state_dict(), reloaded.state_dict()
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
     with torch.no_grad():
         a, b = model(**inputs), reloaded(**inputs)
-    torch.testing.assert_close(a.logits["moods"], b.logits["moods"], rtol=0, atol=0)
-    torch.testing.assert_close(a.regression["valence_arousal"], b.regression["valence_arousal"], rtol=0, atol=0)
+    # Same weights, but safetensors maps them at another memory alignment, so the CPU's BLAS may take another SIMD
+    # path: outputs agree to float rounding, not bit for bit.
+    torch.testing.assert_close(a.logits["moods"], b.logits["moods"], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(a.regression["valence_arousal"], b.regression["valence_arousal"], rtol=1e-6, atol=1e-6)
 
 
 def test_untrained_models_warn():

@@ -1,0 +1,201 @@
+"""The feature cache: per track, the backbone's per-chunk layer means and the harmony tokens, computed once
+(`training/extract_features.py`) so training never runs MERT or the chord recogniser again.
+
+    OUT/features/<name>/manifest.json                    what made the features (model, layers, vocabularies...)
+    OUT/features/<name>/<corpus>/<track_id>.safetensors  layer_embeddings (chunks, layers, hidden), chunk_durations,
+                                                         chord_root_ids, chord_quality_ids, chord_mask, mode_id
+    OUT/features/<name>/errors-rank<R>.jsonl             tracks the last run could not read, one JSON line each
+
+A track's file appears only once complete (written beside it, then renamed), so its presence means "done". Its
+metadata names the track, its corpus and the cached layers, so a file is readable without the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+from ..feature_extraction_music2emo import Music2EmoFeatureExtractor
+from ..harmony import HarmonyAnalyzer
+from ..modeling_music2emo import Music2EmoModel
+from .layout import FEATURES_DIR
+
+MANIFEST = "manifest.json"
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def feature_dir(dataset_dir: str | os.PathLike, name: str) -> Path:
+    return Path(dataset_dir) / FEATURES_DIR / name
+
+
+def feature_path(directory: str | os.PathLike, corpus: str, track_id: str) -> Path:
+    """Where a track's features live. Track ids may hold '/' (Emotify's genre/number): they become sub-folders."""
+    parts = track_id.split("/")
+    if not track_id or any(part in ("", ".", "..") for part in parts) or "/" in corpus or corpus in ("", ".", ".."):
+        raise ValueError(f"corpus {corpus!r} / track_id {track_id!r} cannot name a file under {directory}.")
+    return Path(directory, corpus, *parts[:-1], parts[-1] + ".safetensors")
+
+
+def manifest_for(
+    model: Music2EmoModel,
+    extractor: Music2EmoFeatureExtractor,
+    harmony: HarmonyAnalyzer,
+    model_name: str,
+    layers: Sequence[int],
+    dtype: str,
+) -> dict[str, Any]:
+    """Everything that changes the cached numbers: two runs may share a cache only if these agree."""
+    config = model.config
+    return {
+        "model": model_name,
+        "layers": list(layers),
+        "hidden_size": config.backbone_config.hidden_size,
+        "sampling_rate": extractor.sampling_rate,
+        "chunk_seconds": extractor.chunk_seconds,
+        "harmony_ensemble_size": harmony.ensemble_size,
+        "chord_roots": list(config.chord_roots),
+        "chord_qualities": list(config.chord_qualities),
+        "max_chords": config.max_chords,
+        "dtype": dtype,
+    }
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(directory) / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def check_manifest(directory: str | os.PathLike, manifest: dict[str, Any], write: bool) -> None:
+    """Refuse to mix features made otherwise into an existing cache; with `write`, record the manifest of a new one.
+
+    The manifest file is replaced whole, so a reader sees it complete or not at all."""
+    directory = Path(directory)
+    existing = read_manifest(directory)
+    if existing is not None:
+        differences = [key for key in sorted(existing | manifest) if existing.get(key) != manifest.get(key)]
+        if differences:
+            shown = "; ".join(f"{k}: cached {existing.get(k)!r}, asked {manifest.get(k)!r}" for k in differences)
+            raise ValueError(
+                f"{directory} holds features made with other settings ({shown}). Pass another --name, or delete "
+                "that folder to rebuild it."
+            )
+        return
+    if write:
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = directory / (MANIFEST + TEMPORARY_SUFFIX)
+        temporary.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        os.replace(temporary, directory / MANIFEST)
+
+
+@torch.inference_mode()
+def extract_track(
+    model: Music2EmoModel,
+    extractor: Music2EmoFeatureExtractor,
+    harmony: HarmonyAnalyzer,
+    audio: str,
+    layers: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """One file streamed chunk by chunk as the pipeline streams it (so memory is bounded by one chunk): per chunk
+    the time mean of each of `layers`, stored as `dtype`, and the track's harmony in the model's chord vocabulary.
+
+    Raises what decoding raises (`AudioDecodeError`, `FileNotFoundError`) for a bad or missing file."""
+    rate = extractor.sampling_rate
+    embeddings, durations, windows = [], [], []
+    offset = 0.0
+    for chunk in extractor.iter_chunks(audio):
+        windows.append(harmony.analyze_window(chunk, rate, offset))
+        values = torch.from_numpy(chunk)[None].to(model.device, model.dtype)
+        lengths = torch.tensor([len(chunk)], device=model.device)
+        embeddings.append(model.embed_chunks(values, lengths, layers).reshape(len(layers), -1))
+        durations.append(len(chunk) / rate)
+        offset += len(chunk) / rate
+    tokens = model.harmony_inputs([harmony.combine(windows)], device="cpu")
+    return {
+        "layer_embeddings": torch.stack(embeddings).to("cpu", dtype).contiguous(),
+        "chunk_durations": torch.tensor(durations, dtype=torch.float32),
+        "chord_root_ids": tokens["chord_root_ids"][0],
+        "chord_quality_ids": tokens["chord_quality_ids"][0],
+        "chord_mask": tokens["chord_mask"][0],
+        "mode_id": tokens["mode_ids"][0],
+    }
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """safetensors writes `__metadata__` from a hash map, in an order that changes from one save to the next
+    (safetensors issue #584), so the same features would give different bytes. Its keys are sorted here."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # tensor data stays 8-byte aligned, as safetensors lays it out
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
+
+
+def save_track_features(
+    directory: str | os.PathLike, corpus: str, track_id: str, layers: Sequence[int], tensors: dict[str, torch.Tensor]
+) -> Path:
+    """Write beside the final name, then rename: a killed run never leaves a partial file that reads as done. The
+    same features always give the same bytes."""
+    path = feature_path(directory, corpus, track_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+    blob = save(tensors, metadata={"track_id": track_id, "corpus": corpus, "layers": json.dumps(list(layers))})
+    temporary.write_bytes(_sorted_metadata(blob))
+    os.replace(temporary, path)
+    return path
+
+
+def load_track_features(
+    directory: str | os.PathLike, corpus: str, track_id: str, layers: Sequence[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """One track's cached features as `Music2EmoModel` inputs (add a batch axis): `chunk_embeddings` (chunks,
+    len(layers) * hidden) float32 — the requested layers concatenated in the order given, as
+    `Music2EmoModel.embed_chunks(..., layers)` returns them (default: every cached layer) — `chunk_durations`,
+    `chord_root_ids`, `chord_quality_ids`, `chord_mask` (max_chords,) and `mode_ids` (0-d)."""
+    path = feature_path(directory, corpus, track_id)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no cached features for {corpus} track {track_id!r}; run training/extract_features.py on its "
+            "dataset."
+        )
+    with safe_open(path, framework="pt") as file:
+        cached = json.loads(file.metadata()["layers"])
+        tensors = {key: file.get_tensor(key) for key in file.keys()}
+    layers = cached if layers is None else list(layers)
+    missing = [layer for layer in layers if layer not in cached]
+    if missing:
+        raise KeyError(
+            f"layers {missing} are not in the feature cache {directory} (it holds layers {cached}); extract them "
+            "into another cache with --layers."
+        )
+    picked = tensors["layer_embeddings"][:, [cached.index(layer) for layer in layers]].float()
+    return {
+        "chunk_embeddings": picked.reshape(len(picked), -1),
+        "chunk_durations": tensors["chunk_durations"],
+        "chord_root_ids": tensors["chord_root_ids"],
+        "chord_quality_ids": tensors["chord_quality_ids"],
+        "chord_mask": tensors["chord_mask"],
+        "mode_ids": tensors["mode_id"],
+    }
+
+
+__all__ = [
+    "MANIFEST",
+    "TEMPORARY_SUFFIX",
+    "check_manifest",
+    "extract_track",
+    "feature_dir",
+    "feature_path",
+    "load_track_features",
+    "manifest_for",
+    "read_manifest",
+    "save_track_features",
+]
