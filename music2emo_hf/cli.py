@@ -203,7 +203,7 @@ def init(args: argparse.Namespace) -> int:
     from .configuration_music2emo import Music2EmoConfig
     from .feature_extraction_music2emo import Music2EmoFeatureExtractor
     from .modeling_music2emo import Music2EmoModel, UntrainedModelWarning
-    from .pipeline_music2emo import MusicEmotionPipeline
+    from .pipeline_music2emo import save_model
 
     source = Path(args.config)
     if not (source / "config.json").is_file() or not (source / "preprocessor_config.json").is_file():
@@ -215,9 +215,7 @@ def init(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UntrainedModelWarning)
         model = Music2EmoModel.from_backbone(args.backbone, config) if args.backbone else Music2EmoModel(config)
     extractor = Music2EmoFeatureExtractor.from_pretrained(source)
-    MusicEmotionPipeline(model=model, feature_extractor=extractor, task="music-emotion", device="cpu").save_pretrained(
-        args.out_dir
-    )
+    save_model(model, extractor, args.out_dir)
     print(f"wrote an untrained model (random {'heads' if args.backbone else 'weights'}) to {args.out_dir}", file=sys.stderr)
     return EXIT_OK
 

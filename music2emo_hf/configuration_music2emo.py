@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import HubertConfig, PreTrainedConfig
 
-from .labels import CHORD_QUALITIES, CHORD_ROOTS, MTG_JAMENDO_MOODS, VA_SCALE, RatingScale
+from .labels import CAL500_EMOTIONS, CHORD_QUALITIES, CHORD_ROOTS, EMOTIFY_GEMS, MTG_JAMENDO_MOODS, VA_SCALE, RatingScale
 
 # MERT-v1 architectures expressed as native HubertConfig fields (ORIGINALS §3.1-3.2). MERT's remote code builds only
 # stock Hubert modules for these configs, so its checkpoints load into `HubertModel` unchanged.
@@ -71,12 +71,39 @@ def hubert_config_from_mert(mert_config: Mapping[str, Any]) -> HubertConfig:
     return HubertConfig(**fields)
 
 
+VALENCE_AROUSAL_TASK: dict[str, Any] = {
+    "name": "valence_arousal", "type": "regression", "labels": ["valence", "arousal"], "scale": [VA_SCALE.low, VA_SCALE.high]
+}
+# The head each corpus trains. MTG-Jamendo's tags are the `moods` head (the pipeline's mood tags), CAL500 and Emotify
+# get a tag head in their own vocabulary, and the three V/A corpora share one valence/arousal head on the 1-9 scale.
+CORPUS_TASKS: dict[str, dict[str, Any]] = {
+    "mtg_jamendo": {"name": "moods", "type": "multilabel", "labels": list(MTG_JAMENDO_MOODS)},
+    "cal500": {"name": "cal500", "type": "multilabel", "labels": list(CAL500_EMOTIONS)},
+    "emotify": {"name": "emotify", "type": "multilabel", "labels": list(EMOTIFY_GEMS)},
+    "deam": VALENCE_AROUSAL_TASK,
+    "pmemo": VALENCE_AROUSAL_TASK,
+    "emomusic": VALENCE_AROUSAL_TASK,
+}
+
+
+def corpus_task(corpus: str) -> dict[str, Any]:
+    if corpus not in CORPUS_TASKS:
+        raise ValueError(f"unknown corpus {corpus!r}; expected one of {sorted(CORPUS_TASKS)}")
+    return {**CORPUS_TASKS[corpus], "labels": list(CORPUS_TASKS[corpus]["labels"])}
+
+
+def tasks_for_corpora(corpora: Sequence[str]) -> list[dict[str, Any]]:
+    """The heads a model trained on `corpora` needs, each once, in the order the corpora first ask for them."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for corpus in corpora:
+        task = corpus_task(corpus)
+        tasks.setdefault(task["name"], task)
+    return list(tasks.values())
+
+
 def default_tasks() -> list[dict[str, Any]]:
     """MTG-Jamendo's 56 mood/theme tags and valence/arousal on the 1-9 scale."""
-    return [
-        {"name": "moods", "type": "multilabel", "labels": list(MTG_JAMENDO_MOODS)},
-        {"name": "valence_arousal", "type": "regression", "labels": ["valence", "arousal"], "scale": [VA_SCALE.low, VA_SCALE.high]},
-    ]
+    return tasks_for_corpora(["mtg_jamendo", "deam"])
 
 
 def _validate_tasks(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -123,6 +150,10 @@ class Music2EmoConfig(PreTrainedConfig):
         chord_cls (`str`, defaults to `"learned"`): `"learned"` CLS token, or `"zero"` (Music2Emo: a zero vector).
         chord_padding_mask (`bool`, defaults to `True`): mask padding in the chord encoder (Music2Emo did not).
         use_mode (`bool`, defaults to `True`): feed the key's mode (0 major, 1 minor) to the trunk.
+        standardize_embeddings (`bool`, defaults to `False`): subtract a per-dimension mean from the chunk embeddings
+            and divide by a per-dimension scale before the trunk (buffers saved with the weights; training sets them
+            from its training tracks). Time means of a backbone's normalised layers vary little from track to track,
+            which makes the trunk slow to train; Music2Emo fed them raw (`False`, for its checkpoints).
         trunk_dim, head_hidden_dim (`int`): widths of the shared trunk and of each head's hidden layer.
         dropout (`float`, defaults to 0.0): dropout after the trunk and in each head (Music2Emo: none).
         tasks (`list[dict]`): one head each. `{"name", "type": "multilabel", "labels": [...]}` gives logits over the
@@ -154,6 +185,7 @@ class Music2EmoConfig(PreTrainedConfig):
         chord_cls: str = "learned",
         chord_padding_mask: bool = True,
         use_mode: bool = True,
+        standardize_embeddings: bool = False,
         trunk_dim: int = 512,
         head_hidden_dim: int = 256,
         dropout: float = 0.0,
@@ -193,6 +225,7 @@ class Music2EmoConfig(PreTrainedConfig):
         self.chord_cls = chord_cls
         self.chord_padding_mask = bool(chord_padding_mask)
         self.use_mode = bool(use_mode)
+        self.standardize_embeddings = bool(standardize_embeddings)
         self.trunk_dim = int(trunk_dim)
         self.head_hidden_dim = int(head_hidden_dim)
         self.dropout = float(dropout)
@@ -219,4 +252,13 @@ class Music2EmoConfig(PreTrainedConfig):
         return RatingScale(*task["scale"])
 
 
-__all__ = ["MERT_V1_330M", "MERT_V1_95M", "Music2EmoConfig", "default_tasks", "hubert_config_from_mert"]
+__all__ = [
+    "CORPUS_TASKS",
+    "MERT_V1_330M",
+    "MERT_V1_95M",
+    "Music2EmoConfig",
+    "corpus_task",
+    "default_tasks",
+    "hubert_config_from_mert",
+    "tasks_for_corpora",
+]

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import numpy as np
 
 from .audio import resample
-from .labels import CHORD_QUALITIES, CHORD_ROOTS, ORIGINAL_CHORD_QUALITIES
 
 PITCH_CLASSES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 

@@ -20,6 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from .configuration_music2emo import Music2EmoConfig, hubert_config_from_mert
 from .hub import hub_reachable
+from .losses import regression_loss, tag_loss
 
 
 class UntrainedModelWarning(UserWarning):
@@ -35,7 +36,8 @@ class Music2EmoOutput(ModelOutput):
         task_losses: each task's loss over the rows labelled for it.
         logits: per multilabel task, (batch, labels) logits; `sigmoid` gives per-label probabilities.
         regression: per regression task, (batch, outputs) on the task's native scale (e.g. valence/arousal on 1-9).
-        pooled_embedding: (batch, embedding_dim) duration-weighted mean of the chunk embeddings.
+        pooled_embedding: (batch, embedding_dim) duration-weighted mean of the chunk embeddings, as the trunk sees it
+            (standardized when `config.standardize_embeddings`).
         chunk_embeddings: (batch, chunks, embedding_dim); rows of padding chunks are zero.
         chunk_logits, chunk_regression: the heads applied to each chunk's embedding (with the track's harmony), for
             per-segment curves.
@@ -127,6 +129,9 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
             # outside the scale (1-9 for valence/arousal).
             for task in self.config.tasks_of_type("regression"):
                 init.constant_(module.heads[task["name"]][-1].bias, self.config.scale_of(task).midpoint)
+            if self.config.standardize_embeddings:  # identity until training sets them
+                init.zeros_(module.embedding_mean)
+                init.ones_(module.embedding_scale)
 
 
 class Music2EmoModel(Music2EmoPreTrainedModel):
@@ -137,6 +142,9 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         super().__init__(config)
         self.backbone = HubertModel(config.backbone_config)
         self.chord_encoder = Music2EmoChordEncoder(config)
+        if config.standardize_embeddings:
+            self.register_buffer("embedding_mean", torch.zeros(config.embedding_dim))
+            self.register_buffer("embedding_scale", torch.ones(config.embedding_dim))
         fused_dim = config.embedding_dim + 2 * config.chord_embedding_dim + int(config.use_mode)
         self.input_proj = nn.Sequential(nn.Linear(fused_dim, config.trunk_dim), nn.ReLU(), nn.Dropout(config.dropout))
         self.heads = nn.ModuleDict(
@@ -250,20 +258,15 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         return logits, regression
 
     def _loss(self, logits, regression, labels: dict[str, torch.Tensor]):
-        """Per-task loss over the labelled values only: NaN marks a missing label (a whole row of NaN: a track not
-        labelled for that task), so a batch may mix corpora with different label types."""
+        """Per-task loss over the labelled values only (see `losses`): a batch may mix corpora with different label
+        types. Plain BCE for tags and MSE for regression; training recipes weight them otherwise themselves."""
         task_losses = {}
         for name, target in labels.items():
             if name not in logits and name not in regression:
                 raise KeyError(f"labels for unknown task {name!r}; tasks: {[t['name'] for t in self.config.tasks]}.")
-            target = target.to(self.dtype)
-            known = ~torch.isnan(target)
-            if not known.any():
-                continue
-            if name in logits:
-                task_losses[name] = nn.functional.binary_cross_entropy_with_logits(logits[name][known], target[known])
-            else:
-                task_losses[name] = nn.functional.mse_loss(regression[name][known], target[known])
+            loss = tag_loss(logits[name], target) if name in logits else regression_loss(regression[name], target)
+            if loss is not None:
+                task_losses[name] = loss
         loss = torch.stack(list(task_losses.values())).sum() if task_losses else None
         return loss, task_losses
 
@@ -307,13 +310,16 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             flat = self.embed_chunks(input_values[real], lengths)
             chunk_embeddings = flat.new_zeros(batch, n_chunks, flat.shape[-1])
             chunk_embeddings[real] = flat
-        weights = (chunk_durations * real).to(chunk_embeddings.dtype)
-        pooled = (chunk_embeddings * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp_min(1e-8)
+        features = chunk_embeddings
+        if self.config.standardize_embeddings:
+            features = (chunk_embeddings - self.embedding_mean) / self.embedding_scale
+        weights = (chunk_durations * real).to(features.dtype)
+        pooled = (features * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp_min(1e-8)
 
         harmony = self._harmony_features(batch, chord_root_ids, chord_quality_ids, chord_mask, mode_ids, reference.device)
         logits, regression = self._apply_heads(pooled, harmony)
         chunk_logits, chunk_regression = self._apply_heads(
-            chunk_embeddings, harmony[:, None, :].expand(-1, n_chunks, -1)
+            features, harmony[:, None, :].expand(-1, n_chunks, -1)
         )
         loss, task_losses = self._loss(logits, regression, labels) if labels is not None else (None, None)
         return Music2EmoOutput(

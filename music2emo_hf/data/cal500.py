@@ -91,7 +91,6 @@ def select_moods(means: list[float], rule: str = "top5_above_4", threshold: floa
     else:
         raise ValueError(f"CAL500: unknown label rule {rule!r}; expected one of {RULES}")
     return [CAL500_EMOTIONS[index] for _, index in keep]
-    raise ValueError(f"CAL500: unknown label rule {rule!r}; expected one of {RULES}")
 
 
 def read(source: str | os.PathLike, rule: str = "top5_above_4", threshold: float | None = None) -> list[Track]:

@@ -12,6 +12,7 @@ metadata names the track, its corpus and the cached layers, so a file is readabl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ def manifest_for(
     config = model.config
     return {
         "model": model_name,
+        "backbone_sha256": backbone_fingerprint(model),
         "layers": list(layers),
         "hidden_size": config.backbone_config.hidden_size,
         "sampling_rate": extractor.sampling_rate,
@@ -65,6 +67,46 @@ def manifest_for(
         "max_chords": config.max_chords,
         "dtype": dtype,
     }
+
+
+def backbone_fingerprint(model: Music2EmoModel) -> str:
+    """sha256 of the backbone's weights (names, dtypes, shapes, bytes): features from one backbone are meaningless
+    to heads trained on another, even of the same architecture (two `music2emo init` seeds, say)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.backbone.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def check_cache_fits(directory: str | os.PathLike, model: Music2EmoModel) -> dict[str, Any]:
+    """The manifest of the cache at `directory`, after checking its features are what `model` would compute: same
+    backbone weights, its pooled layers among the cached ones, same chunking and chord vocabulary."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise FileNotFoundError(
+            f"{directory}: no feature cache (no {MANIFEST}); make it with training/extract_features.py."
+        )
+    config = model.config
+    wanted = {
+        "backbone_sha256": backbone_fingerprint(model),
+        "sampling_rate": config.sampling_rate,
+        "chunk_seconds": config.chunk_seconds,
+        "chord_roots": list(config.chord_roots),
+        "chord_qualities": list(config.chord_qualities),
+        "max_chords": config.max_chords,
+    }
+    problems = [f"{key}: cached {manifest.get(key)!r}, model {value!r}" for key, value in wanted.items() if manifest.get(key) != value]
+    missing_layers = [layer for layer in config.pooled_layers if layer not in manifest.get("layers", [])]
+    if missing_layers:
+        problems.append(f"layers {missing_layers} of the model's pooled_layers are not cached (cached: {manifest.get('layers')})")
+    if problems:
+        raise ValueError(
+            f"the feature cache {directory} was not made for this model ({'; '.join(problems)}). Extract features "
+            "with this model (training/extract_features.py --model ...), or train the model the cache was made with."
+        )
+    return manifest
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
@@ -190,6 +232,8 @@ def load_track_features(
 __all__ = [
     "MANIFEST",
     "TEMPORARY_SUFFIX",
+    "backbone_fingerprint",
+    "check_cache_fits",
     "check_manifest",
     "extract_track",
     "feature_dir",

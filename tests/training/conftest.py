@@ -1,0 +1,82 @@
+"""Fixtures of the training tests: the training scripts importable, and one synthetic benchmark (two corpora in
+their official layouts -> `music2emo prepare-data` -> `music2emo init` -> the feature cache) built once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import ROOT, TINY_CONFIG
+from tests.synthetic import LEARNING_BACKBONE, write_deam, write_mtg_jamendo
+
+TRAINING = ROOT / "training"
+if str(TRAINING) not in sys.path:
+    sys.path.insert(0, str(TRAINING))  # as `accelerate launch training/x.py` puts it first
+
+# Settings every training test shares: tiny data needs a larger step than the recipes' 1e-4 (8 steps an epoch).
+FAST = ["lr=0.003", "warmup_steps=10", "max_epochs=60", "patience=15"]
+
+
+def load_script(name: str):
+    """A script of training/ as a module under its own name (training/evaluate.py must not shadow the `evaluate`
+    package)."""
+    spec = importlib.util.spec_from_file_location(f"training_{name}", TRAINING / f"{name}.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+def cpu_env(**extra: str) -> dict[str, str]:
+    """The environment of a training subprocess: this interpreter's, CPU only, quiet."""
+    return {**os.environ, "ACCELERATE_USE_CPU": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
+            **extra}
+
+
+def run_quietly(main, argv: list[str]) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return main(argv)
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory) -> SimpleNamespace:
+    """MTG-Jamendo (timbre -> tag; 96/32/32 tracks of 2.5 s) and DEAM (mode -> valence, tempo and loudness ->
+    arousal; 160 tracks of 5 s, split 60/20/20) prepared into one folder, an untrained model with a small random
+    backbone (music2emo init), and that model's feature cache (two extraction processes)."""
+    from music2emo_hf.cli import main
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_mtg_jamendo(root / "downloads" / "mtg", {"train": 96, "validation": 32, "test": 32}, seconds=2.5)
+    write_deam(root / "downloads" / "deam", 160)
+    data = root / "data"
+    assert run_quietly(main, ["prepare-data", "--corpus", "mtg_jamendo", "--source", str(root / "downloads" / "mtg"),
+                              "--out", str(data)]) == 0
+    assert run_quietly(main, ["prepare-data", "--corpus", "deam", "--source", str(root / "downloads" / "deam"),
+                              "--out", str(data), "--fractions", "train=0.6,validation=0.2,test=0.2"]) == 0
+
+    config = json.loads((TINY_CONFIG / "config.json").read_text())
+    # No attention dropout in the chord encoder: on a CPU it costs most of a training step.
+    config.update(backbone_config=LEARNING_BACKBONE, chunk_seconds=2.5, trunk_dim=128, head_hidden_dim=64,
+                  standardize_embeddings=True, chord_dropout=0.0)
+    hub_config = root / "hub-config"
+    hub_config.mkdir()
+    (hub_config / "config.json").write_text(json.dumps(config))
+    (hub_config / "preprocessor_config.json").write_text(
+        json.dumps({"feature_extractor_type": "Music2EmoFeatureExtractor", "sampling_rate": 24000, "chunk_seconds": 2.5})
+    )
+    init = root / "init"
+    assert run_quietly(main, ["init", "--config", str(hub_config), str(init)]) == 0
+
+    extract = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(TRAINING / "extract_features.py"),
+               "--dataset", str(data), "--model", str(init), "--name", "features"]
+    done = subprocess.run(extract, cwd=ROOT, env=cpu_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return SimpleNamespace(root=root, data=data, init=init, features="features")

@@ -1,0 +1,102 @@
+"""Proof that training learns, on audio whose labels are functions of it (tests/synthetic.py), through the whole
+chain: teachers recover the planted functions, `accelerate launch training/distill.py` moves a student towards its
+teachers, evaluate.py writes the table in one command, and the student answers from audio in the pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import transformers
+
+import music2emo_hf  # noqa: F401  (registers the task)
+from tests.conftest import ROOT
+from tests.synthetic import RATE, Traits, synthesize
+
+from .conftest import FAST, TRAINING, cpu_env, load_script, run_quietly
+
+import engine  # noqa: E402  (training/, put on sys.path by conftest)
+
+evaluate = load_script("evaluate")
+
+
+def common(synthetic, output: Path) -> list[str]:
+    return ["--dataset", str(synthetic.data), "--model", str(synthetic.init), "--output-dir", str(output)]
+
+
+@pytest.fixture(scope="module")
+def teachers(synthetic, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("teachers")
+    for corpus in ("mtg_jamendo", "deam"):
+        argv = ["--config", "improved", "--corpus", corpus, *common(synthetic, out / corpus), "--set", *FAST]
+        assert run_quietly(lambda a: engine.run_script(a, "", distill=False), argv) == 0
+    return {corpus: out / corpus / "best" for corpus in ("mtg_jamendo", "deam")}
+
+
+@pytest.fixture(scope="module")
+def students(synthetic, teachers, tmp_path_factory) -> dict[str, Path]:
+    """The same student twice: distilled from the teachers through a real `accelerate launch`, and without them."""
+    out = tmp_path_factory.mktemp("students")
+    corpora = ["--corpus", "mtg_jamendo", "deam"]
+    taught = [f"--teacher={corpus}={path}" for corpus, path in teachers.items()]
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--cpu", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAINING / "distill.py")]
+    done = subprocess.run(
+        [*launch, "--config", "improved", *corpora, *taught, *common(synthetic, out / "kd"), "--set", *FAST],
+        cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mtg_jamendo test: ROC-AUC" in done.stdout and f"model: {out / 'kd' / 'best'}" in done.stdout
+    argv = ["--config", "improved", *corpora, *common(synthetic, out / "plain"), "--set", *FAST]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=True), argv) == 0
+    return {"kd": out / "kd" / "best", "plain": out / "plain" / "best"}
+
+
+def test_teachers_learn_what_the_audio_determines(teachers):
+    tags = json.loads((teachers["mtg_jamendo"] / "results.json").read_text())["best"]["test"]["mtg_jamendo"]
+    assert tags["roc_auc_macro"] >= 0.9  # timbre -> tag
+    va = json.loads((teachers["deam"] / "results.json").read_text())["best"]["test"]["deam"]
+    assert va["r2_valence"] >= 0.8  # mode -> valence, seen by the harmony branch
+    assert va["r2_arousal"] >= 0.8  # tempo and loudness -> arousal, seen by the backbone
+    info = json.loads((teachers["deam"] / "training.json").read_text())
+    assert info["corpora"] == ["deam"] and info["script"] == "train_teacher" and info["recipe"]["name"] == "improved"
+
+
+def test_distillation_moves_the_student_towards_its_teachers_and_the_table_is_one_command(
+    synthetic, teachers, students, tmp_path, capsys
+):
+    output = tmp_path / "table"
+    argv = ["--dataset", str(synthetic.data), "--output", str(output),
+            "--model", f"single={teachers['mtg_jamendo']}", "--model", f"single={teachers['deam']}",
+            "--model", f"J+D={students['plain']}", "--model", f"J+D (KD)={students['kd']}",
+            *[f"--teacher={corpus}={path}" for corpus, path in teachers.items()]]
+    assert run_quietly(evaluate.main, argv) == 0
+    table = output.with_suffix(".md").read_text()
+    assert capsys.readouterr().out == table
+    assert "| Training sets | MTG-Jamendo PR / ROC | DEAM R² V / A |" in table
+    rows = {row["label"]: row for row in json.loads(output.with_suffix(".json").read_text())["rows"]}
+    assert list(rows) == ["single", "J+D", "J+D (KD)"] and len(rows["single"]["models"]) == 2
+    for row in rows.values():
+        assert row["metrics"]["mtg_jamendo"]["roc_auc_macro"] >= 0.85 and row["metrics"]["deam"]["r2_valence"] >= 0.8
+    for corpus in ("mtg_jamendo", "deam"):  # KL of tag probabilities, MSE of valence/arousal
+        assert rows["single"]["teacher_distance"][corpus] == 0
+        assert rows["J+D (KD)"]["teacher_distance"][corpus] < 0.7 * rows["J+D"]["teacher_distance"][corpus]
+
+
+def test_the_distilled_student_answers_from_audio_in_the_pipeline(students):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", music2emo_hf.UntrainedModelWarning)  # a trained model must not warn
+        pipe = transformers.pipeline("music-emotion", model=str(students["kd"]), device="cpu")
+    rng = np.random.default_rng(7)
+    answers = {}
+    for minor in (False, True):
+        traits = Traits(key=2, minor=minor, bpm=120.0, gain_db=-10.0, timbre="sine")
+        answers[minor] = pipe({"array": synthesize(traits, rng), "sampling_rate": RATE})
+    assert "warning" not in answers[False] and len(answers[False]["moods"]) == 56
+    assert answers[False]["valence"] > 5 > answers[True]["valence"]  # major sounds happier than minor
+    assert answers[False]["moods"][0]["label"] == answers[True]["moods"][0]["label"] == "soft"  # a sine's tag

@@ -1,0 +1,787 @@
+"""The training loop behind train_teacher.py and distill.py: one model, several corpora whose labels differ in kind,
+optional frozen teachers, Accelerate for devices and processes.
+
+A recipe (training/configs/*.json, `Recipe`) says how; the scripts say on what. Each step draws one batch per corpus
+from a schedule that is a pure function of (seed, epoch), runs them through the model in one forward pass, and sums
+per-corpus losses: the corpus's task loss on its own head, mixed with distillation from that corpus's teacher, plus
+optional pseudo-labels from the other teachers on their heads. Every `checkpoint_every` steps and at every epoch's
+end the Accelerate state (model, optimizer, schedule, RNG) and the trainer's own state are written whole, so a run
+killed at any moment restarts from the last checkpoint and ends with the metrics of an uninterrupted run.
+
+Output folder::
+
+    best/                  the selected model: safetensors + config + feature extractor + pipeline code, and
+                           training.json (recipe, corpora, teachers, selection, its validation metrics)
+    best-<corpus>/         with `export_per_corpus_best`: the model of the epoch with that corpus's lowest
+                           validation loss (Music2Emo released these four: J_all, D_all, E_all, P_all)
+    checkpoints/step-N/    Accelerate state + trainer_state.json; the last `keep_checkpoints` are kept
+    history.jsonl          one line per epoch: training loss, validation metrics, the selection value
+    results.json           test metrics of best/ (and of each best-<corpus>/ on its corpus)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from tqdm.auto import tqdm
+
+from music2emo_hf import (
+    Music2EmoFeatureExtractor,
+    Music2EmoModel,
+    UntrainedModelWarning,
+)
+from music2emo_hf.configuration_music2emo import Music2EmoConfig, corpus_task
+from music2emo_hf.data.cached import CachedCorpus, collate, crop_chunks, label_priors
+from music2emo_hf.data.features import check_cache_fits
+from music2emo_hf.data.layout import FEATURES_DIR, SPLITS
+from music2emo_hf.losses import (
+    KD_MODES,
+    class_balance_weights,
+    distillation_loss,
+    regression_loss,
+    tag_loss,
+)
+from music2emo_hf.metrics import regression_metrics, tag_metrics
+from music2emo_hf.pipeline_music2emo import save_model
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+TRAINER_STATE = "trainer_state.json"
+TRAINING_INFO = "training.json"
+RESULTS = "results.json"
+HISTORY = "history.jsonl"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train, as data (training/configs/*.json). Batch size is per corpus and per process, as Music2Emo's
+    8 per GPU per dataset."""
+
+    name: str
+    description: str = ""
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 1e-4
+    backbone_lr: float | None = None  # with finetune_backbone; default: lr
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine (linear warm-up, then cosine to 0 over max_epochs)
+    warmup_steps: int = 0
+    batch_size: int = 8
+    epoch_mode: str = "max_size"  # max_size: a corpus drops out of an epoch once seen; cycle: every step sees all
+    max_epochs: int = 500
+    patience: int = 10  # epochs without improvement of the selection value before stopping
+    min_delta: float = 1e-4
+    selection: str = "validation_loss"  # validation_loss (sum over corpora) | joint_score (mean of per-corpus scores)
+    export_per_corpus_best: bool = False
+    tag_loss: str = "class_balanced"  # class_balanced (pos_weight = 1/p, as Music2Emo) | bce
+    kd_mode: str = "softmax_kl"  # see music2emo_hf.losses
+    kd_weight: float = 0.8  # loss = kd_weight * distillation + (1 - kd_weight) * task, where a teacher exists
+    kd_temperature: float = 1.0
+    pseudo_label_weight: float = 0.0  # other corpora's teachers teach their heads on this corpus's tracks
+    corpus_weights: dict[str, float] = field(default_factory=dict)  # default 1 each
+    chunk_crop: bool = True  # train on a random run of consecutive chunks (Music2Emo's augmentation)
+    gradient_clip: float | None = None
+    finetune_backbone: bool = False  # train end to end from audio instead of reading the feature cache
+    checkpoint_every: int = 500  # steps; a checkpoint is also written at every epoch's end
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        choices = {
+            "optimizer": ("adam", "adamw"),
+            "schedule": ("constant", "cosine"),
+            "epoch_mode": ("max_size", "cycle"),
+            "selection": ("validation_loss", "joint_score"),
+            "tag_loss": ("class_balanced", "bce"),
+            "kd_mode": KD_MODES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"recipe {self.name!r}: {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        positive = ("lr", "batch_size", "max_epochs", "patience", "checkpoint_every", "keep_checkpoints", "kd_temperature")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"recipe {self.name!r}: {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("kd_weight",):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"recipe {self.name!r}: {name} must lie in [0, 1], got {getattr(self, name)!r}")
+
+    @classmethod
+    def load(cls, path_or_name: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Recipe:
+        """A recipe file, or the name of one in training/configs ("faithful", "improved"), with `overrides`."""
+        path = Path(path_or_name)
+        if not path.is_file() and (CONFIG_DIR / f"{path_or_name}.json").is_file():
+            path = CONFIG_DIR / f"{path_or_name}.json"
+        if not path.is_file():
+            known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+            raise FileNotFoundError(f"--config {path_or_name}: no such file, nor a recipe in {CONFIG_DIR} ({known}).")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {path}: not valid JSON ({error}).") from None
+        values = {**values, **(overrides or {})}
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"recipe {path}: unknown settings {unknown}; see training/engine.py Recipe.")
+        return cls(**values)
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--set key=value ...`: values read as JSON where they parse (numbers, true, null), else as strings."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected key=value.")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
+@dataclass
+class Corpus:
+    """One corpus's splits as datasets (`CachedCorpus` or `EmbeddingCorpus`) sharing one task."""
+
+    name: str
+    splits: dict[str, Any]
+
+    @property
+    def task(self) -> dict[str, Any]:
+        return next(iter(self.splits.values())).task
+
+
+@dataclass
+class TrainerState:
+    """What the loop needs beyond the Accelerate state to continue exactly where a checkpoint left it."""
+
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+    corpus_best: dict[str, float] = field(default_factory=dict)
+    stopped: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch, as history.jsonl
+
+
+def build_model(init: str | os.PathLike, corpora: Sequence[str]) -> tuple[Music2EmoModel, Music2EmoFeatureExtractor]:
+    """A model for `corpora` starting from the model at `init` (a `music2emo init` folder, or a trained model):
+    its backbone, chord encoder and trunk, and its heads where a corpus asks for a task it already has (same name
+    and labels); other heads are new (seed first for reproducible heads)."""
+    from music2emo_hf.configuration_music2emo import tasks_for_corpora
+
+    with warnings.catch_warnings():  # an init folder is untrained, and that is the point
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        base = Music2EmoModel.from_pretrained(init)
+    settings = base.config.to_dict()
+    for key in ("tasks", "model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
+        settings.pop(key, None)
+    tasks = tasks_for_corpora(corpora)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        model = Music2EmoModel(Music2EmoConfig(**settings, tasks=tasks))
+    kept = {task["name"] for task in tasks if task in base.config.tasks}
+    state = {
+        key: value
+        for key, value in base.state_dict().items()
+        if not key.startswith("heads.") or key.split(".")[1] in kept
+    }
+    model.load_state_dict(state, strict=False)
+    return model, Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds)
+
+
+def load_corpora(
+    dataset_dir: str | os.PathLike,
+    features: str,
+    corpora: Sequence[str],
+    model: Music2EmoModel,
+    splits: Sequence[str] = SPLITS,
+    audio: bool = False,
+) -> list[Corpus]:
+    """The prepared corpora with the feature cache `features` (a folder name under DATASET/features, or a path),
+    after checking the cache was made by this model's backbone. With `audio`, items carry the audio's chunks
+    instead of cached embeddings (end-to-end training; chords still come from the cache)."""
+    cache = Path(features) if Path(features).is_dir() else Path(dataset_dir) / FEATURES_DIR / features
+    check_cache_fits(cache, model)
+    extractor = Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds) if audio else None
+    loaded = []
+    for name in corpora:
+        task = corpus_task(name)
+        parts = {
+            split: CachedCorpus(dataset_dir, name, split, cache, task, model.config.pooled_layers, extractor)
+            for split in splits
+        }
+        empty = [split for split, part in parts.items() if len(part) == 0]
+        if empty:
+            raise ValueError(
+                f"{name}: no tracks with cached features in split(s) {empty} of {dataset_dir}; prepare the corpus "
+                "(music2emo prepare-data) and extract its features (training/extract_features.py) first."
+            )
+        loaded.append(Corpus(name, parts))
+    return loaded
+
+
+def epoch_schedule(
+    sizes: Mapping[str, int], global_batch: int, epoch: int, seed: int, mode: str
+) -> list[dict[str, np.ndarray]]:
+    """The epoch's steps, each {corpus: row indices}. Every corpus is shuffled by (seed, epoch, corpus). The epoch
+    lasts as many steps as the largest corpus needs. `max_size`: a smaller corpus appears in the first steps only
+    (Lightning's CombinedLoader "max_size", as Music2Emo trained); `cycle`: it is reshuffled and drawn again, so
+    every step sees every corpus."""
+    names = sorted(sizes)
+    batches_needed = {name: math.ceil(sizes[name] / global_batch) for name in names}
+    steps = max(batches_needed.values())
+    schedule: list[dict[str, np.ndarray]] = [{} for _ in range(steps)]
+    for number, name in enumerate(names):
+        rounds = 1 if mode == "max_size" else math.ceil(steps * global_batch / sizes[name])
+        order = np.concatenate(
+            [np.random.default_rng([seed, epoch, number, r]).permutation(sizes[name]) for r in range(rounds)]
+        )
+        count = batches_needed[name] if mode == "max_size" else steps
+        for step in range(count):
+            rows = order[step * global_batch : (step + 1) * global_batch]
+            if len(rows):
+                schedule[step][name] = rows
+    return schedule
+
+
+def process_share(rows: np.ndarray, process: int, processes: int) -> np.ndarray:
+    """This process's rows of a global batch; a batch smaller than the process count is topped up from its start
+    (as Accelerate's even_batches), so every process has work and DDP's collectives match."""
+    if len(rows) < processes:
+        rows = np.resize(rows, processes)
+    return rows[process::processes]
+
+
+def _to(batch: Mapping[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def _model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value for key, value in batch.items() if key not in ("labels", "index")}
+
+
+def _head(output, task: Mapping[str, Any]) -> torch.Tensor:
+    return (output.logits if task["type"] == "multilabel" else output.regression)[task["name"]]
+
+
+class Trainer:
+    """Trains `model` on `corpora` with `recipe`, writing to `output_dir` (see the module docstring)."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        model: Music2EmoModel,
+        feature_extractor: Music2EmoFeatureExtractor,
+        corpora: Sequence[Corpus],
+        output_dir: str | os.PathLike,
+        teachers: Mapping[str, Music2EmoModel] | None = None,
+        info: Mapping[str, Any] | None = None,
+        accelerator: Accelerator | None = None,
+    ):
+        self.recipe, self.corpora, self.output_dir = recipe, list(corpora), Path(output_dir)
+        self.feature_extractor = feature_extractor
+        self.info = dict(info or {})
+        self.accelerator = accelerator or Accelerator(
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+        )
+        unknown = sorted(set(recipe.corpus_weights) - {c.name for c in self.corpora})
+        if unknown:
+            raise ValueError(f"recipe {recipe.name!r}: corpus_weights name corpora not trained here: {unknown}.")
+        self.teachers = self._check_teachers(model, teachers or {})
+        if model.config.standardize_embeddings and not (model.embedding_mean.any() or (model.embedding_scale != 1).any()):
+            self._set_standardization(model)
+        # Reading the feature cache, the backbone is idle: it is held outside the trained module (no device memory,
+        # no DDP buckets, no checkpoint space) and put back whenever the model is saved.
+        self.backbone = None
+        if not recipe.finetune_backbone:
+            self.backbone = model.backbone
+            del model.backbone
+        self.priors = {
+            c.name: torch.from_numpy(label_priors(c.splits["train"].targets))
+            for c in self.corpora
+            if c.task["type"] == "multilabel"
+        }
+        optimizer = self._optimizer(model)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.accelerator.register_for_checkpointing(self.schedule)  # stepped once per step, by us
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        for teacher in self.teachers.values():
+            if not recipe.finetune_backbone and hasattr(teacher, "backbone"):
+                del teacher.backbone  # idle too
+            teacher.to(self.accelerator.device).eval().requires_grad_(False)
+
+    # -- set-up ------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_teachers(model: Music2EmoModel, teachers: Mapping[str, Music2EmoModel]) -> dict[str, Music2EmoModel]:
+        for corpus, teacher in teachers.items():
+            task = corpus_task(corpus)
+            if task not in teacher.config.tasks:
+                raise ValueError(
+                    f"the teacher for {corpus} has no {task['name']!r} head with {corpus}'s labels (its tasks: "
+                    f"{[t['name'] for t in teacher.config.tasks]}); train it with train_teacher.py --corpus {corpus}."
+                )
+            if teacher.config.pooled_layers != model.config.pooled_layers:
+                raise ValueError(
+                    f"the teacher for {corpus} pools layers {teacher.config.pooled_layers}, the student "
+                    f"{model.config.pooled_layers}: they must read the same features."
+                )
+        return dict(teachers)
+
+    def _set_standardization(self, model: Music2EmoModel) -> None:
+        """The embedding statistics of a model that has none yet: per-dimension mean and standard deviation of the
+        training tracks' pooled embeddings, every corpus's tracks alike (a constant dimension keeps scale 1)."""
+        embeddings = torch.stack(
+            [part.track_embedding(i) for corpus in self.corpora for part in [corpus.splits["train"]] for i in range(len(part))]
+        ).double()
+        std = embeddings.std(dim=0) if len(embeddings) > 1 else torch.ones(embeddings.shape[1], dtype=torch.double)
+        model.embedding_mean.copy_(embeddings.mean(dim=0))
+        model.embedding_scale.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
+        self._log(f"embedding standardization set from {len(embeddings)} training tracks")
+
+    def _optimizer(self, model: Music2EmoModel) -> torch.optim.Optimizer:
+        recipe = self.recipe
+        heads = [p for name, p in model.named_parameters() if not name.startswith("backbone.")]
+        groups = [{"params": heads, "lr": recipe.lr}]
+        if recipe.finetune_backbone:
+            groups.append({"params": list(model.backbone.parameters()), "lr": recipe.backbone_lr or recipe.lr})
+        optimizer = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+        return optimizer(groups, weight_decay=recipe.weight_decay)
+
+    def _steps_per_epoch(self) -> int:
+        global_batch = self.recipe.batch_size * self.accelerator.num_processes
+        return max(math.ceil(len(c.splits["train"]) / global_batch) for c in self.corpora)
+
+    def _lr_factor(self, step: int) -> float:
+        recipe = self.recipe
+        if recipe.warmup_steps and step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        if recipe.schedule == "constant":
+            return 1.0
+        total = max(recipe.max_epochs * self._steps_per_epoch() - recipe.warmup_steps, 1)
+        progress = min((step - recipe.warmup_steps) / total, 1.0)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    # -- one step ----------------------------------------------------------------------------------------------------
+
+    def _batch(self, step: Mapping[str, np.ndarray], state: TrainerState) -> tuple[dict, dict[str, slice], dict]:
+        """This process's share of every corpus in the step, in one batch; row ranges and targets per corpus."""
+        accelerator, items, rows, targets = self.accelerator, [], {}, {}
+        for number, corpus in enumerate(self.corpora):
+            if corpus.name not in step:
+                continue
+            mine = process_share(step[corpus.name], accelerator.process_index, accelerator.num_processes)
+            generator = torch.Generator().manual_seed(
+                int(np.random.default_rng([self.recipe.seed, state.epoch, state.step_in_epoch, number, accelerator.process_index]).integers(2**62))
+            )
+            examples = [corpus.splits["train"][int(i)] for i in mine]
+            if self.recipe.chunk_crop:
+                examples = [crop_chunks(example, generator) for example in examples]
+            targets[corpus.name] = torch.stack([example.pop("labels") for example in examples])
+            rows[corpus.name] = slice(len(items), len(items) + len(examples))
+            items += examples
+        batch = _model_inputs(collate(items))
+        return _to(batch, accelerator.device), rows, _to(targets, accelerator.device)
+
+    def _corpus_loss(self, corpus: Corpus, output, rows: slice, target: torch.Tensor, teacher_outputs) -> torch.Tensor:
+        recipe, task = self.recipe, corpus.task
+        prediction = _head(output, task)[rows]
+        if task["type"] == "multilabel":
+            pos_weight = weight = None
+            if recipe.tag_loss == "class_balanced":
+                pos_weight, weight = (w.to(prediction.device) for w in class_balance_weights(self.priors[corpus.name]))
+            loss = tag_loss(prediction, target, pos_weight, weight)
+        else:
+            loss = regression_loss(prediction, target)
+        loss = loss if loss is not None else prediction.sum() * 0  # a batch without labels still joins the graph
+        if corpus.name in teacher_outputs:
+            taught = _head(teacher_outputs[corpus.name], task)[rows]
+            kd = distillation_loss(prediction, taught, task["type"], recipe.kd_mode, recipe.kd_temperature)
+            loss = recipe.kd_weight * kd + (1 - recipe.kd_weight) * loss
+        if recipe.pseudo_label_weight:
+            for other, teacher_output in teacher_outputs.items():
+                other_task = corpus_task(other)
+                if other_task["name"] == task["name"]:
+                    continue
+                student = _head(output, other_task)[rows]
+                taught = _head(teacher_output, other_task)[rows]
+                pseudo = distillation_loss(student, taught, other_task["type"], "per_output", recipe.kd_temperature)
+                loss = loss + recipe.pseudo_label_weight * pseudo
+        return recipe.corpus_weights.get(corpus.name, 1.0) * loss
+
+    def _train_step(self, step: Mapping[str, np.ndarray], state: TrainerState) -> float:
+        batch, rows, targets = self._batch(step, state)
+        self.model.train()
+        output = self.model(**batch)
+        teacher_outputs = {}
+        if self.teachers:
+            with torch.no_grad():
+                teacher_outputs = {name: teacher(**batch) for name, teacher in self.teachers.items()}
+        loss = sum(
+            self._corpus_loss(corpus, output, rows[corpus.name], targets[corpus.name], teacher_outputs)
+            for corpus in self.corpora
+            if corpus.name in rows
+        )
+        self.accelerator.backward(loss)
+        if self.recipe.gradient_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.recipe.gradient_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad()
+        return float(loss.detach())
+
+    # -- evaluation --------------------------------------------------------------------------------------------------
+
+    def evaluate(self, model: Music2EmoModel, split: str, corpora: Sequence[Corpus] | None = None) -> dict[str, dict]:
+        return {
+            corpus.name: corpus_metrics(
+                corpus.task,
+                corpus.splits[split].targets,
+                predict(model, corpus.splits[split], corpus.task, self.accelerator, self.recipe.batch_size),
+                self.priors.get(corpus.name) if self.recipe.tag_loss == "class_balanced" else None,
+            )
+            for corpus in (corpora or self.corpora)
+        }
+
+    def _selection_value(self, metrics: Mapping[str, Mapping[str, float]]) -> float:
+        if self.recipe.selection == "validation_loss":
+            return float(sum(m["loss"] for m in metrics.values()))
+        return float(np.mean([m["score"] for m in metrics.values()]))
+
+    def _improved(self, value: float, best: float | None, lower_is_better: bool) -> bool:
+        if best is None:
+            return True
+        delta = self.recipe.min_delta
+        return value < best - delta if lower_is_better else value > best + delta
+
+    # -- saving ------------------------------------------------------------------------------------------------------
+
+    def _save_model(self, name: str, extra: Mapping[str, Any]) -> None:
+        """save_pretrained into a temporary folder, then swapped in, so `name/` is always a whole model."""
+        accelerator = self.accelerator
+        if accelerator.is_main_process:
+            model = accelerator.unwrap_model(self.model)
+            if self.backbone is not None:
+                model.backbone = self.backbone
+            model.config.untrained = False
+            final, temporary = self.output_dir / name, self.output_dir / f"{name}.tmp"
+            shutil.rmtree(temporary, ignore_errors=True)
+            try:
+                save_model(model, self.feature_extractor, temporary)
+            finally:
+                if self.backbone is not None:
+                    del model.backbone
+            info = {**self.info, "recipe": asdict(self.recipe), "corpora": [c.name for c in self.corpora], **extra}
+            (temporary / TRAINING_INFO).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(temporary, final)
+        accelerator.wait_for_everyone()
+
+    def _checkpoint(self, state: TrainerState) -> None:
+        accelerator = self.accelerator
+        folder = self.output_dir / "checkpoints"
+        final, temporary = folder / f"step-{state.global_step:08d}", folder / f"step-{state.global_step:08d}.tmp"
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(temporary))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (temporary / TRAINER_STATE).write_text(json.dumps(asdict(state)) + "\n", encoding="utf-8")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(temporary, final)
+            for old in checkpoints(self.output_dir)[: -self.recipe.keep_checkpoints]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+
+    def _resume(self) -> TrainerState:
+        latest = checkpoints(self.output_dir)
+        if not latest:
+            return TrainerState()
+        self.accelerator.load_state(str(latest[-1]))
+        state = TrainerState(**json.loads((latest[-1] / TRAINER_STATE).read_text(encoding="utf-8")))
+        self._log(f"resuming from {latest[-1]} (epoch {state.epoch}, step {state.global_step})")
+        return state
+
+    def _log(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            tqdm.write(message, file=sys.stderr)
+
+    # -- the loop ----------------------------------------------------------------------------------------------------
+
+    def train(self, resume: bool = True) -> dict[str, Any]:
+        """Train until `max_epochs` or early stopping, then test the selected model; returns results.json's data."""
+        recipe, accelerator = self.recipe, self.accelerator
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for corpus in self.corpora:
+            for split, part in corpus.splits.items():
+                if part.without_features:
+                    self._log(f"{corpus.name} {split}: {len(part.without_features)} tracks without cached features "
+                              f"are left out: {', '.join(part.without_features[:10])}")
+        state = self._resume() if resume else TrainerState()
+        lower_is_better = recipe.selection == "validation_loss"
+        sizes = {c.name: len(c.splits["train"]) for c in self.corpora}
+        global_batch = recipe.batch_size * accelerator.num_processes
+        while not state.stopped and state.epoch < recipe.max_epochs:
+            schedule = epoch_schedule(sizes, global_batch, state.epoch, recipe.seed, recipe.epoch_mode)
+            losses = []
+            progress = tqdm(
+                total=len(schedule), initial=state.step_in_epoch, desc=f"epoch {state.epoch}", unit="step",
+                disable=not accelerator.is_main_process, leave=False,
+            )
+            while state.step_in_epoch < len(schedule):
+                losses.append(self._train_step(schedule[state.step_in_epoch], state))
+                state.step_in_epoch += 1
+                state.global_step += 1
+                progress.update()
+                if state.global_step % recipe.checkpoint_every == 0 and state.step_in_epoch < len(schedule):
+                    self._checkpoint(state)
+            progress.close()
+            self._end_of_epoch(state, losses, lower_is_better)
+            self._checkpoint(state)
+        return self._test()
+
+    def _end_of_epoch(self, state: TrainerState, losses: list[float], lower_is_better: bool) -> None:
+        recipe = self.recipe
+        model = self.accelerator.unwrap_model(self.model)
+        metrics = self.evaluate(model, "validation")
+        value = self._selection_value(metrics)
+        improved = self._improved(value, state.best, lower_is_better)
+        record = {"epoch": state.epoch, "step": state.global_step, "train_loss": float(np.mean(losses)) if losses else None,
+                  "validation": metrics, recipe.selection: value, "best": improved}
+        if improved:
+            state.best, state.best_epoch, state.epochs_without_improvement = value, state.epoch, 0
+            self._save_model("best", {"selected_epoch": state.epoch, "selection": recipe.selection,
+                                      "selection_value": value, "validation": metrics})
+        else:
+            state.epochs_without_improvement += 1
+        if recipe.export_per_corpus_best:
+            for name, corpus_metrics_ in metrics.items():
+                if self._improved(corpus_metrics_["loss"], state.corpus_best.get(name), lower_is_better=True):
+                    state.corpus_best[name] = corpus_metrics_["loss"]
+                    self._save_model(f"best-{name}", {"selected_epoch": state.epoch, "selection": f"{name} validation loss",
+                                                      "selection_value": corpus_metrics_["loss"], "validation": metrics})
+        state.history.append(record)
+        if self.accelerator.is_main_process:  # rewritten whole: a replayed epoch does not appear twice
+            text = "".join(json.dumps(r) + "\n" for r in state.history)
+            (self.output_dir / HISTORY).write_text(text, encoding="utf-8")
+        summary = "; ".join(f"{name} {describe(m)}" for name, m in metrics.items())
+        self._log(f"epoch {state.epoch}: train loss {record['train_loss']:.4f} | {summary} | {recipe.selection} "
+                  f"{value:.4f}{' (best)' if improved else ''}")
+        state.epoch += 1
+        state.step_in_epoch = 0
+        if state.epochs_without_improvement >= recipe.patience:
+            state.stopped = True
+            self._log(f"stopping: no improvement for {recipe.patience} epochs (best: epoch {state.best_epoch})")
+
+    def _test(self) -> dict[str, Any]:
+        """Test metrics of best/ on every corpus, and of each best-<corpus>/ on its own corpus."""
+        results: dict[str, Any] = {}
+        for folder in ["best"] + [f"best-{c.name}" for c in self.corpora]:
+            if not (self.output_dir / folder).is_dir():
+                continue
+            model = Music2EmoModel.from_pretrained(self.output_dir / folder).to(self.accelerator.device).eval()
+            corpora = self.corpora if folder == "best" else [c for c in self.corpora if folder == f"best-{c.name}"]
+            info = json.loads((self.output_dir / folder / TRAINING_INFO).read_text(encoding="utf-8"))
+            results[folder] = {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test", corpora)}
+        if self.accelerator.is_main_process:
+            text = json.dumps(results, indent=1) + "\n"
+            (self.output_dir / RESULTS).write_text(text, encoding="utf-8")
+            (self.output_dir / "best" / RESULTS).write_text(text, encoding="utf-8")
+        self.accelerator.wait_for_everyone()
+        return results
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints, oldest first (a folder still being written ends in .tmp and is not one)."""
+    folder = Path(output_dir) / "checkpoints"
+    found = [p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+@torch.no_grad()
+def predict(model: Music2EmoModel, dataset, task: Mapping[str, Any], accelerator: Accelerator, batch_size: int) -> np.ndarray:
+    """Raw head outputs for every item of `dataset`, in order; with several processes each computes every N-th item
+    and all receive the whole."""
+    model.eval()
+    mine = list(range(accelerator.process_index, len(dataset), accelerator.num_processes))
+    pairs = []
+    for start in range(0, len(mine), batch_size):
+        indices = mine[start : start + batch_size]
+        batch = _to(_model_inputs(collate([dataset[i] for i in indices])), accelerator.device)
+        values = _head(model(**batch), task).float().cpu().numpy()
+        pairs += list(zip(indices, values))
+    gathered = gather_object(pairs) if accelerator.num_processes > 1 else pairs
+    out = np.zeros((len(dataset), len(task["labels"])))
+    for index, values in gathered:
+        out[index] = values
+    return out
+
+
+def corpus_metrics(
+    task: Mapping[str, Any], targets: np.ndarray, outputs: np.ndarray, priors: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Metrics of one corpus: AUCs (tags) or R²/RMSE (V/A), the task loss the recipe trains with (class-balanced BCE
+    when `priors` are given), and a `score` for joint selection (macro ROC-AUC; mean R²)."""
+    if task["type"] == "multilabel":
+        labelled = ~np.isnan(targets).any(axis=1)
+        metrics = tag_metrics(targets[labelled], 1 / (1 + np.exp(-outputs[labelled])))
+        weights = class_balance_weights(priors) if priors is not None else (None, None)
+        loss = tag_loss(torch.from_numpy(outputs).float(), torch.from_numpy(targets), *weights)
+        metrics["score"] = metrics["roc_auc_macro"]
+    else:
+        metrics = regression_metrics(targets, outputs, names=task["labels"], scale=Music2EmoConfig.scale_of(task))
+        loss = regression_loss(torch.from_numpy(outputs).float(), torch.from_numpy(targets))
+        metrics["score"] = float(np.mean([metrics[f"r2_{label}"] for label in task["labels"]]))
+    metrics["loss"] = float(loss) if loss is not None else float("nan")
+    return metrics
+
+
+def describe(metrics: Mapping[str, float]) -> str:
+    if "roc_auc_macro" in metrics:
+        return f"ROC-AUC {metrics['roc_auc_macro']:.4f} PR-AUC {metrics['pr_auc_macro']:.4f}"
+    return " ".join(f"R² {key[3:]} {value:.4f}" for key, value in metrics.items() if key.startswith("r2_"))
+
+
+def pick_cache(dataset_dir: str | os.PathLike, features: str | None) -> Path:
+    """The feature cache to read: `features` (a name under DATASET/features, or a folder), else the only one there."""
+    if features is not None:
+        return Path(features) if Path(features).is_dir() else Path(dataset_dir) / FEATURES_DIR / features
+    folder = Path(dataset_dir) / FEATURES_DIR
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if len(found) != 1:
+        raise ValueError(
+            f"--features: {dataset_dir} holds {'no feature cache' if not found else f'several feature caches {found}'}; "
+            + ("make one with training/extract_features.py." if not found else "name one.")
+        )
+    return folder / found[0]
+
+
+def teacher_paths(specs: Sequence[str]) -> dict[str, str]:
+    """`--teacher CORPUS=DIR ...` -> {corpus: folder}."""
+    paths: dict[str, str] = {}
+    for spec in specs:
+        corpus, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--teacher {spec!r}: expected CORPUS=MODEL_DIR (e.g. deam=runs/teacher-deam/best).")
+        corpus_task(corpus)  # a known corpus
+        if corpus in paths:
+            raise ValueError(f"--teacher: two teachers for {corpus}.")
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"--teacher {spec}: no such model folder {path}.")
+        paths[corpus] = path
+    return paths
+
+
+def load_teacher(path: str | os.PathLike, cache: Path) -> Music2EmoModel:
+    """A frozen teacher, checked to read the same feature cache as the student."""
+    teacher = Music2EmoModel.from_pretrained(path)
+    check_cache_fits(cache, teacher)
+    return teacher
+
+
+def script_arguments(description: str, distill: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="improved", help="recipe: faithful, improved, or a JSON file (default improved)")
+    parser.add_argument("--dataset", required=True, help="a folder made by `music2emo prepare-data`")
+    parser.add_argument("--features", help="feature cache name under DATASET/features (default: the only one)")
+    parser.add_argument("--model", required=True, help="model folder to start from (the one the features were made with)")
+    if distill:
+        parser.add_argument("--corpus", nargs="+", required=True, dest="corpora", help="corpora to train on")
+        parser.add_argument("--teacher", action="append", default=[], dest="teachers", metavar="CORPUS=DIR",
+                            help="a frozen single-corpus teacher (repeat per corpus)")
+    else:
+        parser.add_argument("--corpus", required=True, help="the one corpus this teacher learns")
+    parser.add_argument("--output-dir", required=True, help="where best/, checkpoints/ and results.json go")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe settings")
+    parser.add_argument("--finetune-backbone", action="store_true", help="train end to end from audio")
+    return parser
+
+
+def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> int:
+    """train_teacher.py and distill.py: parse, check everything that can be checked before training, train."""
+    args = script_arguments(description, distill).parse_args(argv)
+    corpora = args.corpora if distill else [args.corpus]
+    try:
+        overrides = parse_overrides(args.set)
+        if args.finetune_backbone:
+            overrides["finetune_backbone"] = True
+        recipe = Recipe.load(args.config, overrides)
+        if len(set(corpora)) != len(corpora):
+            raise ValueError(f"--corpus {corpora}: a corpus is named twice.")
+        set_seed(recipe.seed)
+        model, extractor = build_model(args.model, corpora)
+        cache = pick_cache(args.dataset, args.features)
+        trained = load_corpora(args.dataset, cache, corpora, model, audio=recipe.finetune_backbone)
+        paths = teacher_paths(args.teachers) if distill else {}
+        teachers = {corpus: load_teacher(path, cache) for corpus, path in paths.items()}
+        strays = sorted(set(teachers) - set(corpora))
+        if strays:
+            raise ValueError(f"--teacher for {strays}, which are not trained here (--corpus {corpora}).")
+        info = {
+            "script": "distill" if distill else "train_teacher",
+            "dataset": str(Path(args.dataset).resolve()),
+            "features": str(cache.resolve()),
+            "init": str(Path(args.model).resolve()),
+            "teachers": {corpus: str(Path(path).resolve()) for corpus, path in paths.items()},
+        }
+        check_same_run(args.output_dir, {**info, "recipe": asdict(recipe), "corpora": corpora})
+        trainer = Trainer(recipe, model, extractor, trained, args.output_dir, teachers, info)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results = trainer.train()
+    if trainer.accelerator.is_main_process:
+        for name, metrics in results["best"]["test"].items():
+            print(f"{name} test: {describe(metrics)}")
+        print(f"model: {Path(args.output_dir) / 'best'}")
+    return 0
+
+
+def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any]) -> None:
+    """An output folder belongs to one run: resuming it with other settings would splice two trainings together."""
+    path = Path(output_dir) / "run.json"
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != json.loads(json.dumps(settings)):
+            changed = sorted(k for k in previous.keys() | settings.keys() if previous.get(k) != json.loads(json.dumps(settings)).get(k))
+            raise ValueError(
+                f"--output-dir {output_dir} holds a run with other settings (differs in {changed}); resume it with "
+                "the same ones, or use a new --output-dir."
+            )
+        return
+    if PartialState().is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+
+
+__all__ = [
+    "Corpus",
+    "Recipe",
+    "Trainer",
+    "TrainerState",
+    "build_model",
+    "checkpoints",
+    "corpus_metrics",
+    "epoch_schedule",
+    "load_corpora",
+    "parse_overrides",
+    "predict",
+    "run_script",
+]

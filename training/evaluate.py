@@ -1,0 +1,157 @@
+"""The results table of trained models, in the layout of the Music2Emo README: one row per training setting, one
+column per corpus (tags: PR-AUC / ROC-AUC, macro; valence/arousal: R² V / R² A on the native scale).
+
+    python training/evaluate.py --dataset DATA [--features NAME] [--split test] --output results/table \\
+        --model "single=runs/teacher-mtg/best" --model "single=runs/teacher-deam/best" \\
+        --model "J+D+E+P (KD)=runs/student/best" [--teacher deam=runs/teacher-deam/best ...]
+
+Each model is scored on the corpora it was trained on (its training.json), so the single-corpus teachers fill one
+row together. With --teacher, a second table gives each model's distance to the teachers' outputs on their corpora
+(tags: mean binary KL between the two models' tag probabilities; valence/arousal: mean squared difference), which
+is what distillation should shrink. Writes OUTPUT.md and OUTPUT.json; prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from accelerate import Accelerator
+from engine import (
+    TRAINING_INFO,
+    corpus_metrics,
+    load_corpora,
+    pick_cache,
+    predict,
+    teacher_paths,
+)
+
+from music2emo_hf import Music2EmoModel
+
+# Column order and headers: Music2Emo's J, D, E, P, then the tag corpora of the cross-dataset paper.
+COLUMNS = {
+    "mtg_jamendo": "MTG-Jamendo PR / ROC",
+    "deam": "DEAM R² V / A",
+    "emomusic": "EmoMusic R² V / A",
+    "pmemo": "PMEmo R² V / A",
+    "cal500": "CAL500 PR / ROC",
+    "emotify": "Emotify PR / ROC",
+}
+
+
+def parse_models(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    models = []
+    for spec in specs:
+        label, sep, path = spec.rpartition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"--model {spec!r}: expected LABEL=MODEL_DIR (e.g. 'single=runs/teacher-deam/best').")
+        if not (Path(path) / TRAINING_INFO).is_file():
+            raise FileNotFoundError(f"--model {spec}: {path} is not a model written by train_teacher.py or distill.py "
+                                    f"(no {TRAINING_INFO}).")
+        models.append((label, Path(path)))
+    return models
+
+
+def cell(corpus: str, metrics: Mapping[str, float] | None) -> str:
+    if metrics is None:
+        return "–"
+    if "roc_auc_macro" in metrics:
+        return f"{metrics['pr_auc_macro']:.4f} / {metrics['roc_auc_macro']:.4f}"
+    return f"{metrics['r2_valence']:.4f} / {metrics['r2_arousal']:.4f}"
+
+
+def binary_kl(p: np.ndarray, q: np.ndarray) -> float:
+    """Mean over tracks and tags of KL(p || q) between Bernoulli probabilities."""
+    p, q = np.clip(p, 1e-7, 1 - 1e-7), np.clip(q, 1e-7, 1 - 1e-7)
+    return float(np.mean(p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))))
+
+
+def evaluate(
+    dataset: str, features: str | None, models: Sequence[tuple[str, Path]], split: str,
+    teachers: Mapping[str, str], accelerator: Accelerator,
+) -> dict[str, Any]:
+    cache = pick_cache(dataset, features)
+    rows: dict[str, dict[str, Any]] = {}
+    for label, path in models:
+        model = Music2EmoModel.from_pretrained(path).to(accelerator.device).eval()
+        trained_on = json.loads((path / TRAINING_INFO).read_text(encoding="utf-8"))["corpora"]
+        row = rows.setdefault(label, {"label": label, "models": [], "metrics": {}, "teacher_distance": {}})
+        row["models"].append(str(path))
+        for corpus in load_corpora(dataset, cache, trained_on, model, splits=[split]):
+            part = corpus.splits[split]
+            outputs = predict(model, part, corpus.task, accelerator, batch_size=16)
+            if corpus.name in row["metrics"]:
+                raise ValueError(f"row {label!r}: two models were trained on {corpus.name}; give them different labels.")
+            row["metrics"][corpus.name] = corpus_metrics(corpus.task, part.targets, outputs)
+            if corpus.name in teachers:
+                teacher = Music2EmoModel.from_pretrained(teachers[corpus.name]).to(accelerator.device).eval()
+                taught = predict(teacher, part, corpus.task, accelerator, batch_size=16)
+                row["teacher_distance"][corpus.name] = (
+                    binary_kl(1 / (1 + np.exp(-taught)), 1 / (1 + np.exp(-outputs)))
+                    if corpus.task["type"] == "multilabel"
+                    else float(np.mean((outputs - taught) ** 2))
+                )
+    return {"dataset": str(Path(dataset).resolve()), "features": str(cache.resolve()), "split": split,
+            "rows": list(rows.values())}
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    present = [c for c in COLUMNS if any(c in row["metrics"] for row in results["rows"])]
+    lines = [
+        f"Split: {results['split']} of {results['dataset']} (features {Path(results['features']).name}).",
+        "",
+        "| Training sets | " + " | ".join(COLUMNS[c] for c in present) + " |",
+        "|---|" + "---|" * len(present),
+    ]
+    for row in results["rows"]:
+        lines.append(f"| {row['label']} | " + " | ".join(cell(c, row["metrics"].get(c)) for c in present) + " |")
+    distances = [c for c in COLUMNS if any(c in row["teacher_distance"] for row in results["rows"])]
+    if distances:
+        lines += [
+            "",
+            "Distance to the teachers (tags: mean binary KL of tag probabilities; V/A: mean squared difference):",
+            "",
+            "| Model | " + " | ".join(distances) + " |",
+            "|---|" + "---|" * len(distances),
+        ]
+        for row in results["rows"]:
+            values = [row["teacher_distance"].get(c) for c in distances]
+            lines.append(f"| {row['label']} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="a folder made by `music2emo prepare-data`")
+    parser.add_argument("--features", help="feature cache name under DATASET/features (default: the only one)")
+    parser.add_argument("--model", action="append", required=True, dest="models", metavar="LABEL=DIR",
+                        help="a trained model and the row it belongs to (repeat)")
+    parser.add_argument("--teacher", action="append", default=[], dest="teachers", metavar="CORPUS=DIR",
+                        help="report each model's distance to this teacher on its corpus (repeat)")
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    parser.add_argument("--output", required=True, help="writes OUTPUT.md and OUTPUT.json")
+    args = parser.parse_args(argv)
+    accelerator = Accelerator()
+    try:
+        results = evaluate(args.dataset, args.features, parse_models(args.models), args.split,
+                           teacher_paths(args.teachers), accelerator)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if accelerator.is_main_process:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        text = markdown(results)
+        output.with_suffix(".md").write_text(text, encoding="utf-8")
+        output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
