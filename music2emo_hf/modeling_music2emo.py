@@ -222,6 +222,11 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         for length in torch.unique(chunk_lengths).tolist():
             rows = (chunk_lengths == length).nonzero(as_tuple=True)[0]
             hidden_states = self.backbone(input_values[rows, :length], output_hidden_states=True).hidden_states
+            if len(hidden_states) != self.config.backbone_config.num_hidden_layers + 1:
+                raise RuntimeError(
+                    "the backbone skipped layers (LayerDrop in training mode), so hidden_states indices no longer "
+                    "name layers; set config.backbone_config.layerdrop = 0 to train through the backbone."
+                )
             embeddings[rows] = torch.cat([hidden_states[i].mean(dim=1) for i in layers], dim=-1)
         return embeddings
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import HubertConfig, HubertModel
+from transformers import HubertModel
 
 from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoModel, UntrainedModelWarning
 from music2emo_hf.labels import ORIGINAL_CHORD_QUALITIES

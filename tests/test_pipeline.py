@@ -11,7 +11,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from music2emo_hf import REMOTE_CODE_TASK, Music2EmoFeatureExtractor, Music2EmoModel
 from music2emo_hf.audio import AudioDecodeError, load_audio

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from tqdm.auto import tqdm
 
@@ -177,12 +177,13 @@ class TrainerState:
     corpus_best: dict[str, float] = field(default_factory=dict)
     stopped: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch, as history.jsonl
+    epoch_losses: list[float] = field(default_factory=list)  # training losses of this epoch's steps so far
 
 
 def build_model(init: str | os.PathLike, corpora: Sequence[str]) -> tuple[Music2EmoModel, Music2EmoFeatureExtractor]:
-    """A model for `corpora` starting from the model at `init` (a `music2emo init` folder, or a trained model):
-    its backbone, chord encoder and trunk, and its heads where a corpus asks for a task it already has (same name
-    and labels); other heads are new (seed first for reproducible heads)."""
+    """A model with the heads of `corpora`, starting from the model at `init` (a `music2emo init` folder, or a
+    trained model): its backbone, chord encoder and trunk, and its heads where a corpus asks for a task it already
+    has (same name and labels); other heads are new (seed first for reproducible heads)."""
     from music2emo_hf.configuration_music2emo import tasks_for_corpora
 
     with warnings.catch_warnings():  # an init folder is untrained, and that is the point
@@ -297,9 +298,7 @@ class Trainer:
         self.recipe, self.corpora, self.output_dir = recipe, list(corpora), Path(output_dir)
         self.feature_extractor = feature_extractor
         self.info = dict(info or {})
-        self.accelerator = accelerator or Accelerator(
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
-        )
+        self.accelerator = accelerator or make_accelerator()
         unknown = sorted(set(recipe.corpus_weights) - {c.name for c in self.corpora})
         if unknown:
             raise ValueError(f"recipe {recipe.name!r}: corpus_weights name corpora not trained here: {unknown}.")
@@ -309,6 +308,10 @@ class Trainer:
         # Reading the feature cache, the backbone is idle: it is held outside the trained module (no device memory,
         # no DDP buckets, no checkpoint space) and put back whenever the model is saved.
         self.backbone = None
+        if recipe.finetune_backbone and model.config.backbone_config.layerdrop:
+            # A layer LayerDrop skips records no hidden state, and the pooled layers' indices would shift.
+            model.config.backbone_config.layerdrop = 0.0
+            self._log("LayerDrop is off while the backbone trains: the pooled layers must all run")
         if not recipe.finetune_backbone:
             self.backbone = model.backbone
             del model.backbone
@@ -540,30 +543,29 @@ class Trainer:
         global_batch = recipe.batch_size * accelerator.num_processes
         while not state.stopped and state.epoch < recipe.max_epochs:
             schedule = epoch_schedule(sizes, global_batch, state.epoch, recipe.seed, recipe.epoch_mode)
-            losses = []
             progress = tqdm(
                 total=len(schedule), initial=state.step_in_epoch, desc=f"epoch {state.epoch}", unit="step",
                 disable=not accelerator.is_main_process, leave=False,
             )
             while state.step_in_epoch < len(schedule):
-                losses.append(self._train_step(schedule[state.step_in_epoch], state))
+                state.epoch_losses.append(self._train_step(schedule[state.step_in_epoch], state))
                 state.step_in_epoch += 1
                 state.global_step += 1
                 progress.update()
                 if state.global_step % recipe.checkpoint_every == 0 and state.step_in_epoch < len(schedule):
                     self._checkpoint(state)
             progress.close()
-            self._end_of_epoch(state, losses, lower_is_better)
+            self._end_of_epoch(state, lower_is_better)
             self._checkpoint(state)
         return self._test()
 
-    def _end_of_epoch(self, state: TrainerState, losses: list[float], lower_is_better: bool) -> None:
+    def _end_of_epoch(self, state: TrainerState, lower_is_better: bool) -> None:
         recipe = self.recipe
         model = self.accelerator.unwrap_model(self.model)
         metrics = self.evaluate(model, "validation")
         value = self._selection_value(metrics)
         improved = self._improved(value, state.best, lower_is_better)
-        record = {"epoch": state.epoch, "step": state.global_step, "train_loss": float(np.mean(losses)) if losses else None,
+        record = {"epoch": state.epoch, "step": state.global_step, "train_loss": float(np.mean(state.epoch_losses)),
                   "validation": metrics, recipe.selection: value, "best": improved}
         if improved:
             state.best, state.best_epoch, state.epochs_without_improvement = value, state.epoch, 0
@@ -586,6 +588,7 @@ class Trainer:
                   f"{value:.4f}{' (best)' if improved else ''}")
         state.epoch += 1
         state.step_in_epoch = 0
+        state.epoch_losses = []
         if state.epochs_without_improvement >= recipe.patience:
             state.stopped = True
             self._log(f"stopping: no improvement for {recipe.patience} epochs (best: epoch {state.best_epoch})")
@@ -606,6 +609,11 @@ class Trainer:
             (self.output_dir / "best" / RESULTS).write_text(text, encoding="utf-8")
         self.accelerator.wait_for_everyone()
         return results
+
+
+def make_accelerator() -> Accelerator:
+    """The process's Accelerator; heads unused by a step's corpora get no gradient, which DDP must be told."""
+    return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -725,15 +733,18 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
         recipe = Recipe.load(args.config, overrides)
         if len(set(corpora)) != len(corpora):
             raise ValueError(f"--corpus {corpora}: a corpus is named twice.")
+        paths = teacher_paths(args.teachers) if distill else {}
+        strays = sorted(set(paths) - set(corpora))
+        if strays and not recipe.pseudo_label_weight:
+            raise ValueError(
+                f"--teacher for {strays}, which are not trained here (--corpus {corpora}); such a teacher can only "
+                "teach its head by pseudo-labels on the trained corpora: set pseudo_label_weight."
+            )
         set_seed(recipe.seed)
-        model, extractor = build_model(args.model, corpora)
+        model, extractor = build_model(args.model, corpora + strays)  # a stray teacher's head is learnt from it
         cache = pick_cache(args.dataset, args.features)
         trained = load_corpora(args.dataset, cache, corpora, model, audio=recipe.finetune_backbone)
-        paths = teacher_paths(args.teachers) if distill else {}
         teachers = {corpus: load_teacher(path, cache) for corpus, path in paths.items()}
-        strays = sorted(set(teachers) - set(corpora))
-        if strays:
-            raise ValueError(f"--teacher for {strays}, which are not trained here (--corpus {corpora}).")
         info = {
             "script": "distill" if distill else "train_teacher",
             "dataset": str(Path(args.dataset).resolve()),
@@ -741,8 +752,9 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
             "init": str(Path(args.model).resolve()),
             "teachers": {corpus: str(Path(path).resolve()) for corpus, path in paths.items()},
         }
-        check_same_run(args.output_dir, {**info, "recipe": asdict(recipe), "corpora": corpora})
-        trainer = Trainer(recipe, model, extractor, trained, args.output_dir, teachers, info)
+        accelerator = make_accelerator()
+        trainer = Trainer(recipe, model, extractor, trained, args.output_dir, teachers, info, accelerator)
+        check_same_run(args.output_dir, {**info, "recipe": asdict(recipe), "corpora": corpora}, accelerator)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -754,7 +766,7 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
     return 0
 
 
-def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any]) -> None:
+def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], accelerator: Accelerator) -> None:
     """An output folder belongs to one run: resuming it with other settings would splice two trainings together."""
     path = Path(output_dir) / "run.json"
     if path.is_file():
@@ -766,7 +778,7 @@ def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any]) -
                 "the same ones, or use a new --output-dir."
             )
         return
-    if PartialState().is_main_process:
+    if accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
 

@@ -15,7 +15,7 @@ from music2emo_hf.cli import main
 from music2emo_hf.data import READERS, prepare
 from music2emo_hf.data.layout import resolve_audio
 from music2emo_hf.label_alignment import LabelClusters
-from tests.conftest import require_fixtures, tone
+from tests.conftest import require_fixtures
 from tests.data.test_cal500 import ONE, SONGS, TWO, annotator_file
 from tests.data.test_emotify import HEADER as EMOTIFY_HEADER
 from tests.data.test_emotify import ROWS as EMOTIFY_ROWS

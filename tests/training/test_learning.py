@@ -78,6 +78,7 @@ def test_distillation_moves_the_student_towards_its_teachers_and_the_table_is_on
     assert run_quietly(evaluate.main, argv) == 0
     table = output.with_suffix(".md").read_text()
     assert capsys.readouterr().out == table
+    print(table)  # shown with `pytest -s`: the README's figures
     assert "| Training sets | MTG-Jamendo PR / ROC | DEAM R² V / A |" in table
     rows = {row["label"]: row for row in json.loads(output.with_suffix(".json").read_text())["rows"]}
     assert list(rows) == ["single", "J+D", "J+D (KD)"] and len(rows["single"]["models"]) == 2
@@ -100,3 +101,20 @@ def test_the_distilled_student_answers_from_audio_in_the_pipeline(students):
     assert "warning" not in answers[False] and len(answers[False]["moods"]) == 56
     assert answers[False]["valence"] > 5 > answers[True]["valence"]  # major sounds happier than minor
     assert answers[False]["moods"][0]["label"] == answers[True]["moods"][0]["label"] == "soft"  # a sine's tag
+
+
+def test_pseudo_labels_teach_a_head_whose_corpus_the_student_never_sees(synthetic, teachers, tmp_path):
+    """A student trained on DEAM alone, with the MTG-Jamendo teacher's tag probabilities on DEAM's tracks as
+    pseudo-labels (what Music2Emo computed and left unused), tags MTG-Jamendo's test tracks it never saw labels for."""
+    output = tmp_path / "pseudo"
+    argv = ["--config", "improved", "--corpus", "deam", *common(synthetic, output),
+            f"--teacher=mtg_jamendo={teachers['mtg_jamendo']}", "--set", *FAST, "pseudo_label_weight=1.0"]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=True), argv) == 0
+    student = engine.Music2EmoModel.from_pretrained(output / "best")
+    assert [task["name"] for task in student.config.tasks] == ["valence_arousal", "moods"]
+    tags = engine.load_corpora(synthetic.data, synthetic.features, ["mtg_jamendo"], student, splits=["test"])[0]
+    outputs = engine.predict(student, tags.splits["test"], tags.task, engine.make_accelerator(), 16)
+    assert engine.corpus_metrics(tags.task, tags.splits["test"].targets, outputs)["roc_auc_macro"] >= 0.75  # chance: 0.5
+    without = ["--config", "improved", "--corpus", "deam", *common(synthetic, tmp_path / "no"),
+               f"--teacher=mtg_jamendo={teachers['mtg_jamendo']}"]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=True), without) == 2  # says to set the weight

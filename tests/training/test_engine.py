@@ -1,0 +1,116 @@
+"""The engine's parts: the epoch schedule of both recipes, sharing a batch between processes, recipes as data, and
+the errors that stop a run before it trains."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from music2emo_hf.cli import main as music2emo
+
+from .conftest import run_quietly
+
+import engine  # noqa: E402,I001  (training/, put on sys.path by conftest)
+
+
+def test_max_size_epochs_show_small_corpora_only_at_their_start():
+    schedule = engine.epoch_schedule({"jamendo": 100, "deam": 30}, 16, epoch=0, seed=0, mode="max_size")
+    assert len(schedule) == 7 and [sorted(step) for step in schedule[:2]] == [["deam", "jamendo"]] * 2
+    assert all(list(step) == ["jamendo"] for step in schedule[2:])
+    for corpus, size in (("jamendo", 100), ("deam", 30)):  # each track exactly once
+        assert sorted(np.concatenate([s[corpus] for s in schedule if corpus in s]).tolist()) == list(range(size))
+
+
+def test_cycle_epochs_show_every_corpus_at_every_step():
+    schedule = engine.epoch_schedule({"jamendo": 100, "deam": 30}, 16, epoch=0, seed=0, mode="cycle")
+    assert len(schedule) == 7 and all(len(step["deam"]) == 16 for step in schedule)
+    seen = np.concatenate([step["deam"] for step in schedule])
+    assert set(seen.tolist()) == set(range(30)) and len(seen) == 112  # reshuffled and drawn again
+
+
+def test_schedules_are_a_function_of_seed_and_epoch():
+    draw = lambda epoch, seed: engine.epoch_schedule({"a": 50}, 8, epoch, seed, "max_size")[0]["a"].tolist()
+    assert draw(0, 0) == draw(0, 0) and draw(0, 0) != draw(1, 0) and draw(0, 0) != draw(0, 1)
+
+
+def test_processes_share_a_batch_and_always_have_work():
+    rows = np.arange(10)
+    shares = [engine.process_share(rows, rank, 2).tolist() for rank in range(2)]
+    assert shares == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+    assert [engine.process_share(np.array([7]), rank, 2).tolist() for rank in range(2)] == [[7], [7]]
+
+
+def test_recipes_are_data_and_bad_ones_are_explained(tmp_path):
+    faithful = engine.Recipe.load("faithful")
+    assert (faithful.optimizer, faithful.lr, faithful.batch_size, faithful.kd_weight, faithful.kd_temperature) == (
+        "adam", 1e-4, 8, 0.8, 1.0)
+    assert (faithful.kd_mode, faithful.epoch_mode, faithful.tag_loss) == ("softmax_kl", "max_size", "class_balanced")
+    improved = engine.Recipe.load("improved", engine.parse_overrides(["lr=3e-4", "gradient_clip=null"]))
+    assert (improved.kd_mode, improved.epoch_mode, improved.selection) == ("per_output", "cycle", "joint_score")
+    assert improved.lr == 3e-4 and improved.gradient_clip is None
+    with pytest.raises(FileNotFoundError, match=r"no such file, nor a recipe in .*\['faithful', 'improved'\]"):
+        engine.Recipe.load("fancy")
+    with pytest.raises(ValueError, match=r"unknown settings \['learning_rate'\]"):
+        engine.Recipe.load("faithful", {"learning_rate": 1.0})
+    with pytest.raises(ValueError, match=r"kd_mode must be one of \['softmax_kl', 'per_output'\]"):
+        engine.Recipe.load("faithful", {"kd_mode": "mse"})
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        engine.Recipe.load(tmp_path / "broken.json")
+    with pytest.raises(ValueError, match="expected key=value"):
+        engine.parse_overrides(["lr"])
+
+
+def test_a_trained_head_is_kept_when_its_task_is_asked_for_again(synthetic, tmp_path):
+    model, _ = engine.build_model(synthetic.init, ["deam"])
+    for parameter in model.heads["valence_arousal"].parameters():
+        parameter.data.fill_(0.5)
+    model.save_pretrained(tmp_path / "trained")
+    again, _ = engine.build_model(tmp_path / "trained", ["deam", "mtg_jamendo"])
+    assert [t["name"] for t in again.config.tasks] == ["valence_arousal", "moods"]
+    assert (again.heads["valence_arousal"][0].weight == 0.5).all()
+    assert not (again.heads["moods"][0].weight == 0.5).all()  # new
+
+
+def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys):
+    def run(*argv, distill=True):
+        code = run_quietly(lambda a: engine.run_script(a, "", distill), ["--dataset", str(synthetic.data), *argv])
+        return code, capsys.readouterr().err
+
+    other_seed = tmp_path / "other-init"
+    assert run_quietly(music2emo, ["init", "--config", str(synthetic.init), str(other_seed), "--seed", "1"]) == 0
+    code, err = run("--model", str(other_seed), "--corpus", "deam", "--output-dir", str(tmp_path / "a"))
+    assert code == 2 and "was not made for this model (backbone_sha256: cached" in err
+
+    teacher = tmp_path / "teacher"
+    model, extractor = engine.build_model(synthetic.init, ["deam"])
+    from music2emo_hf.pipeline_music2emo import save_model
+
+    save_model(model, extractor, teacher)
+    base = ["--model", str(synthetic.init), "--output-dir", str(tmp_path / "b")]
+    code, err = run(*base, "--corpus", "mtg_jamendo", "--teacher", f"mtg_jamendo={teacher}")
+    assert code == 2 and "the teacher for mtg_jamendo has no 'moods' head" in err
+    code, err = run(*base, "--corpus", "mtg_jamendo", "--teacher", f"deam={teacher}")
+    assert code == 2 and "--teacher for ['deam'], which are not trained here" in err
+    code, err = run(*base, "--corpus", "cal500")
+    assert code == 2 and "cal500: no tracks with cached features in split(s) ['train', 'validation', 'test']" in err
+    code, err = run(*base, "--corpus", "deam", "--set", "corpus_weights={\"cal500\": 2}")
+    assert code == 2 and "corpus_weights name corpora not trained here: ['cal500']" in err
+    assert not (tmp_path / "b").exists()  # a run that did not start claims no folder
+
+
+def test_the_backbone_is_fine_tuned_end_to_end_when_asked(synthetic, tmp_path):
+    output = tmp_path / "finetuned"
+    argv = ["--dataset", str(synthetic.data), "--model", str(synthetic.init), "--corpus", "deam", "--output-dir",
+            str(output), "--finetune-backbone", "--set", "lr=0.003", "max_epochs=1", "batch_size=16"]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=False), argv) == 0
+    start, _ = engine.build_model(synthetic.init, ["deam"])
+    tuned = engine.Music2EmoModel.from_pretrained(output / "best")
+    moved = [name for name, p in tuned.backbone.named_parameters() if not torch.equal(p, start.backbone.get_parameter(name))]
+    assert len(moved) > 10 and json.loads((output / "best" / "training.json").read_text())["recipe"]["finetune_backbone"]
+    # Its chunks are now other features than the cache's: it no longer fits the cache it started from.
+    with pytest.raises(ValueError, match="backbone_sha256"):
+        engine.load_corpora(synthetic.data, synthetic.features, ["deam"], tuned)

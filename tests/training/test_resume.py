@@ -1,0 +1,108 @@
+"""Robust runs: a run killed with SIGKILL and restarted ends with the metrics of an uninterrupted run; two CPU ranks
+train one model; a restart with other settings is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import ROOT
+
+from .conftest import TRAINING, cpu_env
+
+import engine  # noqa: E402,I001  (training/, put on sys.path by conftest)
+
+# The faithful recipe, briefly: max_size epochs of 12 steps, a checkpoint every 5 steps and at each epoch's end.
+SETTINGS = ["lr=0.003", "max_epochs=5", "checkpoint_every=5", "keep_checkpoints=2"]
+
+
+def command(synthetic, output: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(TRAINING / "distill.py"), "--config", "faithful", "--dataset", str(synthetic.data),
+            "--model", str(synthetic.init), "--corpus", "mtg_jamendo", "deam", "--output-dir", str(output),
+            "--set", *SETTINGS, *extra]
+
+
+def finished(synthetic, output: Path, *extra: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(command(synthetic, output, *extra), cwd=ROOT, env=cpu_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(synthetic, tmp_path):
+    finished(synthetic, tmp_path / "uninterrupted")
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(command(synthetic, interrupted), cwd=ROOT, env=cpu_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (interrupted / "checkpoints" / "step-00000015").is_dir():  # mid-epoch 1, after epoch 0 chose a best
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "results.json").exists()
+
+    resumed = finished(synthetic, interrupted)
+    assert "resuming from" in resumed.stderr and "checkpoints/step-0000001" in resumed.stderr
+    expected, got = (json.loads((folder / "results.json").read_text()) for folder in (tmp_path / "uninterrupted", interrupted))
+    assert got == expected
+    assert (interrupted / "history.jsonl").read_text() == (tmp_path / "uninterrupted" / "history.jsonl").read_text()
+    for folder in ("best", "best-mtg_jamendo", "best-deam"):  # the faithful recipe exports the best per corpus too
+        a, b = weights(tmp_path / "uninterrupted" / folder), weights(interrupted / folder)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+    assert len(engine.checkpoints(interrupted)) == 2 and not list((interrupted / "checkpoints").glob("*.tmp"))
+
+    again = finished(synthetic, interrupted)  # a finished run, rerun: nothing more is trained
+    assert json.loads((interrupted / "results.json").read_text()) == expected and "train loss" not in again.stderr
+
+
+def test_restarting_with_other_settings_is_refused(synthetic, tmp_path):
+    output = tmp_path / "run"
+    finished(synthetic, output, "max_epochs=1")
+    done = subprocess.run(command(synthetic, output, "max_epochs=2"), cwd=ROOT, env=cpu_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"--output-dir {output} holds a run with other settings (differs in ['recipe'])" in done.stderr
+
+
+def _distill_as_one_of_two_ranks(argv: str) -> None:
+    from accelerate import PartialState
+
+    assert engine.run_script(json.loads(argv), "", distill=True) == 0
+    assert PartialState().num_processes == 2
+
+
+def test_two_cpu_ranks_train_one_model(synthetic, tmp_path):
+    output = tmp_path / "two-ranks"
+    argv = ["--config", "improved", "--dataset", str(synthetic.data), "--model", str(synthetic.init), "--corpus",
+            "mtg_jamendo", "deam", "--output-dir", str(output), "--set", "lr=0.003", "max_epochs=2"]
+    # Ranks are forked from a fresh interpreter: forked from this one, whose torch has run multi-threaded, they hang.
+    launch = (
+        "import sys, accelerate; sys.path.insert(0, sys.argv[1]); "
+        "from tests.training.test_resume import _distill_as_one_of_two_ranks as run; "
+        "accelerate.debug_launcher(run, args=(sys.argv[2],), num_processes=2)"
+    )
+    done = subprocess.run([sys.executable, "-c", launch, str(TRAINING), json.dumps(argv)], cwd=ROOT, env=cpu_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = [json.loads(line) for line in (output / "history.jsonl").read_text().splitlines()]
+    # 8 tracks per corpus per rank: 96 MTG tracks in 6 global batches of 16, DEAM's 95 cycled alongside.
+    assert [record["step"] for record in history] == [6, 12]
+    results = json.loads((output / "results.json").read_text())["best"]["test"]
+    assert set(results) == {"mtg_jamendo", "deam"}
+    # best/ is a whole model; checkpoints leave out the idle backbone (training read the feature cache).
+    best, state = weights(output / "best"), weights(engine.checkpoints(output)[-1])
+    assert any(k.startswith("backbone.") for k in best) and not any(k.startswith("backbone.") for k in state)
