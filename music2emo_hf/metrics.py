@@ -4,7 +4,8 @@ organisers' golden file (tests/test_metrics.py).
 - Tags: ROC-AUC and PR-AUC (average precision), macro and micro, as the MediaEval Emotion and Theme task and the
   Music2Emo paper report them; macro-F1 of top-k and of thresholded decisions (the cross-dataset paper's metric).
 - Valence/arousal: R² and RMSE per dimension, on the native scale and on [-1, 1].
-- Song-level voting: segment scores averaged per track before scoring.
+- Song level: segment scores averaged per track (`song_level`), or segments voting for their top-k labels
+  (`song_vote_decisions`, the cross-dataset paper's).
 """
 
 from __future__ import annotations
@@ -108,6 +109,19 @@ def song_level(scores, track_ids: Sequence[str]) -> tuple[list[str], np.ndarray]
     return order, sums / counts
 
 
+def song_vote_decisions(segment_scores, track_ids: Sequence[str], k: int) -> tuple[list[str], np.ndarray]:
+    """The cross-dataset paper's song-level prediction: each segment votes for its top-k labels and a song takes
+    the k labels with the most votes (ties go to the higher mean segment score). Returns (tracks in first-seen
+    order, (tracks, labels) boolean decisions)."""
+    scores = np.asarray(segment_scores, dtype=np.float64)
+    order, votes = song_level(top_k_decisions(scores, k).astype(np.float64), track_ids)
+    _, mean_scores = song_level(scores, track_ids)
+    ranking = np.lexsort((-mean_scores, -votes))[:, :k]  # per row: most votes first, then highest mean score
+    decisions = np.zeros(votes.shape, dtype=bool)
+    np.put_along_axis(decisions, ranking, True, axis=1)
+    return order, decisions
+
+
 def compute_metrics_for(
     task: Mapping, scale: RatingScale | None = None, top_k: int | None = None, threshold: float | None = None
 ):
@@ -134,6 +148,7 @@ __all__ = [
     "f1_scores",
     "regression_metrics",
     "song_level",
+    "song_vote_decisions",
     "tag_metrics",
     "top_k_decisions",
 ]

@@ -41,6 +41,9 @@ class Music2EmoOutput(ModelOutput):
         chunk_embeddings: (batch, chunks, embedding_dim); rows of padding chunks are zero.
         chunk_logits, chunk_regression: the heads applied to each chunk's embedding (with the track's harmony), for
             per-segment curves.
+        label_embedding: (batch, label_embedding_dim) the track projected into the label encoder's space, unit length
+            (models with a zero-shot projector); its cosine with a label's embedding scores that label.
+        chunk_label_embeddings: (batch, chunks, label_embedding_dim) each chunk projected alone (zero for padding).
     """
 
     loss: torch.FloatTensor | None = None
@@ -51,6 +54,8 @@ class Music2EmoOutput(ModelOutput):
     chunk_embeddings: torch.FloatTensor | None = None
     chunk_logits: dict[str, torch.FloatTensor] | None = None
     chunk_regression: dict[str, torch.FloatTensor] | None = None
+    label_embedding: torch.FloatTensor | None = None
+    chunk_label_embeddings: torch.FloatTensor | None = None
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -97,6 +102,75 @@ class Music2EmoChordEncoder(nn.Module):
         return self.transformer(sequence, src_key_padding_mask=padding)[:, 0]
 
 
+class Music2EmoResidualFeedForward(nn.Module):
+    """x + FFN(LayerNorm(x)): a pre-norm transformer block without attention."""
+
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * width, width), nn.Dropout(dropout)
+        )
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.feed_forward(self.norm(hidden))
+
+
+class Music2EmoProjector(nn.Module):
+    """Audio into the label encoder's text space, for zero-shot labels (`Music2EmoConfig.projector`).
+
+    `mlp`: the duration-weighted pooled embedding and the harmony features through residual feed-forward blocks.
+    `attention`: the chunk embeddings (with fixed positions), a harmony token and a CLS through a transformer, read at
+    the CLS, so a track's parts weigh by what they hold rather than by their length."""
+
+    def __init__(self, config: Music2EmoConfig, harmony_dim: int):
+        super().__init__()
+        width = config.projector_dim
+        self.attention = config.projector == "attention"
+        if self.attention:
+            self.input = nn.Linear(config.embedding_dim, width)
+            self.harmony = nn.Linear(harmony_dim, width)
+            self.cls_token = nn.Parameter(torch.zeros(width))
+            layer = nn.TransformerEncoderLayer(
+                width, config.projector_heads, 4 * width, config.projector_dropout, activation="gelu",
+                batch_first=True, norm_first=True,
+            )
+            self.encoder = nn.TransformerEncoder(layer, config.projector_layers, enable_nested_tensor=False)
+        else:
+            self.input = nn.Linear(config.embedding_dim + harmony_dim, width)
+            self.blocks = nn.ModuleList(
+                Music2EmoResidualFeedForward(width, config.projector_dropout) for _ in range(config.projector_layers)
+            )
+        self.norm = nn.LayerNorm(width)
+        self.output = nn.Linear(width, config.label_embedding_dim)
+
+    def forward(self, features: torch.Tensor, weights: torch.Tensor, harmony: torch.Tensor) -> torch.Tensor:
+        """(batch, chunks, dim) chunk features, (batch, chunks) pooling weights (0 marks padding) and (batch,
+        harmony_dim) harmony features -> (batch, label_embedding_dim), unit length."""
+        if self.attention:
+            tokens = self.input(features)
+            tokens = tokens + sinusoidal_positions(tokens.shape[1], tokens.shape[2]).to(tokens)
+            sequence = torch.cat([self.cls_token.expand(len(tokens), 1, -1), self.harmony(harmony)[:, None], tokens], 1)
+            padding = torch.cat([weights.new_zeros(len(tokens), 2, dtype=torch.bool), weights == 0], dim=1)
+            hidden = self.encoder(sequence, src_key_padding_mask=padding)[:, 0]
+        else:
+            pooled = (features * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp_min(1e-8)
+            hidden = self.input(torch.cat([pooled, harmony], dim=-1))
+            for block in self.blocks:
+                hidden = block(hidden)
+        return nn.functional.normalize(self.output(self.norm(hidden)), dim=-1)
+
+    def project_chunks(self, features: torch.Tensor, real: torch.Tensor, harmony: torch.Tensor) -> torch.Tensor:
+        """Each chunk as a track of its own (with the track's harmony): (batch, chunks, label_embedding_dim)."""
+        batch, chunks, dim = features.shape
+        flat = self(
+            features.reshape(batch * chunks, 1, dim),
+            features.new_ones(batch * chunks, 1),
+            harmony.repeat_interleave(chunks, dim=0),
+        )
+        return flat.reshape(batch, chunks, -1) * real[..., None]
+
+
 class Music2EmoPreTrainedModel(PreTrainedModel):
     config: Music2EmoConfig
     config_class = Music2EmoConfig
@@ -124,6 +198,8 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.quality_embedding.weight)
             if module.cls_token is not None:
                 init.normal_(module.cls_token, std=self.config.backbone_config.initializer_range)
+        if isinstance(module, Music2EmoProjector) and module.attention:
+            init.normal_(module.cls_token, std=self.config.backbone_config.initializer_range)
         if isinstance(module, Music2EmoModel):
             # An untrained regression head starts at the neutral middle of its scale rather than at 0, which may lie
             # outside the scale (1-9 for valence/arousal).
@@ -145,7 +221,8 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         if config.standardize_embeddings:
             self.register_buffer("embedding_mean", torch.zeros(config.embedding_dim))
             self.register_buffer("embedding_scale", torch.ones(config.embedding_dim))
-        fused_dim = config.embedding_dim + 2 * config.chord_embedding_dim + int(config.use_mode)
+        harmony_dim = 2 * config.chord_embedding_dim + int(config.use_mode)
+        fused_dim = config.embedding_dim + harmony_dim
         self.input_proj = nn.Sequential(nn.Linear(fused_dim, config.trunk_dim), nn.ReLU(), nn.Dropout(config.dropout))
         self.heads = nn.ModuleDict(
             {
@@ -158,6 +235,7 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
                 for task in config.tasks
             }
         )
+        self.projector = Music2EmoProjector(config, harmony_dim) if config.label_embedding_dim else None
         if config.untrained:
             warnings.warn(
                 "This Music2Emo model is randomly initialised (config.untrained): its outputs are random numbers, "
@@ -326,6 +404,10 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         chunk_logits, chunk_regression = self._apply_heads(
             features, harmony[:, None, :].expand(-1, n_chunks, -1)
         )
+        label_embedding = chunk_label_embeddings = None
+        if self.projector is not None:
+            label_embedding = self.projector(features, weights, harmony)
+            chunk_label_embeddings = self.projector.project_chunks(features, real, harmony)
         loss, task_losses = self._loss(logits, regression, labels) if labels is not None else (None, None)
         return Music2EmoOutput(
             loss=loss,
@@ -336,7 +418,17 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             chunk_embeddings=chunk_embeddings,
             chunk_logits=chunk_logits,
             chunk_regression=chunk_regression,
+            label_embedding=label_embedding,
+            chunk_label_embeddings=chunk_label_embeddings,
         )
 
 
-__all__ = ["Music2EmoChordEncoder", "Music2EmoModel", "Music2EmoOutput", "Music2EmoPreTrainedModel", "UntrainedModelWarning"]
+__all__ = [
+    "Music2EmoChordEncoder",
+    "Music2EmoModel",
+    "Music2EmoOutput",
+    "Music2EmoPreTrainedModel",
+    "Music2EmoProjector",
+    "Music2EmoResidualFeedForward",
+    "UntrainedModelWarning",
+]

@@ -18,6 +18,7 @@ from transformers import Pipeline
 
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import HarmonyAnalyzer
+from .zero_shot import LabelEmbeddings, check_labels, check_template, rank_labels
 
 UNTRAINED_NOTE = "untrained model: random weights, these scores are not predictions"
 
@@ -45,11 +46,15 @@ class MusicEmotionPipeline(Pipeline):
     below it are dropped, labels absent from the dict are not filtered), `return_segments` (one entry per chunk),
     `return_harmony` (key and chord timeline), `return_timings` (seconds spent decoding and resampling, on harmony,
     in the backbone and in the heads), `sampling_rate` (of bare waveforms), `chunk_batch_size` (full-length chunks per
-    backbone call; 1 by default, as batching buys little on a CPU and each 30 s chunk costs about 1 GB at once).
+    backbone call; 1 by default, as batching buys little on a CPU and each 30 s chunk costs about 1 GB at once),
+    `candidate_labels` (any words, a list or a comma-separated string: scored zero-shot by models with a projector)
+    and `hypothesis_template` (how a label is worded for the label encoder; the model's own by default).
 
     Output: `{"moods": [{"label", "score"}] sorted by probability, "valence", "arousal" (native scale),
     "valence_normalized", "arousal_normalized" (in [-1, 1]), "scale", ...}`. A model with several mood vocabularies
-    reports the first as `moods` and each further one under its task name.
+    reports the first as `moods` and each further one under its task name. With `candidate_labels`, `"zero_shot":
+    [{"label", "score"}]` sorted by score, the cosine similarity (in [-1, 1]) of the track's projection with each
+    label's embedding (and per segment with `return_segments`). Label embeddings are computed once per label set.
     """
 
     _load_feature_extractor = True
@@ -70,6 +75,7 @@ class MusicEmotionPipeline(Pipeline):
                 f"the model ({config.sampling_rate} Hz, {config.chunk_seconds} s chunks)."
             )
         self.harmony = harmony or HarmonyAnalyzer(window_seconds=config.chunk_seconds)
+        self.label_embeddings = LabelEmbeddings(config.label_encoder)
 
     def _sanitize_parameters(
         self,
@@ -80,6 +86,8 @@ class MusicEmotionPipeline(Pipeline):
         return_timings=None,
         sampling_rate=None,
         chunk_batch_size=None,
+        candidate_labels=None,
+        hypothesis_template=None,
         **kwargs,
     ):
         if kwargs:
@@ -101,6 +109,18 @@ class MusicEmotionPipeline(Pipeline):
             postprocess["return_harmony"] = bool(return_harmony)
         if return_timings is not None:
             postprocess["return_timings"] = bool(return_timings)
+        if candidate_labels is not None or hypothesis_template is not None:
+            if not self.model.config.label_embedding_dim:
+                raise ValueError(
+                    "candidate_labels: this model has no zero-shot projector (config.label_embedding_dim is unset); "
+                    "use a model trained with training/train_zero_shot.py."
+                )
+            if candidate_labels is None:
+                raise ValueError("hypothesis_template is used with candidate_labels; give the labels to score.")
+            postprocess["candidate_labels"] = check_labels(candidate_labels)
+            postprocess["hypothesis_template"] = check_template(
+                hypothesis_template if hypothesis_template is not None else self.model.config.hypothesis_template
+            )
         return preprocess, forward, postprocess
 
     def _check_threshold(self, threshold):
@@ -183,16 +203,27 @@ class MusicEmotionPipeline(Pipeline):
         return answer
 
     def postprocess(
-        self, model_outputs, top_k=None, threshold=None, return_segments=False, return_harmony=False, return_timings=False
+        self,
+        model_outputs,
+        top_k=None,
+        threshold=None,
+        return_segments=False,
+        return_harmony=False,
+        return_timings=False,
+        candidate_labels=None,
+        hypothesis_template=None,
     ):
         config = self.model.config
         outputs = model_outputs["outputs"]
+        labels = self.label_embeddings(candidate_labels, hypothesis_template) if candidate_labels else None
         result = self._answer(
             {name: value[0] for name, value in outputs.logits.items()},
             {name: value[0] for name, value in outputs.regression.items()},
             top_k,
             threshold,
         )
+        if labels is not None:
+            result["zero_shot"] = rank_labels(outputs.label_embedding[0], candidate_labels, labels)
         result["scale"] = {
             label: {"range": task["scale"], "neutral": config.scale_of(task).midpoint, "normalized": [-1.0, 1.0]}
             for task in config.tasks_of_type("regression")
@@ -210,6 +241,8 @@ class MusicEmotionPipeline(Pipeline):
                         threshold,
                     )
                 )
+                if labels is not None:
+                    segment["zero_shot"] = rank_labels(outputs.chunk_label_embeddings[0, c], candidate_labels, labels)
                 segments.append(segment)
                 start += duration
             result["segments"] = segments

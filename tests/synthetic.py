@@ -8,10 +8,15 @@ a gain over a constant noise floor:
 - tempo and loudness -> arousal: 1 + 8 * (half the tempo's place in 60-180 BPM + half the gain's in -30..0 dB).
   Loudness is heard against the noise floor: the backbone's group norm removes a global gain;
 - timbre (the oscillator's waveform, equal RMS) -> one MTG-Jamendo tag.
+
+For zero-shot labels the semantics are planted in the words instead (`SEMANTIC_LABELS`): major clips are "happy" and
+minor ones "sad", fast ones "energetic" and slow ones "calm", in each tag corpus's own vocabulary (MTG-Jamendo,
+CAL500's UCSD layout, Emotify's data.csv), so held-out synonyms ("joyful", "peaceful") have a right answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +97,17 @@ def _tsv(path: Path, rows: list[list[str]]) -> None:
     path.write_text("\n".join("\t".join(row) for row in [header, *rows]) + "\n", encoding="utf-8")
 
 
-def write_mtg_jamendo(root: Path, counts: dict[str, int], seed: int = 0, seconds: float = SECONDS) -> dict[str, Traits]:
+def write_mtg_jamendo(
+    root: Path,
+    counts: dict[str, int],
+    seed: int = 0,
+    seconds: float = SECONDS,
+    draw: Callable[[np.random.Generator], Traits] = Traits.draw,
+    tags: Callable[[Traits], list[str]] = lambda traits: [traits.tag],
+) -> dict[str, Traits]:
     """An MTG-Jamendo moodtheme download (data/autotagging_moodtheme.tsv, data/splits/split-0, audio/NN/ID.mp3)
-    whose tag is the clip's timbre; `counts` tracks per split. Returns track id -> traits."""
+    whose tags are `tags(traits)` (default: the clip's timbre's); `counts` tracks per split. Returns track id ->
+    traits."""
     rng = np.random.default_rng(seed)
     rows: dict[str, list[list[str]]] = {split: [] for split in counts}
     traits_by_id = {}
@@ -102,12 +115,12 @@ def write_mtg_jamendo(root: Path, counts: dict[str, int], seed: int = 0, seconds
     for split, count in counts.items():
         for _ in range(count):
             number += 1
-            traits = Traits.draw(rng)
+            traits = draw(rng)
             relative = f"{number % 100:02d}/{number}.mp3"
             (root / "audio" / relative).parent.mkdir(parents=True, exist_ok=True)
             sf.write(root / "audio" / relative, synthesize(traits, rng, seconds), RATE, format="MP3")
             rows[split].append([f"track_{number:07d}", "artist_0000001", "album_0000001", relative, f"{seconds}",
-                                f"mood/theme---{traits.tag}"])
+                                *(f"mood/theme---{tag}" for tag in tags(traits))])
             traits_by_id[str(number)] = traits
     _tsv(root / "data" / "autotagging_moodtheme.tsv", [row for split_rows in rows.values() for row in split_rows])
     for split, split_rows in rows.items():
@@ -149,3 +162,74 @@ LEARNING_BACKBONE = {
     "num_conv_pos_embedding_groups": 2,
     "do_stable_layer_norm": False,
 }
+
+
+SEMANTIC_LABELS = {
+    "mtg_jamendo": {"major": "happy", "minor": "sad", "fast": "energetic", "slow": "calm"},
+    "cal500": {"major": "Happy", "minor": "Sad", "fast": "Exciting_/_Thrilling", "slow": "Calming_/_Soothing"},
+    "emotify": {"major": "joyful_activation", "minor": "sadness", "fast": "power", "slow": "calmness"},
+}
+# Words no corpus uses, with the planted meanings, and words unrelated to how music feels.
+SYNONYMS = {"major": "joyful", "minor": "sorrowful", "fast": "lively", "slow": "peaceful"}
+UNRELATED = ("rectangular", "bureaucratic", "volcanic", "spreadsheet")
+
+
+def semantic_traits(rng: np.random.Generator) -> Traits:
+    """Clearly slow (60-85 BPM) or clearly fast (155-180 BPM), at a comfortable loudness, any key and timbre."""
+    fast = bool(rng.integers(2))
+    return Traits(key=int(rng.integers(12)), minor=bool(rng.integers(2)),
+                  bpm=float(rng.uniform(155, 180) if fast else rng.uniform(60, 85)),
+                  gain_db=float(rng.uniform(-12, 0)), timbre=str(rng.choice(list(TIMBRE_TAGS))))
+
+
+def meanings(traits: Traits) -> tuple[str, str]:
+    return ("minor" if traits.minor else "major", "fast" if traits.bpm > 120 else "slow")
+
+
+def semantic_labels(corpus: str) -> Callable[[Traits], list[str]]:
+    return lambda traits: [SEMANTIC_LABELS[corpus][meaning] for meaning in meanings(traits)]
+
+
+def write_semantic_cal500(root: Path, count: int, seed: int = 2, seconds: float = SECONDS) -> dict[str, Traits]:
+    """CAL500's UCSD layout (songNames.txt, vocab.txt, annotations/<song>_NN.txt, mp3/<song>.mp3): two annotators
+    rate the planted emotions 5 and the others 1."""
+    from music2emo_hf.labels import CAL500_EMOTIONS
+
+    rng = np.random.default_rng(seed)
+    (root / "annotations").mkdir(parents=True)
+    (root / "mp3").mkdir()
+    songs, traits_by_id = [], {}
+    for number in range(count):
+        song = f"artist_{number:03d}-song_{number:03d}"
+        traits = semantic_traits(rng)
+        sf.write(root / "mp3" / f"{song}.mp3", synthesize(traits, rng, seconds), RATE, format="MP3")
+        planted = set(semantic_labels("cal500")(traits))
+        ratings = "".join(f'Emotion-{name}="{5 if name in planted else 1}"\n' for name in CAL500_EMOTIONS)
+        for annotator in (1, 2):
+            (root / "annotations" / f"{song}_{annotator:02d}.txt").write_text(ratings)
+        songs.append(song)
+        traits_by_id[song] = traits
+    (root / "songNames.txt").write_text("\n".join(songs) + "\n")
+    (root / "vocab.txt").write_text("\n".join(f"Emotion-{name}" for name in CAL500_EMOTIONS) + "\n")
+    return traits_by_id
+
+
+def write_semantic_emotify(root: Path, count: int, seed: int = 3, seconds: float = SECONDS) -> dict[str, Traits]:
+    """Emotify's layout (data.csv, one row per listener vote; <genre>/<n>.mp3): three listeners tick the planted
+    labels of each classical track."""
+    from music2emo_hf.labels import EMOTIFY_GEMS
+
+    rng = np.random.default_rng(seed)
+    (root / "classical").mkdir(parents=True)
+    header = ("track id, genre, " + ", ".join(EMOTIFY_GEMS)
+              + ", mood, liked, disliked, age, gender, mother tongue")
+    rows, traits_by_id = [header], {}
+    for track in range(1, count + 1):
+        traits = semantic_traits(rng)
+        sf.write(root / "classical" / f"{track}.mp3", synthesize(traits, rng, seconds), RATE, format="MP3")
+        planted = set(semantic_labels("emotify")(traits))
+        votes = ",".join("1" if name in planted else "0" for name in EMOTIFY_GEMS)
+        rows += [f"{track},classical,{votes},3,1,0,30,1,English"] * 3
+        traits_by_id[f"classical/{track}"] = traits
+    (root / "data.csv").write_text("\n".join(rows) + "\n")
+    return traits_by_id

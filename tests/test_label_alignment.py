@@ -11,10 +11,10 @@ from music2emo_hf.label_alignment import (
     TAG_VOCABULARIES,
     LabelClusters,
     align_labels,
-    embed_texts,
     label_expansions,
     label_text,
 )
+from music2emo_hf.zero_shot import embed_texts
 
 
 @pytest.fixture(scope="module")

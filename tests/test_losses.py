@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from music2emo_hf.losses import class_balance_weights, distillation_loss, regression_loss, tag_loss
+from music2emo_hf.losses import (
+    alignment_regularizer,
+    class_balance_weights,
+    cosine_triplet_loss,
+    distillation_loss,
+    regression_loss,
+    sample_negatives,
+    tag_loss,
+)
 
 
 def test_class_balanced_bce_is_the_originals():
@@ -52,3 +60,26 @@ def test_per_output_distillation_matches_each_output():
     assert teacher.grad is None  # teachers are frozen
     with pytest.raises(ValueError, match="distillation mode"):
         distillation_loss(student, teacher, "multilabel", "mse")
+
+
+def test_cosine_triplet_loss_is_the_papers():
+    anchor, positive, negative = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 5.0]])
+    torch.testing.assert_close(cosine_triplet_loss(anchor, positive, negative, margin=1.0), torch.tensor(0.0))
+    torch.testing.assert_close(cosine_triplet_loss(anchor, negative, positive, margin=1.0), torch.tensor(2.0))
+
+
+def test_negatives_are_random_non_positive_labels_or_the_nearest_ones():
+    labels = torch.eye(4)
+    positives = torch.tensor([[True, False, False, False], [True, True, True, True]])
+    random = sample_negatives(labels, positives, 50, torch.Generator().manual_seed(0))
+    assert random[0, 0] == 0 and torch.isclose(random[0].sum(), torch.tensor(1.0)) and random[1].isnan().all()
+    anchors = torch.tensor([[0.0, 1.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    hard = sample_negatives(labels, positives, 2, torch.Generator(), anchors=anchors)
+    torch.testing.assert_close(hard[0], torch.tensor([0.0, 0.5, 0.5, 0.0]))  # the two nearest non-positives
+
+
+def test_the_alignment_regularizer_compares_tracks_sharing_no_cluster():
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    clusters = torch.tensor([[True, False], [False, True], [True, True]])  # track 3 shares a cluster with both
+    torch.testing.assert_close(alignment_regularizer(embeddings, clusters), torch.tensor(0.0))  # only 1 vs 2: cos 0
+    assert alignment_regularizer(embeddings, torch.ones(3, 2, dtype=torch.bool)) is None

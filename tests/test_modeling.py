@@ -203,3 +203,29 @@ def test_from_backbone_errors_say_what_to_do(tmp_path):
         pytest.skip("the Hub answers here, so a Hub id does not fail for want of a network")
     with pytest.raises(OSError, match="local folder"):
         Music2EmoModel.from_backbone("no-such-org/no-such-mert-model-xyz")
+
+
+@pytest.mark.parametrize("projector", ["mlp", "attention"])
+def test_the_zero_shot_projector_maps_tracks_and_chunks_into_the_label_space(projector, tmp_path):
+    config = Music2EmoConfig.from_pretrained(TINY_CONFIG, label_embedding_dim=384, projector=projector, projector_dim=32,
+                                             projector_heads=4)
+    torch.manual_seed(0)
+    model = Music2EmoModel(config).eval()
+    embeddings, durations = torch.randn(2, 3, 64), torch.tensor([[10.0, 10.0, 2.0], [10.0, 0.0, 0.0]])
+    with torch.no_grad():
+        out = model(chunk_embeddings=embeddings, chunk_durations=durations, chunk_mask=(durations > 0).long())
+        padded = embeddings.clone()
+        padded[1, 1:] = 99.0  # what padding chunks hold must not matter
+        again = model(chunk_embeddings=padded, chunk_durations=durations, chunk_mask=(durations > 0).long())
+    assert out.label_embedding.shape == (2, 384) and torch.allclose(out.label_embedding.norm(dim=-1), torch.ones(2))
+    assert out.chunk_label_embeddings.shape == (2, 3, 384)
+    torch.testing.assert_close(out.chunk_label_embeddings.norm(dim=-1), torch.tensor([[1.0, 1, 1], [1, 0, 0]]))
+    torch.testing.assert_close(again.label_embedding, out.label_embedding)
+    model.save_pretrained(tmp_path)
+    reloaded = Music2EmoModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.projector == projector and reloaded.config.hypothesis_template == "music that feels {}"
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(chunk_embeddings=embeddings, chunk_durations=durations).label_embedding[0],
+                                   out.label_embedding[0], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="projector must be 'mlp' or 'attention'"):
+        Music2EmoConfig(projector="transformer")

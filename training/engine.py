@@ -22,6 +22,7 @@ Output folder::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -47,6 +48,7 @@ from music2emo_hf import (
 from music2emo_hf.configuration_music2emo import Music2EmoConfig, corpus_task
 from music2emo_hf.data.cached import CachedCorpus, collate, crop_chunks, label_priors
 from music2emo_hf.data.features import check_cache_fits
+from music2emo_hf.data.files import write_atomic
 from music2emo_hf.data.layout import FEATURES_DIR, SPLITS
 from music2emo_hf.losses import (
     KD_MODES,
@@ -56,12 +58,11 @@ from music2emo_hf.losses import (
     tag_loss,
 )
 from music2emo_hf.metrics import regression_metrics, tag_metrics
+from music2emo_hf.model_card import RESULTS, TRAINING_INFO
 from music2emo_hf.pipeline_music2emo import save_model
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TRAINER_STATE = "trainer_state.json"
-TRAINING_INFO = "training.json"
-RESULTS = "results.json"
 HISTORY = "history.jsonl"
 
 
@@ -110,13 +111,30 @@ class Recipe:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"recipe {self.name!r}: {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        def number(name: str, value: Any, integer: bool = False) -> float:
+            kinds = (int,) if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+                raise ValueError(f"recipe {self.name!r}: {name} must be {'an integer' if integer else 'a number'}, "
+                                 f"got {value!r}")
+            return value
+
+        integers = ("batch_size", "max_epochs", "patience", "checkpoint_every", "keep_checkpoints", "warmup_steps", "seed")
         positive = ("lr", "batch_size", "max_epochs", "patience", "checkpoint_every", "keep_checkpoints", "kd_temperature")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"recipe {self.name!r}: {name} must be positive, got {getattr(self, name)!r}")
-        for name in ("kd_weight",):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"recipe {self.name!r}: {name} must lie in [0, 1], got {getattr(self, name)!r}")
+        not_negative = ("weight_decay", "warmup_steps", "min_delta", "pseudo_label_weight")
+        for name in positive + not_negative + ("kd_weight", "seed"):
+            value = number(name, getattr(self, name), integer=name in integers)
+            if name in positive and not value > 0 or name in not_negative and value < 0:
+                raise ValueError(f"recipe {self.name!r}: {name} must be {'positive' if name in positive else 'zero or more'}, "
+                                 f"got {value!r}")
+        if not 0 <= self.kd_weight <= 1:
+            raise ValueError(f"recipe {self.name!r}: kd_weight must lie in [0, 1], got {self.kd_weight!r}")
+        for name, value in (("backbone_lr", self.backbone_lr), ("gradient_clip", self.gradient_clip)):
+            if value is not None and not number(name, value) > 0:
+                raise ValueError(f"recipe {self.name!r}: {name} must be positive or null, got {value!r}")
+        if not isinstance(self.corpus_weights, Mapping) or any(
+            number(f"corpus_weights[{k!r}]", v) < 0 for k, v in self.corpus_weights.items()
+        ):
+            raise ValueError(f"recipe {self.name!r}: corpus_weights must map corpora to weights >= 0.")
 
     @classmethod
     def load(cls, path_or_name: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Recipe:
@@ -180,10 +198,13 @@ class TrainerState:
     epoch_losses: list[float] = field(default_factory=list)  # training losses of this epoch's steps so far
 
 
-def build_model(init: str | os.PathLike, corpora: Sequence[str]) -> tuple[Music2EmoModel, Music2EmoFeatureExtractor]:
+def build_model(
+    init: str | os.PathLike, corpora: Sequence[str], overrides: Mapping[str, Any] | None = None
+) -> tuple[Music2EmoModel, Music2EmoFeatureExtractor]:
     """A model with the heads of `corpora`, starting from the model at `init` (a `music2emo init` folder, or a
-    trained model): its backbone, chord encoder and trunk, and its heads where a corpus asks for a task it already
-    has (same name and labels); other heads are new (seed first for reproducible heads)."""
+    trained model): its backbone, chord encoder, trunk (and projector), and its heads where a corpus asks for a task
+    it already has (same name and labels); other heads are new (seed first for reproducible heads). `overrides`
+    change config settings, e.g. to add a projector."""
     from music2emo_hf.configuration_music2emo import tasks_for_corpora
 
     with warnings.catch_warnings():  # an init folder is untrained, and that is the point
@@ -192,6 +213,7 @@ def build_model(init: str | os.PathLike, corpora: Sequence[str]) -> tuple[Music2
     settings = base.config.to_dict()
     for key in ("tasks", "model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
         settings.pop(key, None)
+    settings.update(overrides or {})
     tasks = tasks_for_corpora(corpora)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
@@ -243,21 +265,25 @@ def epoch_schedule(
     """The epoch's steps, each {corpus: row indices}. Every corpus is shuffled by (seed, epoch, corpus). The epoch
     lasts as many steps as the largest corpus needs. `max_size`: a smaller corpus appears in the first steps only
     (Lightning's CombinedLoader "max_size", as Music2Emo trained); `cycle`: it is reshuffled and drawn again, so
-    every step sees every corpus."""
+    every step sees every corpus, in full batches (a last partial batch is topped up from the same shuffle, so no
+    batch holds a track twice)."""
     names = sorted(sizes)
-    batches_needed = {name: math.ceil(sizes[name] / global_batch) for name in names}
-    steps = max(batches_needed.values())
+    steps = max(math.ceil(sizes[name] / global_batch) for name in names)
     schedule: list[dict[str, np.ndarray]] = [{} for _ in range(steps)]
     for number, name in enumerate(names):
-        rounds = 1 if mode == "max_size" else math.ceil(steps * global_batch / sizes[name])
-        order = np.concatenate(
-            [np.random.default_rng([seed, epoch, number, r]).permutation(sizes[name]) for r in range(rounds)]
-        )
-        count = batches_needed[name] if mode == "max_size" else steps
-        for step in range(count):
-            rows = order[step * global_batch : (step + 1) * global_batch]
-            if len(rows):
-                schedule[step][name] = rows
+        size, batches, shuffle = sizes[name], [], 0
+        while len(batches) < steps:
+            order = np.random.default_rng([seed, epoch, number, shuffle]).permutation(size)
+            for start in range(0, size, global_batch):
+                rows = order[start : start + global_batch]
+                if mode == "cycle" and len(rows) < min(global_batch, size):  # topped up from the same shuffle:
+                    rows = np.concatenate([rows, order[: min(global_batch, size) - len(rows)]])  # no track twice
+                batches.append(rows)
+            if mode == "max_size":
+                break
+            shuffle += 1
+        for step, rows in enumerate(batches[:steps]):
+            schedule[step][name] = rows
     return schedule
 
 
@@ -390,9 +416,7 @@ class Trainer:
             if corpus.name not in step:
                 continue
             mine = process_share(step[corpus.name], accelerator.process_index, accelerator.num_processes)
-            generator = torch.Generator().manual_seed(
-                int(np.random.default_rng([self.recipe.seed, state.epoch, state.step_in_epoch, number, accelerator.process_index]).integers(2**62))
-            )
+            generator = self._step_generator(state, number)
             examples = [corpus.splits["train"][int(i)] for i in mine]
             if self.recipe.chunk_crop:
                 examples = [crop_chunks(example, generator) for example in examples]
@@ -417,16 +441,37 @@ class Trainer:
             taught = _head(teacher_outputs[corpus.name], task)[rows]
             kd = distillation_loss(prediction, taught, task["type"], recipe.kd_mode, recipe.kd_temperature)
             loss = recipe.kd_weight * kd + (1 - recipe.kd_weight) * loss
-        if recipe.pseudo_label_weight:
+        if recipe.pseudo_label_weight:  # each other head once, taught by the mean of its teachers' losses
+            by_head: dict[str, list[torch.Tensor]] = {}
             for other, teacher_output in teacher_outputs.items():
                 other_task = corpus_task(other)
                 if other_task["name"] == task["name"]:
                     continue
                 student = _head(output, other_task)[rows]
                 taught = _head(teacher_output, other_task)[rows]
-                pseudo = distillation_loss(student, taught, other_task["type"], "per_output", recipe.kd_temperature)
-                loss = loss + recipe.pseudo_label_weight * pseudo
+                by_head.setdefault(other_task["name"], []).append(
+                    distillation_loss(student, taught, other_task["type"], "per_output", recipe.kd_temperature)
+                )
+            for pseudo in by_head.values():
+                loss = loss + recipe.pseudo_label_weight * torch.stack(pseudo).mean()
         return recipe.corpus_weights.get(corpus.name, 1.0) * loss
+
+    def _step_loss(self, output, rows: Mapping[str, slice], targets: Mapping[str, torch.Tensor], teacher_outputs,
+                   state: TrainerState) -> torch.Tensor:
+        """The step's loss: each corpus's (task, distillation, pseudo-labels) summed. Other objectives override it."""
+        return sum(
+            self._corpus_loss(corpus, output, rows[corpus.name], targets[corpus.name], teacher_outputs)
+            for corpus in self.corpora
+            if corpus.name in rows
+        )
+
+    def _step_generator(self, state: TrainerState, number: int) -> torch.Generator:
+        """A generator for the step's random draws, seeded by (seed, epoch, step, `number`, process): a resumed run
+        draws what the uninterrupted one drew."""
+        seed = np.random.default_rng(
+            [self.recipe.seed, state.epoch, state.step_in_epoch, number, self.accelerator.process_index]
+        ).integers(2**62)
+        return torch.Generator().manual_seed(int(seed))
 
     def _train_step(self, step: Mapping[str, np.ndarray], state: TrainerState) -> float:
         batch, rows, targets = self._batch(step, state)
@@ -436,11 +481,7 @@ class Trainer:
         if self.teachers:
             with torch.no_grad():
                 teacher_outputs = {name: teacher(**batch) for name, teacher in self.teachers.items()}
-        loss = sum(
-            self._corpus_loss(corpus, output, rows[corpus.name], targets[corpus.name], teacher_outputs)
-            for corpus in self.corpora
-            if corpus.name in rows
-        )
+        loss = self._step_loss(output, rows, targets, teacher_outputs, state)
         self.accelerator.backward(loss)
         if self.recipe.gradient_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.recipe.gradient_clip)
@@ -468,6 +509,8 @@ class Trainer:
         return float(np.mean([m["score"] for m in metrics.values()]))
 
     def _improved(self, value: float, best: float | None, lower_is_better: bool) -> bool:
+        if not math.isfinite(value):  # e.g. a validation split without labelled tracks: never a best
+            return False
         if best is None:
             return True
         delta = self.recipe.min_delta
@@ -491,7 +534,7 @@ class Trainer:
                 if self.backbone is not None:
                     del model.backbone
             info = {**self.info, "recipe": asdict(self.recipe), "corpora": [c.name for c in self.corpora], **extra}
-            (temporary / TRAINING_INFO).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+            write_atomic(temporary / TRAINING_INFO, json.dumps(info, indent=1) + "\n")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(temporary, final)
         accelerator.wait_for_everyone()
@@ -506,7 +549,7 @@ class Trainer:
         accelerator.save_state(str(temporary))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (temporary / TRAINER_STATE).write_text(json.dumps(asdict(state)) + "\n", encoding="utf-8")
+            write_atomic(temporary / TRAINER_STATE, json.dumps(asdict(state)) + "\n")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(temporary, final)
             for old in checkpoints(self.output_dir)[: -self.recipe.keep_checkpoints]:
@@ -565,7 +608,9 @@ class Trainer:
         metrics = self.evaluate(model, "validation")
         value = self._selection_value(metrics)
         improved = self._improved(value, state.best, lower_is_better)
-        record = {"epoch": state.epoch, "step": state.global_step, "train_loss": float(np.mean(state.epoch_losses)),
+        train_loss = self.accelerator.reduce(torch.tensor(np.mean(state.epoch_losses), device=self.accelerator.device),
+                                             reduction="mean")
+        record = {"epoch": state.epoch, "step": state.global_step, "train_loss": float(train_loss),
                   "validation": metrics, recipe.selection: value, "best": improved}
         if improved:
             state.best, state.best_epoch, state.epochs_without_improvement = value, state.epoch, 0
@@ -581,8 +626,7 @@ class Trainer:
                                                       "selection_value": corpus_metrics_["loss"], "validation": metrics})
         state.history.append(record)
         if self.accelerator.is_main_process:  # rewritten whole: a replayed epoch does not appear twice
-            text = "".join(json.dumps(r) + "\n" for r in state.history)
-            (self.output_dir / HISTORY).write_text(text, encoding="utf-8")
+            write_atomic(self.output_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in state.history))
         summary = "; ".join(f"{name} {describe(m)}" for name, m in metrics.items())
         self._log(f"epoch {state.epoch}: train loss {record['train_loss']:.4f} | {summary} | {recipe.selection} "
                   f"{value:.4f}{' (best)' if improved else ''}")
@@ -604,9 +648,8 @@ class Trainer:
             info = json.loads((self.output_dir / folder / TRAINING_INFO).read_text(encoding="utf-8"))
             results[folder] = {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test", corpora)}
         if self.accelerator.is_main_process:
-            text = json.dumps(results, indent=1) + "\n"
-            (self.output_dir / RESULTS).write_text(text, encoding="utf-8")
-            (self.output_dir / "best" / RESULTS).write_text(text, encoding="utf-8")
+            for folder in (self.output_dir, self.output_dir / "best"):
+                write_atomic(folder / RESULTS, json.dumps(results, indent=1) + "\n")
         self.accelerator.wait_for_everyone()
         return results
 
@@ -623,20 +666,25 @@ def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-@torch.no_grad()
 def predict(model: Music2EmoModel, dataset, task: Mapping[str, Any], accelerator: Accelerator, batch_size: int) -> np.ndarray:
-    """Raw head outputs for every item of `dataset`, in order; with several processes each computes every N-th item
-    and all receive the whole."""
+    """Raw head outputs (tracks, labels) for every item of `dataset`, in order."""
+    return np.stack(collect(model, dataset, lambda output, _: _head(output, task), accelerator, batch_size))
+
+
+@torch.no_grad()
+def collect(model: Music2EmoModel, dataset, select, accelerator: Accelerator, batch_size: int) -> list:
+    """`select(output, batch)` -> a (batch, ...) tensor, as one numpy array per item of `dataset`, in order; with
+    several processes each computes every N-th item and all receive the whole."""
     model.eval()
     mine = list(range(accelerator.process_index, len(dataset), accelerator.num_processes))
     pairs = []
     for start in range(0, len(mine), batch_size):
         indices = mine[start : start + batch_size]
         batch = _to(_model_inputs(collate([dataset[i] for i in indices])), accelerator.device)
-        values = _head(model(**batch), task).float().cpu().numpy()
+        values = select(model(**batch), batch).float().cpu().numpy()
         pairs += list(zip(indices, values))
     gathered = gather_object(pairs) if accelerator.num_processes > 1 else pairs
-    out = np.zeros((len(dataset), len(task["labels"])))
+    out: list = [None] * len(dataset)
     for index, values in gathered:
         out[index] = values
     return out
@@ -662,6 +710,8 @@ def corpus_metrics(
 
 
 def describe(metrics: Mapping[str, float]) -> str:
+    if "f1_macro_segment" in metrics:  # zero-shot
+        return f"macro-F1 {metrics['f1_macro_segment']:.4f} (songs {metrics['f1_macro_song']:.4f})"
     if "roc_auc_macro" in metrics:
         return f"ROC-AUC {metrics['roc_auc_macro']:.4f} PR-AUC {metrics['pr_auc_macro']:.4f}"
     return " ".join(f"R² {key[3:]} {value:.4f}" for key, value in metrics.items() if key.startswith("r2_"))
@@ -754,8 +804,8 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
         }
         accelerator = make_accelerator()
         trainer = Trainer(recipe, model, extractor, trained, args.output_dir, teachers, info, accelerator)
-        check_same_run(args.output_dir, {**info, "recipe": asdict(recipe), "corpora": corpora}, accelerator)
-    except (OSError, ValueError, KeyError) as error:
+        check_same_run(args.output_dir, run_settings(info, recipe, trained, accelerator, paths), accelerator)
+    except (OSError, ValueError, KeyError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     results = trainer.train()
@@ -763,24 +813,49 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
         for name, metrics in results["best"]["test"].items():
             print(f"{name} test: {describe(metrics)}")
         print(f"model: {Path(args.output_dir) / 'best'}")
+    trainer.accelerator.end_training()  # destroys the process group: left to shutdown, gloo can abort a process
     return 0
 
 
+def run_settings(info: Mapping[str, Any], recipe: Recipe, corpora: Sequence[Corpus], accelerator: Accelerator,
+                 teachers: Mapping[str, str | os.PathLike] | None = None) -> dict[str, Any]:
+    """What makes a run what it is: the recipe, the tracks of every split, the teachers' weights, the processes and
+    precision. A resume with any of it changed would splice two different trainings together."""
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    return {
+        **info,
+        "recipe": asdict(recipe),
+        "corpora": [corpus.name for corpus in corpora],
+        "tracks": {corpus.name: {split: digest("\n".join(part.track_ids).encode()) for split, part in corpus.splits.items()}
+                   for corpus in corpora},
+        "teacher_weights": {corpus: digest((Path(path) / "model.safetensors").read_bytes())
+                            for corpus, path in (teachers or {}).items()},
+        "processes": accelerator.num_processes,
+        "mixed_precision": str(accelerator.mixed_precision),
+    }
+
+
 def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], accelerator: Accelerator) -> None:
-    """An output folder belongs to one run: resuming it with other settings would splice two trainings together."""
+    """An output folder belongs to one run (`run_settings`, kept in run.json): resume it only as it was started."""
     path = Path(output_dir) / "run.json"
+    settings = json.loads(json.dumps(settings))
     if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != json.loads(json.dumps(settings)):
-            changed = sorted(k for k in previous.keys() | settings.keys() if previous.get(k) != json.loads(json.dumps(settings)).get(k))
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is damaged ({error}); it records how the run in that folder was started: "
+                             "restore it, or use a new --output-dir.") from None
+        changed = sorted(key for key in previous.keys() | settings.keys() if previous.get(key) != settings.get(key))
+        if changed:
             raise ValueError(
                 f"--output-dir {output_dir} holds a run with other settings (differs in {changed}); resume it with "
                 "the same ones, or use a new --output-dir."
             )
         return
     if accelerator.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+        write_atomic(path, json.dumps(settings, indent=1) + "\n")
 
 
 __all__ = [
@@ -794,6 +869,8 @@ __all__ = [
     "epoch_schedule",
     "load_corpora",
     "parse_overrides",
+    "collect",
     "predict",
     "run_script",
+    "run_settings",
 ]

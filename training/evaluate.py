@@ -8,7 +8,9 @@ column per corpus (tags: PR-AUC / ROC-AUC, macro; valence/arousal: R² V / R² A
 Each model is scored on the corpora it was trained on (its training.json), so the single-corpus teachers fill one
 row together. With --teacher, a second table gives each model's distance to the teachers' outputs on their corpora
 (tags: mean binary KL between the two models' tag probabilities; valence/arousal: mean squared difference), which
-is what distillation should shrink. Writes OUTPUT.md and OUTPUT.json; prints the markdown.
+is what distillation should shrink. With --zero-shot LABEL=DIR (a train_zero_shot.py leave-one-out folder, repeat
+per method), the zero-shot table in the cross-dataset paper's layout follows. Writes OUTPUT.md and OUTPUT.json;
+prints the markdown.
 """
 
 from __future__ import annotations
@@ -22,14 +24,8 @@ from typing import Any
 
 import numpy as np
 from accelerate import Accelerator
-from engine import (
-    TRAINING_INFO,
-    corpus_metrics,
-    load_corpora,
-    pick_cache,
-    predict,
-    teacher_paths,
-)
+from engine import TRAINING_INFO, corpus_metrics, load_corpora, load_teacher, pick_cache, predict, teacher_paths
+from train_zero_shot import read_leave_one_out, table_row, zero_shot_table
 
 from music2emo_hf import Music2EmoModel
 
@@ -89,7 +85,7 @@ def evaluate(
                 raise ValueError(f"row {label!r}: two models were trained on {corpus.name}; give them different labels.")
             row["metrics"][corpus.name] = corpus_metrics(corpus.task, part.targets, outputs)
             if corpus.name in teachers:
-                teacher = Music2EmoModel.from_pretrained(teachers[corpus.name]).to(accelerator.device).eval()
+                teacher = load_teacher(teachers[corpus.name], cache).to(accelerator.device).eval()
                 taught = predict(teacher, part, corpus.task, accelerator, batch_size=16)
                 row["teacher_distance"][corpus.name] = (
                     binary_kl(1 / (1 + np.exp(-taught)), 1 / (1 + np.exp(-outputs)))
@@ -127,29 +123,47 @@ def markdown(results: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="a folder made by `music2emo prepare-data`")
+    parser.add_argument("--dataset", help="a folder made by `music2emo prepare-data` (to score --model)")
     parser.add_argument("--features", help="feature cache name under DATASET/features (default: the only one)")
-    parser.add_argument("--model", action="append", required=True, dest="models", metavar="LABEL=DIR",
+    parser.add_argument("--model", action="append", default=[], dest="models", metavar="LABEL=DIR",
                         help="a trained model and the row it belongs to (repeat)")
+    parser.add_argument("--zero-shot", action="append", default=[], dest="zero_shot", metavar="LABEL=DIR",
+                        help="a train_zero_shot.py leave-one-out output folder and its row (repeat)")
     parser.add_argument("--teacher", action="append", default=[], dest="teachers", metavar="CORPUS=DIR",
                         help="report each model's distance to this teacher on its corpus (repeat)")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--output", required=True, help="writes OUTPUT.md and OUTPUT.json")
     args = parser.parse_args(argv)
+    if not args.models and not args.zero_shot:
+        parser.error("give at least one --model or --zero-shot")
+    if args.models and not args.dataset:
+        parser.error("--model needs --dataset, the prepared folder to score it on")
     accelerator = Accelerator()
     try:
-        results = evaluate(args.dataset, args.features, parse_models(args.models), args.split,
-                           teacher_paths(args.teachers), accelerator)
+        results: dict[str, Any] = {}
+        if args.models:
+            results = evaluate(args.dataset, args.features, parse_models(args.models), args.split,
+                               teacher_paths(args.teachers), accelerator)
+        zero_shot_rows = []
+        for spec in args.zero_shot:
+            label, sep, folder = spec.rpartition("=")
+            if not sep or not label:
+                raise ValueError(f"--zero-shot {spec!r}: expected LABEL=FOLDER (a train_zero_shot.py output folder).")
+            zero_shot_rows.append(table_row(label, read_leave_one_out(folder)))
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if zero_shot_rows:
+        results["zero_shot"] = zero_shot_rows
     if accelerator.is_main_process:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
-        text = markdown(results)
+        parts = [markdown(results)] if args.models else []
+        text = "\n".join(parts + ([zero_shot_table(zero_shot_rows)] if zero_shot_rows else []))
         output.with_suffix(".md").write_text(text, encoding="utf-8")
         output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         print(text, end="")
+    accelerator.end_training()
     return 0
 
 

@@ -194,11 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:  # a setting or folder that cannot work (a track's own errors are caught)
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.is_main_process:
         print(
             f"{directory}: {totals.written} written, {totals.skipped} skipped (already done), {totals.failed} failed"
             + (f" (see {directory}/errors-rank*.jsonl)" if totals.failed else "")
         )
+    state.destroy_process_group()  # left to interpreter shutdown, gloo's threads can abort a process
     return 1 if totals.failed else 0
 
 

@@ -26,10 +26,10 @@ from safetensors.torch import save
 from ..feature_extraction_music2emo import Music2EmoFeatureExtractor
 from ..harmony import HarmonyAnalyzer
 from ..modeling_music2emo import Music2EmoModel
+from .files import TEMPORARY_SUFFIX, write_atomic
 from .layout import FEATURES_DIR
 
 MANIFEST = "manifest.json"
-TEMPORARY_SUFFIX = ".tmp"
 
 
 def feature_dir(dataset_dir: str | os.PathLike, name: str) -> Path:
@@ -130,10 +130,7 @@ def check_manifest(directory: str | os.PathLike, manifest: dict[str, Any], write
             )
         return
     if write:
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / (MANIFEST + TEMPORARY_SUFFIX)
-        temporary.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        os.replace(temporary, directory / MANIFEST)
+        write_atomic(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 @torch.inference_mode()
@@ -187,11 +184,8 @@ def save_track_features(
     """Write beside the final name, then rename: a killed run never leaves a partial file that reads as done. The
     same features always give the same bytes."""
     path = feature_path(directory, corpus, track_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
     blob = save(tensors, metadata={"track_id": track_id, "corpus": corpus, "layers": json.dumps(list(layers))})
-    temporary.write_bytes(_sorted_metadata(blob))
-    os.replace(temporary, path)
+    write_atomic(path, _sorted_metadata(blob))
     return path
 
 

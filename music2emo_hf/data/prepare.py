@@ -26,6 +26,7 @@ import soundfile as sf
 from ..audio import AUDIO_EXTENSIONS
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
+from .files import write_atomic
 from .layout import CLUSTERS_FILE, DATA_DIR, LOCAL_ONLY, REPORTS_DIR, SOURCES_FILE, SPLITS, read_sources
 from .schema import Track
 from .splits import DEFAULT_FRACTIONS, assign_splits, split_off
@@ -224,15 +225,8 @@ def load_or_align(out: Path, quantile: float) -> tuple[LabelClusters, bool]:
             )
         return clusters, False
     clusters = align_labels(TAG_VOCABULARIES, quantile=quantile)
-    _write_text(path, json.dumps(clusters.to_dict(), indent=1) + "\n")
+    write_atomic(path, json.dumps(clusters.to_dict(), indent=1) + "\n")
     return clusters, True
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _row(track: Track, root: Path, clusters: LabelClusters) -> dict[str, Any]:
@@ -320,7 +314,7 @@ def prepare_corpus(
 
     sources = read_sources(out)
     sources[corpus] = str(root)
-    _write_text(out / SOURCES_FILE, json.dumps(dict(sorted(sources.items())), indent=1) + "\n")
+    write_atomic(out / SOURCES_FILE, json.dumps(dict(sorted(sources.items())), indent=1) + "\n")
 
     counts = Counter(t.track_id for t in written)
     report = Report(
@@ -336,7 +330,7 @@ def prepare_corpus(
         splits=how,
         options={k: v for k, v in vars(options).items() if k != "splits_dir"} | {"splits_dir": bool(options.splits_dir)},
     )
-    _write_text(out / REPORTS_DIR / f"{corpus}.json", json.dumps(vars(report), indent=1, sort_keys=True) + "\n")
+    write_atomic(out / REPORTS_DIR / f"{corpus}.json", json.dumps(vars(report), indent=1, sort_keys=True) + "\n")
     write_card(out)
     # The report file stays the same on every rerun; the news of a new alignment is for this run's screen only.
     report.alignment = clusters.describe() if new_alignment else None
@@ -408,7 +402,7 @@ the centres. Labels that merged:
 The labels keep the licences of their corpora (MTG-Jamendo CC BY-NC-SA 4.0 metadata; DEAM, PMEmo, EmoMusic, CAL500
 and Emotify under their publishers' research terms). Check each corpus's terms before use.
 """
-    _write_text(out / "README.md", "\n".join(yaml) + "\n" + body)
+    write_atomic(out / "README.md", "\n".join(yaml) + "\n" + body)
 
 
 def push_dataset(out: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:

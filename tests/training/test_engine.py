@@ -29,6 +29,7 @@ def test_cycle_epochs_show_every_corpus_at_every_step():
     assert len(schedule) == 7 and all(len(step["deam"]) == 16 for step in schedule)
     seen = np.concatenate([step["deam"] for step in schedule])
     assert set(seen.tolist()) == set(range(30)) and len(seen) == 112  # reshuffled and drawn again
+    assert all(len(set(step[c].tolist())) == len(step[c]) for step in schedule for c in step)  # no track twice
 
 
 def test_schedules_are_a_function_of_seed_and_epoch():
@@ -51,12 +52,20 @@ def test_recipes_are_data_and_bad_ones_are_explained(tmp_path):
     improved = engine.Recipe.load("improved", engine.parse_overrides(["lr=3e-4", "gradient_clip=null"]))
     assert (improved.kd_mode, improved.epoch_mode, improved.selection) == ("per_output", "cycle", "joint_score")
     assert improved.lr == 3e-4 and improved.gradient_clip is None
-    with pytest.raises(FileNotFoundError, match=r"no such file, nor a recipe in .*\['faithful', 'improved'\]"):
+    with pytest.raises(FileNotFoundError, match=r"no such file, nor a recipe in .*\['faithful', 'improved', 'zero_shot"):
         engine.Recipe.load("fancy")
     with pytest.raises(ValueError, match=r"unknown settings \['learning_rate'\]"):
         engine.Recipe.load("faithful", {"learning_rate": 1.0})
     with pytest.raises(ValueError, match=r"kd_mode must be one of \['softmax_kl', 'per_output'\]"):
         engine.Recipe.load("faithful", {"kd_mode": "mse"})
+    with pytest.raises(ValueError, match="gradient_clip must be positive or null"):
+        engine.Recipe.load("faithful", {"gradient_clip": -1.0})  # would turn descent into ascent
+    with pytest.raises(ValueError, match="batch_size must be an integer, got 8.5"):
+        engine.Recipe.load("faithful", {"batch_size": 8.5})
+    with pytest.raises(ValueError, match="lr must be a number, got '1e-4'"):
+        engine.Recipe.load("faithful", {"lr": "1e-4"})
+    with pytest.raises(ValueError, match="pseudo_label_weight must be zero or more"):
+        engine.Recipe.load("improved", {"pseudo_label_weight": -0.5})
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         engine.Recipe.load(tmp_path / "broken.json")
