@@ -1,0 +1,340 @@
+"""The music2emo-hf Space: upload or record a clip and see how it feels (mood probabilities, valence/arousal on
+Russell's circumplex, an emotion timeline, key and chords, scores for your own words), computed on CPU by the same
+`music-emotion` pipeline as the package.
+
+`python app.py` serves it. The model selector offers what `MUSIC2EMO_SPACE_MODELS` names (comma-separated Hub ids,
+model folders, or folders of model folders) and the published models; a model is loaded when it is first selected
+or used, never at start-up, so the Space starts with nothing fetched. Tests build it with `create_demo(model=...)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# Before gradio is imported: no usage analytics and no version check, so nothing leaves the server unasked.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import time
+import warnings
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import soundfile as sf
+import transformers
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Patch
+
+import music2emo_hf  # noqa: F401  (registers the "music-emotion" task)
+from music2emo_hf import DEFAULT_MODEL_ID
+from music2emo_hf.hub import hub_reachable
+from music2emo_hf.modeling_music2emo import UntrainedModelWarning
+
+MODELS_VARIABLE = "MUSIC2EMO_SPACE_MODELS"
+# The variants of hub_configs/ (less tiny-random) under the project's Hub organisation, the default first. This
+# folder is deployed alone, so they are named here; tests/test_space.py keeps the two lists equal.
+PUBLISHED_MODELS = (DEFAULT_MODEL_ID, "music2emo-hf/music2emo-mert95m-improved", "music2emo-hf/music2emo-mert330m")
+MAX_UPLOAD_MB = 50  # enforced by gradio at upload time (see `launch`)
+MAX_MINUTES = 10  # about 3 minutes of analysis for the published model on a 2-core CPU Space
+TOP_MOODS = 10
+NO_PROJECTOR = "has no zero-shot projector, so it cannot score your own labels"
+# Russell's circumplex: the feeling each quadrant of (valence, arousal) stands for.
+QUADRANTS = {
+    (1, 1): "excited · happy", (-1, 1): "tense · angry", (-1, -1): "sad · depressed", (1, -1): "calm · relaxed"
+}
+
+logger = logging.getLogger("music2emo-space")
+
+
+class ModelUnavailable(RuntimeError):
+    """A selected model could not be loaded; the message says which, why, and what to do."""
+
+
+def available_models() -> list[str]:
+    """The selector's models: the entries of MUSIC2EMO_SPACE_MODELS, a folder of model folders standing for the
+    models inside it, then the published models (which need the Hub, or a copy in its cache)."""
+    models = []
+    for entry in filter(None, (part.strip() for part in os.environ.get(MODELS_VARIABLE, "").split(","))):
+        path = Path(entry)
+        if path.is_dir() and not (path / "config.json").is_file():
+            models += sorted(str(child) for child in path.iterdir() if (child / "config.json").is_file())
+        else:
+            models.append(entry)
+    return list(dict.fromkeys([*models, *PUBLISHED_MODELS]))
+
+
+def model_name(model: str) -> str:
+    return f"{Path(model).name} (local folder)" if os.path.isdir(model) else model
+
+
+@lru_cache(maxsize=2)
+def load_pipeline(model: str):
+    """The pipeline of `model` (a folder or a Hub id), kept for the next request."""
+    is_folder = os.path.isdir(model)
+    options = {} if is_folder or hub_reachable() else {"local_files_only": True}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntrainedModelWarning)  # the UI says so on every answer instead
+            return transformers.pipeline("music-emotion", model=model, device="cpu", **options)
+    except Exception as error:  # whatever stops a model from loading is one sentence for the user
+        reason = (str(error).splitlines() or [type(error).__name__])[0].rstrip(".")
+        if is_folder:
+            raise ModelUnavailable(
+                f"The model in folder {model} could not be loaded ({reason}). Choose another model."
+            ) from error
+        raise ModelUnavailable(
+            f"The model {model} could not be loaded: it is not a folder on this server and the Hugging Face Hub "
+            f"could not provide it ({reason}). Choose another model."
+        ) from error
+
+
+def refuse(message: str) -> gr.Error:
+    """An error shown to the user as the sentence it is, kept on screen until closed."""
+    return gr.Error(message, duration=None, print_exception=False)
+
+
+def describe_model(model: str):
+    """What the selected model is and whether it can score the user's own labels; loads it, so the first analysis
+    does not wait for that."""
+    try:
+        config = load_pipeline(model).model.config
+    except ModelUnavailable as error:
+        return f"⚠️ {error}", gr.update(interactive=False, info="Choose a model that loads first.")
+    facts = [f"**{model_name(model)}**", f"{len(config.tasks_of_type('multilabel')[0]['labels'])} moods",
+             f"{config.chunk_seconds:g} s segments"]
+    if config.untrained:
+        facts.append("⚠️ untrained (random weights): its scores are not predictions")
+    if not config.label_embedding_dim:
+        facts.append("no zero-shot projector: your own labels cannot be scored with it")
+        return " · ".join(facts), gr.update(interactive=False, info=f"This model {NO_PROJECTOR}.")
+    facts.append("scores your own labels (zero-shot)")
+    return " · ".join(facts), gr.update(interactive=True, info="Comma-separated words, scored zero-shot.")
+
+
+def clip_seconds(path: str, name: str) -> float:
+    """The clip's duration, or a sentence saying why it cannot be analysed."""
+    try:
+        seconds = sf.info(path).duration
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise refuse(
+            f"{name} could not be read as audio: it is damaged or not in a supported format "
+            "(WAV, FLAC, OGG/Opus, MP3, AIFF). Upload another file."
+        ) from error
+    if seconds > MAX_MINUTES * 60:
+        raise refuse(
+            f"{name} lasts {seconds / 60:.1f} minutes; this Space analyses up to {MAX_MINUTES} minutes. Upload an "
+            "excerpt, or run `music2emo predict` on your own machine for whole albums."
+        )
+    return seconds
+
+
+def circumplex_figure(result: dict) -> Figure:
+    """Valence right, arousal up, on the documented 1-9 scale (the normalised [-1, 1] on the opposite axes), the
+    track as a large point and its segments as a path."""
+    scale = result["scale"]["valence"]
+    low, high = scale["range"]
+    neutral, radius = scale["neutral"], (high - low) / 2
+    figure = Figure(figsize=(5.2, 5.2), layout="constrained")
+    ax = figure.add_subplot()
+    ax.set(xlim=(low, high), ylim=(low, high), aspect="equal", title="Russell circumplex")
+    ax.add_patch(Circle((neutral, neutral), radius, fill=False, color="0.6"))
+    ax.axhline(neutral, color="0.85", zorder=0)
+    ax.axvline(neutral, color="0.85", zorder=0)
+    for (right, up), feeling in QUADRANTS.items():
+        ax.text(neutral + right * radius * 0.62, neutral + up * radius * 0.78, feeling, ha="center", va="center",
+                color="0.45", fontsize=10, style="italic")
+    segments = result.get("segments", [])
+    if len(segments) > 1:
+        ax.plot([s["valence"] for s in segments], [s["arousal"] for s in segments], "o-", color="0.55", ms=3,
+                lw=0.8, label="segments")
+    ax.plot(result["valence"], result["arousal"], "o", color="#d62728", ms=12, label="whole clip")
+    normalized = [round(result[f"{axis}_normalized"], 2) + 0.0 for axis in ("valence", "arousal")]  # + 0.0: no "-0.00"
+    ax.annotate(f"V {result['valence']:.2f}, A {result['arousal']:.2f}\n({normalized[0]:+.2f}, {normalized[1]:+.2f})",
+                (result["valence"], result["arousal"]), xytext=(10, -28), textcoords="offset points", fontsize=9)
+    ticks = [low + step * radius / 2 for step in range(5)]
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xlabel(f"valence ({low:g} negative · {neutral:g} neutral · {high:g} positive)")
+    ax.set_ylabel(f"arousal ({low:g} calm · {neutral:g} neutral · {high:g} energetic)")
+    to_unit = (lambda x: (x - neutral) / radius, lambda u: u * radius + neutral)
+    ax.secondary_xaxis("top", functions=to_unit).set_xlabel("normalized valence [-1, 1]", fontsize=8)
+    ax.secondary_yaxis("right", functions=to_unit).set_ylabel("normalized arousal [-1, 1]", fontsize=8)
+    ax.legend(loc="lower center", fontsize=8, frameon=False)
+    return figure
+
+
+def timeline_figure(result: dict) -> Figure:
+    """Valence and arousal per segment over time, each segment's top mood above it."""
+    segments = result["segments"]
+    low, high = result["scale"]["valence"]["range"]
+    figure = Figure(figsize=(9, 3), layout="constrained")
+    ax = figure.add_subplot()
+    middles = [(s["start"] + s["end"]) / 2 for s in segments]
+    for dimension, colour in (("valence", "#1f77b4"), ("arousal", "#ff7f0e")):
+        ax.plot(middles, [s[dimension] for s in segments], "o-", color=colour, label=dimension)
+    ax.axhline(result["scale"]["valence"]["neutral"], color="0.7", ls="--", lw=0.8)
+    for segment, middle in zip(segments, middles):
+        ax.axvline(segment["start"], color="0.9", zorder=0)
+        if segment["moods"]:
+            ax.text(middle, high - 0.4, segment["moods"][0]["label"], ha="center", va="top", fontsize=8, color="0.3")
+    ax.set(xlim=(0, segments[-1]["end"]), ylim=(low, high), xlabel="time (s)",
+           ylabel=f"rating ({low:g}-{high:g})", title="Emotion over time (one point per segment, its top mood above)")
+    ax.legend(loc="lower right", fontsize=8, ncols=2)
+    return figure
+
+
+def chord_family(chord: str) -> str:
+    """major, minor, other (diminished, augmented, suspended) or no chord, from a Harte label such as 'A:min7'."""
+    if chord == "N":
+        return "no chord"
+    quality = chord.partition(":")[2]
+    return "minor" if quality.startswith("min") else "major" if quality.startswith("maj") or quality == "7" else "other"
+
+
+def chords_figure(result: dict) -> Figure:
+    """The chord timeline as bars, labelled where they are wide enough to read."""
+    chords = result["chords"]
+    colours = {"major": "#f2a541", "minor": "#5b8fd9", "other": "#8cc084", "no chord": "#d0d0d0"}
+    end = chords[-1]["end"] if chords else 1.0
+    figure = Figure(figsize=(9, 1.9), layout="constrained")
+    ax = figure.add_subplot()
+    for chord in chords:
+        width = chord["end"] - chord["start"]
+        ax.broken_barh([(chord["start"], width)], (0, 1), color=colours[chord_family(chord["chord"])], ec="white")
+        if width > end * 0.035:
+            ax.text(chord["start"] + width / 2, 0.5, chord["chord"], ha="center", va="center", fontsize=7)
+    ax.set(xlim=(0, end), ylim=(0, 1), yticks=[], xlabel="time (s)",
+           title=f"Key: {result['key']} · {len(chords)} chords")
+    figure.legend(handles=[Patch(color=c, label=f) for f, c in colours.items()], loc="outside right upper",
+                  fontsize=8, frameon=False)
+    return figure
+
+
+def zero_shot_figure(scores: list[dict]) -> Figure:
+    """The user's labels by cosine similarity (-1 to 1), best on top."""
+    figure = Figure(figsize=(6, 0.6 + 0.35 * len(scores)), layout="constrained")
+    ax = figure.add_subplot()
+    ranked = scores[::-1]
+    ax.barh([s["label"] for s in ranked], [s["score"] for s in ranked], color="#2ca02c")
+    ax.axvline(0, color="0.6", lw=0.8)
+    ax.set(xlim=(-1, 1), xlabel="cosine similarity with the clip (-1 to 1)", title="Your labels")
+    return figure
+
+
+def analyse(audio: str | None, model: str, labels: str):
+    """One clip through the pipeline: every panel's content, and the whole answer as JSON."""
+    if not audio:
+        raise refuse("Upload or record a clip first, then press Analyse.")
+    name = Path(audio).name
+    seconds = clip_seconds(audio, name)
+    try:
+        pipe = load_pipeline(model)
+    except ModelUnavailable as error:
+        raise refuse(str(error)) from error
+    wanted = labels.strip() if labels else ""
+    options = {"return_segments": True, "return_harmony": True}
+    if wanted and pipe.model.config.label_embedding_dim:
+        options["candidate_labels"] = wanted
+    started = time.perf_counter()
+    try:
+        result = pipe(audio, **options)
+    except ValueError as error:  # the input or the labels: the message names the problem
+        raise refuse(str(error).replace(audio, name)) from error
+    except Exception as error:  # unforeseen: the sentence for the user, the traceback for the server's log
+        logger.exception("analysis of %s with %s failed", name, model)
+        raise refuse(
+            f"The analysis of {name} failed ({type(error).__name__}: {error}). Try another file or model."
+        ) from error
+    elapsed = time.perf_counter() - started
+
+    summary = [
+        f"**{name}** · {seconds:.1f} s · analysed by {model_name(model)} in {elapsed:.1f} s",
+        f"valence **{result['valence']:.2f}**, arousal **{result['arousal']:.2f}** on the 1-9 scale (5 is neutral)",
+        f"key **{result['key']}**",
+    ]
+    if "warning" in result:
+        summary.insert(0, f"### ⚠️ {result['warning'][:1].upper()}{result['warning'][1:]}.")
+    if "zero_shot" in result:
+        labels_note, labels_plot = "Your labels, by similarity to the clip.", zero_shot_figure(result["zero_shot"])
+    elif wanted:
+        labels_note, labels_plot = f"Your labels were not scored: {model_name(model)} {NO_PROJECTOR}.", None
+    else:
+        labels_note, labels_plot = "Type your own labels above to score them (models with a zero-shot projector).", None
+    return (
+        "\n\n".join(summary),
+        {mood["label"]: mood["score"] for mood in result["moods"]},
+        circumplex_figure(result),
+        timeline_figure(result),
+        result["key"],
+        chords_figure(result),
+        labels_note,
+        labels_plot,
+        result,
+    )
+
+
+def figure_panel(label: str, elem_id: str) -> gr.Plot:
+    """A panel for one of the figures above: lossless PNG (exact colours), no label over the figure's own title."""
+    return gr.Plot(label=label, show_label=False, elem_id=elem_id, format="png")
+
+
+def create_demo(model: str | None = None, models: Sequence[str] | None = None) -> gr.Blocks:
+    """The Space's interface; `model` is selected first (a folder or a Hub id), `models` are the selector's choices
+    (by default `available_models()`). Nothing is loaded until a page opens or an analysis runs."""
+    choices = list(models) if models is not None else available_models()
+    selected = model or choices[0]
+    if selected not in choices:
+        choices.insert(0, selected)
+    with gr.Blocks(title="music2emo-hf: how does this music feel?", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# How does this music feel?\n"
+            "Mood tags with probabilities, valence and arousal, an emotion timeline, the key and the chords of a clip, "
+            "by music2emo-hf (a re-implementation of [Music2Emo](https://arxiv.org/abs/2502.03979)) on CPU. "
+            f"**Limits: files up to {MAX_UPLOAD_MB} MB, clips up to {MAX_MINUTES} minutes** "
+            "(WAV, FLAC, OGG/Opus, MP3, AIFF, or record one). Requests wait their turn in a queue."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio",
+                                 label=f"Audio (up to {MAX_MINUTES} min, {MAX_UPLOAD_MB} MB)")
+                model_choice = gr.Dropdown([(model_name(m), m) for m in choices], value=selected, label="Model",
+                                           elem_id="model")
+                model_info = gr.Markdown(elem_id="model-info")
+                labels = gr.Textbox(label="Your own labels", placeholder="nostalgic, tense, good for studying",
+                                    elem_id="labels")
+                button = gr.Button("Analyse", variant="primary", elem_id="analyse")
+            with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="status")
+                with gr.Row():
+                    moods = gr.Label(num_top_classes=TOP_MOODS, elem_id="moods",
+                                     label="Top moods: probability (0.5 = above the tag's base rate)")
+                    circumplex = figure_panel("Valence / arousal", "circumplex")
+                timeline = figure_panel("Emotion timeline", "timeline")
+                key = gr.Textbox(label="Key", interactive=False, elem_id="key")
+                chords = figure_panel("Chords", "chords")
+                labels_note = gr.Markdown(elem_id="labels-note")
+                labels_plot = figure_panel("Your labels (zero-shot)", "zero-shot")
+                with gr.Accordion("Everything, as JSON (the pipeline's answer)", open=False):
+                    answer = gr.JSON(show_label=False, elem_id="answer")
+        # One CPU worker for both events: loading a model and analysing never run at once or twice in parallel.
+        describe = {"fn": describe_model, "inputs": model_choice, "outputs": [model_info, labels],
+                    "concurrency_id": "cpu", "api_visibility": "undocumented"}
+        demo.load(**describe)
+        model_choice.change(**describe)
+        button.click(analyse, [audio, model_choice, labels],
+                     [status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer],
+                     api_name="analyse", concurrency_id="cpu")
+    demo.queue(default_concurrency_limit=1, max_size=32)
+    return demo
+
+
+def launch(demo: gr.Blocks, **options):
+    """Serve `demo` with the Space's settings: the upload limit, no share link, client-side rendering (no Node)."""
+    return demo.launch(max_file_size=f"{MAX_UPLOAD_MB}mb", share=False, ssr_mode=False, **options)
+
+
+if __name__ == "__main__":
+    launch(create_demo())

@@ -1,0 +1,342 @@
+"""The Space (spaces/app.py) as a person meets it: served locally, used through gradio_client and through a real
+headless Chromium (Debian's, driven by Playwright; never a downloaded browser), with the tiny random models."""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import importlib.util
+import io
+import itertools
+import math
+import re
+import socket
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import ROOT, TINY_CONFIG, require_fixtures, tone
+
+pytest.importorskip("gradio", reason="the Space's tests need its extra: pip install -e '.[dev]'")
+
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
+
+pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # gradio's own pandas deprecations
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium's own connections are refused on a closed network and stall it.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+UNPUBLISHED = "music2emo-hf/not-published"  # a Hub id no one can load, offline or online
+LABELS = "happy, sad, good for studying"
+TRACK_COLOUR = (0xD6, 0x27, 0x28)  # the circumplex's point for the whole clip
+
+
+def load_space():
+    spec = importlib.util.spec_from_file_location("music2emo_space", ROOT / "spaces" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def space_app():
+    return load_space()
+
+
+@pytest.fixture(scope="module")
+def zero_shot_model_dir(tmp_path_factory) -> Path:
+    """A tiny random model with a zero-shot projector (its label encoder is the packaged offline copy)."""
+    from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoModel, UntrainedModelWarning
+    from music2emo_hf.pipeline_music2emo import save_model
+
+    config = Music2EmoConfig.from_pretrained(TINY_CONFIG)
+    config.label_embedding_dim, config.projector_dim, config.projector_heads = 384, 32, 4
+    config.untrained = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        model = Music2EmoModel(config)
+    out = tmp_path_factory.mktemp("tiny-zero-shot")
+    save_model(model, Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def space_url(space_app, tiny_model_dir, zero_shot_model_dir):
+    """The Space served on the loopback, the model without a projector selected first."""
+    demo = space_app.create_demo(
+        model=str(tiny_model_dir), models=[str(tiny_model_dir), str(zero_shot_model_dir), UNPUBLISHED]
+    )
+    space_app.launch(demo, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(space_url) -> Client:
+    return Client(space_url, verbose=False)
+
+
+@pytest.fixture
+def clip() -> Path:
+    return require_fixtures("emomusic", "audio", "3.mp3")  # CC-BY, 45 s
+
+
+@pytest.fixture
+def damaged_upload(tmp_path) -> Path:
+    path = tmp_path / "damaged.mp3"
+    path.write_bytes(b"not audio: a text file renamed to .mp3\n" * 100)
+    return path
+
+
+def png(plot: dict):
+    """The image of a gr.Plot value (a matplotlib figure sent as a PNG data URL)."""
+    from PIL import Image
+
+    assert plot["type"] == "matplotlib"
+    header, data = plot["plot"].split(",", 1)
+    assert header == "data:image/png;base64"
+    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+
+def has_colour(image, colour, tolerance=30) -> bool:
+    pixels = np.asarray(image, dtype=np.int16)
+    return bool((np.abs(pixels - np.array(colour)) <= tolerance).all(axis=-1).any())
+
+
+def test_client_gets_every_result_for_a_real_clip(client, clip, zero_shot_model_dir):
+    (status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer) = client.predict(
+        handle_file(str(clip)), str(zero_shot_model_dir), LABELS, api_name="/analyse"
+    )
+    duration = sf.info(str(clip)).duration
+
+    assert "untrained model" in status.lower() and "3.mp3" in status  # random weights never pass for predictions
+    scores = [mood["score"] for mood in answer["moods"]]
+    assert len(scores) == 56 and scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert [(c["label"], c["confidence"]) for c in moods["confidences"]] == [
+        (m["label"], m["score"]) for m in answer["moods"][:10]
+    ]  # the bars are the ten most probable moods
+    for dimension in ("valence", "arousal"):
+        assert 1 <= answer[dimension] <= 9
+        assert answer[f"{dimension}_normalized"] == pytest.approx((answer[dimension] - 5) / 4, abs=1e-5)
+    segments = answer["segments"]
+    assert len(segments) == math.ceil(duration / 10)  # the tiny model's 10 s chunks
+    assert segments[0]["start"] == 0 and segments[-1]["end"] == pytest.approx(duration, abs=0.05)
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(segments))
+    assert key == answer["key"] and re.fullmatch(r"[A-G][#b]? (major|minor)|N", key)
+    assert answer["chords"] and answer["chords"][-1]["end"] == pytest.approx(duration, abs=0.5)
+    assert {s["label"] for s in answer["zero_shot"]} == {"happy", "sad", "good for studying"}
+    assert all(-1 <= s["score"] <= 1 for s in answer["zero_shot"])
+    assert "by similarity" in labels_note
+    drawn = {name: png(plot) for name, plot in
+             {"circumplex": circumplex, "timeline": timeline, "chords": chords, "labels": labels_plot}.items()}
+    assert all(image.width > 300 and image.height > 100 for image in drawn.values())
+    assert has_colour(drawn["circumplex"], TRACK_COLOUR)
+
+
+def test_labels_for_a_model_without_projector_get_a_sentence(client, tiny_model_dir, write_wav):
+    clip = write_wav("short.wav", tone(3.0))
+    *_, labels_note, labels_plot, answer = client.predict(
+        handle_file(str(clip)), str(tiny_model_dir), LABELS, api_name="/analyse"
+    )
+    assert "zero_shot" not in answer and labels_plot is None
+    assert labels_note == (
+        f"Your labels were not scored: {tiny_model_dir.name} (local folder) has no zero-shot projector, "
+        "so it cannot score your own labels."
+    )
+
+
+def test_client_errors_are_sentences(client, clip, damaged_upload, tiny_model_dir):
+    with pytest.raises(AppError) as damaged:
+        client.predict(handle_file(str(damaged_upload)), str(tiny_model_dir), "", api_name="/analyse")
+    assert str(damaged.value) == (
+        "damaged.mp3 could not be read as audio: it is damaged or not in a supported format "
+        "(WAV, FLAC, OGG/Opus, MP3, AIFF). Upload another file."
+    )
+    with pytest.raises(AppError) as unloadable:
+        client.predict(handle_file(str(clip)), UNPUBLISHED, "", api_name="/analyse")
+    message = str(unloadable.value)
+    assert message.startswith(f"The model {UNPUBLISHED} could not be loaded")
+    assert message.endswith("Choose another model.")
+    assert "Traceback" not in message and "\n" not in message
+
+
+def test_a_second_user_waits_in_the_queue(client, tiny_model_dir, write_wav):
+    clip = handle_file(str(write_wav("tone.wav", tone(20.0))))
+    jobs = [client.submit(clip, str(tiny_model_dir), "", api_name="/analyse") for _ in range(2)]
+    waiting_polls = longest_wait = 0  # consecutive looks at one request queued while the other is analysed
+    while not all(job.done() for job in jobs):
+        if {job.status().code for job in jobs} == {Status.PROCESSING, Status.IN_QUEUE}:
+            waiting_polls += 1
+            longest_wait = max(longest_wait, waiting_polls)
+        else:
+            waiting_polls = 0
+        time.sleep(0.02)
+    assert longest_wait >= 5, "the two requests were not taken one after the other"
+    assert all(job.result()[-1]["moods"] for job in jobs)  # and both were answered
+
+
+def test_clips_over_the_duration_limit_are_refused(client, space_app, tiny_model_dir, write_wav):
+    too_long = write_wav("long.wav", np.zeros((space_app.MAX_MINUTES + 1) * 60 * 8000), rate=8000, subtype="PCM_16")
+    with pytest.raises(AppError) as refused:
+        client.predict(handle_file(str(too_long)), str(tiny_model_dir), "", api_name="/analyse")
+    limit = space_app.MAX_MINUTES
+    assert str(refused.value).startswith(
+        f"long.wav lasts {limit + 1:.1f} minutes; this Space analyses up to {limit} minutes."
+    )
+
+
+def test_the_folder_deploys_as_a_gradio_space():
+    """The metadata a Space reads: the app it runs, a gradio the package accepts, and requirements that install the
+    package with the Space's extra."""
+    from huggingface_hub import SpaceCard
+    from packaging.requirements import Requirement
+
+    card = SpaceCard.load(ROOT / "spaces" / "README.md").data
+    assert card.sdk == "gradio" and (ROOT / "spaces" / card.app_file).is_file()
+    gradio_range = next(
+        Requirement(line).specifier for line in importlib.metadata.requires("music2emo-hf")
+        if Requirement(line).name == "gradio"
+    )
+    assert card.sdk_version in gradio_range
+    requirements = [Requirement(line) for line in (ROOT / "spaces" / "requirements.txt").read_text().splitlines()
+                    if line and not line.startswith(("#", "--"))]
+    assert any(r.name == "music2emo-hf" and "space" in r.extras for r in requirements)
+
+
+def test_the_published_models_are_the_hub_configs(space_app):
+    from music2emo_hf import DEFAULT_MODEL_ID
+
+    variants = {f"music2emo-hf/{folder.name}" for folder in (ROOT / "hub_configs").iterdir() if folder.is_dir()}
+    assert set(space_app.PUBLISHED_MODELS) == variants - {"music2emo-hf/tiny-random"}
+    assert space_app.PUBLISHED_MODELS[0] == DEFAULT_MODEL_ID
+
+
+def test_model_choices_come_from_the_environment(space_app, tiny_model_dir, zero_shot_model_dir, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.delenv(space_app.MODELS_VARIABLE, raising=False)
+    assert space_app.available_models() == list(space_app.PUBLISHED_MODELS)
+    shelf = tmp_path / "models"  # a folder of model folders, as a Space's persistent storage would hold them
+    shelf.mkdir()
+    for model in (tiny_model_dir, zero_shot_model_dir):
+        (shelf / model.name).symlink_to(model)
+    monkeypatch.setenv(space_app.MODELS_VARIABLE, f"{shelf}, someone/their-model")
+    assert space_app.available_models() == [
+        str(shelf / tiny_model_dir.name), str(shelf / zero_shot_model_dir.name), "someone/their-model",
+        *space_app.PUBLISHED_MODELS,
+    ]
+
+
+def test_serving_the_space_contacts_no_one(space_app, monkeypatch):
+    """No analytics, no version check, no model download: starting the Space (with the published model selected, as
+    deployed) and loading its page look up and connect to nothing but the loopback."""
+    import httpx
+
+    looked_up, connected = [], []
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(sock, address):
+        connected.append(address[0])
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.delenv(space_app.MODELS_VARIABLE, raising=False)
+    demo = space_app.create_demo()
+    space_app.launch(demo, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        assert httpx.get(demo.local_url).status_code == 200
+    finally:
+        demo.close()
+    assert connected and set(looked_up) | set(connected) <= {"127.0.0.1", "localhost"}
+
+
+# --- a real browser -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """Debian's Chromium under Playwright, headless, with a fresh profile."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"headless Chromium is not installed at {CHROMIUM} (apt-get install chromium, as .ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the dev extra)")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"),  # --user-data-dir
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def requested() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def page(chromium, space_url, requested):
+    """A fresh tab on the Space, its first model described (so the page is live); every URL it asks for is noted in
+    `requested`."""
+    page = chromium.new_page()
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(space_url)
+    page.wait_for_selector("#model-info >> text=56 moods", timeout=60_000)
+    yield page
+    page.close()
+
+
+def test_browser_shows_every_panel(page, requested, space_url, clip, zero_shot_model_dir):
+    assert "no zero-shot projector" in page.inner_text("#model-info")  # the first model cannot take labels...
+    assert page.locator("#labels textarea").is_disabled()
+    page.click("#model input")
+    page.get_by_role("option", name=f"{zero_shot_model_dir.name} (local folder)").click()
+    page.wait_for_selector("#model-info >> text=scores your own labels", timeout=60_000)
+    assert page.locator("#labels textarea").is_enabled()  # ...the second one can
+
+    page.set_input_files("#audio input[type=file]", str(clip))
+    page.fill("#labels textarea", LABELS)
+    page.click("#analyse")
+    page.wait_for_selector("#zero-shot img", timeout=180_000)  # the last panel the answer fills
+
+    bars = page.locator("#moods meter")
+    assert bars.count() == 10
+    values = [float(bars.nth(i).get_attribute("value")) for i in range(10)]
+    assert values == sorted(values, reverse=True) and all(0 < v <= 1 for v in values)
+    for panel in ("circumplex", "timeline", "chords", "zero-shot"):
+        width = page.locator(f"#{panel} img").evaluate("image => image.complete ? image.naturalWidth : 0")
+        assert width > 300, f"the {panel} plot was not drawn"
+    source = page.locator("#circumplex img").get_attribute("src")
+    assert has_colour(png({"type": "matplotlib", "plot": source}), TRACK_COLOUR)
+    assert "untrained model" in page.inner_text("#status").lower()
+    assert re.fullmatch(r"[A-G][#b]? (major|minor)|N", page.input_value("#key textarea"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "space.png", full_page=True)
+    strangers = [url for url in requested if not url.startswith((space_url, "data:", "blob:"))]
+    assert not strangers, f"the page fetched from outside the Space: {strangers}"
+
+
+def test_browser_damaged_upload_shows_a_sentence(page, damaged_upload):
+    page.set_input_files("#audio input[type=file]", str(damaged_upload))
+    page.click("#analyse")
+    toast = page.wait_for_selector("[data-testid=toast-text]", timeout=60_000)
+    assert toast.inner_text() == (
+        "damaged.mp3 could not be read as audio: it is damaged or not in a supported format "
+        "(WAV, FLAC, OGG/Opus, MP3, AIFF). Upload another file."
+    )
+    assert "Traceback" not in page.content()
+    page.wait_for_function("getComputedStyle(document.querySelector('[data-testid=toast-body]')).opacity === '1'")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "space-damaged-upload.png", full_page=True)
