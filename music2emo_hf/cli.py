@@ -124,7 +124,7 @@ class _Writer:
             self.handle.close()
 
 
-def _load_pipeline(model: str, device: str):
+def _load_pipeline(model: str, device: str, **options):
     import transformers
 
     from . import DEFAULT_MODEL_ID
@@ -132,7 +132,7 @@ def _load_pipeline(model: str, device: str):
 
     offline = {} if os.path.isdir(model) or hub_reachable() else {"local_files_only": True}
     try:
-        return transformers.pipeline("music-emotion", model=model, device=device, **offline)
+        return transformers.pipeline("music-emotion", model=model, device=device, **offline, **options)
     except Exception as error:  # whatever stops the model from loading is one line for the user, not a traceback
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         if os.path.isdir(model):
@@ -178,7 +178,7 @@ def _analyse(todo: list[str], args: argparse.Namespace, writer: _Writer, report)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
-        pipe = _load_pipeline(args.model, args.device)
+        pipe = _load_pipeline(args.model, args.device, precision=args.precision, harmony_ensemble=args.harmony_ensemble)
     if pipe.model.config.untrained:
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
@@ -318,6 +318,7 @@ def card_or_push(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import DEFAULT_MODEL_ID
+    from .pipeline_music2emo import PRECISIONS
 
     parser = argparse.ArgumentParser(prog="music2emo", description="Music emotion recognition: moods and valence/arousal.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -336,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hypothesis-template", help="how a label is worded for the label encoder (default: the model's, "
                    "e.g. 'music that feels {}')")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="the backbone's arithmetic; int8 = dynamic quantisation of its transformer (CPU); auto = "
+                   "bfloat16 where it is native (CUDA, CPUs with AMX or AVX-512 BF16), else float32 (default: "
+                   "float32, exact)")
+    p.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",
+                   help="chord networks averaged (default 5; 1 is faster, see benchmarks/inference.py for accuracy)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(run=predict)
 

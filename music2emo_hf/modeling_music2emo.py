@@ -8,6 +8,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -288,24 +289,41 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             hf_logging.set_verbosity(verbosity)
         return model
 
+    @contextmanager
+    def _backbone_up_to(self, depth: int):
+        """Run only the backbone's first `depth` transformer layers: the ones after the deepest pooled layer cannot
+        change the pooled features (a truncated encoder gives bit-identical `hidden_states[:depth + 1]`), and they
+        are 5 of MERT-v1-95M's 12 for Music2Emo's layers 6-7."""
+        encoder = self.backbone.encoder
+        layers = encoder.layers
+        encoder.layers = nn.ModuleList(list(layers)[:depth])
+        try:
+            yield
+        finally:
+            encoder.layers = layers
+
     def embed_chunks(
         self, input_values: torch.Tensor, chunk_lengths: torch.Tensor, layers: Sequence[int] | None = None
     ) -> torch.Tensor:
         """(chunks, samples) audio with each chunk's real length -> (chunks, len(layers) * hidden_size): the time
         mean of each of `layers` (hidden_states indices; default `config.pooled_layers`, giving embedding_dim).
 
-        Chunks of equal length run as one batch; each runs at its real length, never zero-padded (group norm)."""
+        Chunks of equal length run as one batch; each runs at its real length, never zero-padded (group norm). The
+        backbone stops at the deepest layer asked for."""
         layers = self.config.pooled_layers if layers is None else list(layers)
+        depth = max(layers)
         embeddings = input_values.new_zeros(len(input_values), len(layers) * self.config.backbone_config.hidden_size)
-        for length in torch.unique(chunk_lengths).tolist():
-            rows = (chunk_lengths == length).nonzero(as_tuple=True)[0]
-            hidden_states = self.backbone(input_values[rows, :length], output_hidden_states=True).hidden_states
-            if len(hidden_states) != self.config.backbone_config.num_hidden_layers + 1:
-                raise RuntimeError(
-                    "the backbone skipped layers (LayerDrop in training mode), so hidden_states indices no longer "
-                    "name layers; set config.backbone_config.layerdrop = 0 to train through the backbone."
-                )
-            embeddings[rows] = torch.cat([hidden_states[i].mean(dim=1) for i in layers], dim=-1)
+        with self._backbone_up_to(depth):
+            for length in torch.unique(chunk_lengths).tolist():
+                rows = (chunk_lengths == length).nonzero(as_tuple=True)[0]
+                hidden_states = self.backbone(input_values[rows, :length], output_hidden_states=True).hidden_states
+                if len(hidden_states) != depth + 1:
+                    raise RuntimeError(
+                        "the backbone skipped layers (LayerDrop in training mode), so hidden_states indices no "
+                        "longer name layers; set config.backbone_config.layerdrop = 0 to train through the backbone."
+                    )
+                pooled = torch.cat([hidden_states[i].mean(dim=1) for i in layers], dim=-1)
+                embeddings[rows] = pooled.to(embeddings.dtype)  # bfloat16 under autocast
         return embeddings
 
     def harmony_inputs(self, harmonies: Sequence, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:

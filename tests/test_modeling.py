@@ -229,3 +229,18 @@ def test_the_zero_shot_projector_maps_tracks_and_chunks_into_the_label_space(pro
                                    out.label_embedding[0], atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="projector must be 'mlp' or 'attention'"):
         Music2EmoConfig(projector="transformer")
+
+
+def test_the_backbone_stops_at_the_deepest_pooled_layer_with_identical_features(model):
+    audio = torch.from_numpy(tone(1.0))[None]
+    last_layer_runs = []
+    hook = model.backbone.encoder.layers[-1].register_forward_hook(lambda *_: last_layer_runs.append(1))
+    try:
+        with torch.no_grad():
+            early = model.embed_chunks(audio, torch.tensor([24000]), layers=[1])
+            assert last_layer_runs == []  # layer 2 of 2 cannot change hidden_states[1]: it is not run
+            full = model.backbone(audio, output_hidden_states=True).hidden_states
+    finally:
+        hook.remove()
+    assert last_layer_runs == [1] and len(model.backbone.encoder.layers) == 2
+    assert torch.equal(early, full[1].mean(dim=1))

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+import music2emo_hf
 from music2emo_hf import REMOTE_CODE_TASK, Music2EmoFeatureExtractor, Music2EmoModel
 from music2emo_hf.audio import AudioDecodeError, load_audio
 from music2emo_hf.harmony import HarmonyAnalyzer
@@ -237,3 +239,75 @@ def test_an_hour_long_file_streams_through_in_bounded_memory(tiny_model_dir, wri
         assert figures["end"] == pytest.approx(60.0 * minutes, abs=0.01) and np.isfinite(figures["valence"])
         peaks[minutes] = figures["peak_mib"]
     assert peaks[60] - peaks[1] < 100, peaks
+
+
+def test_overlapping_decode_and_harmony_with_the_backbone_changes_no_answer(tiny_model_dir):
+    import transformers
+
+    audio = {"array": tone(25.0, freq=262.0), "sampling_rate": 24000}  # three 10 s chunks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        answers = [transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", overlap=flag)(
+            audio, return_segments=True, return_harmony=True, return_embedding=True) for flag in (False, True)]
+    assert answers[0] == answers[1] and len(answers[0]["embedding"]) == 64 and len(answers[0]["segments"]) == 3
+
+
+def test_the_read_ahead_thread_keeps_order_raises_errors_and_stops_with_its_consumer():
+    from music2emo_hf.pipeline_music2emo import ahead
+
+    assert list(ahead(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad chunk")
+
+    items = ahead(failing())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="bad chunk"):
+        next(items)
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(1)
+            yield len(produced)
+
+    items = ahead(endless())
+    assert next(items) == 1
+    items.close()  # the consumer stops: the thread must stop, not run on
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count <= 4
+
+
+def test_precision_choices(tiny_model_dir):
+    import transformers
+
+    from music2emo_hf.pipeline_music2emo import native_bfloat16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", music2emo_hf.UntrainedModelWarning)
+        auto = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", precision="auto")
+        assert auto.autocast_dtype == (torch.bfloat16 if native_bfloat16(torch.device("cpu")) else None)
+        with pytest.raises(ValueError, match="precision must be one of"):
+            transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", precision="half")
+        with warnings.catch_warnings():  # bfloat16 where it is emulated warns; it must still answer
+            warnings.simplefilter("ignore", UserWarning)
+            half = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", precision="bfloat16")
+        if not native_bfloat16(torch.device("cpu")):
+            with pytest.warns(UserWarning, match="bfloat16 is emulated"):
+                transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", precision="bfloat16")
+        full = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu")
+        quantized = transformers.pipeline("music-emotion", model=full.model, feature_extractor=full.feature_extractor,
+                                          device="cpu", precision="int8")
+        single = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_ensemble=1)
+    assert single.harmony.ensemble_size == 1
+    audio = {"array": tone(12.0, freq=330.0), "sampling_rate": 24000}
+    layer = "backbone.encoder.layers.0.feed_forward.output_dense"
+    assert type(quantized.model.get_submodule(layer)).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear"
+    assert type(full.model.get_submodule(layer)) is torch.nn.Linear  # the model it was given is left as it was
+    answers = [pipe(audio, return_embedding=True) for pipe in (full, half, quantized)]
+    embeddings = [np.array(answer["embedding"]) for answer in answers]
+    for embedding, answer in zip(embeddings[1:], answers[1:]):  # each keeps about 3 significant digits
+        cosine = embeddings[0] @ embedding / np.linalg.norm(embeddings[0]) / np.linalg.norm(embedding)
+        assert cosine > 0.99 and answer["valence"] == pytest.approx(answers[0]["valence"], abs=0.05)
