@@ -6,6 +6,8 @@ length; only the chunk embeddings are kept until the heads run.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import queue
 import threading
@@ -49,6 +51,23 @@ def quantize_backbone(model: torch.nn.Module) -> torch.nn.Module:
         return torch.ao.quantization.quantize_dynamic(
             model, {"backbone.encoder": torch.ao.quantization.default_dynamic_qconfig}, inplace=False
         )
+
+
+def _glibc_malloc_trim():
+    """glibc's `malloc_trim`, or None where the C library is another. Tensors below glibc's mmap threshold come from
+    its heap, and between the backbone's activations and objects that live longer the heap fragments: on a 30-minute
+    track peak memory grew by about 300 MB. Trimming after each backbone call returns the freed pages."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
 
 
 def ahead(items: Iterator, depth: int = 2) -> Iterator:
@@ -266,6 +285,8 @@ class MusicEmotionPipeline(Pipeline):
                 lengths = torch.full((len(pending),), audio.shape[-1], device=model.device)
                 embeddings.append(model.embed_chunks(audio, lengths).float())
                 pending.clear()
+            if _MALLOC_TRIM is not None and model.device.type == "cpu":
+                _MALLOC_TRIM(0)
 
         analysed = self._analysed_chunks(model_inputs["audio"], model_inputs["sampling_rate"], timings)
         for chunk, window in (ahead(analysed) if self.overlap else analysed):
