@@ -125,21 +125,17 @@ class _Writer:
 
 
 def _load_pipeline(model: str, device: str, **options):
-    import transformers
-
     from . import DEFAULT_MODEL_ID
-    from .hub import hub_reachable
+    from .hub import ModelLoadError, load_pipeline
 
-    offline = {} if os.path.isdir(model) or hub_reachable() else {"local_files_only": True}
     try:
-        return transformers.pipeline("music-emotion", model=model, device=device, **offline, **options)
-    except Exception as error:  # whatever stops the model from loading is one line for the user, not a traceback
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return load_pipeline(model, device=device, **options)
+    except ModelLoadError as error:
         if os.path.isdir(model):
-            raise CommandError(f"could not load the model in folder {model!r}: {reason}") from error
+            raise CommandError(f"could not load the model in folder {model!r}: {error.reason}") from error
         raise CommandError(
             f"could not load model {model!r}: there is no such local folder, and it could not be fetched from the "
-            f"Hugging Face Hub ({reason}). Offline, pass --model with a local folder: one written by "
+            f"Hugging Face Hub ({error.reason}). Offline, pass --model with a local folder: one written by "
             f"`music2emo init`, or a downloaded copy of {DEFAULT_MODEL_ID}."
         ) from error
 
@@ -269,8 +265,6 @@ def prepare_data(args: argparse.Namespace) -> int:
 
 
 def convert_original(args: argparse.Namespace) -> int:
-    import json
-
     from .convert import DIFFERENCES, ConversionError, convert_original
     from .model_card import CONVERSION_INFO, build_card, push_model
     from .pipeline_music2emo import save_model
@@ -286,14 +280,12 @@ def convert_original(args: argparse.Namespace) -> int:
     card.save(Path(args.out) / "README.md")
     print(f"converted {args.checkpoint} ({', '.join(details['tasks'])}) to {args.out}", file=sys.stderr)
     if args.push_to_hub:
-        print(push_model(args.out, args.push_to_hub, card, private=args.private), file=sys.stderr)
+        print(push_model(args.out, args.push_to_hub, private=args.private), file=sys.stderr)
     return EXIT_OK
 
 
 def card_or_push(args: argparse.Namespace) -> int:
     """`card` writes the folder's README.md; `push` does that and publishes the folder."""
-    import json
-
     from .model_card import build_card, push_model
 
     if not (Path(args.model_dir) / "config.json").is_file():
@@ -308,11 +300,10 @@ def card_or_push(args: argparse.Namespace) -> int:
         card = build_card(args.model_dir, args.repo_id, results=results, template=args.template)
     except (ValueError, KeyError) as error:
         raise CommandError(str(error)) from error
+    card.save(Path(args.model_dir) / "README.md")
+    print(f"wrote {Path(args.model_dir) / 'README.md'}", file=sys.stderr)
     if args.command == "push":
-        print(push_model(args.model_dir, args.repo_id, card, private=args.private), file=sys.stderr)
-    else:
-        card.save(Path(args.model_dir) / "README.md")
-        print(f"wrote {Path(args.model_dir) / 'README.md'}", file=sys.stderr)
+        print(push_model(args.model_dir, args.repo_id, private=args.private), file=sys.stderr)
     return EXIT_OK
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HubertConfig
 
-from .configuration_music2emo import MERT_V1_95M, Music2EmoConfig, corpus_task
+from .configuration_music2emo import Music2EmoConfig, corpus_task
 from .labels import ORIGINAL_CHORD_QUALITIES
 
 PREFIX = "model."
@@ -122,10 +121,10 @@ def checkpoint_tasks(state: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
     return [corpus_task(corpora[name]) for name in names]
 
 
-def faithful_config(tasks: list[dict[str, Any]], backbone_config: HubertConfig | None = None) -> Music2EmoConfig:
-    """The configuration the released checkpoints fit (hub_configs/music2emo-mert95m)."""
+def faithful_config(tasks: list[dict[str, Any]]) -> Music2EmoConfig:
+    """The configuration the released checkpoints fit (hub_configs/music2emo-mert95m; the backbone is MERT-v1-95M,
+    the configuration's default)."""
     return Music2EmoConfig(
-        backbone_config=backbone_config or HubertConfig(**MERT_V1_95M),
         backbone_name_or_path=DEFAULT_BACKBONE,
         pooled_layers=[6, 7],
         chunk_seconds=30.0,
@@ -194,7 +193,6 @@ def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT
         model = Music2EmoModel.from_backbone(backbone, faithful_config(tasks))
     load_converted(model, renamed)
     model.config.untrained = False
-    model.config.backbone_name_or_path = backbone
     details = {
         "checkpoint": Path(checkpoint_path).name,
         "tasks": [task["name"] for task in tasks],

@@ -1,7 +1,9 @@
-"""Whether the Hugging Face Hub can be reached, decided in seconds rather than after a minute of retries."""
+"""Whether the Hugging Face Hub can be reached, decided in seconds rather than after a minute of retries, and loading
+a model by folder or Hub id on that basis."""
 
 from __future__ import annotations
 
+import os
 import socket
 from functools import lru_cache
 from urllib.parse import urlparse
@@ -23,4 +25,38 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-__all__ = ["hub_reachable"]
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; `reason` is the first line of what stopped it, for a one-sentence message."""
+
+    def __init__(self, model: str, reason: str):
+        super().__init__(f"{model}: {reason}")
+        self.model, self.reason = model, reason
+
+
+def load_pipeline(model: str, **options):
+    """The `music-emotion` pipeline of `model` (a folder, or a Hub id looked up in the local cache only when the Hub
+    cannot be reached); `options` go to `transformers.pipeline`."""
+    import transformers
+
+    offline = {} if os.path.isdir(model) or hub_reachable() else {"local_files_only": True}
+    try:
+        return transformers.pipeline("music-emotion", model=model, **offline, **options)
+    except Exception as error:  # whatever stops a model from loading becomes one line for the user
+        raise ModelLoadError(model, (str(error).splitlines() or [type(error).__name__])[0]) from error
+
+
+def push_folder(
+    folder: str | os.PathLike, repo_id: str, repo_type: str, ignore_patterns: list[str], commit_message: str,
+    private: bool = False, token: str | None = None,
+) -> str:
+    """Create the Hub repo if needed and upload the folder as it is; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
+                               ignore_patterns=ignore_patterns, commit_message=commit_message)
+    return str(getattr(commit, "commit_url", commit))
+
+
+__all__ = ["ModelLoadError", "hub_reachable", "load_pipeline", "push_folder"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .configuration_music2emo import Music2EmoConfig
+from .hub import push_folder
 
 TRAINING_INFO = "training.json"
 RESULTS = "results.json"
@@ -104,8 +105,8 @@ def results_by_corpus(results: Mapping[str, Any]) -> dict[str, dict[str, float]]
     return dict(rows[0]["metrics"])
 
 
-def eval_results(by_corpus: Mapping[str, Mapping[str, float]], split: str = "test") -> list:
-    """model-index entries: one per corpus and reported metric."""
+def eval_results(by_corpus: Mapping[str, Mapping[str, float]]) -> list:
+    """model-index entries: one per corpus and reported metric, on its test split."""
     from huggingface_hub import EvalResult
 
     entries = []
@@ -119,7 +120,7 @@ def eval_results(by_corpus: Mapping[str, Mapping[str, float]], split: str = "tes
             entries.append(EvalResult(
                 task_type="audio-classification" if tags else "other",
                 task_name=("Zero-shot mood tagging" if zero_shot else "Mood tagging") if tags else "Valence/arousal regression",
-                dataset_type=corpus, dataset_name=f"{name} ({split})", dataset_split=split,
+                dataset_type=corpus, dataset_name=f"{name} (test)", dataset_split="test",
                 metric_type=metric_type, metric_name=metric_name, metric_value=round(float(metrics[key]), 6),
             ))
     return entries
@@ -217,10 +218,11 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
     results = results if results is not None else _read_json(folder / RESULTS)
     by_corpus = results_by_corpus(results) if results else {}
     corpora = list((training or {}).get("corpora", [])) or list(by_corpus)
+    only_ours = not config.backbone_name_or_path and not corpora  # no third-party weights or labels in the model
     card_data = ModelCardData(
         library_name="transformers",
-        license="apache-2.0" if not config.backbone_name_or_path and not corpora else "other",
-        license_name=None if not config.backbone_name_or_path and not corpora else "backbone-and-data-terms",
+        license="apache-2.0" if only_ours else "other",
+        license_name=None if only_ours else "backbone-and-data-terms",
         tags=["music", "emotion", "mood", "valence-arousal", "music2emo-hf"]
         + (["zero-shot"] if config.label_embedding_dim else []) + (["untrained"] if config.untrained else []),
         model_name=repo_id,
@@ -241,18 +243,9 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
     )
 
 
-def push_model(model_dir: str | os.PathLike, repo_id: str, card, private: bool = False, token: str | None = None) -> str:
-    """Write the card as the folder's README.md and publish the folder (weights, config, code, card); returns the
-    commit URL."""
-    from huggingface_hub import HfApi
-
-    folder = Path(model_dir)
-    card.save(folder / "README.md")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
-                               ignore_patterns=["*.tmp", ".cache/*"], commit_message="Upload with music2emo-hf")
-    return commit.commit_url
+def push_model(model_dir: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Publish a model folder (weights, config, code, and the card saved as its README.md); returns the commit URL."""
+    return push_folder(model_dir, repo_id, "model", ["*.tmp", ".cache/*"], "Upload with music2emo-hf", private, token)
 
 
 __all__ = [

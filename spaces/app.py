@@ -3,8 +3,8 @@ Russell's circumplex, an emotion timeline, key and chords, scores for your own w
 `music-emotion` pipeline as the package.
 
 `python app.py` serves it. The model selector offers what `MUSIC2EMO_SPACE_MODELS` names (comma-separated Hub ids,
-model folders, or folders of model folders) and the published models; a model is loaded when it is first selected
-or used, never at start-up, so the Space starts with nothing fetched. Tests build it with `create_demo(model=...)`.
+model folders, or folders of model folders) and the published models; a model is loaded when a page first opens (the
+selected one) or when another is selected, never at start-up, so the Space starts with nothing fetched. Tests build it with `create_demo(model=...)`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from pathlib import Path
 
 import gradio as gr
 import soundfile as sf
-import transformers
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Patch
 
-import music2emo_hf  # noqa: F401  (registers the "music-emotion" task)
+import music2emo_hf.hub
 from music2emo_hf import DEFAULT_MODEL_ID
-from music2emo_hf.hub import hub_reachable
+from music2emo_hf.labels import RatingScale
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
 
 MODELS_VARIABLE = "MUSIC2EMO_SPACE_MODELS"
@@ -73,15 +72,13 @@ def model_name(model: str) -> str:
 @lru_cache(maxsize=2)
 def load_pipeline(model: str):
     """The pipeline of `model` (a folder or a Hub id), kept for the next request."""
-    is_folder = os.path.isdir(model)
-    options = {} if is_folder or hub_reachable() else {"local_files_only": True}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrainedModelWarning)  # the UI says so on every answer instead
-            return transformers.pipeline("music-emotion", model=model, device="cpu", **options)
-    except Exception as error:  # whatever stops a model from loading is one sentence for the user
-        reason = (str(error).splitlines() or [type(error).__name__])[0].rstrip(".")
-        if is_folder:
+            return music2emo_hf.hub.load_pipeline(model, device="cpu")
+    except music2emo_hf.hub.ModelLoadError as error:
+        reason = error.reason.rstrip(".")
+        if os.path.isdir(model):
             raise ModelUnavailable(
                 f"The model in folder {model} could not be loaded ({reason}). Choose another model."
             ) from error
@@ -134,9 +131,9 @@ def clip_seconds(path: str, name: str) -> float:
 def circumplex_figure(result: dict) -> Figure:
     """Valence right, arousal up, on the documented 1-9 scale (the normalised [-1, 1] on the opposite axes), the
     track as a large point and its segments as a path."""
-    scale = result["scale"]["valence"]
-    low, high = scale["range"]
-    neutral, radius = scale["neutral"], (high - low) / 2
+    scale = RatingScale(*result["scale"]["valence"]["range"])
+    low, high = scale.low, scale.high
+    neutral, radius = scale.midpoint, (high - low) / 2
     figure = Figure(figsize=(5.2, 5.2), layout="constrained")
     ax = figure.add_subplot()
     ax.set(xlim=(low, high), ylim=(low, high), aspect="equal", title="Russell circumplex")
@@ -159,7 +156,7 @@ def circumplex_figure(result: dict) -> Figure:
     ax.set_yticks(ticks)
     ax.set_xlabel(f"valence ({low:g} negative · {neutral:g} neutral · {high:g} positive)")
     ax.set_ylabel(f"arousal ({low:g} calm · {neutral:g} neutral · {high:g} energetic)")
-    to_unit = (lambda x: (x - neutral) / radius, lambda u: u * radius + neutral)
+    to_unit = (scale.to_unit, scale.from_unit)
     ax.secondary_xaxis("top", functions=to_unit).set_xlabel("normalized valence [-1, 1]", fontsize=8)
     ax.secondary_yaxis("right", functions=to_unit).set_ylabel("normalized arousal [-1, 1]", fontsize=8)
     ax.legend(loc="lower center", fontsize=8, frameon=False)

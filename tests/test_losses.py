@@ -44,6 +44,9 @@ def test_softmax_kl_is_music2emos_distillation():
     student, teacher = torch.randn(4, 56), torch.randn(4, 56)
     original = nn.KLDivLoss(reduction="batchmean")(nn.functional.log_softmax(student, -1), nn.functional.softmax(teacher, -1))
     torch.testing.assert_close(distillation_loss(student, teacher, "multilabel", "softmax_kl"), original)
+    softened = nn.KLDivLoss(reduction="batchmean")(nn.functional.log_softmax(student / 2, -1),
+                                                    nn.functional.softmax(teacher / 2, -1)) * 4  # T^2 keeps gradients' scale
+    torch.testing.assert_close(distillation_loss(student, teacher, "multilabel", "softmax_kl", temperature=2.0), softened)
     # On two regression outputs the softmax sees only their difference: shifting both by 3 changes nothing.
     va = torch.tensor([[5.0, 6.0]])
     assert distillation_loss(va, va + 3, "regression", "softmax_kl") < 1e-6

@@ -13,6 +13,7 @@ from music2emo_hf.metrics import (
     f1_scores,
     regression_metrics,
     song_level,
+    song_vote_decisions,
     tag_metrics,
     top_k_decisions,
 )
@@ -69,6 +70,13 @@ def test_song_level_voting_averages_segments_per_track():
     tracks, scores = song_level([[0.2, 0.4], [0.4, 0.0], [1.0, 1.0]], ["a", "a", "b"])
     assert tracks == ["a", "b"]
     np.testing.assert_allclose(scores, [[0.3, 0.2], [1.0, 1.0]])
+
+
+def test_song_vote_takes_the_most_voted_labels_and_breaks_ties_by_mean_score():
+    scores = [[0.9, 0.8, 0.1], [0.2, 0.7, 0.6], [0.1, 0.2, 0.9]]  # song a: one vote each for labels 0 and 1
+    tracks, decisions = song_vote_decisions(scores, ["a", "a", "b"], k=1)
+    assert tracks == ["a", "b"]
+    np.testing.assert_array_equal(decisions, [[False, True, False], [False, False, True]])  # a: mean 0.75 beats 0.55
 
 
 def test_compute_metrics_for_the_trainer():

@@ -193,14 +193,15 @@ def test_clips_over_the_duration_limit_are_refused(client, space_app, tiny_model
     )
 
 
-def test_the_folder_deploys_as_a_gradio_space():
-    """The metadata a Space reads: the app it runs, a gradio the package accepts, and requirements that install the
-    package with the Space's extra."""
+def test_the_folder_deploys_as_a_gradio_space(space_app):
+    """The metadata a Space reads: the app it runs, a gradio the package accepts, the models it offers, and
+    requirements that install the package with the Space's extra."""
     from huggingface_hub import SpaceCard
     from packaging.requirements import Requirement
 
     card = SpaceCard.load(ROOT / "spaces" / "README.md").data
     assert card.sdk == "gradio" and (ROOT / "spaces" / card.app_file).is_file()
+    assert card.models == list(space_app.PUBLISHED_MODELS)
     gradio_range = next(
         Requirement(line).specifier for line in importlib.metadata.requires("music2emo-hf")
         if Requirement(line).name == "gradio"
@@ -235,8 +236,8 @@ def test_model_choices_come_from_the_environment(space_app, tiny_model_dir, zero
 
 
 def test_serving_the_space_contacts_no_one(space_app, monkeypatch):
-    """No analytics, no version check, no model download: starting the Space (with the published model selected, as
-    deployed) and loading its page look up and connect to nothing but the loopback."""
+    """No analytics and no version check: starting the Space as deployed and serving its page look up and connect to
+    nothing but the loopback."""
     import httpx
 
     looked_up, connected = [], []

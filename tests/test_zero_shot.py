@@ -44,6 +44,7 @@ def test_label_sets_are_embedded_once_and_scored_by_cosine():
     assert embeddings(["calm", "tense"]) is not first  # evicted, least recently used first
     audio = torch.stack([first[1] * 3, -first[0]])  # scale does not matter; the opposite scores -1
     scores = zero_shot.label_scores(audio, first)
-    torch.testing.assert_close(scores[0, 1], torch.tensor(1.0)) and torch.testing.assert_close(scores[1, 0], torch.tensor(-1.0))
+    torch.testing.assert_close(scores[0, 1], torch.tensor(1.0))
+    torch.testing.assert_close(scores[1, 0], torch.tensor(-1.0))
     ranked = zero_shot.rank_labels(audio[0], ["calm", "tense"], first)
     assert [r["label"] for r in ranked] == ["tense", "calm"] and ranked[0]["score"] == pytest.approx(1.0, abs=1e-5)

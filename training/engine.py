@@ -638,6 +638,15 @@ class Trainer:
             self._log(f"stopping: no improvement for {recipe.patience} epochs (best: epoch {state.best_epoch})")
 
     def _test(self) -> dict[str, Any]:
+        """The test results, written to the run folder and to best/."""
+        results = self._test_results()
+        if self.accelerator.is_main_process:
+            for folder in (self.output_dir, self.output_dir / "best"):
+                write_atomic(folder / RESULTS, json.dumps(results, indent=1) + "\n")
+        self.accelerator.wait_for_everyone()
+        return results
+
+    def _test_results(self) -> dict[str, Any]:
         """Test metrics of best/ on every corpus, and of each best-<corpus>/ on its own corpus."""
         results: dict[str, Any] = {}
         for folder in ["best"] + [f"best-{c.name}" for c in self.corpora]:
@@ -647,10 +656,6 @@ class Trainer:
             corpora = self.corpora if folder == "best" else [c for c in self.corpora if folder == f"best-{c.name}"]
             info = json.loads((self.output_dir / folder / TRAINING_INFO).read_text(encoding="utf-8"))
             results[folder] = {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test", corpora)}
-        if self.accelerator.is_main_process:
-            for folder in (self.output_dir, self.output_dir / "best"):
-                write_atomic(folder / RESULTS, json.dumps(results, indent=1) + "\n")
-        self.accelerator.wait_for_everyone()
         return results
 
 

@@ -113,7 +113,8 @@ def zero_shot_metrics(model: Music2EmoModel, dataset, space: LabelSpace, k: int,
     truth = targets[labelled].astype(bool)
     segment_truth = np.repeat(truth, [len(chunks) for chunks in segments], axis=0)
     order, song_decisions = song_vote_decisions(segment_scores, segment_tracks, k)
-    song_truth = truth[[labelled.index(int(i)) for i in order]]
+    position = {str(i): n for n, i in enumerate(labelled)}
+    song_truth = truth[[position[i] for i in order]]
     positives = truth @ labels / truth.sum(axis=1, keepdims=True)
     positives /= np.linalg.norm(positives, axis=1, keepdims=True)
     metrics = {
@@ -156,9 +157,10 @@ class ZeroShotTrainer(engine.Trainer):
             keep = positive.any(dim=1) & ~negative.isnan().any(dim=1)
             if keep.any():
                 loss = loss + cosine_triplet_loss(anchor[keep], target[keep], negative[keep], recipe.margin)
-            anchors.append(anchor[keep])
-            groups.append((positive[keep].float() @ space.clusters.to(anchor.device).float()) > 0)
-        if recipe.alignment_weight and anchors:
+            if recipe.alignment_weight:
+                anchors.append(anchor[keep])
+                groups.append((positive[keep].float() @ space.clusters.to(anchor.device).float()) > 0)
+        if anchors:
             regularizer = alignment_regularizer(torch.cat(anchors), torch.cat(groups))
             if regularizer is not None:
                 loss = loss + recipe.alignment_weight * regularizer
@@ -171,7 +173,8 @@ class ZeroShotTrainer(engine.Trainer):
             for corpus in (corpora or self.corpora)
         }
 
-    def _test(self) -> dict[str, Any]:
+    def _test_results(self) -> dict[str, Any]:
+        """best/ on its corpora's test splits, and zero-shot on the held-out corpus."""
         model = Music2EmoModel.from_pretrained(self.output_dir / "best").to(self.accelerator.device).eval()
         info = json.loads((self.output_dir / "best" / engine.TRAINING_INFO).read_text(encoding="utf-8"))
         results = {"best": {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test")}}
@@ -180,11 +183,6 @@ class ZeroShotTrainer(engine.Trainer):
             results["best"]["zero_shot"] = {name: zero_shot_metrics(
                 model, self.held_out.splits["test"], self.held_out_space, self.recipe.top_k[name], self.accelerator,
                 self.recipe.batch_size)}
-        if self.accelerator.is_main_process:
-            text = json.dumps(results, indent=1) + "\n"
-            (self.output_dir / engine.RESULTS).write_text(text, encoding="utf-8")
-            (self.output_dir / "best" / engine.RESULTS).write_text(text, encoding="utf-8")
-        self.accelerator.wait_for_everyone()
         return results
 
 
@@ -302,11 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if accelerator.is_main_process and runs:
-        table = zero_shot_table([table_row(recipe.name, runs)])
+        row = table_row(recipe.name, runs)
+        table = zero_shot_table([row])
         if not single:
             Path(args.output_dir, "table.md").write_text(table, encoding="utf-8")
-            Path(args.output_dir, "table.json").write_text(json.dumps([table_row(recipe.name, runs)], indent=1) + "\n",
-                                                           encoding="utf-8")
+            Path(args.output_dir, "table.json").write_text(json.dumps([row], indent=1) + "\n", encoding="utf-8")
         print(table, end="")
     accelerator.end_training()
     return 0

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from ..audio import AUDIO_EXTENSIONS
+from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
 from .files import write_atomic
@@ -407,18 +408,7 @@ and Emotify under their publishers' research terms). Check each corpus's terms b
 
 def push_dataset(out: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Publish the dataset folder (never its local-only files: `layout.LOCAL_ONLY`); returns the commit URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        repo_type="dataset",
-        folder_path=str(out),
-        ignore_patterns=list(LOCAL_ONLY),
-        commit_message="Upload with music2emo prepare-data",
-    )
-    return str(getattr(commit, "commit_url", commit))
+    return push_folder(out, repo_id, "dataset", list(LOCAL_ONLY), "Upload with music2emo prepare-data", private, token)
 
 
 __all__ = ["OFFICIAL_SPLITS", "PrepareOptions", "Report", "prepare_corpus", "probe_audio", "push_dataset", "write_card"]
