@@ -3,8 +3,8 @@ same run, with how far each speed option moves the answers.
 
     python benchmarks/inference.py                  # 3-min, 30-min, a folder of 20 tracks; the published architecture
     python benchmarks/inference.py --minutes 3 --folder 0 --options default fast
-    python benchmarks/inference.py --device cuda --options default gpu --backbone-batches 64 256 \
-        --backbone-precisions float32 bfloat16                # on a machine with a GPU
+    python benchmarks/inference.py --device cuda --options default gpu --long-options default gpu \
+        --backbone-batches 1 8 32 64 --backbone-precisions float32 bfloat16 --chord-sizes   # on a GPU
 
 Random weights at the real architecture (hub_configs/music2emo-mert95m, via `music2emo init`) cost what real weights
 cost. Each run is its own process, so its peak resident memory is its own; every stage is loaded and warmed up
@@ -103,7 +103,7 @@ def child_pipeline(model_dir: str, tracks: list[str], device: str, option: str, 
                  moods=np.array([m["score"] for m in sorted(first["moods"], key=lambda m: m["label"])]),
                  va=np.array([first["valence"], first["arousal"]]))
     return {"duration": sum(sf.info(t).duration for t in tracks), "wall": wall, "peak_mib": peak_mib(),
-            "timings": timings}
+            "timings": timings, "device": str(pipe.model.device)}
 
 
 def child_naive(model_dir: str, track: str, device: str) -> dict:
@@ -135,7 +135,7 @@ def child_naive(model_dir: str, track: str, device: str) -> dict:
     chord_recognition(track)
     wall = time.perf_counter() - start
     return {"duration": sf.info(track).duration, "wall": wall, "peak_mib": peak_mib(), "chunks": len(embeddings),
-            "timings": {"backbone": backbone_seconds, "harmony": wall - backbone_seconds}}
+            "timings": {"backbone": backbone_seconds, "harmony": wall - backbone_seconds}, "device": str(model.device)}
 
 
 def child_backbone(model_dir: str, device: str, batch: int, precision: str) -> dict:
@@ -149,20 +149,28 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str) -> d
 
     warnings.simplefilter("ignore")
     model = Music2EmoModel.from_pretrained(model_dir).eval().to(device)
-    audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, device=device)
-    lengths = torch.full((batch,), audio.shape[-1], device=device)
+    cuda = device.startswith("cuda")
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
-    with torch.inference_mode(), autocast:
-        model.embed_chunks(audio, lengths)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(3):
+    try:
+        audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, device=device)
+        lengths = torch.full((batch,), audio.shape[-1], device=device)
+        with torch.inference_mode(), autocast:
             model.embed_chunks(audio, lengths)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(3):
+                model.embed_chunks(audio, lengths)
+            if cuda:
+                torch.cuda.synchronize()
+    except torch.OutOfMemoryError:
+        return {"batch": batch, "precision": precision, "error": "out of device memory"}
     seconds = (time.perf_counter() - start) / 3
-    return {"batch": batch, "precision": precision, "seconds": seconds, "real_time": batch * 30 / seconds}
+    figures = {"batch": batch, "precision": precision, "seconds": seconds, "real_time": batch * 30 / seconds,
+               "device": str(model.device)}
+    if cuda:
+        figures["device_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return figures
 
 
 def chord_accuracy(sizes: list[int], count: int = 60) -> dict[int, float]:
@@ -191,11 +199,16 @@ def chord_accuracy(sizes: list[int], count: int = 60) -> dict[int, float]:
 
 
 def run_child(*args: str) -> dict:
+    """One step in its own process; `args` end with the flags naming the device, which the step must have used."""
     done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if done.returncode:
         sys.exit(f"benchmark step {args[0]} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    asked = args[args.index("--device") + 1]
+    if "device" in result and result["device"].split(":")[0] != asked.split(":")[0]:
+        sys.exit(f"benchmark step {args[0]} ran on {result['device']}, not on {asked}")
+    return result
 
 
 def fidelity(reference: Path, other: Path) -> str:
@@ -224,6 +237,8 @@ def main() -> None:
     parser.add_argument("--backbone-batches", type=int, nargs="*", default=[1, 4],
                         help="batch sizes of 30 s chunks for the backbone-stage-only run (GPU: e.g. 64 256)")
     parser.add_argument("--backbone-precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--chord-sizes", type=int, nargs="*", default=[1, 2, 3, 5],
+                        help="harmony ensemble sizes whose chord accuracy is measured (none: skip)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -247,14 +262,16 @@ def main() -> None:
 
     import torch
 
-    threads = ["--threads", str(args.threads)] if args.threads else []
+    # every step runs in its own process, on the same device and threads as asked here
+    flags = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         model_dir = scratch / "model"
         subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", args.config, str(model_dir)],
                        check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True)
-        print(f"config: {Path(args.config).name}   device: {args.device}   cpu cores: {os.cpu_count()}   "
-              f"torch threads: {args.threads or torch.get_num_threads()}")
+        device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
+        print(f"config: {Path(args.config).name}   device: {device}   cpu cores: {os.cpu_count()}   "
+              f"torch threads: {args.threads or torch.get_num_threads()}   torch {torch.__version__}")
         header = (f"{'':>22} {'decode':>7} {'harmony':>8} {'backbone':>9} {'heads':>6} {'wall s':>8} {'x real':>8} "
                   f"{'peak MiB':>8} {'vs naive':>7}  fidelity vs default")
         single_rate = None
@@ -262,14 +279,14 @@ def main() -> None:
             track = scratch / f"track_{minutes:g}min.wav"
             synthesize_track(track, minutes)
             print(f"\n{minutes:g}-minute track\n{header}")
-            naive = run_child("naive", str(model_dir), str(track), *threads) if minutes <= 3 else None
+            naive = run_child("naive", str(model_dir), str(track), *flags) if minutes <= 3 else None
             if naive:
                 print(row("naive baseline", naive, None))
             options = args.options if minutes <= 3 else [o for o in args.options if o in args.long_options]
             reference = scratch / f"default_{minutes:g}.npz"
             for option in sorted(options, key=lambda o: o != "default"):  # the reference first
                 answers = scratch / f"{option}_{minutes:g}.npz"
-                figures = run_child("pipeline", str(model_dir), option, str(answers), str(track), *threads)
+                figures = run_child("pipeline", str(model_dir), option, str(answers), str(track), *flags)
                 detail = fidelity(reference, answers) if option != "default" and reference.exists() else ""
                 print(row(option, figures, naive, detail))
                 if option == "default" and minutes == args.minutes[0]:
@@ -282,7 +299,7 @@ def main() -> None:
                 synthesize_track(folder / f"{number:02d}.wav", 0.75, seed=number)
             tracks = [str(path) for path in sorted(folder.iterdir())]
             print(f"\nfolder of {args.folder} tracks of 45 s, one process\n{header}")
-            figures = run_child("pipeline", str(model_dir), "default", "-", *tracks, *threads)
+            figures = run_child("pipeline", str(model_dir), "default", "-", *tracks, *flags)
             rate = figures["duration"] / figures["wall"]
             share = f"{rate / single_rate:.0%} of the single track's rate" if single_rate else ""
             print(row("default", figures, None, share))
@@ -290,12 +307,18 @@ def main() -> None:
             print(f"\nbackbone stage alone, equal-length 30 s chunks per call ({args.device})")
             for precision in args.backbone_precisions:
                 for batch in args.backbone_batches:
-                    stage = run_child("backbone", str(model_dir), str(batch), precision, *threads)
+                    stage = run_child("backbone", str(model_dir), str(batch), precision, *flags)
+                    if "error" in stage:
+                        print(f"{precision:>9} batch {batch:>4}: {stage['error']}")
+                        continue
+                    memory = (f", device peak {stage['device_peak_mib']:.0f} MiB" if "device_peak_mib" in stage
+                              else "")
                     print(f"{precision:>9} batch {batch:>4}: {stage['seconds']:8.3f} s per call, "
-                          f"{stage['real_time']:9.1f}x real time")
-        accuracy = run_child("chords", "1", "2", "3", "5", *threads)
-        print("\nchord accuracy (root + quality, 10 Hz frames, synthesized chords) by harmony ensemble size: "
-              + ", ".join(f"{size}: {value:.3f}" for size, value in accuracy.items()))
+                          f"{stage['real_time']:9.1f}x real time{memory}")
+        if args.chord_sizes:
+            accuracy = run_child("chords", *map(str, args.chord_sizes), *flags)
+            print("\nchord accuracy (root + quality, 10 Hz frames, synthesized chords) by harmony ensemble size: "
+                  + ", ".join(f"{size}: {value:.3f}" for size, value in accuracy.items()))
 
 
 if __name__ == "__main__":

@@ -110,9 +110,12 @@ def ahead(items: Iterator, depth: int = 2) -> Iterator:
 
 
 @contextmanager
-def _timed(timings: dict[str, float], stage: str):
+def _timed(timings: dict[str, float], stage: str, device: torch.device | None = None):
+    """Adds the block's seconds to `timings[stage]`; on a GPU (`device`), once the work it queued there is done."""
     start = time.perf_counter()
     yield
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
     timings[stage] += time.perf_counter() - start
 
 
@@ -279,7 +282,7 @@ class MusicEmotionPipeline(Pipeline):
                      else nullcontext())
 
         def flush():
-            with _timed(timings, "backbone"), precision:
+            with _timed(timings, "backbone", model.device), precision:
                 audio = torch.from_numpy(np.stack(pending)).to(model.device, model.dtype)
                 lengths = torch.full((len(pending),), audio.shape[-1], device=model.device)
                 embeddings.append(model.embed_chunks(audio, lengths))
@@ -300,7 +303,7 @@ class MusicEmotionPipeline(Pipeline):
             flush()
         with _timed(timings, "harmony"):
             harmony = self.harmony.combine(windows)
-        with _timed(timings, "heads"):
+        with _timed(timings, "heads", model.device):
             outputs = model(
                 chunk_embeddings=torch.cat(embeddings)[None],
                 chunk_durations=torch.tensor([durations], device=model.device),

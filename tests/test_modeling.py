@@ -3,6 +3,7 @@ save/load, and loading a MERT-style backbone checkpoint without remote code."""
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
@@ -14,6 +15,7 @@ from transformers import HubertModel
 
 from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoModel, UntrainedModelWarning
 from music2emo_hf.labels import ORIGINAL_CHORD_QUALITIES
+from music2emo_hf.modeling_music2emo import Float32PositionalConvEmbedding
 
 from .conftest import TINY_CONFIG, tone
 
@@ -192,6 +194,7 @@ def test_from_backbone_loads_a_mert_checkpoint_natively(tmp_path, tiny_config):
         got = model.backbone(audio, output_hidden_states=True).hidden_states
     for e, g_ in zip(expected, got):
         torch.testing.assert_close(g_, e, rtol=0, atol=0)
+    assert type(model.backbone.encoder.pos_conv_embed) is Float32PositionalConvEmbedding  # kept for the new backbone
 
 
 def test_from_backbone_errors_say_what_to_do(tmp_path):
@@ -244,3 +247,29 @@ def test_the_backbone_stops_at_the_deepest_pooled_layer_with_identical_features(
         hook.remove()
     assert last_layer_runs == [1] and len(model.backbone.encoder.layers) == 2
     assert torch.equal(early, full[1].mean(dim=1))
+
+
+def _positional_output_dtypes(model, device: str) -> list[torch.dtype]:
+    """The dtypes the positional convolution puts out for one chunk under bfloat16 autocast on `device`."""
+    dtypes = []
+    hook = model.backbone.encoder.pos_conv_embed.conv.register_forward_hook(lambda *args: dtypes.append(args[2].dtype))
+    try:
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
+            model.embed_chunks(torch.from_numpy(tone(1.0))[None].to(device), torch.tensor([24000], device=device))
+    finally:
+        hook.remove()
+    return dtypes
+
+
+def test_the_positional_convolution_keeps_cpu_autocast_as_it_is(model, tmp_path):
+    """Its float32 rule is for cuDNN's slow bfloat16 kernels; on a CPU autocast applies as usual, after a reload too."""
+    model.save_pretrained(tmp_path)
+    reloaded = Music2EmoModel.from_pretrained(tmp_path).eval()
+    assert type(reloaded.backbone.encoder.pos_conv_embed) is Float32PositionalConvEmbedding
+    assert _positional_output_dtypes(reloaded, "cpu") == [torch.bfloat16]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_positional_convolution_runs_in_float32_under_cuda_autocast(model):
+    on_gpu = copy.deepcopy(model).cuda()
+    assert _positional_output_dtypes(on_gpu, "cuda") == [torch.float32]

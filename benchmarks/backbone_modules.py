@@ -1,0 +1,110 @@
+"""Where the backbone's time goes, module by module, and what running the positional convolution in float32 under
+autocast buys (the model does so on CUDA; `--compare-positional` times the plain bfloat16 module beside it).
+
+    python benchmarks/backbone_modules.py --device cuda --batches 8 32 --compare-positional
+    python benchmarks/backbone_modules.py --batches 1 --precision float32          # this CPU
+
+Random weights at the published architecture (hub_configs/music2emo-mert95m); 30 s chunks of noise; per-module
+times are taken with the device synchronised around each module (so they add up to a little more than the call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from transformers.models.hubert.modeling_hubert import HubertPositionalConvEmbedding
+
+from music2emo_hf import Music2EmoModel
+from music2emo_hf.modeling_music2emo import Float32PositionalConvEmbedding
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(model, audio, lengths, autocast, repeats: int = 3) -> float:
+    with torch.inference_mode(), autocast:
+        model.embed_chunks(audio, lengths)  # warm-up
+        synchronize(audio.device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model.embed_chunks(audio, lengths)
+        synchronize(audio.device)
+    return (time.perf_counter() - start) / repeats
+
+
+def module_seconds(model, audio, lengths, autocast) -> dict[str, float]:
+    """Seconds in each front-end convolution, the projection, the positional convolution and each layer."""
+    backbone, device = model.backbone, audio.device
+    named = [(f"conv{i}", conv) for i, conv in enumerate(backbone.feature_extractor.conv_layers)]
+    named += [("projection", backbone.feature_projection), ("positional", backbone.encoder.pos_conv_embed)]
+    named += [(f"layer{i}", layer) for i, layer in enumerate(backbone.encoder.layers)]
+    seconds, handles = {}, []
+    for name, module in named:
+        def before(_module, _inputs, name=name):
+            synchronize(device)
+            seconds[name] = seconds.get(name, 0.0) - time.perf_counter()
+
+        def after(_module, _inputs, _output, name=name):
+            synchronize(device)
+            seconds[name] += time.perf_counter()
+
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        with torch.inference_mode(), autocast:
+            model.embed_chunks(audio, lengths)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "hub_configs" / "music2emo-mert95m"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1])
+    parser.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--compare-positional", action="store_true",
+                        help="also time the positional convolution left in bfloat16 under autocast")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", args.config, folder],
+                       check=True, capture_output=True)
+        model = Music2EmoModel.from_pretrained(folder).eval().to(device)
+    positional = model.backbone.encoder.pos_conv_embed
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bfloat16")
+    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}   "
+          f"precision: {args.precision}   torch {torch.__version__}")
+    for batch in args.batches:
+        rate = model.config.sampling_rate
+        audio = 0.1 * torch.randn(batch, 30 * rate, device=device)
+        lengths = torch.full((batch,), audio.shape[-1], device=device)
+        seconds = seconds_per_call(model, audio, lengths, autocast)
+        print(f"\nbatch {batch}: {seconds * 1000:.1f} ms per call, {batch * 30 / seconds:.0f}x real time")
+        modules = module_seconds(model, audio, lengths, autocast)
+        print("  ms per module: " + "  ".join(f"{name} {value * 1000:.1f}" for name, value in modules.items()))
+        if args.compare_positional:
+            positional.__class__ = HubertPositionalConvEmbedding
+            plain = seconds_per_call(model, audio, lengths, autocast)
+            plain_positional = module_seconds(model, audio, lengths, autocast)["positional"]
+            positional.__class__ = Float32PositionalConvEmbedding
+            print(f"  positional convolution in {args.precision} too: {plain * 1000:.1f} ms per call "
+                  f"({batch * 30 / plain:.0f}x real time), the convolution {plain_positional * 1000:.1f} ms "
+                  f"against {modules['positional'] * 1000:.1f}")
+
+
+if __name__ == "__main__":
+    main()
