@@ -41,7 +41,8 @@ OPTIONS = {
     "bfloat16": {"precision": "bfloat16"},
     "int8": {"precision": "int8"},
     "fast-int8": {"precision": "int8", "harmony_ensemble": 1},
-    "gpu": {"precision": "auto", "chunk_batch_size": 8},
+    "gpu": {"precision": "auto", "chunk_batch_size": 8},  # and, on a GPU, harmony_workers up to 8 by default
+    "gpu-1-harmony-worker": {"precision": "auto", "chunk_batch_size": 8, "harmony_workers": 1},
 }
 CHORD_SECONDS = 2.0
 

@@ -174,7 +174,8 @@ def _analyse(todo: list[str], args: argparse.Namespace, writer: _Writer, report)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
-        pipe = _load_pipeline(args.model, args.device, precision=args.precision, harmony_ensemble=args.harmony_ensemble)
+        pipe = _load_pipeline(args.model, args.device, precision=args.precision, harmony_ensemble=args.harmony_ensemble,
+                              harmony_workers=args.harmony_workers)
     if pipe.model.config.untrained:
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
@@ -225,6 +226,16 @@ def init(args: argparse.Namespace) -> int:
     save_model(model, extractor, args.out_dir)
     print(f"wrote an untrained model (random {'heads' if args.backbone else 'weights'}) to {args.out_dir}", file=sys.stderr)
     return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def _fractions(text: str) -> dict[str, float]:
@@ -334,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "float32, exact)")
     p.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",
                    help="chord networks averaged (default 5; 1 is faster, see benchmarks/inference.py for accuracy)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--harmony-workers", type=_positive_int, metavar="N",
+                   help="windows whose chords are analysed at once (default: 1 on CPU, up to 8 with --device cuda)")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(run=predict)
 
     i = commands.add_parser("init", help="write a randomly initialised model from a Hub config folder")

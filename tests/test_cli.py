@@ -59,7 +59,8 @@ def test_predict_over_a_folder_of_real_clips(tiny_model_dir, library, tmp_path):
 def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path):
     clip = require_fixtures("emomusic", "audio", "7.mp3")
     out = tmp_path / "one.jsonl"
-    assert run("predict", str(clip), "--model", str(tiny_model_dir), "-o", str(out)).returncode == 0
+    # two harmony workers on the command line, one in the pipeline: the same answer
+    assert run("predict", str(clip), "--model", str(tiny_model_dir), "-o", str(out), "--harmony-workers", "2").returncode == 0
     cli = records(out)[0]
     direct = tiny_pipeline(str(clip))
     assert cli["file"] == str(clip)
@@ -130,6 +131,7 @@ def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav)
         (["--top-k", "0"], "top_k"),
         (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
         (["--output", "out.txt"], ".jsonl or .csv"),
+        (["--harmony-workers", "0"], "expected a positive whole number"),
     ],
 )
 def test_bad_options_stop_the_command_with_one_line(tiny_model_dir, write_wav, args, message):

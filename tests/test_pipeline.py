@@ -241,15 +241,32 @@ def test_an_hour_long_file_streams_through_in_bounded_memory(tiny_model_dir, wri
     assert peaks[60] - peaks[1] < 100, peaks
 
 
-def test_overlapping_decode_and_harmony_with_the_backbone_changes_no_answer(tiny_model_dir):
+def test_overlap_and_parallel_harmony_change_no_answer(tiny_model_dir):
+    """Reading ahead in a thread, and analysing three windows at once, give the sequential answer: same chords in
+    the same order (each 10 s chunk holds another note), same segments, same embedding."""
     import transformers
 
-    audio = {"array": tone(25.0, freq=262.0), "sampling_rate": 24000}  # three 10 s chunks
+    notes = np.concatenate([tone(10.0, freq=f) for f in (262.0, 392.0, 330.0)] + [tone(5.0, freq=440.0)])
+    audio = {"array": notes, "sampling_rate": 24000}  # four chunks, the last one short
+    settings = [{"overlap": False}, {"overlap": True}, {"harmony_workers": 3}, {"harmony_workers": 3, "overlap": False}]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        answers = [transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", overlap=flag)(
-            audio, return_segments=True, return_harmony=True, return_embedding=True) for flag in (False, True)]
-    assert answers[0] == answers[1] and len(answers[0]["embedding"]) == 64 and len(answers[0]["segments"]) == 3
+        answers = [transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", **options)(
+            audio, return_segments=True, return_harmony=True, return_embedding=True) for options in settings]
+    assert all(answer == answers[0] for answer in answers[1:])
+    assert len(answers[0]["embedding"]) == 64 and len(answers[0]["segments"]) == 4
+    assert len({chord["chord"] for chord in answers[0]["chords"]}) > 1  # the windows' order shows in the timeline
+
+
+def test_harmony_workers_default_to_one_on_cpu_and_must_be_positive(tiny_model_dir):
+    import transformers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu").harmony_workers == 1
+        for bad in (0, -2, 1.5, True):
+            with pytest.raises(ValueError, match="harmony_workers must be a positive integer"):
+                transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_workers=bad)
 
 
 def test_the_read_ahead_thread_keeps_order_raises_errors_and_stops_with_its_consumer():
@@ -306,6 +323,8 @@ def test_precision_choices(tiny_model_dir):
     layer = "backbone.encoder.layers.0.feed_forward.output_dense"
     assert type(quantized.model.get_submodule(layer)).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear"
     assert type(full.model.get_submodule(layer)) is torch.nn.Linear  # the model it was given is left as it was
+    front_end = "backbone.feature_extractor.conv_layers.0.conv"  # kept float32, and shared, not copied
+    assert quantized.model.get_submodule(front_end).weight is full.model.get_submodule(front_end).weight
     answers = [pipe(audio, return_embedding=True) for pipe in (full, half, quantized)]
     embeddings = [np.array(answer["embedding"]) for answer in answers]
     for embedding, answer in zip(embeddings[1:], answers[1:]):  # each keeps about 3 significant digits
