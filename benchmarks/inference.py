@@ -43,8 +43,10 @@ OPTIONS = {
     "fast-int8": {"precision": "int8", "harmony_ensemble": 1},
     "gpu": {"precision": "auto", "chunk_batch_size": 8},  # and, on a GPU, harmony_workers up to 8 by default
     "gpu-1-harmony-worker": {"precision": "auto", "chunk_batch_size": 8, "harmony_workers": 1},
+    "1-harmony-worker": {"harmony_workers": 1},  # the default on a CPU; on a GPU, the default before harmony_workers
 }
 CHORD_SECONDS = 2.0
+FOLDER_SECONDS = 44  # a whole number of chords: 22
 
 
 def synthesize_track(path: Path, minutes: float, rate: int = 44100, seed: int = 0) -> None:
@@ -232,7 +234,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "hub_configs" / "music2emo-mert95m"))
     parser.add_argument("--minutes", type=float, nargs="+", default=[3.0, 30.0])
     parser.add_argument("--long-options", nargs="+", default=["default", "fast"], help="options run on tracks > 3 min")
-    parser.add_argument("--folder", type=int, default=20, help="tracks of 45 s in the folder run (0: none)")
+    parser.add_argument("--folder", type=int, default=20, help=f"tracks of {FOLDER_SECONDS} s in the folder run (0: none)")
     parser.add_argument("--options", nargs="+", default=["default", "fast", "no-overlap"], choices=sorted(OPTIONS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backbone-batches", type=int, nargs="*", default=[1, 4],
@@ -297,9 +299,9 @@ def main() -> None:
             folder = scratch / "folder"
             folder.mkdir()
             for number in range(args.folder):
-                synthesize_track(folder / f"{number:02d}.wav", 0.75, seed=number)
+                synthesize_track(folder / f"{number:02d}.wav", FOLDER_SECONDS / 60, seed=number)
             tracks = [str(path) for path in sorted(folder.iterdir())]
-            print(f"\nfolder of {args.folder} tracks of 45 s, one process\n{header}")
+            print(f"\nfolder of {args.folder} tracks of {FOLDER_SECONDS} s, one process\n{header}")
             figures = run_child("pipeline", str(model_dir), "default", "-", *tracks, *flags)
             rate = figures["duration"] / figures["wall"]
             share = f"{rate / single_rate:.0%} of the single track's rate" if single_rate else ""

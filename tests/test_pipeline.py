@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
@@ -242,8 +243,8 @@ def test_an_hour_long_file_streams_through_in_bounded_memory(tiny_model_dir, wri
 
 
 def test_overlap_and_parallel_harmony_change_no_answer(tiny_model_dir):
-    """Reading ahead in a thread, and analysing three windows at once, give the sequential answer: same chords in
-    the same order (each 10 s chunk holds another note), same segments, same embedding."""
+    """Reading ahead in a thread, and analysing three windows at once, give the sequential answer: the same chord
+    timeline (each 10 s chunk holds another note), segments and embedding."""
     import transformers
 
     notes = np.concatenate([tone(10.0, freq=f) for f in (262.0, 392.0, 330.0)] + [tone(5.0, freq=440.0)])
@@ -255,7 +256,41 @@ def test_overlap_and_parallel_harmony_change_no_answer(tiny_model_dir):
             audio, return_segments=True, return_harmony=True, return_embedding=True) for options in settings]
     assert all(answer == answers[0] for answer in answers[1:])
     assert len(answers[0]["embedding"]) == 64 and len(answers[0]["segments"]) == 4
-    assert len({chord["chord"] for chord in answers[0]["chords"]}) > 1  # the windows' order shows in the timeline
+    assert len({chord["chord"] for chord in answers[0]["chords"]}) > 1  # each window's chords are its own
+
+
+class _MeetingAnalyzer(HarmonyAnalyzer):
+    """The first `workers` windows wait for each other, so they must be analysed at once; or the window at
+    `fail_at` seconds fails."""
+
+    def __init__(self, workers: int, fail_at: float | None = None):
+        super().__init__(ensemble_size=1, window_seconds=10.0)
+        self.meeting, self.workers, self.fail_at = threading.Barrier(workers, timeout=60), workers, fail_at
+
+    def analyze_window(self, audio, sampling_rate, offset=0.0):
+        if self.fail_at is not None:
+            if offset == self.fail_at:
+                raise RuntimeError(f"window at {offset} s failed")
+        elif offset < 10.0 * self.workers:
+            self.meeting.wait()
+        return super().analyze_window(audio, sampling_rate, offset)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_harmony_workers_analyse_windows_at_once_and_stop_on_an_error(tiny_model_dir, overlap):
+    import transformers
+
+    audio = {"array": tone(35.0, freq=262.0), "sampling_rate": 24000}  # four chunks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        meeting = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", overlap=overlap,
+                                        harmony=_MeetingAnalyzer(3), harmony_workers=3)
+        assert len(meeting(audio, return_segments=True)["segments"]) == 4  # one at a time, the first would wait 60 s
+        failing = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", overlap=overlap,
+                                        harmony=_MeetingAnalyzer(3, fail_at=10.0), harmony_workers=3)
+        with pytest.raises(RuntimeError, match="window at 10.0 s failed"):
+            failing(audio)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("music2emo-harmony", "music2emo-decode"))]
 
 
 def test_harmony_workers_default_to_one_on_cpu_and_must_be_positive(tiny_model_dir):
