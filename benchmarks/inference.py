@@ -147,6 +147,7 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str) -> d
     import warnings
 
     import torch
+    from backbone_modules import seconds_per_call  # benchmarks/, beside this script
 
     from music2emo_hf import Music2EmoModel
 
@@ -157,18 +158,9 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str) -> d
     try:
         audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, device=device)
         lengths = torch.full((batch,), audio.shape[-1], device=device)
-        with torch.inference_mode(), autocast:
-            model.embed_chunks(audio, lengths)
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(3):
-                model.embed_chunks(audio, lengths)
-            if cuda:
-                torch.cuda.synchronize()
+        seconds = seconds_per_call(model, audio, lengths, autocast)
     except torch.OutOfMemoryError:
         return {"batch": batch, "precision": precision, "error": "out of device memory"}
-    seconds = (time.perf_counter() - start) / 3
     figures = {"batch": batch, "precision": precision, "seconds": seconds, "real_time": batch * 30 / seconds,
                "device": str(model.device)}
     if cuda:

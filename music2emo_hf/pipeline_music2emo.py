@@ -299,9 +299,8 @@ class MusicEmotionPipeline(Pipeline):
 
     def _analysed_chunks(self, audio, sampling_rate, timings) -> Iterator[tuple[np.ndarray, Any]]:
         """(chunk, harmony window) pairs in order: decoded and resampled chunk by chunk, with `harmony_workers`
-        windows analysed at once. They are threads: resampling and the chord networks release the GIL, but the CQT
-        only in part, so 8 workers gave 1.6x, not 8x, on a GPU machine (README, On a GPU). The harmony timing sums
-        the windows' seconds over the workers."""
+        windows analysed at once, in threads; 8 gave 1.6x, not 8x, on a GPU machine (README, On a GPU: where they
+        wait on each other was not profiled). The harmony timing sums the windows' seconds over the workers."""
         rate, offset, in_flight = self.feature_extractor.sampling_rate, 0.0, deque()
         chunks = self.feature_extractor.iter_chunks(audio, sampling_rate)
         pool = ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") if self.harmony_workers > 1 else None
