@@ -125,18 +125,23 @@ class _Writer:
 
 
 def _load_pipeline(model: str, device: str, **options):
-    from . import DEFAULT_MODEL_ID
     from .hub import ModelLoadError, load_pipeline
+    from .released import ReleasedModelError, is_released
 
+    print(f"music2emo: loading model {model} ...", file=sys.stderr)
     try:
         return load_pipeline(model, device=device, **options)
     except ModelLoadError as error:
+        if isinstance(error.__cause__, ReleasedModelError):
+            raise CommandError(error.reason) from error
         if os.path.isdir(model):
             raise CommandError(f"could not load the model in folder {model!r}: {error.reason}") from error
+        if is_released(model):
+            raise CommandError(f"could not load {model}: {error.reason}") from error
         raise CommandError(
             f"could not load model {model!r}: there is no such local folder, and it could not be fetched from the "
             f"Hugging Face Hub ({error.reason}). Offline, pass --model with a local folder: one written by "
-            f"`music2emo init`, or a downloaded copy of {DEFAULT_MODEL_ID}."
+            "`music2emo init` or `music2emo convert-original`."
         ) from error
 
 
@@ -276,19 +281,22 @@ def prepare_data(args: argparse.Namespace) -> int:
 
 
 def convert_original(args: argparse.Namespace) -> int:
-    from .convert import DIFFERENCES, ConversionError, convert_original
-    from .model_card import CONVERSION_INFO, build_card, push_model
-    from .pipeline_music2emo import save_model
+    from .convert import ConversionError, convert_original, write_converted
+    from .model_card import push_model
+    from .released import ReleasedModelError, fetch_checkpoint, parse_reference
 
     try:
-        model, extractor, details = convert_original(args.checkpoint, args.backbone)
-    except (ConversionError, OSError) as error:
+        reference = parse_reference(args.checkpoint)
+        checkpoint, source = args.checkpoint, None
+        if reference is not None:
+            checkpoint, commit = fetch_checkpoint(reference)
+            source = {"repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename,
+                      "revision": commit, "backbone": {"repo": args.backbone}}
+        model, extractor, details = convert_original(checkpoint, args.backbone)
+    except (ConversionError, ReleasedModelError, OSError) as error:
         raise CommandError(str(error)) from error
-    save_model(model, extractor, args.out)
-    conversion = {**details, "differences": list(DIFFERENCES)}
-    (Path(args.out) / CONVERSION_INFO).write_text(json.dumps(conversion, indent=1) + "\n", encoding="utf-8")
-    card = build_card(args.out, args.push_to_hub or Path(args.out).name, template=args.template)
-    card.save(Path(args.out) / "README.md")
+    model.config.source = source
+    write_converted(model, extractor, details, args.out, args.push_to_hub or Path(args.out).name, args.template)
     print(f"converted {args.checkpoint} ({', '.join(details['tasks'])}) to {args.out}", file=sys.stderr)
     if args.push_to_hub:
         print(push_model(args.out, args.push_to_hub, private=args.private), file=sys.stderr)
@@ -321,13 +329,17 @@ def card_or_push(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import DEFAULT_MODEL_ID
     from .pipeline_music2emo import PRECISIONS
+    from .released import CHECKPOINTS, DEFAULT_CHECKPOINT, RELEASED_REPO
 
     parser = argparse.ArgumentParser(prog="music2emo", description="Music emotion recognition: moods and valence/arousal.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("predict", help="analyse audio files and folders (recursive)")
     p.add_argument("paths", nargs="+", help="audio files or folders")
-    p.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"Hub id or local folder (default: {DEFAULT_MODEL_ID})")
+    p.add_argument("--model", default=DEFAULT_MODEL_ID,
+                   help=f"a model folder, a Hub id, or a released checkpoint {RELEASED_REPO}[:NAME][@REVISION] with NAME "
+                   f"one of {', '.join(CHECKPOINTS)} (default: {DEFAULT_MODEL_ID}, i.e. its {DEFAULT_CHECKPOINT}; "
+                   "downloaded and converted on first use)")
     p.add_argument("--output", "-o", help="write records to FILE.jsonl or FILE.csv (default: JSON lines on stdout); "
                    "files already in it are skipped")
     p.add_argument("--top-k", type=int, help="moods per record (default: all, sorted by probability)")
@@ -386,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = commands.add_parser("convert-original", help="convert a released Music2Emo checkpoint (J_all.ckpt ...) into a "
                             "model folder")
-    c.add_argument("checkpoint", help="the authors' Lightning .ckpt (read as tensors only, never unpickled freely)")
+    c.add_argument("checkpoint", help="the authors' Lightning .ckpt (read as tensors only, never unpickled freely), or "
+                   f"a released one by name, {RELEASED_REPO}[:NAME][@REVISION] (downloaded)")
     c.add_argument("--out", required=True, help="where to write the model")
     c.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"MERT-v1-95M weights: Hub id or local folder "
                    f"(default {DEFAULT_BACKBONE})")

@@ -181,6 +181,9 @@ class Music2EmoConfig(PreTrainedConfig):
         hypothesis_template (`str`): how a label becomes the text the encoder embeds; `{}` is the label.
         untrained (`bool`, defaults to `False`): set by `music2emo init` for randomly initialised weights; every
             entry point warns when it answers with such a model.
+        source (`dict`, *optional*): where the weights came from when they were converted from a released file
+            (`{"repo", "checkpoint", "file", "revision", "backbone": {...}}`); the pipeline reports it with every
+            answer.
     """
 
     model_type = "music2emo"
@@ -218,6 +221,7 @@ class Music2EmoConfig(PreTrainedConfig):
         label_encoder: str = LABEL_ENCODER_ID,
         hypothesis_template: str = DEFAULT_TEMPLATE,
         untrained: bool = False,
+        source: Mapping[str, Any] | None = None,
         **kwargs,
     ):
         if backbone_config is None:
@@ -272,6 +276,7 @@ class Music2EmoConfig(PreTrainedConfig):
             raise ValueError(f"hypothesis_template must contain '{{}}' where the label goes, got {hypothesis_template!r}.")
         self.hypothesis_template = hypothesis_template
         self.untrained = bool(untrained)
+        self.source = dict(source) if source else None
         super().__init__(**kwargs)
 
     @property

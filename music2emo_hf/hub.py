@@ -34,13 +34,17 @@ class ModelLoadError(RuntimeError):
 
 
 def load_pipeline(model: str, **options):
-    """The `music-emotion` pipeline of `model` (a folder, or a Hub id looked up in the local cache only when the Hub
-    cannot be reached); `options` go to `transformers.pipeline`."""
+    """The `music-emotion` pipeline of `model`: a folder, a released checkpoint (`amaai-lab/music2emo[:NAME]`,
+    converted on first use, see `released`), or a Hub id (looked up in the local cache only when the Hub cannot be
+    reached); `options` go to `transformers.pipeline`."""
     import transformers
 
-    offline = {} if os.path.isdir(model) or hub_reachable() else {"local_files_only": True}
+    from .released import resolve_model
+
     try:
-        return transformers.pipeline("music-emotion", model=model, **offline, **options)
+        location = resolve_model(model)
+        offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}
+        return transformers.pipeline("music-emotion", model=location, **offline, **options)
     except Exception as error:  # whatever stops a model from loading becomes one line for the user
         raise ModelLoadError(model, (str(error).splitlines() or [type(error).__name__])[0]) from error
 

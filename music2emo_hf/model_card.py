@@ -30,6 +30,11 @@ CORPORA = {
     "cal500": ("CAL500", "research use"),
     "emotify": ("Emotify", "research use"),
 }
+# Backbones whose licence is known -> what it allows.
+BACKBONE_LICENCES = {
+    "m-a-p/MERT-v1-95M": "CC-BY-NC-4.0 (non-commercial use only)",
+    "m-a-p/MERT-v1-330M": "CC-BY-NC-4.0 (non-commercial use only)",
+}
 # Metric key of our results -> (model-index type, name shown).
 METRICS = {
     "pr_auc_macro": ("pr_auc", "PR-AUC (macro)"),
@@ -196,9 +201,15 @@ def _provenance(training: Mapping[str, Any] | None, conversion: Mapping[str, Any
 def _licences(config: Music2EmoConfig, corpora: Sequence[str]) -> str:
     data = "; ".join(f"{CORPORA[c][0]}: {CORPORA[c][1]}" for c in corpora if c in CORPORA)
     lines = ["- Code: Apache-2.0 (music2emo-hf)."]
-    if config.backbone_name_or_path:
+    if config.backbone_name_or_path in BACKBONE_LICENCES:
+        lines.append(f"- Backbone weights: `{config.backbone_name_or_path}`, "
+                     f"{BACKBONE_LICENCES[config.backbone_name_or_path]}, which applies to this model too.")
+    elif config.backbone_name_or_path:
         lines.append(f"- Backbone weights: those of `{config.backbone_name_or_path}`, under the licence on its model "
                      "card, which applies to this model too.")
+    if config.source:
+        lines.append(f"- Head weights: converted from `{config.source['repo']}` (`{config.source['file']}`, revision "
+                     f"`{config.source['revision']}`), Apache-2.0.")
     if data:
         lines.append(f"- Training data terms ({data}): the head weights are learnt from corpora whose annotations are "
                      "for research, mostly non-commercial, use.")

@@ -164,7 +164,7 @@ class MusicEmotionPipeline(Pipeline):
     and `hypothesis_template` (how a label is worded for the label encoder; the model's own by default).
 
     Output: `{"moods": [{"label", "score"}] sorted by probability, "valence", "arousal" (native scale),
-    "valence_normalized", "arousal_normalized" (in [-1, 1]), "scale", ...}`. A model with several mood vocabularies
+    "valence_normalized", "arousal_normalized" (in [-1, 1]), "scale", "model" (which model answered), ...}`. A model with several mood vocabularies
     reports the first as `moods` and each further one under its task name. With `candidate_labels`, `"zero_shot":
     [{"label", "score"}]` sorted by score, the cosine similarity (in [-1, 1]) of the track's projection with each
     label's embedding (and per segment with `return_segments`). Label embeddings are computed once per label set.
@@ -225,6 +225,7 @@ class MusicEmotionPipeline(Pipeline):
             )
         self.harmony = harmony or HarmonyAnalyzer(harmony_ensemble, window_seconds=config.chunk_seconds)
         self.label_embeddings = LabelEmbeddings(config.label_encoder)
+        self.provenance = model_provenance(config)
 
     def _sanitize_parameters(
         self,
@@ -437,9 +438,21 @@ class MusicEmotionPipeline(Pipeline):
             result["embedding"] = [round(value, 6) for value in outputs.pooled_embedding[0].float().tolist()]
         if return_timings:
             result["timings"] = {stage: round(seconds, 4) for stage, seconds in model_outputs["timings"].items()}
+        result["model"] = self.provenance
         if config.untrained:
             result["warning"] = UNTRAINED_NOTE
         return result
+
+
+def model_provenance(config) -> dict[str, Any]:
+    """Which model made an answer: for a converted release its repo, checkpoint and revision (and the backbone's),
+    otherwise the name or folder it was loaded from."""
+    if config.source:
+        source = config.source
+        backbone = source.get("backbone", {})
+        return {"repo": source["repo"], "checkpoint": source["checkpoint"], "revision": source["revision"],
+                "backbone": f"{backbone.get('repo')}@{backbone.get('revision')}"}
+    return {"name": config.name_or_path}
 
 
 def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: str | os.PathLike) -> None:

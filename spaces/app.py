@@ -3,7 +3,8 @@ Russell's circumplex, an emotion timeline, key and chords, scores for your own w
 `music-emotion` pipeline as the package.
 
 `python app.py` serves it. The model selector offers what `MUSIC2EMO_SPACE_MODELS` names (comma-separated Hub ids,
-model folders, or folders of model folders) and the published models; a model is loaded when a page first opens (the
+model folders, or folders of model folders), the authors' released checkpoints (converted on first use) and the
+published models; a model is loaded when a page first opens (the
 selected one) or when another is selected, never at start-up, so the Space starts with nothing fetched. Tests build it with `create_demo(model=...)`.
 """
 
@@ -28,14 +29,20 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Patch
 
 import music2emo_hf.hub
-from music2emo_hf import DEFAULT_MODEL_ID
+from music2emo_hf import PUBLISHED_MODEL_ID
 from music2emo_hf.labels import RatingScale
+from music2emo_hf.released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, LICENCES, RELEASED_REPO
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
 
 MODELS_VARIABLE = "MUSIC2EMO_SPACE_MODELS"
-# The variants of hub_configs/ (less tiny-random) under the project's Hub organisation, the default first. This
+# The authors' eight released checkpoints, their default (J_all, the package's default model) first: converted on
+# first selection and cached.
+RELEASED_MODELS = tuple(RELEASED_REPO if name == DEFAULT_CHECKPOINT else f"{RELEASED_REPO}:{name}" for name in CHECKPOINTS)
+# The variants of hub_configs/ (less tiny-random) under the project's Hub organisation, not published yet. This
 # folder is deployed alone, so they are named here; tests/test_space.py keeps the two lists equal.
-PUBLISHED_MODELS = (DEFAULT_MODEL_ID, "music2emo-hf/music2emo-mert95m-improved", "music2emo-hf/music2emo-mert330m")
+PUBLISHED_MODELS = (PUBLISHED_MODEL_ID, "music2emo-hf/music2emo-mert95m-improved", "music2emo-hf/music2emo-mert330m")
+# The Hub repos the Space card lists as used.
+CARD_MODELS = (RELEASED_REPO, BACKBONE_REPO, *PUBLISHED_MODELS)
 MAX_UPLOAD_MB = 50  # enforced by gradio at upload time (see `launch`)
 MAX_MINUTES = 10  # about 3 minutes of analysis for the published model on a 2-core CPU Space
 TOP_MOODS = 10
@@ -54,7 +61,8 @@ class ModelUnavailable(RuntimeError):
 
 def available_models() -> list[str]:
     """The selector's models: the entries of MUSIC2EMO_SPACE_MODELS, a folder of model folders standing for the
-    models inside it, then the published models (which need the Hub, or a copy in its cache)."""
+    models inside it, then the released checkpoints and the published models (which need the Hub, or a copy in its
+    cache)."""
     models = []
     for entry in filter(None, (part.strip() for part in os.environ.get(MODELS_VARIABLE, "").split(","))):
         path = Path(entry)
@@ -62,11 +70,15 @@ def available_models() -> list[str]:
             models += sorted(str(child) for child in path.iterdir() if (child / "config.json").is_file())
         else:
             models.append(entry)
-    return list(dict.fromkeys([*models, *PUBLISHED_MODELS]))
+    return list(dict.fromkeys([*models, *RELEASED_MODELS, *PUBLISHED_MODELS]))
 
 
 def model_name(model: str) -> str:
-    return f"{Path(model).name} (local folder)" if os.path.isdir(model) else model
+    if os.path.isdir(model):
+        return f"{Path(model).name} (local folder)"
+    if model == RELEASED_REPO:
+        return f"{RELEASED_REPO} ({DEFAULT_CHECKPOINT}, the authors' default)"
+    return model
 
 
 @lru_cache(maxsize=2)
@@ -104,6 +116,8 @@ def describe_model(model: str):
              f"{config.chunk_seconds:g} s segments"]
     if config.untrained:
         facts.append("⚠️ untrained (random weights): its scores are not predictions")
+    if config.source:
+        facts.append(f"{config.source['file']} at revision {config.source['revision'][:8]}. Terms: {LICENCES}")
     if not config.label_embedding_dim:
         facts.append("no zero-shot projector: your own labels cannot be scored with it")
         return " · ".join(facts), gr.update(interactive=False, info=f"This model {NO_PROJECTOR}.")

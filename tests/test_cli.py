@@ -147,12 +147,16 @@ def test_an_output_file_of_something_else_is_not_touched(tiny_model_dir, tmp_pat
     assert other.read_text() == '{"my": "own data"}\n'
 
 
-def test_default_model_offline_says_how_to_use_a_local_folder(tmp_path, write_wav):
-    """Without HF_HUB_OFFLINE: an unreachable Hub is detected at once (no minute of retries) and explained."""
+def test_default_model_offline_says_how_to_use_a_local_folder(tmp_path, write_wav, monkeypatch):
+    """Without HF_HUB_OFFLINE and with an empty Hub cache: an unreachable Hub is detected at once (no minute of
+    retries) and explained."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "converted"))
     result = run("predict", str(write_wav("x.wav", tone(1.0))), timeout=120, offline=False)
     assert result.returncode == 2
-    assert DEFAULT_MODEL_ID in result.stderr and "--model" in result.stderr and "local folder" in result.stderr
-    assert "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert DEFAULT_MODEL_ID in error and "the Hub cannot be reached (HF_HUB_OFFLINE is unset)" in error
+    assert "hf download" in error and "--model" in error and "Traceback" not in result.stderr
 
 
 def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path):
@@ -165,6 +169,10 @@ def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path):
     assert bad.returncode == 2 and "config.json" in bad.stderr
 
 
-def test_the_default_model_id_is_one_of_the_hub_configs_variants():
-    variant = ROOT / "hub_configs" / DEFAULT_MODEL_ID.split("/")[-1]
+def test_the_default_model_is_the_authors_j_all_and_ours_is_a_hub_configs_variant():
+    from music2emo_hf import PUBLISHED_MODEL_ID
+    from music2emo_hf.released import parse_reference
+
+    assert parse_reference(DEFAULT_MODEL_ID).checkpoint == "J_all"
+    variant = ROOT / "hub_configs" / PUBLISHED_MODEL_ID.split("/")[-1]
     assert (variant / "config.json").is_file() and (variant / "README.md").is_file()

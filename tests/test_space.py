@@ -201,7 +201,7 @@ def test_the_folder_deploys_as_a_gradio_space(space_app):
 
     card = SpaceCard.load(ROOT / "spaces" / "README.md").data
     assert card.sdk == "gradio" and (ROOT / "spaces" / card.app_file).is_file()
-    assert card.models == list(space_app.PUBLISHED_MODELS)
+    assert card.models == list(space_app.CARD_MODELS)
     gradio_range = next(
         Requirement(line).specifier for line in importlib.metadata.requires("music2emo-hf")
         if Requirement(line).name == "gradio"
@@ -213,17 +213,20 @@ def test_the_folder_deploys_as_a_gradio_space(space_app):
 
 
 def test_the_published_models_are_the_hub_configs(space_app):
-    from music2emo_hf import DEFAULT_MODEL_ID
+    from music2emo_hf import DEFAULT_MODEL_ID, PUBLISHED_MODEL_ID
+    from music2emo_hf.released import CHECKPOINTS, parse_reference
 
     variants = {f"music2emo-hf/{folder.name}" for folder in (ROOT / "hub_configs").iterdir() if folder.is_dir()}
     assert set(space_app.PUBLISHED_MODELS) == variants - {"music2emo-hf/tiny-random"}
-    assert space_app.PUBLISHED_MODELS[0] == DEFAULT_MODEL_ID
+    assert space_app.PUBLISHED_MODELS[0] == PUBLISHED_MODEL_ID
+    assert space_app.available_models()[0] == DEFAULT_MODEL_ID  # the package's default is the Space's
+    assert [parse_reference(m).checkpoint for m in space_app.RELEASED_MODELS] == list(CHECKPOINTS)
 
 
 def test_model_choices_come_from_the_environment(space_app, tiny_model_dir, zero_shot_model_dir, tmp_path,
                                                  monkeypatch):
     monkeypatch.delenv(space_app.MODELS_VARIABLE, raising=False)
-    assert space_app.available_models() == list(space_app.PUBLISHED_MODELS)
+    assert space_app.available_models() == [*space_app.RELEASED_MODELS, *space_app.PUBLISHED_MODELS]
     shelf = tmp_path / "models"  # a folder of model folders, as a Space's persistent storage would hold them
     shelf.mkdir()
     for model in (tiny_model_dir, zero_shot_model_dir):
@@ -231,7 +234,7 @@ def test_model_choices_come_from_the_environment(space_app, tiny_model_dir, zero
     monkeypatch.setenv(space_app.MODELS_VARIABLE, f"{shelf}, someone/their-model")
     assert space_app.available_models() == [
         str(shelf / tiny_model_dir.name), str(shelf / zero_shot_model_dir.name), "someone/their-model",
-        *space_app.PUBLISHED_MODELS,
+        *space_app.RELEASED_MODELS, *space_app.PUBLISHED_MODELS,
     ]
 
 

@@ -1,0 +1,353 @@
+"""The authors' released Music2Emo checkpoints as model references, usable wherever a model is named.
+
+    amaai-lab/music2emo                      J_all, the authors' default
+    amaai-lab/music2emo:D_all                any of the eight files in CHECKPOINTS
+    amaai-lab/music2emo:P_all@<revision>     a branch, tag or commit of the Hub repo (default: main)
+
+On first use the checkpoint (`amaai-lab/music2emo`, Apache-2.0) and the MERT-v1-95M backbone (`m-a-p/MERT-v1-95M`,
+CC-BY-NC-4.0) are downloaded with `huggingface_hub` (its cache, HF_HOME, HF_TOKEN, HF_HUB_OFFLINE, resumable
+downloads and progress bars all apply), converted once (`convert.convert_original`), and stored in a local cache
+keyed by what they were made from: `<cache>/amaai-lab--music2emo/<commit>/<checkpoint>`. Later runs load that folder
+with no conversion and no network: which commit a branch meant is remembered in `<cache>/.../refs/<branch>`, as the
+Hub cache does. The cache is `$MUSIC2EMO_CACHE`, or `music2emo-hf/converted` under HF_HOME.
+
+An entry is written into a temporary folder, completed by a manifest of its files' sizes and SHA-256, and renamed into
+place under a file lock, so concurrent first runs leave one good entry and an interrupted one leaves none; an entry
+whose files do not match its manifest is rebuilt, with a one-line note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+RELEASED_REPO = "amaai-lab/music2emo"
+BACKBONE_REPO = "m-a-p/MERT-v1-95M"
+DEFAULT_CHECKPOINT = "J_all"
+# The released files (saved_models/<name>.ckpt) and what each is.
+CHECKPOINTS = {
+    "J_all": "student trained on MTG-Jamendo, DEAM, EmoMusic and PMEmo, selected on MTG-Jamendo's validation set",
+    "D_all": "student trained on the four corpora, selected on DEAM's validation set",
+    "E_all": "student trained on the four corpora, selected on EmoMusic's validation set",
+    "P_all": "student trained on the four corpora, selected on PMEmo's validation set",
+    "jamendo_best": "teacher: MTG-Jamendo's 56 mood/theme tags only",
+    "deam_best": "teacher: DEAM valence/arousal only",
+    "emomusic_best": "teacher: EmoMusic valence/arousal only",
+    "pmemo_best": "teacher: PMEmo valence/arousal only",
+}
+# Sizes for messages when the Hub cannot say (offline): from the networks' parameter counts, float32, with
+# Lightning's optimizer state (Adam keeps two more copies) for the checkpoints.
+ESTIMATED_MB = {"checkpoint": 13, "backbone": 380}
+LICENCES = ("MERT-v1-95M (the backbone) is CC-BY-NC-4.0: non-commercial use only; the Music2Emo heads "
+            f"({RELEASED_REPO}) are Apache-2.0.")
+MANIFEST = "music2emo_source.json"
+# Raised when a change to the conversion makes older cache entries wrong; entries of another format are rebuilt.
+CACHE_FORMAT = 1
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class ReleasedModelError(RuntimeError):
+    """A released model could not be had; the message is one sentence naming what is missing and what to do."""
+
+
+@dataclass(frozen=True)
+class ReleasedReference:
+    checkpoint: str = DEFAULT_CHECKPOINT
+    revision: str = "main"
+    repo: str = RELEASED_REPO
+
+    @property
+    def filename(self) -> str:
+        return f"saved_models/{self.checkpoint}.ckpt"
+
+    def __str__(self) -> str:
+        return f"{self.repo}:{self.checkpoint}" + (f"@{self.revision}" if self.revision != "main" else "")
+
+
+def parse_reference(text: str) -> ReleasedReference | None:
+    """The released checkpoint `text` names (`REPO[:CHECKPOINT][@REVISION]`), or None when it names something else
+    (a folder, another Hub id). A bad checkpoint name is an error that lists the valid ones."""
+    if not isinstance(text, str) or os.path.exists(text):
+        return None
+    rest, _, revision = text.partition("@")
+    repo, _, checkpoint = rest.partition(":")
+    if repo.strip().lower() != RELEASED_REPO:
+        return None
+    name = checkpoint.strip() or DEFAULT_CHECKPOINT
+    name = name.removeprefix("saved_models/").removesuffix(".ckpt")
+    if name not in CHECKPOINTS:
+        raise ReleasedModelError(
+            f"{text}: {RELEASED_REPO} has no checkpoint {checkpoint!r}; choose one of {', '.join(CHECKPOINTS)} "
+            f"(e.g. {RELEASED_REPO}:D_all)."
+        )
+    return ReleasedReference(name, revision.strip() or "main")
+
+
+def is_released(text) -> bool:
+    return parse_reference(text) is not None
+
+
+def cache_root() -> Path:
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("MUSIC2EMO_CACHE") or Path(constants.HF_HOME) / "music2emo-hf" / "converted")
+
+
+def _repo_folder(reference: ReleasedReference) -> Path:
+    return cache_root() / reference.repo.replace("/", "--")
+
+
+def _ref_file(reference: ReleasedReference) -> Path:
+    return _repo_folder(reference) / "refs" / reference.revision
+
+
+def entry_folder(reference: ReleasedReference, commit: str) -> Path:
+    return _repo_folder(reference) / commit / reference.checkpoint
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def entry_problem(folder: Path) -> str | None:
+    """None for a complete entry; otherwise what is wrong with it (no folder: 'absent')."""
+    if not folder.is_dir():
+        return "absent"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if manifest.get("cache_format") != CACHE_FORMAT:
+            return f"made by another version of the converter (cache format {manifest.get('cache_format')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its manifest is missing or unreadable"
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, not {expected['size']}"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _read_ref(reference: ReleasedReference) -> str | None:
+    if _COMMIT.match(reference.revision):
+        return reference.revision
+    try:
+        commit = _ref_file(reference).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return commit if _COMMIT.match(commit) else None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; the cache may be shared
+    os.replace(temporary, path)
+
+
+def _commit_of(path: str) -> str:
+    """The commit of a file in the Hub cache (`.../snapshots/<commit>/<file>`)."""
+    parts = Path(path).parts
+    if "snapshots" in parts and parts.index("snapshots") + 1 < len(parts):
+        commit = parts[parts.index("snapshots") + 1]
+        if _COMMIT.match(commit):
+            return commit
+    raise ReleasedModelError(f"{path}: not in a Hugging Face Hub cache snapshot, so its revision is unknown.")
+
+
+def _size_note(repo: str, filename: str, revision: str, estimate_mb: int, online: bool) -> str:
+    if online:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            info = hf_hub_download(repo, filename, revision=revision, dry_run=True)
+            return f"{info.file_size / 1e6:,.0f} MB"
+        except Exception:  # the size is a courtesy; the download itself reports real problems
+            pass
+    return f"about {estimate_mb} MB"
+
+
+def _download(repo: str, filename: str, revision: str, estimate_mb: int, online: bool, say) -> str:
+    """The file's path in the Hub cache, downloaded when it is not there (with huggingface_hub's progress bar)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    cached = try_to_load_from_cache(repo, filename, revision=revision)
+    if isinstance(cached, str):
+        return cached
+    if not online:
+        raise LocalEntryNotFoundError(f"{repo}/{filename}")
+    say(f"downloading {repo}/{filename} ({_size_note(repo, filename, revision, estimate_mb, online)})")
+    disabled = are_progress_bars_disabled()
+    enable_progress_bars()
+    try:
+        return hf_hub_download(repo, filename, revision=revision)
+    finally:
+        if disabled:
+            disable_progress_bars()
+
+
+def _missing(reference: ReleasedReference, repo: str, files: list[str], estimate_mb: int) -> ReleasedModelError:
+    from huggingface_hub import constants
+
+    return ReleasedModelError(
+        f"{reference}: {repo} {' or '.join(files)} (about {estimate_mb} MB) is not in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}) and the Hub cannot be reached (HF_HUB_OFFLINE is "
+        f"{'set' if constants.HF_HUB_OFFLINE else 'unset'}); on a machine with internet run `hf download {repo} "
+        f"{files[0]}`{' --revision ' + reference.revision if repo == reference.repo and reference.revision != 'main' else ''} "
+        "and copy the cache here, or pass --model with a converted model folder."
+    )
+
+
+def _fetch_backbone(reference: ReleasedReference, online: bool, say) -> tuple[str, str, str]:
+    """(folder, commit, weights file) of MERT-v1-95M in the Hub cache: its config.json and its weights, safetensors
+    where the repo has them, else the PyTorch .bin it was released with."""
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        config = _download(BACKBONE_REPO, "config.json", "main", 1, online, say)
+    except LocalEntryNotFoundError:
+        raise _missing(reference, BACKBONE_REPO, ["config.json", "pytorch_model.bin"], ESTIMATED_MB["backbone"]) from None
+    for weights in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            path = _download(BACKBONE_REPO, weights, "main", ESTIMATED_MB["backbone"], online, say)
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            continue
+        if Path(path).parent == Path(config).parent:
+            return str(Path(config).parent), _commit_of(config), weights
+    raise _missing(reference, BACKBONE_REPO, ["pytorch_model.bin", "model.safetensors"], ESTIMATED_MB["backbone"])
+
+
+def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: str, commit: str, online: bool, say):
+    """Convert into a temporary sibling of `folder`, write the manifest last, then rename it into place."""
+    from .convert import convert_original, write_converted
+
+    backbone, backbone_commit, backbone_file = _fetch_backbone(reference, online, say)
+    source = {
+        "repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename, "revision": commit,
+        "backbone": {"repo": BACKBONE_REPO, "file": backbone_file, "revision": backbone_commit},
+    }
+    say(f"converting {reference.filename} of {reference.repo}@{commit[:8]} (once; later runs load it from {folder})")
+    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the cache may be shared
+    try:
+        model, extractor, details = convert_original(checkpoint_path, backbone)
+        model.config.backbone_name_or_path = BACKBONE_REPO
+        model.config.source = source
+        write_converted(model, extractor, details, work, model_id=str(reference))
+        files = {path.relative_to(work).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}
+                 for path in sorted(work.rglob("*")) if path.is_file()}
+        manifest = {"cache_format": CACHE_FORMAT, "source": source, "files": files}
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        os.replace(work, folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _note(message: str) -> None:
+    print(f"music2emo: {message}", file=sys.stderr)
+
+
+def _as_reference(reference: str | ReleasedReference) -> ReleasedReference:
+    if isinstance(reference, ReleasedReference):
+        return reference
+    parsed = parse_reference(reference)
+    if parsed is None:
+        raise ReleasedModelError(f"{reference}: not a released Music2Emo checkpoint ({RELEASED_REPO}[:NAME][@REVISION]).")
+    return parsed
+
+
+def fetch_checkpoint(reference: str | ReleasedReference, say: Callable[[str], None] = _note) -> tuple[str, str]:
+    """(path in the Hub cache, commit) of the released checkpoint file, downloaded if it is not cached."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    from .hub import hub_reachable
+
+    reference = _as_reference(reference)
+    try:
+        path = _download(reference.repo, reference.filename, reference.revision, ESTIMATED_MB["checkpoint"],
+                         hub_reachable(), say)
+    except LocalEntryNotFoundError:
+        raise _missing(reference, reference.repo, [reference.filename], ESTIMATED_MB["checkpoint"]) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        raise ReleasedModelError(f"{reference}: {str(error).splitlines()[0]}") from None
+    return path, _commit_of(path)
+
+
+def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = _note) -> Path:
+    """The local folder of the converted released model `reference`: from the cache when it is there (no network),
+    else downloaded and converted once. `say` receives one-line notes (downloads, conversion, a rebuilt entry)."""
+    from filelock import FileLock
+
+    from .hub import hub_reachable
+
+    reference = _as_reference(reference)
+    commit = _read_ref(reference)
+    if commit and entry_problem(entry_folder(reference, commit)) is None:
+        return entry_folder(reference, commit)
+    checkpoint_path, commit = fetch_checkpoint(reference, say)
+    folder = entry_folder(reference, commit)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        problem = entry_problem(folder)
+        if problem is not None:
+            for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a run that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            if problem != "absent":
+                say(f"the converted {reference} in {folder} is damaged ({problem}); converting it again")
+                shutil.rmtree(folder)
+            say(f"first use of {reference}. Terms: {LICENCES}")
+            _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
+    if not _COMMIT.match(reference.revision):
+        _write_atomically(_ref_file(reference), commit + "\n")
+    return folder
+
+
+def resolve_model(model: str) -> str:
+    """`model` as something `from_pretrained` and `transformers.pipeline` load: a released reference becomes its
+    converted folder; folders and other Hub ids are returned as they are."""
+    return str(resolve(model)) if is_released(model) else model
+
+
+__all__ = [
+    "BACKBONE_REPO",
+    "CHECKPOINTS",
+    "DEFAULT_CHECKPOINT",
+    "LICENCES",
+    "RELEASED_REPO",
+    "ReleasedModelError",
+    "ReleasedReference",
+    "cache_root",
+    "entry_folder",
+    "entry_problem",
+    "fetch_checkpoint",
+    "is_released",
+    "parse_reference",
+    "resolve",
+    "resolve_model",
+]

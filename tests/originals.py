@@ -1,0 +1,180 @@
+"""Test inputs made the way the real producers make them: the authors' networks and Lightning checkpoints, a
+MERT-v1-style backbone repo (as transformers 4.24 saved MERT-v1-95M), and a Hugging Face Hub cache laid out as
+`huggingface_hub` lays it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import HubertConfig, HubertModel
+
+
+class OriginalNetwork(nn.Module):
+    """FeedforwardModelMTAttnCK (students) or FeedforwardModelAttnCK (teachers, `teacher_outputs`), written from
+    the description in ORIGINALS §1.4 alone: the reference the conversion is checked against."""
+
+    def __init__(self, teacher_outputs: int | None = None):
+        super().__init__()
+        self.chord_root_embedding = nn.Embedding(14, 4)
+        self.chord_attr_embedding = nn.Embedding(14, 4)
+        position = torch.arange(100, dtype=torch.float32)[:, None]
+        frequency = torch.exp(torch.arange(0, 8, 2, dtype=torch.float32) * (-math.log(10000.0) / 8))
+        self.pe = torch.zeros(100, 8)  # a plain attribute, not a buffer: not in the state dict
+        self.pe[:, 0::2], self.pe[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)
+        layer = nn.TransformerEncoderLayer(d_model=8, nhead=8, dim_feedforward=64, dropout=0.1, batch_first=True)
+        self.chord_transformer = nn.TransformerEncoder(layer, num_layers=2)
+        self.input_proj = nn.Sequential(nn.Linear(1536 + 8 + 1, 512), nn.ReLU())
+        branch = lambda outputs: nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, outputs))  # noqa: E731
+        if teacher_outputs:
+            self.output_proj = branch(teacher_outputs)
+        else:
+            self.classification_branch, self.regression_branch = branch(56), branch(2)
+
+    def forward(self, x_mert, x_chord_root, x_chord_attr, x_key):
+        tokens = torch.cat([self.chord_root_embedding(x_chord_root), self.chord_attr_embedding(x_chord_attr)], -1)
+        tokens = tokens + self.pe[: tokens.shape[1]]
+        sequence = torch.cat([torch.zeros(len(tokens), 1, 8), tokens], dim=1)  # the zero CLS, after the PE
+        chord = self.chord_transformer(sequence)[:, 0]
+        hidden = self.input_proj(torch.cat([x_mert, chord, x_key.float()], dim=-1))
+        if hasattr(self, "output_proj"):
+            return (self.output_proj(hidden),)
+        return self.classification_branch(hidden), self.regression_branch(hidden)
+
+
+# The released files: students are multitask networks, teachers one head (56 moods or valence/arousal).
+RELEASED_FILES = {"J_all": None, "D_all": None, "E_all": None, "P_all": None,
+                  "jamendo_best": 56, "deam_best": 2, "emomusic_best": 2, "pmemo_best": 2}
+
+
+def lightning_checkpoint(path: Path, network: OriginalNetwork, workdir: Path, save_hyperparameters: bool = False):
+    """Train `network` for one short epoch inside a LightningModule that registers what the authors' `MusicClassifier`
+    (trainer.py, PyTorch Lightning 2.4) registers, under a Trainer with their callbacks (ModelCheckpoint with
+    save_last, EarlyStopping) and Adam, and copy the checkpoint Lightning wrote to `path`. So the file holds what theirs
+    hold: the network under `model.`, both BCE losses' class-weight buffers, loops, callback and optimizer states;
+    with `save_hyperparameters`, their OmegaConf training config pickled too. `network` ends up holding the saved
+    weights."""
+    import pytorch_lightning as pl
+    from omegaconf import OmegaConf
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from torchmetrics import MeanMetric
+
+    student = not hasattr(network, "output_proj")
+    config = OmegaConf.create({
+        "model": {"encoder": "MERT", "layers": [5, 6], "kd": student, "kd_weight": 0.8, "kd_temperature": 1,
+                  "lr": 1e-4, "classifier": "linear-mt-attn-ck" if student else "linear-attn-ck"},
+        "datasets": ["jamendo", "emomusic", "pmemo", "deam"] if student else ["deam"],
+    })
+
+    class MusicClassifier(pl.LightningModule):
+        def __init__(self, cfg):
+            super().__init__()
+            self.cfg = cfg
+            if save_hyperparameters:
+                self.save_hyperparameters(cfg)
+            self.model = network
+            self.teacher_models = {}  # a plain dict in theirs: teachers are never saved with a student
+            probas = torch.linspace(0.01, 0.3, 56)  # their probas_train.npy: each tag's share of the tracks
+            pos_weight = 1.0 / probas
+            weight = 2.0 / (1.0 + pos_weight)
+            self.loss_fn_classification = nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="mean", weight=weight)
+            self.loss_fn_classification_eval = nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none",
+                                                                    weight=weight)
+            self.loss_fn_regression = nn.MSELoss()
+            self.loss_kd = nn.KLDivLoss(reduction="batchmean")
+            self.trn_loss, self.val_loss = MeanMetric(), MeanMetric()
+
+        def training_step(self, batch, batch_idx):
+            x_mert, roots, attrs, key, moods, va = batch
+            outputs = self.model(x_mert, roots, attrs, key)
+            if len(outputs) == 2:
+                loss = self.loss_fn_classification(outputs[0], moods) + self.loss_fn_regression(outputs[1], va)
+            elif outputs[0].shape[1] == 56:
+                loss = self.loss_fn_classification(outputs[0], moods)
+            else:
+                loss = self.loss_fn_regression(outputs[0], va)
+            self.log("val_loss", loss, on_epoch=True)
+            self.log("val_loss_mood", loss, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=self.cfg.model.lr)
+
+    generator = torch.Generator().manual_seed(0)
+    n = 8
+    data = torch.utils.data.TensorDataset(
+        torch.randn(n, 1536, generator=generator), torch.randint(0, 14, (n, 100), generator=generator),
+        torch.randint(0, 14, (n, 100), generator=generator), torch.randint(0, 2, (n, 1), generator=generator),
+        torch.randint(0, 2, (n, 56), generator=generator).float(), 1 + 8 * torch.rand(n, 2, generator=generator),
+    )
+    saved = workdir / f"lightning-{path.stem}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(
+            max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=workdir,
+            callbacks=[ModelCheckpoint(dirpath=saved, monitor="val_loss_mood", save_top_k=5, mode="min",
+                                       filename="mood-{epoch:02d}", save_last=True),
+                       EarlyStopping(monitor="val_loss", patience=10, min_delta=0.0001, mode="min")],
+        )
+        trainer.fit(MusicClassifier(config), torch.utils.data.DataLoader(data, batch_size=4))
+    shutil.copy(saved / "last.ckpt", path)
+    network.eval()
+
+
+def mert_v1_style_repo(folder: Path, seed: int = 0) -> Path:
+    """A backbone repo as MERT-v1-95M's is published: `config.json` of MERT's remote code (model_type mert_model,
+    saved by transformers 4.24) and `pytorch_model.bin` with the legacy weight-norm keys (`weight_g`, `weight_v`).
+    768 wide with 7 layers (Music2Emo pools hidden_states 6 and 7 into 1536 features), but narrow elsewhere."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = HubertConfig(hidden_size=768, num_hidden_layers=7, num_attention_heads=12, intermediate_size=64,
+                          conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                          feat_extract_norm="group", conv_bias=False, feat_proj_layer_norm=True, layer_norm_eps=1e-5,
+                          mask_time_prob=0.05, vocab_size=32, layerdrop=0.05)
+    torch.manual_seed(seed)
+    state = HubertModel(config).state_dict()
+    legacy = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
+    for new, old in legacy.items():
+        key = f"encoder.pos_conv_embed.conv.{new}"
+        state[f"encoder.pos_conv_embed.conv.{old}"] = state.pop(key)
+    torch.save(state, folder / "pytorch_model.bin")
+    mert = {k: v for k, v in config.to_dict().items()
+            if k not in ("model_type", "architectures", "transformers_version", "conv_pos_batch_norm", "dtype")}
+    mert.update(
+        model_type="mert_model", architectures=["MERTModel"], transformers_version="4.24.0", torch_dtype="float32",
+        auto_map={"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"},
+        deepnorm=False, attention_relax=-1.0, feature_extractor_cqt=False, feature_extractor_cqt_bins=336,
+        sample_rate=24000,
+    )
+    (folder / "config.json").write_text(json.dumps(mert, indent=2))
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "do_normalize": False, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+        "padding_side": "right", "padding_value": 0, "return_attention_mask": True, "sampling_rate": 24000}))
+    return folder
+
+
+def hub_cache_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: str) -> Path:
+    """Put `files` (name in the repo -> local file) into `cache` as huggingface_hub's cache holds a downloaded repo:
+    `models--org--name/blobs/<etag>`, `snapshots/<commit>/<name>` symlinks to the blobs, `refs/main`. A blob is named
+    by its etag: the SHA-256 of an LFS file (weights), the git blob SHA-1 of any other."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    for name, source in files.items():
+        data = Path(source).read_bytes()
+        lfs = name.endswith((".bin", ".ckpt", ".pt", ".safetensors"))
+        etag = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        blob = repo / "blobs" / etag
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return repo

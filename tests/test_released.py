@@ -1,0 +1,234 @@
+"""The authors' released checkpoints as the default model: resolved through a Hugging Face Hub cache laid out as
+`huggingface_hub` lays it (HF_HUB_CACHE, HF_HUB_OFFLINE=1), holding checkpoints written by a LightningModule that
+registers what theirs does and a MERT-v1-style backbone repo; converted once, cached safely, and used by the CLI,
+`transformers.pipeline("music-emotion")` and the Space with no model named."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from music2emo_hf import released
+from music2emo_hf.released import CHECKPOINTS, ReleasedModelError, ReleasedReference, parse_reference
+
+from .conftest import ROOT, tone
+from .originals import RELEASED_FILES, OriginalNetwork, hub_cache_repo, lightning_checkpoint, mert_v1_style_repo
+
+COMMIT = "3f1c0b8f2a9d4e6c8b7a5d3e1f0c9b8a7d6e5f4c"
+MERT_COMMIT = "2a4c6e8f0b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """A Hub cache with the eight released files (trained one epoch by Lightning, each from its own seed) and the
+    backbone; `networks` holds the authors' network of each file, with the weights it saved."""
+    work = tmp_path_factory.mktemp("released")
+    networks, files = {}, {}
+    for seed, (name, teacher_outputs) in enumerate(RELEASED_FILES.items()):
+        torch.manual_seed(seed)
+        networks[name] = OriginalNetwork(teacher_outputs)
+        lightning_checkpoint(work / f"{name}.ckpt", networks[name], work, save_hyperparameters=name == "J_all")
+        files[f"saved_models/{name}.ckpt"] = work / f"{name}.ckpt"
+    cache = work / "hub"
+    hub_cache_repo(cache, "amaai-lab/music2emo", files, COMMIT)
+    mert = mert_v1_style_repo(work / "mert")
+    hub_cache_repo(cache, "m-a-p/MERT-v1-95M", {n: mert / n for n in ("config.json", "pytorch_model.bin",
+                                                                        "preprocessor_config.json")}, MERT_COMMIT)
+    return type("Hub", (), {"cache": cache, "networks": networks, "work": work})
+
+
+@pytest.fixture
+def offline_cache(hub, tmp_path, monkeypatch):
+    """This process reads `hub` offline and converts into a fresh cache; returns the environment for a subprocess."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub.cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "converted"))
+    return {**os.environ, "HF_HUB_CACHE": str(hub.cache), "HF_HUB_OFFLINE": "1",
+            "MUSIC2EMO_CACHE": str(tmp_path / "converted"), "PYTHONPATH": str(ROOT)}
+
+
+def run_cli(env, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "music2emo_hf.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_references_name_the_eight_files_and_nothing_else():
+    assert parse_reference("amaai-lab/music2emo") == ReleasedReference("J_all", "main")
+    assert parse_reference("amaai-lab/music2emo:D_all") == ReleasedReference("D_all", "main")
+    assert parse_reference("AMAAI-Lab/music2emo:saved_models/pmemo_best.ckpt@v1.0") == ReleasedReference(
+        "pmemo_best", "v1.0")
+    assert parse_reference(f"amaai-lab/music2emo:E_all@{COMMIT}").revision == COMMIT
+    assert str(parse_reference("amaai-lab/music2emo:E_all@v1.0")) == "amaai-lab/music2emo:E_all@v1.0"
+    for other in ("music2emo-hf/music2emo-mert95m", "m-a-p/MERT-v1-95M", "amaai-lab/music2emo-other", str(ROOT)):
+        assert parse_reference(other) is None
+    with pytest.raises(ReleasedModelError, match="choose one of J_all, D_all, E_all, P_all, jamendo_best"):
+        parse_reference("amaai-lab/music2emo:K_all")
+    assert set(CHECKPOINTS) == set(RELEASED_FILES)
+
+
+def test_all_eight_released_files_convert_to_the_authors_networks(hub, offline_cache):
+    """Each file's heads equal the authors' network with the weights it saved, to 1e-5."""
+    from music2emo_hf import Music2EmoModel
+
+    generator = torch.Generator().manual_seed(1)
+    x_mert = torch.randn(3, 1536, generator=generator)
+    roots, attrs = torch.randint(0, 14, (2, 3, 100), generator=generator)
+    key = torch.tensor([[0], [1], [1]])
+    mert = torch.load(hub.cache / "models--m-a-p--MERT-v1-95M" / "snapshots" / MERT_COMMIT / "pytorch_model.bin")
+    for name, network in hub.networks.items():
+        folder = released.resolve(f"amaai-lab/music2emo:{name}", say=lambda note: None)
+        assert folder == released.cache_root() / "amaai-lab--music2emo" / COMMIT / name
+        model = Music2EmoModel.from_pretrained(folder).eval()
+        assert not model.config.untrained and model.config.backbone_name_or_path == "m-a-p/MERT-v1-95M"
+        assert model.config.source == {
+            "repo": "amaai-lab/music2emo", "checkpoint": name, "file": f"saved_models/{name}.ckpt",
+            "revision": COMMIT,
+            "backbone": {"repo": "m-a-p/MERT-v1-95M", "file": "pytorch_model.bin", "revision": MERT_COMMIT},
+        }
+        with torch.no_grad():
+            expected = network(x_mert, roots, attrs, key)
+            ours = model(chunk_embeddings=x_mert[:, None], chunk_durations=torch.ones(3, 1), chord_root_ids=roots,
+                         chord_quality_ids=attrs, mode_ids=key[:, 0])
+        outputs = [*ours.logits.values(), *ours.regression.values()]
+        assert len(outputs) == len(expected), name
+        for got, want in zip(outputs, expected):
+            assert (got - want).abs().max() <= 1e-5, name
+        # The backbone is the repo's .bin, its legacy weight-norm keys included.
+        weight_norm = model.backbone.encoder.pos_conv_embed.conv.parametrizations.weight
+        assert torch.equal(weight_norm.original0, mert["encoder.pos_conv_embed.conv.weight_g"])
+        assert torch.equal(weight_norm.original1, mert["encoder.pos_conv_embed.conv.weight_v"])
+
+
+def test_the_cli_default_is_j_all_converted_once(hub, offline_cache, tmp_path, write_wav):
+    clip = str(write_wav("clip.wav", tone(4.0)))
+    options = ("--top-k", "3", "--harmony-ensemble", "1")
+    start = time.perf_counter()
+    first = run_cli(offline_cache, "predict", clip, *options)
+    first_seconds = time.perf_counter() - start
+    assert first.returncode == 0, first.stderr
+    assert "converting saved_models/J_all.ckpt" in first.stderr
+    assert "CC-BY-NC-4.0: non-commercial use only" in first.stderr and "Apache-2.0" in first.stderr
+    assert "untrained" not in first.stderr
+    answer = json.loads(first.stdout)
+    assert answer["model"] == {"repo": "amaai-lab/music2emo", "checkpoint": "J_all", "revision": COMMIT,
+                               "backbone": f"m-a-p/MERT-v1-95M@{MERT_COMMIT}"}
+    assert "warning" not in answer and len(answer["moods"]) == 3
+
+    entry = Path(offline_cache["MUSIC2EMO_CACHE"]) / "amaai-lab--music2emo" / COMMIT / "J_all"
+    stamp = (entry / "model.safetensors").stat().st_mtime_ns
+    start = time.perf_counter()
+    second = run_cli(offline_cache, "predict", clip, *options)
+    second_seconds = time.perf_counter() - start
+    assert second.returncode == 0, second.stderr
+    assert "converting" not in second.stderr and "Terms" not in second.stderr
+    assert json.loads(second.stdout) == answer
+    assert (entry / "model.safetensors").stat().st_mtime_ns == stamp
+    print(f"first run (download from cache + conversion) {first_seconds:.1f} s, second run {second_seconds:.1f} s")
+
+
+def test_the_pipeline_without_a_model_answers_from_j_all(hub, offline_cache):
+    import transformers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=UserWarning)  # no UntrainedModelWarning
+        pipe = transformers.pipeline("music-emotion", device="cpu", harmony_ensemble=1)
+    answer = pipe({"array": tone(3.0), "sampling_rate": 24000}, top_k=2)
+    assert answer["model"]["checkpoint"] == "J_all" and answer["model"]["revision"] == COMMIT
+    assert 1 <= len(answer["moods"]) <= 2 and "warning" not in answer
+
+
+def test_the_space_answers_from_j_all_and_states_the_terms(hub, offline_cache, monkeypatch, write_wav):
+    from .test_space import load_space
+
+    app = load_space()
+    monkeypatch.delenv(app.MODELS_VARIABLE, raising=False)
+    default = app.available_models()[0]
+    assert default == "amaai-lab/music2emo"
+    try:
+        info, _ = app.describe_model(default)
+        assert "saved_models/J_all.ckpt" in info and "CC-BY-NC-4.0" in info and "untrained" not in info
+        *_, answer = app.analyse(str(write_wav("clip.wav", tone(3.0))), default, "")
+    finally:
+        app.load_pipeline.cache_clear()
+    assert answer["model"]["checkpoint"] == "J_all" and "warning" not in answer
+
+
+def test_two_first_runs_at_once_leave_one_good_entry(hub, offline_cache):
+    script = ("import sys; from music2emo_hf.released import resolve; "
+              "print(resolve('amaai-lab/music2emo:P_all'))")
+    runs = [subprocess.Popen([sys.executable, "-c", script], env=offline_cache, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    folders = {out.strip() for out, _ in outputs}
+    assert len(folders) == 1
+    assert sum("converting" in err for _, err in outputs) == 1  # the other waited, then loaded it
+    folder = Path(folders.pop())
+    assert released.entry_problem(folder) is None
+    assert [p.name for p in folder.parent.iterdir() if "partial" in p.name] == []
+
+
+def test_a_killed_conversion_leaves_nothing_that_loads(hub, offline_cache):
+    script = "from music2emo_hf.released import resolve; resolve('amaai-lab/music2emo:E_all')"
+    run = subprocess.Popen([sys.executable, "-c", script], env=offline_cache, stderr=subprocess.PIPE, text=True)
+    for line in run.stderr:
+        if "converting" in line:  # in the middle of converting
+            run.kill()
+            break
+    run.wait(timeout=60)
+    entry = Path(offline_cache["MUSIC2EMO_CACHE"]) / "amaai-lab--music2emo" / COMMIT / "E_all"
+    assert not entry.exists()
+    assert released.resolve("amaai-lab/music2emo:E_all", say=lambda note: None) == entry
+    assert released.entry_problem(entry) is None
+
+
+def test_a_damaged_entry_is_rebuilt_with_a_note(hub, offline_cache):
+    notes = []
+    folder = released.resolve("amaai-lab/music2emo:deam_best", say=notes.append)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    weights.write_bytes(bytes(data))
+    notes.clear()
+    assert released.resolve("amaai-lab/music2emo:deam_best", say=notes.append) == folder
+    damaged = [note for note in notes if note.startswith("the converted")]
+    assert len(damaged) == 1 and "model.safetensors does not match its checksum" in damaged[0]
+    assert released.entry_problem(folder) is None
+
+
+def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, tmp_path, write_wav):
+    empty = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "empty-hub"), "HF_HUB_OFFLINE": "1",
+             "MUSIC2EMO_CACHE": str(tmp_path / "converted"), "PYTHONPATH": str(ROOT)}
+    result = run_cli(empty, "predict", str(write_wav("x.wav", tone(1.0))))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "saved_models/J_all.ckpt (about 13 MB) is not in the Hugging Face cache" in error
+    assert "hf download amaai-lab/music2emo saved_models/J_all.ckpt" in error and "--model" in error
+    assert not (tmp_path / "converted" / "amaai-lab--music2emo" / "refs").exists()
+
+    only_heads = tmp_path / "only-heads"  # the checkpoint cached, the backbone not
+    hub_cache_repo(only_heads, "amaai-lab/music2emo", {"saved_models/J_all.ckpt": hub.work / "J_all.ckpt"}, COMMIT)
+    result = run_cli({**empty, "HF_HUB_CACHE": str(only_heads)}, "predict", str(write_wav("x.wav", tone(1.0))))
+    error = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "m-a-p/MERT-v1-95M config.json or pytorch_model.bin (about 380 MB)" in error
+    assert "hf download m-a-p/MERT-v1-95M config.json" in error
+
+
+def test_convert_original_takes_a_released_name(hub, offline_cache, tmp_path):
+    result = run_cli(offline_cache, "convert-original", "amaai-lab/music2emo:emomusic_best", "--out",
+                     str(tmp_path / "emomusic"))
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "emomusic" / "config.json").read_text())
+    assert config["source"]["file"] == "saved_models/emomusic_best.ckpt" and config["source"]["revision"] == COMMIT
+    card = (tmp_path / "emomusic" / "README.md").read_text()
+    assert "CC-BY-NC-4.0 (non-commercial use only)" in card and "Apache-2.0" in card
