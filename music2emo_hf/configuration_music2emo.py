@@ -152,7 +152,10 @@ class Music2EmoConfig(PreTrainedConfig):
             and the results are concatenated. `[6, 7]` is Music2Emo's `layers=[5, 6]` (it dropped index 0 first).
         sampling_rate (`int`, defaults to 24000): the backbone's input rate.
         chunk_seconds (`float`, defaults to 30.0): audio is cut into chunks of this length (the last one keeps its
-            real, shorter length) and chunk embeddings are averaged weighted by their duration.
+            real, shorter length).
+        pooling (`str`, defaults to `"duration"`): how chunk embeddings become the track's: `"duration"`, a mean
+            weighted by each chunk's seconds (a 1 s tail counts 1/30 of a full chunk); `"mean"`, the plain mean, as
+            Music2Emo's released heads were trained and evaluated (converted checkpoints use it).
         chord_roots, chord_qualities (`list[str]`): the harmony vocabulary of the chord tokens (see `harmony`).
         max_chords (`int`, defaults to 100): chord segments (chord changes) fed to the chord encoder.
         chord_embedding_dim (`int`, defaults to 4): size of the root and of the quality embedding (concatenated).
@@ -196,6 +199,7 @@ class Music2EmoConfig(PreTrainedConfig):
         pooled_layers: Sequence[int] = (6, 7),
         sampling_rate: int = 24000,
         chunk_seconds: float = 30.0,
+        pooling: str = "duration",
         chord_roots: Sequence[str] = CHORD_ROOTS,
         chord_qualities: Sequence[str] = CHORD_QUALITIES,
         max_chords: int = 100,
@@ -238,6 +242,9 @@ class Music2EmoConfig(PreTrainedConfig):
         self.chunk_seconds = float(chunk_seconds)
         if self.chunk_seconds <= 0:
             raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}.")
+        if pooling not in ("duration", "mean"):
+            raise ValueError(f"pooling must be 'duration' or 'mean', got {pooling!r}.")
+        self.pooling = pooling
         self.chord_roots = list(chord_roots)
         self.chord_qualities = list(chord_qualities)
         for name, vocab in (("chord_roots", self.chord_roots), ("chord_qualities", self.chord_qualities)):

@@ -37,7 +37,6 @@ DIFFERENCES = (
     "chord tokens can differ where the two disagree.",
     "The key's real mode is fed to the network (the authors' inference always fed 'major'; their training used the "
     "real mode).",
-    "Chunk embeddings are averaged weighted by duration (the authors weighed a 1 s tail like a 30 s chunk).",
     "The key comes from our Aarden-Essen key-profile estimator on the audio's chroma and chords, not music21 on a MIDI "
     "rendering of the chord labels.",
     "Audio is decoded once with soundfile and resampled with soxr (the authors: torchaudio and librosa).",
@@ -134,6 +133,7 @@ def faithful_config(tasks: list[dict[str, Any]]) -> Music2EmoConfig:
         backbone_name_or_path=DEFAULT_BACKBONE,
         pooled_layers=[6, 7],
         chunk_seconds=30.0,
+        pooling="mean",
         chord_qualities=list(ORIGINAL_CHORD_QUALITIES),
         chord_cls="zero",
         chord_padding_mask=False,

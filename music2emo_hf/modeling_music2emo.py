@@ -1,4 +1,4 @@
-"""Music2EmoModel: MERT backbone -> per-chunk layer means -> duration-weighted pooling -> fused with a chord encoder
+"""Music2EmoModel: MERT backbone -> per-chunk layer means -> pooling over chunks -> fused with a chord encoder
 and the key's mode -> shared trunk -> one head per task."""
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class Music2EmoOutput(ModelOutput):
         task_losses: each task's loss over the rows labelled for it.
         logits: per multilabel task, (batch, labels) logits; `sigmoid` gives per-label probabilities.
         regression: per regression task, (batch, outputs) on the task's native scale (e.g. valence/arousal on 1-9).
-        pooled_embedding: (batch, embedding_dim) duration-weighted mean of the chunk embeddings, as the trunk sees it
-            (standardized when `config.standardize_embeddings`).
+        pooled_embedding: (batch, embedding_dim) mean of the chunk embeddings, weighted by duration or plain as
+            `config.pooling` says, as the trunk sees it (standardized when `config.standardize_embeddings`).
         chunk_embeddings: (batch, chunks, embedding_dim); rows of padding chunks are zero.
         chunk_logits, chunk_regression: the heads applied to each chunk's embedding (with the track's harmony), for
             per-segment curves.
@@ -142,7 +142,7 @@ class Music2EmoResidualFeedForward(nn.Module):
 class Music2EmoProjector(nn.Module):
     """Audio into the label encoder's text space, for zero-shot labels (`Music2EmoConfig.projector`).
 
-    `mlp`: the duration-weighted pooled embedding and the harmony features through residual feed-forward blocks.
+    `mlp`: the pooled embedding (`config.pooling`) and the harmony features through residual feed-forward blocks.
     `attention`: the chunk embeddings (with fixed positions), a harmony token and a CLS through a transformer, read at
     the CLS, so a track's parts weigh by what they hold rather than by their length."""
 
@@ -436,7 +436,7 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         features = chunk_embeddings
         if self.config.standardize_embeddings:
             features = (chunk_embeddings - self.embedding_mean) / self.embedding_scale
-        weights = (chunk_durations * real).to(features.dtype)
+        weights = (chunk_durations * real if self.config.pooling == "duration" else real).to(features.dtype)
         pooled = (features * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp_min(1e-8)
 
         harmony = self._harmony_features(batch, chord_root_ids, chord_quality_ids, chord_mask, mode_ids, reference.device)

@@ -50,7 +50,7 @@ LICENCES = ("MERT-v1-95M (the backbone) is CC-BY-NC-4.0: non-commercial use only
             f"({RELEASED_REPO}) are Apache-2.0.")
 MANIFEST = "music2emo_source.json"
 # Raised when a change to the conversion makes older cache entries wrong; entries of another format are rebuilt.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 

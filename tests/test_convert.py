@@ -91,6 +91,7 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder):
     assert code == 0
     model = Music2EmoModel.from_pretrained(out).eval()
     assert not model.config.untrained and model.config.chord_cls == "zero" and not model.config.chord_padding_mask
+    assert model.config.pooling == "mean"  # the plain mean of the chunks, as the heads were trained
     x_mert, roots, attrs, key = inputs()
     with torch.no_grad():
         moods, va = original(x_mert, roots, attrs, key)

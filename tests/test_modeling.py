@@ -87,6 +87,20 @@ def test_pooling_weights_chunks_by_their_real_duration(model):
     torch.testing.assert_close(out.pooled_embedding[0], expected)
 
 
+def test_plain_mean_pooling_weighs_a_short_tail_like_a_full_chunk(tiny_config):
+    """`pooling="mean"`: how Music2Emo's released heads were trained (converted checkpoints use it)."""
+    config = Music2EmoConfig.from_dict({**tiny_config.to_dict(), "pooling": "mean"})
+    torch.manual_seed(0)
+    model = Music2EmoModel(config).eval()
+    with torch.no_grad():
+        out = model(**_inputs(tone(2.25)))
+    torch.testing.assert_close(out.pooled_embedding[0], out.chunk_embeddings[0].mean(dim=0))
+    assert not torch.allclose(out.pooled_embedding[0], (out.chunk_embeddings[0] * torch.tensor(
+        [[1.0], [1.0], [0.25]])).sum(0) / 2.25)
+    with pytest.raises(ValueError, match="pooling must be 'duration' or 'mean'"):
+        Music2EmoConfig(pooling="max")
+
+
 def test_precomputed_chunk_embeddings_give_the_same_answers(model):
     inputs = _inputs([tone(2.5), tone(1.2, freq=330)])
     with torch.no_grad():
