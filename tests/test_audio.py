@@ -7,7 +7,7 @@ import pytest
 
 from music2emo_hf.audio import AudioDecodeError, load_audio, open_audio, resample
 
-from .conftest import require_fixtures, tone
+from .conftest import ROOT, require_fixtures, tone
 
 
 @pytest.mark.parametrize("dtype,scale", [(np.int16, 32767), (np.int32, 2**31 - 1), (np.float64, 1.0), (np.uint8, None)])
@@ -141,3 +141,34 @@ def test_long_files_stream_in_bounded_memory(write_wav):
     tracemalloc.stop()
     assert total == 60 * 60 * 24000
     assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB while streaming a 60-min file"
+
+
+def test_the_sinc_resampler_is_torchaudios():
+    """Against outputs of torchaudio 2.11.1's `transforms.Resample` (tests/torchaudio_resample_reference.json; it says
+    how they were made): the resampler of the authors' inference, offered as `resampler="sinc"`."""
+    import json
+
+    from music2emo_hf.audio import sinc_resample
+
+    reference = json.loads((ROOT / "tests" / "torchaudio_resample_reference.json").read_text())
+    for pair, expected in reference["outputs"].items():
+        orig, new = map(int, pair.split("->"))
+        n = orig // 10
+        t = np.arange(n) / orig
+        wave = (0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.random.default_rng(orig).standard_normal(n)).astype(
+            np.float32)
+        ours = sinc_resample(wave, orig, new)
+        assert ours.shape == (len(expected),) and np.abs(ours - np.array(expected)).max() < 1e-6, pair
+
+
+def test_the_sinc_resampler_feeds_the_chunks_of_a_file(write_wav):
+    from music2emo_hf.audio import sinc_resample
+    from music2emo_hf.feature_extraction_music2emo import Music2EmoFeatureExtractor
+
+    audio = tone(2.5, rate=44100)
+    path = write_wav("x.wav", audio, rate=44100, subtype="FLOAT")
+    chunks = list(Music2EmoFeatureExtractor(chunk_seconds=1.0, resampler="sinc").iter_chunks(str(path)))
+    np.testing.assert_array_equal(np.concatenate(chunks), sinc_resample(audio, 44100, 24000))
+    assert [len(c) for c in chunks] == [24000, 24000, 12000]
+    with pytest.raises(ValueError, match="resampler must be one of"):
+        Music2EmoFeatureExtractor(resampler="linear")

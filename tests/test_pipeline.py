@@ -365,3 +365,20 @@ def test_precision_choices(tiny_model_dir):
     for embedding, answer in zip(embeddings[1:], answers[1:]):  # each keeps about 3 significant digits
         cosine = embeddings[0] @ embedding / np.linalg.norm(embeddings[0]) / np.linalg.norm(embedding)
         assert cosine > 0.99 and answer["valence"] == pytest.approx(answers[0]["valence"], abs=0.05)
+
+
+def test_the_sinc_resampler_is_an_option_of_the_pipeline(tiny_model_dir, write_wav):
+    """`resampler="sinc"`: MERT's input resampled as the authors' inference resampled it (torchaudio's)."""
+    import transformers
+
+    from music2emo_hf.audio import sinc_resample
+
+    audio = tone(3.0, rate=44100)
+    path = write_wav("x.wav", audio, rate=44100, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", resampler="sinc",
+                                     harmony_ensemble=1)
+    from_file = pipe(str(path), return_embedding=True)
+    from_array = pipe({"array": sinc_resample(audio, 44100, 24000), "sampling_rate": 24000}, return_embedding=True)
+    assert from_file["embedding"] == from_array["embedding"]
