@@ -6,9 +6,11 @@ the same way everywhere and a long file never has to sit in memory whole.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
@@ -155,13 +157,37 @@ def describe(audio: AudioInput) -> str:
     return f"<{type(audio).__name__}>"
 
 
+# The decoders (libsndfile's mpg123 among them) write notes such as "Note: Trying to resync..." straight to the
+# process's stderr while they probe a file; they are kept off the terminal unless this is set (`music2emo --verbose`).
+SHOW_DECODER_NOTES = False
+
+
+@contextlib.contextmanager
+def _decoder_notes_hidden():
+    """Point file descriptor 2 at /dev/null for the block (the decoders write to it from C), unless
+    SHOW_DECODER_NOTES. Only opening a file is wrapped: a few milliseconds."""
+    if SHOW_DECODER_NOTES:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _open_file(source: Any, name: str) -> AudioStream:
     try:
-        handle = sf.SoundFile(source)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        with _decoder_notes_hidden():
+            handle = sf.SoundFile(source)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
         raise AudioDecodeError(
-            f"{name}: not a readable audio file ({error}). Supported: wav, flac, ogg/opus, mp3, aiff."
-        ) from error
+            f"{name}: not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
+        ) from None
     return AudioStream(name, _check_rate(handle.samplerate, name), _file=handle)
 
 
@@ -214,8 +240,8 @@ def load_audio(audio: AudioInput, sampling_rate: int, input_rate: int | None = N
 
 def sinc_resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """torchaudio's default resampler, `transforms.Resample(from_rate, to_rate)`, which Music2Emo's inference used
-    for MERT's input: a Hann-windowed sinc with 6 zero crossings and a 0.99 roll-off, its kernel computed in float64
-    and applied in float32 (tested equal to torchaudio's output)."""
+    for MERT's input: a Hann-windowed sinc with 6 zero crossings and a 0.99 roll-off, its kernel computed as that
+    transform computes it (mostly float64) and applied in float32 (tested equal to torchaudio's output)."""
     import torch
 
     divisor = math.gcd(from_rate, to_rate)
@@ -224,7 +250,8 @@ def sinc_resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray
     base = min(orig, new) * rolloff
     width = math.ceil(zero_crossings * orig / base)
     positions = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
-    t = ((torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + positions) * base)
+    # As torchaudio's transform builds it (dtype None): an integer ramp divided in float32, then added in float64.
+    t = (torch.arange(0, -new, -1)[:, None, None] / new + positions) * base
     t = t.clamp(-zero_crossings, zero_crossings)
     window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
     t = t * math.pi

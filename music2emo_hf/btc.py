@@ -265,6 +265,8 @@ def cqt_features(audio: np.ndarray) -> np.ndarray:
         start += block
     if start < len(audio):
         pieces.append(audio[start:])
+    # librosa refuses a 1-sample signal (a block's remainder can be one); a zero after it changes no frame count.
+    pieces = [np.pad(piece, (0, 1)) if len(piece) == 1 else piece for piece in pieces]
     cqts = [librosa.cqt(piece, sr=SAMPLING_RATE, n_bins=N_BINS, bins_per_octave=BINS_PER_OCTAVE,
                         hop_length=HOP_LENGTH) for piece in pieces]
     return np.log(np.abs(np.concatenate(cqts, axis=1)) + 1e-6).T
@@ -299,13 +301,14 @@ def merge_frames(predictions: Sequence[int]) -> list[tuple[float, float, str]]:
 def chord_tone_notes(segments: Sequence[tuple[float, float, str]]) -> list[tuple[float, float, int]]:
     """(start, end, MIDI pitch) of the chord tones of a timeline, as the authors turned their `.lab` file into MIDI
     for music21: per pitch class, one note (MIDI 48-59) over each run of consecutive segments whose chord holds it.
-    A pitch class is 1 in a chord that holds it, 0 in one that does not and in N, -1 in X (mir_eval's bitmaps); as
-    theirs, the first segment only starts a run, so a timeline of one segment gives no notes."""
+    A pitch class is 1 in a chord that holds it and 0 in one that does not or in N; in X, every pitch class sounds
+    (mir_eval encodes X as all -1, and its rotation to the root marks every non-zero entry). As theirs, the first
+    segment only starts a run, so a timeline of one segment gives no notes."""
     from .harmony import PITCH_CLASSES, _QUALITY_INTERVALS
 
     def present(label: str, pitch: int) -> int:
         if label in ("N", "X"):
-            return -1 if label == "X" else 0
+            return int(label == "X")
         root, _, quality = label.partition(":")
         return int((pitch - PITCH_CLASSES.index(root)) % 12 in _QUALITY_INTERVALS[quality or "maj"])
 

@@ -54,12 +54,13 @@ class _Writer:
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise CommandError(f"--output {path}: the folder {os.path.dirname(path)!r} does not exist.")
         self.header: list[str] | None = None
+        self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
         if path and os.path.exists(path):
             self._read_existing(path)
-        try:
-            self.handle = open(path, "a", encoding="utf-8", newline="") if path else sys.stdout
-        except OSError as error:
-            raise CommandError(f"--output {path}: cannot write there ({error.strerror}).") from error
+            if not os.access(path, os.W_OK):
+                raise CommandError(f"--output {path}: cannot write there (permission denied).")
+        elif path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise CommandError(f"--output {path}: cannot write there (permission denied).")
 
     @staticmethod
     def key(path: str) -> str:
@@ -88,6 +89,11 @@ class _Writer:
         self.done.update(self.key(file) for file in files)
 
     def write(self, record: dict, mood_labels: list[str]) -> None:
+        if self.handle is None:
+            try:
+                self.handle = open(self.path, "a", encoding="utf-8", newline="")
+            except OSError as error:
+                raise CommandError(f"--output {self.path}: cannot write there ({error.strerror}).") from error
         if self.format == "jsonl":
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
@@ -120,7 +126,7 @@ class _Writer:
         return row
 
     def close(self) -> None:
-        if self.handle is not sys.stdout:
+        if self.handle not in (None, sys.stdout):
             self.handle.close()
 
 
@@ -152,10 +158,15 @@ def predict(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.verbose:
+        from . import audio
+
+        audio.SHOW_DECODER_NOTES = True
     failures: list[str] = []
 
     def report(path: str, message: str) -> None:
         failures.append(path)
+        message = message.removeprefix(f"{path}: ")  # messages that name the file already: the path once
         tqdm.write(f"error: {path}: {message}", file=sys.stderr)
 
     files = list(dict.fromkeys(iter_audio_files(args.paths, report)))
@@ -365,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resampler", choices=("soxr", "sinc"), help="soxr (default: streamed, bounded memory) or sinc "
                    "(torchaudio's resampler, as the authors' inference resampled for MERT; holds each track in memory)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--verbose", action="store_true", help="also show the audio decoders' own notes (e.g. mpg123's "
+                   "'Trying to resync...' on a damaged file)")
     p.set_defaults(run=predict)
 
     i = commands.add_parser("init", help="write a randomly initialised model from a Hub config folder")

@@ -356,6 +356,7 @@ class MusicEmotionPipeline(Pipeline):
             if _MALLOC_TRIM is not None and model.device.type == "cpu":
                 _MALLOC_TRIM(0)
 
+        self.harmony  # made here, once, before any thread asks for it
         analysed = self._analysed_chunks(model_inputs["audio"], model_inputs["sampling_rate"], timings)
         source = ahead(analysed) if self.overlap else analysed
         with closing(source):  # if the backbone fails, the read-ahead thread and the harmony workers stop now
@@ -488,8 +489,9 @@ def model_provenance(config) -> dict[str, Any]:
     if config.source:
         source = config.source
         backbone = source.get("backbone", {})
+        revision = backbone.get("revision")
         return {"repo": source["repo"], "checkpoint": source["checkpoint"], "revision": source["revision"],
-                "backbone": f"{backbone.get('repo')}@{backbone.get('revision')}"}
+                "backbone": f"{backbone.get('repo')}" + (f"@{revision}" if revision else "")}
     return {"name": config.name_or_path}
 
 

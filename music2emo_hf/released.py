@@ -50,7 +50,7 @@ LICENCES = ("MERT-v1-95M (the backbone) is CC-BY-NC-4.0: non-commercial use only
             f"({RELEASED_REPO}) are Apache-2.0.")
 MANIFEST = "music2emo_source.json"
 # Raised when a change to the conversion makes older cache entries wrong; entries of another format are rebuilt.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -169,12 +169,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _commit_of(path: str) -> str:
-    """The commit of a file in the Hub cache (`.../snapshots/<commit>/<file>`)."""
+    """The commit of a file in the Hub cache (`.../models--org--name/snapshots/<commit>/<file>`)."""
     parts = Path(path).parts
-    if "snapshots" in parts and parts.index("snapshots") + 1 < len(parts):
-        commit = parts[parts.index("snapshots") + 1]
-        if _COMMIT.match(commit):
-            return commit
+    for i in range(1, len(parts) - 1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--") and _COMMIT.match(parts[i + 1]):
+            return parts[i + 1]
     raise ReleasedModelError(f"{path}: not in a Hugging Face Hub cache snapshot, so its revision is unknown.")
 
 

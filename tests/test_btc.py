@@ -15,6 +15,7 @@ from music2emo_hf.btc import (
     BTCHarmonyAnalyzer,
     BTCWeightsError,
     chord_label,
+    chord_tone_notes,
     merge_frames,
     read_btc_weights,
 )
@@ -122,6 +123,27 @@ def test_frames_merge_as_the_authors_loop_merges_them():
     window = [0] * 50 + [1] * 58
     assert merge_frames(window) == [(0.0, round(50 * frame, 3), "C:min"), (round(50 * frame, 3), 10.0, "C")]
     assert chord_label(168) == "X" and chord_label(15) == "C#" and chord_label(167) == "B:sus4"
+
+
+def test_chord_tones_sound_as_in_the_authors_midi():
+    """Per pitch class, one note over each run of chords holding it; X sounds all twelve (mir_eval's rotation of its
+    all -1 bitmap marks every pitch class), N none; the first segment only starts a run."""
+    notes = chord_tone_notes([(0.0, 1.0, "C"), (1.0, 2.0, "A:min"), (2.0, 3.0, "X"), (3.0, 4.0, "N"),
+                              (4.0, 5.0, "G")])
+    by_pitch = {pitch: [(start, end) for start, end, p in notes if p == pitch] for pitch in range(48, 60)}
+    assert by_pitch[48] == [(0.0, 3.0)]  # C: in C, A:min and X
+    assert by_pitch[52] == [(0.0, 3.0)]  # E: likewise
+    assert by_pitch[55] == [(0.0, 1.0), (2.0, 3.0), (4.0, 5.0)]  # G: C, then X, then G
+    assert by_pitch[49] == [(2.0, 3.0)]  # C#: only in X
+    assert chord_tone_notes([(0.0, 5.0, "C")]) == []
+
+
+def test_a_block_remainder_of_one_sample_is_analysed(btc_file):
+    """A track whose last 10 s block leaves one sample at 22,050 Hz (librosa refuses a 1-sample CQT)."""
+    analyzer = BTCHarmonyAnalyzer(btc_file)
+    rng = np.random.default_rng(0)
+    harmony = analyzer(0.1 * rng.standard_normal(960001).astype(np.float32), 24000)
+    assert harmony.chords and harmony.chords[-1].end == pytest.approx(40.0, abs=0.1)
 
 
 def test_weights_that_are_not_btcs_or_would_run_code_are_refused(tmp_path, btc_file):

@@ -87,7 +87,7 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    for name, reason in [("empty.mp3", "empty"), ("notes.mp3", "not a readable audio file"),
+    for name, reason in [("empty.mp3", "empty"), ("notes.mp3", "not audio: it could not be decoded"),
                          ("missing.wav", "no such file"), ("empty_folder", "no audio files")]:
         assert any(name in line and reason in line for line in result.stderr.splitlines()), (name, result.stderr)
     written = sorted(Path(r["file"]).name for r in records(out))
@@ -176,3 +176,18 @@ def test_the_default_model_is_the_authors_j_all_and_ours_is_a_hub_configs_varian
     assert parse_reference(DEFAULT_MODEL_ID).checkpoint == "J_all"
     variant = ROOT / "hub_configs" / PUBLISHED_MODEL_ID.split("/")[-1]
     assert (variant / "config.json").is_file() and (variant / "README.md").is_file()
+
+
+def test_a_file_that_is_not_audio_is_named_once_in_plain_words_and_leaves_no_empty_output(tiny_model_dir, tmp_path):
+    fake = tmp_path / "song.mp3"
+    fake.write_text("these are words, not sound\n" * 20)
+    output = tmp_path / "moods.jsonl"
+    result = run("predict", str(fake), "--model", str(tiny_model_dir), "-o", str(output))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {fake}: not audio: it could not be decoded as any supported format "
+                      "(wav, flac, ogg/opus, mp3, aiff)."]
+    assert "Note:" not in result.stderr and "resync" not in result.stderr  # mpg123's notes stay off the terminal
+    assert not output.exists()  # nothing was analysed, so no file (an empty one would look like a result)
+    verbose = run("predict", str(fake), "--model", str(tiny_model_dir), "--verbose")
+    assert verbose.returncode == 1 and "resync" in verbose.stderr

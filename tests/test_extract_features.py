@@ -149,7 +149,7 @@ def test_a_bad_file_is_reported_and_the_others_are_written(tmp_path, tiny_model_
     captured = capsys.readouterr()
     assert "2 written, 0 skipped (already done), 2 failed" in captured.out
     failures = [line for line in captured.err.splitlines() if line.startswith("failed: ")]
-    assert len(failures) == 2 and "2.wav: not a readable audio file" in failures[0] and "4.wav: no such file" in failures[1]
+    assert len(failures) == 2 and "2.wav: not audio: it could not be decoded" in failures[0] and "4.wav: no such file" in failures[1]
     cache = dataset / "features" / "bad"
     assert sorted(cached_files(cache)) == ["pmemo/1.safetensors", "pmemo/3.safetensors"]
     errors = [json.loads(line) for line in (cache / "errors-rank0.jsonl").read_text().splitlines()]

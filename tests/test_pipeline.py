@@ -150,7 +150,7 @@ def test_silence_has_no_key(tiny_pipeline):
         (np.array([0.0, np.nan] * 1000, dtype=np.float32), AudioDecodeError, "NaN"),
         (np.array([0.0, -np.inf] * 1000, dtype=np.float32), AudioDecodeError, "infinite"),
         ("/no/such/file.mp3", FileNotFoundError, "no such file"),
-        (b"junk", AudioDecodeError, "not a readable audio file"),
+        (b"junk", AudioDecodeError, "not audio: it could not be decoded"),
         (np.zeros(100, dtype=np.float32), AudioDecodeError, "at least"),
     ],
 )

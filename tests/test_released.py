@@ -251,3 +251,12 @@ def test_convert_original_takes_a_released_name(hub, offline_cache, tmp_path):
     assert config["harmony"] == "btc" and (tmp_path / "emomusic" / "btc.safetensors").is_file()
     card = (tmp_path / "emomusic" / "README.md").read_text()
     assert "CC-BY-NC-4.0 (non-commercial use only)" in card and "Apache-2.0" in card
+
+
+def test_the_commit_is_read_from_the_hub_cache_layout_wherever_it_lies(tmp_path):
+    """Even under a folder that happens to be called `snapshots`."""
+    path = (tmp_path / "snapshots" / "hf" / "hub" / "models--amaai-lab--music2emo" / "snapshots" / COMMIT
+            / "saved_models" / "J_all.ckpt")
+    assert released._commit_of(str(path)) == COMMIT
+    with pytest.raises(ReleasedModelError, match="not in a Hugging Face Hub cache snapshot"):
+        released._commit_of(str(tmp_path / "J_all.ckpt"))
