@@ -116,11 +116,10 @@ def authors_chord_path(model_dir: str, track: str, device: str) -> None:
     for the call, `librosa.load` at 22,050 Hz, the CQT in 10 s blocks, BTC one 108-frame window per call, the `.lab`
     file, its MIDI rendering written to disk and parsed back by music21 for the key."""
     import librosa
-    import pretty_midi
     import torch
     from music21 import converter
 
-    from music2emo_hf.btc import WEIGHTS_FILE, BTCChordRecognizer, chord_tone_notes, cqt_features, merge_frames
+    from music2emo_hf.btc import WEIGHTS_FILE, BTCChordRecognizer, chord_tone_midi, cqt_features, merge_frames
 
     recognizer = BTCChordRecognizer(Path(model_dir) / WEIGHTS_FILE, device)
     audio, _ = librosa.load(track, sr=22050, mono=True)
@@ -133,13 +132,11 @@ def authors_chord_path(model_dir: str, track: str, device: str) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         lab = Path(scratch) / "track.lab"
         lab.write_text("".join(f"{start:.3f} {end:.3f} {chord}\n" for start, end, chord in segments))
-        midi = pretty_midi.PrettyMIDI()
-        piano = pretty_midi.Instrument(program=0)
-        piano.notes.extend(pretty_midi.Note(velocity=120, pitch=p, start=a, end=b)
-                           for a, b, p in chord_tone_notes(segments))
-        midi.instruments.append(piano)
-        midi.write(str(lab.with_suffix(".midi")))
-        converter.parse(str(lab.with_suffix(".midi"))).analyze("key")
+        chord_tone_midi(segments).write(str(lab.with_suffix(".midi")))
+        try:  # as theirs: any music21 failure (an empty MIDI) means no key
+            converter.parse(str(lab.with_suffix(".midi"))).analyze("key")
+        except Exception:
+            pass
 
 
 def child_naive(model_dir: str, track: str, device: str) -> dict:

@@ -328,23 +328,31 @@ def chord_tone_notes(segments: Sequence[tuple[float, float, str]]) -> list[tuple
     return notes
 
 
+def chord_tone_midi(segments: Sequence[tuple[float, float, str]]):
+    """The timeline's chord tones as the authors' MIDI file held them: a `pretty_midi.PrettyMIDI` with one piano
+    (program 0), velocity 120."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(program=0)
+    piano.notes.extend(pretty_midi.Note(velocity=120, pitch=pitch, start=start, end=end)
+                       for start, end, pitch in chord_tone_notes(segments))
+    midi.instruments.append(piano)
+    return midi
+
+
 def music21_key(segments: Sequence[tuple[float, float, str]]):
     """The key music21 finds (`analyze('key')`) in the MIDI rendering of the timeline's chord tones, made as the
-    authors made it (pretty_midi, piano, velocity 120) but in memory; no key where they got none (no notes)."""
+    authors made it but in memory; no key where they got none (no notes)."""
     import io
 
-    import pretty_midi
     from music21 import converter
 
     from .harmony import Key
 
-    notes = chord_tone_notes(segments)
-    if not notes:
+    midi = chord_tone_midi(segments)
+    if not midi.instruments[0].notes:
         return Key(None)
-    midi = pretty_midi.PrettyMIDI()
-    piano = pretty_midi.Instrument(program=0)
-    piano.notes.extend(pretty_midi.Note(velocity=120, pitch=pitch, start=start, end=end) for start, end, pitch in notes)
-    midi.instruments.append(piano)
     data = io.BytesIO()
     midi.write(data)
     try:
@@ -432,6 +440,7 @@ __all__ = [
     "BTCModel",
     "BTCWeightsError",
     "chord_label",
+    "chord_tone_midi",
     "chord_tone_notes",
     "cqt_features",
     "merge_frames",

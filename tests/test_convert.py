@@ -43,7 +43,8 @@ class Payload:
 
 
 def write_checkpoint(path, network: nn.Module, extra=None) -> None:
-    """A Lightning checkpoint as the authors' are: `model.`-prefixed weights, the loss buffers, training config."""
+    """A checkpoint in the Lightning layout built by hand, for what Lightning would not write: a code-running pickle
+    among its states, or a network its training step cannot run (another input size)."""
     module = types.ModuleType("authors_config")
     module.Hyperparameters = Hyperparameters
     Hyperparameters.__module__ = "authors_config"
@@ -153,7 +154,7 @@ def test_nothing_in_the_file_runs(tmp_path, mert_folder, capsys):
 
 def test_broken_files_are_explained(tmp_path, mert_folder, capsys):
     torch.manual_seed(5)
-    write_checkpoint(tmp_path / "good.ckpt", OriginalNetwork())
+    lightning_checkpoint(tmp_path / "good.ckpt", OriginalNetwork(), tmp_path)
     data = (tmp_path / "good.ckpt").read_bytes()
     (tmp_path / "truncated.ckpt").write_bytes(data[: len(data) // 2])
     torch.save({"weights": torch.ones(1)}, tmp_path / "no-state.ckpt")
@@ -187,7 +188,7 @@ def test_the_faithful_config_is_the_published_variants():
 
 def test_a_converted_model_is_published_with_its_card(tmp_path, mert_folder, fake_hub):
     torch.manual_seed(6)
-    write_checkpoint(tmp_path / "E_all.ckpt", OriginalNetwork())
+    lightning_checkpoint(tmp_path / "E_all.ckpt", OriginalNetwork(), tmp_path)
     template = TINY_CONFIG.parent / "music2emo-mert95m" / "README.md"
     code, out = convert(tmp_path, tmp_path / "E_all.ckpt", mert_folder, "--template", str(template),
                         "--push-to-hub", "someone/music2emo-e-all", "--private")
