@@ -407,6 +407,8 @@ class BTCHarmonyAnalyzer:
         self.window_seconds = float(window_seconds)
 
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0):
+        import music21  # noqa: F401  (the key's library loads here, beside the backbone, not after it in `combine`)
+
         from .audio import resample
         from .harmony import HarmonyWindow, checked_window
 

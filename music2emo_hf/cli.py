@@ -433,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         m = commands.add_parser(name, help=help_text)
         m.add_argument("model_dir", help="a model folder (from training, convert-original or init)")
         m.add_argument("repo_id", help="the Hub repo it is (or will be) published as, e.g. you/music2emo-mine")
-        m.add_argument("--results", help="a results JSON (training's results.json, or evaluate.py's for this model "
+        m.add_argument("--results", help="a results JSON (training's results.json, or evaluate_models.py's for this model "
                        "alone); default: the folder's results.json")
         m.add_argument("--template", help="a model card template file (e.g. hub_configs/NAME/README.md)")
         if name == "push":

@@ -6,11 +6,18 @@ organisers' golden file (tests/test_metrics.py).
 - Valence/arousal: R² and RMSE per dimension, on the native scale and on [-1, 1].
 - Song level: segment scores averaged per track (`song_level`), or segments voting for their top-k labels
   (`song_vote_decisions`, the cross-dataset paper's).
+
+The tag and valence/arousal metrics are also `evaluate` modules (`load_metric("mood_tags")`,
+`load_metric("valence_arousal")`), shipped in the package so they load with no Hub, and publishable as metric Spaces
+as they stand (docs/publishing.md). Training and `training/evaluate_models.py` score through them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -122,23 +129,66 @@ def song_vote_decisions(segment_scores, track_ids: Sequence[str], k: int) -> tup
     return order, decisions
 
 
+METRIC_MODULES = ("mood_tags", "valence_arousal")
+
+
+def metric_module_path(name: str) -> Path:
+    """The folder of a packaged `evaluate` module: its script, metric card, Space app and requirements."""
+    if name not in METRIC_MODULES:
+        raise ValueError(f"unknown metric module {name!r}; choose one of {', '.join(METRIC_MODULES)}")
+    return Path(str(resources.files(__package__).joinpath("metric_modules", name)))
+
+
+@cache
+def load_metric(name: str):
+    """`evaluate.load` of a packaged module from its folder (no Hub), kept in memory and loaded once per process."""
+    try:
+        import evaluate
+    except ImportError as error:
+        raise ImportError("the evaluate modules need `evaluate`: pip install 'music2emo-hf[train]'") from error
+    return evaluate.load(str(metric_module_path(name)), keep_in_memory=True)
+
+
+def metric_demo(module):
+    """The web page of a metric Space (its `app.py`): predictions and references as JSON lists of lists, the
+    module's keyword arguments as a JSON object, the results as JSON."""
+    import json
+
+    import gradio as gr
+
+    def compute(predictions: str, references: str, options: str) -> dict:
+        try:
+            return module.compute(predictions=json.loads(predictions), references=json.loads(references),
+                                  **json.loads(options or "{}"))
+        except (ValueError, TypeError) as error:  # malformed JSON or metric input: say so on the page
+            raise gr.Error(str(error)) from error
+
+    return gr.Interface(
+        fn=compute,
+        inputs=[gr.Textbox(label="predictions (JSON, one list per track)"),
+                gr.Textbox(label="references (JSON, one list per track)"),
+                gr.Textbox(label="options (JSON object of keyword arguments)", value="{}")],
+        outputs=gr.JSON(label=module.name),
+        title=f"Metric: {module.name}",
+        description=module.info.description,
+    )
+
+
 def compute_metrics_for(
     task: Mapping, scale: RatingScale | None = None, top_k: int | None = None, threshold: float | None = None
 ):
-    """A `compute_metrics` for `transformers.Trainer` on one task of a Music2Emo config: multilabel tasks get the
-    AUCs (plus F1 of top-k / thresholded sigmoid scores when asked); regression tasks R²/RMSE per label."""
+    """A `compute_metrics` for `transformers.Trainer` on one task of a Music2Emo config, by the `evaluate` modules:
+    multilabel tasks get the AUCs (plus F1 of top-k / thresholded sigmoid scores when asked); regression tasks
+    R²/RMSE per label."""
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         predictions, labels = eval_pred.predictions, eval_pred.label_ids
         if task["type"] == "multilabel":
             scores = 1 / (1 + np.exp(-np.asarray(predictions, dtype=np.float64)))
-            out = tag_metrics(labels, scores)
-            if top_k is not None:
-                out |= {f"top{top_k}_{k}": v for k, v in f1_scores(labels, top_k_decisions(scores, top_k)).items()}
-            if threshold is not None:
-                out |= {f"threshold_{k}": v for k, v in f1_scores(labels, scores >= threshold).items()}
-            return out
-        return regression_metrics(labels, predictions, names=task["labels"], scale=scale)
+            return load_metric("mood_tags").compute(predictions=scores, references=labels, top_k=top_k,
+                                                    threshold=threshold)
+        return load_metric("valence_arousal").compute(predictions=predictions, references=labels, names=task["labels"],
+                                                      scale=None if scale is None else (scale.low, scale.high))
 
     return compute_metrics
 
@@ -146,6 +196,9 @@ def compute_metrics_for(
 __all__ = [
     "compute_metrics_for",
     "f1_scores",
+    "load_metric",
+    "metric_demo",
+    "metric_module_path",
     "regression_metrics",
     "song_level",
     "song_vote_decisions",

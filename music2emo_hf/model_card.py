@@ -2,7 +2,7 @@
 
 A card is built from what the folder knows: the model's config (what it is, its outputs and scales), how it was made
 (`training.json` from the training scripts, or the conversion of a released checkpoint) and how well it does (a
-results JSON of the training scripts or of `training/evaluate.py`, as `model-index` entries per corpus and metric).
+results JSON of the training scripts or of `training/evaluate_models.py`, as `model-index` entries per corpus and metric).
 Nothing is claimed that those files do not say. A variant's template (`hub_configs/<variant>/README.md`) may add its
 description; the default template lays out the same sections.
 """
@@ -98,7 +98,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def results_by_corpus(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """corpus -> metrics, from a training script's results.json ({"best": {"test": ..., "zero_shot": ...}}) or an
-    evaluate.py JSON ({"rows": [{"metrics": ...}]}, one row)."""
+    evaluate_models.py JSON ({"rows": [{"metrics": ...}]}, one row)."""
     if "best" in results:
         found = dict(results["best"].get("test", {}))
         found.update(results["best"].get("zero_shot", {}))
@@ -106,7 +106,7 @@ def results_by_corpus(results: Mapping[str, Any]) -> dict[str, dict[str, float]]
     rows = results.get("rows", [])
     if len(rows) != 1:
         raise ValueError(f"an evaluation JSON for one model card must hold one row, it holds {len(rows)}; "
-                         "evaluate the model alone (training/evaluate.py --model LABEL=DIR).")
+                         "evaluate the model alone (training/evaluate_models.py --model LABEL=DIR).")
     return dict(rows[0]["metrics"])
 
 

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager, nullcontext
 from typing import Any
 
@@ -313,31 +313,37 @@ class MusicEmotionPipeline(Pipeline):
         window = self.harmony.analyze_window(chunk, self.feature_extractor.sampling_rate, offset)
         return window, time.perf_counter() - start
 
-    def _analysed_chunks(self, audio, sampling_rate, timings) -> Iterator[tuple[np.ndarray, Any]]:
-        """(chunk, harmony window) pairs in order: decoded and resampled chunk by chunk, with `harmony_workers`
-        windows analysed at once, in threads; 8 gave 1.6x, not 8x, on a GPU machine (README, On a GPU: where they
-        wait on each other was not profiled). The harmony timing sums the windows' seconds over the workers."""
+    def _analysed_chunks(self, audio, sampling_rate, timings) -> Iterator[tuple[np.ndarray, Future]]:
+        """(chunk, future of its harmony window) pairs in order, each chunk handed on as soon as it is decoded: the
+        backbone starts on it while its chords are analysed (in the read-ahead thread, or in `harmony_workers`
+        threads; 8 gave 1.6x, not 8x, on a GPU machine: where they wait on each other was not profiled). Before a
+        file's first window is done the chord path's libraries load (librosa's CQT: about 3 s on 2 cores), so the
+        first file no longer waits for them before its backbone starts. At most `harmony_workers` windows are in
+        flight, so memory stays bounded however long the file."""
         rate, offset, in_flight = self.feature_extractor.sampling_rate, 0.0, deque()
         chunks = self.feature_extractor.iter_chunks(audio, sampling_rate)
         pool = ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") if self.harmony_workers > 1 else None
+        finished = False
         try:
             while True:
                 with _timed(timings, "decode"):
                     chunk = next(chunks, None)
-                if chunk is not None:
-                    job = pool.submit(self._analysed_window, chunk, offset) if pool else self._analysed_window(chunk, offset)
-                    in_flight.append((chunk, job))
-                    offset += len(chunk) / rate
-                while in_flight and (chunk is None or len(in_flight) >= self.harmony_workers):
-                    done, job = in_flight.popleft()
-                    window, seconds = job.result() if pool else job
-                    timings["harmony"] += seconds
-                    yield done, window
                 if chunk is None:
+                    finished = True
                     return
+                if pool is None:
+                    window: Future = Future()
+                    yield chunk, window  # taken by the consumer (the read-ahead queue); then analysed here
+                    window.set_result(self._analysed_window(chunk, offset))
+                else:
+                    while len(in_flight) >= self.harmony_workers:
+                        in_flight.popleft().result()  # the oldest done (or its error raised) before another starts
+                    in_flight.append(pool.submit(self._analysed_window, chunk, offset))
+                    yield chunk, in_flight[-1]
+                offset += len(chunk) / rate
         finally:
             if pool:
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=True, cancel_futures=not finished)
 
     def _forward(self, model_inputs, chunk_batch_size: int = 1):
         model, extractor = self.model, self.feature_extractor
@@ -370,8 +376,10 @@ class MusicEmotionPipeline(Pipeline):
                 durations.append(len(chunk) / rate)
         if pending:
             flush()
+        results = [window.result() for window in windows]
+        timings["harmony"] += sum(seconds for _, seconds in results)
         with _timed(timings, "harmony"):
-            harmony = self.harmony.combine(windows)
+            harmony = self.harmony.combine([window for window, _ in results])
         with _timed(timings, "heads", model.device):
             outputs = model(
                 chunk_embeddings=torch.cat(embeddings)[None],

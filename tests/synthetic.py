@@ -11,7 +11,7 @@ a gain over a constant noise floor:
 
 For zero-shot labels the semantics are planted in the words instead (`SEMANTIC_LABELS`): major clips are "happy" and
 minor ones "sad", fast ones "energetic" and slow ones "calm", in each tag corpus's own vocabulary (MTG-Jamendo,
-CAL500's UCSD layout, Emotify's data.csv), so held-out synonyms ("joyful", "peaceful") have a right answer.
+CAL500's UCSD layout, Emotify's data.csv), so held-out synonyms ("jubilant", "sleepy") have a right answer.
 """
 
 from __future__ import annotations
@@ -169,8 +169,9 @@ SEMANTIC_LABELS = {
     "cal500": {"major": "Happy", "minor": "Sad", "fast": "Exciting_/_Thrilling", "slow": "Calming_/_Soothing"},
     "emotify": {"major": "joyful_activation", "minor": "sadness", "fast": "power", "slow": "calmness"},
 }
-# Words no corpus uses, with the planted meanings, and words unrelated to how music feels.
-SYNONYMS = {"major": "joyful", "minor": "sorrowful", "fast": "lively", "slow": "peaceful"}
+# Words with the planted meanings that no training text holds (no corpus's vocabulary, no label expansion; the
+# zero-shot test checks), and words unrelated to how music feels.
+SYNONYMS = {"major": "jubilant", "minor": "grieving", "fast": "frantic", "slow": "sleepy"}
 UNRELATED = ("rectangular", "bureaucratic", "volcanic", "spreadsheet")
 
 

@@ -273,9 +273,8 @@ def test_white_noise_gives_a_sane_result(analyzer):
     noise = (0.1 * np.random.default_rng(1).standard_normal(10 * SR)).astype(np.float32)
     harmony = analyzer(noise, SR)
     assert_continuous(harmony, 10.0)
-    vocabulary = {"N", "X"} | {f"{r}:{q}" for r in PITCH_CLASSES for q in CHORD_QUALITIES[1:]}
-    assert {c.chord for c in harmony.chords} <= vocabulary
-    assert isinstance(harmony.key, Key)
+    assert harmony.key == Key(None)  # no tonal centre, so no key
+    assert [c.chord for c in harmony.chords] == ["N"]  # and no chord
 
 
 def test_192_khz_input_is_resampled(analyzer):

@@ -9,8 +9,12 @@ import pytest
 
 from music2emo_hf.labels import VA_SCALE
 from music2emo_hf.metrics import (
+    METRIC_MODULES,
     compute_metrics_for,
     f1_scores,
+    load_metric,
+    metric_demo,
+    metric_module_path,
     regression_metrics,
     song_level,
     song_vote_decisions,
@@ -27,12 +31,47 @@ def test_reproduces_the_mediaeval_golden_file():
     truth = np.load(folder / "groundtruth.npy")
     scores = np.load(folder / "baseline_vggish_predictions.npy")
     published = dict(line.split("\t") for line in (folder / "baseline_vggish_results.tsv").read_text().split("\n") if line)
-    ours = tag_metrics(truth, scores)
-    for name, value in GOLDEN.items():
-        assert ours[name] == pytest.approx(value, abs=1e-6)
-        key = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}[name.rsplit("_", 1)[0]] + "-" + name.rsplit("_", 1)[1]
-        assert ours[name] == pytest.approx(float(published[key]), abs=1e-6)
-    assert ours["tags_scored"] == 56
+    for ours in (tag_metrics(truth, scores), load_metric("mood_tags").compute(predictions=scores, references=truth)):
+        for name, value in GOLDEN.items():
+            assert ours[name] == pytest.approx(value, abs=1e-6)
+            key = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}[name.rsplit("_", 1)[0]] + "-" + name.rsplit("_", 1)[1]
+            assert ours[name] == pytest.approx(float(published[key]), abs=1e-6)
+        assert ours["tags_scored"] == 56
+
+
+def test_the_evaluate_modules_load_offline_and_are_ready_to_publish(tmp_path):
+    """Each module loads from the installed package with the Hub unreachable, and its folder is a metric Space:
+    the script named as the folder, a card tagged for `evaluate`, the page and its requirements."""
+    import subprocess
+    import sys
+
+    code = ("from music2emo_hf.metrics import load_metric; import json; print(json.dumps(load_metric('valence_arousal')"
+            ".compute(predictions=[[5, 3], [6, 1], [4, 5], [5, 7]], references=[[5, 3], [7, float('nan')], [3, 5], "
+            "[5, 7]], scale=(1, 9))))")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = __import__("json").loads(done.stdout.splitlines()[-1])
+    assert out["rmse_valence"] == pytest.approx(np.sqrt(2 / 4)) and out["r2_valence"] == pytest.approx(1 - 2 / 8)
+    assert out["rmse_valence_normalized"] == pytest.approx(np.sqrt(2 / 4) / 4) and out["r2_arousal"] == 1.0
+    for name in METRIC_MODULES:
+        folder = metric_module_path(name)
+        assert {"README.md", "app.py", "requirements.txt", f"{name}.py"} <= {p.name for p in folder.iterdir()}
+        card = (folder / "README.md").read_text()
+        assert card.startswith("---\n") and "- evaluate\n- metric\n" in card and "app_file: app.py" in card
+    with pytest.raises(ValueError, match="unknown metric module 'accuracy'"):
+        metric_module_path("accuracy")
+
+
+def test_the_metric_page_computes_and_explains_bad_input():
+    import gradio as gr
+
+    demo = metric_demo(load_metric("mood_tags"))
+    compute = demo.fns[0].fn
+    out = compute("[[0.9, 0.1], [0.2, 0.8], [0.6, 0.3]]", "[[1, 0], [0, 1], [0, 0]]", '{"top_k": 1}')
+    assert out["roc_auc_macro"] == 1.0 and out["top1_f1_macro"] == pytest.approx((2 / 3 + 1) / 2)
+    with pytest.raises(gr.Error, match="one shape"):
+        compute("[[0.9, 0.1]]", "[[1, 0, 1]]", "{}")
 
 
 def test_tags_without_positives_are_left_out_of_macro_and_bad_shapes_refused():

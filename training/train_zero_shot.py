@@ -7,7 +7,7 @@ the label encoder's text space on some tag corpora, then score a corpus whose la
 Leave-one-corpus-out (`--held-out all`, the default): for each of MTG-Jamendo, CAL500 and Emotify prepared in DATA,
 train on the other two and test on it zero-shot, in OUTPUT/<held-out>/ (a resumable run each, as train_teacher.py's),
 then write OUTPUT/table.md and table.json: macro-F1 of the top-k labels (k = 2 MTG-Jamendo, 4 CAL500, 3 Emotify),
-per segment (chunk) and per song (segments vote), in the paper's layout. `training/evaluate.py --zero-shot
+per segment (chunk) and per song (segments vote), in the paper's layout. `training/evaluate_models.py --zero-shot
 LABEL=OUTPUT ...` puts several such runs (methods) in one table.
 
 Targets: a track's positive is the mean of its labels' cluster centres (`targets: clusters`, from the folder's

@@ -87,8 +87,10 @@ def load(out: Path, config: str) -> datasets.DatasetDict:
 
 def test_every_corpus_round_trips_through_load_dataset(downloads, tmp_path):
     out = tmp_path / "benchmark"
-    for corpus, root in downloads.items():
-        assert main(["prepare-data", "--corpus", corpus, "--source", str(root), "--out", str(out)]) in (0, 1)
+    statuses = {corpus: main(["prepare-data", "--corpus", corpus, "--source", str(root), "--out", str(out)])
+                for corpus, root in downloads.items()}
+    # 1 (some files failed) where the download lacks audio; CAL500's two songs have theirs, so it is clean.
+    assert statuses == {"mtg_jamendo": 1, "deam": 1, "pmemo": 1, "emomusic": 1, "cal500": 0, "emotify": 1}
     clusters = LabelClusters.from_dict(json.loads((out / "label_clusters.json").read_text()))
     total = 0
     for corpus, root in downloads.items():
@@ -218,7 +220,7 @@ def test_music2emo_id_lists_decide_the_splits(downloads, tmp_path):
     out = tmp_path / "out"
     lists = require_fixtures("music2emo_meta", "deam")
     args = ["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(out)]
-    main(args + ["--splits-dir", str(lists)])
+    assert main(args + ["--splits-dir", str(lists)]) == 1  # the download has annotations but no audio: said so
     loaded = load(out, "deam")
     for split in ("train", "validation", "test"):
         expected = {str(int(x)) for x in (lists / f"{split}.txt").read_text().split()}

@@ -34,8 +34,7 @@ FAST = ["lr=0.003", "warmup_steps=10", "max_epochs=60", "patience=15"]
 
 
 def load_script(name: str):
-    """A script of training/ as a module under its own name (training/evaluate.py must not shadow the `evaluate`
-    package)."""
+    """A script of training/ as a module named `training_NAME`, as no package is named."""
     spec = importlib.util.spec_from_file_location(f"training_{name}", TRAINING / f"{name}.py")
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
     spec.loader.exec_module(module)

@@ -1,6 +1,6 @@
 """Real audio features with real labels: CAL500's MULAN release (68 Marsyas features -> 18 emotion concepts, 502
-songs) through the same heads and training loop, 5-fold. A logistic-regression probe reaches macro ROC-AUC of about
-0.575 (PROVENANCE.md); the heads must reach at least 0.57."""
+songs) through the same heads and training loop, 5-fold, against a logistic-regression probe computed here on the
+same folds, its C chosen on the validation part of each fold only (the test fold is never seen by either)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,33 @@ from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoMo
 from music2emo_hf.configuration_music2emo import corpus_task
 from music2emo_hf.data.cached import EmbeddingCorpus
 from music2emo_hf.data.cal500 import read_arff
+from music2emo_hf.metrics import tag_metrics
 from tests.conftest import require_fixtures
 
 import engine  # noqa: E402,I001  (training/, put on sys.path by conftest)
 
 
-def test_five_fold_macro_roc_auc_beats_a_linear_probe(tmp_path):
+PROBE_C = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)
+
+
+def probe_scores(features: np.ndarray, labels: np.ndarray, train, validation, test) -> tuple[float, float]:
+    """(C chosen on `validation`, macro ROC-AUC on `test`) of one-vs-rest logistic regression on standardised
+    features, fitted on `train` only."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def auc(probe, rows) -> float:
+        return tag_metrics(labels[rows], probe.predict_proba(features[rows]))["roc_auc_macro"]
+
+    probes = {c: make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(C=c, solver="liblinear")))
+              .fit(features[train], labels[train]) for c in PROBE_C}
+    best = max(PROBE_C, key=lambda c: auc(probes[c], validation))
+    return best, auc(probes[best], test)
+
+
+def test_five_fold_macro_roc_auc_matches_a_tuned_linear_probe(tmp_path):
     features, labels, ids = read_arff(require_fixtures("cal500", "CAL500.orig.arff"))
     task = corpus_task("cal500")
     # The 68 features stand where a backbone's pooled layers would: one "chunk" per song, no chords.
@@ -27,7 +48,7 @@ def test_five_fold_macro_roc_auc_beats_a_linear_probe(tmp_path):
                            selection="joint_score", chunk_crop=False, checkpoint_every=10**6)
     folds = np.array_split(np.random.default_rng(0).permutation(len(features)), 5)
     accelerator = engine.make_accelerator()
-    scores = []
+    scores, probes = [], []
     for k, test in enumerate(folds):
         rest = np.concatenate([fold for j, fold in enumerate(folds) if j != k])
         validation, train = rest[: len(rest) // 9], rest[len(rest) // 9 :]  # model selection never sees the test fold
@@ -39,5 +60,10 @@ def test_five_fold_macro_roc_auc_beats_a_linear_probe(tmp_path):
         trainer = engine.Trainer(recipe, model, Music2EmoFeatureExtractor(), [corpus], tmp_path / f"fold{k}",
                                  accelerator=accelerator)
         scores.append(trainer.train()["best"]["test"]["cal500"]["roc_auc_macro"])
-    print(f"CAL500 MULAN 5-fold macro ROC-AUC {np.mean(scores):.4f} (folds {np.round(scores, 4).tolist()})")
-    assert np.mean(scores) >= 0.57, scores
+        probes.append(probe_scores(features, labels, train, validation, test))
+    probe = [auc for _, auc in probes]
+    print(f"CAL500 MULAN 5-fold macro ROC-AUC: heads {np.mean(scores):.4f} (folds {np.round(scores, 4).tolist()}), "
+          f"tuned logistic-regression probe {np.mean(probe):.4f} (folds {np.round(probe, 4).tolist()}, "
+          f"C {[c for c, _ in probes]})")  # the figures of docs/training.md (-s)
+    assert np.mean(probe) > 0.55  # the features carry the labels: a probe well above chance (0.5)
+    assert np.mean(scores) >= np.mean(probe) - 0.01, (scores, probe)  # the heads are at least on par with it

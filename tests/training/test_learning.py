@@ -1,6 +1,6 @@
 """Proof that training learns, on audio whose labels are functions of it (tests/synthetic.py), through the whole
 chain: teachers recover the planted functions, `accelerate launch training/distill.py` moves a student towards its
-teachers, evaluate.py writes the table in one command, and the student answers from audio in the pipeline."""
+teachers, evaluate_models.py writes the table in one command, and the student answers from audio in the pipeline."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .conftest import FAST, TRAINING, cpu_env, load_script, run_quietly
 
 import engine  # noqa: E402  (training/, put on sys.path by conftest)
 
-evaluate = load_script("evaluate")
+evaluate_models = load_script("evaluate_models")
 
 
 def common(synthetic, output: Path) -> list[str]:
@@ -75,7 +75,7 @@ def test_distillation_moves_the_student_towards_its_teachers_and_the_table_is_on
             "--model", f"single={teachers['mtg_jamendo']}", "--model", f"single={teachers['deam']}",
             "--model", f"J+D={students['plain']}", "--model", f"J+D (KD)={students['kd']}",
             *[f"--teacher={corpus}={path}" for corpus, path in teachers.items()]]
-    assert run_quietly(evaluate.main, argv) == 0
+    assert run_quietly(evaluate_models.main, argv) == 0
     table = output.with_suffix(".md").read_text()
     assert capsys.readouterr().out == table
     print(table)  # shown with `pytest -s`: the README's figures
@@ -135,10 +135,10 @@ def test_a_trained_model_is_published_with_a_card_of_its_real_results(synthetic,
     assert reported[("deam", "R² arousal")] == round(results["r2_arousal"], 6)
     assert "Trained with `training/train_teacher.py`, recipe `improved`" in card.text and "on deam" in card.text
 
-    # evaluate.py's JSON for the model alone gives the same card numbers.
+    # evaluate_models.py's JSON for the model alone gives the same card numbers.
     output = tmp_path / "deam-alone"
     argv = ["--dataset", str(synthetic.data), "--model", f"teacher={teacher}", "--output", str(output)]
-    assert run_quietly(evaluate.main, argv) == 0
+    assert run_quietly(evaluate_models.main, argv) == 0
     assert run_quietly(main, ["card", str(teacher), "someone/deam-teacher", "--results", str(output) + ".json"]) == 0
     again = ModelCard.load(teacher / "README.md")
     assert {(r.dataset_type, r.metric_name): r.metric_value for r in again.data.eval_results} == reported

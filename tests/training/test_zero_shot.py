@@ -5,6 +5,7 @@ to end and gives the paper's table."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -27,7 +28,7 @@ from tests.synthetic import RATE, SYNONYMS, UNRELATED, meanings, semantic_traits
 from .conftest import cpu_env, load_script, run_quietly
 
 zero_shot = load_script("train_zero_shot")
-evaluate = load_script("evaluate")
+evaluate_models = load_script("evaluate_models")
 SMALL = ["lr=0.003", "warmup_steps=10", "batch_size=8", "patience=10",
          'projector={"projector_dim": 64, "projector_layers": 2, "projector_dropout": 0.0}']
 CANDIDATES = [*SYNONYMS.values(), *UNRELATED]
@@ -44,7 +45,18 @@ def projector(semantic, tmp_path_factory) -> Path:
     return output / "best"
 
 
-def test_held_out_synonyms_rank_above_unrelated_words(projector):
+def training_words() -> set[str]:
+    """Every word a projector could have been trained on: the three tag corpora's vocabularies and the packaged
+    expansion of each of their labels."""
+    from music2emo_hf.label_alignment import label_expansions
+    from music2emo_hf.labels import CAL500_EMOTIONS, EMOTIFY_GEMS, MTG_JAMENDO_MOODS
+
+    texts = [*label_expansions()["expansions"].values(), *MTG_JAMENDO_MOODS, *CAL500_EMOTIONS, *EMOTIFY_GEMS]
+    return {word for text in texts for word in re.findall(r"[a-z]+", text.lower())}
+
+
+def test_held_out_synonyms_rank_above_unrelated_words_and_chance(projector):
+    assert not set(SYNONYMS.values()) & training_words()  # truly held out: no training text has them
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = transformers.pipeline("music-emotion", model=str(projector), device="cpu")
@@ -55,8 +67,10 @@ def test_held_out_synonyms_rank_above_unrelated_words(projector):
         answer = pipe({"array": synthesize(traits, rng), "sampling_rate": RATE}, candidate_labels=CANDIDATES)
         assert [entry["label"] for entry in answer["zero_shot"]] != CANDIDATES  # ranked, not echoed
         hits.append(answer["zero_shot"][0]["label"] in {SYNONYMS[m] for m in meanings(traits)})
-    print(f"planted synonyms ranked first: {np.mean(hits):.2f} of {len(hits)} clips")  # the README's figure (-s)
-    assert np.mean(hits) >= 0.8, hits
+    chance = 2 / len(CANDIDATES)  # a random ranking puts one of a clip's two meanings first this often
+    print(f"held-out synonyms of the planted meanings ranked first: {np.mean(hits):.2f} of {len(hits)} clips "
+          f"(random ranking: {chance:.2f})")  # the figure of docs/zero-shot.md (-s)
+    assert np.mean(hits) >= chance + 0.25, hits
 
 
 def test_the_three_doors_give_the_same_zero_shot_scores(projector, tmp_path):
@@ -65,7 +79,7 @@ def test_the_three_doors_give_the_same_zero_shot_scores(projector, tmp_path):
     for number in range(2):
         files.append(tmp_path / f"clip{number}.wav")
         sf.write(files[-1], synthesize(semantic_traits(rng), rng, seconds=6.0), RATE)
-    labels = "joyful,peaceful,  joyful ,tense"  # a duplicate and spaces: handled
+    labels = "jubilant,sleepy,  jubilant ,tense"  # a duplicate and spaces: handled
 
     done = subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "predict", *map(str, files), "--model",
                            str(projector), "--labels", labels, "--segments"],
@@ -78,14 +92,14 @@ def test_the_three_doors_give_the_same_zero_shot_scores(projector, tmp_path):
         pipe = transformers.pipeline("music-emotion", model=str(projector), device="cpu")
     model = Music2EmoModel.from_pretrained(projector).eval()
     extractor = Music2EmoFeatureExtractor.from_pretrained(projector)
-    embeddings = LabelEmbeddings()(["joyful", "peaceful", "tense"], model.config.hypothesis_template)
+    embeddings = LabelEmbeddings()(["jubilant", "sleepy", "tense"], model.config.hypothesis_template)
     for path, cli_answer in zip(files, from_cli):
         from_pipeline = pipe(str(path), candidate_labels=labels.split(","), return_segments=True)
         audio = load_audio(path, extractor.sampling_rate)
         harmony = HarmonyAnalyzer(window_seconds=extractor.chunk_seconds)(audio, extractor.sampling_rate)
         with torch.no_grad():
             output = model(**extractor(audio, return_tensors="pt"), **model.harmony_inputs([harmony]))
-        from_model = rank_labels(output.label_embedding[0], ["joyful", "peaceful", "tense"], embeddings)
+        from_model = rank_labels(output.label_embedding[0], ["jubilant", "sleepy", "tense"], embeddings)
         for answer in (cli_answer, from_pipeline):
             assert [e["label"] for e in answer["zero_shot"]] == [e["label"] for e in from_model]
             np.testing.assert_allclose([e["score"] for e in answer["zero_shot"]], [e["score"] for e in from_model],
@@ -121,15 +135,18 @@ def test_leave_one_corpus_out_runs_end_to_end_and_makes_the_papers_table(semanti
     for header in ("Train MTG+CAL -> test EMO (top-3)", "Train CAL+EMO -> test MTG (top-2)",
                    "Train MTG+EMO -> test CAL (top-4)"):
         assert header in table
+    cells = []
     for held in ("mtg_jamendo", "cal500", "emotify"):
         results = json.loads((output / held / "results.json").read_text())["best"]
         assert set(results["test"]) == {"mtg_jamendo", "cal500", "emotify"} - {held}
         scores = results["zero_shot"][held]
-        assert 0 <= scores["f1_macro_segment"] <= 1 and 0 <= scores["f1_macro_song"] <= 1 and scores["tracks"] > 0
+        cells.append(f"{scores['f1_macro_segment']:.4f} / {scores['f1_macro_song']:.4f}")
+        assert cells[-1] in table and scores["tracks"] > 0  # the table reports what the run measured
         info = json.loads((output / held / "best" / "training.json").read_text())
         assert info["held_out"] == held and held not in info["corpora"]
 
-    assert run_quietly(evaluate.main, ["--zero-shot", f"Alignment regularisation={output}", "--output",
+    assert run_quietly(evaluate_models.main, ["--zero-shot", f"Alignment regularisation={output}", "--output",
                                        str(tmp_path / "table")]) == 0
     combined = (tmp_path / "table.md").read_text()
-    assert "| Alignment regularisation |" in combined and combined.count(" / ") >= 3
+    row = next(line for line in combined.splitlines() if line.startswith("| Alignment regularisation |"))
+    assert all(cell in row for cell in cells)  # evaluate_models.py's table carries the same three results

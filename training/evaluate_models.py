@@ -1,7 +1,7 @@
 """The results table of trained models, in the layout of the Music2Emo README: one row per training setting, one
 column per corpus (tags: PR-AUC / ROC-AUC, macro; valence/arousal: R² V / R² A on the native scale).
 
-    python training/evaluate.py --dataset DATA [--features NAME] [--split test] --output results/table \\
+    python training/evaluate_models.py --dataset DATA [--features NAME] [--split test] --output results/table \\
         --model "single=runs/teacher-mtg/best" --model "single=runs/teacher-deam/best" \\
         --model "J+D+E+P (KD)=runs/student/best" [--teacher deam=runs/teacher-deam/best ...]
 
