@@ -254,6 +254,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
+
+
 def _fractions(text: str) -> dict[str, float]:
     """'train=0.8,validation=0.1,test=0.1' -> dict."""
     try:
@@ -356,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "downloaded and converted on first use)")
     p.add_argument("--output", "-o", help="write records to FILE.jsonl or FILE.csv (default: JSON lines on stdout); "
                    "files already in it are skipped")
-    p.add_argument("--top-k", type=int, help="moods per record (default: all, sorted by probability)")
-    p.add_argument("--threshold", type=float, help="drop moods whose probability is below this")
+    p.add_argument("--top-k", type=_positive_int, help="moods per record (default: all, sorted by probability)")
+    p.add_argument("--threshold", type=_probability, help="drop moods whose probability is below this")
     p.add_argument("--segments", action="store_true", help="add per-chunk valence/arousal and moods")
     p.add_argument("--harmony", action="store_true", help="add the key and the chord timeline")
     p.add_argument("--labels", help="your own words, comma-separated (e.g. 'nostalgic,tense,good for studying'): "

@@ -52,6 +52,7 @@ def harmonies(btc_file):
     return found
 
 
+@pytest.mark.slow
 def test_the_chord_timeline_is_the_authors(harmonies):
     for clip in CLIPS:
         expected = [(float(start), float(end), normalize_chord_label(chord))  # "C" written "C:maj", as everywhere
@@ -59,6 +60,7 @@ def test_the_chord_timeline_is_the_authors(harmonies):
         assert [(c.start, c.end, c.chord) for c in harmonies[clip].chords] == expected, clip
 
 
+@pytest.mark.slow
 def test_the_key_is_music21s_as_the_authors_got_it(harmonies):
     for clip in CLIPS:
         recorded = REFERENCE["clips"][clip]
@@ -67,6 +69,7 @@ def test_the_key_is_music21s_as_the_authors_got_it(harmonies):
         assert (harmonies[clip].key.tonic, harmonies[clip].key.mode) == (tonic, recorded["key_type"]), clip
 
 
+@pytest.mark.slow
 def test_the_chord_tokens_are_the_authors_and_the_mode_is_the_real_one(harmonies):
     checked = 0
     for clip in CLIPS:
@@ -83,6 +86,7 @@ def test_the_chord_tokens_are_the_authors_and_the_mode_is_the_real_one(harmonies
     assert checked == 4
 
 
+@pytest.mark.slow
 def test_the_whole_answer_is_the_authors_where_the_mode_is_the_same(tmp_path, btc_file):
     """The converted J_all (seeded heads in their checkpoint layout), the seeded MERT-v1-style backbone and BTC, as
     `music2emo convert-original` makes them, answer like the authors' code on the clips in a major key (their

@@ -44,9 +44,11 @@ def library(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_predict_over_a_folder_of_real_clips(tiny_model_dir, library, tmp_path):
     out = tmp_path / "moods.jsonl"
-    result = run("predict", str(library), "--model", str(tiny_model_dir), "--output", str(out), "--top-k", "3")
+    result = run("predict", str(library), "--model", str(tiny_model_dir), "--output", str(out), "--top-k", "3",
+                 "--harmony-ensemble", "1")
     assert result.returncode == 0, result.stderr
     rows = records(out)
     assert sorted(Path(r["file"]).name for r in rows) == sorted(p.name for p in library.rglob("*.mp3"))
@@ -56,6 +58,7 @@ def test_predict_over_a_folder_of_real_clips(tiny_model_dir, library, tmp_path):
     assert "untrained model" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path):
     clip = require_fixtures("emomusic", "audio", "7.mp3")
     out = tmp_path / "one.jsonl"
@@ -70,6 +73,7 @@ def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path):
         assert cli_scores[mood["label"]] == pytest.approx(mood["score"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, write_wav):
     good = write_wav("good.wav", tone(2.0))
     (tmp_path / "empty.mp3").write_bytes(b"")
@@ -95,6 +99,7 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     assert ("garbled.mp3" in written) != any("garbled.mp3" in line for line in result.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_dir, tmp_path, write_wav):
     files = [write_wav(f"t{i}.wav", tone(1.0 + i, freq=200 + 50 * i)) for i in range(3)]
     out = tmp_path / "resume.jsonl"
@@ -109,6 +114,7 @@ def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_d
     assert rows[:2] == first and [r["file"] for r in rows] == [str(f) for f in files]
 
 
+@pytest.mark.slow
 def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav):
     files = [write_wav(f"c{i}.wav", tone(1.5 + i, freq=300 + 40 * i)) for i in range(3)]
     out = tmp_path / "moods.csv"
@@ -127,26 +133,37 @@ def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav)
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--threshold", "2"], "[0, 1]"),
-        (["--top-k", "0"], "top_k"),
+        (["--threshold", "2"], "--threshold: expected a probability in [0, 1], got '2'"),
+        (["--top-k", "0"], "--top-k: expected a positive whole number, got '0'"),
         (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
         (["--output", "out.txt"], ".jsonl or .csv"),
         (["--harmony-workers", "0"], "expected a positive whole number"),
     ],
 )
-def test_bad_options_stop_the_command_with_one_line(tiny_model_dir, write_wav, args, message):
-    result = run("predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tiny_model_dir), *args)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write_wav, tmp_path, capsys, args,
+                                                                             message):
+    """Checked before anything is loaded (the model named does not even exist): the answer comes at once."""
+    from music2emo_hf.cli import main
+
+    try:
+        status = main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tmp_path / "no-model"), *args])
+    except SystemExit as stop:  # argparse's own exit
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and "Traceback" not in err and "loading model" not in err
 
 
-def test_an_output_file_of_something_else_is_not_touched(tiny_model_dir, tmp_path, write_wav):
+def test_an_output_file_of_something_else_is_not_touched(tiny_model_dir, tmp_path, write_wav, capsys):
+    from music2emo_hf.cli import main
+
     other = tmp_path / "notes.jsonl"
     other.write_text('{"my": "own data"}\n')
-    result = run("predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tiny_model_dir), "-o", str(other))
-    assert result.returncode == 2 and "other than music2emo records" in result.stderr
+    status = main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tiny_model_dir), "-o", str(other)])
+    assert status == 2 and "other than music2emo records" in capsys.readouterr().err
     assert other.read_text() == '{"my": "own data"}\n'
 
 
+@pytest.mark.slow
 def test_default_model_offline_says_how_to_use_a_local_folder(tmp_path, write_wav, monkeypatch):
     """Without HF_HUB_OFFLINE and with an empty Hub cache: an unreachable Hub is detected at once (no minute of
     retries) and explained."""
@@ -159,14 +176,17 @@ def test_default_model_offline_says_how_to_use_a_local_folder(tmp_path, write_wa
     assert "hf download" in error and "--model" in error and "Traceback" not in result.stderr
 
 
-def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path):
+@pytest.mark.slow
+def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
+    from music2emo_hf.cli import main
+
     result = run("init", "--config", str(TINY_CONFIG), str(tmp_path / "m"))
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["untrained"] is True and config["model_type"] == "music2emo"
     assert (tmp_path / "m" / "model.safetensors").exists() and (tmp_path / "m" / "preprocessor_config.json").exists()
-    bad = run("init", "--config", str(ROOT / "hub_configs"), str(tmp_path / "n"))
-    assert bad.returncode == 2 and "config.json" in bad.stderr
+    assert main(["init", "--config", str(ROOT / "hub_configs"), str(tmp_path / "n")]) == 2
+    assert "config.json" in capsys.readouterr().err
 
 
 def test_the_default_model_is_the_authors_j_all_and_ours_is_a_hub_configs_variant():
@@ -178,6 +198,7 @@ def test_the_default_model_is_the_authors_j_all_and_ours_is_a_hub_configs_varian
     assert (variant / "config.json").is_file() and (variant / "README.md").is_file()
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_audio_is_named_once_in_plain_words_and_leaves_no_empty_output(tiny_model_dir, tmp_path):
     fake = tmp_path / "song.mp3"
     fake.write_text("these are words, not sound\n" * 20)

@@ -179,6 +179,7 @@ def _extract_as_one_of_two_ranks(dataset: str, model: str) -> None:
     assert PartialState().num_processes == 2  # as the script saw it
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_same_files_as_one(dataset, tiny_model_dir, reference):
     # debug_launcher forks. Forked from this test process, whose torch has run multi-threaded, the ranks hang in
     # their first parallel torch op; so they are forked from a fresh interpreter, as `accelerate launch` starts them.

@@ -103,6 +103,7 @@ def cadences(analyzer):
     return results
 
 
+@pytest.mark.slow
 def test_key_accuracy_in_all_24_keys(cadences):
     correct = sum(h.key == Key(tonic, mode) for tonic, mode, _, h in cadences)
     misses = [(Key(tonic, mode).name, h.key.name) for tonic, mode, _, h in cadences if h.key != Key(tonic, mode)]
@@ -110,12 +111,14 @@ def test_key_accuracy_in_all_24_keys(cadences):
     assert correct >= 22
 
 
+@pytest.mark.slow
 def test_chord_symbol_accuracy_frame_wise(cadences):
     accuracy = np.mean([chord_frame_accuracy(h, truth) for _, _, truth, h in cadences])
     print(f"chord symbol accuracy (root + quality, 10 Hz frames): {accuracy:.3f}")
     assert accuracy >= 0.90
 
 
+@pytest.mark.slow
 def test_minor_key_gets_the_minor_mode_token(cadences):
     """The original fed mode 0 at inference whatever the key; estimated minor keys must give mode_id 1."""
     minor = [h for _, mode, _, h in cadences if mode == "minor"]
@@ -294,6 +297,7 @@ def test_bad_inputs_are_refused():
         analyzer.analyze_window(np.full(SR, np.nan, np.float32), SR)
 
 
+@pytest.mark.slow
 def test_windows_join_into_one_continuous_timeline():
     """70 s in 30 s windows: chords of 2.2 s straddle both window edges and must come out whole."""
     analyzer = HarmonyAnalyzer(ensemble_size=1, window_seconds=30.0)

@@ -66,6 +66,7 @@ def test_expansions_cover_every_label_and_are_versioned():
     assert label_text("joyful_activation") == "joyful activation"
 
 
+@pytest.mark.slow
 def test_raw_labels_are_an_option_and_the_quantile_moves_the_bandwidth():
     raw = align_labels(expand=False, template="{}")
     assert raw.parameters["expansions_version"] is None

@@ -39,6 +39,7 @@ def test_reproduces_the_mediaeval_golden_file():
         assert ours["tags_scored"] == 56
 
 
+@pytest.mark.slow
 def test_the_evaluate_modules_load_offline_and_are_ready_to_publish(tmp_path):
     """Each module loads from the installed package with the Hub unreachable, and its folder is a metric Space:
     the script named as the folder, a card tagged for `evaluate`, the page and its requirements."""
@@ -72,6 +73,21 @@ def test_the_metric_page_computes_and_explains_bad_input():
     assert out["roc_auc_macro"] == 1.0 and out["top1_f1_macro"] == pytest.approx((2 / 3 + 1) / 2)
     with pytest.raises(gr.Error, match="one shape"):
         compute("[[0.9, 0.1]]", "[[1, 0, 1]]", "{}")
+
+
+def test_tag_aucs_equal_scikit_learns_with_ties_and_rare_tags():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((300, 20)) > np.linspace(0.5, 0.99, 20)  # common to rare tags
+    truth[:2, -1], truth[2:, -1] = True, False  # a tag with two positives
+    scores = np.round(rng.random((300, 20)) + 0.3 * truth, 1)  # informative, and full of ties
+    ours = tag_metrics(truth, scores)
+    assert ours["roc_auc_macro"] == pytest.approx(roc_auc_score(truth, scores, average="macro"), abs=1e-12)
+    assert ours["pr_auc_macro"] == pytest.approx(average_precision_score(truth, scores, average="macro"), abs=1e-12)
+    assert ours["roc_auc_micro"] == pytest.approx(roc_auc_score(truth, scores, average="micro"), abs=1e-12)
+    assert ours["pr_auc_micro"] == pytest.approx(average_precision_score(truth, scores, average="micro"), abs=1e-12)
+    assert 0.55 < ours["roc_auc_macro"] < 0.95  # a case where the values mean something
 
 
 def test_tags_without_positives_are_left_out_of_macro_and_bad_shapes_refused():

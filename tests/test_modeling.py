@@ -130,16 +130,20 @@ def test_chords_and_mode_change_the_answer(model):
 
 
 def test_chord_padding_is_masked(model):
-    """With the padding mask, what sits in padded positions cannot change the answer."""
-    inputs = _inputs(tone(1.0))
-    roots = torch.tensor([[1, 6] + [0] * 98])
+    """With the padding mask, what sits in padded positions cannot change the answer, nor how far it is padded: in
+    a batch, a short track's padding up to the longest track's length is masked too."""
+    inputs = _inputs([tone(1.0), tone(1.0, freq=330)])
+    roots = torch.tensor([[1, 6] + [0] * 98, [2, 3, 4, 5] + [0] * 96])
     mask = (roots > 0).long()
     junk = roots.clone()
     junk[0, 2:] = 5
     with torch.no_grad():
         clean = model(**inputs, chord_root_ids=roots, chord_quality_ids=roots, chord_mask=mask)
         noisy = model(**inputs, chord_root_ids=junk, chord_quality_ids=junk, chord_mask=mask)
+        alone = model(**_inputs(tone(1.0)), chord_root_ids=roots[:1, :2], chord_quality_ids=roots[:1, :2],
+                      chord_mask=mask[:1, :2])
     torch.testing.assert_close(clean.logits["moods"], noisy.logits["moods"])
+    torch.testing.assert_close(clean.logits["moods"][:1], alone.logits["moods"], atol=1e-5, rtol=1e-5)
 
 
 def test_loss_uses_only_rows_labelled_for_each_task(model):

@@ -84,6 +84,7 @@ def test_references_name_the_eight_files_and_nothing_else():
     assert set(CHECKPOINTS) == set(RELEASED_FILES)
 
 
+@pytest.mark.slow
 def test_all_eight_released_files_convert_to_the_authors_networks(hub, offline_cache):
     """Each file's heads equal the authors' network with the weights it saved, to 1e-5."""
     from music2emo_hf import Music2EmoModel
@@ -118,6 +119,7 @@ def test_all_eight_released_files_convert_to_the_authors_networks(hub, offline_c
         assert torch.equal(weight_norm.original1, mert["encoder.pos_conv_embed.conv.weight_v"])
 
 
+@pytest.mark.slow
 def test_the_cli_default_is_j_all_converted_once(hub, offline_cache, tmp_path, write_wav):
     clip = str(write_wav("clip.wav", tone(4.0)))
     options = ("--top-k", "3")
@@ -172,6 +174,7 @@ def test_the_space_answers_from_j_all_and_states_the_terms(hub, offline_cache, m
     assert answer["model"]["checkpoint"] == "J_all" and "warning" not in answer
 
 
+@pytest.mark.slow
 def test_two_first_runs_at_once_leave_one_good_entry(hub, offline_cache):
     script = ("import sys; from music2emo_hf.released import resolve; "
               "print(resolve('amaai-lab/music2emo:P_all'))")
@@ -187,6 +190,7 @@ def test_two_first_runs_at_once_leave_one_good_entry(hub, offline_cache):
     assert [p.name for p in folder.parent.iterdir() if "partial" in p.name] == []
 
 
+@pytest.mark.slow
 def test_a_killed_conversion_leaves_nothing_that_loads(hub, offline_cache):
     script = "from music2emo_hf.released import resolve; resolve('amaai-lab/music2emo:E_all')"
     run = subprocess.Popen([sys.executable, "-c", script], env=offline_cache, stderr=subprocess.PIPE, text=True)
@@ -215,6 +219,7 @@ def test_a_damaged_entry_is_rebuilt_with_a_note(hub, offline_cache):
     assert released.entry_problem(folder) is None
 
 
+@pytest.mark.slow
 def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, tmp_path, write_wav):
     empty = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "empty-hub"), "HF_HUB_OFFLINE": "1",
              "MUSIC2EMO_CACHE": str(tmp_path / "converted"), "PYTHONPATH": str(ROOT)}
@@ -242,6 +247,7 @@ def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, t
     assert "hf download m-a-p/MERT-v1-95M config.json" in error
 
 
+@pytest.mark.slow
 def test_convert_original_takes_a_released_name(hub, offline_cache, tmp_path):
     result = run_cli(offline_cache, "convert-original", "amaai-lab/music2emo:emomusic_best", "--out",
                      str(tmp_path / "emomusic"))

@@ -111,6 +111,7 @@ def has_colour(image, colour, tolerance=30) -> bool:
     return bool((np.abs(pixels - np.array(colour)) <= tolerance).all(axis=-1).any())
 
 
+@pytest.mark.slow
 def test_client_gets_every_result_for_a_real_clip(client, clip, zero_shot_model_dir):
     (status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer) = client.predict(
         handle_file(str(clip)), str(zero_shot_model_dir), LABELS, api_name="/analyse"
@@ -169,6 +170,7 @@ def test_client_errors_are_sentences(client, clip, damaged_upload, tiny_model_di
     assert "Traceback" not in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_a_second_user_waits_in_the_queue(client, tiny_model_dir, write_wav):
     clip = handle_file(str(write_wav("tone.wav", tone(20.0))))
     jobs = [client.submit(clip, str(tiny_model_dir), "", api_name="/analyse") for _ in range(2)]
@@ -303,6 +305,7 @@ def page(chromium, space_url, requested):
     page.close()
 
 
+@pytest.mark.slow
 def test_browser_shows_every_panel(page, requested, space_url, clip, zero_shot_model_dir):
     assert "no zero-shot projector" in page.inner_text("#model-info")  # the first model cannot take labels...
     assert page.locator("#labels textarea").is_disabled()
@@ -333,6 +336,7 @@ def test_browser_shows_every_panel(page, requested, space_url, clip, zero_shot_m
     assert not strangers, f"the page fetched from outside the Space: {strangers}"
 
 
+@pytest.mark.slow
 def test_browser_damaged_upload_shows_a_sentence(page, damaged_upload):
     page.set_input_files("#audio input[type=file]", str(damaged_upload))
     page.click("#analyse")

@@ -85,6 +85,7 @@ def load(out: Path, config: str) -> datasets.DatasetDict:
     return datasets.load_dataset(str(out), config, cache_dir=str(out.parent / "hf-cache"))
 
 
+@pytest.mark.slow
 def test_every_corpus_round_trips_through_load_dataset(downloads, tmp_path):
     out = tmp_path / "benchmark"
     statuses = {corpus: main(["prepare-data", "--corpus", corpus, "--source", str(root), "--out", str(out)])
@@ -142,6 +143,7 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert rows["3"]["audio"] == "clips_45seconds/3.mp3" and rows["3"]["duration"] == pytest.approx(45, abs=0.5)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_output(tmp_path, monkeypatch):
     root = emomusic_download(tmp_path / "emomusic")
     labelled_without_audio = [t.track_id for t in READERS["emomusic"](root) if t.audio is None][:20]

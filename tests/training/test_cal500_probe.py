@@ -5,6 +5,7 @@ same folds, its C chosen on the validation part of each fold only (the test fold
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from transformers import HubertConfig
 
@@ -16,6 +17,8 @@ from music2emo_hf.metrics import tag_metrics
 from tests.conftest import require_fixtures
 
 import engine  # noqa: E402,I001  (training/, put on sys.path by conftest)
+
+pytestmark = pytest.mark.slow  # trains five folds
 
 
 PROBE_C = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)

@@ -73,6 +73,7 @@ def test_recipes_are_data_and_bad_ones_are_explained(tmp_path):
         engine.parse_overrides(["lr"])
 
 
+@pytest.mark.slow
 def test_a_trained_head_is_kept_when_its_task_is_asked_for_again(synthetic, tmp_path):
     model, _ = engine.build_model(synthetic.init, ["deam"])
     for parameter in model.heads["valence_arousal"].parameters():
@@ -111,6 +112,7 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     assert not (tmp_path / "b").exists()  # a run that did not start claims no folder
 
 
+@pytest.mark.slow
 def test_the_backbone_is_fine_tuned_end_to_end_when_asked(synthetic, tmp_path):
     output = tmp_path / "finetuned"
     argv = ["--dataset", str(synthetic.data), "--model", str(synthetic.init), "--corpus", "deam", "--output-dir",

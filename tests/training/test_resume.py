@@ -11,14 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT
 
-from .conftest import TRAINING, cpu_env
+from .conftest import TRAINING, cpu_env, run_quietly
 
 import engine  # noqa: E402,I001  (training/, put on sys.path by conftest)
+
+pytestmark = pytest.mark.slow  # runs training scripts as subprocesses
 
 # The faithful recipe, briefly: max_size epochs of 12 steps, a checkpoint every 5 steps and at each epoch's end.
 SETTINGS = ["lr=0.003", "max_epochs=5", "checkpoint_every=5", "keep_checkpoints=2"]
@@ -69,13 +72,13 @@ def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(synthetic, 
     assert json.loads((interrupted / "results.json").read_text()) == expected and "train loss" not in again.stderr
 
 
-def test_restarting_with_other_settings_is_refused(synthetic, tmp_path):
+def test_restarting_with_other_settings_is_refused(synthetic, tmp_path, capsys):
     output = tmp_path / "run"
-    finished(synthetic, output, "max_epochs=1")
-    done = subprocess.run(command(synthetic, output, "max_epochs=2"), cwd=ROOT, env=cpu_env(), capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 2
-    assert f"--output-dir {output} holds a run with other settings (differs in ['recipe'])" in done.stderr
+    distill = lambda argv: engine.run_script(argv, "", distill=True)  # noqa: E731  (distill.py's main, in-process)
+    assert run_quietly(distill, command(synthetic, output, "max_epochs=1")[2:]) == 0
+    capsys.readouterr()
+    assert run_quietly(distill, command(synthetic, output, "max_epochs=2")[2:]) == 2
+    assert f"--output-dir {output} holds a run with other settings (differs in ['recipe'])" in capsys.readouterr().err
 
 
 def _distill_as_one_of_two_ranks(argv: str) -> None:

@@ -27,6 +27,8 @@ from tests.synthetic import RATE, SYNONYMS, UNRELATED, meanings, semantic_traits
 
 from .conftest import cpu_env, load_script, run_quietly
 
+pytestmark = pytest.mark.slow  # trains projectors
+
 zero_shot = load_script("train_zero_shot")
 evaluate_models = load_script("evaluate_models")
 SMALL = ["lr=0.003", "warmup_steps=10", "batch_size=8", "patience=10",
