@@ -85,6 +85,7 @@ def test_a_trained_head_is_kept_when_its_task_is_asked_for_again(synthetic, tmp_
     assert not (again.heads["moods"][0].weight == 0.5).all()  # new
 
 
+@pytest.mark.slow
 def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys):
     def run(*argv, distill=True):
         code = run_quietly(lambda a: engine.run_script(a, "", distill), ["--dataset", str(synthetic.data), *argv])
