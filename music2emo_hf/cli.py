@@ -57,9 +57,7 @@ class _Writer:
         self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
         if path and os.path.exists(path):
             self._read_existing(path)
-            if not os.access(path, os.W_OK):
-                raise CommandError(f"--output {path}: cannot write there (permission denied).")
-        elif path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        if path and not os.access(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise CommandError(f"--output {path}: cannot write there (permission denied).")
 
     @staticmethod

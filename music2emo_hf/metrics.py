@@ -164,6 +164,17 @@ def metric_module_path(name: str) -> Path:
     return Path(str(resources.files(__package__).joinpath("metric_modules", name)))
 
 
+def metric_info(description: str, citation: str, inputs_description: str, **extra):
+    """The `evaluate.MetricInfo` both packaged modules declare: per-track lists of scores (`predictions`) and of
+    labels or ratings (`references`)."""
+    import datasets
+    import evaluate
+
+    scores = datasets.Sequence(datasets.Value("float64"))
+    return evaluate.MetricInfo(description=description, citation=citation, inputs_description=inputs_description,
+                               features=datasets.Features({"predictions": scores, "references": scores}), **extra)
+
+
 @cache
 def load_metric(name: str):
     """`evaluate.load` of a packaged module from its folder (no Hub), kept in memory and loaded once per process."""
@@ -223,6 +234,7 @@ __all__ = [
     "f1_scores",
     "load_metric",
     "metric_demo",
+    "metric_info",
     "metric_module_path",
     "regression_metrics",
     "song_level",

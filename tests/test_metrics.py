@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -43,16 +47,13 @@ def test_reproduces_the_mediaeval_golden_file():
 def test_the_evaluate_modules_load_offline_and_are_ready_to_publish(tmp_path):
     """Each module loads from the installed package with the Hub unreachable, and its folder is a metric Space:
     the script named as the folder, a card tagged for `evaluate`, the page and its requirements."""
-    import subprocess
-    import sys
-
     code = ("from music2emo_hf.metrics import load_metric; import json; print(json.dumps(load_metric('valence_arousal')"
             ".compute(predictions=[[5, 3], [6, 1], [4, 5], [5, 7]], references=[[5, 3], [7, float('nan')], [3, 5], "
             "[5, 7]], scale=(1, 9))))")
-    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    out = __import__("json").loads(done.stdout.splitlines()[-1])
+    out = json.loads(done.stdout.splitlines()[-1])
     assert out["rmse_valence"] == pytest.approx(np.sqrt(2 / 4)) and out["r2_valence"] == pytest.approx(1 - 2 / 8)
     assert out["rmse_valence_normalized"] == pytest.approx(np.sqrt(2 / 4) / 4) and out["r2_arousal"] == 1.0
     for name in METRIC_MODULES:

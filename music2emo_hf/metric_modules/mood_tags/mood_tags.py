@@ -2,11 +2,10 @@
 Emotion and Theme task scores them (checked against its organisers' golden file), and optionally macro/micro-F1 of
 each track's top-k tags or of thresholded scores."""
 
-import datasets
 import evaluate
 import numpy as np
 
-from music2emo_hf.metrics import f1_scores, tag_metrics, top_k_decisions
+from music2emo_hf.metrics import f1_scores, metric_info, tag_metrics, top_k_decisions
 
 _DESCRIPTION = """Multi-label tag metrics: `roc_auc_macro`, `pr_auc_macro` (mean over tags that have both positive and
 negative tracks; `tags_scored` says how many), `roc_auc_micro`, `pr_auc_micro` (all decisions pooled), equal to
@@ -36,14 +35,9 @@ _CITATION = """@inproceedings{bogdanov2019mtg,
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _INPUTS)
 class MoodTags(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float64")),
-                                        "references": datasets.Sequence(datasets.Value("float64"))}),
-            reference_urls=["https://github.com/MTG/mtg-jamendo-dataset/blob/master/scripts/mediaeval/calculate_decisions.py"],
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _INPUTS,
+                           reference_urls=["https://github.com/MTG/mtg-jamendo-dataset/blob/master/scripts/mediaeval/"
+                                           "calculate_decisions.py"])
 
     def _compute(self, predictions, references, top_k=None, threshold=None):
         predictions, references = np.asarray(predictions, dtype=np.float64), np.asarray(references)

@@ -1,12 +1,11 @@
 """Valence/arousal metrics of music2emo-hf as an `evaluate` module: R² and RMSE per dimension on the corpus's own
 rating scale, and RMSE on [-1, 1] when the scale is given."""
 
-import datasets
 import evaluate
 import numpy as np
 
 from music2emo_hf.labels import RatingScale
-from music2emo_hf.metrics import regression_metrics
+from music2emo_hf.metrics import metric_info, regression_metrics
 
 _DESCRIPTION = """Regression metrics of emotion ratings: `r2_<name>` and `rmse_<name>` for each dimension (valence and
 arousal unless `names` says otherwise); with `scale=(low, high)` also `rmse_<name>_normalized`, the RMSE on [-1, 1]
@@ -38,13 +37,7 @@ _CITATION = """@article{aljanaki2017deam,
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _INPUTS)
 class ValenceArousal(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float64")),
-                                        "references": datasets.Sequence(datasets.Value("float64"))}),
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _INPUTS)
 
     def _compute(self, predictions, references, names=("valence", "arousal"), scale=None):
         rating_scale = None if scale is None else RatingScale(float(scale[0]), float(scale[1]))
