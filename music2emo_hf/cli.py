@@ -5,8 +5,7 @@ Music2Emo checkpoint, `card` / `push` a model folder with its model card."""
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import contextlib
 import json
 import os
 import sys
@@ -14,11 +13,9 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .jobs import CommandError
+
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class CommandError(Exception):
-    """A problem with the command as a whole (bad arguments, model not loadable): reported in one line, exit 2."""
 
 
 def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
@@ -42,97 +39,17 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
             report(path, "no such file or folder")
 
 
-class _Writer:
-    """Appends one record per file and flushes it at once, so an interrupted run loses nothing and resumes."""
-
-    def __init__(self, path: str | None):
-        self.path = path
-        self.done: set[str] = set()
-        self.format = "csv" if path and path.lower().endswith(".csv") else "jsonl"
-        if path and not path.lower().endswith((".csv", ".jsonl", ".json")):
-            raise CommandError(f"--output {path}: use a .jsonl or .csv file name.")
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise CommandError(f"--output {path}: the folder {os.path.dirname(path)!r} does not exist.")
-        self.header: list[str] | None = None
-        self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
-        if path and os.path.exists(path):
-            self._read_existing(path)
-        if path and not os.access(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)), os.W_OK):
-            raise CommandError(f"--output {path}: cannot write there (permission denied).")
-
-    @staticmethod
-    def key(path: str) -> str:
-        """Paths name the same file however they were written (relative, ./, trailing slashes of folders)."""
-        return os.path.normpath(os.path.abspath(path))
-
-    def _read_existing(self, path: str) -> None:
-        with open(path, "rb") as raw:
-            data = raw.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):  # a record cut off by an interrupted run: drop it, it is redone
-            with open(path, "r+b") as raw:
-                raw.truncate(len(complete))
-        text = complete.decode("utf-8", errors="replace")
-        try:
-            if self.format == "jsonl":
-                files = [json.loads(line)["file"] for line in text.splitlines() if line.strip()]
-            else:
-                rows = list(csv.reader(io.StringIO(text)))
-                self.header = rows[0] if rows else None
-                if self.header and self.header[0] != "file":
-                    raise KeyError("file")
-                files = [row[0] for row in rows[1:] if row]
-        except (ValueError, KeyError, TypeError) as error:
-            raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
-        self.done.update(self.key(file) for file in files)
-
-    def write(self, record: dict, mood_labels: list[str]) -> None:
-        if self.handle is None:
-            try:
-                self.handle = open(self.path, "a", encoding="utf-8", newline="")
-            except OSError as error:
-                raise CommandError(f"--output {self.path}: cannot write there ({error.strerror}).") from error
-        if self.format == "jsonl":
-            self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        else:
-            row = self._csv_row(record, mood_labels)
-            writer = csv.writer(self.handle)
-            if self.header is None:
-                self.header = list(row)
-                writer.writerow(self.header)
-            elif list(row) != self.header:
-                raise CommandError(
-                    f"--output {self.path} has the columns of another model or other options; choose a new file."
-                )
-            writer.writerow(row.values())
-        self.handle.flush()
-
-    @staticmethod
-    def _csv_row(record: dict, mood_labels: list[str]) -> dict:
-        """Flat columns: scalars as they are, one column per mood label of the model (blank when a mood was left out
-        by --top-k or --threshold), one column per --labels label, nested results as JSON text. The scale is
-        documented, not repeated per row."""
-        row = {}
-        for key, value in record.items():
-            if key == "moods":
-                scores = {m["label"]: m["score"] for m in value}
-                row.update({f"mood:{label}": scores.get(label, "") for label in mood_labels})
-            elif key == "zero_shot":
-                row.update({f"label:{m['label']}": m["score"] for m in sorted(value, key=lambda m: m["label"])})
-            elif key != "scale":
-                row[key] = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
-        return row
-
-    def close(self) -> None:
-        if self.handle not in (None, sys.stdout):
-            self.handle.close()
+def file_key(path: str) -> str:
+    """Paths name the same file however they were written (relative, ./, trailing slashes of folders)."""
+    return os.path.normpath(os.path.abspath(path))
 
 
-def _load_pipeline(model: str, device: str, **options):
+def _load_pipeline(model: str, device: str, announce: bool = True, **options):
     from .hub import ModelLoadError, load_pipeline
     from .released import ReleasedModelError, is_released
 
-    print(f"music2emo: loading model {model} ...", file=sys.stderr)
+    if announce:
+        print(f"music2emo: loading model {model} ...", file=sys.stderr)
     try:
         return load_pipeline(model, device=device, **options)
     except ModelLoadError as error:
@@ -150,49 +67,88 @@ def _load_pipeline(model: str, device: str, **options):
 
 
 def predict(args: argparse.Namespace) -> int:
+    """One process, or one of several started by `accelerate launch` / `torchrun` (see `jobs`): only the main one
+    lists problems with the paths, shows the progress bar and the summary, and sets the exit status."""
     from tqdm import tqdm
 
-    if args.threads:
-        import torch
+    from .audio import duration_seconds
+    from .jobs import Job
 
-        torch.set_num_threads(args.threads)
     if args.verbose:
         from . import audio
 
         audio.SHOW_DECODER_NOTES = True
-    failures: list[str] = []
+    job = Job(args.output, "file", file_key, cpu=args.device == "cpu")
+    if job.processes > 1 and args.device not in (None, "cpu"):
+        raise CommandError(f"--device {args.device}: with several processes each runs on the device its launcher "
+                           "gives it; leave --device out (or pass --device cpu).")
+    device = str(job.device) if job.device is not None else (args.device or "cpu")
+    _set_threads(args.threads, device)
+    listing_problems: list[str] = []
 
     def report(path: str, message: str) -> None:
-        failures.append(path)
-        message = message.removeprefix(f"{path}: ")  # messages that name the file already: the path once
-        tqdm.write(f"error: {path}: {message}", file=sys.stderr)
+        listing_problems.append(path)
+        if job.is_main:
+            tqdm.write(f"error: {path}: {message}", file=sys.stderr)
 
-    files = list(dict.fromkeys(iter_audio_files(args.paths, report)))
-    writer = _Writer(args.output)
-    try:
-        todo = [path for path in files if writer.key(path) not in writer.done]
-        if len(todo) < len(files):
-            print(f"{len(files) - len(todo)} file(s) already in {args.output}: skipped", file=sys.stderr)
-        if todo:
-            _analyse(todo, args, writer, report)
-    finally:
-        writer.close()
-    print(f"{len(todo) - len(set(failures) & set(todo))} file(s) analysed, {len(failures)} failed", file=sys.stderr)
-    return EXIT_FILES_FAILED if failures else EXIT_OK
+    names: dict[str, str] = {}  # key -> the path as it was given, which records name
+    for path in iter_audio_files(args.paths, report):
+        names.setdefault(file_key(path), path)
+    keys = list(names)
+    plan = job.plan(keys, lambda key: duration_seconds(names[key]))
+    if job.is_main and plan.already_done:
+        print(f"{plan.already_done} file(s) already in {args.output}: skipped", file=sys.stderr)
+    for entry in plan.crashed_before if job.is_main else ():
+        print(f"skipped: {entry['input']}: it crashed the analysis before ({entry['error']}); remove its line from "
+              f"{job.errors_file} to try it again", file=sys.stderr)
+    written, failures = _analyse(args, job, plan, keys, names, device) if plan.total else job.finish(keys)
+    if not job.is_main:
+        return EXIT_OK  # the main process reports the whole job; a failing status here would stop the launcher
+    failed = len(failures) + len(listing_problems) + len(plan.crashed_before)
+    print(f"{written} file(s) analysed, {failed} failed", file=sys.stderr)
+    return EXIT_FILES_FAILED if failed else EXIT_OK
 
 
-def _analyse(todo: list[str], args: argparse.Namespace, writer: _Writer, report) -> None:
+def _set_threads(threads: int | None, device: str) -> None:
+    """--threads, or (several processes on one machine's CPU) its cores shared out: launchers set one thread each."""
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if threads is None and local_processes > 1 and device == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // local_processes)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _analyse(args: argparse.Namespace, job, plan, keys: list[str], names: dict[str, str], device: str):
+    """Loads the model and runs this process's share; returns `job.finish`'s (written, failures)."""
     from tqdm import tqdm
 
+    from .jobs import analyse_in_child
     from .modeling_music2emo import UntrainedModelWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedModelWarning)
-        pipe = _load_pipeline(args.model, args.device, precision=args.precision, harmony_ensemble=args.harmony_ensemble,
-                              harmony_workers=args.harmony_workers, resampler=args.resampler)
-    if pipe.model.config.untrained:
+    with warnings.catch_warnings(), (job.state.main_process_first() if job.state else contextlib.nullcontext()):
+        warnings.simplefilter("ignore", UntrainedModelWarning)  # a released checkpoint is converted once, by the main
+        pipe = _load_pipeline(args.model, device, job.is_main, precision=args.precision,
+                              harmony_ensemble=args.harmony_ensemble, harmony_workers=args.harmony_workers,
+                              resampler=args.resampler)
+    if pipe.model.config.untrained and job.is_main:
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
+    options = _pipeline_options(args, pipe)
+    mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
+    with tqdm(total=plan.total, desc="music2emo", unit="file", file=sys.stderr, disable=not job.is_main) as bar:
+        job.run(
+            plan, keys, mood_labels,
+            analyse=lambda key: {"file": names[key], **pipe(names[key], **options)},
+            analyse_alone=lambda key: analyse_in_child(_argv_alone(args, names[key], device)),
+            label=names.__getitem__,
+            progress=bar,
+        )
+        return job.finish(keys)
+
+
+def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
     options = {"return_segments": args.segments, "return_harmony": args.harmony}
     if args.top_k is not None:
         options["top_k"] = args.top_k
@@ -209,14 +165,18 @@ def _analyse(todo: list[str], args: argparse.Namespace, writer: _Writer, report)
             pipe.label_embeddings(checked["candidate_labels"], checked["hypothesis_template"])  # fails here, not per file
     except (ValueError, RuntimeError) as error:
         raise CommandError(str(error)) from error
-    mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
-    for path in tqdm(todo, desc="music2emo", unit="file", file=sys.stderr):
-        try:
-            result = pipe(path, **options)
-        except Exception as error:  # one bad file must not stop the run; say what it was and go on
-            report(path, str(error) or type(error).__name__)
+    return options
+
+
+def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
+    """The `predict` command line that analyses `path` alone, with this run's options (for `jobs.analyse_in_child`)."""
+    argv = ["predict", path, "--device", device]
+    for action in args.command_parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "output", "device") or value in (None, False):
             continue
-        writer.write({"file": path, **result}, mood_labels)
+        argv += [action.option_strings[0]] + ([] if action.nargs == 0 else [str(value)])
+    return argv
 
 
 def init(args: argparse.Namespace) -> int:
@@ -372,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "scored zero-shot by a model with a projector")
     p.add_argument("--hypothesis-template", help="how a label is worded for the label encoder (default: the model's, "
                    "e.g. 'music that feels {}')")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu; under `accelerate launch` or `torchrun`, "
+                   "the device the launcher gives each process)")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="the backbone's arithmetic; int8 = dynamic quantisation of its transformer (CPU); auto = "
                    "bfloat16 where it is native (CUDA, CPUs with AMX or AVX-512 BF16), else float32 (default: "
@@ -386,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="also show the audio decoders' own notes (e.g. mpg123's "
                    "'Trying to resync...' on a damaged file)")
-    p.set_defaults(run=predict)
+    p.set_defaults(run=predict, command_parser=p)
 
     i = commands.add_parser("init", help="write a randomly initialised model from a Hub config folder")
     i.add_argument("--config", required=True, help="a hub_configs/NAME folder")

@@ -1,0 +1,409 @@
+"""A predict job over many inputs: split across processes, written as it goes, resumed after any kill.
+
+One process (`music2emo predict`) or several (`accelerate launch` / `torchrun`, one per device, on one or several
+machines that share the output's folder). Beside the output file the job keeps:
+
+    OUTPUT                          the records: one per input, in input order
+    OUTPUT.parts/rank-R.jsonl       records of process R while a job of several processes runs
+    OUTPUT.parts/rank-R.errors.jsonl  inputs process R could not analyse
+    OUTPUT.parts/rank-R.inflight    the input process R is analysing now
+    OUTPUT.errors.jsonl             the failures of the last run; those marked "crashed" are skipped by later runs
+
+Every record is flushed as soon as it is written and a record cut short by a kill is dropped, so a rerun finds exactly
+the finished inputs. An input that was in flight when a process died is analysed again in a child process of its
+own: if it crashes that one too, it is reported and marked "crashed", and the job goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class CommandError(Exception):
+    """A problem with the command as a whole (bad arguments, model not loadable): reported in one line, exit 2."""
+
+
+# What torchrun and `accelerate launch` set for a process of a group; a child analysing one input alone drops them.
+_GROUP_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
+                    "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
+                    "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE", "TORCH_NCCL_ASYNC_ERROR_HANDLING")
+
+
+def launched_processes() -> int:
+    """How many processes the launcher started for this job (1 when run plainly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class RecordWriter:
+    """Appends one record per input to a .jsonl or .csv file and flushes it at once; reads back which inputs a file
+    holds already, dropping a last record cut short by a kill."""
+
+    def __init__(self, path: str | None, key_field: str = "file", normalise: Callable[[Any], str] = str):
+        self.path, self.key_field, self.normalise = path, key_field, normalise
+        self.done: set[str] = set()
+        self.format = "csv" if path and path.lower().endswith(".csv") else "jsonl"
+        if path and not path.lower().endswith((".csv", ".jsonl", ".json")):
+            raise CommandError(f"--output {path}: use a .jsonl or .csv file name.")
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise CommandError(f"--output {path}: the folder {os.path.dirname(path)!r} does not exist.")
+        self.header: list[str] | None = None
+        self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
+        if path and os.path.exists(path):
+            self.done.update(self._read_existing(path))
+        if path and not os.access(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise CommandError(f"--output {path}: cannot write there (permission denied).")
+
+    def _read_existing(self, path: str) -> list[str]:
+        """The keys of the records in the file."""
+        text = complete_lines(path, truncate=True)
+        try:
+            if self.format == "jsonl":
+                return [self.normalise(json.loads(line)[self.key_field]) for line in text.splitlines() if line.strip()]
+            rows = list(csv.reader(io.StringIO(text)))
+            self.header = rows[0] if rows else None
+            if self.header and self.header[0] != self.key_field:
+                raise KeyError(self.key_field)
+            return [self.normalise(row[0]) for row in rows[1:] if row]
+        except (ValueError, KeyError, TypeError) as error:
+            raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
+
+    def write(self, record: dict, mood_labels: Sequence[str]) -> None:
+        if self.handle is None:
+            try:
+                self.handle = open(self.path, "a", encoding="utf-8", newline="")
+            except OSError as error:
+                raise CommandError(f"--output {self.path}: cannot write there ({error.strerror}).") from error
+        if self.format == "jsonl":
+            self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            row = self._csv_row(record, mood_labels)
+            writer = csv.writer(self.handle)
+            if self.header is None:
+                self.header = list(row)
+                writer.writerow(self.header)
+            elif list(row) != self.header:
+                raise CommandError(
+                    f"--output {self.path} has the columns of another model or other options; choose a new file."
+                )
+            writer.writerow(row.values())
+        self.handle.flush()
+        self.done.add(self.normalise(record[self.key_field]))
+
+    @staticmethod
+    def _csv_row(record: dict, mood_labels: Sequence[str]) -> dict:
+        """Flat columns: scalars as they are, one column per mood label of the model (blank when a mood was left out
+        by --top-k or --threshold), one column per --labels label, nested results as JSON text. The scale is
+        documented, not repeated per row."""
+        row = {}
+        for key, value in record.items():
+            if key == "moods":
+                scores = {m["label"]: m["score"] for m in value}
+                row.update({f"mood:{label}": scores.get(label, "") for label in mood_labels})
+            elif key == "zero_shot":
+                row.update({f"label:{m['label']}": m["score"] for m in sorted(value, key=lambda m: m["label"])})
+            elif key != "scale":
+                row[key] = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+        return row
+
+    def close(self) -> None:
+        if self.handle not in (None, sys.stdout):
+            self.handle.close()
+
+
+def complete_lines(path: str | os.PathLike, truncate: bool = False) -> str:
+    """The file's text up to its last newline: a line cut short by a kill is left out (and cut off, if `truncate`)."""
+    with open(path, "rb") as raw:
+        data = raw.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    if truncate and len(complete) != len(data):
+        with open(path, "r+b") as raw:
+            raw.truncate(len(complete))
+    return complete.decode("utf-8", errors="replace")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(line) for line in complete_lines(path).splitlines() if line.strip()] if os.path.exists(path) else []
+
+
+def balanced_shares(weights: Sequence[float], processes: int) -> list[list[int]]:
+    """Indices of the inputs for each process, by longest-first greedy assignment to the least loaded process (each
+    share in input order), so processes finish about together however the durations are spread."""
+    loads = [(0.0, rank) for rank in range(processes)]
+    shares: list[list[int]] = [[] for _ in range(processes)]
+    for index in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        load, rank = heapq.heappop(loads)
+        shares[rank].append(index)
+        heapq.heappush(loads, (load + weights[index], rank))
+    return [sorted(share) for share in shares]
+
+
+@dataclass
+class Plan:
+    """What the main process decided for this run, sent to every process."""
+
+    shares: list[list[str]]  # keys of the inputs each process analyses, in input order
+    suspects: set[str] = field(default_factory=set)  # in flight when a process died: analysed alone, in a child
+    total: int = 0  # inputs to analyse in this run, all processes together
+    already_done: int = 0  # inputs whose records the output holds already
+    crashed_before: list[dict] = field(default_factory=list)  # failures marked "crashed" by an earlier run: skipped
+
+
+class Job:
+    """The bookkeeping of one run over inputs named by keys (see the module's docstring): `plan` on every process,
+    then `run`, then `finish`."""
+
+    def __init__(self, output: str | None, key_field: str = "file", normalise: Callable[[Any], str] = str,
+                 cpu: bool = False):
+        self.processes = launched_processes()
+        if self.processes > 1 and not output:
+            raise CommandError("several processes need --output FILE (.jsonl or .csv) to write their records to.")
+        if self.processes > 1:
+            from accelerate import PartialState
+            from accelerate.utils import parse_flag_from_env
+
+            self.state = PartialState(cpu=cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))  # or `accelerate launch --cpu`
+        else:
+            self.state = None
+        self.rank = self.state.process_index if self.state else 0
+        self.is_main = self.rank == 0
+        self.output, self.key_field, self.normalise = output, key_field, normalise
+        self.parts = Path(f"{output}.parts") if output else None
+        self.errors_file = Path(f"{output}.errors.jsonl") if output else None
+        if self.is_main:
+            RecordWriter(output, key_field, normalise)  # a wrong --output is refused before the model loads
+        self.mood_labels: Sequence[str] = ()  # set by `run`
+        self.written = 0
+        self.failures: list[dict] = []
+        self._crashed_before: list[dict] = []
+        self._watcher: _ProgressWatcher | None = None
+        self._leftovers = 0  # records that a killed run left in its parts
+
+    @property
+    def device(self):
+        """The device the launcher gave this process (None when run plainly)."""
+        return self.state.device if self.state else None
+
+    def plan(self, keys: Sequence[str], weight: Callable[[str], float]) -> Plan:
+        """Keys of all inputs in input order; `weight(key)` is an input's duration (from its header), to balance the
+        processes. Collective: every process calls it and gets the main one's plan."""
+        plan = self._plan_on_main(keys, weight) if self.is_main else None
+        if self.state:
+            from accelerate.utils import broadcast_object_list
+
+            plan = broadcast_object_list([plan])[0]
+        return plan
+
+    def _plan_on_main(self, keys, weight) -> Plan:
+        if not self.output:
+            return Plan([list(keys)], total=len(keys))
+        suspects = {json.loads(text)["key"] for marker in self.parts.glob("rank-*.inflight")
+                    if (text := complete_lines(marker).strip())}
+        for number, part in enumerate(sorted(self.parts.glob("rank-*.jsonl"))):  # what a killed run left
+            if part.name.endswith(".errors.jsonl"):
+                part.unlink()  # its failures are tried again
+            else:
+                part.rename(self.parts / f"leftover-{os.getpid()}-{number}.jsonl")
+        for marker in [*self.parts.glob("rank-*.inflight"), *self.parts.glob("rank-*.done")]:
+            marker.unlink()
+        in_output = RecordWriter(self.output, self.key_field, self.normalise).done
+        leftovers = {self.normalise(record[self.key_field]) for part in self.parts.glob("leftover-*.jsonl")
+                     for record in read_jsonl(part)} - in_output
+        self._leftovers = len(leftovers)
+        done = (in_output | leftovers) & set(keys)
+        crashed = {entry["key"]: entry for entry in read_jsonl(self.errors_file) if entry.get("crashed")}
+        self._crashed_before = [entry for key, entry in crashed.items() if key not in done]
+        todo = [key for key in keys if key not in done and key not in crashed]
+        weights = [weight(key) for key in todo] if self.processes > 1 else [1.0] * len(todo)
+        shares = [[todo[i] for i in share] for share in balanced_shares(weights, self.processes)]
+        skipped = [entry for entry in self._crashed_before if entry["key"] in set(keys)]
+        return Plan(shares, suspects & set(todo), len(todo), len(done), skipped)
+
+    def run(self, plan: Plan, keys: Sequence[str], mood_labels: Sequence[str], analyse: Callable[[str], dict],
+            analyse_alone: Callable[[str], dict], label: Callable[[str], str], progress) -> None:
+        """This process's share: `analyse(key)` returns the record or raises; `analyse_alone(key)` does it in a child
+        process (raising InputCrashed when the child dies); `label(key)` names the input in messages; `progress` is
+        a tqdm bar (disabled on all but the main process, where it counts the whole job). `mood_labels` are the
+        model's (the CSV columns)."""
+        self.mood_labels = mood_labels
+        if self.parts:
+            self.parts.mkdir(exist_ok=True)
+        mine = plan.shares[self.rank]
+        several = self.processes > 1
+        if self.is_main and self.parts and not several:
+            self._merge(keys, "leftover-*.jsonl")  # a killed run's records, into the output before this run's
+        target = str(self.parts / f"rank-{self.rank}.jsonl") if several else self.output
+        self.writer = RecordWriter(target, self.key_field, self.normalise)
+        inflight = self.parts / f"rank-{self.rank}.inflight" if self.parts else None
+        errors = self.parts / f"rank-{self.rank}.errors.jsonl" if self.parts else None
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
+        if self.is_main and several:
+            self._watcher = _ProgressWatcher(self, progress, plan.total)
+        try:
+            for key in mine:
+                message, crashed = None, False
+                if inflight:  # left behind only if the process dies on this input (a finally never runs then)
+                    _write_now(inflight, json.dumps({"key": key, "input": label(key), "pid": os.getpid()}) + "\n")
+                try:
+                    record = analyse_alone(key) if key in plan.suspects else analyse(key)
+                except InputCrashed as error:
+                    message, crashed = str(error), True
+                except CommandError:
+                    raise
+                except Exception as error:  # one bad input must not stop the run; say what it was and go on
+                    message = str(error) or type(error).__name__
+                else:
+                    self.writer.write(record, self.mood_labels)
+                    self.written += 1
+                finally:
+                    if inflight:
+                        inflight.unlink(missing_ok=True)
+                if message is not None:
+                    self._fail(key, label(key), message, crashed, errors, progress)
+                progress.update()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.writer.close()
+        if several:
+            _write_now(self.parts / f"rank-{self.rank}.done", "")
+
+    def _fail(self, key, name, message, crashed, errors, progress) -> None:
+        failure = {"key": key, "input": name, "error": message.removeprefix(f"{name}: ")}
+        if crashed:
+            failure["crashed"] = True
+        self.failures.append(failure)
+        progress.write(f"error: {name}: {failure['error']}", file=sys.stderr)
+        if errors:
+            with open(errors, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(failure, ensure_ascii=False) + "\n")
+
+    def finish(self, keys: Sequence[str]) -> tuple[int, list[dict]]:
+        """On the main process, once every process is done: the parts merged into the output in input order and the
+        failures written beside it. Returns (records written this run, failures) for the whole job."""
+        if not self.is_main or not self.parts:
+            return self.written, self.failures
+        written = self.written
+        if self.processes > 1:
+            _wait_for(lambda: all((self.parts / f"rank-{rank}.done").exists() for rank in range(self.processes)))
+            if self._watcher:
+                self._watcher.stop()
+            written = self._merge(keys, "*.jsonl") - self._leftovers  # a killed run's records with this run's
+        failures = [entry for path in sorted(self.parts.glob("rank-*.errors.jsonl")) for entry in read_jsonl(path)]
+        retried = {entry["key"] for entry in failures}
+        kept = [entry for entry in self._crashed_before if entry["key"] not in retried]
+        if kept or failures:
+            _replace(self.errors_file, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in kept + failures))
+        elif self.errors_file.exists():
+            self.errors_file.unlink()
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return written, failures
+
+    def _merge(self, keys: Sequence[str], pattern: str) -> int:
+        """Appends the records of the part files matching `pattern` that are not yet in the output, in input order,
+        then removes those files; returns how many were appended."""
+        parts = [path for path in sorted(self.parts.glob(pattern)) if not path.name.endswith(".errors.jsonl")]
+        if not parts:
+            return 0
+        output = RecordWriter(self.output, self.key_field, self.normalise)
+        fresh: dict[str, dict] = {}
+        for record in (record for path in parts for record in read_jsonl(path)):
+            key = self.normalise(record[self.key_field])
+            if key not in output.done:
+                fresh.setdefault(key, record)
+        order = {key: index for index, key in enumerate(keys)}
+        try:
+            for key in sorted(fresh, key=lambda k: (order.get(k, len(order)), k)):
+                output.write(fresh[key], self.mood_labels)
+        finally:
+            output.close()
+        for path in parts:
+            path.unlink()
+        return len(fresh)
+
+
+class InputCrashed(RuntimeError):
+    """The child process analysing one input alone died (a signal, or no record): the input crashes the analysis."""
+
+
+def analyse_in_child(argv: list[str], output_name: str = "record.jsonl") -> dict:
+    """Runs `python -m music2emo_hf.cli ARGV --output TMP` as a process of its own (outside any process group) and
+    returns its one record; raises InputCrashed if it died, ValueError with its message if it reported a failure."""
+    environment = {name: value for name, value in os.environ.items() if name not in _GROUP_VARIABLES}
+    with tempfile.TemporaryDirectory(prefix="music2emo-alone-") as folder:
+        output = os.path.join(folder, output_name)
+        done = subprocess.run([sys.executable, "-m", "music2emo_hf.cli", *argv, "--output", output],
+                              env=environment, capture_output=True, text=True)
+        records = read_jsonl(output) if os.path.exists(output) else []
+    if records:
+        return records[0]
+    errors = [line.split(": ", 2)[-1] for line in done.stderr.splitlines() if line.startswith("error: ")]
+    if done.returncode == 1 and errors:
+        raise ValueError(errors[0])
+    how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
+    raise InputCrashed(f"the analysis crashed on it twice ({how}); it is skipped")
+
+
+class _ProgressWatcher:
+    """On the main process: the bar counts every process's finished inputs, read from their part files each second."""
+
+    def __init__(self, job: Job, progress, total: int):
+        self.job, self.progress, self.stop_event = job, progress, threading.Event()
+        progress.total = total
+        self.others = 0
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stop_event.wait(1.0):
+            self._count()
+
+    def _count(self) -> None:
+        count = sum(complete_lines(path).count("\n") for path in self.job.parts.glob("rank-*.jsonl")
+                    if not path.name.startswith(f"rank-{self.job.rank}."))
+        if count != self.others:
+            self.progress.update(count - self.others)
+            self.others = count
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join()
+        self._count()
+
+
+def _exit_on_sigterm(signum, frame):  # the launcher stops the other processes when one fails: end cleanly
+    raise SystemExit(128 + signum)
+
+
+def _write_now(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    _write_now(temporary, text)
+    os.replace(temporary, path)
+
+
+def _wait_for(condition: Callable[[], bool], interval: float = 0.5) -> None:
+    import time
+
+    while not condition():
+        time.sleep(interval)

@@ -1,0 +1,25 @@
+"""Faults for the job tests, put into a real `music2emo` process by PYTHONPATH (Python imports `sitecustomize` at
+start): analysing a file whose name contains $MUSIC2EMO_TEST_KILL_ON kills the process (as a crash or the OOM killer
+would), and one whose name contains $MUSIC2EMO_TEST_HANG_ON waits, so that a test can kill it there."""
+
+import os
+
+_KILL, _HANG = os.environ.get("MUSIC2EMO_TEST_KILL_ON"), os.environ.get("MUSIC2EMO_TEST_HANG_ON")
+
+if _KILL or _HANG:
+    import signal
+    import time
+
+    from music2emo_hf import pipeline_music2emo
+
+    _preprocess = pipeline_music2emo.MusicEmotionPipeline.preprocess
+
+    def preprocess(self, inputs, *args, **kwargs):
+        name = os.path.basename(str(inputs))
+        if _KILL and _KILL in name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if _HANG and _HANG in name:
+            time.sleep(600)
+        return _preprocess(self, inputs, *args, **kwargs)
+
+    pipeline_music2emo.MusicEmotionPipeline.preprocess = preprocess

@@ -1,0 +1,110 @@
+"""`music2emo predict` as a job: split across real processes (torchrun, as `accelerate launch` starts them), merged in
+input order, and finished by a rerun after a process is killed or an input crashes the analysis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from music2emo_hf.cli import main
+from music2emo_hf.jobs import balanced_shares
+
+from .conftest import ROOT, tone
+
+FAULTS = ROOT / "tests" / "fault_injection"
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_shares_are_balanced_by_duration_and_keep_input_order():
+    durations = [30.0, 240.0, 200.0, 45.0, 60.0, 180.0, 5.0]
+    shares = balanced_shares(durations, 2)
+    assert sorted(i for share in shares for i in share) == list(range(7))
+    loads = [sum(durations[i] for i in share) for share in shares]
+    assert max(loads) - min(loads) <= 30.0  # longest first, each to the lighter process
+    assert all(share == sorted(share) for share in shares)
+    assert balanced_shares(durations, 1) == [list(range(7))]
+    assert balanced_shares([1.0], 3) == [[0], [], []]
+
+
+def _env(**faults: str) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "ACCELERATE_USE_CPU": "1", **faults}
+    env["PYTHONPATH"] = os.pathsep.join([str(FAULTS), str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _predict_command(processes: int, *args: str) -> list[str]:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)] if processes > 1 else [sys.executable]
+    return [*launch, "-m", "music2emo_hf.cli", "predict", *args]
+
+
+@pytest.fixture
+def songs(write_wav) -> list[Path]:
+    """Six short songs of different lengths (so the shares are known), in a folder."""
+    return [write_wav(f"songs/s{i}.wav", tone(1.0 + 0.5 * i, freq=180.0 + 40 * i, seed=i)) for i in range(6)]
+
+
+@pytest.mark.slow
+def test_two_processes_killed_midway_finish_on_rerun_with_the_records_of_one(tiny_model_dir, songs, tmp_path, capsys):
+    folder = str(songs[0].parent)
+    reference = tmp_path / "one.jsonl"
+    assert main(["predict", folder, "--model", str(tiny_model_dir), "-o", str(reference), "--top-k", "3",
+                 "--harmony-ensemble", "1"]) == 0
+    capsys.readouterr()
+
+    output = tmp_path / "two.jsonl"
+    args = [folder, "--model", str(tiny_model_dir), "-o", str(output), "--top-k", "3", "--harmony-ensemble", "1"]
+    shares = balanced_shares([1.0 + 0.5 * i for i in range(6)], 2)
+    hang = f"s{shares[1][-1]}.wav"  # the last song of the second process: it waits there, after writing records
+    job = subprocess.Popen(_predict_command(2, *args), env=_env(MUSIC2EMO_TEST_HANG_ON=hang), cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = Path(f"{output}.parts") / "rank-1.inflight"
+    deadline = time.monotonic() + 300
+    while not (marker.exists() and hang in marker.read_text()) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.poll() is None, job.communicate()[1][-3000:]
+    records_before = lines(Path(f"{output}.parts") / "rank-1.jsonl")
+    assert len(records_before) == len(shares[1]) - 1
+    os.kill(json.loads(marker.read_text())["pid"], signal.SIGKILL)  # kill -9 of one rank, mid-run
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode != 0 and not output.exists(), stderr[-3000:]  # the launcher stopped the job before the merge
+
+    rerun = subprocess.run(_predict_command(2, *args), env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "file(s) already in" in rerun.stderr  # what was written before the kill is kept
+    assert lines(output) == lines(reference)  # one record per file, in input order, the same answers
+    assert not Path(f"{output}.parts").exists() and not Path(f"{output}.errors.jsonl").exists()
+    assert sum("music2emo: loading model" in line for line in rerun.stderr.splitlines()) == 1  # said once, by rank 0
+
+
+@pytest.mark.slow
+def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retry(tiny_model_dir, songs, tmp_path, capsys):
+    output = tmp_path / "moods.jsonl"
+    args = [str(songs[0].parent), "--model", str(tiny_model_dir), "-o", str(output), "--harmony-ensemble", "1"]
+    crash = _env(MUSIC2EMO_TEST_KILL_ON="s0.wav")
+
+    first = subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True, timeout=300)
+    assert first.returncode == -signal.SIGKILL and not output.exists()  # died on the first song
+
+    second = subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 1, second.stderr[-3000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {songs[0]}: the analysis crashed on it twice (killed by signal 9); it is skipped"]
+    assert [Path(record["file"]).name for record in lines(output)] == [f"s{i}.wav" for i in range(1, 6)]
+    assert [(entry["input"], entry.get("crashed")) for entry in lines(Path(f"{output}.errors.jsonl"))] == [
+        (str(songs[0]), True)]
+
+    assert main(["predict", *args]) == 1  # no fault now, but the crashing file is not tried a third time
+    stderr = capsys.readouterr().err
+    assert f"skipped: {songs[0]}: it crashed the analysis before" in stderr and "loading model" not in stderr
+    assert len(lines(output)) == 5 and Path(f"{output}.errors.jsonl").exists()
