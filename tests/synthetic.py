@@ -16,7 +16,10 @@ CAL500's UCSD layout, Emotify's data.csv), so held-out synonyms ("jubilant", "sl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +94,17 @@ def synthesize(traits: Traits, rng: np.random.Generator, seconds: float = SECOND
     return (0.5 * audio).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _mp3_writer() -> Iterator[Callable[[Path, np.ndarray], None]]:
+    """Writes MP3 files on all cores (LAME releases the GIL; encoding is most of the time of building a corpus) and
+    waits for them all at the end of the block."""
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        futures = []
+        yield lambda path, audio: futures.append(pool.submit(sf.write, path, audio, RATE, format="MP3"))
+        for future in futures:
+            future.result()
+
+
 def _tsv(path: Path, rows: list[list[str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = ["TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS"]
@@ -112,16 +126,17 @@ def write_mtg_jamendo(
     rows: dict[str, list[list[str]]] = {split: [] for split in counts}
     traits_by_id = {}
     number = 0
-    for split, count in counts.items():
-        for _ in range(count):
-            number += 1
-            traits = draw(rng)
-            relative = f"{number % 100:02d}/{number}.mp3"
-            (root / "audio" / relative).parent.mkdir(parents=True, exist_ok=True)
-            sf.write(root / "audio" / relative, synthesize(traits, rng, seconds), RATE, format="MP3")
-            rows[split].append([f"track_{number:07d}", "artist_0000001", "album_0000001", relative, f"{seconds}",
-                                *(f"mood/theme---{tag}" for tag in tags(traits))])
-            traits_by_id[str(number)] = traits
+    with _mp3_writer() as write_mp3:
+        for split, count in counts.items():
+            for _ in range(count):
+                number += 1
+                traits = draw(rng)
+                relative = f"{number % 100:02d}/{number}.mp3"
+                (root / "audio" / relative).parent.mkdir(parents=True, exist_ok=True)
+                write_mp3(root / "audio" / relative, synthesize(traits, rng, seconds))
+                rows[split].append([f"track_{number:07d}", "artist_0000001", "album_0000001", relative, f"{seconds}",
+                                    *(f"mood/theme---{tag}" for tag in tags(traits))])
+                traits_by_id[str(number)] = traits
     _tsv(root / "data" / "autotagging_moodtheme.tsv", [row for split_rows in rows.values() for row in split_rows])
     for split, split_rows in rows.items():
         _tsv(root / "data" / "splits" / "split-0" / f"autotagging_moodtheme-{split}.tsv", split_rows)
@@ -135,12 +150,13 @@ def write_deam(root: Path, count: int, seed: int = 1) -> dict[str, Traits]:
     (root / "MEMD_audio").mkdir(parents=True)
     header = "song_id, valence_mean, valence_std, arousal_mean, arousal_std"
     lines, traits_by_id = [header], {}
-    for song in range(2, 2 + count):
-        traits = Traits.draw(rng)
-        sf.write(root / "MEMD_audio" / f"{song}.mp3", synthesize(traits, rng), RATE, format="MP3")
-        valence = traits.valence + rng.normal(0, 0.2)
-        lines.append(f"{song},{valence:.4f},1.0,{traits.arousal:.4f},1.0")
-        traits_by_id[str(song)] = traits
+    with _mp3_writer() as write_mp3:
+        for song in range(2, 2 + count):
+            traits = Traits.draw(rng)
+            write_mp3(root / "MEMD_audio" / f"{song}.mp3", synthesize(traits, rng))
+            valence = traits.valence + rng.normal(0, 0.2)
+            lines.append(f"{song},{valence:.4f},1.0,{traits.arousal:.4f},1.0")
+            traits_by_id[str(song)] = traits
     (root / "static_annotations_averaged_songs_1_2000.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
     (root / "static_annotations_averaged_songs_2000_2058.csv").write_bytes((header + "\r\n").encode())
     return traits_by_id
@@ -200,16 +216,17 @@ def write_semantic_cal500(root: Path, count: int, seed: int = 2, seconds: float 
     (root / "annotations").mkdir(parents=True)
     (root / "mp3").mkdir()
     songs, traits_by_id = [], {}
-    for number in range(count):
-        song = f"artist_{number:03d}-song_{number:03d}"
-        traits = semantic_traits(rng)
-        sf.write(root / "mp3" / f"{song}.mp3", synthesize(traits, rng, seconds), RATE, format="MP3")
-        planted = set(semantic_labels("cal500")(traits))
-        ratings = "".join(f'Emotion-{name}="{5 if name in planted else 1}"\n' for name in CAL500_EMOTIONS)
-        for annotator in (1, 2):
-            (root / "annotations" / f"{song}_{annotator:02d}.txt").write_text(ratings)
-        songs.append(song)
-        traits_by_id[song] = traits
+    with _mp3_writer() as write_mp3:
+        for number in range(count):
+            song = f"artist_{number:03d}-song_{number:03d}"
+            traits = semantic_traits(rng)
+            write_mp3(root / "mp3" / f"{song}.mp3", synthesize(traits, rng, seconds))
+            planted = set(semantic_labels("cal500")(traits))
+            ratings = "".join(f'Emotion-{name}="{5 if name in planted else 1}"\n' for name in CAL500_EMOTIONS)
+            for annotator in (1, 2):
+                (root / "annotations" / f"{song}_{annotator:02d}.txt").write_text(ratings)
+            songs.append(song)
+            traits_by_id[song] = traits
     (root / "songNames.txt").write_text("\n".join(songs) + "\n")
     (root / "vocab.txt").write_text("\n".join(f"Emotion-{name}" for name in CAL500_EMOTIONS) + "\n")
     return traits_by_id
@@ -225,12 +242,13 @@ def write_semantic_emotify(root: Path, count: int, seed: int = 3, seconds: float
     header = ("track id, genre, " + ", ".join(EMOTIFY_GEMS)
               + ", mood, liked, disliked, age, gender, mother tongue")
     rows, traits_by_id = [header], {}
-    for track in range(1, count + 1):
-        traits = semantic_traits(rng)
-        sf.write(root / "classical" / f"{track}.mp3", synthesize(traits, rng, seconds), RATE, format="MP3")
-        planted = set(semantic_labels("emotify")(traits))
-        votes = ",".join("1" if name in planted else "0" for name in EMOTIFY_GEMS)
-        rows += [f"{track},classical,{votes},3,1,0,30,1,English"] * 3
-        traits_by_id[f"classical/{track}"] = traits
+    with _mp3_writer() as write_mp3:
+        for track in range(1, count + 1):
+            traits = semantic_traits(rng)
+            write_mp3(root / "classical" / f"{track}.mp3", synthesize(traits, rng, seconds))
+            planted = set(semantic_labels("emotify")(traits))
+            votes = ",".join("1" if name in planted else "0" for name in EMOTIFY_GEMS)
+            rows += [f"{track},classical,{votes},3,1,0,30,1,English"] * 3
+            traits_by_id[f"classical/{track}"] = traits
     (root / "data.csv").write_text("\n".join(rows) + "\n")
     return traits_by_id

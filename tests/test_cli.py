@@ -1,4 +1,5 @@
-"""The `music2emo` command, run as users run it: a real subprocess on real files."""
+"""The `music2emo` command on real files: as users run it (a real subprocess) where the process itself matters (its
+stderr, its environment), and in this process (`main`) for the rest, which is the same code without the 8 s start."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from music2emo_hf import DEFAULT_MODEL_ID
+from music2emo_hf.cli import main
 
 from .conftest import ROOT, TINY_CONFIG, require_fixtures, tone
 
@@ -25,6 +27,13 @@ def run(*args: str, cwd: Path | None = None, timeout: int = 600, offline: bool =
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def predict_here(capsys, *args: str) -> tuple[int, str]:
+    """`music2emo predict ARGS` run by `main` in this process: its exit status and what it wrote to stderr."""
+    capsys.readouterr()
+    status = main(["predict", *args])
+    return status, capsys.readouterr().err
 
 
 def records(path: Path) -> list[dict]:
@@ -59,11 +68,11 @@ def test_predict_over_a_folder_of_real_clips(tiny_model_dir, library, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path):
+def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path, capsys):
     clip = require_fixtures("emomusic", "audio", "7.mp3")
     out = tmp_path / "one.jsonl"
     # two harmony workers on the command line, one in the pipeline: the same answer
-    assert run("predict", str(clip), "--model", str(tiny_model_dir), "-o", str(out), "--harmony-workers", "2").returncode == 0
+    assert predict_here(capsys, str(clip), "--model", str(tiny_model_dir), "-o", str(out), "--harmony-workers", "2")[0] == 0
     cli = records(out)[0]
     direct = tiny_pipeline(str(clip))
     assert cli["file"] == str(clip)
@@ -74,7 +83,7 @@ def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, write_wav):
+def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, write_wav, capsys):
     good = write_wav("good.wav", tone(2.0))
     (tmp_path / "empty.mp3").write_bytes(b"")
     (tmp_path / "notes.mp3").write_text("shopping list\n" * 50)
@@ -83,45 +92,45 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     (tmp_path / "garbled.mp3").write_bytes(mp3[:2000] + bytes(range(256)) * 200 + mp3[60000:])
     (tmp_path / "empty_folder").mkdir()
     out = tmp_path / "out.jsonl"
-    result = run(
-        "predict", str(good), str(tmp_path / "empty.mp3"), str(tmp_path / "notes.mp3"), str(tmp_path / "truncated.mp3"),
+    status, stderr = predict_here(
+        capsys, str(good), str(tmp_path / "empty.mp3"), str(tmp_path / "notes.mp3"), str(tmp_path / "truncated.mp3"),
         str(tmp_path / "garbled.mp3"),
         str(tmp_path / "missing.wav"), str(tmp_path / "empty_folder"),
         "--model", str(tiny_model_dir), "--output", str(out),
     )
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
+    assert status == 1
+    assert "Traceback" not in stderr
     for name, reason in [("empty.mp3", "empty"), ("notes.mp3", "not audio: it could not be decoded"),
                          ("missing.wav", "no such file"), ("empty_folder", "no audio files")]:
-        assert any(name in line and reason in line for line in result.stderr.splitlines()), (name, result.stderr)
+        assert any(name in line and reason in line for line in stderr.splitlines()), (name, stderr)
     written = sorted(Path(r["file"]).name for r in records(out))
     assert {"good.wav", "truncated.mp3"} <= set(written) <= {"good.wav", "truncated.mp3", "garbled.mp3"}
-    assert ("garbled.mp3" in written) != any("garbled.mp3" in line for line in result.stderr.splitlines())
+    assert ("garbled.mp3" in written) != any("garbled.mp3" in line for line in stderr.splitlines())
+    failed = {Path(entry["input"]).name for entry in records(Path(f"{out}.errors.jsonl"))}
+    assert {"empty.mp3", "notes.mp3"} <= failed and "good.wav" not in failed  # the list of what to look at
 
 
-@pytest.mark.slow
-def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_dir, tmp_path, write_wav):
+def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_dir, tmp_path, write_wav, capsys):
     files = [write_wav(f"t{i}.wav", tone(1.0 + i, freq=200 + 50 * i)) for i in range(3)]
     out = tmp_path / "resume.jsonl"
-    assert run("predict", *map(str, files[:2]), "--model", str(tiny_model_dir), "-o", str(out)).returncode == 0
+    assert predict_here(capsys, *map(str, files[:2]), "--model", str(tiny_model_dir), "-o", str(out))[0] == 0
     first = records(out)
     with open(out, "a") as handle:  # as if the run had been killed while writing the third record
         handle.write('{"file": "' + str(files[2]) + '", "val')
-    result = run("predict", *map(str, files), "--model", str(tiny_model_dir), "-o", str(out))
-    assert result.returncode == 0, result.stderr
-    assert "2 file(s) already in" in result.stderr
+    status, stderr = predict_here(capsys, *map(str, files), "--model", str(tiny_model_dir), "-o", str(out))
+    assert status == 0, stderr
+    assert "2 file(s) already in" in stderr
     rows = records(out)
     assert rows[:2] == first and [r["file"] for r in rows] == [str(f) for f in files]
 
 
-@pytest.mark.slow
-def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav):
+def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav, capsys):
     files = [write_wav(f"c{i}.wav", tone(1.5 + i, freq=300 + 40 * i)) for i in range(3)]
     out = tmp_path / "moods.csv"
     args = ["--model", str(tiny_model_dir), "-o", str(out), "--harmony", "--top-k", "3"]
-    result = run("predict", *map(str, files[:2]), *args)
-    assert result.returncode == 0, result.stderr
-    assert run("predict", *map(str, files), *args).returncode == 0  # resumes: the same columns, one more row
+    status, stderr = predict_here(capsys, *map(str, files[:2]), *args)
+    assert status == 0, stderr
+    assert predict_here(capsys, *map(str, files), *args)[0] == 0  # resumes: the same columns, one more row
     rows = list(csv.DictReader(out.open()))
     assert [r["file"] for r in rows] == [str(f) for f in files]
     for row in rows:
@@ -143,8 +152,6 @@ def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav)
 def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write_wav, tmp_path, capsys, args,
                                                                              message):
     """Checked before anything is loaded (the model named does not even exist): the answer comes at once."""
-    from music2emo_hf.cli import main
-
     try:
         status = main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tmp_path / "no-model"), *args])
     except SystemExit as stop:  # argparse's own exit
@@ -154,8 +161,6 @@ def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write
 
 
 def test_an_output_file_of_something_else_is_not_touched(tiny_model_dir, tmp_path, write_wav, capsys):
-    from music2emo_hf.cli import main
-
     other = tmp_path / "notes.jsonl"
     other.write_text('{"my": "own data"}\n')
     status = main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tiny_model_dir), "-o", str(other)])
@@ -176,12 +181,8 @@ def test_default_model_offline_says_how_to_use_a_local_folder(tmp_path, write_wa
     assert "hf download" in error and "--model" in error and "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
 def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
-    from music2emo_hf.cli import main
-
-    result = run("init", "--config", str(TINY_CONFIG), str(tmp_path / "m"))
-    assert result.returncode == 0, result.stderr
+    assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "m")]) == 0
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["untrained"] is True and config["model_type"] == "music2emo"
     assert (tmp_path / "m" / "model.safetensors").exists() and (tmp_path / "m" / "preprocessor_config.json").exists()
@@ -198,17 +199,23 @@ def test_the_default_model_is_the_authors_j_all_and_ours_is_a_hub_configs_varian
     assert (variant / "config.json").is_file() and (variant / "README.md").is_file()
 
 
-@pytest.mark.slow
-def test_a_file_that_is_not_audio_is_named_once_in_plain_words_and_leaves_no_empty_output(tiny_model_dir, tmp_path):
+def test_a_file_that_is_not_audio_is_named_once_in_plain_words_and_leaves_no_empty_output(tiny_model_dir, tmp_path,
+                                                                                           capfd, monkeypatch):
+    """capfd reads the process's file descriptor 2 itself, where the decoders write their notes from C."""
+    from music2emo_hf import audio
+
+    monkeypatch.setattr(audio, "SHOW_DECODER_NOTES", False)  # --verbose below sets it for the process
     fake = tmp_path / "song.mp3"
     fake.write_text("these are words, not sound\n" * 20)
     output = tmp_path / "moods.jsonl"
-    result = run("predict", str(fake), "--model", str(tiny_model_dir), "-o", str(output))
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    capfd.readouterr()
+    assert main(["predict", str(fake), "--model", str(tiny_model_dir), "-o", str(output)]) == 1
+    stderr = capfd.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {fake}: not audio: it could not be decoded as any supported format "
                       "(wav, flac, ogg/opus, mp3, aiff)."]
-    assert "Note:" not in result.stderr and "resync" not in result.stderr  # mpg123's notes stay off the terminal
-    assert not output.exists()  # nothing was analysed, so no file (an empty one would look like a result)
-    verbose = run("predict", str(fake), "--model", str(tiny_model_dir), "--verbose")
-    assert verbose.returncode == 1 and "resync" in verbose.stderr
+    assert "Note:" not in stderr and "resync" not in stderr  # mpg123's notes stay off the terminal
+    assert not output.exists() and not Path(f"{output}.parts").exists()  # nothing analysed: no file that looks like a result
+    assert [entry["input"] for entry in records(Path(f"{output}.errors.jsonl"))] == [str(fake)]
+    assert main(["predict", str(fake), "--model", str(tiny_model_dir), "--verbose"]) == 1
+    assert "resync" in capfd.readouterr().err
