@@ -48,10 +48,14 @@ def _load_pipeline(model: str, device: str, announce: bool = True, **options):
     from .hub import ModelLoadError, load_pipeline
     from .released import ReleasedModelError, is_released
 
+    from .modeling_music2emo import UntrainedModelWarning
+
     if announce:
         print(f"music2emo: loading model {model} ...", file=sys.stderr)
     try:
-        return load_pipeline(model, device=device, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntrainedModelWarning)  # said once, in the command's own words
+            return load_pipeline(model, device=device, **options)
     except ModelLoadError as error:
         if isinstance(error.__cause__, ReleasedModelError):
             raise CommandError(error.reason) from error
@@ -66,19 +70,53 @@ def _load_pipeline(model: str, device: str, announce: bool = True, **options):
         ) from error
 
 
+class FileInputs:
+    """The files of a `predict` run, named by `file_key` (the job's keys); records start with the path as given."""
+
+    def __init__(self, paths: list[str], report):
+        self.names: dict[str, str] = {}
+        for path in iter_audio_files(paths, report):
+            self.names.setdefault(file_key(path), path)
+        self.keys = list(self.names)
+
+    def label(self, key: str) -> str:
+        return self.names[key]
+
+    def weight(self, key: str) -> float:
+        from .audio import duration_seconds
+
+        return duration_seconds(self.names[key])
+
+    def head(self, key: str) -> dict:
+        return {"file": self.names[key]}
+
+    def audio(self, key: str) -> str:
+        return self.names[key]
+
+    def as_file(self, key: str, folder: str) -> str:
+        return self.names[key]
+
+
 def predict(args: argparse.Namespace) -> int:
-    """One process, or one of several started by `accelerate launch` / `torchrun` (see `jobs`): only the main one
-    lists problems with the paths, shows the progress bar and the summary, and sets the exit status."""
+    """Files and folders, or the rows of a dataset (`--dataset`); one process, or one of several started by
+    `accelerate launch` / `torchrun` (see `jobs`): only the main one lists problems with the paths, shows the
+    progress bar and the summary, and sets the exit status."""
     from tqdm import tqdm
 
-    from .audio import duration_seconds
     from .jobs import Job
 
+    _check_inputs(args)
     if args.verbose:
         from . import audio
 
         audio.SHOW_DECODER_NOTES = True
-    job = Job(args.output, "file", file_key, cpu=args.device == "cpu")
+    if args.dataset:
+        from .dataset_predictions import RECORDS
+
+        os.makedirs(args.output_dataset, exist_ok=True)
+        job = Job(os.path.join(args.output_dataset, RECORDS), "row", str, cpu=args.device == "cpu")
+    else:
+        job = Job(args.output, "file", file_key, cpu=args.device == "cpu")
     if job.processes > 1 and args.device not in (None, "cpu"):
         raise CommandError(f"--device {args.device}: with several processes each runs on the device its launcher "
                            "gives it; leave --device out (or pass --device cpu).")
@@ -91,22 +129,70 @@ def predict(args: argparse.Namespace) -> int:
         if job.is_main:
             tqdm.write(f"error: {path}: {message}", file=sys.stderr)
 
-    names: dict[str, str] = {}  # key -> the path as it was given, which records name
-    for path in iter_audio_files(args.paths, report):
-        names.setdefault(file_key(path), path)
-    keys = list(names)
-    plan = job.plan(keys, lambda key: duration_seconds(names[key]))
+    inputs = _dataset_inputs(args) if args.dataset else FileInputs(args.paths, report)
+    noun = "row" if args.dataset else "file"
+    plan = job.plan(inputs.keys, inputs.weight)
     if job.is_main and plan.already_done:
-        print(f"{plan.already_done} file(s) already in {args.output}: skipped", file=sys.stderr)
+        print(f"{plan.already_done} {noun}(s) already in {job.output}: skipped", file=sys.stderr)
     for entry in plan.crashed_before if job.is_main else ():
         print(f"skipped: {entry['input']}: it crashed the analysis before ({entry['error']}); remove its line from "
               f"{job.errors_file} to try it again", file=sys.stderr)
-    written, failures = _analyse(args, job, plan, keys, names, device) if plan.total else job.finish(keys)
+    pipe = _analyse(args, job, plan, inputs, device, noun) if plan.total else None
+    written, failures = job.finish(inputs.keys)
     if not job.is_main:
         return EXIT_OK  # the main process reports the whole job; a failing status here would stop the launcher
     failed = len(failures) + len(listing_problems) + len(plan.crashed_before)
-    print(f"{written} file(s) analysed, {failed} failed", file=sys.stderr)
+    print(f"{written} {noun}(s) analysed, {failed} failed", file=sys.stderr)
+    if args.dataset:
+        _write_dataset(args, job, inputs, pipe, failed)
     return EXIT_FILES_FAILED if failed else EXIT_OK
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    if bool(args.paths) == bool(args.dataset):
+        raise CommandError("give audio files or folders, or --dataset (not both).")
+    if args.dataset and not args.output_dataset:
+        raise CommandError("--dataset needs --output-dataset DIR (where the predictions dataset is written).")
+    if args.dataset and args.output:
+        raise CommandError("--output is for files and folders; with --dataset the output is --output-dataset DIR.")
+    for option in ("output_dataset", "config", "split", "push_to_hub"):
+        if getattr(args, option) and not args.dataset:
+            raise CommandError(f"--{option.replace('_', '-')} goes with --dataset.")
+
+
+def _dataset_inputs(args: argparse.Namespace):
+    from .dataset_predictions import DatasetSource
+
+    try:
+        return DatasetSource(args.dataset, args.config, args.split, args.audio_column)
+    except (ValueError, OSError) as error:
+        raise CommandError(str(error).splitlines()[0]) from error
+
+
+def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> None:
+    """The job's records as the predictions dataset (Parquet + card), then published if asked."""
+    from .dataset_predictions import output_row, write_predictions
+    from .jobs import read_jsonl
+
+    pipe = pipe or _load_pipeline(args.model, args.device or "cpu", False)  # nothing new analysed: for the labels
+    mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
+    records = read_jsonl(job.output)
+    about = {key: records[0][key] for key in ("scale", "model", "warning") if records and key in records[0]}
+    about.update(model=args.model, source=f"{args.dataset}" + (f" ({args.config})" if args.config else ""),
+                 provenance=records[0].get("model", {}) if records else {},
+                 options={key: value for key, value in _pipeline_options(args, pipe).items() if value not in (None, False)})
+    if failed:
+        about["failed_note"] = f"\n{failed} input row(s) could not be analysed and are not here ({job.errors_file}).\n"
+    rows = (output_row(record, mood_labels) for record in sorted(records, key=lambda record: record["row"]))
+    count = write_predictions(rows, args.output_dataset, inputs.split, inputs.features, mood_labels, about)
+    print(f"wrote {count} rows to {args.output_dataset} (load it with datasets.load_dataset({args.output_dataset!r}))",
+          file=sys.stderr)
+    if args.push_to_hub and count:
+        from .hub import push_folder
+
+        commit = push_folder(args.output_dataset, args.push_to_hub, "dataset", [".*", ".*/**"],
+                             "Upload music2emo predictions", args.private)
+        print(f"published: {commit}", file=sys.stderr)
 
 
 def _set_threads(threads: int | None, device: str) -> None:
@@ -120,15 +206,16 @@ def _set_threads(threads: int | None, device: str) -> None:
         torch.set_num_threads(threads)
 
 
-def _analyse(args: argparse.Namespace, job, plan, keys: list[str], names: dict[str, str], device: str):
-    """Loads the model and runs this process's share; returns `job.finish`'s (written, failures)."""
+def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str):
+    """Loads the model and runs this process's share of the job; returns the pipeline."""
+    import tempfile
+
     from tqdm import tqdm
 
     from .jobs import analyse_in_child
-    from .modeling_music2emo import UntrainedModelWarning
 
-    with warnings.catch_warnings(), (job.state.main_process_first() if job.state else contextlib.nullcontext()):
-        warnings.simplefilter("ignore", UntrainedModelWarning)  # a released checkpoint is converted once, by the main
+    # Several processes: the main one loads first, so a released checkpoint is downloaded and converted once.
+    with job.state.main_process_first() if job.state else contextlib.nullcontext():
         pipe = _load_pipeline(args.model, device, job.is_main, precision=args.precision,
                               harmony_ensemble=args.harmony_ensemble, harmony_workers=args.harmony_workers,
                               resampler=args.resampler)
@@ -137,15 +224,22 @@ def _analyse(args: argparse.Namespace, job, plan, keys: list[str], names: dict[s
               file=sys.stderr)
     options = _pipeline_options(args, pipe)
     mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
-    with tqdm(total=plan.total, desc="music2emo", unit="file", file=sys.stderr, disable=not job.is_main) as bar:
+
+    def analyse_alone(key: str) -> dict:
+        with tempfile.TemporaryDirectory(prefix="music2emo-input-") as folder:
+            record = analyse_in_child(_argv_alone(args, inputs.as_file(key, folder), device))
+        return {**inputs.head(key), **{name: value for name, value in record.items() if name != "file"}}
+
+    with tqdm(total=plan.total, desc="music2emo", unit=noun, file=sys.stderr, disable=not job.is_main) as bar:
         job.run(
-            plan, keys, mood_labels,
-            analyse=lambda key: {"file": names[key], **pipe(names[key], **options)},
-            analyse_alone=lambda key: analyse_in_child(_argv_alone(args, names[key], device)),
-            label=names.__getitem__,
+            plan, inputs.keys, mood_labels,
+            analyse=lambda key: {**inputs.head(key), **pipe(inputs.audio(key), **options)},
+            analyse_alone=analyse_alone,
+            label=inputs.label,
             progress=bar,
         )
-        return job.finish(keys)
+        job.wait_for_all()
+    return pipe
 
 
 def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
@@ -168,12 +262,16 @@ def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
     return options
 
 
+_NOT_FOR_ONE_FILE = ("help", "output", "device", "dataset", "config", "split", "audio_column", "output_dataset",
+                     "push_to_hub", "private")
+
+
 def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
     """The `predict` command line that analyses `path` alone, with this run's options (for `jobs.analyse_in_child`)."""
     argv = ["predict", path, "--device", device]
     for action in args.command_parser._actions:
         value = getattr(args, action.dest, None)
-        if not action.option_strings or action.dest in ("help", "output", "device") or value in (None, False):
+        if not action.option_strings or action.dest in _NOT_FOR_ONE_FILE or value in (None, False):
             continue
         argv += [action.option_strings[0]] + ([] if action.nargs == 0 else [str(value)])
     return argv
@@ -317,13 +415,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("predict", help="analyse audio files and folders (recursive)")
-    p.add_argument("paths", nargs="+", help="audio files or folders")
+    p.add_argument("paths", nargs="*", help="audio files or folders")
     p.add_argument("--model", default=DEFAULT_MODEL_ID,
                    help=f"a model folder, a Hub id, or a released checkpoint {RELEASED_REPO}[:NAME][@REVISION] with NAME "
                    f"one of {', '.join(CHECKPOINTS)} (default: {DEFAULT_MODEL_ID}, i.e. its {DEFAULT_CHECKPOINT}; "
                    "downloaded and converted on first use)")
     p.add_argument("--output", "-o", help="write records to FILE.jsonl or FILE.csv (default: JSON lines on stdout); "
                    "files already in it are skipped")
+    p.add_argument("--dataset", metavar="DIR_OR_HUB_ID", help="analyse the rows of a Hugging Face dataset instead: "
+                   "a Hub id or a folder (datasets.load_dataset's, streamed; or save_to_disk's)")
+    p.add_argument("--config", help="with --dataset: its configuration (subset) name")
+    p.add_argument("--split", help="with --dataset: the split (default: the only one)")
+    p.add_argument("--audio-column", default="audio", help="with --dataset: the column holding the audio (an Audio "
+                   "column, paths, or {array, sampling_rate}; default: audio)")
+    p.add_argument("--output-dataset", metavar="DIR", help="with --dataset: write the predictions as a dataset "
+                   "(Parquet + card; reruns resume); the input's scalar columns are kept as ids")
+    p.add_argument("--push-to-hub", metavar="REPO", help="with --dataset: publish the predictions dataset as this "
+                   "Hub dataset repo")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.add_argument("--top-k", type=_positive_int, help="moods per record (default: all, sorted by probability)")
     p.add_argument("--threshold", type=_probability, help="drop moods whose probability is below this")
     p.add_argument("--segments", action="store_true", help="add per-chunk valence/arousal and moods")

@@ -299,9 +299,7 @@ class Job:
             return self.written, self.failures
         written = self.written
         if self.processes > 1:
-            _wait_for(lambda: all((self.parts / f"rank-{rank}.done").exists() for rank in range(self.processes)))
-            if self._watcher:
-                self._watcher.stop()
+            self.wait_for_all()
             written = self._merge(keys, "*.jsonl") - self._leftovers  # a killed run's records with this run's
         failures = [entry for path in sorted(self.parts.glob("rank-*.errors.jsonl")) for entry in read_jsonl(path)]
         retried = {entry["key"] for entry in failures}
@@ -312,6 +310,15 @@ class Job:
             self.errors_file.unlink()
         shutil.rmtree(self.parts, ignore_errors=True)
         return written, failures
+
+    def wait_for_all(self) -> None:
+        """On the main process of several: returns once every process has finished its share (the progress bar
+        counts on meanwhile)."""
+        if self.is_main and self.processes > 1:
+            _wait_for(lambda: all((self.parts / f"rank-{rank}.done").exists() for rank in range(self.processes)))
+            if self._watcher:
+                self._watcher.stop()
+                self._watcher = None
 
     def _merge(self, keys: Sequence[str], pattern: str) -> int:
         """Appends the records of the part files matching `pattern` that are not yet in the output, in input order,

@@ -1,0 +1,314 @@
+"""The `datasets` door: audio read from a Hugging Face dataset, predictions written as one.
+
+`predict_dataset(dataset, pipe)` returns the predictions as a `Dataset` (several processes under `accelerate launch`
+share the rows and every process gets them all). `music2emo predict --dataset ... --output-dataset DIR` does the same
+as a resumable job (`jobs`) and writes DIR as Parquet + a dataset card that `datasets.load_dataset(DIR)` reads.
+
+Audio is read from what the dataset holds (the bytes or path of an `Audio` column, a path column, or an
+{"array", "sampling_rate"} dict) by this package's own decoder, as files are: `datasets`' decoding is switched off.
+Each output row holds `row` (the input's row index), the input's scalar columns (its ids), the model's outputs (moods
+as [{label, score}], one `mood:<label>` column per mood, valence, arousal, and key, chords, segments, embedding or
+zero_shot when asked for), in input order. The scale, the model and a note on untrained weights go into the card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RECORDS = ".records.jsonl"  # the job's records in the output folder (hidden: load_dataset ignores it)
+_PER_DATASET = ("scale", "model", "warning")  # the same in every record: said once, in the card
+
+
+def undecoded(dataset, audio_column: str):
+    """The dataset with its audio column left as `datasets` stores it ({"bytes", "path"}), for our own decoder."""
+    from datasets import Audio
+
+    if audio_column not in (dataset.features or {}):
+        columns = ", ".join(dataset.features or ()) or "none known"
+        raise ValueError(f"the dataset has no column {audio_column!r} (its columns: {columns}); name the audio "
+                         "column with --audio-column.")
+    if isinstance(dataset.features[audio_column], Audio):
+        return dataset.cast_column(audio_column, Audio(decode=False))
+    return dataset
+
+
+def id_columns(features: Mapping[str, Any], audio_column: str) -> list[str]:
+    """The input's columns copied into every output row: its scalar ones (ids, titles, labels), not the audio."""
+    from datasets import Value
+
+    return [name for name, feature in features.items() if name != audio_column and isinstance(feature, Value)]
+
+
+def audio_input(value: Any, row: int) -> Any:
+    """What the pipeline reads for one row's audio value."""
+    if isinstance(value, Mapping):
+        if value.get("bytes"):
+            return value["bytes"]
+        if value.get("path"):
+            return value["path"]
+        if "array" in value:
+            return value
+    if isinstance(value, (str, os.PathLike, bytes)):
+        return value
+    raise ValueError(f"row {row}: no audio in it (expected the bytes or path of an Audio column, a path, or "
+                     f"{{'array', 'sampling_rate'}}; got {type(value).__name__}).")
+
+
+def output_row(record: Mapping[str, Any], mood_labels: Sequence[str]) -> dict[str, Any]:
+    """A predictions record as an output row: the moods also one float column each (None when left out by top_k or
+    threshold); what every row shares is left for the card."""
+    row = {key: value for key, value in record.items() if key not in _PER_DATASET}
+    scores = {mood["label"]: mood["score"] for mood in record.get("moods", ())}
+    row.update({f"mood:{label}": scores.get(label) for label in mood_labels})
+    return row
+
+
+def output_features(first_row: Mapping[str, Any], input_features: Mapping[str, Any], mood_labels: Sequence[str]):
+    """The output's `Features`: the id columns typed as in the input, the rest from the first row's values."""
+    from datasets import Features, List, Value
+
+    def feature_of(value):
+        if isinstance(value, bool):
+            return Value("bool")
+        if isinstance(value, int):
+            return Value("int64")
+        if isinstance(value, float):
+            return Value("float64")  # the pipeline's values, exactly as in its JSON records
+        if isinstance(value, str):
+            return Value("string")
+        if isinstance(value, Mapping):
+            return {key: feature_of(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return List(feature_of(value[0]) if value else Value("float64"))
+        raise TypeError(f"cannot store a {type(value).__name__} in a dataset column")
+
+    features = {}
+    for name, value in first_row.items():
+        if name in input_features and name != "row":
+            features[name] = input_features[name]
+        elif name.startswith("mood:") and name[5:] in mood_labels:
+            features[name] = Value("float32")  # one column per label of the model: half the size, 7 digits
+        else:
+            features[name] = feature_of(value)
+    return Features(features)
+
+
+def write_predictions(rows: Iterator[dict], out: str | os.PathLike, split: str, input_features, mood_labels,
+                      about: Mapping[str, Any], batch_rows: int = 10_000) -> int:
+    """`out/data/<split>-00000-of-00001.parquet` (written in row groups, so memory stays bounded) and the card
+    `out/README.md`; returns the number of rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    target = out / "data" / f"{split}-00000-of-00001.parquet"
+    partial = target.with_name(target.name + ".partial")
+    writer, batch, count, features = None, [], 0, None
+
+    def flush():
+        nonlocal writer
+        table = pa.Table.from_pylist([features.encode_example(row) for row in batch], schema=features.arrow_schema)
+        writer = writer or pq.ParquetWriter(partial, features.arrow_schema)
+        writer.write_table(table)
+        batch.clear()
+
+    for row in rows:
+        features = features or output_features(row, input_features, mood_labels)
+        batch.append(row)
+        count += 1
+        if len(batch) == batch_rows:
+            flush()
+    if batch:
+        flush()
+    if writer is None:
+        return 0
+    writer.close()
+    os.replace(partial, target)
+    _write_card(out, split, count, features, about)
+    return count
+
+
+def _write_card(out: Path, split: str, count: int, features, about: Mapping[str, Any]) -> None:
+    from .data.files import write_atomic
+
+    columns = "\n".join(f"- `{name}`" for name in features if not name.startswith("mood:"))
+    notes = f"\n**{about['warning']}**\n" if about.get("warning") else ""
+    body = f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: {split}
+    path: data/{split}-*.parquet
+tags:
+- music
+- emotion-recognition
+- music2emo
+---
+# Music emotion predictions
+
+{count} rows: the predictions of the model `{about['model']}` for the dataset `{about['source']}` (split `{split}`),
+made with `music2emo predict` (music2emo-hf).
+{notes}
+Each row is one input row; `row` is its index there. Columns:
+
+{columns}
+- `mood:<label>`: the probability of each of the model's {sum(name.startswith("mood:") for name in features)} mood labels
+  (empty where `top_k` or `threshold` left it out of `moods`)
+
+Pipeline options: `{json.dumps(about.get('options', {}), sort_keys=True)}`. The model's provenance:
+`{json.dumps(about.get('provenance', {}), sort_keys=True)}`. The scale of valence and arousal:
+`{json.dumps(about.get('scale', {}), sort_keys=True)}`.
+{about.get('failed_note', '')}"""
+    write_atomic(out / "README.md", body)
+
+
+def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
+    """Predictions for every row of `dataset` (a `Dataset` or an `IterableDataset`) as a `Dataset` in input order,
+    one row per input row that could be analysed (`row` is its index; a row that could not be is named in a warning).
+    `options` go to the pipeline (top_k, return_harmony, ...). Under `accelerate launch` the processes share the rows
+    (row i to process i mod N), each on its own device, and every process returns the whole result."""
+    from datasets import Dataset
+
+    from .jobs import launched_processes
+
+    processes, rank, state = launched_processes(), 0, None
+    if processes > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+        rank = state.process_index
+    dataset = undecoded(dataset, audio_column)
+    ids = id_columns(dataset.features, audio_column)
+    mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
+    records, failures, about = [], [], {}
+    for index, example in enumerate(dataset):
+        if index % processes != rank:
+            continue
+        try:
+            result = pipe(audio_input(example[audio_column], index), **options)
+        except Exception as error:  # one bad row must not stop the others; they are named below
+            failures.append(f"row {index}: {error}")
+            continue
+        about = {key: result[key] for key in _PER_DATASET if key in result}
+        records.append({"row": index, **{name: example[name] for name in ids}, **result})
+    if state:
+        from accelerate.utils import gather_object
+
+        records = sorted(gather_object(records), key=lambda record: record["row"])
+        failures = gather_object(failures)
+    if failures:
+        warnings.warn(f"{len(failures)} row(s) could not be analysed: " + "; ".join(failures[:10]), stacklevel=2)
+    rows = [output_row(record, mood_labels) for record in records]
+    if not rows:
+        return Dataset.from_list([])
+    result = Dataset.from_list(rows, features=output_features(rows[0], dataset.features, mood_labels))
+    result.info.description = json.dumps(about, sort_keys=True)
+    return result
+
+
+class DatasetSource:
+    """The rows of a dataset folder or Hub dataset for one process of a job, read in order (streamed where the
+    dataset allows, so one larger than memory is fine)."""
+
+    def __init__(self, source: str, config: str | None, split: str | None, audio_column: str):
+        from datasets import load_dataset, load_from_disk
+
+        self.source, self.audio_column = source, audio_column
+        saved = os.path.isdir(source) and (Path(source, "dataset_info.json").is_file()
+                                           or Path(source, "dataset_dict.json").is_file())
+        try:
+            if saved:  # a folder written by save_to_disk: memory-mapped, not streamed
+                dataset = load_from_disk(source)
+                if hasattr(dataset, "keys"):
+                    split = _one_split(split, list(dataset.keys()), source)
+                    dataset = dataset[split]
+            else:
+                dataset = load_dataset(source, config, streaming=True)
+                split = _one_split(split, list(dataset.keys()), source)
+                dataset = dataset[split]
+        except (FileNotFoundError, ValueError) as error:
+            raise ValueError(f"--dataset {source}: {error}") from error
+        self.split = split or "train"
+        self.dataset = undecoded(dataset, audio_column)
+        self.features = self.dataset.features
+        self.ids = id_columns(self.features, audio_column)
+        self._cursor: Iterator[tuple[int, dict]] | None = None
+        self._at, self._example = -1, None
+
+    def __len__(self) -> int:
+        from datasets import Dataset
+
+        if isinstance(self.dataset, Dataset):
+            return len(self.dataset)
+        info = self.dataset.info.splits.get(self.split) if self.dataset.info.splits else None
+        if info and info.num_examples:
+            return info.num_examples
+        return sum(1 for _ in self.dataset.select_columns(self.ids[:1] or [self.audio_column]))
+
+    def row(self, index: int) -> dict:
+        """Row `index`; rows are asked for in increasing order (a stream is read once)."""
+        from datasets import Dataset
+
+        if isinstance(self.dataset, Dataset):
+            return self.dataset[index]
+        if index == self._at:
+            return self._example
+        if self._cursor is None or index < self._at:
+            self._cursor, self._at = enumerate(iter(self.dataset)), -1
+        for self._at, self._example in self._cursor:
+            if self._at == index:
+                return self._example
+        raise IndexError(f"row {index} is past the end of the dataset")
+
+    @property
+    def keys(self) -> list[str]:
+        return [str(index) for index in range(len(self))]
+
+    def label(self, key: str) -> str:
+        return f"{self.source} [{self.split}] row {key}"
+
+    def weight(self, key: str) -> float:
+        return 1.0  # lengths would need the audio: rows are shared out evenly
+
+    def head(self, key: str) -> dict[str, Any]:
+        """The fields a row's record starts with: its index and the input's id columns."""
+        example = self.row(int(key))
+        return {"row": int(key), **{name: example[name] for name in self.ids}}
+
+    def audio(self, key: str) -> Any:
+        return audio_input(self.row(int(key))[self.audio_column], int(key))
+
+    def as_file(self, key: str, folder: str) -> str:
+        """A row's audio as a file in `folder` (to analyse it alone in a child process)."""
+        index = int(key)
+        value = audio_input(self.row(index)[self.audio_column], index)
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
+        path = os.path.join(folder, f"row-{index}")
+        if isinstance(value, bytes):
+            Path(path).write_bytes(value)
+            return path
+        import numpy as np
+        import soundfile as sf
+
+        sf.write(path + ".wav", np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"]))
+        return path + ".wav"
+
+
+def _one_split(split: str | None, splits: list[str], source: str) -> str:
+    if split is None:
+        if len(splits) == 1:
+            return splits[0]
+        raise ValueError(f"it has the splits {', '.join(splits)}; choose one with --split.")
+    if split not in splits:
+        raise ValueError(f"it has no split {split!r} (its splits: {', '.join(splits)}).")
+    return split
+
+
+__all__ = ["DatasetSource", "predict_dataset", "write_predictions"]

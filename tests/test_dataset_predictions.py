@@ -1,0 +1,100 @@
+"""The `datasets` door: a dataset with an `Audio` column of the real fixture clips in, a predictions dataset that
+`load_dataset` reads out; by the command (a resumable job) and by `predict_dataset` in Python."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from music2emo_hf.cli import main
+from music2emo_hf.dataset_predictions import predict_dataset
+from music2emo_hf.hub import load_pipeline
+
+from .conftest import require_fixtures
+
+CLIPS = ("3.mp3", "7.mp3", "10.mp3")
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[str]:
+    folder = require_fixtures("emomusic", "audio")
+    return [str(folder / name) for name in CLIPS]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_pipeline(str(tiny_model_dir), device="cpu", harmony_ensemble=1)
+
+
+def _audio_dataset(clips: list[str], embed: bool):
+    """As users hold music in a dataset: an Audio column (file paths, or the files' bytes) beside their ids."""
+    from datasets import Audio, Dataset
+
+    audio = [{"bytes": open(clip, "rb").read(), "path": None} for clip in clips] if embed else clips
+    return Dataset.from_dict({"audio": audio, "track_id": [clip.rsplit("/", 1)[1][:-4] for clip in clips],
+                              "year": [2010 + i for i in range(len(clips))]}).cast_column("audio", Audio())
+
+
+@pytest.mark.slow
+def test_a_dataset_folder_goes_in_and_a_predictions_dataset_comes_out(tiny_model_dir, clips, pipe, tmp_path, capsys):
+    from datasets import load_dataset
+
+    source = tmp_path / "music"
+    _audio_dataset(clips, embed=False).to_parquet(str(source / "data" / "train-00000-of-00001.parquet"))
+    out = tmp_path / "predictions"
+    argv = ["predict", "--dataset", str(source), "--output-dataset", str(out), "--model", str(tiny_model_dir),
+            "--top-k", "3", "--harmony", "--harmony-ensemble", "1"]
+    assert main(argv) == 0
+    assert f"wrote {len(clips)} rows to {out}" in capsys.readouterr().err
+
+    rows = load_dataset(str(out), split="train")
+    assert rows["row"] == list(range(len(clips))) and rows["track_id"] == ["3", "7", "10"]
+    assert rows["year"] == [2010, 2011, 2012] and rows.features["year"].dtype == "int64"
+    mood_columns = [name for name in rows.column_names if name.startswith("mood:")]
+    assert len(mood_columns) == 56
+    for row, clip in zip(rows, clips):
+        direct = pipe(clip, top_k=3, return_harmony=True)
+        assert row["valence"] == pytest.approx(direct["valence"], abs=1e-6) and row["key"] == direct["key"]
+        assert [mood["label"] for mood in row["moods"]] == [mood["label"] for mood in direct["moods"]]
+        scores = {name[5:]: row[name] for name in mood_columns if row[name] is not None}
+        assert scores == pytest.approx({mood["label"]: mood["score"] for mood in direct["moods"]}, abs=1e-6)
+        assert row["chords"][0]["chord"] == direct["chords"][0]["chord"]
+    card = (out / "README.md").read_text()
+    assert "path: data/train-*.parquet" in card and "untrained model" in card
+
+    assert main(argv) == 0  # a rerun finds every row done and rewrites the same dataset
+    assert f"{len(clips)} row(s) already in" in capsys.readouterr().err
+    assert load_dataset(str(out), split="train")["valence"] == rows["valence"]
+
+
+def test_predict_dataset_in_python_gives_the_commands_rows_and_names_a_bad_row(clips, pipe):
+    from datasets import Audio, Dataset, concatenate_datasets
+
+    good = _audio_dataset(clips[:2], embed=True)
+    bad = Dataset.from_dict({"audio": [{"bytes": b"not audio at all" * 100, "path": None}], "track_id": ["junk"],
+                             "year": [1999]}).cast_column("audio", Audio())
+    with pytest.warns(UserWarning, match=r"1 row\(s\) could not be analysed: row 2: .*not audio"):
+        result = predict_dataset(concatenate_datasets([good, bad]), pipe, top_k=2)
+    assert result["row"] == [0, 1] and result["track_id"] == ["3", "7"]
+    for row, clip in zip(result, clips):
+        assert row["valence"] == pytest.approx(pipe(clip)["valence"], abs=1e-6)
+        assert len(row["moods"]) == 2 and sum(row[f"mood:{mood['label']}"] is not None for mood in row["moods"]) == 2
+
+
+def test_wrong_dataset_options_are_refused_in_one_line(tmp_path, capsys, clips):
+    source = tmp_path / "music"
+    _audio_dataset(clips[:1], embed=False).to_parquet(str(source / "data" / "train-00000-of-00001.parquet"))
+    for argv, message in [
+        (["--dataset", str(source)], "--dataset needs --output-dataset DIR"),
+        (["--dataset", str(source), "--output-dataset", str(tmp_path / "o"), "--audio-column", "sound"],
+         "has no column 'sound' (its columns: audio, track_id, year)"),
+        (["--dataset", str(source), "--output-dataset", str(tmp_path / "o"), "--split", "test"], "no split 'test'"),
+        ([clips[0], "--output-dataset", str(tmp_path / "o")], "--output-dataset goes with --dataset"),
+        ([], "give audio files or folders, or --dataset"),
+    ]:
+        assert main(["predict", *argv, "--model", str(tmp_path / "no-model")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and "loading model" not in err, (argv, err)
