@@ -171,19 +171,20 @@ def _dataset_inputs(args: argparse.Namespace):
 
 def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> None:
     """The job's records as the predictions dataset (Parquet + card), then published if asked."""
-    from .dataset_predictions import output_row, write_predictions
-    from .jobs import read_jsonl
+    from .dataset_predictions import output_row, records_in_row_order, write_predictions
+    from .jobs import read_jsonl_stream
 
     pipe = pipe or _load_pipeline(args.model, args.device or "cpu", False)  # nothing new analysed: for the labels
     mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
-    records = read_jsonl(job.output)
-    about = {key: records[0][key] for key in ("scale", "model", "warning") if records and key in records[0]}
+    first = next(read_jsonl_stream(job.output), {})
+    about = {key: first[key] for key in ("scale", "warning") if key in first}
     about.update(model=args.model, source=f"{args.dataset}" + (f" ({args.config})" if args.config else ""),
-                 provenance=records[0].get("model", {}) if records else {},
+                 provenance=first.get("model", {}),
                  options={key: value for key, value in _pipeline_options(args, pipe).items() if value not in (None, False)})
     if failed:
         about["failed_note"] = f"\n{failed} input row(s) could not be analysed and are not here ({job.errors_file}).\n"
-    rows = (output_row(record, mood_labels) for record in sorted(records, key=lambda record: record["row"]))
+    records = records_in_row_order(job.output) if first else iter(())
+    rows = (output_row(record, mood_labels) for record in records)
     count = write_predictions(rows, args.output_dataset, inputs.split, inputs.features, mood_labels, about)
     print(f"wrote {count} rows to {args.output_dataset} (load it with datasets.load_dataset({args.output_dataset!r}))",
           file=sys.stderr)

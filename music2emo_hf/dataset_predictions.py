@@ -311,4 +311,19 @@ def _one_split(split: str | None, splits: list[str], source: str) -> str:
     return split
 
 
-__all__ = ["DatasetSource", "predict_dataset", "write_predictions"]
+def records_in_row_order(path: str | os.PathLike) -> Iterator[dict]:
+    """The job's records sorted by input row, read one at a time: a first pass notes where each record starts, so
+    memory holds two numbers per row, not the records (a rerun appends retried rows after the others)."""
+    starts = []
+    with open(path, "rb") as handle:
+        position = 0
+        for line in handle:
+            if line.endswith(b"\n") and line.strip():
+                starts.append((json.loads(line)["row"], position))
+            position += len(line)
+        for _, position in sorted(starts):
+            handle.seek(position)
+            yield json.loads(handle.readline())
+
+
+__all__ = ["DatasetSource", "predict_dataset", "records_in_row_order", "write_predictions"]

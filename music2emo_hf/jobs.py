@@ -27,7 +27,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,17 +68,23 @@ class RecordWriter:
         if path and not os.access(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise CommandError(f"--output {path}: cannot write there (permission denied).")
 
-    def _read_existing(self, path: str) -> list[str]:
-        """The keys of the records in the file."""
-        text = complete_lines(path, truncate=True)
+    def _read_existing(self, path: str) -> Iterator[str]:
+        """The keys of the records in the file, read as a stream (an output may hold millions)."""
+        drop_cut_off_record(path)
         try:
-            if self.format == "jsonl":
-                return [self.normalise(json.loads(line)[self.key_field]) for line in text.splitlines() if line.strip()]
-            rows = list(csv.reader(io.StringIO(text)))
-            self.header = rows[0] if rows else None
-            if self.header and self.header[0] != self.key_field:
-                raise KeyError(self.key_field)
-            return [self.normalise(row[0]) for row in rows[1:] if row]
+            with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+                if self.format == "jsonl":
+                    for line in handle:
+                        if line.strip():
+                            yield self.normalise(json.loads(line)[self.key_field])
+                    return
+                rows = csv.reader(handle)
+                self.header = next(rows, None)
+                if self.header and self.header[0] != self.key_field:
+                    raise KeyError(self.key_field)
+                for row in rows:
+                    if row:
+                        yield self.normalise(row[0])
         except (ValueError, KeyError, TypeError) as error:
             raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
 
@@ -124,19 +131,35 @@ class RecordWriter:
             self.handle.close()
 
 
-def complete_lines(path: str | os.PathLike, truncate: bool = False) -> str:
-    """The file's text up to its last newline: a line cut short by a kill is left out (and cut off, if `truncate`)."""
-    with open(path, "rb") as raw:
-        data = raw.read()
-    complete = data[: data.rfind(b"\n") + 1]
-    if truncate and len(complete) != len(data):
-        with open(path, "r+b") as raw:
-            raw.truncate(len(complete))
-    return complete.decode("utf-8", errors="replace")
+def drop_cut_off_record(path: str | os.PathLike) -> None:
+    """Cuts off a last line without its newline: a record that a kill interrupted (it is redone)."""
+    with open(path, "r+b") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            step = min(position, 1 << 16)
+            handle.seek(position - step)
+            newline = handle.read(step).rfind(b"\n")
+            if newline >= 0:
+                position = position - step + newline + 1
+                break
+            position -= step
+        if position != end:
+            handle.truncate(position)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    return [json.loads(line) for line in complete_lines(path).splitlines() if line.strip()] if os.path.exists(path) else []
+    return list(read_jsonl_stream(path))
+
+
+def read_jsonl_stream(path: str | os.PathLike) -> Iterator[dict]:
+    """The complete records of a JSON-lines file, one at a time (none if it does not exist)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.endswith(b"\n") and line.strip():
+                yield json.loads(line)
 
 
 def balanced_shares(weights: Sequence[float], processes: int) -> list[list[int]]:
@@ -210,8 +233,7 @@ class Job:
     def _plan_on_main(self, keys, weight) -> Plan:
         if not self.output:
             return Plan([list(keys)], total=len(keys))
-        suspects = {json.loads(text)["key"] for marker in self.parts.glob("rank-*.inflight")
-                    if (text := complete_lines(marker).strip())}
+        suspects = {record["key"] for marker in self.parts.glob("rank-*.inflight") for record in read_jsonl_stream(marker)}
         for number, part in enumerate(sorted(self.parts.glob("rank-*.jsonl"))):  # what a killed run left
             if part.name.endswith(".errors.jsonl"):
                 part.unlink()  # its failures are tried again
@@ -322,25 +344,30 @@ class Job:
 
     def _merge(self, keys: Sequence[str], pattern: str) -> int:
         """Appends the records of the part files matching `pattern` that are not yet in the output, in input order,
-        then removes those files; returns how many were appended."""
+        then removes those files; returns how many were appended. Each part is in input order already (a process
+        takes its share in order), so they are merged as streams: memory holds keys, not records."""
         parts = [path for path in sorted(self.parts.glob(pattern)) if not path.name.endswith(".errors.jsonl")]
         if not parts:
             return 0
-        output = RecordWriter(self.output, self.key_field, self.normalise)
-        fresh: dict[str, dict] = {}
-        for record in (record for path in parts for record in read_jsonl(path)):
-            key = self.normalise(record[self.key_field])
-            if key not in output.done:
-                fresh.setdefault(key, record)
         order = {key: index for index, key in enumerate(keys)}
+
+        def ordered(path: Path):
+            for record in read_jsonl_stream(path):
+                key = self.normalise(record[self.key_field])
+                yield order.get(key, len(order)), key, record
+
+        output = RecordWriter(self.output, self.key_field, self.normalise)
+        appended = 0
         try:
-            for key in sorted(fresh, key=lambda k: (order.get(k, len(order)), k)):
-                output.write(fresh[key], self.mood_labels)
+            for _, key, record in heapq.merge(*map(ordered, parts), key=lambda item: item[:2]):
+                if key not in output.done:  # not merged by an earlier run, nor twice from two parts
+                    output.write(record, self.mood_labels)
+                    appended += 1
         finally:
             output.close()
         for path in parts:
             path.unlink()
-        return len(fresh)
+        return appended
 
 
 class InputCrashed(RuntimeError):
@@ -358,11 +385,10 @@ def analyse_in_child(argv: list[str], output_name: str = "record.jsonl") -> dict
         records = read_jsonl(output) if os.path.exists(output) else []
     if records:
         return records[0]
+    if done.returncode < 0:  # a signal: a segfault, an abort, the OOM killer
+        raise InputCrashed(f"the analysis crashed on it twice (killed by signal {-done.returncode}); it is skipped")
     errors = [line.split(": ", 2)[-1] for line in done.stderr.splitlines() if line.startswith("error: ")]
-    if done.returncode == 1 and errors:
-        raise ValueError(errors[0])
-    how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
-    raise InputCrashed(f"the analysis crashed on it twice ({how}); it is skipped")
+    raise ValueError(errors[0] if errors else (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
 
 
 class _ProgressWatcher:
@@ -371,7 +397,7 @@ class _ProgressWatcher:
     def __init__(self, job: Job, progress, total: int):
         self.job, self.progress, self.stop_event = job, progress, threading.Event()
         progress.total = total
-        self.others = 0
+        self.read: dict[Path, int] = {}  # bytes of each part file counted so far: only what is new is read
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
 
@@ -380,11 +406,18 @@ class _ProgressWatcher:
             self._count()
 
     def _count(self) -> None:
-        count = sum(complete_lines(path).count("\n") for path in self.job.parts.glob("rank-*.jsonl")
-                    if not path.name.startswith(f"rank-{self.job.rank}."))
-        if count != self.others:
-            self.progress.update(count - self.others)
-            self.others = count
+        new_lines = 0
+        for path in self.job.parts.glob("rank-*.jsonl"):
+            if path.name.startswith(f"rank-{self.job.rank}."):
+                continue  # this process's own are counted as it goes
+            with open(path, "rb") as handle:
+                handle.seek(self.read.get(path, 0))
+                data = handle.read()
+            counted = data.rfind(b"\n") + 1
+            self.read[path] = self.read.get(path, 0) + counted
+            new_lines += data.count(b"\n", 0, counted)
+        if new_lines:
+            self.progress.update(new_lines)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -410,7 +443,5 @@ def _replace(path: Path, text: str) -> None:
 
 
 def _wait_for(condition: Callable[[], bool], interval: float = 0.5) -> None:
-    import time
-
     while not condition():
         time.sleep(interval)

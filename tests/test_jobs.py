@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from music2emo_hf.cli import main
-from music2emo_hf.jobs import balanced_shares
+from music2emo_hf.dataset_predictions import records_in_row_order
+from music2emo_hf.jobs import RecordWriter, balanced_shares, drop_cut_off_record
 
 from .conftest import ROOT, tone
 
@@ -34,6 +35,23 @@ def test_shares_are_balanced_by_duration_and_keep_input_order():
     assert all(share == sorted(share) for share in shares)
     assert balanced_shares(durations, 1) == [list(range(7))]
     assert balanced_shares([1.0], 3) == [[0], [], []]
+
+
+def test_a_record_cut_off_by_a_kill_is_dropped_however_long_the_file(tmp_path):
+    path = tmp_path / "out.jsonl"
+    complete = "".join(json.dumps({"file": f"f{i}", "pad": "x" * 50_000}) + "\n" for i in range(3))
+    path.write_text(complete + '{"file": "f3", "pad": "' + "y" * 100_000)  # the cut-off line spans two read blocks
+    drop_cut_off_record(path)
+    assert path.read_text() == complete
+    assert RecordWriter(str(path)).done == {"f0", "f1", "f2"}
+    drop_cut_off_record(path)  # nothing more to drop
+    assert path.read_text() == complete
+
+
+def test_dataset_records_are_read_back_in_row_order(tmp_path):
+    path = tmp_path / ".records.jsonl"
+    path.write_text("".join(json.dumps({"row": row, "valence": row / 10}) + "\n" for row in (0, 1, 3, 4, 2)))
+    assert [record["row"] for record in records_in_row_order(path)] == [0, 1, 2, 3, 4]
 
 
 def _env(**faults: str) -> dict[str, str]:

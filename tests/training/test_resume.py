@@ -44,8 +44,13 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "model.safetensors")
 
 
-def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(synthetic, tmp_path):
-    finished(synthetic, tmp_path / "uninterrupted")
+def distill_here(argv: list[str]) -> int:
+    """distill.py's main, in this process (the runs that are not killed need no process of their own)."""
+    return run_quietly(lambda a: engine.run_script(a, "", distill=True), argv)
+
+
+def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(synthetic, tmp_path, capfd):
+    assert distill_here(command(synthetic, tmp_path / "uninterrupted")[2:]) == 0
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(command(synthetic, interrupted), cwd=ROOT, env=cpu_env(), stdout=subprocess.DEVNULL,
@@ -68,16 +73,16 @@ def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(synthetic, 
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
     assert len(engine.checkpoints(interrupted)) == 2 and not list((interrupted / "checkpoints").glob("*.tmp"))
 
-    again = finished(synthetic, interrupted)  # a finished run, rerun: nothing more is trained
-    assert json.loads((interrupted / "results.json").read_text()) == expected and "train loss" not in again.stderr
+    capfd.readouterr()
+    assert distill_here(command(synthetic, interrupted)[2:]) == 0  # a finished run, rerun: nothing more is trained
+    assert json.loads((interrupted / "results.json").read_text()) == expected and "train loss" not in capfd.readouterr().err
 
 
 def test_restarting_with_other_settings_is_refused(synthetic, tmp_path, capsys):
     output = tmp_path / "run"
-    distill = lambda argv: engine.run_script(argv, "", distill=True)  # noqa: E731  (distill.py's main, in-process)
-    assert run_quietly(distill, command(synthetic, output, "max_epochs=1")[2:]) == 0
+    assert distill_here(command(synthetic, output, "max_epochs=1")[2:]) == 0
     capsys.readouterr()
-    assert run_quietly(distill, command(synthetic, output, "max_epochs=2")[2:]) == 2
+    assert distill_here(command(synthetic, output, "max_epochs=2")[2:]) == 2
     assert f"--output-dir {output} holds a run with other settings (differs in ['recipe'])" in capsys.readouterr().err
 
 
