@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import heapq
-import io
 import json
 import os
 import shutil

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -20,12 +18,12 @@ import transformers
 import music2emo_hf  # noqa: F401  (registers the task)
 from music2emo_hf import Music2EmoFeatureExtractor, Music2EmoModel
 from music2emo_hf.audio import load_audio
+from music2emo_hf.cli import main as cli_main
 from music2emo_hf.harmony import HarmonyAnalyzer
 from music2emo_hf.zero_shot import LabelEmbeddings, rank_labels
-from tests.conftest import ROOT
 from tests.synthetic import RATE, SYNONYMS, UNRELATED, meanings, semantic_traits, synthesize
 
-from .conftest import cpu_env, load_script, run_quietly
+from .conftest import load_script, run_quietly
 
 pytestmark = pytest.mark.slow  # trains projectors
 
@@ -75,7 +73,7 @@ def test_held_out_synonyms_rank_above_unrelated_words_and_chance(projector):
     assert np.mean(hits) >= chance + 0.25, hits
 
 
-def test_the_three_doors_give_the_same_zero_shot_scores(projector, tmp_path):
+def test_the_three_doors_give_the_same_zero_shot_scores(projector, tmp_path, capsys):
     rng = np.random.default_rng(5)
     files = []
     for number in range(2):
@@ -83,11 +81,12 @@ def test_the_three_doors_give_the_same_zero_shot_scores(projector, tmp_path):
         sf.write(files[-1], synthesize(semantic_traits(rng), rng, seconds=6.0), RATE)
     labels = "jubilant,sleepy,  jubilant ,tense"  # a duplicate and spaces: handled
 
-    done = subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "predict", *map(str, files), "--model",
-                           str(projector), "--labels", labels, "--segments"],
-                          cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    from_cli = [json.loads(line) for line in done.stdout.splitlines()]
+    capsys.readouterr()
+    status = run_quietly(cli_main, ["predict", *map(str, files), "--model", str(projector), "--labels", labels,
+                                    "--segments"])
+    out, err = capsys.readouterr()
+    assert status == 0, err[-2000:]
+    from_cli = [json.loads(line) for line in out.splitlines()]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
