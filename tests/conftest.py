@@ -17,10 +17,32 @@ EMOMUSIC_AUDIO = FIXTURES / "emomusic" / "audio"
 TINY_CONFIG = ROOT / "hub_configs" / "tiny-random"
 
 
+def pytest_configure(config):
+    """Run by pytest-xdist's workers (`-n 2`, as the README runs the suite), each gets its share of the cores, and so
+    do the processes its tests start (torch would give each worker every core)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+# Session fixtures of the training tests that take a minute or more to build (tests/training/conftest.py).
+HEAVY_FIXTURES = ("synthetic", "semantic")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests that need real Hub weights run only where the Hub answers; elsewhere they are skipped, never faked."""
+    """Under pytest-xdist (`--dist loadgroup`) the tests that use one of the HEAVY_FIXTURES go to one worker, which
+    builds it once. Tests that need real Hub weights run only where the Hub answers; elsewhere they are skipped,
+    never faked."""
     from music2emo_hf.hub import hub_reachable
 
+    for item in items:
+        heavy = [name for name in HEAVY_FIXTURES if name in getattr(item, "fixturenames", ())]
+        if heavy:
+            item.add_marker(pytest.mark.xdist_group(heavy[0]))
     hub_tests = [item for item in items if "hub" in item.keywords]
     if hub_tests and not hub_reachable():
         skip = pytest.mark.skip(reason="needs real weights from the Hugging Face Hub, which cannot be reached here")
