@@ -175,13 +175,11 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
     (row i to process i mod N), each on its own device, and every process returns the whole result."""
     from datasets import Dataset
 
-    from .jobs import launched_processes
+    from .jobs import launched_processes, process_state
 
     processes, rank, state = launched_processes(), 0, None
     if processes > 1:
-        from accelerate import PartialState
-
-        state = PartialState()
+        state = process_state()
         rank = state.process_index
     dataset = undecoded(dataset, audio_column)
     ids = id_columns(dataset.features, audio_column)

@@ -48,6 +48,15 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def process_state(cpu: bool = False):
+    """Accelerate's view of this process in the group (its index and device); on the CPU when asked or when
+    launched with `accelerate launch --cpu` / ACCELERATE_USE_CPU."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 class RecordWriter:
     """Appends one record per input to a .jsonl or .csv file and flushes it at once; reads back which inputs a file
     holds already, dropping a last record cut short by a kill."""
@@ -193,13 +202,7 @@ class Job:
         self.processes = launched_processes()
         if self.processes > 1 and not output:
             raise CommandError("several processes need --output FILE (.jsonl or .csv) to write their records to.")
-        if self.processes > 1:
-            from accelerate import PartialState
-            from accelerate.utils import parse_flag_from_env
-
-            self.state = PartialState(cpu=cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))  # or `accelerate launch --cpu`
-        else:
-            self.state = None
+        self.state = process_state(cpu) if self.processes > 1 else None
         self.rank = self.state.process_index if self.state else 0
         self.is_main = self.rank == 0
         self.output, self.key_field, self.normalise = output, key_field, normalise

@@ -98,3 +98,53 @@ def test_wrong_dataset_options_are_refused_in_one_line(tmp_path, capsys, clips):
         assert main(["predict", *argv, "--model", str(tmp_path / "no-model")]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and "loading model" not in err, (argv, err)
+
+
+def test_a_saved_dataset_of_waveforms_goes_through_the_command(tiny_model_dir, tmp_path, capsys):
+    """A `save_to_disk` folder whose audio column holds {array, sampling_rate} dicts (no files anywhere)."""
+    from datasets import Dataset, load_dataset
+
+    from .conftest import tone
+
+    saved = tmp_path / "saved"
+    Dataset.from_dict({"sound": [{"array": tone(2.0, freq=f).tolist(), "sampling_rate": 24000} for f in (220, 330)],
+                       "title": ["low", "high"]}).save_to_disk(str(saved))
+    out = tmp_path / "out"
+    assert main(["predict", "--dataset", str(saved), "--audio-column", "sound", "--output-dataset", str(out),
+                 "--model", str(tiny_model_dir), "--harmony-ensemble", "1"]) == 0, capsys.readouterr().err
+    rows = load_dataset(str(out), split="train")
+    assert rows["title"] == ["low", "high"] and len(rows["moods"][0]) == 56
+
+
+def _predict_as_one_of_two_ranks(dataset_dir: str, model_dir: str, expected: str) -> None:
+    import json
+
+    from accelerate import PartialState
+    from datasets import load_from_disk
+
+    pipe = load_pipeline(model_dir, device="cpu", harmony_ensemble=1)
+    result = predict_dataset(load_from_disk(dataset_dir), pipe, top_k=2)
+    assert PartialState().num_processes == 2
+    assert result.to_list() == json.loads(open(expected).read())  # every rank gets every row, in input order
+
+
+@pytest.mark.slow
+def test_predict_dataset_shares_rows_across_accelerate_processes(tiny_model_dir, pipe, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from datasets import Dataset
+
+    from .conftest import ROOT, tone
+
+    dataset = Dataset.from_dict({"audio": [{"array": tone(1.5, freq=f), "sampling_rate": 24000} for f in (200, 260, 320)],
+                                 "track_id": ["a", "b", "c"]})
+    dataset.save_to_disk(str(tmp_path / "music"))
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps(predict_dataset(dataset, pipe, top_k=2).to_list()))
+    launch = ("import sys, accelerate; from tests.test_dataset_predictions import _predict_as_one_of_two_ranks as run; "
+              "accelerate.debug_launcher(run, args=tuple(sys.argv[1:]), num_processes=2)")
+    done = subprocess.run([sys.executable, "-c", launch, str(tmp_path / "music"), str(tiny_model_dir), str(expected)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
