@@ -244,7 +244,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
 
 
 def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
-    options = {"return_segments": args.segments, "return_harmony": args.harmony}
+    options = {"return_segments": args.segments, "return_harmony": args.harmony, "return_embedding": args.embedding}
     if args.top_k is not None:
         options["top_k"] = args.top_k
     if args.threshold is not None:
@@ -438,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_probability, help="drop moods whose probability is below this")
     p.add_argument("--segments", action="store_true", help="add per-chunk valence/arousal and moods")
     p.add_argument("--harmony", action="store_true", help="add the key and the chord timeline")
+    p.add_argument("--embedding", action="store_true", help="add the track's pooled embedding (for similarity search)")
     p.add_argument("--labels", help="your own words, comma-separated (e.g. 'nostalgic,tense,good for studying'): "
                    "scored zero-shot by a model with a projector")
     p.add_argument("--hypothesis-template", help="how a label is worded for the label encoder (default: the model's, "

@@ -100,15 +100,19 @@ def output_features(first_row: Mapping[str, Any], input_features: Mapping[str, A
 
 def write_predictions(rows: Iterator[dict], out: str | os.PathLike, split: str, input_features, mood_labels,
                       about: Mapping[str, Any], batch_rows: int = 10_000) -> int:
-    """`out/data/<split>-00000-of-00001.parquet` (written in row groups, so memory stays bounded) and the card
-    `out/README.md`; returns the number of rows."""
+    """`out/data/<split>-<fingerprint>.parquet` (written in row groups, so memory stays bounded) and the card
+    `out/README.md` naming that file; returns the number of rows.
+
+    The card names the exact file, not a pattern: `datasets` caches a folder whose card gives a pattern under the
+    pattern alone, so a rewritten folder would load as its first version."""
+    import hashlib
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    target = out / "data" / f"{split}-00000-of-00001.parquet"
-    partial = target.with_name(target.name + ".partial")
+    partial = out / "data" / f"{split}.parquet.partial"
     writer, batch, count, features = None, [], 0, None
 
     def flush():
@@ -129,12 +133,20 @@ def write_predictions(rows: Iterator[dict], out: str | os.PathLike, split: str, 
     if writer is None:
         return 0
     writer.close()
+    digest = hashlib.sha256()
+    with open(partial, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    target = out / "data" / f"{split}-{digest.hexdigest()[:16]}.parquet"
     os.replace(partial, target)
-    _write_card(out, split, count, features, about)
+    _write_card(out, split, count, features, about, target.relative_to(out).as_posix())
+    for stale in (out / "data").glob(f"{split}-*.parquet"):
+        if stale != target:
+            stale.unlink()
     return count
 
 
-def _write_card(out: Path, split: str, count: int, features, about: Mapping[str, Any]) -> None:
+def _write_card(out: Path, split: str, count: int, features, about: Mapping[str, Any], data_file: str) -> None:
     from .data.files import write_atomic
 
     columns = "\n".join(f"- `{name}`" for name in features if not name.startswith("mood:"))
@@ -144,7 +156,7 @@ configs:
 - config_name: default
   data_files:
   - split: {split}
-    path: data/{split}-*.parquet
+    path: {data_file}
 tags:
 - music
 - emotion-recognition

@@ -46,7 +46,7 @@ def test_a_dataset_folder_goes_in_and_a_predictions_dataset_comes_out(tiny_model
     _audio_dataset(clips, embed=False).to_parquet(str(source / "data" / "train-00000-of-00001.parquet"))
     out = tmp_path / "predictions"
     argv = ["predict", "--dataset", str(source), "--output-dataset", str(out), "--model", str(tiny_model_dir),
-            "--top-k", "3", "--harmony", "--harmony-ensemble", "1"]
+            "--top-k", "3", "--harmony", "--embedding", "--harmony-ensemble", "1"]
     assert main(argv) == 0
     assert f"wrote {len(clips)} rows to {out}" in capsys.readouterr().err
 
@@ -62,12 +62,22 @@ def test_a_dataset_folder_goes_in_and_a_predictions_dataset_comes_out(tiny_model
         scores = {name[5:]: row[name] for name in mood_columns if row[name] is not None}
         assert scores == pytest.approx({mood["label"]: mood["score"] for mood in direct["moods"]}, abs=1e-6)
         assert row["chords"][0]["chord"] == direct["chords"][0]["chord"]
+        assert row["embedding"] == pytest.approx(pipe(clip, return_embedding=True)["embedding"], abs=1e-5)
     card = (out / "README.md").read_text()
-    assert "path: data/train-*.parquet" in card and "untrained model" in card
+    [data_file] = (out / "data").glob("train-*.parquet")
+    assert f"path: data/{data_file.name}" in card and "untrained model" in card
 
     assert main(argv) == 0  # a rerun finds every row done and rewrites the same dataset
     assert f"{len(clips)} row(s) already in" in capsys.readouterr().err
     assert load_dataset(str(out), split="train")["valence"] == rows["valence"]
+
+    # Made again from scratch without embeddings, the folder loads as it is now (datasets caches a folder whose card
+    # gives a pattern by that pattern: the card names the exact file).
+    (out / ".records.jsonl").unlink()
+    assert main([*argv[:-3], "--harmony-ensemble", "1"]) == 0
+    again = load_dataset(str(out), split="train")
+    assert "embedding" not in again.column_names and again["valence"] == rows["valence"]
+    assert len(list((out / "data").glob("*.parquet"))) == 1
 
 
 def test_predict_dataset_in_python_gives_the_commands_rows_and_names_a_bad_row(clips, pipe):
