@@ -191,20 +191,12 @@ def _open_file(source: Any, name: str) -> AudioStream:
     return AudioStream(name, _check_rate(handle.samplerate, name), _file=handle)
 
 
-def duration_seconds(path: str | os.PathLike) -> float:
-    """A file's duration from its header, without decoding (to share files out by length); a file whose header
-    cannot be read counts as its size at 128 kbit/s."""
-    try:
-        with _decoder_notes_hidden():
-            info = sf.info(os.fspath(path))
-        if info.frames > 0 and info.samplerate > 0:
-            return info.frames / info.samplerate
-    except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
-        pass
-    try:
-        return os.path.getsize(path) / 16_000
-    except OSError:
-        return 0.0
+def header_duration(path: str | os.PathLike) -> float | None:
+    """A file's duration read from its header, without decoding (None when it holds no samples). Raises what
+    soundfile raises for a file that is not audio."""
+    with _decoder_notes_hidden():
+        info = sf.info(os.fspath(path))
+    return info.frames / info.samplerate if info.frames > 0 and info.samplerate > 0 else None
 
 
 def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate: int | None = None) -> AudioStream:

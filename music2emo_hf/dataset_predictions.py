@@ -44,6 +44,11 @@ def id_columns(features: Mapping[str, Any], audio_column: str) -> list[str]:
     return [name for name, feature in features.items() if name != audio_column and isinstance(feature, Value)]
 
 
+def record_head(index: int, example: Mapping[str, Any], ids: Sequence[str]) -> dict[str, Any]:
+    """The fields a row's record starts with: its index in the input and the input's id columns."""
+    return {"row": index, **{name: example[name] for name in ids}}
+
+
 def audio_input(value: Any, row: int) -> Any:
     """What the pipeline reads for one row's audio value."""
     if isinstance(value, Mapping):
@@ -206,7 +211,7 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
             failures.append(f"row {index}: {error}")
             continue
         about = {key: result[key] for key in _PER_DATASET if key in result}
-        records.append({"row": index, **{name: example[name] for name in ids}, **result})
+        records.append({**record_head(index, example, ids), **result})
     if state:
         from accelerate.utils import gather_object
 
@@ -287,9 +292,7 @@ class DatasetSource:
         return 1.0  # lengths would need the audio: rows are shared out evenly
 
     def head(self, key: str) -> dict[str, Any]:
-        """The fields a row's record starts with: its index and the input's id columns."""
-        example = self.row(int(key))
-        return {"row": int(key), **{name: example[name] for name in self.ids}}
+        return record_head(int(key), self.row(int(key)), self.ids)
 
     def audio(self, key: str) -> Any:
         return audio_input(self.row(int(key))[self.audio_column], int(key))

@@ -135,8 +135,10 @@ class RecordWriter:
         return row
 
     def close(self) -> None:
+        """Closes the file; a later record opens it again (appending)."""
         if self.handle not in (None, sys.stdout):
             self.handle.close()
+            self.handle = None
 
 
 def drop_cut_off_record(path: str | os.PathLike) -> None:
@@ -208,8 +210,9 @@ class Job:
         self.output, self.key_field, self.normalise = output, key_field, normalise
         self.parts = Path(f"{output}.parts") if output else None
         self.errors_file = Path(f"{output}.errors.jsonl") if output else None
-        if self.is_main:
-            RecordWriter(output, key_field, normalise)  # a wrong --output is refused before the model loads
+        # The output, read once (a wrong --output is refused here, before the model loads); only the main process
+        # writes it.
+        self.output_writer = RecordWriter(output, key_field, normalise) if self.is_main else None
         self.mood_labels: Sequence[str] = ()  # set by `run`
         self.written = 0
         self.failures: list[dict] = []
@@ -243,7 +246,7 @@ class Job:
                 part.rename(self.parts / f"leftover-{os.getpid()}-{number}.jsonl")
         for marker in [*self.parts.glob("rank-*.inflight"), *self.parts.glob("rank-*.done")]:
             marker.unlink()
-        in_output = RecordWriter(self.output, self.key_field, self.normalise).done
+        in_output = set(self.output_writer.done)
         leftovers = {self.normalise(record[self.key_field]) for part in self.parts.glob("leftover-*.jsonl")
                      for record in read_jsonl(part)} - in_output
         self._leftovers = len(leftovers)
@@ -269,8 +272,10 @@ class Job:
         several = self.processes > 1
         if self.is_main and self.parts and not several:
             self._merge(keys, "leftover-*.jsonl")  # a killed run's records, into the output before this run's
-        target = str(self.parts / f"rank-{self.rank}.jsonl") if several else self.output
-        self.writer = RecordWriter(target, self.key_field, self.normalise)
+        if several:
+            self.writer = RecordWriter(str(self.parts / f"rank-{self.rank}.jsonl"), self.key_field, self.normalise)
+        else:
+            self.writer = self.output_writer
         inflight = self.parts / f"rank-{self.rank}.inflight" if self.parts else None
         errors = self.parts / f"rank-{self.rank}.errors.jsonl" if self.parts else None
         on_main_thread = threading.current_thread() is threading.main_thread()
@@ -358,7 +363,7 @@ class Job:
                 key = self.normalise(record[self.key_field])
                 yield order.get(key, len(order)), key, record
 
-        output = RecordWriter(self.output, self.key_field, self.normalise)
+        output = self.output_writer
         appended = 0
         try:
             for _, key, record in heapq.merge(*map(ordered, parts), key=lambda item: item[:2]):
@@ -376,12 +381,12 @@ class InputCrashed(RuntimeError):
     """The child process analysing one input alone died (a signal, or no record): the input crashes the analysis."""
 
 
-def analyse_in_child(argv: list[str], output_name: str = "record.jsonl") -> dict:
+def analyse_in_child(argv: list[str]) -> dict:
     """Runs `python -m music2emo_hf.cli ARGV --output TMP` as a process of its own (outside any process group) and
     returns its one record; raises InputCrashed if it died, ValueError with its message if it reported a failure."""
     environment = {name: value for name, value in os.environ.items() if name not in _GROUP_VARIABLES}
     with tempfile.TemporaryDirectory(prefix="music2emo-alone-") as folder:
-        output = os.path.join(folder, output_name)
+        output = os.path.join(folder, "record.jsonl")
         done = subprocess.run([sys.executable, "-m", "music2emo_hf.cli", *argv, "--output", output],
                               env=environment, capture_output=True, text=True)
         records = read_jsonl(output) if os.path.exists(output) else []

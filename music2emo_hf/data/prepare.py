@@ -21,9 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import soundfile as sf
 
-from ..audio import AUDIO_EXTENSIONS
+from ..audio import AUDIO_EXTENSIONS, header_duration
 from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
@@ -186,13 +185,11 @@ class _ProbeCache:
 def probe_audio(path: str) -> dict[str, Any]:
     """{"duration": seconds} when the file's header decodes to some audio, else {"error": why}."""
     try:
-        info = sf.info(path)
+        duration = header_duration(path)
     except Exception as error:  # soundfile raises LibsndfileError/RuntimeError/TypeError by format
         detail = getattr(error, "error_string", None) or str(error) or type(error).__name__
         return {"error": f"not decodable audio: {detail}"}
-    if info.frames <= 0 or info.samplerate <= 0:
-        return {"error": "no audio samples"}
-    return {"duration": info.frames / info.samplerate}
+    return {"error": "no audio samples"} if duration is None else {"duration": duration}
 
 
 def _audio_files(root: Path) -> list[Path]:
