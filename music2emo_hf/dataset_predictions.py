@@ -267,12 +267,14 @@ class DatasetSource:
         return sum(1 for _ in self.dataset.select_columns(self.ids[:1] or [self.audio_column]))
 
     def row(self, index: int) -> dict:
-        """Row `index`; rows are asked for in increasing order (a stream is read once)."""
+        """Row `index`; rows are asked for in increasing order (a stream is read once), each row more than once (its
+        ids, then its audio): the last one is kept."""
         from datasets import Dataset
 
-        if isinstance(self.dataset, Dataset):
-            return self.dataset[index]
         if index == self._at:
+            return self._example
+        if isinstance(self.dataset, Dataset):
+            self._at, self._example = index, self.dataset[index]
             return self._example
         if self._cursor is None or index < self._at:
             self._cursor, self._at = enumerate(iter(self.dataset)), -1
