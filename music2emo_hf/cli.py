@@ -223,7 +223,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
 
     # Several processes: the main one loads first, so a released checkpoint is downloaded and converted once.
     with job.state.main_process_first() if job.state else contextlib.nullcontext():
-        pipe = _load_pipeline(args.model, device, job.is_main, precision=args.precision,
+        pipe = _load_pipeline(args.model, device, job.is_main, precision=args.precision, runtime=args.runtime,
                               harmony_ensemble=args.harmony_ensemble, harmony_workers=args.harmony_workers,
                               resampler=args.resampler)
     if pipe.model.config.untrained and job.is_main:
@@ -415,7 +415,7 @@ def card_or_push(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import DEFAULT_MODEL_ID
-    from .pipeline_music2emo import PRECISIONS
+    from .runtimes import PRECISIONS, RUNTIMES
     from .released import CHECKPOINTS, DEFAULT_CHECKPOINT, RELEASED_REPO
 
     parser = argparse.ArgumentParser(prog="music2emo", description="Music emotion recognition: moods and valence/arousal.")
@@ -455,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the backbone's arithmetic; int8 = dynamic quantisation of its transformer (CPU); auto = "
                    "bfloat16 where it is native (CUDA, CPUs with AMX or AVX-512 BF16), else float32 (default: "
                    "float32, exact)")
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="what runs the backbone: auto (default) = the fastest installed runtime that reproduces "
+                   "PyTorch (OpenVINO, then ONNX Runtime) where it runs on the CPU in float32, else torch; the first "
+                   "use of a model exports it once into a cache (see docs/speed-and-memory.md)")
     p.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",
                    help="chord networks averaged (default 5; 1 is faster, see benchmarks/inference.py for accuracy)")
     p.add_argument("--harmony-workers", type=_positive_int, metavar="N",

@@ -336,20 +336,26 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         Chunks of equal length run as one batch; each runs at its real length, never zero-padded (group norm). The
         backbone stops at the deepest layer asked for."""
         layers = self.config.pooled_layers if layers is None else list(layers)
-        depth = max(layers)
         embeddings = input_values.new_zeros(len(input_values), len(layers) * self.config.backbone_config.hidden_size)
-        with self._backbone_up_to(depth):
-            for length in torch.unique(chunk_lengths).tolist():
-                rows = (chunk_lengths == length).nonzero(as_tuple=True)[0]
-                hidden_states = self.backbone(input_values[rows, :length], output_hidden_states=True).hidden_states
-                if len(hidden_states) != depth + 1:
-                    raise RuntimeError(
-                        "the backbone skipped layers (LayerDrop in training mode), so hidden_states indices no "
-                        "longer name layers; set config.backbone_config.layerdrop = 0 to train through the backbone."
-                    )
-                pooled = torch.cat([hidden_states[i].mean(dim=1) for i in layers], dim=-1)
-                embeddings[rows] = pooled.to(embeddings.dtype)  # bfloat16 under autocast
+        for length in torch.unique(chunk_lengths).tolist():
+            rows = (chunk_lengths == length).nonzero(as_tuple=True)[0]
+            pooled = self.embed_equal_chunks(input_values[rows, :length], layers)
+            embeddings[rows] = pooled.to(embeddings.dtype)  # bfloat16 under autocast
         return embeddings
+
+    def embed_equal_chunks(self, input_values: torch.Tensor, layers: Sequence[int] | None = None) -> torch.Tensor:
+        """`embed_chunks` for chunks that all run at their full length: the graph that inference runtimes export
+        (`runtimes.py`), with no data-dependent shapes."""
+        layers = self.config.pooled_layers if layers is None else list(layers)
+        depth = max(layers)
+        with self._backbone_up_to(depth):
+            hidden_states = self.backbone(input_values, output_hidden_states=True).hidden_states
+        if len(hidden_states) != depth + 1:
+            raise RuntimeError(
+                "the backbone skipped layers (LayerDrop in training mode), so hidden_states indices no "
+                "longer name layers; set config.backbone_config.layerdrop = 0 to train through the backbone."
+            )
+        return torch.cat([hidden_states[i].mean(dim=1) for i in layers], dim=-1)
 
     def harmony_inputs(self, harmonies: Sequence, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """Chord tokens and mode for a batch of `harmony.Harmony` results, in this model's vocabulary."""

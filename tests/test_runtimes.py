@@ -1,0 +1,202 @@
+"""The backbone's inference runtimes (`runtime=` of the pipeline, `--runtime` of the command): each installed one gives
+PyTorch's answers within the stated tolerance, the export is made once per set of weights and kept on disk, and a
+runtime that cannot run, or does not reproduce PyTorch, is named and never used silently."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import music2emo_hf  # noqa: F401  (registers the task)
+from music2emo_hf import Music2EmoModel
+from music2emo_hf.runtimes import EXACT_COSINE, RuntimeUnavailable, backbone_runtime, cache_root, fingerprint, installed
+
+from .conftest import tone
+
+EXPORTED = [pytest.param(name, marks=pytest.mark.skipif(not installed(name), reason=f"{name} is not installed"))
+            for name in ("openvino", "onnxruntime")]
+
+
+def make_pipeline(model_dir, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return transformers.pipeline("music-emotion", model=str(model_dir), device="cpu", **options)
+
+
+def moods(answer) -> dict[str, float]:
+    return {m["label"]: m["score"] for m in answer["moods"]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def own_cache(tmp_path_factory):
+    """A cache of this module's own: its tests remove and tamper with entries, which other tests must not see."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MUSIC2EMO_COMPILED_CACHE", str(tmp_path_factory.mktemp("compiled")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model of its own (the cache entries tested here belong to it alone)."""
+    from music2emo_hf.cli import main
+
+    out = tmp_path_factory.mktemp("runtime-model")
+    assert main(["init", "--config", "hub_configs/tiny-random", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("runtime", EXPORTED)
+def test_each_runtime_gives_the_torch_answers(model_dir, runtime):
+    # 25 s: two full 10 s chunks in one batch and a 5 s last chunk, so both batch size and length vary
+    audio = np.concatenate([tone(9, freq=220.0), tone(9, freq=330.0, seed=1), tone(7, freq=165.0, seed=2)])
+    ask = dict(sampling_rate=24000, return_embedding=True, return_segments=True, chunk_batch_size=2)
+    reference = make_pipeline(model_dir, runtime="torch")(audio, **ask)
+    pipe = make_pipeline(model_dir, runtime=runtime)
+    assert pipe.backbone_runtime.name == runtime
+    answer = pipe(audio, **ask)
+    a, b = np.array(answer["embedding"]), np.array(reference["embedding"])
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= EXACT_COSINE
+    assert max(abs(moods(answer)[label] - score) for label, score in moods(reference).items()) <= 1e-4
+    assert abs(answer["valence"] - reference["valence"]) <= 1e-4 and abs(answer["arousal"] - reference["arousal"]) <= 1e-4
+    assert len(answer["segments"]) == 3
+    for ours, theirs in zip(answer["segments"], reference["segments"]):
+        assert abs(ours["valence"] - theirs["valence"]) <= 1e-4
+
+
+@pytest.mark.skipif(not (installed("openvino") and installed("onnxruntime")), reason="needs both runtimes")
+def test_auto_takes_the_fastest_runtime_for_the_arithmetic(model_dir):
+    assert make_pipeline(model_dir).backbone_runtime.name == "openvino"
+    assert make_pipeline(model_dir, precision="int8").backbone_runtime.name == "onnxruntime"
+    with pytest.raises(RuntimeUnavailable, match=r"openvino is not offered in int8 \(in int8: onnxruntime, torch\)"):
+        make_pipeline(model_dir, runtime="openvino", precision="int8")
+    with pytest.raises(RuntimeUnavailable, match="onnxruntime is not offered in bfloat16"):
+        make_pipeline(model_dir, runtime="onnxruntime", precision="bfloat16")
+
+
+@pytest.mark.skipif(not installed("onnxruntime"), reason="onnxruntime is not installed")
+def test_onnxruntime_int8_stays_close_to_float32(model_dir):
+    """Approximate by design, and more so for this tiny random model than for MERT (benchmarks/inference.py)."""
+    audio = np.concatenate([tone(9, freq=220.0), tone(9, freq=330.0, seed=1)])
+    reference = make_pipeline(model_dir, runtime="torch")(audio, sampling_rate=24000, return_embedding=True)
+    pipe = make_pipeline(model_dir, runtime="onnxruntime", precision="int8")
+    assert pipe.backbone_runtime.onnx_path.name == "backbone-int8.onnx"
+    answer = pipe(audio, sampling_rate=24000, return_embedding=True)
+    a, b = np.array(answer["embedding"]), np.array(reference["embedding"])
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.95  # torch's int8 on this model: about 0.99
+    assert abs(answer["valence"] - reference["valence"]) <= 0.05
+
+
+def test_an_unknown_runtime_is_named():
+    with pytest.raises(ValueError, match="runtime must be one of .*'onnxruntime'.*got 'tensorrt'"):
+        backbone_runtime(torch.nn.Module(), "tensorrt")
+
+
+@pytest.mark.parametrize("runtime", EXPORTED)
+def test_the_export_is_made_once_and_kept_on_disk(model_dir, runtime, capsys):
+    model = Music2EmoModel.from_pretrained(model_dir).eval()
+    folder = cache_root() / fingerprint(model)
+    shutil.rmtree(folder, ignore_errors=True)
+    backbone_runtime(model, runtime, say=print)
+    assert "exporting the backbone for this model, once" in capsys.readouterr().out
+    made = (folder / "backbone.onnx").stat().st_mtime_ns
+    again = Music2EmoModel.from_pretrained(model_dir).eval()  # as a new process would load it
+    backbone_runtime(again, runtime, say=print)
+    assert capsys.readouterr().out == ""
+    assert (folder / "backbone.onnx").stat().st_mtime_ns == made
+    checks = json.loads((folder / "checks.json").read_text())
+    assert any(key.startswith(runtime) and value["cosine"] >= EXACT_COSINE for key, value in checks.items())
+
+
+@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+def test_other_weights_are_exported_anew(model_dir):
+    model = Music2EmoModel.from_pretrained(model_dir).eval()
+    key = fingerprint(model)
+    with torch.no_grad():
+        model.backbone.encoder.layers[0].attention.q_proj.weight.mul_(1.5)
+    assert fingerprint(model) != key
+    model.config.pooled_layers = [1]  # the second of the two layers is no longer run
+    changed = fingerprint(model)
+    assert changed != key
+    with torch.no_grad():  # layers past the deepest pooled one never run, so they are not part of the key
+        model.backbone.encoder.layers[1].attention.q_proj.weight.mul_(1.5)
+    assert fingerprint(model) == changed
+
+
+@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+def test_an_interrupted_export_leaves_nothing(model_dir, monkeypatch):
+    import music2emo_hf.runtimes as runtimes
+
+    model = Music2EmoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        model.backbone.encoder.layers[0].attention.k_proj.weight.mul_(0.5)  # weights of its own: a fresh entry
+    folder = cache_root() / fingerprint(model)
+
+    def killed(model, path):
+        path.write_bytes(b"half an ONNX file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtimes, "_export", killed)
+    with pytest.raises(KeyboardInterrupt):
+        backbone_runtime(model, "openvino", say=lambda _: None)
+    assert not folder.exists() and not list(folder.parent.glob(f".{folder.name}.partial-*"))
+    monkeypatch.undo()
+    assert backbone_runtime(model, "openvino", say=lambda _: None).name == "openvino"
+
+
+@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+def test_a_runtime_that_does_not_reproduce_torch_is_refused(model_dir):
+    """A cache entry holding another model's graph (as a damaged or tampered cache would): the check against PyTorch
+    catches it. Asked for by name, the runtime is refused with the figure; under `auto`, torch runs, with a warning."""
+    other = Music2EmoModel.from_pretrained(model_dir).eval()
+    model = Music2EmoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        model.backbone.feature_projection.projection.weight.mul_(-1.0)
+    folder = cache_root() / fingerprint(model)
+    backbone_runtime(other, "openvino", say=lambda _: None)
+    backbone_runtime(model, "torch")
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(cache_root() / fingerprint(other), folder)
+    (folder / "checks.json").write_text("{}\n")
+    shutil.rmtree(folder / "openvino", ignore_errors=True)
+    with pytest.raises(RuntimeUnavailable, match=r"does not reproduce PyTorch on this model \(cosine .*use runtime='torch'"):
+        backbone_runtime(model, "openvino", say=lambda _: None)
+    with pytest.warns(UserWarning, match="runtime='auto' passes over openvino"):
+        assert backbone_runtime(model, "auto", say=lambda _: None).name == "torch"
+    shutil.rmtree(folder)
+
+
+def test_the_command_takes_a_runtime(model_dir, write_wav, tmp_path):
+    from music2emo_hf.cli import main
+
+    clip = write_wav("clip.wav", tone(12))
+    outputs = {}
+    for runtime in ["torch"] + [name for name in ("openvino", "onnxruntime") if installed(name)]:
+        out = tmp_path / f"{runtime}.jsonl"
+        assert main(["predict", str(clip), "--model", str(model_dir), "--runtime", runtime, "--output", str(out)]) == 0
+        outputs[runtime] = json.loads(out.read_text())
+    for answer in outputs.values():
+        assert abs(answer["valence"] - outputs["torch"]["valence"]) <= 1e-4
+    with pytest.raises(SystemExit):
+        main(["predict", str(clip), "--model", str(model_dir), "--runtime", "tensorrt"])
+
+
+@pytest.mark.skipif(not installed("onnxruntime"), reason="onnxruntime is not installed")
+def test_a_model_in_training_mode_is_exported_and_checked_without_dropout(model_dir):
+    """As `music2emo init` hands a freshly built model over: the export and the check run it in eval mode (dropout
+    would make the check fail), and the model is left in its own mode."""
+    model = Music2EmoModel.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.backbone.encoder.layers[0].attention.v_proj.weight.mul_(0.9)  # weights of its own: a fresh entry
+    model.train()
+    runtime = backbone_runtime(model, "onnxruntime", say=lambda _: None)
+    assert model.training
+    model.eval()
+    probe = 0.1 * torch.randn(1, 24000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(runtime(probe), model.embed_equal_chunks(probe)).item() >= EXACT_COSINE
