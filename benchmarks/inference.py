@@ -121,17 +121,21 @@ def child_pipeline(model_dir: str, tracks: list[str], device: str, option: str, 
 
 def authors_chord_path(model_dir: str, track: str, device: str) -> None:
     """The authors' inference's chords and key, step by step as `Music2emo.predict` takes them: BTC's weights loaded
-    for the call, `librosa.load` at 22,050 Hz, the CQT in 10 s blocks, BTC one 108-frame window per call, the `.lab`
+    for the call, `librosa.load` at 22,050 Hz, librosa's CQT on each 10 s block, BTC one 108-frame window per call, the `.lab`
     file, its MIDI rendering written to disk and parsed back by music21 for the key."""
     import librosa
     import torch
     from music21 import converter
 
-    from music2emo_hf.btc import WEIGHTS_FILE, BTCChordRecognizer, chord_tone_midi, cqt_features, merge_frames
+    from music2emo_hf.btc import (BINS_PER_OCTAVE, HOP_LENGTH, N_BINS, WEIGHTS_FILE, BTCChordRecognizer,
+                                  chord_tone_midi, merge_frames)
 
     recognizer = BTCChordRecognizer(Path(model_dir) / WEIGHTS_FILE, device)
-    audio, _ = librosa.load(track, sr=22050, mono=True)
-    features = (cqt_features(audio) - recognizer.mean) / recognizer.std
+    audio, rate = librosa.load(track, sr=22050, mono=True)
+    blocks = [audio[start : start + 10 * rate] for start in range(0, len(audio), 10 * rate)]
+    cqt = np.concatenate([librosa.cqt(block, sr=rate, n_bins=N_BINS, bins_per_octave=BINS_PER_OCTAVE,
+                                      hop_length=HOP_LENGTH) for block in blocks], axis=1)
+    features = (np.log(np.abs(cqt) + 1e-6).T - recognizer.mean) / recognizer.std
     features = np.pad(features, ((0, 108 - len(features) % 108), (0, 0)))
     with torch.no_grad():
         frames = [recognizer.model.predict(torch.tensor(features[i : i + 108], dtype=torch.float32)[None].to(device))

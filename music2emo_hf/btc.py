@@ -15,6 +15,7 @@ The state dict's names are the reference implementation's, so the authors' file 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -253,11 +254,39 @@ def save_btc_weights(source: str | os.PathLike, folder: str | os.PathLike) -> Pa
     return target
 
 
+@functools.lru_cache(maxsize=2)
+def _cqt_bases(dtype: np.dtype):
+    """librosa.cqt's filter bases for BTC's parameters (fmin C1 and tuning 0, librosa.cqt's defaults): the same for
+    every block, so built once (librosa builds them on every call, half of the CQT's time)."""
+    import librosa
+
+    from .harmony import _vqt_octave_bases
+
+    freqs = librosa.interval_frequencies(N_BINS, fmin=librosa.note_to_hz("C1"), intervals="equal",
+                                         bins_per_octave=BINS_PER_OCTAVE)
+    alpha = librosa.filters._relative_bandwidth(freqs=freqs)  # what librosa's CQTs use; not exported
+    return _vqt_octave_bases(SAMPLING_RATE, HOP_LENGTH, freqs, alpha, BINS_PER_OCTAVE, dtype)
+
+
+def _cqt_magnitude(piece: np.ndarray) -> np.ndarray:
+    """|librosa.cqt(piece, sr=22050, n_bins=144, bins_per_octave=24, hop_length=2048)|, (144, frames), with the
+    cached bases."""
+    import librosa
+
+    from .harmony import _octave_responses
+
+    dtype = librosa.util.dtype_r2c(piece.dtype)
+    downsample, octaves, norms = _cqt_bases(np.dtype(dtype))
+    responses = _octave_responses(piece, downsample, octaves, dtype)
+    frames = min(response.shape[-1] for response in responses)
+    full = np.concatenate([response[:, :frames] for response in reversed(responses)])
+    full /= norms  # complex, then the magnitude: librosa's order of rounding
+    return np.abs(full)
+
+
 def cqt_features(audio: np.ndarray) -> np.ndarray:
     """(frames, 144) log-magnitude CQT of mono audio at 22,050 Hz, computed in 10 s blocks as the authors did (the
     block edges are where the frames restart)."""
-    import librosa
-
     block = int(SAMPLING_RATE * BLOCK_SECONDS)
     pieces, start = [], 0
     while start + block <= len(audio):
@@ -267,9 +296,7 @@ def cqt_features(audio: np.ndarray) -> np.ndarray:
         pieces.append(audio[start:])
     # librosa refuses a 1-sample signal (a block's remainder can be one); a zero after it changes no frame count.
     pieces = [np.pad(piece, (0, 1)) if len(piece) == 1 else piece for piece in pieces]
-    cqts = [librosa.cqt(piece, sr=SAMPLING_RATE, n_bins=N_BINS, bins_per_octave=BINS_PER_OCTAVE,
-                        hop_length=HOP_LENGTH) for piece in pieces]
-    return np.log(np.abs(np.concatenate(cqts, axis=1)) + 1e-6).T
+    return np.log(np.concatenate([_cqt_magnitude(piece) for piece in pieces], axis=1) + 1e-6).T
 
 
 def merge_frames(predictions: Sequence[int]) -> list[tuple[float, float, str]]:

@@ -301,24 +301,51 @@ def _build_hybrid_cqt_bases(tuning: float, dtype: np.dtype) -> _HybridCqtBases:
     pseudo_basis = np.abs(pseudo_basis)  # the pseudo-CQT weighs STFT magnitudes by filter magnitudes
 
     full_freqs = librosa.interval_frequencies(n_full, fmin=fmin, intervals="equal", bins_per_octave=bins_per_octave)
-    alpha = relative_bandwidth(freqs=full_freqs)
-    n_octaves = int(np.ceil(n_full / bins_per_octave))
-    _, cutoff = librosa.filters.wavelet_lengths(freqs=full_freqs, sr=sr, alpha=alpha)
-    hop_twos = (_HOP & -_HOP).bit_length() - 1  # how many times the hop halves: octaves it can serve
+    downsample, octaves, full_norms = _vqt_octave_bases(sr, _HOP, full_freqs, relative_bandwidth(freqs=full_freqs),
+                                                        bins_per_octave, dtype)
+    return _HybridCqtBases(pseudo_basis, pseudo_n_fft, octaves, downsample, full_norms)
+
+
+def _vqt_octave_bases(sr: float, hop: int, freqs: np.ndarray, alpha: np.ndarray, bins_per_octave: int,
+                      dtype: np.dtype) -> tuple[int, tuple[tuple[scipy.sparse.csr_matrix, int, int], ...], np.ndarray]:
+    """librosa 0.11's vqt up to the audio, for ascending equal-tempered `freqs` with bandwidths `alpha`: the early
+    downsampling factor, each octave's basis (top octave first) with its n_fft and hop, and the norms that divide the
+    response. The same operations in the same order as librosa's, so the transform matches it."""
+    import librosa
+
+    n_octaves = int(np.ceil(len(freqs) / bins_per_octave))
+    _, cutoff = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, alpha=alpha)
+    hop_twos = (hop & -hop).bit_length() - 1  # how many times the hop halves: octaves it can serve
     downsample_count = min(max(0, int(np.ceil(np.log2(sr / 2.0 / cutoff)) - 1) - 1), max(0, hop_twos - n_octaves + 1))
     downsample = 2**downsample_count
-    sr, hop = sr / float(downsample), _HOP // downsample
+    sr, hop = sr / float(downsample), hop // downsample
     octave_sr, octaves = sr, []
     for i in range(n_octaves):
         bins = slice(-bins_per_octave * (i + 1), -bins_per_octave * i if i else None)
-        basis, n_fft = _filter_fft(octave_sr, full_freqs[bins], alpha[bins], dtype)
+        basis, n_fft = _filter_fft(octave_sr, freqs[bins], alpha[bins], dtype)
         basis[:] *= np.sqrt(sr / octave_sr)  # as librosa scales it: rounded back to the basis dtype
         octaves.append((basis, n_fft, hop))
         if hop % 2 == 0:
             hop //= 2
             octave_sr /= 2.0
-    full_lengths, _ = librosa.filters.wavelet_lengths(freqs=full_freqs, sr=sr, alpha=alpha)
-    return _HybridCqtBases(pseudo_basis, pseudo_n_fft, tuple(octaves), downsample, np.sqrt(full_lengths)[:, None])
+    lengths, _ = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, alpha=alpha)
+    return downsample, tuple(octaves), np.sqrt(lengths)[:, None]
+
+
+def _octave_responses(y: np.ndarray, downsample: int, octaves, dtype: np.dtype) -> list[np.ndarray]:
+    """librosa's vqt responses for bases from `_vqt_octave_bases`, top octave first (not yet trimmed to one length
+    or divided by the norms)."""
+    import librosa
+
+    if downsample > 1:
+        y = librosa.resample(y, orig_sr=downsample, target_sr=1, res_type="soxr_hq", scale=True)
+    responses = []
+    for i, (basis, n_fft, hop) in enumerate(octaves):
+        spectrum = librosa.stft(y, n_fft=n_fft, hop_length=hop, window="ones", pad_mode="constant", dtype=dtype)
+        responses.append(basis.dot(spectrum))
+        if hop % 2 == 0 and i + 1 < len(octaves):
+            y = librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)
+    return responses
 
 
 def _hybrid_cqt_bases(tuning: float, dtype: np.dtype) -> _HybridCqtBases:
@@ -341,15 +368,7 @@ def _cqt(audio: np.ndarray) -> np.ndarray:
     spectrum = librosa.stft(audio, n_fft=n_fft, hop_length=_HOP, window="hann", pad_mode="constant", dtype=dtype)
     pseudo = bases.pseudo_basis.dot(np.abs(spectrum))
     pseudo /= np.sqrt(n_fft)
-    y = audio
-    if bases.downsample > 1:
-        y = librosa.resample(y, orig_sr=bases.downsample, target_sr=1, res_type="soxr_hq", scale=True)
-    octaves = []
-    for i, (basis, n_fft, hop) in enumerate(bases.octaves):
-        spectrum = librosa.stft(y, n_fft=n_fft, hop_length=hop, window="ones", pad_mode="constant", dtype=dtype)
-        octaves.append(basis.dot(spectrum))
-        if hop % 2 == 0 and i + 1 < len(bases.octaves):
-            y = librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)
+    octaves = _octave_responses(audio, bases.downsample, bases.octaves, dtype)
     frames = min(response.shape[-1] for response in (pseudo, *octaves))
     full = np.concatenate([response[:, :frames] for response in reversed(octaves)])
     full /= bases.full_norms  # complex, then the magnitude: librosa's order of rounding

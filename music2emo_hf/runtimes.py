@@ -96,7 +96,7 @@ def fingerprint(model) -> str:
     for name, tensor in model.backbone.state_dict().items():
         if not name.startswith(unused):
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy())  # no copy of the bytes
     return digest.hexdigest()[:32]
 
 

@@ -109,11 +109,12 @@ def describe_model(model: str):
     """What the selected model is and whether it can score the user's own labels; loads it, so the first analysis
     does not wait for that."""
     try:
-        config = load_pipeline(model).model.config
+        pipe = load_pipeline(model)
     except ModelUnavailable as error:
         return f"⚠️ {error}", gr.update(interactive=False, info="Choose a model that loads first.")
+    config = pipe.model.config
     facts = [f"**{model_name(model)}**", f"{len(config.tasks_of_type('multilabel')[0]['labels'])} moods",
-             f"{config.chunk_seconds:g} s segments"]
+             f"{config.chunk_seconds:g} s segments", f"backbone runtime: {pipe.backbone_runtime.name}"]
     if config.untrained:
         facts.append("⚠️ untrained (random weights): its scores are not predictions")
     if config.source:

@@ -142,6 +142,29 @@ def test_chord_tones_sound_as_in_the_authors_midi():
     assert chord_tone_notes([(0.0, 5.0, "C")]) == []
 
 
+def test_the_cqt_with_cached_bases_is_librosas_to_the_bit():
+    """BTC's features as the authors computed them (librosa.cqt on each 10 s block), with the filter bases built once
+    instead of per block: equal to the last bit on a real clip, noise, a block remainder of two samples and zeros."""
+    import librosa
+
+    from music2emo_hf.btc import BINS_PER_OCTAVE, HOP_LENGTH, N_BINS, SAMPLING_RATE, cqt_features
+
+    rng = np.random.default_rng(3)
+    cases = {
+        "real clip": librosa.load(require_fixtures("emomusic", "audio", CLIPS[0]), sr=SAMPLING_RATE)[0],
+        "noise 12 s": (0.1 * rng.standard_normal(12 * SAMPLING_RATE)).astype(np.float32),
+        "two samples": np.array([0.1, -0.2], dtype=np.float32),
+        "zeros": np.zeros(SAMPLING_RATE, dtype=np.float32),
+    }
+    block = int(SAMPLING_RATE * 10)
+    for name, audio in cases.items():
+        blocks = [audio[start : start + block] for start in range(0, len(audio), block)]
+        theirs = np.log(np.abs(np.concatenate([
+            librosa.cqt(piece, sr=SAMPLING_RATE, n_bins=N_BINS, bins_per_octave=BINS_PER_OCTAVE, hop_length=HOP_LENGTH)
+            for piece in blocks], axis=1)) + 1e-6).T
+        assert np.array_equal(cqt_features(audio), theirs), name
+
+
 def test_a_block_remainder_of_one_sample_is_analysed(btc_file):
     """A track whose last 10 s block leaves one sample at 22,050 Hz (librosa refuses a 1-sample CQT)."""
     analyzer = BTCHarmonyAnalyzer(btc_file)

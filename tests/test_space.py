@@ -308,6 +308,10 @@ def page(chromium, space_url, requested):
 @pytest.mark.slow
 def test_browser_shows_every_panel(page, requested, space_url, clip, zero_shot_model_dir):
     assert "no zero-shot projector" in page.inner_text("#model-info")  # the first model cannot take labels...
+    from music2emo_hf.runtimes import installed
+
+    expected = "openvino" if installed("openvino") else "onnxruntime" if installed("onnxruntime") else "torch"
+    assert f"backbone runtime: {expected}" in page.inner_text("#model-info")  # runtime="auto" on a CPU
     assert page.locator("#labels textarea").is_disabled()
     page.click("#model input")
     page.get_by_role("option", name=f"{zero_shot_model_dir.name} (local folder)").click()
