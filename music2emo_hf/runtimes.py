@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .released import _write_atomically
+
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 PRECISIONS = ("float32", "bfloat16", "int8", "auto")
 # What `auto` tries on a CPU in float32, fastest first (benchmarks/inference.py on a 2-core AVX2 machine: OpenVINO
@@ -138,10 +140,12 @@ def _quantize(onnx_path: Path, int8_path: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     folded = int8_path.with_name(int8_path.name + ".folded.onnx")
-    quant_pre_process(str(onnx_path), str(folded), skip_symbolic_shape=True)
-    quantize_dynamic(str(folded), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     per_channel=True)
-    folded.unlink()
+    try:
+        quant_pre_process(str(onnx_path), str(folded), skip_symbolic_shape=True)
+        quantize_dynamic(str(folded), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         per_channel=True)
+    finally:
+        folded.unlink(missing_ok=True)
 
 
 def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
@@ -221,10 +225,18 @@ class ExportedRuntime:
 
         return f"{self.name} {version(self.package)} {self.onnx_path.name}"
 
+    def ready(self) -> ExportedRuntime:
+        """Loaded (once): a float32 graph that only vouches for its int8 graph by a recorded check is never loaded."""
+        if self.run is None:
+            try:
+                self.run = self._session(self.onnx_path)
+            except Exception as error:  # noqa: BLE001  (whatever the runtime raises on this graph)
+                raise RuntimeUnavailable(f"{self.name} could not load {self.onnx_path} ({type(error).__name__}: "
+                                         f"{error})") from error
+        return self
+
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        if self.run is None:  # made on first use: a graph vouched for by its recorded check is not loaded for it
-            self.run = self._session(self.onnx_path)
-        return torch.from_numpy(np.ascontiguousarray(self.run(audio.detach().cpu().float().numpy())))
+        return torch.from_numpy(np.ascontiguousarray(self.ready().run(audio.detach().cpu().float().numpy())))
 
 
 class OpenVINORuntime(ExportedRuntime):
@@ -272,6 +284,15 @@ def installed(name: str) -> bool:
     return not missing(name)
 
 
+def _exported_or_unavailable(model, say: Callable[[str], None]) -> Path:
+    """`exported`, with a failure of torch's exporter (e.g. an operator it cannot write) reported as the runtimes
+    being unavailable for this model, which `auto` answers by running PyTorch."""
+    try:
+        return exported(model, say)
+    except Exception as error:  # noqa: BLE001  (whatever the exporter raises; interrupts pass through)
+        raise RuntimeUnavailable(f"torch could not export this model to ONNX ({type(error).__name__}: {error})") from error
+
+
 def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
     """`runtime`, once it has matched PyTorch float32 on the probe (recorded in the cache entry)."""
     checks_file = runtime.onnx_path.parent / "checks.json"
@@ -283,7 +304,7 @@ def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
         answer = runtime(probe)
         checks[runtime.key] = {"cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
                                "max_abs_difference": (answer - reference).abs().max().item()}
-        checks_file.write_text(json.dumps(checks, indent=2) + "\n", encoding="utf-8")
+        _write_atomically(checks_file, json.dumps(checks, indent=2) + "\n")  # other processes may be reading it
     if checks[runtime.key]["cosine"] < EXACT_COSINE:
         raise RuntimeUnavailable(f"{runtime.key} does not reproduce PyTorch on this model (cosine "
                                  f"{checks[runtime.key]['cosine']:.6f} < {EXACT_COSINE}); use runtime='torch'")
@@ -323,8 +344,9 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
         candidates = [] if reasons else [runtime] if runtime != "auto" else [n for n in offered if installed(n)]
         for name in candidates:
             try:
-                checked = _checked(_EXPORTED[name](exported(model, say)), model)
-                return _EXPORTED[name](exported(model, say, int8=True)) if arithmetic == "int8" else checked
+                checked = _checked(_EXPORTED[name](_exported_or_unavailable(model, say)), model)
+                chosen = _EXPORTED[name](exported(model, say, int8=True)) if arithmetic == "int8" else checked
+                return chosen.ready()
             except RuntimeUnavailable as error:
                 if runtime != "auto":
                     raise

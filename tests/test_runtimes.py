@@ -200,3 +200,21 @@ def test_a_model_in_training_mode_is_exported_and_checked_without_dropout(model_
     probe = 0.1 * torch.randn(1, 24000, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.nn.functional.cosine_similarity(runtime(probe), model.embed_equal_chunks(probe)).item() >= EXACT_COSINE
+
+
+@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+def test_a_model_torch_cannot_export_runs_in_torch_under_auto(model_dir, monkeypatch):
+    import music2emo_hf.runtimes as runtimes
+
+    model = Music2EmoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        model.backbone.encoder.layers[1].attention.q_proj.weight.mul_(0.7)  # weights of its own: a fresh entry
+
+    def unsupported(model, path):
+        raise RuntimeError("Exporting the operator 'aten::fancy' to ONNX opset version 17 is not supported")
+
+    monkeypatch.setattr(runtimes, "_export", unsupported)
+    with pytest.warns(UserWarning, match=r"passes over openvino: torch could not export this model to ONNX \(Runtime"):
+        assert backbone_runtime(model, "auto", say=lambda _: None).name == "torch"
+    with pytest.raises(RuntimeUnavailable, match="aten::fancy"):
+        backbone_runtime(model, "openvino", say=lambda _: None)
