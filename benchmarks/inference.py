@@ -205,7 +205,7 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str, runt
     model = Music2EmoModel.from_pretrained(model_dir).eval().to(device)
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    run = backbone_runtime(model, runtime, "bfloat16" if precision == "bfloat16" else precision, say=lambda _: None)
+    run = backbone_runtime(model, runtime, precision, say=lambda _: None)
     try:
         audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, generator=torch.Generator().manual_seed(0))
         audio = audio.to(device)

@@ -10,7 +10,6 @@ import ctypes
 import ctypes.util
 import os
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -166,8 +165,7 @@ class MusicEmotionPipeline(Pipeline):
         analysis on the CPU sets the pace."""
         kwargs.pop("local_files_only", None)  # transformers.pipeline() passes its loading options on to the class
         super().__init__(*args, **kwargs)
-        self.backbone_runtime = backbone_runtime(self.model, runtime, precision,
-                                                 say=lambda message: print(f"music2emo: {message}", file=sys.stderr))
+        self.backbone_runtime = backbone_runtime(self.model, runtime, precision)
         self.overlap = bool(overlap)
         if harmony_workers is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

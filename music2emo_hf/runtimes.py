@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .released import _write_atomically
+from .released import _note, _write_atomically
 
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 PRECISIONS = ("float32", "bfloat16", "int8", "auto")
@@ -284,13 +284,14 @@ def installed(name: str) -> bool:
     return not missing(name)
 
 
-def _exported_or_unavailable(model, say: Callable[[str], None]) -> Path:
-    """`exported`, with a failure of torch's exporter (e.g. an operator it cannot write) reported as the runtimes
-    being unavailable for this model, which `auto` answers by running PyTorch."""
+def _exported_or_unavailable(model, say: Callable[[str], None], int8: bool) -> Path:
+    """`exported`, with a failure of torch's exporter (e.g. an operator it cannot write) or of the quantisation
+    reported as the runtimes being unavailable for this model, which `auto` answers by running PyTorch."""
     try:
-        return exported(model, say)
+        return exported(model, say, int8)
     except Exception as error:  # noqa: BLE001  (whatever the exporter raises; interrupts pass through)
-        raise RuntimeUnavailable(f"torch could not export this model to ONNX ({type(error).__name__}: {error})") from error
+        made = "export this model to ONNX" + (" or quantise it" if int8 else "")
+        raise RuntimeUnavailable(f"torch could not {made} ({type(error).__name__}: {error})") from error
 
 
 def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
@@ -311,7 +312,7 @@ def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
     return runtime
 
 
-def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", say: Callable[[str], None] = print):
+def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", say: Callable[[str], None] = _note):
     """What runs `model`'s backbone in the pipeline, given `runtime` (one of RUNTIMES) and `precision` (one of
     PRECISIONS; see `MusicEmotionPipeline`). `model` itself is left as it is."""
     if runtime not in RUNTIMES:
@@ -344,9 +345,9 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
         candidates = [] if reasons else [runtime] if runtime != "auto" else [n for n in offered if installed(n)]
         for name in candidates:
             try:
-                checked = _checked(_EXPORTED[name](_exported_or_unavailable(model, say)), model)
-                chosen = _EXPORTED[name](exported(model, say, int8=True)) if arithmetic == "int8" else checked
-                return chosen.ready()
+                onnx_path = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
+                checked = _checked(_EXPORTED[name](onnx_path.with_name("backbone.onnx")), model)
+                return (_EXPORTED[name](onnx_path) if arithmetic == "int8" else checked).ready()
             except RuntimeUnavailable as error:
                 if runtime != "auto":
                     raise

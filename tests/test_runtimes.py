@@ -114,7 +114,7 @@ def test_the_export_is_made_once_and_kept_on_disk(model_dir, runtime, capsys):
 
 
 @pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
-def test_other_weights_are_exported_anew(model_dir):
+def test_the_cache_key_follows_the_weights_the_stage_runs(model_dir):
     model = Music2EmoModel.from_pretrained(model_dir).eval()
     key = fingerprint(model)
     with torch.no_grad():
