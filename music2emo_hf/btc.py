@@ -432,16 +432,20 @@ class BTCChordRecognizer:
         """The log-CQT of mono 22,050 Hz audio, with the CQT chosen at set-up."""
         return cqt_features(audio) if self.cqt == "librosa" else device_cqt_features(audio, self.device)
 
-    def frame_predictions(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Top class of every frame of log-CQT `features` starting at a window boundary: normalised, zero-padded to
-        whole windows (as the authors padded the end of a track), one network call for all windows."""
-        features = torch.as_tensor(features, dtype=torch.float32, device=self.device)
-        normalised = (features - self.mean) / self.std
-        windows = torch.nn.functional.pad(normalised, (0, 0, 0, -len(normalised) % TIMESTEP))
-        return self.model.predict(windows.reshape(-1, TIMESTEP, N_BINS)).reshape(-1).cpu().numpy()[: len(features)]
+    def frame_predictions(self, features: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
+        """Top class of every frame of each log-CQT in `features`, each starting at a window boundary: normalised,
+        each zero-padded to whole windows (as the authors padded the end of a track), one network call for all."""
+        padded = []
+        for piece in features:
+            normalised = (torch.as_tensor(piece, dtype=torch.float32, device=self.device) - self.mean) / self.std
+            padded.append(torch.nn.functional.pad(normalised, (0, 0, 0, -len(normalised) % TIMESTEP)))
+        windows = torch.cat(padded).reshape(-1, TIMESTEP, N_BINS)
+        top = self.model.predict(windows).reshape(-1).cpu().numpy() if len(windows) else np.zeros(0, np.int64)
+        starts = np.cumsum([0] + [len(piece) for piece in padded])
+        return [top[start : start + len(piece)] for start, piece in zip(starts, features)]
 
     def __call__(self, audio: np.ndarray) -> list[tuple[float, float, str]]:
-        return merge_frames(self.frame_predictions(self.features(audio)))
+        return merge_frames(self.frame_predictions([self.features(audio)])[0])
 
 
 class BTCHarmonyAnalyzer:
@@ -463,9 +467,7 @@ class BTCHarmonyAnalyzer:
         return self.analyze_windows([audio], sampling_rate, [offset])[0]
 
     def analyze_windows(self, windows, sampling_rate: int, offsets):
-        """`analyze_window` of each window, given together: the network runs once over all of their frames (each
-        window is whole 10 s blocks but the track's last, so no window's frames share a network window with
-        another's)."""
+        """`analyze_window` of each window, given together: the network runs once over all of their frames."""
         import music21  # noqa: F401  (the key's library loads here, beside the backbone, not after it in `combine`)
 
         from .audio import resample
@@ -477,16 +479,10 @@ class BTCHarmonyAnalyzer:
             durations.append(len(audio) / sampling_rate)
             if len(audio) and sampling_rate != SAMPLING_RATE:
                 audio = resample(audio, int(sampling_rate), SAMPLING_RATE)
-            features.append(self.recognizer.features(audio) if len(audio) else None)
-        heard = [f for f in features if f is not None]
-        frames = self.recognizer.frame_predictions(torch.cat([torch.as_tensor(f) for f in heard])) if heard else []
-        results, start = [], 0
-        for offset, duration, feature in zip(offsets, durations, features, strict=True):
-            count = 0 if feature is None else len(feature)
-            results.append(HarmonyWindow(offset, duration, [], frames=np.asarray(frames[start : start + count],
-                                                                                  dtype=np.int64)))
-            start += count
-        return results
+            features.append(self.recognizer.features(audio) if len(audio) else np.zeros((0, N_BINS), np.float32))
+        frames = self.recognizer.frame_predictions(features)
+        return [HarmonyWindow(offset, duration, [], frames=top.astype(np.int64))
+                for offset, duration, top in zip(offsets, durations, frames, strict=True)]
 
     def combine(self, windows):
         from .harmony import ChordSegment, Harmony, normalize_chord_label

