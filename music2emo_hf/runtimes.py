@@ -32,9 +32,10 @@ from .released import _note, _write_atomically
 
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 PRECISIONS = ("float32", "bfloat16", "int8", "auto")
-# What `auto` tries on a CPU in float32, fastest first (benchmarks/inference.py on a 2-core AVX2 machine: OpenVINO
-# 1.3x, ONNX Runtime 1.2x PyTorch's backbone stage, with the same answers). For int8, ONNX Runtime's graph (about
-# 1.4x PyTorch float32) beats torch's dynamic int8; OpenVINO runs that graph slower than its own float32.
+# What `auto` tries on a CPU in float32, first choice first (benchmarks/inference.py on a 2-core AVX2 machine, two
+# runs: OpenVINO 1.3x PyTorch's backbone stage in both, ONNX Runtime 1.2x and 1.4x, with the same answers; OpenVINO
+# peaked about 600 MiB lower end to end). For int8, ONNX Runtime's graph (about 1.5x PyTorch float32) beats torch's
+# dynamic int8; OpenVINO runs that graph slower than its own float32.
 CPU_RUNTIMES = {"float32": ("openvino", "onnxruntime"), "int8": ("onnxruntime",)}
 EXACT_COSINE = 0.99999
 # Raised when the exported graphs change, so that entries made by an older exporter are made again.
