@@ -33,11 +33,24 @@ from inference import ROOT, make_model, synthesize_track  # noqa: E402  (the inf
 RATE = 22050
 
 
-def frame_agreement(ours, theirs, seconds: float) -> float:
+def frame_agreement(ours: list[tuple[float, float, str]], theirs: list[tuple[float, float, str]],
+                    seconds: float) -> float:
+    """Share of 10 Hz frames whose chord is the same in two (start, end, chord) timelines ("none" where a timeline
+    has no segment)."""
     centres = (np.arange(int(seconds * 10)) + 0.5) / 10
-    labels = [[next((c.chord for c in h.chords if c.start <= t < c.end), "none") for t in centres]
-              for h in (ours, theirs)]
-    return float(np.mean([a == b for a, b in zip(*labels)]))
+    labels = []
+    for timeline in (ours, theirs):
+        starts = np.array([start for start, _, _ in timeline])
+        ends = np.array([end for _, end, _ in timeline])
+        names = np.array([chord for _, _, chord in timeline] + ["none"])
+        index = np.searchsorted(starts, centres, side="right") - 1
+        covered = (index >= 0) & (centres < ends[np.clip(index, 0, None)] if len(ends) else False)
+        labels.append(names[np.where(covered, index, -1)])
+    return float(np.mean(labels[0] == labels[1]))
+
+
+def segments(harmony) -> list[tuple[float, float, str]]:
+    return [(chord.start, chord.end, chord.chord) for chord in harmony.chords]
 
 
 def timed(call, device: str):
@@ -95,7 +108,8 @@ def main() -> None:
             key = "same" if result.key == reference.key else f"{result.key.name} vs {reference.key.name}"
             print(f"{name:>10}: librosa's CQT {duration / reference_seconds:8.1f}x real time; torch's on {args.device} "
                   f"{duration / seconds:8.1f}x over the track, {30 / window_seconds:8.1f}x one 30 s window alone; "
-                  f"frames agreeing {frame_agreement(result, reference, duration):.2%}, key {key}, CQT max "
+                  f"frames agreeing {frame_agreement(*map(segments, (result, reference)), duration):.2%}, key "
+                  f"{key}, CQT max "
                   f"difference {cqt_difference(name, window):.1e} of its largest value")
         compare_pipelines(Path(scratch), args.device)
 
@@ -120,14 +134,11 @@ def compare_pipelines(scratch: Path, device: str) -> None:
     embeddings = [torch.tensor(answer["embedding"]) for answer in (cpu, other)]
     moods = [{m["label"]: m["score"] for m in answer["moods"]} for answer in (cpu, other)]
     chords = [[(c["start"], c["end"], c["chord"]) for c in answer["chords"]] for answer in (cpu, other)]
-    centres = (np.arange(1200) + 0.5) / 10
-    frames = [[next((label for start, end, label in timeline if start <= t < end), "none") for t in centres]
-              for timeline in chords]
     print(f"pipeline on {device} against the CPU (2-minute track): embedding cosine "
           f"{torch.nn.functional.cosine_similarity(*embeddings, dim=0).item():.6f}, largest mood change "
           f"{max(abs(moods[0][label] - moods[1][label]) for label in moods[0]):.1e}, valence/arousal change "
           f"{max(abs(cpu[k] - other[k]) for k in ('valence', 'arousal')):.1e}, chord frames agreeing "
-          f"{np.mean([a == b for a, b in zip(*frames)]):.2%}, key {'same' if cpu['key'] == other['key'] else 'differs'}")
+          f"{frame_agreement(*chords, 120.0):.2%}, key {'same' if cpu['key'] == other['key'] else 'differs'}")
 
 
 if __name__ == "__main__":

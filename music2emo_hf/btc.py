@@ -303,7 +303,7 @@ def device_cqt_features(audio: np.ndarray, device: torch.device) -> torch.Tensor
     tensor there, within about 1e-6 of the largest magnitude of librosa's."""
     from .cqt import btc_cqt_magnitude
 
-    pieces = _blocks(audio)
+    pieces = _blocks(np.asarray(audio, dtype=np.float32))
     whole = [piece for piece in pieces if len(piece) == len(pieces[0])]
     batches = [np.stack(whole)] + ([pieces[-1][None]] if len(whole) < len(pieces) else [])
     magnitudes = [btc_cqt_magnitude(torch.from_numpy(np.ascontiguousarray(batch)).to(device)) for batch in batches]
@@ -435,6 +435,8 @@ class BTCChordRecognizer:
     def frame_predictions(self, features: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
         """Top class of every frame of each log-CQT in `features`, each starting at a window boundary: normalised,
         each zero-padded to whole windows (as the authors padded the end of a track), one network call for all."""
+        if not len(features):
+            return []
         padded = []
         for piece in features:
             normalised = (torch.as_tensor(piece, dtype=torch.float32, device=self.device) - self.mean) / self.std

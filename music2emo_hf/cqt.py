@@ -19,7 +19,7 @@ import torch
 
 from .harmony import _HOP
 
-_SOXR_PROBE = 1 << 14  # samples around the impulse: soxr HQ's 2:1 response is about 3,300 taps long
+_SOXR_PROBE = 1 << 14  # samples around the impulse: soxr HQ's 2:1 response is about 1,700 taps long
 _BASES_LOCK = threading.Lock()
 
 
@@ -42,6 +42,12 @@ def _soxr_decimation_taps() -> tuple[int, np.ndarray]:
     return first, np.array([response.get(m, 0.0) for m in range(first, last + 1)])
 
 
+@functools.lru_cache(maxsize=64)
+def _decimation_kernel(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The taps' spectrum over `size` points, made once per size (one per octave of a window length) and device."""
+    return torch.fft.rfft(torch.tensor(_soxr_decimation_taps()[1], dtype=dtype, device=device), size)
+
+
 def decimate(signal: torch.Tensor) -> torch.Tensor:
     """`librosa.resample(signal, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)` along the last axis:
     (..., n) -> (..., ceil(n / 2))."""
@@ -50,7 +56,7 @@ def decimate(signal: torch.Tensor) -> torch.Tensor:
     offset, taps = _soxr_decimation_taps()
     length = signal.shape[-1]
     size = scipy.fft.next_fast_len(length + len(taps) - 1, real=True)
-    kernel = torch.fft.rfft(torch.tensor(taps, dtype=signal.dtype, device=signal.device), size)
+    kernel = _decimation_kernel(size, signal.dtype, signal.device)
     full = torch.fft.irfft(torch.fft.rfft(signal, size) * kernel, size)
     return full[..., 2 * torch.arange((length + 1) // 2, device=signal.device) - offset] * np.sqrt(2.0)
 
@@ -112,13 +118,14 @@ def _octave_magnitudes(signal: torch.Tensor, bases: dict) -> torch.Tensor:
 
 
 def btc_cqt_magnitude(blocks: torch.Tensor) -> torch.Tensor:
-    """`btc._cqt_magnitude` of equal-length float32 blocks at 22,050 Hz, batched: (B, n) -> (B, 144, frames)."""
-    return _octave_magnitudes(blocks, _bases("btc", 0.0, blocks.device))
+    """`btc._cqt_magnitude` of equal-length blocks at 22,050 Hz, batched (in float32): (B, n) -> (B, 144, frames)."""
+    return _octave_magnitudes(blocks.float(), _bases("btc", 0.0, blocks.device))
 
 
 def hybrid_cqt(windows: torch.Tensor, tuning: float) -> torch.Tensor:
-    """`harmony._cqt` of equal-length float32 windows at 22,050 Hz whose estimated tuning is `tuning`, batched:
+    """`harmony._cqt` of equal-length windows at 22,050 Hz whose estimated tuning is `tuning`, batched (in float32):
     (B, n) -> (B, frames, 288)."""
+    windows = windows.float()
     bases = _bases("hybrid", tuning, windows.device)
     basis, n_fft, window = bases["pseudo"]
     pseudo = basis @ stft(windows, n_fft, _HOP, window).abs() / np.sqrt(n_fft)

@@ -399,6 +399,7 @@ def _window_chroma(chords: list[ChordSegment], cqt: np.ndarray, offset: float) -
 
 
 CQT_BACKENDS = ("librosa", "torch")
+WINDOW_BATCH = 16  # windows per batch with torch's CQT: about 80 MB each through one network on a 30 s window
 
 
 def _cqt_backend(cqt: str | None, device: torch.device) -> str:
@@ -458,8 +459,8 @@ class HarmonyAnalyzer:
 
     def analyze_windows(self, windows: Sequence[np.ndarray], sampling_rate: int,
                         offsets: Sequence[float]) -> list[HarmonyWindow]:
-        """`analyze_window` of each window, given together: with torch's CQT, windows of equal length share one CQT
-        and one call per network (on a GPU: all of a track's windows but the last in one)."""
+        """`analyze_window` of each window, given together: with torch's CQT, up to WINDOW_BATCH windows at a time,
+        those of equal length and tuning sharing one CQT and those of equal length one call per network."""
         results: list = []
         pending: list[tuple[int, float, float, np.ndarray]] = []  # index, offset, duration, window as given
         for window, offset in zip(windows, offsets, strict=True):
@@ -485,17 +486,19 @@ class HarmonyAnalyzer:
                                  for head in range(len(outputs[0]))]
                 results[index] = self._decoded(decoder, probabilities, cqt, offset, duration)
             return results
-        features = _device_cqt([resample(np.asarray(window, np.float32), int(sampling_rate), _SAMPLING_RATE)
-                                for *_, window in pending], device)
-        by_length: dict[int, list[int]] = {}
-        for position, cqt in enumerate(features):
-            by_length.setdefault(len(cqt), []).append(position)
-        for positions in by_length.values():
-            batch = torch.stack([features[position] for position in positions])
-            for position, probabilities in zip(positions, _ensemble_probabilities(networks, batch)):
-                index, offset, duration, _ = pending[position]
-                results[index] = self._decoded(decoder, probabilities, features[position].cpu().numpy(), offset,
-                                               duration)
+        for first in range(0, len(pending), WINDOW_BATCH):  # memory bounded by a batch, however long the track
+            part = pending[first : first + WINDOW_BATCH]
+            features = _device_cqt([resample(np.asarray(window, np.float32), int(sampling_rate), _SAMPLING_RATE)
+                                    for *_, window in part], device)
+            by_length: dict[int, list[int]] = {}
+            for position, cqt in enumerate(features):
+                by_length.setdefault(len(cqt), []).append(position)
+            for positions in by_length.values():
+                batch = torch.stack([features[position] for position in positions])
+                for position, probabilities in zip(positions, _ensemble_probabilities(networks, batch)):
+                    index, offset, duration, _ = part[position]
+                    results[index] = self._decoded(decoder, probabilities, features[position].cpu().numpy(), offset,
+                                                   duration)
         return results
 
     @staticmethod

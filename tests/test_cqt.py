@@ -107,3 +107,23 @@ def test_an_unknown_cqt_is_refused(tmp_path):
         HarmonyAnalyzer(cqt="numpy")
     with pytest.raises(ValueError, match="cqt must be one of"):
         BTCHarmonyAnalyzer(btc_weights_file(tmp_path / "btc.pt"), cqt="cuda")
+
+
+def test_windows_given_together_give_what_each_gives_alone(tmp_path):
+    """`analyze_windows` on librosa's path (the CPU's): equal to one window at a time, with windows of several
+    lengths (a short one between full ones), an empty one, silence and float64 audio; no windows, no results."""
+    rng = np.random.default_rng(11)
+    audio = render(progression(4, "major"), seconds=2.0)[0]
+    windows = [audio[: 10 * SR], audio[: 3 * SR], np.zeros(0, np.float32), np.zeros(SR, np.float32),
+               audio[2 * SR :].astype(np.float64) + 0.01 * rng.standard_normal(8 * SR)]
+    offsets = [0.0, 10.0, 13.0, 13.0, 14.0]
+    weights = btc_weights_file(tmp_path / "btc_model_large_voca.pt")
+    for analyzer in (BTCHarmonyAnalyzer(weights, window_seconds=10.0), HarmonyAnalyzer(ensemble_size=1,
+                                                                                       window_seconds=10.0)):
+        together = analyzer.analyze_windows(windows, SR, offsets)
+        alone = [analyzer.analyze_window(window, SR, offset) for window, offset in zip(windows, offsets)]
+        for a, b in zip(together, alone, strict=True):
+            assert (a.offset, a.duration, a.chords) == (b.offset, b.duration, b.chords)
+            assert np.array_equal(a.chroma, b.chroma)
+            assert (a.frames is None and b.frames is None) or np.array_equal(a.frames, b.frames)
+        assert analyzer.analyze_windows([], SR, []) == []
