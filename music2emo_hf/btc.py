@@ -435,14 +435,13 @@ class BTCChordRecognizer:
     def frame_predictions(self, features: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
         """Top class of every frame of each log-CQT in `features`, each starting at a window boundary: normalised,
         each zero-padded to whole windows (as the authors padded the end of a track), one network call for all."""
-        if not len(features):
-            return []
         padded = []
         for piece in features:
             normalised = (torch.as_tensor(piece, dtype=torch.float32, device=self.device) - self.mean) / self.std
             padded.append(torch.nn.functional.pad(normalised, (0, 0, 0, -len(normalised) % TIMESTEP)))
-        windows = torch.cat(padded).reshape(-1, TIMESTEP, N_BINS)
-        top = self.model.predict(windows).reshape(-1).cpu().numpy() if len(windows) else np.zeros(0, np.int64)
+        if not sum(len(piece) for piece in padded):
+            return [np.zeros(0, np.int64) for _ in features]
+        top = self.model.predict(torch.cat(padded).reshape(-1, TIMESTEP, N_BINS)).reshape(-1).cpu().numpy()
         starts = np.cumsum([0] + [len(piece) for piece in padded])
         return [top[start : start + len(piece)] for start, piece in zip(starts, features)]
 

@@ -412,24 +412,22 @@ def _cqt_backend(cqt: str | None, device: torch.device) -> str:
     return cqt
 
 
-def _device_cqt(windows: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
-    """`_cqt` of each 22.05 kHz window with torch's transform on `device`: the tuning is still librosa's estimate
-    (on the CPU), and windows of equal length and tuning are transformed in one batch."""
+def _device_cqt(windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """`_cqt` of equal-length 22.05 kHz windows with torch's transform on `device`, (B, frames, 288): the tuning is
+    still librosa's estimate (on the CPU), and windows of one tuning are transformed in one batch."""
     import librosa
 
     from .cqt import hybrid_cqt
 
     tunings = [float(librosa.estimate_tuning(y=window, sr=_SAMPLING_RATE, bins_per_octave=_CQT_BINS_PER_OCTAVE))
                for window in windows]
-    groups: dict[tuple[int, float], list[int]] = {}
-    for index, (window, tuning) in enumerate(zip(windows, tunings)):
-        groups.setdefault((len(window), tuning), []).append(index)
-    features: list = [None] * len(windows)
-    for (_, tuning), indices in groups.items():
-        batch = torch.from_numpy(np.stack([windows[i] for i in indices])).to(device)
-        for index, cqt in zip(indices, hybrid_cqt(batch, tuning)):
+    batch = torch.from_numpy(np.stack(windows)).to(device)
+    features = [None] * len(windows)
+    for tuning in dict.fromkeys(tunings):
+        indices = [i for i, other in enumerate(tunings) if other == tuning]
+        for index, cqt in zip(indices, hybrid_cqt(batch[indices], tuning)):
             features[index] = cqt
-    return features
+    return torch.stack(features)
 
 
 class HarmonyAnalyzer:
@@ -480,25 +478,24 @@ class HarmonyAnalyzer:
         if _cqt_backend(self.cqt, device) == "librosa":
             for index, offset, duration, window in pending:  # converted one at a time: memory of one window
                 cqt = _cqt(resample(np.asarray(window, np.float32), int(sampling_rate), _SAMPLING_RATE))
+                features = torch.from_numpy(cqt).to(device)
                 with torch.no_grad():
-                    outputs = [network.inference(torch.from_numpy(cqt).to(device)) for network in networks]
+                    outputs = [network.inference(features) for network in networks]
                 probabilities = [np.mean([output[head] for output in outputs], axis=0)
                                  for head in range(len(outputs[0]))]
                 results[index] = self._decoded(decoder, probabilities, cqt, offset, duration)
             return results
         for first in range(0, len(pending), WINDOW_BATCH):  # memory bounded by a batch, however long the track
             part = pending[first : first + WINDOW_BATCH]
-            features = _device_cqt([resample(np.asarray(window, np.float32), int(sampling_rate), _SAMPLING_RATE)
-                                    for *_, window in part], device)
-            by_length: dict[int, list[int]] = {}
-            for position, cqt in enumerate(features):
-                by_length.setdefault(len(cqt), []).append(position)
-            for positions in by_length.values():
-                batch = torch.stack([features[position] for position in positions])
-                for position, probabilities in zip(positions, _ensemble_probabilities(networks, batch)):
+            audio = [resample(np.asarray(window, np.float32), int(sampling_rate), _SAMPLING_RATE)
+                     for *_, window in part]
+            for length in dict.fromkeys(map(len, audio)):
+                positions = [i for i, samples in enumerate(audio) if len(samples) == length]
+                features = _device_cqt([audio[i] for i in positions], device)
+                for position, probabilities, cqt in zip(positions, _ensemble_probabilities(networks, features),
+                                                        features):
                     index, offset, duration, _ = part[position]
-                    results[index] = self._decoded(decoder, probabilities, features[position].cpu().numpy(), offset,
-                                                   duration)
+                    results[index] = self._decoded(decoder, probabilities, cqt.cpu().numpy(), offset, duration)
         return results
 
     @staticmethod
