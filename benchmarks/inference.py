@@ -98,14 +98,16 @@ def load_pipeline(model_dir: str, device: str, options: dict):
     return pipe
 
 
-def child_pipeline(model_dir: str, tracks: list[str], device: str, option: str, answers: str | None) -> dict:
-    """One option on one track (or a folder of them, in one process: no per-file reloads)."""
+def child_pipeline(model_dir: str, tracks: list[str], device: str, option: str, answers: str | None,
+                   batch_size: int = 1) -> dict:
+    """One option on one track (or a folder of them, in one process: no per-file reloads; `batch_size` tracks at a
+    time through `pipe.stream`)."""
     options = OPTIONS[option]
     call = {"chunk_batch_size": options["chunk_batch_size"]} if "chunk_batch_size" in options else {}
     pipe = load_pipeline(model_dir, device, options)
     timings = dict.fromkeys(("decode", "harmony", "backbone", "heads"), 0.0)
     start = time.perf_counter()
-    results = [pipe(track, return_timings=True, return_embedding=True, **call) for track in tracks]
+    results = pipe(tracks, batch_size=batch_size, return_timings=True, return_embedding=True, **call)
     wall = time.perf_counter() - start
     for result in results:
         for stage, seconds in result["timings"].items():
@@ -366,6 +368,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[3.0, 30.0])
     parser.add_argument("--long-options", nargs="+", default=["default", "fast"], help="options run on tracks > 3 min")
     parser.add_argument("--folder", type=int, default=20, help=f"tracks of {FOLDER_SECONDS} s in the folder run (0: none)")
+    parser.add_argument("--folder-runs", nargs="+", default=["default:1"], metavar="OPTION:BATCH",
+                        help="option and batch_size (tracks analysed together, `pipe.stream`) of each folder run")
     parser.add_argument("--options", nargs="+", default=["default", "torch", "onnxruntime", "fast", "fast-int8"],
                         choices=sorted(OPTIONS))
     parser.add_argument("--device", default="cpu")
@@ -400,8 +404,9 @@ def main() -> None:
         elif kind == "chords":
             result = chord_accuracy([int(size) for size in rest])
         else:
-            model_dir, option, answers, *tracks = rest
-            result = child_pipeline(model_dir, tracks, args.device, option, None if answers == "-" else answers)
+            model_dir, option, answers, batch_size, *tracks = rest
+            result = child_pipeline(model_dir, tracks, args.device, option, None if answers == "-" else answers,
+                                    int(batch_size))
         print(json.dumps(result))
         return
 
@@ -432,7 +437,7 @@ def main() -> None:
                 reference = scratch / f"{path}_default_{minutes:g}.npz"
                 for option in sorted(options, key=lambda o: o != "default"):  # the reference first
                     answers = scratch / f"{path}_{option}_{minutes:g}.npz"
-                    figures = run_child("pipeline", str(path_dir), option, str(answers), str(track), *flags)
+                    figures = run_child("pipeline", str(path_dir), option, str(answers), "1", str(track), *flags)
                     detail = fidelity(reference, answers) if option != "default" and reference.exists() else ""
                     print(row(option, figures, naive, detail))
                     if option == "default" and minutes == args.minutes[0] and path_dir == model_dir:
@@ -446,10 +451,12 @@ def main() -> None:
                 synthesize_track(folder / f"{number:02d}.wav", FOLDER_SECONDS / 60, seed=number)
             tracks = [str(path) for path in sorted(folder.iterdir())]
             print(f"\nfolder of {args.folder} tracks of {FOLDER_SECONDS} s, one process\n{header}")
-            figures = run_child("pipeline", str(model_dir), "default", "-", *tracks, *flags)
-            rate = figures["duration"] / figures["wall"]
-            share = f"{rate / single_rate:.0%} of the single track's rate" if single_rate else ""
-            print(row("default", figures, None, share))
+            for spec in args.folder_runs:
+                option, batch_size = spec.split(":")
+                figures = run_child("pipeline", str(model_dir), option, "-", batch_size, *tracks, *flags)
+                rate = figures["duration"] / figures["wall"]
+                share = f"{rate / single_rate:.0%} of the single track's rate" if single_rate else ""
+                print(row(f"{option}, batch {batch_size}", figures, None, share))
         if args.backbone_batches:
             peak, chunk_gflop = run_child("peak", *flags), None
             print(f"\nbackbone stage alone, equal-length 30 s chunks per call ({args.device}); this machine's float32 "

@@ -464,6 +464,14 @@ class BTCHarmonyAnalyzer:
         self.recognizer = BTCChordRecognizer(weights, device, cqt)
         self.window_seconds = float(window_seconds)
 
+    @property
+    def window_batch(self) -> int:
+        """Windows worth giving `analyze_windows` at once: all of a batch's with torch's CQT (one network call), 1
+        with librosa's, on the CPU, where batching buys nothing."""
+        from .harmony import WINDOW_BATCH
+
+        return WINDOW_BATCH if self.recognizer.cqt == "torch" else 1
+
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0):
         return self.analyze_windows([audio], sampling_rate, [offset])[0]
 

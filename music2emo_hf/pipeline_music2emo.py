@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import itertools
 import os
 import queue
 import threading
 import time
+import types
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -101,6 +104,27 @@ def _timed(timings: dict[str, float], stage: str, device: torch.device | None = 
     timings[stage] += time.perf_counter() - start
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _raised(answer: dict | Exception) -> dict:
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+@dataclass
+class _Decoded:
+    """One input of `MusicEmotionPipeline.stream` after decoding: its chunks, or None when it is too long for a
+    batch (it runs alone) or failed (`error`)."""
+
+    item: Any
+    chunks: list[np.ndarray] | None
+    seconds: float
+    error: Exception | None = None
+
+
 def _check_top_k(top_k: Any) -> int | None:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
@@ -168,8 +192,7 @@ class MusicEmotionPipeline(Pipeline):
         self.backbone_runtime = backbone_runtime(self.model, runtime, precision)
         self.overlap = bool(overlap)
         if harmony_workers is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, cores - 1))
+            harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, _cores() - 1))
         if isinstance(harmony_workers, bool) or not isinstance(harmony_workers, int) or harmony_workers < 1:
             raise ValueError(f"harmony_workers must be a positive integer, got {harmony_workers!r}.")
         self.harmony_workers = harmony_workers
@@ -262,39 +285,58 @@ class MusicEmotionPipeline(Pipeline):
             inputs = os.fspath(inputs)
         return {"audio": inputs, "sampling_rate": sampling_rate}
 
-    def _analysed_window(self, chunk: np.ndarray, offset: float) -> tuple[Any, float]:
+    def _analyse_windows(self, entries: list[tuple[np.ndarray, float, Future]]) -> None:
+        """The chords of (chunk, offset, future) entries in one `analyze_windows` call; each future gets (its window,
+        its share of the seconds), or the error, which is raised here too."""
         start = time.perf_counter()
-        window = self.harmony.analyze_window(chunk, self.feature_extractor.sampling_rate, offset)
-        return window, time.perf_counter() - start
+        try:
+            windows = self.harmony.analyze_windows([chunk for chunk, _, _ in entries], self.feature_extractor.sampling_rate,
+                                                   [offset for _, offset, _ in entries])
+        except BaseException as error:
+            for _, _, future in entries:
+                future.set_exception(error)
+            raise
+        seconds = (time.perf_counter() - start) / len(entries)
+        for window, (_, _, future) in zip(windows, entries, strict=True):
+            future.set_result((window, seconds))
 
     def _analysed_chunks(self, audio, sampling_rate, timings) -> Iterator[tuple[np.ndarray, Future]]:
         """(chunk, future of its harmony window) pairs in order, each chunk handed on as soon as it is decoded: the
         backbone starts on it while its chords are analysed (in the read-ahead thread, or in `harmony_workers`
-        threads; 8 gave 1.6x, not 8x, on a GPU machine: where they wait on each other was not profiled). Before a
-        file's first window is done the chord path's libraries load (librosa's CQT: about 3 s on 2 cores), so the
-        first file no longer waits for them before its backbone starts. At most `harmony_workers` windows are in
-        flight, so memory stays bounded however long the file."""
-        rate, offset, in_flight = self.feature_extractor.sampling_rate, 0.0, deque()
+        threads; 8 gave 1.6x, not 8x, on a GPU machine: where they wait on each other was not profiled), the
+        harmony's `window_batch` windows per call (several where its CQT runs on a GPU). Before a file's first window
+        is done the chord path's libraries load (librosa's CQT: about 3 s on 2 cores), so the first file no longer
+        waits for them before its backbone starts. At most `harmony_workers` calls are in flight, so memory stays
+        bounded however long the file."""
+        rate, offset, in_flight, entries = self.feature_extractor.sampling_rate, 0.0, deque(), []
+        window_batch = self.harmony.window_batch
         chunks = self.feature_extractor.iter_chunks(audio, sampling_rate)
         pool = ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") if self.harmony_workers > 1 else None
         finished = False
+
+        def analyse(batch):
+            if pool is None:
+                self._analyse_windows(batch)
+                return
+            while len(in_flight) >= self.harmony_workers:
+                in_flight.popleft().result()  # the oldest done (or its error raised) before another starts
+            in_flight.append(pool.submit(self._analyse_windows, batch))
+
         try:
             while True:
                 with _timed(timings, "decode"):
                     chunk = next(chunks, None)
                 if chunk is None:
+                    if entries:
+                        analyse(entries)
                     finished = True
                     return
-                if pool is None:
-                    window: Future = Future()
-                    yield chunk, window  # taken by the consumer (the read-ahead queue); then analysed here
-                    window.set_result(self._analysed_window(chunk, offset))
-                else:
-                    while len(in_flight) >= self.harmony_workers:
-                        in_flight.popleft().result()  # the oldest done (or its error raised) before another starts
-                    in_flight.append(pool.submit(self._analysed_window, chunk, offset))
-                    yield chunk, in_flight[-1]
+                entries.append((chunk, offset, Future()))
+                yield chunk, entries[-1][2]  # taken by the consumer (the read-ahead queue); then analysed here
                 offset += len(chunk) / rate
+                if len(entries) == window_batch:
+                    analyse(entries)
+                    entries = []
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=not finished)
@@ -328,15 +370,163 @@ class MusicEmotionPipeline(Pipeline):
             flush()
         results = [window.result() for window in windows]
         timings["harmony"] += sum(seconds for _, seconds in results)
+        return self._track_outputs(torch.cat(embeddings), durations, [window for window, _ in results], timings)
+
+    def _track_outputs(self, embeddings: torch.Tensor, durations: list[float], windows: list, timings) -> dict:
+        """The heads over one track's chunk embeddings and its chord windows: what `postprocess` takes."""
+        model = self.model
         with _timed(timings, "harmony"):
-            harmony = self.harmony.combine([window for window, _ in results])
+            harmony = self.harmony.combine(windows)
         with _timed(timings, "heads", model.device):
             outputs = model(
-                chunk_embeddings=torch.cat(embeddings)[None],
+                chunk_embeddings=embeddings[None],
                 chunk_durations=torch.tensor([durations], device=model.device),
                 **model.harmony_inputs([harmony]),
             )
         return {"outputs": outputs, "durations": durations, "harmony": harmony, "timings": timings}
+
+    def __call__(self, inputs, *args, num_workers=None, batch_size=None, **kwargs):
+        """As transformers' pipelines are called; with `batch_size` > 1 (here or when the pipeline was made) a list
+        or generator of inputs is analysed `batch_size` inputs at a time by `stream` (a list gives a list, a
+        generator an iterator), and an input that fails raises its error."""
+        batch_size = self._batch_size if batch_size is None else batch_size
+        if batch_size not in (None, 1) and isinstance(inputs, (list, types.GeneratorType)):
+            answers = map(_raised, self.stream(inputs, batch_size, num_workers, **kwargs))
+            return list(answers) if isinstance(inputs, list) else answers
+        return super().__call__(inputs, *args, num_workers=num_workers, batch_size=batch_size, **kwargs)
+
+    def stream(self, inputs: Iterable, batch_size: int = 16, num_workers: int | None = None,
+               **parameters) -> Iterator[dict | Exception]:
+        """The answer for each of many inputs in input order, each as soon as it is ready; an input that cannot be
+        analysed gives its exception in its place and the others go on. For a GPU, which one input at a time leaves
+        idle: `num_workers` threads (by default up to 8, one core left free) decode the next `batch_size` inputs
+        while `batch_size` inputs are analysed together, their chunks in backbone calls of up to `batch_size` (or
+        `chunk_batch_size`) chunks of equal length and their chord windows in one harmony call, beside the backbone.
+        An input longer than `batch_size` chunks runs alone, streamed as a call runs it, so the audio in memory is
+        at most 2 * batch_size inputs of batch_size chunks. Answers equal those of one input
+        at a time (within float32 rounding of the batched products); with `return_timings`, each input has its own
+        decoding and heads seconds and its share (by duration) of its batch's harmony and backbone seconds.
+        `parameters`: those of a call."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if num_workers is None:
+            num_workers = max(1, min(8, _cores() - 1))
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers (decoding threads) must be a positive integer, got {num_workers!r}.")
+        preprocess, forward, postprocess = self._sanitize_parameters(**parameters)
+        steps = ({**self._preprocess_params, **preprocess}, {**self._forward_params, **forward},
+                 {**self._postprocess_params, **postprocess})
+        if batch_size == 1:  # each input streamed through as a call runs it: nothing to batch, nothing read ahead
+            for item in inputs:
+                try:
+                    yield self.run_single(item, *steps)
+                except Exception as error:
+                    yield error
+            return
+        chunk_batch = steps[1].get("chunk_batch_size", batch_size)
+        self.harmony  # made here, once, before any thread asks for it
+        items, decoding, group = iter(inputs), deque(), []
+        with ThreadPoolExecutor(num_workers, "music2emo-decode") as decoders, \
+                ThreadPoolExecutor(1, "music2emo-harmony") as harmony_thread:
+            try:
+                while True:
+                    for item in itertools.islice(items, 2 * batch_size - len(decoding) - len(group)):
+                        decoding.append(decoders.submit(self._decoded, item, steps[0], batch_size))
+                    if not decoding:
+                        break
+                    group.append(decoding.popleft().result())
+                    if len(group) == batch_size or sum(len(d.chunks or ()) for d in group) >= 2 * batch_size:
+                        yield from self._batch_answers(group, steps, chunk_batch, harmony_thread)
+                        group = []
+                yield from self._batch_answers(group, steps, chunk_batch, harmony_thread)
+            finally:
+                for future in decoding:  # a consumer that stops early: the read-ahead is dropped
+                    future.cancel()
+
+    def _decoded(self, item, preprocess_params: dict, limit: int) -> _Decoded:
+        """`item` decoded into its chunks (none kept past `limit`: a longer input runs alone), or its error."""
+        start = time.perf_counter()
+        chunks: list[np.ndarray] = []
+        try:
+            model_inputs = self.preprocess(item, **preprocess_params)
+            with closing(self.feature_extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"])) as it:
+                for chunk in it:
+                    if len(chunks) == limit:
+                        return _Decoded(item, None, time.perf_counter() - start)
+                    chunks.append(chunk)
+        except Exception as error:  # reported in the input's place
+            return _Decoded(item, None, time.perf_counter() - start, error)
+        return _Decoded(item, chunks, time.perf_counter() - start)
+
+    def _batch_answers(self, group: list[_Decoded], steps, chunk_batch: int, harmony_thread) -> Iterator:
+        """The answers of a batch of decoded inputs in order. If the batch's backbone or harmony call fails, each
+        of its inputs runs again alone, so that only the input at fault gets an error."""
+        batched = [decoded for decoded in group if decoded.chunks]
+        try:
+            outputs = self._batch_outputs(batched, chunk_batch, harmony_thread) if batched else []
+        except Exception:
+            outputs = None
+        outputs_of = dict(zip(map(id, batched), outputs or ()))
+        for decoded in group:
+            if decoded.error is not None:
+                yield decoded.error
+                continue
+            try:
+                if id(decoded) in outputs_of:
+                    yield self.postprocess(outputs_of[id(decoded)], **steps[2])
+                else:  # too long for a batch, or its batch failed
+                    yield self.run_single(decoded.item, steps[0], {**steps[1], "chunk_batch_size": chunk_batch},
+                                          steps[2])
+            except Exception as error:
+                yield error
+
+    def _batch_outputs(self, batched: list[_Decoded], chunk_batch: int, harmony_thread) -> list[dict]:
+        """What `_forward` gives for each input, for inputs decoded into chunks: their chord windows in one
+        harmony call (in `harmony_thread`, beside the backbone), their chunks in backbone calls of up to
+        `chunk_batch` chunks of one length."""
+        model, rate = self.model, self.feature_extractor.sampling_rate
+        chunks = [(index, chunk) for index, decoded in enumerate(batched) for chunk in decoded.chunks]
+        offsets = [offset for decoded in batched
+                   for offset in np.cumsum([0] + [len(chunk) for chunk in decoded.chunks[:-1]]) / rate]
+
+        def chords():
+            start = time.perf_counter()
+            windows = self.harmony.analyze_windows([chunk for _, chunk in chunks], rate, offsets)
+            return windows, time.perf_counter() - start
+
+        windows = harmony_thread.submit(chords)
+        embeddings: list = [None] * len(chunks)
+        start = time.perf_counter()
+        with self.get_inference_context()():
+            try:
+                for length in dict.fromkeys(len(chunk) for _, chunk in chunks):
+                    rows = [row for row, (_, chunk) in enumerate(chunks) if len(chunk) == length]
+                    for first in range(0, len(rows), chunk_batch):
+                        part = rows[first : first + chunk_batch]
+                        audio = torch.from_numpy(np.stack([chunks[row][1] for row in part]))
+                        for row, embedding in zip(part, self.backbone_runtime(audio).to(model.device)):
+                            embeddings[row] = embedding
+                        if _MALLOC_TRIM is not None and model.device.type == "cpu":
+                            _MALLOC_TRIM(0)
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize(model.device)
+            except BaseException:
+                windows.exception()  # no chord work of this batch left running beside what comes next
+                raise
+            backbone_seconds = time.perf_counter() - start
+            windows, harmony_seconds = windows.result()
+            samples = sum(len(chunk) for _, chunk in chunks)
+            outputs, row = [], 0
+            for decoded in batched:
+                count = len(decoded.chunks)
+                share = sum(len(chunk) for chunk in decoded.chunks) / samples
+                timings = {"decode": decoded.seconds, "harmony": harmony_seconds * share,
+                           "backbone": backbone_seconds * share, "heads": 0.0}
+                durations = [len(chunk) / rate for chunk in decoded.chunks]
+                outputs.append(self._track_outputs(torch.stack(embeddings[row : row + count]), durations,
+                                                   windows[row : row + count], timings))
+                row += count
+        return outputs
 
     def _moods(self, logits: torch.Tensor, labels, top_k, threshold) -> list[dict[str, Any]]:
         scores = torch.sigmoid(logits.float()).tolist()

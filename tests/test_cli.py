@@ -36,6 +36,10 @@ def predict_here(capsys, *args: str) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
+def _scores(record: dict) -> dict[str, float]:
+    return {m["label"]: m["score"] for m in record["moods"]}
+
+
 def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -108,6 +112,22 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     assert ("garbled.mp3" in written) != any("garbled.mp3" in line for line in stderr.splitlines())
     failed = {Path(entry["input"]).name for entry in records(Path(f"{out}.errors.jsonl"))}
     assert {"empty.mp3", "notes.mp3"} <= failed and "good.wav" not in failed  # the list of what to look at
+
+
+def test_batched_predict_writes_what_one_at_a_time_writes(tiny_model_dir, tmp_path, write_wav, capsys):
+    files = [str(write_wav(f"t{i}.wav", tone(3.0 + 6 * i, freq=200 + 50 * i))) for i in range(4)]
+    (tmp_path / "notes.mp3").write_text("shopping list\n" * 50)
+    files.insert(2, str(tmp_path / "notes.mp3"))
+    outputs = {size: tmp_path / f"batch{size}.jsonl" for size in (1, 3)}
+    for size, out in outputs.items():
+        status, stderr = predict_here(capsys, *files, "--model", str(tiny_model_dir), "-o", str(out), "--batch-size",
+                                      str(size), "--harmony-ensemble", "1")
+        assert status == 1 and "notes.mp3: not audio" in stderr and "4 file(s) analysed, 1 failed" in stderr
+    one, batched = (records(out) for out in outputs.values())
+    assert [r["file"] for r in batched] == [r["file"] for r in one] == files[:2] + files[3:]
+    for alone, together in zip(one, batched):
+        assert together["valence"] == pytest.approx(alone["valence"], abs=1e-5)
+        assert _scores(together) == pytest.approx(_scores(alone), abs=1e-5)
 
 
 def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_dir, tmp_path, write_wav, capsys):

@@ -54,6 +54,41 @@ def test_dataset_records_are_read_back_in_row_order(tmp_path):
     assert [record["row"] for record in records_in_row_order(path)] == [0, 1, 2, 3, 4]
 
 
+def test_inputs_taken_ahead_are_in_flight_until_recorded(tmp_path):
+    """An analysis that takes inputs ahead (a batch): the in-flight marker names each taken input until its record
+    is written, so a process that dies mid-batch has all of them analysed alone by the rerun; a suspect of the plan
+    runs alone; a run stopped by an error (not killed) leaves no marker."""
+    import itertools
+
+    from music2emo_hf.jobs import Job
+
+    marker = tmp_path / "rank-0.inflight"
+
+    def in_flight() -> list[str]:
+        return [record["key"] for record in lines(marker)] if marker.exists() else []
+
+    seen = []
+
+    def analyse(keys):
+        first = list(itertools.islice(keys, 2))
+        seen.append(in_flight())
+        for key in [*first, *keys]:
+            yield ValueError("bad input") if key == "b" else {"file": key}
+
+    answers = Job._answers(["a", "b", "c", "d"], {"c"}, analyse, lambda key: {"file": key, "alone": True}, str, marker)
+    got = []
+    for key, answer in answers:
+        assert in_flight()[0] == key
+        got.append((key, answer if isinstance(answer, dict) else str(answer)))
+    assert got == [("a", {"file": "a"}), ("b", "bad input"), ("c", {"file": "c", "alone": True}), ("d", {"file": "d"})]
+    assert seen == [["a", "b"], ["d"]] and not marker.exists()
+    stopped = Job._answers(["a", "b"], set(), analyse, None, str, marker)
+    next(stopped)
+    assert in_flight() == ["a", "b"]
+    stopped.close()
+    assert not marker.exists()
+
+
 def _env(**faults: str) -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "ACCELERATE_USE_CPU": "1", **faults}
     env["PYTHONPATH"] = os.pathsep.join([str(FAULTS), str(ROOT), env.get("PYTHONPATH", "")])

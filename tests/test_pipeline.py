@@ -270,13 +270,14 @@ class _MeetingAnalyzer(HarmonyAnalyzer):
         super().__init__(ensemble_size=1, window_seconds=10.0)
         self.meeting, self.workers, self.fail_at = threading.Barrier(workers, timeout=60), workers, fail_at
 
-    def analyze_window(self, audio, sampling_rate, offset=0.0):
+    def analyze_windows(self, windows, sampling_rate, offsets):
+        (offset,) = offsets  # on the CPU, the pipeline gives them one at a time
         if self.fail_at is not None:
             if offset == self.fail_at:
                 raise RuntimeError(f"window at {offset} s failed")
         elif offset < 10.0 * self.workers:
             self.meeting.wait()
-        return super().analyze_window(audio, sampling_rate, offset)
+        return super().analyze_windows(windows, sampling_rate, offsets)
 
 
 @pytest.mark.parametrize("overlap", [False, True])
@@ -305,6 +306,67 @@ def test_harmony_workers_default_to_one_on_cpu_and_must_be_positive(tiny_model_d
         for bad in (0, -2, 1.5, True):
             with pytest.raises(ValueError, match="harmony_workers must be a positive integer"):
                 transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_workers=bad)
+
+
+def _same_answer(alone: dict, together: dict) -> None:
+    """Equal but for the float32 rounding of batched products (answers are rounded to 6 decimals)."""
+    assert together["embedding"] == pytest.approx(alone["embedding"], abs=1e-5)
+    assert _scores(together) == pytest.approx(_scores(alone), abs=1e-5)
+    assert [together[k] for k in ("valence", "arousal")] == pytest.approx([alone[k] for k in ("valence", "arousal")],
+                                                                         abs=1e-5)
+    assert (together["key"], together["chords"]) == (alone["key"], alone["chords"])
+    assert [(s["start"], s["end"]) for s in together["segments"]] == [(s["start"], s["end"]) for s in alone["segments"]]
+
+
+class _FailingOnLength(HarmonyAnalyzer):
+    """Fails on any window of `samples` samples: a batch holding one fails whole."""
+
+    def __init__(self, samples: int):
+        super().__init__(ensemble_size=1, window_seconds=10.0)
+        self.samples = samples
+
+    def analyze_windows(self, windows, sampling_rate, offsets):
+        if any(len(window) == self.samples for window in windows):
+            raise RuntimeError("this window breaks the chord analysis")
+        return super().analyze_windows(windows, sampling_rate, offsets)
+
+
+def test_inputs_analysed_together_give_the_answers_of_one_at_a_time_in_order(tiny_model_dir):
+    """`stream` with batch_size 3 (tiny model: 10 s chunks): a bad input answers with its error in its place, the
+    35 s input (4 chunks, more than a batch takes) runs alone, the rest share backbone and harmony calls."""
+    import transformers
+
+    inputs = [{"array": tone(seconds, freq=freq, seed=seconds), "sampling_rate": 24000}
+              for seconds, freq in ((12, 262.0), (7, 392.0), (35, 330.0), (20, 440.0))]
+    inputs.insert(1, b"not audio")
+    options = {"return_segments": True, "return_harmony": True, "return_embedding": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_ensemble=1)
+    together = list(pipe.stream(inputs, batch_size=3, return_timings=True, **options))
+    assert isinstance(together[1], AudioDecodeError) and "not audio" in str(together[1])
+    for item, answer in zip(inputs[:1] + inputs[2:], together[:1] + together[2:]):
+        timings = answer.pop("timings")
+        assert set(timings) == {"decode", "harmony", "backbone", "heads"} and min(timings.values()) >= 0
+        _same_answer(pipe(item, **options), answer)
+    with pytest.raises(AudioDecodeError, match="not audio"):
+        pipe(inputs[:2], batch_size=2)
+    lazy = pipe((item for item in inputs[3:]), batch_size=2)  # a generator in, an iterator out
+    assert not isinstance(lazy, list) and [len(answer["moods"]) for answer in lazy] == [56, 56]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        failing = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu",
+                                        harmony=_FailingOnLength(7 * 24000))
+    answers = list(failing.stream([inputs[0], inputs[2], inputs[4]], batch_size=3))
+    assert isinstance(answers[1], RuntimeError)  # the batch failed; run again one by one, only the 7 s input fails
+    assert [type(answer) for answer in answers[::2]] == [dict, dict]
+    stopped = pipe.stream(inputs * 3, batch_size=2)
+    next(stopped)
+    stopped.close()  # the consumer stops: the decoding threads stop with it
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("music2emo-harmony", "music2emo-decode"))]
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        next(pipe.stream(inputs, batch_size=0))
 
 
 def test_the_read_ahead_thread_keeps_order_raises_errors_and_stops_with_its_consumer():
