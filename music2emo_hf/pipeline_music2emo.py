@@ -16,7 +16,7 @@ import time
 import types
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -398,15 +398,15 @@ class MusicEmotionPipeline(Pipeline):
     def stream(self, inputs: Iterable, batch_size: int = 16, num_workers: int | None = None,
                **parameters) -> Iterator[dict | Exception]:
         """The answer for each of many inputs in input order, each as soon as it is ready; an input that cannot be
-        analysed gives its exception in its place and the others go on. For a GPU, which one input at a time leaves
-        idle: `num_workers` threads (by default up to 8, one core left free) decode the next `batch_size` inputs
-        while `batch_size` inputs are analysed together, their chunks in backbone calls of up to `batch_size` (or
-        `chunk_batch_size`) chunks of equal length and their chord windows in one harmony call, beside the backbone.
-        An input longer than `batch_size` chunks runs alone, streamed as a call runs it, so the audio in memory is
-        at most 2 * batch_size inputs of batch_size chunks. Answers equal those of one input
-        at a time (within float32 rounding of the batched products); with `return_timings`, each input has its own
-        decoding and heads seconds and its share (by duration) of its batch's harmony and backbone seconds.
-        `parameters`: those of a call."""
+        analysed gives its exception in its place and the others go on. `batch_size` 1 analyses one input at a
+        time, as calls do. For a GPU, which that leaves idle: `num_workers` threads (by default up to 8, one core
+        left free) decode the next `batch_size` inputs while `batch_size` inputs are analysed together, their chunks
+        in backbone calls of up to `batch_size` (or `chunk_batch_size`) chunks of equal length, their chord windows
+        in the `harmony_workers` threads beside the backbone. An input longer than `batch_size` chunks runs alone,
+        streamed as a call runs it, so the audio in memory is at most 2 * batch_size inputs of batch_size chunks.
+        The answers are those of one input at a time, within the float32 rounding of batched products; with
+        `return_timings`, each input has its own decoding and heads seconds and its share (by duration) of its
+        batch's harmony and backbone seconds. `parameters`: those of a call."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if num_workers is None:
@@ -427,7 +427,7 @@ class MusicEmotionPipeline(Pipeline):
         self.harmony  # made here, once, before any thread asks for it
         items, decoding, group = iter(inputs), deque(), []
         with ThreadPoolExecutor(num_workers, "music2emo-decode") as decoders, \
-                ThreadPoolExecutor(1, "music2emo-harmony") as harmony_thread:
+                ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") as harmony_pool:
             try:
                 while True:
                     for item in itertools.islice(items, 2 * batch_size - len(decoding) - len(group)):
@@ -436,9 +436,9 @@ class MusicEmotionPipeline(Pipeline):
                         break
                     group.append(decoding.popleft().result())
                     if len(group) == batch_size or sum(len(d.chunks or ()) for d in group) >= 2 * batch_size:
-                        yield from self._batch_answers(group, steps, chunk_batch, harmony_thread)
+                        yield from self._batch_answers(group, steps, chunk_batch, harmony_pool)
                         group = []
-                yield from self._batch_answers(group, steps, chunk_batch, harmony_thread)
+                yield from self._batch_answers(group, steps, chunk_batch, harmony_pool)
             finally:
                 for future in decoding:  # a consumer that stops early: the read-ahead is dropped
                     future.cancel()
@@ -458,12 +458,12 @@ class MusicEmotionPipeline(Pipeline):
             return _Decoded(item, None, time.perf_counter() - start, error)
         return _Decoded(item, chunks, time.perf_counter() - start)
 
-    def _batch_answers(self, group: list[_Decoded], steps, chunk_batch: int, harmony_thread) -> Iterator:
+    def _batch_answers(self, group: list[_Decoded], steps, chunk_batch: int, harmony_pool) -> Iterator:
         """The answers of a batch of decoded inputs in order. If the batch's backbone or harmony call fails, each
         of its inputs runs again alone, so that only the input at fault gets an error."""
         batched = [decoded for decoded in group if decoded.chunks]
         try:
-            outputs = self._batch_outputs(batched, chunk_batch, harmony_thread) if batched else []
+            outputs = self._batch_outputs(batched, chunk_batch, harmony_pool) if batched else []
         except Exception:
             outputs = None
         outputs_of = dict(zip(map(id, batched), outputs or ()))
@@ -480,30 +480,31 @@ class MusicEmotionPipeline(Pipeline):
             except Exception as error:
                 yield error
 
-    def _batch_outputs(self, batched: list[_Decoded], chunk_batch: int, harmony_thread) -> list[dict]:
-        """What `_forward` gives for each input, for inputs decoded into chunks: their chord windows in one
-        harmony call (in `harmony_thread`, beside the backbone), their chunks in backbone calls of up to
-        `chunk_batch` chunks of one length."""
+    def _batch_outputs(self, batched: list[_Decoded], chunk_batch: int, harmony_pool) -> list[dict]:
+        """What `_forward` gives for each input, for inputs decoded into chunks: their chord windows shared out over
+        the `harmony_workers` threads of `harmony_pool` (at least the harmony's `window_batch` per call), beside
+        their chunks in backbone calls of up to `chunk_batch` chunks of one length."""
         model, rate = self.model, self.feature_extractor.sampling_rate
-        chunks = [(index, chunk) for index, decoded in enumerate(batched) for chunk in decoded.chunks]
+        chunks = [chunk for decoded in batched for chunk in decoded.chunks]
         offsets = [offset for decoded in batched
                    for offset in np.cumsum([0] + [len(chunk) for chunk in decoded.chunks[:-1]]) / rate]
 
-        def chords():
+        def chords(first: int, last: int):
             start = time.perf_counter()
-            windows = self.harmony.analyze_windows([chunk for _, chunk in chunks], rate, offsets)
+            windows = self.harmony.analyze_windows(chunks[first:last], rate, offsets[first:last])
             return windows, time.perf_counter() - start
 
-        windows = harmony_thread.submit(chords)
+        size = max(self.harmony.window_batch, -(-len(chunks) // self.harmony_workers))
+        parts = [harmony_pool.submit(chords, first, first + size) for first in range(0, len(chunks), size)]
         embeddings: list = [None] * len(chunks)
         start = time.perf_counter()
         with self.get_inference_context()():
             try:
-                for length in dict.fromkeys(len(chunk) for _, chunk in chunks):
-                    rows = [row for row, (_, chunk) in enumerate(chunks) if len(chunk) == length]
+                for length in dict.fromkeys(map(len, chunks)):
+                    rows = [row for row, chunk in enumerate(chunks) if len(chunk) == length]
                     for first in range(0, len(rows), chunk_batch):
                         part = rows[first : first + chunk_batch]
-                        audio = torch.from_numpy(np.stack([chunks[row][1] for row in part]))
+                        audio = torch.from_numpy(np.stack([chunks[row] for row in part]))
                         for row, embedding in zip(part, self.backbone_runtime(audio).to(model.device)):
                             embeddings[row] = embedding
                         if _MALLOC_TRIM is not None and model.device.type == "cpu":
@@ -511,15 +512,19 @@ class MusicEmotionPipeline(Pipeline):
                 if model.device.type == "cuda":
                     torch.cuda.synchronize(model.device)
             except BaseException:
-                windows.exception()  # no chord work of this batch left running beside what comes next
+                for part in parts:
+                    part.cancel()
                 raise
+            finally:
+                wait(parts)  # no chord work of this batch left running beside what comes next
             backbone_seconds = time.perf_counter() - start
-            windows, harmony_seconds = windows.result()
-            samples = sum(len(chunk) for _, chunk in chunks)
+            windows = [window for part in parts for window in part.result()[0]]
+            harmony_seconds = sum(part.result()[1] for part in parts)
+            samples = sum(map(len, chunks))
             outputs, row = [], 0
             for decoded in batched:
                 count = len(decoded.chunks)
-                share = sum(len(chunk) for chunk in decoded.chunks) / samples
+                share = sum(map(len, decoded.chunks)) / samples
                 timings = {"decode": decoded.seconds, "harmony": harmony_seconds * share,
                            "backbone": backbone_seconds * share, "heads": 0.0}
                 durations = [len(chunk) / rate for chunk in decoded.chunks]
