@@ -142,6 +142,37 @@ def test_chord_tones_sound_as_in_the_authors_midi():
     assert chord_tone_notes([(0.0, 5.0, "C")]) == []
 
 
+def test_the_key_is_the_one_music21_finds_in_its_whole_reading_of_the_midi():
+    """`music21_key` skips the measures, ties and rests music21's MIDI reader adds after the notes (31x faster on a
+    30-minute timeline): the key must be the one its whole reading gives, as the authors' `converter.parse` did, on
+    timelines of every kind (held chords, fast changes, N and X, lengths whose notes quantise to thirds)."""
+    import io
+
+    from music21 import converter
+
+    from music2emo_hf.btc import chord_tone_midi, music21_key
+    from music2emo_hf.harmony import Key
+
+    def whole_reading(segments):
+        midi = chord_tone_midi(segments)
+        if not midi.instruments[0].notes:
+            return Key(None)
+        data = io.BytesIO()
+        midi.write(data)
+        found = converter.parseData(data.getvalue(), format="midi").analyze("key")
+        return Key(found.tonic.pitchClass, found.mode)
+
+    rng = np.random.default_rng(7)
+    keys = set()
+    for frames, hold, chords in [(60, 1, 3), (300, 7, 4), (400, 23, 6), (150, 3, 2), (250, 11, 8), (90, 90, 1)]:
+        top = np.repeat(rng.choice(rng.integers(0, 170, size=chords), size=frames // hold + 1), hold)[:frames]
+        top[rng.random(frames) < 0.1] = rng.choice([168, 169])  # X or N here and there
+        segments = merge_frames(top)
+        keys.add(music21_key(segments))
+        assert music21_key(segments) == whole_reading(segments), segments
+    assert len(keys) > 2
+
+
 def test_the_cqt_with_cached_bases_is_librosas_to_the_bit():
     """BTC's features as the authors computed them (librosa.cqt on each 10 s block), with the filter bases built once
     instead of per block: equal to the last bit on a real clip, noise, a block remainder of two samples and zeros."""
