@@ -380,13 +380,20 @@ def chord_tone_midi(segments: Sequence[tuple[float, float, str]]):
     return midi
 
 
+# Two keys whose correlations are closer than this are a tie that the float rounding of music21's sums decides (a
+# symmetric chord-tone histogram, e.g. only diminished sevenths): the notes-only reading sums in another order.
+KEY_TIE = 1e-9
+
+
 def music21_key(segments: Sequence[tuple[float, float, str]]):
     """The key music21 finds (`analyze('key')`) in the MIDI rendering of the timeline's chord tones, made as the
     authors made it but in memory; no key where they got none (no notes, or music21 failing). music21 reads the
     MIDI with its own translator and quantises the notes as it did for them, but skips the notation it then adds
-    (measures, ties, rests): that holds the same notes, and took 99 % of the time (40 s on a 30-minute timeline)."""
+    (measures, ties, rests): that holds the same notes, and took 99 % of the time (40 s on a 30-minute timeline).
+    Only where the two best keys tie (within KEY_TIE) does the whole reading decide, as it did for the authors."""
     import io
 
+    from music21 import converter
     from music21 import midi as music21_midi
     from music21.midi import translate
 
@@ -404,6 +411,9 @@ def music21_key(segments: Sequence[tuple[float, float, str]]):
         (track,) = [track for track in parsed.tracks if track.hasNotes()]  # one instrument
         translate.midiTrackToStream(track, ticksPerQuarter=parsed.ticksPerQuarterNote, inputM21=notes)
         found = notes.analyze("key")
+        rivals = found.alternateInterpretations[:1]
+        if rivals and not found.correlationCoefficient - rivals[0].correlationCoefficient > KEY_TIE:
+            found = converter.parseData(data.getvalue(), format="midi").analyze("key")
     except Exception:  # the authors' code fell back to "no key" on any music21 failure
         return Key(None)
     return Key(found.tonic.pitchClass, found.mode) if found.mode in ("major", "minor") else Key(None)
