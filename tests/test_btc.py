@@ -24,7 +24,15 @@ from music2emo_hf.harmony import normalize_chord_label
 from music2emo_hf.labels import CHORD_ROOTS, ORIGINAL_CHORD_QUALITIES
 
 from .conftest import ROOT, require_fixtures
-from .originals import MERT_V1_STYLE, SEEDS, OriginalNetwork, btc_weights_file, mert_v1_style_repo, seeded_state
+from .originals import (
+    MERT_V1_STYLE,
+    SEEDS,
+    OriginalNetwork,
+    btc_weights_file,
+    mert_v1_style_repo,
+    seeded_state,
+    whole_reading_key,
+)
 
 REFERENCE = json.loads((ROOT / "tests" / "authors_reference.json").read_text())
 CLIPS = sorted(REFERENCE["clips"])
@@ -146,21 +154,7 @@ def test_the_key_is_the_one_music21_finds_in_its_whole_reading_of_the_midi():
     """`music21_key` skips the measures, ties and rests music21's MIDI reader adds after the notes (31x faster on a
     30-minute timeline): the key must be the one its whole reading gives, as the authors' `converter.parse` did, on
     timelines of every kind (held chords, fast changes, N and X, lengths whose notes quantise to thirds, ties)."""
-    import io
-
-    from music21 import converter
-
-    from music2emo_hf.btc import chord_tone_midi, music21_key
-    from music2emo_hf.harmony import Key
-
-    def whole_reading(segments):
-        midi = chord_tone_midi(segments)
-        if not midi.instruments[0].notes:
-            return Key(None)
-        data = io.BytesIO()
-        midi.write(data)
-        found = converter.parseData(data.getvalue(), format="midi").analyze("key")
-        return Key(found.tonic.pitchClass, found.mode)
+    from music2emo_hf.btc import music21_key
 
     rng = np.random.default_rng(7)
     timelines = []
@@ -172,7 +166,7 @@ def test_the_key_is_the_one_music21_finds_in_its_whole_reading_of_the_midi():
     # music21's sums decides; the notes-only reading sums in another order and would answer F, not B
     timelines.append(merge_frames(np.repeat(np.random.default_rng(0).choice([150, 10], size=243), 9)[:2184]))
     for segments in timelines:
-        assert music21_key(segments) == whole_reading(segments), segments
+        assert music21_key(segments) == whole_reading_key(segments), segments
     assert len({music21_key(segments) for segments in timelines}) > 2
 
 
