@@ -380,6 +380,19 @@ def chord_tone_midi(segments: Sequence[tuple[float, float, str]]):
     return midi
 
 
+def chord_tone_midi_file(segments: Sequence[tuple[float, float, str]]) -> bytes | None:
+    """The bytes of the MIDI file the authors wrote for music21 (`chord_tone_midi`), or None when it holds no
+    notes (a timeline of one segment, or of N only)."""
+    import io
+
+    midi = chord_tone_midi(segments)
+    if not midi.instruments[0].notes:
+        return None
+    data = io.BytesIO()
+    midi.write(data)
+    return data.getvalue()
+
+
 # Two keys whose correlations are closer than this are a tie that the float rounding of music21's sums decides (a
 # symmetric chord-tone histogram, e.g. only diminished sevenths): the notes-only reading sums in another order.
 KEY_TIE = 1e-9
@@ -391,29 +404,25 @@ def music21_key(segments: Sequence[tuple[float, float, str]]):
     MIDI with its own translator and quantises the notes as it did for them, but skips the notation it then adds
     (measures, ties, rests): that holds the same notes, and took 99 % of the time (40 s on a 30-minute timeline).
     Only where the two best keys tie (within KEY_TIE) does the whole reading decide, as it did for the authors."""
-    import io
-
     from music21 import converter
     from music21 import midi as music21_midi
     from music21.midi import translate
 
     from .harmony import Key
 
-    midi = chord_tone_midi(segments)
-    if not midi.instruments[0].notes:
+    data = chord_tone_midi_file(segments)
+    if data is None:
         return Key(None)
-    data = io.BytesIO()
-    midi.write(data)
     try:
         parsed = music21_midi.MidiFile()
-        parsed.readstr(data.getvalue())
+        parsed.readstr(data)
         notes = _notes_only_part()()
         (track,) = [track for track in parsed.tracks if track.hasNotes()]  # one instrument
         translate.midiTrackToStream(track, ticksPerQuarter=parsed.ticksPerQuarterNote, inputM21=notes)
         found = notes.analyze("key")
         rivals = found.alternateInterpretations[:1]
         if rivals and not found.correlationCoefficient - rivals[0].correlationCoefficient > KEY_TIE:
-            found = converter.parseData(data.getvalue(), format="midi").analyze("key")
+            found = converter.parseData(data, format="midi").analyze("key")
     except Exception:  # the authors' code fell back to "no key" on any music21 failure
         return Key(None)
     return Key(found.tonic.pitchClass, found.mode) if found.mode in ("major", "minor") else Key(None)
@@ -548,6 +557,7 @@ __all__ = [
     "BTCWeightsError",
     "chord_label",
     "chord_tone_midi",
+    "chord_tone_midi_file",
     "chord_tone_notes",
     "cqt_features",
     "merge_frames",

@@ -225,20 +225,16 @@ def whole_reading_key(segments):
     """The key as the authors' inference got it from a chord timeline: its chord tones as MIDI, read back whole by
     music21 (`converter.parse`: notes, then measures, ties and rests) and `analyze('key')`; no key on no notes or
     any music21 failure."""
-    import io
-
     from music21 import converter
 
-    from music2emo_hf.btc import chord_tone_midi
+    from music2emo_hf.btc import chord_tone_midi_file
     from music2emo_hf.harmony import Key
 
-    midi = chord_tone_midi(segments)
-    if not midi.instruments[0].notes:
+    data = chord_tone_midi_file(segments)
+    if data is None:
         return Key(None)
-    data = io.BytesIO()
-    midi.write(data)
     try:
-        found = converter.parseData(data.getvalue(), format="midi").analyze("key")
+        found = converter.parseData(data, format="midi").analyze("key")
     except Exception:
         return Key(None)
     return Key(found.tonic.pitchClass, found.mode) if found.mode in ("major", "minor") else Key(None)
