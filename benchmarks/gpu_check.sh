@@ -6,10 +6,11 @@
 #   run(command="bash benchmarks/gpu_check.sh answers", carry=[".whl"], timeout_s=420)   # there, then at once:
 #   run(command="bash benchmarks/gpu_check.sh speed", carry=[".whl"], timeout_s=540)
 #
-# `answers`: the answers on the GPU against the CPU path (benchmarks/device_vs_cpu.py, a 30-minute track).
-# `speed`: a 30-minute track and a folder of 200 tracks end to end, per stage, with the backbone stage alone in
-# float32 and bfloat16 (benchmarks/inference.py). Each prints, and writes its output under $OUT; a step that fails or
-# runs out of time is reported and the next one still runs.
+# `answers`: the answers on the GPU against the CPU path (benchmarks/device_vs_cpu.py: the chord paths on a 30-minute
+# track, the pipeline on four tracks, each alone and the four analysed together).
+# `speed`: a 30-minute track and a folder of 200 tracks (one at a time, and 32 together) end to end, per stage,
+# with the backbone stage alone in float32 and bfloat16 (benchmarks/inference.py). Each prints, and writes its
+# output under $OUT; a step that fails or runs out of time is reported and the next one still runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -508,8 +508,8 @@ class BTCHarmonyAnalyzer:
 
     @property
     def window_batch(self) -> int:
-        """Windows worth giving `analyze_windows` at once: all of a batch's with torch's CQT (one network call), 1
-        with librosa's, on the CPU, where batching buys nothing."""
+        """Windows worth giving `analyze_windows` at once: WINDOW_BATCH with torch's CQT (one network call for
+        them all), 1 with librosa's, on the CPU, where batching buys nothing."""
         from .harmony import WINDOW_BATCH
 
         return WINDOW_BATCH if self.recognizer.cqt == "torch" else 1

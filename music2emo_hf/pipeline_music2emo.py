@@ -290,7 +290,8 @@ class MusicEmotionPipeline(Pipeline):
         its share of the seconds), or the error, which is raised here too."""
         start = time.perf_counter()
         try:
-            windows = self.harmony.analyze_windows([chunk for chunk, _, _ in entries], self.feature_extractor.sampling_rate,
+            windows = self.harmony.analyze_windows([chunk for chunk, _, _ in entries],
+                                                   self.feature_extractor.sampling_rate,
                                                    [offset for _, offset, _ in entries])
         except BaseException as error:
             for _, _, future in entries:
@@ -349,10 +350,8 @@ class MusicEmotionPipeline(Pipeline):
 
         def flush():
             with _timed(timings, "backbone", model.device):
-                embeddings.append(self.backbone_runtime(torch.from_numpy(np.stack(pending))).to(model.device))
+                embeddings.append(self._embed_equal(pending))
                 pending.clear()
-            if _MALLOC_TRIM is not None and model.device.type == "cpu":
-                _MALLOC_TRIM(0)
 
         self.harmony  # made here, once, before any thread asks for it
         analysed = self._analysed_chunks(model_inputs["audio"], model_inputs["sampling_rate"], timings)
@@ -371,6 +370,13 @@ class MusicEmotionPipeline(Pipeline):
         results = [window.result() for window in windows]
         timings["harmony"] += sum(seconds for _, seconds in results)
         return self._track_outputs(torch.cat(embeddings), durations, [window for window, _ in results], timings)
+
+    def _embed_equal(self, chunks: list[np.ndarray]) -> torch.Tensor:
+        """The pooled embeddings of equal-length chunks, in one backbone call, on the model's device."""
+        embeddings = self.backbone_runtime(torch.from_numpy(np.stack(chunks))).to(self.model.device)
+        if _MALLOC_TRIM is not None and self.model.device.type == "cpu":
+            _MALLOC_TRIM(0)
+        return embeddings
 
     def _track_outputs(self, embeddings: torch.Tensor, durations: list[float], windows: list, timings) -> dict:
         """The heads over one track's chunk embeddings and its chord windows: what `postprocess` takes."""
@@ -449,8 +455,9 @@ class MusicEmotionPipeline(Pipeline):
         chunks: list[np.ndarray] = []
         try:
             model_inputs = self.preprocess(item, **preprocess_params)
-            with closing(self.feature_extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"])) as it:
-                for chunk in it:
+            stream = self.feature_extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"])
+            with closing(stream):
+                for chunk in stream:
                     if len(chunks) == limit:
                         return _Decoded(item, None, time.perf_counter() - start)
                     chunks.append(chunk)
@@ -463,17 +470,16 @@ class MusicEmotionPipeline(Pipeline):
         of its inputs runs again alone, so that only the input at fault gets an error."""
         batched = [decoded for decoded in group if decoded.chunks]
         try:
-            outputs = self._batch_outputs(batched, chunk_batch, harmony_pool) if batched else []
+            outputs = iter(self._batch_outputs(batched, chunk_batch, harmony_pool) if batched else ())
         except Exception:
             outputs = None
-        outputs_of = dict(zip(map(id, batched), outputs or ()))
         for decoded in group:
             if decoded.error is not None:
                 yield decoded.error
                 continue
             try:
-                if id(decoded) in outputs_of:
-                    yield self.postprocess(outputs_of[id(decoded)], **steps[2])
+                if decoded.chunks and outputs is not None:
+                    yield self.postprocess(next(outputs), **steps[2])
                 else:  # too long for a batch, or its batch failed
                     yield self.run_single(decoded.item, steps[0], {**steps[1], "chunk_batch_size": chunk_batch},
                                           steps[2])
@@ -486,8 +492,8 @@ class MusicEmotionPipeline(Pipeline):
         their chunks in backbone calls of up to `chunk_batch` chunks of one length."""
         model, rate = self.model, self.feature_extractor.sampling_rate
         chunks = [chunk for decoded in batched for chunk in decoded.chunks]
-        offsets = [offset for decoded in batched
-                   for offset in np.cumsum([0] + [len(chunk) for chunk in decoded.chunks[:-1]]) / rate]
+        offsets = [offset for decoded in batched  # added up as `_analysed_chunks` adds them: the same floats
+                   for offset in itertools.accumulate((len(c) / rate for c in decoded.chunks[:-1]), initial=0.0)]
 
         def chords(first: int, last: int):
             start = time.perf_counter()
@@ -504,20 +510,17 @@ class MusicEmotionPipeline(Pipeline):
                     rows = [row for row, chunk in enumerate(chunks) if len(chunk) == length]
                     for first in range(0, len(rows), chunk_batch):
                         part = rows[first : first + chunk_batch]
-                        audio = torch.from_numpy(np.stack([chunks[row] for row in part]))
-                        for row, embedding in zip(part, self.backbone_runtime(audio).to(model.device)):
+                        for row, embedding in zip(part, self._embed_equal([chunks[row] for row in part])):
                             embeddings[row] = embedding
-                        if _MALLOC_TRIM is not None and model.device.type == "cpu":
-                            _MALLOC_TRIM(0)
                 if model.device.type == "cuda":
                     torch.cuda.synchronize(model.device)
+                backbone_seconds = time.perf_counter() - start  # not the wait for the chords below
             except BaseException:
                 for part in parts:
                     part.cancel()
                 raise
             finally:
                 wait(parts)  # no chord work of this batch left running beside what comes next
-            backbone_seconds = time.perf_counter() - start
             windows = [window for part in parts for window in part.result()[0]]
             harmony_seconds = sum(part.result()[1] for part in parts)
             samples = sum(map(len, chunks))

@@ -45,8 +45,8 @@ HEAVY_FIXTURES = ("synthetic", "semantic")
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`--dist loadgroup`) the tests that use one of the HEAVY_FIXTURES go to one worker, which
     builds it once: the group mark is set before xdist's own hook reads it (`tryfirst`; xdist registers its hook
-    before this conftest loads, so it ran first and found no mark, and each worker built the fixtures itself). Tests that need real Hub weights run only where the Hub answers; elsewhere they are skipped,
-    never faked."""
+    before this conftest loads, so it ran first and found no mark, and each worker built the fixtures itself).
+    Tests that need real Hub weights run only where the Hub answers; elsewhere they are skipped, never faked."""
     from music2emo_hf.hub import hub_reachable
 
     for item in items:
