@@ -258,9 +258,9 @@ def save_btc_weights(source: str | os.PathLike, folder: str | os.PathLike) -> Pa
 def _cqt_bases(dtype: np.dtype):
     """librosa.cqt's filter bases for BTC's parameters (fmin C1 and tuning 0, librosa.cqt's defaults): the same for
     every block, so built once (librosa builds them on every call, half of the CQT's time)."""
-    import librosa
+    from .harmony import _vqt_octave_bases, load_librosa
 
-    from .harmony import _vqt_octave_bases
+    librosa = load_librosa()
 
     freqs = librosa.interval_frequencies(N_BINS, fmin=librosa.note_to_hz("C1"), intervals="equal",
                                          bins_per_octave=BINS_PER_OCTAVE)
@@ -271,9 +271,9 @@ def _cqt_bases(dtype: np.dtype):
 def _cqt_magnitude(piece: np.ndarray) -> np.ndarray:
     """|librosa.cqt(piece, sr=22050, n_bins=144, bins_per_octave=24, hop_length=2048)|, (144, frames), with the
     cached bases."""
-    import librosa
+    from .harmony import _octave_responses, load_librosa
 
-    from .harmony import _octave_responses
+    librosa = load_librosa()
 
     dtype = librosa.util.dtype_r2c(piece.dtype)
     downsample, octaves, norms = _cqt_bases(np.dtype(dtype))

