@@ -152,7 +152,7 @@ def write_predictions(rows: Iterator[dict], out: str | os.PathLike, split: str, 
 
 
 def _write_card(out: Path, split: str, count: int, features, about: Mapping[str, Any], data_file: str) -> None:
-    from .data.files import write_atomic
+    from .atomic import write_atomic
 
     columns = "\n".join(f"- `{name}`" for name in features if not name.startswith("mood:"))
     notes = f"\n**{about['warning']}**\n" if about.get("warning") else ""

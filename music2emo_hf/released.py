@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import umask, write_atomic
+
 RELEASED_REPO = "amaai-lab/music2emo"
 BACKBONE_REPO = "m-a-p/MERT-v1-95M"
 DEFAULT_CHECKPOINT = "J_all"
@@ -153,21 +155,6 @@ def _read_ref(reference: ReleasedReference) -> str | None:
     return commit if _COMMIT.match(commit) else None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; the cache may be shared
-    os.replace(temporary, path)
-
-
 def _commit_of(path: str) -> str:
     """The commit of a file in the Hub cache (`.../models--org--name/snapshots/<commit>/<file>`)."""
     parts = Path(path).parts
@@ -256,7 +243,7 @@ def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: s
     }
     say(f"converting {reference.filename} of {reference.repo}@{commit[:8]} (once; later runs load it from {folder})")
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
-    os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the cache may be shared
+    os.chmod(work, 0o777 & ~umask())  # mkdtemp makes it private; the cache may be shared
     try:
         model, extractor, details = convert_original(checkpoint_path, backbone, btc_weights)
         model.config.backbone_name_or_path = BACKBONE_REPO
@@ -272,7 +259,8 @@ def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: s
         raise
 
 
-def _note(message: str) -> None:
+def note(message: str) -> None:
+    """How a model's download or conversion (and a backbone's export) tells the user what takes time, by default."""
     print(f"music2emo: {message}", file=sys.stderr)
 
 
@@ -286,7 +274,7 @@ def _as_reference(reference: str | ReleasedReference) -> ReleasedReference:
 
 
 def fetch_release_file(reference: str | ReleasedReference, filename: str | None = None,
-                       say: Callable[[str], None] = _note) -> tuple[str, str]:
+                       say: Callable[[str], None] = note) -> tuple[str, str]:
     """(path in the Hub cache, commit) of a file of the release at the reference's revision (default: its
     checkpoint; BTC's weights are `btc.RELEASED_WEIGHTS`), downloaded if it is not cached."""
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
@@ -306,7 +294,7 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     return path, _commit_of(path)
 
 
-def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = _note) -> Path:
+def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = note) -> Path:
     """The local folder of the converted released model `reference`: from the cache when it is there (no network),
     else downloaded and converted once. `say` receives one-line notes (downloads, conversion, a rebuilt entry)."""
     from filelock import FileLock
@@ -331,7 +319,7 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = _no
             say(f"first use of {reference}. Terms: {LICENCES}")
             _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
     if not _COMMIT.match(reference.revision):
-        _write_atomically(_ref_file(reference), commit + "\n")
+        write_atomic(_ref_file(reference), commit + "\n")
     return folder
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .released import _note, _write_atomically
+from .atomic import write_atomic
+from .released import note
 
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 PRECISIONS = ("float32", "bfloat16", "int8", "auto")
@@ -306,14 +307,14 @@ def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
         answer = runtime(probe)
         checks[runtime.key] = {"cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
                                "max_abs_difference": (answer - reference).abs().max().item()}
-        _write_atomically(checks_file, json.dumps(checks, indent=2) + "\n")  # other processes may be reading it
+        write_atomic(checks_file, json.dumps(checks, indent=2) + "\n")  # other processes may be reading it
     if checks[runtime.key]["cosine"] < EXACT_COSINE:
         raise RuntimeUnavailable(f"{runtime.key} does not reproduce PyTorch on this model (cosine "
                                  f"{checks[runtime.key]['cosine']:.6f} < {EXACT_COSINE}); use runtime='torch'")
     return runtime
 
 
-def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", say: Callable[[str], None] = _note):
+def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", say: Callable[[str], None] = note):
     """What runs `model`'s backbone in the pipeline, given `runtime` (one of RUNTIMES) and `precision` (one of
     PRECISIONS; see `MusicEmotionPipeline`). `model` itself is left as it is."""
     if runtime not in RUNTIMES:

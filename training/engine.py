@@ -48,7 +48,7 @@ from music2emo_hf import (
 from music2emo_hf.configuration_music2emo import Music2EmoConfig, corpus_task
 from music2emo_hf.data.cached import CachedCorpus, collate, crop_chunks, label_priors
 from music2emo_hf.data.features import check_cache_fits
-from music2emo_hf.data.files import write_atomic
+from music2emo_hf.atomic import write_atomic
 from music2emo_hf.data.layout import FEATURES_DIR, SPLITS
 from music2emo_hf.losses import (
     KD_MODES,

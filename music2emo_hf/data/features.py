@@ -23,10 +23,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from ..atomic import write_atomic
 from ..feature_extraction_music2emo import Music2EmoFeatureExtractor
 from ..harmony import HarmonyAnalyzer
 from ..modeling_music2emo import Music2EmoModel
-from .files import TEMPORARY_SUFFIX, write_atomic
 from .layout import FEATURES_DIR
 
 MANIFEST = "manifest.json"
@@ -225,7 +225,6 @@ def load_track_features(
 
 __all__ = [
     "MANIFEST",
-    "TEMPORARY_SUFFIX",
     "backbone_fingerprint",
     "check_cache_fits",
     "check_manifest",

@@ -1,8 +1,7 @@
-"""File helpers shared by the data and training code: audio lookups, and writes that never leave half a file."""
+"""Finding a corpus's audio files by the names its annotations give."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS
@@ -16,17 +15,4 @@ def find_audio(folder: Path, name: str) -> str | None:
     return next((str(path.absolute()) for path in candidates if path.is_file()), None)
 
 
-TEMPORARY_SUFFIX = ".tmp"
-
-
-def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
-    """Write (text as UTF-8) beside the final name, then rename: a reader, or a run killed meanwhile, sees the old
-    file or the new one, never part of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
-    temporary.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    os.replace(temporary, path)
-
-
-__all__ = ["TEMPORARY_SUFFIX", "find_audio", "write_atomic"]
+__all__ = ["find_audio"]

@@ -22,11 +22,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import write_atomic
 from ..audio import AUDIO_EXTENSIONS, header_duration
 from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
-from .files import write_atomic
 from .layout import CLUSTERS_FILE, DATA_DIR, LOCAL_ONLY, REPORTS_DIR, SOURCES_FILE, SPLITS, read_sources
 from .schema import Track
 from .splits import DEFAULT_FRACTIONS, assign_splits, split_off

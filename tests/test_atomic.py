@@ -1,0 +1,23 @@
+"""The one atomic writer (atomic.py), which the data code, training and the shared model caches all use."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from music2emo_hf.atomic import umask, write_atomic
+
+
+def test_concurrent_writes_of_one_file_each_land_whole_and_leave_nothing_behind(tmp_path):
+    """Processes sharing a cache write the same small files (a revision's ref, the runtimes' checks) at once: the
+    file is always one writer's whole text, no temporary file stays, and it is as readable as a plain write makes it
+    (mkstemp's files are private)."""
+    target = tmp_path / "cache" / "checks.json"
+    texts = [json.dumps({"writer": i, "padding": "x" * 200_000}) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda text: write_atomic(target, text), texts * 4))
+    assert target.read_text(encoding="utf-8") in texts
+    assert [path.name for path in target.parent.iterdir()] == ["checks.json"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask()
+    write_atomic(target, b"\x00bytes")
+    assert target.read_bytes() == b"\x00bytes"
