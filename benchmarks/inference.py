@@ -20,8 +20,9 @@ trained here, `btc` for the authors' checkpoints (the default model). `default` 
 track's; the backbone stage alone in each runtime and precision (`--backbone-runs`), with its GFLOP per chunk
 (counted by torch's FlopCounterMode: matmuls, convolutions, attention), the GFLOP/s it achieves as a fraction of this
 machine's float32 matmul peak, measured in the same run (square sgemm, same threads), and the cosine of its
-embeddings to PyTorch float32's; what an export costs once and a set-up from the cache; and the chord accuracy of
-each harmony ensemble size on synthesized chords.
+embeddings to PyTorch float32's, and on a CPU the memory its calls take at their peak and keep after them; what an
+export costs once and a set-up from the cache; and the chord accuracy of each harmony ensemble size on synthesized
+chords.
 """
 
 from __future__ import annotations
@@ -82,6 +83,23 @@ def synthesize_track(path: Path, minutes: float, rate: int = 44100, seed: int = 
 
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def resident_mib() -> tuple[float, float] | None:
+    """(resident now, peak since the last `reset_peak`) in MiB, from /proc (Linux); None elsewhere."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def reset_peak() -> None:
+    """Start the peak of `resident_mib` from now (Linux's clear_refs 5); where that fails, the figures are omitted."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def load_pipeline(model_dir: str, device: str, options: dict):
@@ -212,6 +230,8 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str, runt
     try:
         audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, generator=torch.Generator().manual_seed(0))
         audio = audio.to(device)
+        reset_peak()
+        before = resident_mib()
         answer = run(audio)  # warm-up
         sync()
         seconds = float("inf")
@@ -220,6 +240,7 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str, runt
             run(audio)
             sync()
             seconds = min(seconds, time.perf_counter() - start)
+        after = resident_mib()
         with torch.no_grad():
             reference = model.embed_equal_chunks(audio)
             # counted on one chunk in the math attention: FlopCounterMode has no formula for the fused CPU
@@ -235,6 +256,9 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str, runt
                "cosine": float(cosine), "device": str(model.device)}
     if cuda:
         figures["device_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    elif before and after and after[1] >= before[0]:  # a peak below the start: clear_refs was refused
+        # what the runtime keeps after calls of this shape (OpenVINO keeps its buffers), and its peak during them
+        figures["held_mib"], figures["calls_peak_mib"] = after[0] - before[0], after[1] - before[0]
     return figures
 
 
@@ -471,7 +495,8 @@ def main() -> None:
                         print(f"{name:>20} batch {batch:>4}: {stage['error']}")
                         continue
                     memory = (f", device peak {stage['device_peak_mib']:.0f} MiB" if "device_peak_mib" in stage
-                              else "")
+                              else f", memory +{stage['calls_peak_mib']:.0f} MiB at the calls' peak, "
+                              f"+{stage['held_mib']:.0f} MiB kept after them" if "held_mib" in stage else "")
                     ran = "" if stage["runtime"] == runtime else f" (ran on {stage['runtime']})"
                     print(f"{name:>20} batch {batch:>4}: {stage['seconds']:8.3f} s per call, "
                           f"{stage['real_time']:7.1f}x real time, {stage['gflop'] / batch:.1f} GFLOP per chunk, "

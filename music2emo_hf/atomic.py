@@ -16,16 +16,25 @@ def umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
-    """Write (text as UTF-8) to a file of its own beside the final name, then rename: a reader, a run killed meanwhile
-    or another process writing the same file sees the old file or a new one, never part of one. The file gets the
-    permissions a plain write would (caches may be shared)."""
+def write_atomic(path: str | os.PathLike, content: str | bytes, concurrent: bool = False) -> None:
+    """Write (text as UTF-8) beside the final name, then rename: a reader, or a run killed meanwhile, sees the old file
+    or the new one, never part of one.
+
+    The temporary file is NAME.tmp, so a rerun overwrites what a killed run left (resumable jobs). With `concurrent`,
+    for files that processes sharing a cache may write at once, each write gets a file of its own (mkstemp), with
+    the permissions a plain write gives (the cache may be shared)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    if not concurrent:
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+        return
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
-            out.write(content.encode("utf-8") if isinstance(content, str) else content)
+            out.write(data)
         os.chmod(temporary, 0o666 & ~umask())
         os.replace(temporary, path)
     except BaseException:

@@ -319,7 +319,7 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = not
             say(f"first use of {reference}. Terms: {LICENCES}")
             _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
     if not _COMMIT.match(reference.revision):
-        write_atomic(_ref_file(reference), commit + "\n")
+        write_atomic(_ref_file(reference), commit + "\n", concurrent=True)
     return folder
 
 

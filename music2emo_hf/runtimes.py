@@ -307,7 +307,7 @@ def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
         answer = runtime(probe)
         checks[runtime.key] = {"cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
                                "max_abs_difference": (answer - reference).abs().max().item()}
-        write_atomic(checks_file, json.dumps(checks, indent=2) + "\n")  # other processes may be reading it
+        write_atomic(checks_file, json.dumps(checks, indent=2) + "\n", concurrent=True)  # processes share the cache
     if checks[runtime.key]["cosine"] < EXACT_COSINE:
         raise RuntimeUnavailable(f"{runtime.key} does not reproduce PyTorch on this model (cosine "
                                  f"{checks[runtime.key]['cosine']:.6f} < {EXACT_COSINE}); use runtime='torch'")

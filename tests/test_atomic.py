@@ -15,9 +15,19 @@ def test_concurrent_writes_of_one_file_each_land_whole_and_leave_nothing_behind(
     target = tmp_path / "cache" / "checks.json"
     texts = [json.dumps({"writer": i, "padding": "x" * 200_000}) for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda text: write_atomic(target, text), texts * 4))
+        list(pool.map(lambda text: write_atomic(target, text, concurrent=True), texts * 4))
     assert target.read_text(encoding="utf-8") in texts
     assert [path.name for path in target.parent.iterdir()] == ["checks.json"]
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask()
-    write_atomic(target, b"\x00bytes")
+    write_atomic(target, b"\x00bytes", concurrent=True)
     assert target.read_bytes() == b"\x00bytes"
+
+
+def test_a_rerun_overwrites_what_a_killed_write_left(tmp_path):
+    """Resumable jobs (features, prepared data, training state) write one file at a time: a run killed mid-write
+    leaves NAME.tmp, which the rerun's write of NAME replaces, so no debris stays."""
+    target = tmp_path / "2.safetensors"
+    target.with_name("2.safetensors.tmp").write_bytes(b"half a file")
+    write_atomic(target, b"whole")
+    assert [path.name for path in tmp_path.iterdir()] == ["2.safetensors"]
+    assert target.read_bytes() == b"whole"
