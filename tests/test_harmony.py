@@ -138,6 +138,7 @@ def test_networks_are_loaded_once_per_process():
     assert HarmonyAnalyzer(ensemble_size=1)._networks[0][0] is HarmonyAnalyzer(ensemble_size=3)._networks[0][0]
 
 
+@pytest.mark.slow
 def test_librosa_is_loaded_only_while_no_other_process_loads_it():
     """In a fresh environment two processes compiling librosa's cached gufuncs at once can leave a cache that crashes
     every later process (numba issue 10128; reproduced here on 4 of 6 tries with two processes): a process waits for
