@@ -422,6 +422,10 @@ class MusicEmotionPipeline(Pipeline):
         preprocess, forward, postprocess = self._sanitize_parameters(**parameters)
         steps = ({**self._preprocess_params, **preprocess}, {**self._forward_params, **forward},
                  {**self._postprocess_params, **postprocess})
+        return self._answers(inputs, batch_size, num_workers, steps)  # refused above at the call, not at first next()
+
+    def _answers(self, inputs: Iterable, batch_size: int, num_workers: int, steps) -> Iterator[dict | Exception]:
+        """`stream`'s answers, once its arguments are checked."""
         if batch_size == 1:  # each input streamed through as a call runs it: nothing to batch, nothing read ahead
             for item in inputs:
                 try:

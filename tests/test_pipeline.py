@@ -366,7 +366,9 @@ def test_inputs_analysed_together_give_the_answers_of_one_at_a_time_in_order(tin
     stopped.close()  # the consumer stops: the decoding threads stop with it
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("music2emo-harmony", "music2emo-decode"))]
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        next(pipe.stream(inputs, batch_size=0))
+        pipe.stream(inputs, batch_size=0)  # at the call, before anything is consumed
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        pipe((item for item in inputs), batch_size=2.5)  # a generator gives an iterator: refused at the call too
 
 
 def test_the_read_ahead_thread_keeps_order_raises_errors_and_stops_with_its_consumer():
