@@ -402,7 +402,7 @@ def music21_key(segments: Sequence[tuple[float, float, str]]):
     """The key music21 finds (`analyze('key')`) in the MIDI rendering of the timeline's chord tones, made as the
     authors made it but in memory; no key where they got none (no notes, or music21 failing). music21 reads the
     MIDI with its own translator and quantises the notes as it did for them, but skips the notation it then adds
-    (measures, ties, rests): that holds the same notes, and took 99 % of the time (40 s on a 30-minute timeline).
+    (measures, ties, rests): that holds the same notes, and took 95 % of the time (benchmarks/music21_key.py).
     Only where the two best keys tie (within KEY_TIE) does the whole reading decide, as it did for the authors."""
     from music21 import converter
     from music21 import midi as music21_midi
