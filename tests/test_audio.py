@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from music2emo_hf.audio import AudioDecodeError, load_audio, open_audio, resample
 
@@ -26,10 +27,18 @@ def test_integer_and_float_arrays_are_scaled_to_unit_range(dtype, scale):
 @pytest.mark.parametrize("channels_first", [True, False])
 def test_multichannel_arrays_are_mixed_to_mono_in_either_layout(channels, channels_first):
     mono = tone(0.5)
-    multi = np.stack([mono * (1 + 0.1 * c) for c in range(channels)], axis=0)
-    expected = multi.mean(axis=0)
+    multi = np.stack([mono * (1 + 0.1 * c) for c in range(channels)], axis=0).astype(np.float32)
     audio = load_audio(multi if channels_first else multi.T, 24000)
-    np.testing.assert_allclose(audio, expected, atol=1e-6)
+    np.testing.assert_array_equal(audio, multi.mean(axis=0, dtype=np.float32))  # numpy's float32 mean, bit for bit
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_multichannel_files_are_mixed_to_mono_as_numpy_averages_them(write_wav, channels):
+    rng = np.random.default_rng(channels)
+    frames = (rng.uniform(-0.5, 0.5, (24000, channels)) * rng.uniform(0.01, 1, channels)).astype(np.float32)
+    path = write_wav("multi.wav", frames, 24000)
+    written = sf.read(path, dtype="float32")[0]
+    np.testing.assert_array_equal(load_audio(str(path), 24000), written.mean(axis=1, dtype=np.float32))
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000, 96000, 192000])
