@@ -10,7 +10,9 @@ import contextlib
 import io
 import math
 import os
+import queue
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
@@ -137,22 +139,71 @@ class AudioStream:
             pending = [buffer[usable:]] if usable < len(buffer) else []
             pending_len = len(buffer) - usable
 
-        native = self._native_blocks()
+        # a file is read and mixed down in a thread while the resampler works: together they took 1.6 s of a
+        # 30-minute WAV's 1.9, one after the other
+        native = ahead(self._native_blocks(), 8, "music2emo-read") if resampler and self._file else self._native_blocks()
         done = False
-        while not done:
-            block = next(native, None)
-            done = block is None
-            if resampler is not None:
-                block = resampler.resample_chunk(np.zeros(0, np.float32) if done else block, last=done)
-            if block is not None and len(block):
-                pending.append(block)
-                pending_len += len(block)
-            if pending_len >= block_samples or done:
-                for out in drain(final=done):
-                    emitted += len(out)
-                    yield out
+        with contextlib.closing(native):
+            while not done:
+                block = next(native, None)
+                done = block is None
+                if resampler is not None:
+                    block = resampler.resample_chunk(np.zeros(0, np.float32) if done else block, last=done)
+                if block is not None and len(block):
+                    pending.append(block)
+                    pending_len += len(block)
+                if pending_len >= block_samples or done:
+                    for out in drain(final=done):
+                        emitted += len(out)
+                        yield out
         if emitted == 0:
             raise AudioDecodeError(f"{self.name}: the audio contains no samples.")
+
+
+def ahead(items: Iterator, depth: int = 2, name: str = "music2emo-ahead") -> Iterator:
+    """`items`, produced by a thread (`name`) up to `depth` ahead of the consumer: a file is read while its last
+    blocks are resampled, and decoding and the chord networks run while the backbone works on the previous chunk
+    (each releases the GIL in its numeric code). An error in the thread is raised here; if the consumer stops early,
+    the thread stops too."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            put((done, error))
+        finally:  # a generator stopped early runs its cleanup now, in the thread that ran it
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def describe(audio: AudioInput) -> str:
@@ -287,4 +338,4 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(audio, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioDecodeError", "AudioInput", "AudioStream", "describe", "load_audio", "open_audio", "resample"]
+__all__ = ["AUDIO_EXTENSIONS", "AudioDecodeError", "AudioInput", "AudioStream", "ahead", "describe", "load_audio", "open_audio", "resample"]

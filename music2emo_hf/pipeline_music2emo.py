@@ -10,8 +10,6 @@ import ctypes
 import ctypes.util
 import itertools
 import os
-import queue
-import threading
 import time
 import types
 from collections import deque
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
+from .audio import ahead
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import HarmonyAnalyzer
 from .runtimes import backbone_runtime
@@ -46,51 +45,6 @@ def _glibc_malloc_trim():
 
 
 _MALLOC_TRIM = _glibc_malloc_trim()
-
-
-def ahead(items: Iterator, depth: int = 2) -> Iterator:
-    """`items`, produced by a thread up to `depth` ahead of the consumer: decoding and the chord networks run while
-    the backbone works on the previous chunk (both release the GIL in their numeric code). An error in the thread is
-    raised here; if the consumer stops early, the thread stops too."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((done, None))
-        except BaseException as error:  # handed to the consumer, which raises it
-            put((done, error))
-        finally:  # a generator stopped early runs its cleanup now, in the thread that ran it
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name="music2emo-decode-harmony", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = slots.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 @contextmanager
@@ -355,7 +309,7 @@ class MusicEmotionPipeline(Pipeline):
 
         self.harmony  # made here, once, before any thread asks for it
         analysed = self._analysed_chunks(model_inputs["audio"], model_inputs["sampling_rate"], timings)
-        source = ahead(analysed) if self.overlap else analysed
+        source = ahead(analysed, name="music2emo-decode-harmony") if self.overlap else analysed
         with closing(source):  # if the backbone fails, the read-ahead thread and the harmony workers stop now
             for chunk, window in source:
                 windows.append(window)
@@ -663,4 +617,4 @@ def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: s
                          runtime="torch").save_pretrained(directory)  # torch: saving exports nothing
 
 
-__all__ = ["MusicEmotionPipeline", "harmony_for", "UNTRAINED_NOTE", "ahead", "save_model"]
+__all__ = ["MusicEmotionPipeline", "harmony_for", "UNTRAINED_NOTE", "save_model"]

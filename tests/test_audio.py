@@ -182,3 +182,28 @@ def test_the_sinc_resampler_feeds_the_chunks_of_a_file(write_wav):
     assert [len(c) for c in chunks] == [24000, 24000, 12000]
     with pytest.raises(ValueError, match="resampler must be one of"):
         Music2EmoFeatureExtractor(resampler="linear")
+
+
+def test_a_file_left_part_read_is_closed_with_its_reader_thread(write_wav):
+    import threading
+
+    path = write_wav("long.wav", tone(20.0, rate=44100, channels=2), 44100)
+    stream = open_audio(str(path))
+    blocks = stream.blocks(24000, 24000)
+    assert len(next(blocks)) == 24000  # read in a thread ahead of the resampler
+    blocks.close()
+    assert stream._file.closed
+    assert not [thread for thread in threading.enumerate() if thread.name == "music2emo-read"]
+
+
+def test_a_file_damaged_part_way_raises_from_the_reader_thread(tmp_path):
+    import threading
+
+    path = tmp_path / "damaged.flac"
+    sf.write(path, (np.random.default_rng(0).standard_normal((44100 * 20, 2)) * 0.1).astype(np.float32), 44100)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 20000] = bytes(20000)
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioDecodeError, match="damaged.flac: decoding failed part-way.*the file is damaged"):
+        load_audio(str(path), 24000)
+    assert not [thread for thread in threading.enumerate() if thread.name == "music2emo-read"]

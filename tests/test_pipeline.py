@@ -372,7 +372,7 @@ def test_inputs_analysed_together_give_the_answers_of_one_at_a_time_in_order(tin
 
 
 def test_the_read_ahead_thread_keeps_order_raises_errors_and_stops_with_its_consumer():
-    from music2emo_hf.pipeline_music2emo import ahead
+    from music2emo_hf.audio import ahead
 
     assert list(ahead(iter(range(50)))) == list(range(50))
 
