@@ -170,6 +170,27 @@ def test_the_key_is_the_one_music21_finds_in_its_whole_reading_of_the_midi():
     assert len({music21_key(segments) for segments in timelines}) > 2
 
 
+def test_the_key_leaves_the_garbage_collector_as_it_found_it_whatever_the_threads():
+    """The key pauses Python's cyclic garbage collector while music21 reads (its collections walked every object of
+    the process): on again after the last of several concurrent readings, and left off where the caller had it off."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from music2emo_hf.btc import music21_key
+
+    segments = merge_frames(np.repeat(np.random.default_rng(1).integers(0, 168, size=200), 9))
+    expected = music21_key(segments)
+    assert gc.isenabled()
+    with ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(music21_key, [segments] * 12)) == {expected}
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert music21_key(segments) == expected and not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_the_cqt_with_cached_bases_is_librosas_to_the_bit():
     """BTC's features as the authors computed them (librosa.cqt on each 10 s block), with the filter bases built once
     instead of per block: equal to the last bit on a real clip, noise, a block remainder of two samples and zeros."""
