@@ -151,9 +151,10 @@ def test_chord_tones_sound_as_in_the_authors_midi():
 
 
 def test_the_key_is_the_one_music21_finds_in_its_whole_reading_of_the_midi():
-    """`music21_key` skips the measures, ties and rests music21's MIDI reader adds after the notes (21x faster on a
-    30-minute timeline): the key must be the one its whole reading gives, as the authors' `converter.parse` did, on
-    timelines of every kind (held chords, fast changes, N and X, lengths whose notes quantise to thirds, ties)."""
+    """`music21_key` skips the measures, ties and rests music21's MIDI reader adds after the notes, and the `Key`
+    objects of the keys it ranks (47x faster on a 30-minute timeline): the key must be the one its whole reading
+    gives, as the authors' `converter.parse` did, on timelines of every kind (held chords, fast changes, N and X,
+    lengths whose notes quantise to thirds, ties)."""
     from music2emo_hf.btc import music21_key
 
     rng = np.random.default_rng(7)
