@@ -15,10 +15,13 @@ runtime of CPU_RUNTIMES that passes (ONNX Runtime for int8), and PyTorch otherwi
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import mmap
 import os
 import shutil
+import sys
 import uuid
 import warnings
 from collections.abc import Callable
@@ -314,6 +317,27 @@ def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
     return runtime
 
 
+MADV_PAGEOUT = 21  # Linux 5.4's madvise advice: reclaim these pages now (file pages are dropped, anonymous ones swapped)
+
+
+def _page_out(module: torch.nn.Module) -> None:
+    """Hand back to the kernel the pages of `module`'s weights, on Linux: read once to key the cache (`fingerprint`),
+    they stayed resident although an exported runtime runs the backbone (232 MiB of MERT-95M's file, mapped by
+    safetensors). A weight read again later is read from the file as before; memory that is not a file's (a model
+    made in memory) stays where it is unless there is swap, and its contents never change. Elsewhere, or where the
+    kernel refuses, nothing happens."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes, libc.madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    for tensor in module.state_dict().values():
+        storage = tensor.untyped_storage()
+        first = -(-storage.data_ptr() // mmap.PAGESIZE)  # whole pages inside the storage only
+        last = (storage.data_ptr() + storage.nbytes()) // mmap.PAGESIZE
+        if last > first and libc.madvise(first * mmap.PAGESIZE, (last - first) * mmap.PAGESIZE, MADV_PAGEOUT):
+            return  # refused (an older kernel): the rest would be too
+
+
 def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", say: Callable[[str], None] = note):
     """What runs `model`'s backbone in the pipeline, given `runtime` (one of RUNTIMES) and `precision` (one of
     PRECISIONS; see `MusicEmotionPipeline`). `model` itself is left as it is."""
@@ -349,7 +373,9 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
             try:
                 onnx_path = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
                 checked = _checked(_EXPORTED[name](onnx_path.with_name("backbone.onnx")), model)
-                return (_EXPORTED[name](onnx_path) if arithmetic == "int8" else checked).ready()
+                exported_runtime = (_EXPORTED[name](onnx_path) if arithmetic == "int8" else checked).ready()
+                _page_out(model.backbone)
+                return exported_runtime
             except RuntimeUnavailable as error:
                 if runtime != "auto":
                     raise
