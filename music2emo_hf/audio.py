@@ -141,7 +141,8 @@ class AudioStream:
 
         # a file is read and mixed down in a thread while the resampler works: together they took 1.6 s of a
         # 30-minute WAV's 1.9, one after the other
-        native = ahead(self._native_blocks(), 8, "music2emo-read") if resampler and self._file else self._native_blocks()
+        reading = resampler is not None and self._file is not None
+        native = ahead(self._native_blocks(), 8, "music2emo-read") if reading else self._native_blocks()
         done = False
         with contextlib.closing(native):
             while not done:

@@ -248,12 +248,14 @@ def test_the_weights_read_to_key_the_cache_are_handed_back_unchanged(tmp_path):
     back to the kernel (232 MiB of MERT-95M's mapped file stayed resident); what they hold does not change."""
     from music2emo_hf.runtimes import _page_out
 
-    path = tmp_path / "weights.pt"
-    torch.save(torch.nn.Linear(1024, 1024).state_dict(), path)
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file(torch.nn.Linear(1024, 1024).state_dict(), path)
     with open(path, "rb+") as file:  # written out, as a downloaded model is: the kernel keeps pages not yet written
         os.fsync(file.fileno())
     module = torch.nn.Linear(1024, 1024)
-    module.load_state_dict(torch.load(path, mmap=True), assign=True)  # the file's pages, as safetensors maps them
+    module.load_state_dict(load_file(path), assign=True)  # the file's pages, mapped as from_pretrained maps them
     before = {name: tensor.clone() for name, tensor in module.state_dict().items()}
     assert _resident_kib(path) >= 4000  # 4 MiB of weights, read by the clone
     _page_out(module)
