@@ -1,6 +1,6 @@
-"""The key of BTC's chord path: `btc.music21_key` (music21 reads the notes of the chord tones' MIDI, without the
-measures, ties and rests it would add) against the authors' whole reading (`tests.originals.whole_reading_key`), in
-speed and in answers.
+"""The key of BTC's chord path: `btc.music21_key` (the notes music21's MIDI reader makes of the chord tones' MIDI,
+made without music21, ranked as its key analyser ranks them) against the authors' whole reading
+(`tests.originals.whole_reading_key`), in speed and in answers.
 
     python benchmarks/music21_key.py                         # timing, and the same key on 1,000 + 100 timelines
     python benchmarks/music21_key.py --minutes 0.75 30 --short 0 --long 0

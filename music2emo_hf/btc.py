@@ -348,16 +348,19 @@ def chord_tone_notes(segments: Sequence[tuple[float, float, str]]) -> list[tuple
     segment only starts a run, so a timeline of one segment gives no notes."""
     from .harmony import PITCH_CLASSES, _QUALITY_INTERVALS
 
-    def present(label: str, pitch: int) -> int:
+    @functools.cache
+    def present(label: str) -> tuple[int, ...]:
+        """1 for each pitch class the chord holds, 0 for the others."""
         if label in ("N", "X"):
-            return int(label == "X")
+            return (int(label == "X"),) * 12
         root, _, quality = label.partition(":")
-        return int((pitch - PITCH_CLASSES.index(root)) % 12 in _QUALITY_INTERVALS[quality or "maj"])
+        return tuple(int((pitch - PITCH_CLASSES.index(root)) % 12 in _QUALITY_INTERVALS[quality or "maj"])
+                     for pitch in range(12))
 
     notes = []
     for pitch in range(12):
         for i, (start, end, label) in enumerate(segments):
-            value = present(label, pitch)
+            value = present(label)[pitch]
             if i == 0:
                 run_start, current = start, value
                 continue
@@ -397,8 +400,94 @@ def chord_tone_midi_file(segments: Sequence[tuple[float, float, str]]) -> bytes 
 
 
 # Two keys whose correlations are closer than this are a tie that the float rounding of music21's sums decides (a
-# symmetric chord-tone histogram, e.g. only diminished sevenths): the notes-only reading sums in another order.
+# symmetric chord-tone histogram, e.g. only diminished sevenths): only music21's whole reading answers those.
 KEY_TIE = 1e-9
+# The authors' MIDI file as pretty_midi writes it: 220 ticks per quarter note at 120 quarters per minute.
+TICKS_PER_QUARTER = 220
+_SECONDS_PER_TICK = 60.0 / (120.0 * TICKS_PER_QUARTER)
+_QUANTIZATION_DIVISORS = (4, 3)  # music21's MIDI reader quantises to 16ths and eighth-note triplets
+
+
+def chord_tone_elements(segments: Sequence[tuple[float, float, str]]) -> list[tuple[float, tuple[int, ...]]]:
+    """(quarter length, MIDI pitches) of each note and chord music21 reads from the authors' MIDI file of the chord
+    tones (`chord_tone_midi`), in its order: pretty_midi's ticks; music21's `midiTrackToStream`, which makes one
+    chord of the notes starting and ending within a 16th of the first (the chord lasting as its last note) and
+    quantises offsets and lengths (`Stream.quantize`, each length towards the next element's onset). The same
+    steps on plain tuples, with music21's own rounding functions: what its key analysis reads, without the
+    thousands of objects music21 makes for it (benchmarks/music21_key.py). A pitch's notes never overlap (each
+    lasts at least one frame, 40 ticks), so each note-on pairs with its own note-off."""
+    from music21.common import nearestMultiple, opFrac
+
+    def best_match(target: float, zero_allowed: bool = True, gap=0.0):
+        """`Stream.quantize`'s bestMatch: the grid point with the least gap left to the next onset, then the least
+        error, then the finer grid."""
+        found = []
+        for divisor in _QUANTIZATION_DIVISORS:
+            tick = 1 / divisor
+            match, error, signed_error = nearestMultiple(target, tick)
+            if not zero_allowed and match == 0.0:
+                match = tick
+                signed_error = round(target - match, 7)
+                error = abs(signed_error)
+            remaining = 0.0 if gap % tick == 0 else max(gap - match, 0.0)
+            found.append((remaining, error, tick, match, signed_error, divisor))
+        return min(found)[3]
+
+    notes = sorted(((round(start / _SECONDS_PER_TICK), round(end / _SECONDS_PER_TICK), pitch)
+                    for start, end, pitch in chord_tone_notes(segments)),
+                   key=lambda note: (note[0], note[2]))  # as pretty_midi orders the note-ons: by tick, then pitch
+    tolerance = TICKS_PER_QUARTER / max(_QUANTIZATION_DIVISORS)
+    gathered, elements = set(), []  # (onset tick, length in ticks, pitches)
+    for i, (on, off, pitch) in enumerate(notes):
+        if i in gathered:
+            continue
+        group = []
+        for j in range(i + 1, len(notes)):
+            other_on, other_off, _ = notes[j]
+            if not abs(other_on - on) < tolerance:
+                break
+            if abs(other_off - off) > tolerance:  # music21 puts it in another voice
+                continue
+            if not group:
+                group = [notes[i]]
+                gathered.add(i)
+            group.append(notes[j])
+            gathered.add(j)
+        last_on, last_off, _ = group[-1] if group else notes[i]
+        elements.append((on, last_off - last_on, tuple(p for _, _, p in group) or (pitch,)))
+    onsets = [best_match(float(opFrac(on / TICKS_PER_QUARTER))) for on, _, _ in elements]
+    read = []
+    for i, (_, ticks, pitches) in enumerate(elements):
+        length = float(opFrac(ticks / TICKS_PER_QUARTER))
+        following = next((onsets[j] for j in range(i + 1, len(onsets)) if onsets[j] > onsets[i]), None)
+        if following is None:
+            read.append((float(opFrac(best_match(length, zero_allowed=False))), pitches))
+        else:
+            gap = opFrac(following - opFrac(onsets[i]))
+            read.append((float(opFrac(best_match(length, zero_allowed=False, gap=gap))), pitches))
+    return read
+
+
+def music21_key(segments: Sequence[tuple[float, float, str]]):
+    """The key music21 finds (`analyze('key')`) in the MIDI rendering of the timeline's chord tones, as the authors
+    made and read it; no key where they got none (no notes). The notes and chords are those music21 reads
+    (`chord_tone_elements`), and the 24 keys are ranked as its analyser ranks them: the Pearson correlation of the
+    duration-weighted pitch-class histogram with each key's profile. Only where the two best keys tie (within
+    KEY_TIE, which the order of music21's float sums decides) does music21's whole reading of the file answer."""
+    from .harmony import Key, key_correlations
+
+    elements = chord_tone_elements(segments)
+    if not elements:
+        return Key(None)
+    histogram = np.zeros(12)
+    for length, pitches in elements:
+        for pitch in pitches:
+            histogram[pitch % 12] += length
+    ranked = sorted(zip(key_correlations(histogram).tolist(), range(24)), reverse=True)
+    (best, index), (second, _) = ranked[:2]
+    if not best - second > KEY_TIE:
+        return _whole_reading_key(segments)
+    return Key(index % 12, "major" if index < 12 else "minor")
 
 
 _COLLECTOR_LOCK = threading.Lock()
@@ -428,18 +517,10 @@ def _collector_paused():
 
 
 @_collector_paused()
-def music21_key(segments: Sequence[tuple[float, float, str]]):
-    """The key music21 finds (`analyze('key')`) in the MIDI rendering of the timeline's chord tones, made as the
-    authors made it but in memory; no key where they got none (no notes, or music21 failing). music21 reads the
-    MIDI with its own translator and quantises the notes as it did for them, but skips the notation it then adds
-    (measures, ties, rests): that holds the same notes, and took 95 % of the time (benchmarks/music21_key.py).
-    Its analyser ranks the 24 keys as `analyze('key')` does, without making a `Key` object of each (two thirds of
-    the time left on a 45 s timeline). Only where the two best keys tie (within KEY_TIE) does the whole reading
-    decide, as it did for the authors."""
+def _whole_reading_key(segments: Sequence[tuple[float, float, str]]):
+    """The key as the authors got it: music21 parses the whole MIDI file (`converter.parse`) and `analyze('key')`
+    answers; no key on any music21 failure, as their code fell back."""
     from music21 import converter
-    from music21 import midi as music21_midi
-    from music21.analysis.discrete import analysisClassFromMethodName
-    from music21.midi import translate
 
     from .harmony import Key
 
@@ -447,35 +528,10 @@ def music21_key(segments: Sequence[tuple[float, float, str]]):
     if data is None:
         return Key(None)
     try:
-        parsed = music21_midi.MidiFile()
-        parsed.readstr(data)
-        notes = _notes_only_part()()
-        (track,) = [track for track in parsed.tracks if track.hasNotes()]  # one instrument
-        translate.midiTrackToStream(track, ticksPerQuarter=parsed.ticksPerQuarterNote, inputM21=notes)
-        analyser = analysisClassFromMethodName("key")()  # what `analyze('key')` makes, and its getSolution's call
-        (tonic, mode, correlation), _ = analyser.process(notes.flatten(), storeAlternatives=True)
-        rivals = analyser.alternativeSolutions[:1]
-        if rivals and not correlation - rivals[0][2] > KEY_TIE:
-            found = converter.parseData(data, format="midi").analyze("key")
-            tonic, mode = found.tonic, found.mode
-    except Exception:  # the authors' code fell back to "no key" on any music21 failure
+        found = converter.parseData(data, format="midi").analyze("key")
+    except Exception:
         return Key(None)
-    return Key(tonic.pitchClass, mode) if mode in ("major", "minor") else Key(None)
-
-
-@functools.cache
-def _notes_only_part() -> type:
-    """A music21 Part that music21's MIDI translator fills with its notes, quantised, and leaves without measures,
-    ties and rests: the key analysis reads only the notes' pitches and lengths, which those do not change."""
-    from music21 import stream
-
-    class NotesOnlyPart(stream.Part):
-        def makeMeasures(self, *args, **kwargs):
-            return None
-
-        makeTies = makeRests = makeMeasures
-
-    return NotesOnlyPart
+    return Key(found.tonic.pitchClass, found.mode) if found.mode in ("major", "minor") else Key(None)
 
 
 class BTCChordRecognizer:
@@ -591,6 +647,7 @@ __all__ = [
     "BTCModel",
     "BTCWeightsError",
     "chord_label",
+    "chord_tone_elements",
     "chord_tone_midi",
     "chord_tone_midi_file",
     "chord_tone_notes",

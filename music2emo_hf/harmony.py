@@ -211,10 +211,20 @@ def estimate_key(chroma: np.ndarray) -> Key:
         raise ValueError(f"chroma must have 12 pitch classes, got shape {np.shape(chroma)}")
     if not np.isfinite(x).all() or x.sum() <= 0 or np.ptp(x) <= 1e-9 * np.abs(x).sum():
         return Key(None)
-    profiles = np.stack([np.roll(p, tonic) for p in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12)])
-    profiles = (profiles - profiles.mean(1, keepdims=True)) / profiles.std(1, keepdims=True)
-    best = int(np.argmax(profiles @ ((x - x.mean()) / x.std())))
+    best = int(np.argmax(key_correlations(x)))
     return Key(best % 12, "major" if best < 12 else "minor")
+
+
+def key_correlations(histogram: np.ndarray) -> np.ndarray:
+    """The Pearson correlation of a pitch-class histogram with each key's Aarden-Essen profile, rotated to its
+    tonic: C to B major, then C to B minor; 0 for a flat histogram, as music21 gives."""
+    centred = np.asarray(histogram, dtype=np.float64) - np.mean(histogram)
+    scale = np.sqrt((_CENTRED_PROFILES**2).sum(axis=1) * (centred**2).sum())
+    return np.divide(_CENTRED_PROFILES @ centred, scale, out=np.zeros(24), where=scale != 0)
+
+
+_CENTRED_PROFILES = np.stack([np.roll(p, tonic) for p in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12)])
+_CENTRED_PROFILES -= _CENTRED_PROFILES.mean(axis=1, keepdims=True)  # row i weighs pitch class j by p[(j - i) % 12]
 
 
 # Windows' temporary folder is the user's own; elsewhere the name carries the user's id.

@@ -150,11 +150,60 @@ def test_chord_tones_sound_as_in_the_authors_midi():
     assert chord_tone_notes([(0.0, 5.0, "C")]) == []
 
 
+def test_the_chord_tones_are_read_as_music21_reads_the_authors_midi():
+    """`chord_tone_elements` makes, without music21, the notes and chords music21's MIDI reader makes of the chord
+    tones' file (`midiTrackToStream`: notes starting and ending together become chords, offsets and lengths
+    quantised to 16ths and triplets): the same pitches with the same lengths, in its order. Chords changing every
+    frame (onsets closer than a 16th), lengths that quantise to thirds, and X (all twelve tones) are all here."""
+    from music21 import midi as music21_midi
+    from music21 import stream
+    from music21.midi import translate
+
+    from music2emo_hf.btc import chord_tone_elements, chord_tone_midi_file
+
+    class NotesOnly(stream.Part):  # the reader's notes, before it adds measures, ties and rests
+        def makeMeasures(self, *args, **kwargs):
+            return None
+
+        makeTies = makeRests = makeMeasures
+
+    rng = np.random.default_rng(3)
+    for frames, hold in [(120, 1), (200, 2), (300, 5), (90, 3)]:
+        top = np.repeat(rng.integers(0, 170, size=frames // hold + 1), hold)[:frames]
+        top[rng.random(frames) < 0.1] = 168
+        segments = merge_frames(top)
+        parsed = music21_midi.MidiFile()
+        parsed.readstr(chord_tone_midi_file(segments))
+        part = NotesOnly()
+        (track,) = [track for track in parsed.tracks if track.hasNotes()]
+        translate.midiTrackToStream(track, ticksPerQuarter=parsed.ticksPerQuarterNote, inputM21=part)
+        music21s = [(float(n.quarterLength), tuple(p.midi for p in n.pitches)) for n in part.flatten().notes]
+        assert chord_tone_elements(segments) == music21s
+        assert any(len(pitches) > 1 for _, pitches in music21s)  # chords, not only notes
+        assert any(length % 0.25 for length, _ in music21s)  # triplet lengths
+
+
+def test_the_keys_are_ranked_on_music21s_profiles():
+    """The key profiles are those of music21's `analyze('key')` analyser (Aarden-Essen), the correlations its
+    Pearson coefficients, 24 keys C..B major then minor."""
+    from music21.analysis.discrete import analysisClassFromMethodName
+
+    from music2emo_hf.harmony import key_correlations
+
+    analyser = analysisClassFromMethodName("key")()
+    histogram = [3.0, 0, 1.5, 0, 2.25, 1.0, 0, 2.0, 0, 1.0, 0, 0.5]
+    expected = [correlation for mode in ("major", "minor")
+                for correlation in analyser._getDifference(analyser._convoluteDistribution(histogram, mode),
+                                                           histogram, mode)]
+    np.testing.assert_allclose(key_correlations(np.array(histogram)), expected, rtol=0, atol=1e-12)
+    assert not key_correlations(np.ones(12)).any()
+
+
 def test_the_key_is_the_one_music21_finds_in_its_whole_reading_of_the_midi():
-    """`music21_key` skips the measures, ties and rests music21's MIDI reader adds after the notes, and the `Key`
-    objects of the keys it ranks (47x faster on a 30-minute timeline): the key must be the one its whole reading
-    gives, as the authors' `converter.parse` did, on timelines of every kind (held chords, fast changes, N and X,
-    lengths whose notes quantise to thirds, ties)."""
+    """`music21_key` ranks the keys as music21's `analyze('key')` does, on the notes its MIDI reader makes: the key
+    must be the one music21's whole reading of the file gives, as the authors' `converter.parse` did, on timelines
+    of every kind (held chords, fast changes, chords changing every frame, N and X, lengths whose notes quantise to
+    thirds, ties)."""
     from music2emo_hf.btc import music21_key
 
     rng = np.random.default_rng(7)
@@ -163,8 +212,14 @@ def test_the_key_is_the_one_music21_finds_in_its_whole_reading_of_the_midi():
         top = np.repeat(rng.choice(rng.integers(0, 170, size=chords), size=frames // hold + 1), hold)[:frames]
         top[rng.random(frames) < 0.1] = rng.choice([168, 169])  # X or N here and there
         timelines.append(merge_frames(top))
+    for _ in range(40):  # short timelines of chords held 1 to 3 frames, some changed for a single frame
+        frames, hold = int(rng.integers(2, 150)), int(rng.integers(1, 4))
+        top = np.repeat(rng.choice(rng.integers(0, 170, size=5), size=frames // hold + 1), hold)[:frames]
+        flips = rng.random(frames) < 0.2
+        top[flips] = rng.integers(0, 170, size=flips.sum())
+        timelines.append(merge_frames(top))
     # only diminished sevenths (A#:dim7, C:dim7): the histogram is symmetric, the best keys tie, and the order of
-    # music21's sums decides; the notes-only reading sums in another order and would answer F, not B
+    # music21's sums decides (B here, where the same sums in another order give F): its whole reading answers
     timelines.append(merge_frames(np.repeat(np.random.default_rng(0).choice([150, 10], size=243), 9)[:2184]))
     for segments in timelines:
         assert music21_key(segments) == whole_reading_key(segments), segments
@@ -172,16 +227,17 @@ def test_the_key_is_the_one_music21_finds_in_its_whole_reading_of_the_midi():
 
 
 def test_the_key_leaves_the_garbage_collector_as_it_found_it_whatever_the_threads():
-    """The key pauses Python's cyclic garbage collector while music21 reads (its collections walked every object of
-    the process): on again after the last of several concurrent readings, and left off where the caller had it off."""
+    """Where the best keys tie and music21 reads the whole file, Python's cyclic garbage collector is paused (its
+    collections walked every object of the process): on again after the last of several concurrent readings, and
+    left off where the caller had it off."""
     import gc
     from concurrent.futures import ThreadPoolExecutor
 
     from music2emo_hf.btc import music21_key
 
-    segments = merge_frames(np.repeat(np.random.default_rng(1).integers(0, 168, size=200), 9))
+    segments = merge_frames(np.repeat(np.random.default_rng(0).choice([150, 10], size=24), 9))  # a tie
     expected = music21_key(segments)
-    assert gc.isenabled()
+    assert expected == whole_reading_key(segments) and gc.isenabled()
     with ThreadPoolExecutor(4) as pool:
         assert set(pool.map(music21_key, [segments] * 12)) == {expected}
     assert gc.isenabled()
