@@ -1,6 +1,6 @@
 """The key of BTC's chord path: `btc.music21_key` (the notes music21's MIDI reader makes of the chord tones' MIDI,
 made without music21, ranked as its key analyser ranks them) against the authors' whole reading
-(`tests.originals.whole_reading_key`), in speed and in answers.
+(`btc.whole_reading_key`), in speed and in answers.
 
     python benchmarks/music21_key.py                         # timing, and the same key on 1,000 + 100 timelines
     python benchmarks/music21_key.py --minutes 0.75 30 --short 0 --long 0
@@ -21,8 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from music2emo_hf.btc import FRAME_SECONDS, merge_frames, music21_key  # noqa: E402
-from tests.originals import whole_reading_key  # noqa: E402
+from music2emo_hf.btc import FRAME_SECONDS, merge_frames, music21_key, whole_reading_key  # noqa: E402
 
 
 def random_timeline(seed: int, max_frames: int) -> list[tuple[float, float, str]]:

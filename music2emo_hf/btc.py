@@ -460,12 +460,22 @@ def chord_tone_elements(segments: Sequence[tuple[float, float, str]]) -> list[tu
     for i, (_, ticks, pitches) in enumerate(elements):
         length = float(opFrac(ticks / TICKS_PER_QUARTER))
         following = next((onsets[j] for j in range(i + 1, len(onsets)) if onsets[j] > onsets[i]), None)
-        if following is None:
-            read.append((float(opFrac(best_match(length, zero_allowed=False))), pitches))
-        else:
-            gap = opFrac(following - opFrac(onsets[i]))
-            read.append((float(opFrac(best_match(length, zero_allowed=False, gap=gap))), pitches))
+        gap = 0.0 if following is None else opFrac(following - opFrac(onsets[i]))
+        read.append((float(opFrac(best_match(length, zero_allowed=False, gap=gap))), pitches))
     return read
+
+
+def chord_tone_histogram(segments: Sequence[tuple[float, float, str]]) -> np.ndarray | None:
+    """Quarter notes of each pitch class in music21's reading of the chord tones (`chord_tone_elements`), as its
+    key analysis weighs them; None when there are no notes."""
+    elements = chord_tone_elements(segments)
+    if not elements:
+        return None
+    histogram = np.zeros(12)
+    for length, pitches in elements:
+        for pitch in pitches:
+            histogram[pitch % 12] += length
+    return histogram
 
 
 def music21_key(segments: Sequence[tuple[float, float, str]]):
@@ -476,17 +486,13 @@ def music21_key(segments: Sequence[tuple[float, float, str]]):
     KEY_TIE, which the order of music21's float sums decides) does music21's whole reading of the file answer."""
     from .harmony import Key, key_correlations
 
-    elements = chord_tone_elements(segments)
-    if not elements:
+    histogram = chord_tone_histogram(segments)
+    if histogram is None:
         return Key(None)
-    histogram = np.zeros(12)
-    for length, pitches in elements:
-        for pitch in pitches:
-            histogram[pitch % 12] += length
     ranked = sorted(zip(key_correlations(histogram).tolist(), range(24)), reverse=True)
     (best, index), (second, _) = ranked[:2]
     if not best - second > KEY_TIE:
-        return _whole_reading_key(segments)
+        return whole_reading_key(segments)
     return Key(index % 12, "major" if index < 12 else "minor")
 
 
@@ -517,9 +523,10 @@ def _collector_paused():
 
 
 @_collector_paused()
-def _whole_reading_key(segments: Sequence[tuple[float, float, str]]):
-    """The key as the authors got it: music21 parses the whole MIDI file (`converter.parse`) and `analyze('key')`
-    answers; no key on any music21 failure, as their code fell back."""
+def whole_reading_key(segments: Sequence[tuple[float, float, str]]):
+    """The key as the authors' inference got it from a chord timeline: its chord tones as MIDI, read back whole by
+    music21 (`converter.parse`: notes, then measures, ties and rests) and `analyze('key')`; no key on no notes or
+    on any music21 failure, as their code fell back. The reference `music21_key` is checked against."""
     from music21 import converter
 
     from .harmony import Key
@@ -648,6 +655,7 @@ __all__ = [
     "BTCWeightsError",
     "chord_label",
     "chord_tone_elements",
+    "chord_tone_histogram",
     "chord_tone_midi",
     "chord_tone_midi_file",
     "chord_tone_notes",
@@ -656,4 +664,5 @@ __all__ = [
     "music21_key",
     "read_btc_weights",
     "save_btc_weights",
+    "whole_reading_key",
 ]

@@ -219,22 +219,3 @@ def hub_cache_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: st
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return repo
-
-
-def whole_reading_key(segments):
-    """The key as the authors' inference got it from a chord timeline: its chord tones as MIDI, read back whole by
-    music21 (`converter.parse`: notes, then measures, ties and rests) and `analyze('key')`; no key on no notes or
-    any music21 failure."""
-    from music21 import converter
-
-    from music2emo_hf.btc import chord_tone_midi_file
-    from music2emo_hf.harmony import Key
-
-    data = chord_tone_midi_file(segments)
-    if data is None:
-        return Key(None)
-    try:
-        found = converter.parseData(data, format="midi").analyze("key")
-    except Exception:
-        return Key(None)
-    return Key(found.tonic.pitchClass, found.mode) if found.mode in ("major", "minor") else Key(None)
