@@ -139,7 +139,7 @@ def child_pipeline(model_dir: str, tracks: list[str], device: str, option: str, 
                  moods=np.array([m["score"] for m in sorted(first["moods"], key=lambda m: m["label"])]),
                  va=np.array([first["valence"], first["arousal"]]))
     return {"duration": sum(sf.info(t).duration for t in tracks), "wall": wall, "peak_mib": peak_mib(),
-            "timings": timings, "device": str(pipe.model.device)}
+            "timings": timings, "device": str(pipe.model.device), "runtime": pipe.backbone_runtime.name}
 
 
 def authors_chord_path(model_dir: str, track: str, device: str) -> None:
@@ -357,16 +357,26 @@ def row(name: str, figures: dict, naive: dict | None, detail: str = "") -> str:
             f"{speed_up}  {detail}")
 
 
-def limit(track: dict, chunk_gflop: float, peak_gflops: float) -> str:
+def limit(track: dict, chunk_gflop: float, peak_gflops: float, stage_seconds: float | None) -> str:
     """The fastest any exact float32 runtime could run the track here: its backbone stage alone (its chunks, at
-    `chunk_gflop` each) at 100 % of the matmul peak, with nothing else to do; as a speed-up over the naive baseline,
-    beside the default's."""
-    floor = track["naive"]["chunks"] * chunk_gflop / peak_gflops
+    `chunk_gflop` each) at 100 % of the matmul peak, with nothing else to do; then the same at the speed the default's
+    runtime ran the stage alone in this run (`stage_seconds` per chunk, batch 1). Each as a speed-up over the naive
+    baseline, beside the default's."""
+    chunks, runtime, timings = track["naive"]["chunks"], track["default"]["runtime"], track["default"]["timings"]
+    floor = chunks * chunk_gflop / peak_gflops
     naive, default = track["naive"]["wall"], track["default"]["wall"]
-    return (f"limit: the {track['minutes']:g}-minute track's backbone stage ({track['naive']['chunks']} chunks of "
-            f"{chunk_gflop:.1f} GFLOP) at 100 % of the peak takes {floor:.2f} s, so no exact float32 run can be "
-            f"faster here than {naive / floor:.2f}x the naive baseline; the default runs at {naive / default:.2f}x, "
+    said = (f"limit: the {track['minutes']:g}-minute track's backbone stage ({chunks} chunks of {chunk_gflop:.1f} "
+            f"GFLOP) at 100 % of the peak takes {floor:.2f} s, so no exact float32 run can be faster here than "
+            f"{naive / floor:.2f}x the naive baseline; the default runs at {naive / default:.2f}x, "
             f"{floor / default:.0%} of that limit")
+    if stage_seconds:
+        stage = chunks * stage_seconds
+        said += (f"\nat the speed {runtime} ran the stage alone above ({stage_seconds:.2f} s per chunk), the "
+                 f"chunks alone take {stage:.2f} s: the default can be at most {naive / stage:.2f}x the naive "
+                 f"baseline with its runtime, before its chords and decoding "
+                 f"({timings['harmony'] + timings['decode']:.2f} s in their threads) take their share of the same "
+                 f"cores; it runs at {stage / default:.0%} of that")
+    return said
 
 
 def make_model(scratch: Path, config: str, harmony: str) -> Path:
@@ -450,7 +460,7 @@ def main() -> None:
               f"torch threads: {args.threads or torch.get_num_threads()}   torch {torch.__version__}")
         header = (f"{'':>22} {'decode':>7} {'harmony':>8} {'backbone':>9} {'heads':>6} {'wall s':>8} {'x real':>8} "
                   f"{'peak MiB':>8} {'vs naive':>7}  fidelity vs default")
-        single_rate = limit_track = None
+        single_rate, limit_tracks = None, {}  # per chord path: its default on the first track
         for minutes in args.minutes:
             track = scratch / f"track_{minutes:g}min.wav"
             synthesize_track(track, minutes)
@@ -466,9 +476,11 @@ def main() -> None:
                     figures = run_child("pipeline", str(path_dir), option, str(answers), "1", str(track), *flags)
                     detail = fidelity(reference, answers) if option != "default" and reference.exists() else ""
                     print(row(option, figures, naive, detail))
-                    if option == "default" and minutes == args.minutes[0] and path_dir == model_dir:
-                        single_rate = figures["duration"] / figures["wall"]
-                        limit_track = {"minutes": minutes, "naive": naive, "default": figures}
+                    if option == "default" and minutes == args.minutes[0]:
+                        if naive:
+                            limit_tracks[path] = {"minutes": minutes, "naive": naive, "default": figures}
+                        if path_dir == model_dir:
+                            single_rate = figures["duration"] / figures["wall"]
             track.unlink()
         if args.folder:
             folder = scratch / "folder"
@@ -485,7 +497,7 @@ def main() -> None:
                 share = f"{rate / single_rate:.0%} of the single track's rate" if single_rate else ""
                 print(row(f"{option}, batch {batch_size}", figures, None, share))
         if args.backbone_batches:
-            peak, chunk_gflop = run_child("peak", *flags), None
+            peak, chunk_gflop, stage_seconds = run_child("peak", *flags), None, {}
             print(f"\nbackbone stage alone, equal-length 30 s chunks per call ({args.device}); this machine's float32 "
                   f"matmul peak, same threads: {peak['gflops']:.1f} GFLOP/s ({peak['size']}x{peak['size']} sgemm, best "
                   "of 5)")
@@ -507,8 +519,11 @@ def main() -> None:
                           f"matmul peak, cos to torch float32 {stage['cosine']:.6f}{memory}{ran}")
                     if batch == 1:  # the same for every run: counted on the PyTorch model
                         chunk_gflop = chunk_gflop or stage["gflop"]
-            if limit_track and limit_track["naive"] and chunk_gflop:
-                print(limit(limit_track, chunk_gflop, peak["gflops"]))
+                        if precision == "float32" and stage["runtime"] == runtime:
+                            stage_seconds[runtime] = stage["seconds"]
+            for path, limited in limit_tracks.items() if chunk_gflop else ():
+                print(f"{path} chords: " + limit(limited, chunk_gflop, peak["gflops"],
+                                                 stage_seconds.get(limited["default"]["runtime"])))
             if args.device == "cpu":
                 costs = run_child("export", str(model_dir), *flags)
                 print("set-up of the exported runtimes (with a first call on 1 s): "
