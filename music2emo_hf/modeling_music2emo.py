@@ -16,7 +16,11 @@ import torch
 from torch import nn
 from transformers import HubertConfig, HubertModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.models.hubert.modeling_hubert import HubertPositionalConvEmbedding
+from transformers.models.hubert.modeling_hubert import (
+    HubertFeatureEncoder,
+    HubertGroupNormConvLayer,
+    HubertPositionalConvEmbedding,
+)
 from transformers.utils import ModelOutput, cached_file
 from transformers.utils import logging as hf_logging
 
@@ -75,9 +79,86 @@ class Float32PositionalConvEmbedding(HubertPositionalConvEmbedding):
         return super().forward(hidden_states)
 
 
-def with_float32_positional(backbone: HubertModel) -> HubertModel:
-    """`backbone`, its positional convolution made a `Float32PositionalConvEmbedding` in place."""
+# Output frames the front end computes at a time at inference: 1.7 s of MERT's 24 kHz audio. On a 30 s chunk the
+# front end's activations, held whole, took OpenVINO 720 MiB (its first layer's output alone is 281 MiB in float32);
+# in segments of 128 frames, 180 MiB, in the same time or less (docs/speed-and-memory.md).
+SEGMENT_FRAMES = 128
+
+
+class SegmentedFeatureEncoder(HubertFeatureEncoder):
+    """MERT's convolutional front end, run at inference over SEGMENT_FRAMES output frames of audio at a time, so that
+    no activation of a whole chunk is held. The same features: the first layer's group norm takes its statistics
+    over the whole chunk, and they are computed first, by that convolution alone, segment by segment; every later
+    layer sees only its receptive field. Training runs the whole chunk, as Hubert does. Same weights and state dict.
+
+    Given front-end features, (chunks, channels, frames), instead of (chunks, samples) audio, it passes them through:
+    how the rest of the backbone runs on features an exported front end computed (`runtimes.py`)."""
+
+    def forward(self, input_values):
+        if input_values.dim() == 3:
+            return input_values
+        return super().forward(input_values) if self.training else self.segmented(input_values)
+
+    @property
+    def frame_field(self) -> tuple[int, int]:
+        """(receptive field, hop) of one output frame, in samples (400 and 320 for MERT)."""
+        field, hop = 1, 1
+        for layer in self.conv_layers:
+            field += (layer.conv.kernel_size[0] - 1) * hop
+            hop *= layer.conv.stride[0]
+        return field, hop
+
+    def first_norm(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chunks, samples) audio -> the first layer's norm over the whole of each chunk as a (chunks, channels, 1)
+        scale and shift; for a front end normalised per frame (Hubert's "layer" norm), ones and zeros."""
+        first = self.conv_layers[0]
+        if not isinstance(first, HubertGroupNormConvLayer):
+            ones = audio.new_ones(len(audio), first.conv.out_channels, 1, dtype=first.conv.weight.dtype)
+            return ones, torch.zeros_like(ones)
+        kernel, stride = first.conv.kernel_size[0], first.conv.stride[0]
+        span = SEGMENT_FRAMES * self.frame_field[1] // stride  # the first layer's frames in one segment
+        frames = (audio.shape[-1] - kernel) // stride + 1
+        parts = []  # each segment's frame count, mean and sum of squared deviations (combined exactly below)
+        for start in range(0, frames, span):
+            end = min(start + span, frames)
+            output = first.conv(audio[:, None, start * stride:(end - 1) * stride + kernel]).float()
+            variance, mean = torch.var_mean(output, dim=-1, correction=0, keepdim=True)
+            parts.append((end - start, mean, variance * (end - start)))
+        mean = sum(count * part_mean for count, part_mean, _ in parts) / frames
+        variance = sum(squares + count * (part_mean - mean) ** 2 for count, part_mean, squares in parts) / frames
+        norm = first.layer_norm
+        scale = norm.weight[:, None] * torch.rsqrt(variance + norm.eps)
+        return scale.to(norm.weight.dtype), (norm.bias[:, None] - mean * scale).to(norm.weight.dtype)
+
+    def segment(self, audio: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """(chunks, samples) audio spanning some frames' receptive fields -> those frames' (chunks, channels,
+        frames) features, the first layer normalised by `first_norm`'s scale and shift (what exported runtimes run
+        as their front end)."""
+        first, hidden = self.conv_layers[0], audio[:, None]
+        if isinstance(first, HubertGroupNormConvLayer):
+            hidden = first.activation(first.conv(hidden) * scale + shift)
+        else:
+            hidden = first(hidden) * scale + shift
+        for layer in self.conv_layers[1:]:
+            hidden = layer(hidden)
+        return hidden
+
+    def segmented(self, audio: torch.Tensor, segment=None) -> torch.Tensor:
+        """(chunks, samples) audio -> (chunks, channels, frames) features, SEGMENT_FRAMES frames at a time by
+        `segment` (default `self.segment`; an exported runtime passes its own)."""
+        segment = segment or self.segment
+        field, hop = self.frame_field
+        frames = (audio.shape[-1] - field) // hop + 1
+        scale, shift = self.first_norm(audio)
+        return torch.cat([segment(audio[:, start * hop:(min(start + SEGMENT_FRAMES, frames) - 1) * hop + field],
+                                  scale, shift) for start in range(0, frames, SEGMENT_FRAMES)], dim=-1)
+
+
+def adapted_backbone(backbone: HubertModel) -> HubertModel:
+    """`backbone` with its positional convolution made a `Float32PositionalConvEmbedding` and its front end a
+    `SegmentedFeatureEncoder`, in place."""
     backbone.encoder.pos_conv_embed.__class__ = Float32PositionalConvEmbedding
+    backbone.feature_extractor.__class__ = SegmentedFeatureEncoder
     return backbone
 
 
@@ -242,7 +323,7 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
 
     def __init__(self, config: Music2EmoConfig):
         super().__init__(config)
-        self.backbone = with_float32_positional(HubertModel(config.backbone_config))
+        self.backbone = adapted_backbone(HubertModel(config.backbone_config))
         self.chord_encoder = Music2EmoChordEncoder(config)
         if config.standardize_embeddings:
             self.register_buffer("embedding_mean", torch.zeros(config.embedding_dim))
@@ -307,7 +388,7 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            model.backbone = with_float32_positional(
+            model.backbone = adapted_backbone(
                 HubertModel.from_pretrained(backbone_name_or_path, config=backbone_config, local_files_only=offline)
             )
         finally:
@@ -344,8 +425,9 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         return embeddings
 
     def embed_equal_chunks(self, input_values: torch.Tensor, layers: Sequence[int] | None = None) -> torch.Tensor:
-        """`embed_chunks` for chunks that all run at their full length: the graph that inference runtimes export
-        (`runtimes.py`), with no data-dependent shapes."""
+        """`embed_chunks` for chunks that all run at their full length, with no data-dependent shapes. Takes
+        (chunks, samples) audio, or the (chunks, channels, frames) features of the backbone's front end: from those,
+        the graph that inference runtimes export (`runtimes.py`)."""
         layers = self.config.pooled_layers if layers is None else list(layers)
         depth = max(layers)
         with self._backbone_up_to(depth):

@@ -2,9 +2,11 @@
 Runtime).
 
 The backbone's pooled stage (`Music2EmoModel.embed_equal_chunks`: the layers up to the deepest pooled one and their
-time means) is exported to ONNX once per set of weights and kept in a cache keyed by those weights' content, so a
-new process, or another folder holding the same model, pays nothing again; OpenVINO also caches its compiled form
-there. The cache is `$MUSIC2EMO_COMPILED_CACHE`, or `music2emo-hf/compiled` under HF_HOME.
+time means) is exported to ONNX once per set of weights, as two graphs: the convolutional front end over one segment
+of audio (`SegmentedFeatureEncoder.segment`, run segment by segment as PyTorch does, so that no whole chunk's
+activations are held) and the rest, from the front end's features. They are kept in a cache keyed by the weights'
+content, so a new process, or another folder holding the same model, pays nothing again; OpenVINO also caches its
+compiled form there. The cache is `$MUSIC2EMO_COMPILED_CACHE`, or `music2emo-hf/compiled` under HF_HOME.
 
 An exported runtime is used only once its float32 graph has matched PyTorch float32 on a probe signal (every pooled
 embedding at a cosine >= EXACT_COSINE), which also vouches for the int8 graph made from it (approximate by design:
@@ -43,7 +45,8 @@ PRECISIONS = ("float32", "bfloat16", "int8", "auto")
 CPU_RUNTIMES = {"float32": ("openvino", "onnxruntime"), "int8": ("onnxruntime",)}
 EXACT_COSINE = 0.99999
 # Raised when the exported graphs change, so that entries made by an older exporter are made again.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
+FRONT_END, ENCODER, ENCODER_INT8 = "front_end.onnx", "encoder.onnx", "encoder-int8.onnx"
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -118,23 +121,40 @@ def _evaluating(model):
         model.train(training)
 
 
-class _PooledStage(torch.nn.Module):
+class _FrontEndStage(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.front_end = model.backbone.feature_extractor
+
+    def forward(self, audio, scale, shift):
+        return self.front_end.segment(audio, scale, shift)
+
+
+class _EncoderStage(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, audio):
-        return self.model.embed_equal_chunks(audio)
+    def forward(self, features):
+        return self.model.embed_equal_chunks(features)
 
 
-def _export(model, onnx_path: Path) -> None:
-    """The pooled stage as ONNX (TorchScript exporter; batch and length dynamic), in float32."""
+def _export(model, folder: Path) -> None:
+    """The pooled stage as ONNX (TorchScript exporter; batch and length dynamic), in float32: FRONT_END and ENCODER
+    in `folder`."""
     example = 0.1 * torch.randn(1, 2 * model.config.sampling_rate, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), torch.no_grad(), _evaluating(model):
         warnings.simplefilter("ignore")
-        torch.onnx.export(_PooledStage(model), (example,), str(onnx_path), input_names=["audio"],
-                          output_names=["embeddings"], dynamic_axes={"audio": {0: "chunks", 1: "samples"}},
+        front_end = model.backbone.feature_extractor
+        scale, shift = front_end.first_norm(example)
+        torch.onnx.export(_FrontEndStage(model), (example, scale, shift), str(folder / FRONT_END),
+                          input_names=["audio", "scale", "shift"], output_names=["features"],
+                          dynamic_axes={"audio": {0: "chunks", 1: "samples"}, "scale": {0: "chunks"},
+                                        "shift": {0: "chunks"}, "features": {0: "chunks", 2: "frames"}},
                           dynamo=False)
+        torch.onnx.export(_EncoderStage(model), (front_end(example),), str(folder / ENCODER),
+                          input_names=["features"], output_names=["embeddings"],
+                          dynamic_axes={"features": {0: "chunks", 2: "frames"}}, dynamo=False)
 
 
 def _quantize(onnx_path: Path, int8_path: Path) -> None:
@@ -154,23 +174,23 @@ def _quantize(onnx_path: Path, int8_path: Path) -> None:
 
 
 def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
-    """The ONNX file of `model`'s pooled stage in the cache (`backbone.onnx`, or ONNX Runtime's int8 of it), made now
-    if it is not there. Each file is made in a temporary place and renamed into place under a file lock: concurrent
-    first runs make it once, an interrupted run leaves nothing."""
+    """The cache folder of `model`'s pooled stage, holding FRONT_END and ENCODER (and ENCODER_INT8, ONNX Runtime's
+    int8 of ENCODER, when `int8`), made now if they are not there. The graphs are made in a temporary place and
+    renamed into place under a file lock: concurrent first runs make them once, an interrupted run leaves nothing."""
     from filelock import FileLock
 
     folder = cache_root() / fingerprint(model)
-    target = folder / ("backbone-int8.onnx" if int8 else "backbone.onnx")
+    target = folder / (ENCODER_INT8 if int8 else ENCODER)
     if target.is_file():
-        return target
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        if not (folder / "backbone.onnx").is_file():
+        if not (folder / ENCODER).is_file():
             say(f"exporting the backbone for this model, once (seconds to a minute); cached in {folder}")
             partial = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex}"
             partial.mkdir()  # with the umask's permissions (mkdtemp's are private; the cache may be shared)
             try:
-                _export(model, partial / "backbone.onnx")
+                _export(model, partial)
                 (partial / "checks.json").write_text("{}\n", encoding="utf-8")
                 os.replace(partial, folder)
             finally:
@@ -179,11 +199,11 @@ def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
             say(f"quantising the exported backbone to int8, once; cached in {folder}")
             partial = folder / f".{target.name}.partial-{uuid.uuid4().hex}"
             try:
-                _quantize(folder / "backbone.onnx", partial)
+                _quantize(folder / ENCODER, partial)
                 os.replace(partial, target)
             finally:
                 partial.unlink(missing_ok=True)
-    return target
+    return folder
 
 
 def _probe(model) -> torch.Tensor:
@@ -214,34 +234,44 @@ class TorchRuntime:
 
 
 class ExportedRuntime:
-    """An exported pooled stage in an inference runtime on the CPU, with as many threads as torch uses."""
+    """An exported pooled stage in an inference runtime on the CPU, with as many threads as torch uses: the front end
+    run segment by segment by `model`'s `SegmentedFeatureEncoder.segmented`, then the encoder on its features."""
 
     name: str
     package: str
     requires: tuple[str, ...]
 
-    def __init__(self, onnx_path: Path):
-        self.onnx_path, self.threads, self.run = onnx_path, torch.get_num_threads(), None
+    def __init__(self, model, folder: Path, int8: bool = False):
+        self.front_end, self.threads, self.sessions = model.backbone.feature_extractor, torch.get_num_threads(), None
+        self.front_end_path, self.encoder_path = folder / FRONT_END, folder / (ENCODER_INT8 if int8 else ENCODER)
 
     @property
     def key(self) -> str:
-        """What its check is recorded under: the runtime, its version and the graph."""
+        """What its check is recorded under: the runtime, its version and the encoder's graph."""
         from importlib.metadata import version
 
-        return f"{self.name} {version(self.package)} {self.onnx_path.name}"
+        return f"{self.name} {version(self.package)} {self.encoder_path.name}"
 
     def ready(self) -> ExportedRuntime:
         """Loaded (once): a float32 graph that only vouches for its int8 graph by a recorded check is never loaded."""
-        if self.run is None:
+        if self.sessions is None:
             try:
-                self.run = self._session(self.onnx_path)
+                self.sessions = [self._session(path) for path in (self.front_end_path, self.encoder_path)]
             except Exception as error:  # noqa: BLE001  (whatever the runtime raises on this graph)
-                raise RuntimeUnavailable(f"{self.name} could not load {self.onnx_path} ({type(error).__name__}: "
-                                         f"{error})") from error
+                raise RuntimeUnavailable(f"{self.name} could not load {self.encoder_path.parent} "
+                                         f"({type(error).__name__}: {error})") from error
         return self
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.ready().run(audio.detach().cpu().float().numpy())))
+        """(chunks, samples) float32 audio of one length -> (chunks, embedding_dim) pooled embeddings."""
+        front_end, encoder = self.ready().sessions
+
+        def segment(*inputs: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(front_end(*(np.ascontiguousarray(tensor.numpy()) for tensor in inputs)))
+
+        with torch.no_grad():
+            features = self.front_end.segmented(audio.detach().cpu().float(), segment)
+        return torch.from_numpy(np.ascontiguousarray(encoder(features.numpy())))
 
 
 class OpenVINORuntime(ExportedRuntime):
@@ -259,7 +289,7 @@ class OpenVINORuntime(ExportedRuntime):
             "PERFORMANCE_HINT": "LATENCY",
         })
         request = compiled.create_infer_request()
-        return lambda audio: request.infer({0: audio})[0].copy()  # the request reuses its output buffer
+        return lambda *inputs: request.infer(list(inputs))[0].copy()  # the request reuses its output buffer
 
 
 class ONNXRuntime(ExportedRuntime):
@@ -272,7 +302,8 @@ class ONNXRuntime(ExportedRuntime):
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        return lambda audio: session.run(None, {"audio": audio})[0]
+        names = [graph_input.name for graph_input in session.get_inputs()]
+        return lambda *inputs: session.run(None, dict(zip(names, inputs, strict=True)))[0]
 
 
 _EXPORTED = {"openvino": OpenVINORuntime, "onnxruntime": ONNXRuntime}
@@ -301,7 +332,7 @@ def _exported_or_unavailable(model, say: Callable[[str], None], int8: bool) -> P
 
 def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
     """`runtime`, once it has matched PyTorch float32 on the probe (recorded in the cache entry)."""
-    checks_file = runtime.onnx_path.parent / "checks.json"
+    checks_file = runtime.encoder_path.parent / "checks.json"
     checks = json.loads(checks_file.read_text(encoding="utf-8"))
     if runtime.key not in checks:
         probe = _probe(model)
@@ -371,9 +402,10 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
         candidates = [] if reasons else [runtime] if runtime != "auto" else [n for n in offered if installed(n)]
         for name in candidates:
             try:
-                onnx_path = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
-                checked = _checked(_EXPORTED[name](onnx_path.with_name("backbone.onnx")), model)
-                exported_runtime = (_EXPORTED[name](onnx_path) if arithmetic == "int8" else checked).ready()
+                folder = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
+                checked = _checked(_EXPORTED[name](model, folder), model)
+                exported_runtime = (_EXPORTED[name](model, folder, int8=True) if arithmetic == "int8"
+                                    else checked).ready()
                 _page_out(model.backbone)
                 return exported_runtime
             except RuntimeUnavailable as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import warnings
 
 import numpy as np
@@ -12,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from transformers import HubertModel
+from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
 
 from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoModel, UntrainedModelWarning
 from music2emo_hf.labels import ORIGINAL_CHORD_QUALITIES
-from music2emo_hf.modeling_music2emo import Float32PositionalConvEmbedding
+from music2emo_hf.modeling_music2emo import SEGMENT_FRAMES, Float32PositionalConvEmbedding
 
 from .conftest import TINY_CONFIG, tone
 
@@ -209,12 +211,14 @@ def test_from_backbone_loads_a_mert_checkpoint_natively(tmp_path, tiny_config):
         warnings.simplefilter("ignore", UntrainedModelWarning)
         model = Music2EmoModel.from_backbone(str(tmp_path), tiny_config).eval()
     assert model.config.untrained and model.config.backbone_name_or_path == str(tmp_path)
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[name], tensor, rtol=0, atol=0)
     audio = torch.from_numpy(tone(1.0))[None]
     with torch.no_grad():
         expected = reference(audio, output_hidden_states=True).hidden_states
-        got = model.backbone(audio, output_hidden_states=True).hidden_states
+        got = model.backbone(audio, output_hidden_states=True).hidden_states  # its front end in segments
     for e, g_ in zip(expected, got):
-        torch.testing.assert_close(g_, e, rtol=0, atol=0)
+        torch.testing.assert_close(g_, e, rtol=1e-4, atol=1e-5)
     assert type(model.backbone.encoder.pos_conv_embed) is Float32PositionalConvEmbedding  # kept for the new backbone
 
 
@@ -268,6 +272,38 @@ def test_the_backbone_stops_at_the_deepest_pooled_layer_with_identical_features(
         hook.remove()
     assert last_layer_runs == [1] and len(model.backbone.encoder.layers) == 2
     assert torch.equal(early, full[1].mean(dim=1))
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_the_front_end_runs_in_segments_and_gives_the_whole_chunks_features(tiny_config, norm):
+    """At inference no activation of a whole chunk is held (the memory a 30 s chunk took), and the features are
+    those of the whole chunk: the group norm's statistics span it (audio with a DC offset, where they matter)."""
+    config = copy.deepcopy(tiny_config)
+    config.backbone_config.feat_extract_norm = norm
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        front_end = Music2EmoModel(config).eval().backbone.feature_extractor
+    audio = torch.from_numpy(np.stack([tone(5.3) + 0.3, tone(5.3, freq=330.0, seed=1)]))
+    lengths = []
+    hook = front_end.conv_layers[0].conv.register_forward_hook(lambda *args: lengths.append(args[2].shape[-1]))
+    try:
+        with torch.no_grad():
+            segmented = front_end(audio)
+            whole = HubertFeatureEncoder.forward(front_end, audio)
+    finally:
+        hook.remove()
+    frames = (audio.shape[-1] - 400) // 320 + 1
+    assert segmented.shape == whole.shape == (2, 16, frames)
+    torch.testing.assert_close(segmented, whole, rtol=1e-4, atol=1e-5)
+    passes = 2 if norm == "group" else 1  # the group norm's statistics first, by the first convolution alone
+    assert len(lengths) - 1 == passes * math.ceil(frames / SEGMENT_FRAMES)
+    assert max(lengths[:-1]) <= SEGMENT_FRAMES * 64 + 15 < lengths[-1]  # the last call: the whole chunk
+    front_end.train()
+    lengths.clear()
+    front_end.conv_layers[0].conv.register_forward_hook(lambda *args: lengths.append(args[2].shape[-1]))
+    front_end(audio)
+    assert lengths == [(audio.shape[-1] - 10) // 5 + 1]  # training: the whole chunk, as Hubert runs it
 
 
 def _positional_output_dtypes(model, device: str) -> list[torch.dtype]:

@@ -88,7 +88,7 @@ def test_onnxruntime_int8_stays_close_to_float32(model_dir):
     audio = np.concatenate([tone(9, freq=220.0), tone(9, freq=330.0, seed=1)])
     reference = make_pipeline(model_dir, runtime="torch")(audio, sampling_rate=24000, return_embedding=True)
     pipe = make_pipeline(model_dir, runtime="onnxruntime", precision="int8")
-    assert pipe.backbone_runtime.onnx_path.name == "backbone-int8.onnx"
+    assert pipe.backbone_runtime.encoder_path.name == "encoder-int8.onnx"
     answer = pipe(audio, sampling_rate=24000, return_embedding=True)
     a, b = np.array(answer["embedding"]), np.array(reference["embedding"])
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.95  # torch's int8 on this model: about 0.99
@@ -107,11 +107,11 @@ def test_the_export_is_made_once_and_kept_on_disk(model_dir, runtime, capsys):
     shutil.rmtree(folder, ignore_errors=True)
     backbone_runtime(model, runtime, say=print)
     assert "exporting the backbone for this model, once" in capsys.readouterr().out
-    made = (folder / "backbone.onnx").stat().st_mtime_ns
+    made = (folder / "encoder.onnx").stat().st_mtime_ns
     again = Music2EmoModel.from_pretrained(model_dir).eval()  # as a new process would load it
     backbone_runtime(again, runtime, say=print)
     assert capsys.readouterr().out == ""
-    assert (folder / "backbone.onnx").stat().st_mtime_ns == made
+    assert (folder / "encoder.onnx").stat().st_mtime_ns == made
     checks = json.loads((folder / "checks.json").read_text())
     assert any(key.startswith(runtime) and value["cosine"] >= EXACT_COSINE for key, value in checks.items())
 
@@ -140,8 +140,8 @@ def test_an_interrupted_export_leaves_nothing(model_dir, monkeypatch):
         model.backbone.encoder.layers[0].attention.k_proj.weight.mul_(0.5)  # weights of its own: a fresh entry
     folder = cache_root() / fingerprint(model)
 
-    def killed(model, path):
-        path.write_bytes(b"half an ONNX file")
+    def killed(model, partial):
+        (partial / "front_end.onnx").write_bytes(b"half an ONNX file")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runtimes, "_export", killed)
@@ -213,7 +213,7 @@ def test_a_model_torch_cannot_export_runs_in_torch_under_auto(model_dir, monkeyp
     with torch.no_grad():
         model.backbone.encoder.layers[1].attention.q_proj.weight.mul_(0.7)  # weights of its own: a fresh entry
 
-    def unsupported(model, path):
+    def unsupported(model, partial):
         raise RuntimeError("Exporting the operator 'aten::fancy' to ONNX opset version 17 is not supported")
 
     monkeypatch.setattr(runtimes, "_export", unsupported)
