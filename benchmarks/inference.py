@@ -181,13 +181,15 @@ def child_naive(model_dir: str, track: str, device: str) -> dict:
     import warnings
 
     import torch
+    from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
 
     from music2emo_hf import Music2EmoModel
     from music2emo_hf.audio import load_audio
 
     warnings.simplefilter("ignore")
     model = Music2EmoModel.from_pretrained(model_dir).eval().to(device)
-    backbone, layers = model.backbone, model.config.pooled_layers  # a HubertModel, run as it is
+    backbone, layers = model.backbone, model.config.pooled_layers  # a HubertModel, run as it is:
+    backbone.feature_extractor.__class__ = HubertFeatureEncoder  # its front end on the whole chunk, not in segments
     with torch.inference_mode():  # warm-up, as for the pipeline
         backbone(torch.zeros(1, 24000, device=device), output_hidden_states=True)
     start = time.perf_counter()
