@@ -301,6 +301,8 @@ class ONNXRuntime(ExportedRuntime):
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
+        # its per-shape memory plans held about twice the memory for no measured speed (docs/speed-and-memory.md)
+        options.enable_mem_pattern = False
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         names = [graph_input.name for graph_input in session.get_inputs()]
         return lambda *inputs: session.run(None, dict(zip(names, inputs, strict=True)))[0]
