@@ -80,8 +80,9 @@ class Float32PositionalConvEmbedding(HubertPositionalConvEmbedding):
 
 
 # Output frames the front end computes at a time at inference: 1.7 s of MERT's 24 kHz audio. On a 30 s chunk the
-# front end's activations, held whole, took OpenVINO 720 MiB (its first layer's output alone is 281 MiB in float32);
-# in segments of 128 frames, 180 MiB, in the same time or less (docs/speed-and-memory.md).
+# front end's activations, held whole, were most of the 766 MiB an OpenVINO call kept (its first layer's output alone
+# is 281 MiB in float32); in segments of 128 frames the call keeps 317 MiB, in the same time or less
+# (docs/speed-and-memory.md).
 SEGMENT_FRAMES = 128
 
 
