@@ -1,11 +1,13 @@
 """Where the backbone's time goes, module by module, and what running the positional convolution in float32 under
-autocast buys (the model does so on CUDA; `--compare-positional` times the plain bfloat16 module beside it).
+autocast buys (the model does so on CUDA; `--compare-positional` times the plain bfloat16 module beside it), and the
+convolutional front end in segments against Hubert's on the whole chunk (`--compare-front-end`).
 
-    python benchmarks/backbone_modules.py --device cuda --batches 8 32 --compare-positional
+    python benchmarks/backbone_modules.py --device cuda --batches 8 32 --compare-positional --compare-front-end
     python benchmarks/backbone_modules.py --batches 1 --precision float32          # this CPU
 
 Random weights at the published architecture (hub_configs/music2emo-mert95m); 30 s chunks of noise; per-module
 times are taken with the device synchronised around each module (so they add up to a little more than the call).
+In segments the front end's first layer is not called as a module: "front end" is the whole of it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from transformers.models.hubert.modeling_hubert import HubertPositionalConvEmbedding
+from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder, HubertPositionalConvEmbedding
 
 from music2emo_hf import Music2EmoModel
-from music2emo_hf.modeling_music2emo import Float32PositionalConvEmbedding
+from music2emo_hf.modeling_music2emo import Float32PositionalConvEmbedding, SegmentedFeatureEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,9 +46,11 @@ def seconds_per_call(model, audio, lengths, autocast, repeats: int = 3) -> float
 
 
 def module_seconds(model, audio, lengths, autocast) -> dict[str, float]:
-    """Seconds in each front-end convolution, the projection, the positional convolution and each layer."""
+    """Seconds in the front end and each of its convolutions, the projection, the positional convolution and each
+    layer."""
     backbone, device = model.backbone, audio.device
-    named = [(f"conv{i}", conv) for i, conv in enumerate(backbone.feature_extractor.conv_layers)]
+    named = [("front end", backbone.feature_extractor)]
+    named += [(f"conv{i}", conv) for i, conv in enumerate(backbone.feature_extractor.conv_layers)]
     named += [("projection", backbone.feature_projection), ("positional", backbone.encoder.pos_conv_embed)]
     named += [(f"layer{i}", layer) for i, layer in enumerate(backbone.encoder.layers)]
     seconds, handles = {}, []
@@ -77,6 +81,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--compare-positional", action="store_true",
                         help="also time the positional convolution left in bfloat16 under autocast")
+    parser.add_argument("--compare-front-end", action="store_true",
+                        help="also time Hubert's front end on the whole chunk, as the authors' model runs it")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     device = torch.device(args.device)
@@ -84,7 +90,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", args.config, folder],
                        check=True, capture_output=True)
         model = Music2EmoModel.from_pretrained(folder).eval().to(device)
-    positional = model.backbone.encoder.pos_conv_embed
+    positional, front_end = model.backbone.encoder.pos_conv_embed, model.backbone.feature_extractor
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bfloat16")
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}   "
           f"precision: {args.precision}   torch {torch.__version__}")
@@ -104,6 +110,14 @@ def main() -> None:
             print(f"  positional convolution in {args.precision} too: {plain * 1000:.1f} ms per call "
                   f"({batch * 30 / plain:.0f}x real time), the convolution {plain_positional * 1000:.1f} ms "
                   f"against {modules['positional'] * 1000:.1f}")
+        if args.compare_front_end:
+            front_end.__class__ = HubertFeatureEncoder
+            whole = seconds_per_call(model, audio, lengths, autocast)
+            whole_front_end = module_seconds(model, audio, lengths, autocast)["front end"]
+            front_end.__class__ = SegmentedFeatureEncoder
+            print(f"  front end on the whole chunk: {whole * 1000:.1f} ms per call ({batch * 30 / whole:.0f}x real "
+                  f"time), the front end {whole_front_end * 1000:.1f} ms against {modules['front end'] * 1000:.1f} "
+                  "in segments")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 # and a folder of 200 tracks of 44 s (32 together with the `gpu` options, then one at a time with the defaults) end to
 # end, per stage, and the backbone stage alone in float32 and bfloat16 (benchmarks/inference.py). Each step prints,
 # and writes its output under $OUT; a step that fails or runs out of its time is reported and the next one still
-# runs. `answers` or `speed` runs one of the two; `quick` a shorter run of both (4.5 minutes).
+# runs. `answers` or `speed` runs one of the two; `quick` a shorter run of both, with the front end in segments timed
+# against Hubert's on the whole chunk (benchmarks/backbone_modules.py; about 5.5 minutes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,10 +50,11 @@ speed() {
         --backbone-batches 1 64 --backbone-runs torch:float32 torch:bfloat16 --chord-sizes
 }
 
-quick() {  # the figures, then the answers, in about 4 minutes: for a session's second call
+quick() {  # the figures, then the answers, in about 5 minutes: for a session's second call
     step inference 170 python3 benchmarks/inference.py --device cuda --minutes 30 --options default gpu \
         --long-options default gpu --folder 200 --folder-runs gpu:32 --harmony btc --backbone-batches --chord-sizes
     step device_vs_cpu 100 python3 benchmarks/device_vs_cpu.py --device cuda --minutes 3
+    step modules 45 python3 benchmarks/backbone_modules.py --device cuda --batches 8 32 --compare-front-end
 }
 
 case "${1:-all}" in
