@@ -24,7 +24,6 @@ import torch
 from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder, HubertPositionalConvEmbedding
 
 from music2emo_hf import Music2EmoModel
-from music2emo_hf.modeling_music2emo import Float32PositionalConvEmbedding, SegmentedFeatureEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,6 +72,15 @@ def module_seconds(model, audio, lengths, autocast) -> dict[str, float]:
     return seconds
 
 
+def seconds_as(module, cls, name: str, model, audio, lengths, autocast) -> tuple[float, float]:
+    """(seconds per call, seconds in module `name`) with `module` made a `cls` for the while."""
+    kept, module.__class__ = module.__class__, cls
+    try:
+        return seconds_per_call(model, audio, lengths, autocast), module_seconds(model, audio, lengths, autocast)[name]
+    finally:
+        module.__class__ = kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "hub_configs" / "music2emo-mert95m"))
@@ -90,7 +98,10 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", args.config, folder],
                        check=True, capture_output=True)
         model = Music2EmoModel.from_pretrained(folder).eval().to(device)
-    positional, front_end = model.backbone.encoder.pos_conv_embed, model.backbone.feature_extractor
+    comparisons = [(f"positional convolution in {args.precision} too", model.backbone.encoder.pos_conv_embed,
+                    HubertPositionalConvEmbedding, "positional")] * args.compare_positional
+    comparisons += [("front end on the whole chunk", model.backbone.feature_extractor, HubertFeatureEncoder,
+                     "front end")] * args.compare_front_end
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bfloat16")
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}   "
           f"precision: {args.precision}   torch {torch.__version__}")
@@ -102,22 +113,10 @@ def main() -> None:
         print(f"\nbatch {batch}: {seconds * 1000:.1f} ms per call, {batch * 30 / seconds:.0f}x real time")
         modules = module_seconds(model, audio, lengths, autocast)
         print("  ms per module: " + "  ".join(f"{name} {value * 1000:.1f}" for name, value in modules.items()))
-        if args.compare_positional:
-            positional.__class__ = HubertPositionalConvEmbedding
-            plain = seconds_per_call(model, audio, lengths, autocast)
-            plain_positional = module_seconds(model, audio, lengths, autocast)["positional"]
-            positional.__class__ = Float32PositionalConvEmbedding
-            print(f"  positional convolution in {args.precision} too: {plain * 1000:.1f} ms per call "
-                  f"({batch * 30 / plain:.0f}x real time), the convolution {plain_positional * 1000:.1f} ms "
-                  f"against {modules['positional'] * 1000:.1f}")
-        if args.compare_front_end:
-            front_end.__class__ = HubertFeatureEncoder
-            whole = seconds_per_call(model, audio, lengths, autocast)
-            whole_front_end = module_seconds(model, audio, lengths, autocast)["front end"]
-            front_end.__class__ = SegmentedFeatureEncoder
-            print(f"  front end on the whole chunk: {whole * 1000:.1f} ms per call ({batch * 30 / whole:.0f}x real "
-                  f"time), the front end {whole_front_end * 1000:.1f} ms against {modules['front end'] * 1000:.1f} "
-                  "in segments")
+        for label, module, cls, name in comparisons:
+            other, other_module = seconds_as(module, cls, name, model, audio, lengths, autocast)
+            print(f"  {label}: {other * 1000:.1f} ms per call ({batch * 30 / other:.0f}x real time), the {name} "
+                  f"{other_module * 1000:.1f} ms against {modules[name] * 1000:.1f}")
 
 
 if __name__ == "__main__":
