@@ -351,8 +351,11 @@ class MusicEmotionPipeline(Pipeline):
         generator an iterator), and an input that fails raises its error."""
         batch_size = self._batch_size if batch_size is None else batch_size
         if batch_size not in (None, 1) and isinstance(inputs, (list, types.GeneratorType)):
-            answers = map(_raised, self.stream(inputs, batch_size, num_workers, **kwargs))
-            return list(answers) if isinstance(inputs, list) else answers
+            answers = self.stream(inputs, batch_size, num_workers, **kwargs)
+            if not isinstance(inputs, list):
+                return map(_raised, answers)
+            with closing(answers):  # an input's error stops its decoding threads now, not when garbage is collected
+                return [_raised(answer) for answer in answers]
         return super().__call__(inputs, *args, num_workers=num_workers, batch_size=batch_size, **kwargs)
 
     def stream(self, inputs: Iterable, batch_size: int = 16, num_workers: int | None = None,
