@@ -1,5 +1,5 @@
 """Record what the authors' own inference answers on a clip, with seeded random weights, so that tests can compare
-this package's faithful path with it (tests/authors_reference.json, read by tests/test_authors_parity.py).
+this package's faithful path with it (tests/authors_reference.json, read by tests/test_btc.py).
 
 Runs `Music2emo.predict` of AMAAI-Lab/Music2Emotion (`music2emo.py`) as it is, in a temporary copy of a checkout
 made with the search tool's `fetch github:AMAAI-Lab/Music2Emotion` (none of that code is in this repository), with:

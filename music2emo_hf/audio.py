@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import math
 import os
 import queue
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -107,58 +108,105 @@ class AudioStream:
                 _check_finite(block, self.name)
                 yield block
 
-    def blocks(self, sampling_rate: int, block_samples: int, resampler: str = "soxr") -> Iterator[np.ndarray]:
+    def blocks(self, sampling_rate: int, block_samples: int, resampler: str = "soxr",
+               heard_rate: int | None = None) -> Iterator:
         """Mono float32 at `sampling_rate`, in blocks of exactly `block_samples` (the last one may be shorter).
 
         `resampler` "soxr" (high quality) runs as one stream over the whole input, so the result equals a
         single-shot resample whatever the block size. "sinc" is torchaudio's default resampler (`sinc_resample`),
-        which needs the whole input at once: the track is held in memory, as the authors' inference held it."""
+        which needs the whole input at once: the track is held in memory, as the authors' inference held it.
+
+        With `heard_rate` (the chord path's), each block comes as a pair with the same span of the input at that
+        rate, resampled from the native rate by soxr in a second stream: the whole track resampled once, as the
+        authors' `librosa.load(path, sr=22050)` gave BTC its audio (each block resampled again on its own clicked at
+        its edges, up to 0.2 off). A pair comes out once the next block is read."""
         if resampler not in RESAMPLERS:
             raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}.")
-        if resampler == "sinc" and self.native_rate != sampling_rate:
-            whole = list(self._native_blocks())
-            native = np.concatenate(whole) if whole else np.zeros(0, np.float32)
-            self._array, self.native_rate = sinc_resample(native, self.native_rate, sampling_rate), sampling_rate
-        resampler = (
-            soxr.ResampleStream(self.native_rate, sampling_rate, 1, dtype="float32", quality="HQ")
-            if self.native_rate != sampling_rate
-            else None
-        )
-        pending: list[np.ndarray] = []
-        pending_len = 0
-        emitted = 0
-
-        def drain(final: bool) -> Iterator[np.ndarray]:
-            nonlocal pending, pending_len
-            if not pending:
-                return
-            buffer = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            usable = len(buffer) if final else len(buffer) - len(buffer) % block_samples
-            for start in range(0, usable, block_samples):
-                yield buffer[start : start + block_samples]
-            pending = [buffer[usable:]] if usable < len(buffer) else []
-            pending_len = len(buffer) - usable
-
-        # a file is read and mixed down in a thread while the resampler works: together they took 1.6 s of a
-        # 30-minute WAV's 1.9, one after the other
-        reading = resampler is not None and self._file is not None
-        native = ahead(self._native_blocks(), 8, "music2emo-read") if reading else self._native_blocks()
-        done = False
+        native = self._native_blocks()
+        if self._file is not None and (self.native_rate != sampling_rate or heard_rate not in (None, sampling_rate)):
+            # read and mixed down in a thread while the resampler works: together they took 1.6 s of a 30-minute
+            # WAV's 1.9, one after the other
+            native = ahead(native, 8, "music2emo-read")
         with contextlib.closing(native):
-            while not done:
-                block = next(native, None)
-                done = block is None
-                if resampler is not None:
-                    block = resampler.resample_chunk(np.zeros(0, np.float32) if done else block, last=done)
-                if block is not None and len(block):
-                    pending.append(block)
-                    pending_len += len(block)
-                if pending_len >= block_samples or done:
-                    for out in drain(final=done):
-                        emitted += len(out)
-                        yield out
+            source, heard = native, None
+            if heard_rate is not None:
+                source, for_heard = itertools.tee(native)
+                heard = _soxr_stream(for_heard, self.native_rate, heard_rate)
+            if resampler == "sinc" and self.native_rate != sampling_rate:
+                whole = list(source)
+                source = [sinc_resample(np.concatenate(whole) if whole else np.zeros(0, np.float32), self.native_rate,
+                                        sampling_rate)]
+            else:
+                source = _soxr_stream(source, self.native_rate, sampling_rate)
+            out = _rechunked(source, block_samples)
+            if heard is not None:
+                out = _paired(out, sampling_rate, heard, heard_rate)
+            emitted = 0
+            for item in out:
+                emitted += 1
+                yield item
         if emitted == 0:
             raise AudioDecodeError(f"{self.name}: the audio contains no samples.")
+
+
+def _soxr_stream(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int) -> Iterator[np.ndarray]:
+    """`blocks` of one signal resampled as one soxr (high quality) stream: what one resample of the whole gives."""
+    if from_rate == to_rate:
+        yield from blocks
+        return
+    stream = soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32", quality="HQ")
+    for block in blocks:
+        yield stream.resample_chunk(block)
+    yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+def _rechunked(pieces: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The samples of `pieces` again, in blocks of exactly `size` (the last one as long as what is left)."""
+    pending, pending_len = [], 0
+    for piece in pieces:
+        if not len(piece):
+            continue
+        pending.append(piece)
+        pending_len += len(piece)
+        if pending_len >= size:
+            buffer = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            usable = len(buffer) - len(buffer) % size
+            for start in range(0, usable, size):
+                yield buffer[start : start + size]
+            pending, pending_len = ([buffer[usable:]] if usable < len(buffer) else []), len(buffer) - usable
+    if pending:
+        yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+
+
+def _paired(blocks: Iterator[np.ndarray], rate: int, heard: Iterator[np.ndarray], heard_rate: int) -> Iterator:
+    """(block, the same span of `heard`) for consecutive `blocks` at `rate`, `heard` being the same signal at
+    `heard_rate` in pieces of any size. A block's span ends where its last sample falls at `heard_rate`, rounded;
+    the last block's takes what is left, so a block comes out once the next one is in."""
+    pieces: list[np.ndarray] = []
+    held = 0
+
+    def take(count: int | None) -> np.ndarray:
+        nonlocal pieces, held
+        while count is None or held < count:
+            piece = next(heard, None)
+            if piece is None:
+                break
+            pieces.append(piece)
+            held += len(piece)
+        buffer = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        span, rest = (buffer, buffer[:0]) if count is None else (buffer[:count], buffer[count:])
+        pieces, held = ([rest] if len(rest) else []), len(rest)
+        return span
+
+    previous, stop_in, stop_heard = None, 0, 0
+    for block in blocks:
+        if previous is not None:
+            start_heard, stop_in = stop_heard, stop_in + len(previous)
+            stop_heard = (stop_in * heard_rate + rate // 2) // rate
+            yield previous, take(stop_heard - start_heard)
+        previous = block
+    if previous is not None:
+        yield previous, take(None)
 
 
 def ahead(items: Iterator, depth: int = 2, name: str = "music2emo-ahead") -> Iterator:

@@ -595,6 +595,8 @@ class BTCHarmonyAnalyzer:
     analysed as they come, at any rate (resampled to 22,050 Hz), and `combine` merges the frames into one timeline
     and finds the key."""
 
+    sampling_rate = SAMPLING_RATE  # windows at this rate are used as given; others are resampled one by one
+
     def __init__(self, weights: str | os.PathLike, window_seconds: float = 30.0, device: str | torch.device = "cpu",
                  cqt: str | None = None):
         """`cqt`: see `BTCChordRecognizer`."""

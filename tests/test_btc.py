@@ -16,6 +16,7 @@ from music2emo_hf.btc import (
     BTCWeightsError,
     chord_label,
     chord_tone_notes,
+    cqt_features,
     merge_frames,
     read_btc_weights,
     whole_reading_key,
@@ -46,15 +47,15 @@ def btc_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def harmonies(btc_file):
-    """Each clip's harmony as the pipeline gets it: 30 s chunks at 24 kHz, window by window."""
+    """Each clip's harmony as the pipeline gets it: window by window, each the span of a 30 s chunk at BTC's rate."""
     analyzer = BTCHarmonyAnalyzer(btc_file, window_seconds=30.0)
     extractor = Music2EmoFeatureExtractor()
     found = {}
     for clip in CLIPS:
         path = require_fixtures("emomusic", "audio", clip)
         windows, offset = [], 0.0
-        for chunk in extractor.iter_chunks(str(path)):
-            windows.append(analyzer.analyze_window(chunk, extractor.sampling_rate, offset))
+        for chunk, heard in extractor.iter_chunks(str(path), heard_rate=analyzer.sampling_rate):
+            windows.append(analyzer.analyze_window(heard, analyzer.sampling_rate, offset))
             offset += len(chunk) / extractor.sampling_rate
         found[clip] = analyzer.combine(windows)
     return found
@@ -124,6 +125,38 @@ def test_the_whole_answer_is_the_authors_where_the_mode_is_the_same(tmp_path, bt
         assert np.abs(np.array(answer["embedding"]) - recorded["x_mert"]).max() < 1e-3
         compared += 1
     assert compared == 2
+
+
+@pytest.mark.slow
+def test_the_chords_hear_the_audio_the_authors_librosa_load_gives(tiny_model_dir, btc_file):
+    """What the pipeline gives BTC, a call and a batch alike, in 10 s windows (four boundaries in a 45 s clip), is
+    the authors' `librosa.load(path, sr=22050)` within float rounding, and so is its log-CQT (within 0.01, the log
+    of quiet bins magnifying it). Each chunk resampled again on its own from 24 kHz differed by up to 0.22 at the
+    chunk boundaries."""
+    import librosa
+    import transformers
+
+    class Listening(BTCHarmonyAnalyzer):
+        def analyze_windows(self, windows, sampling_rate, offsets):
+            assert sampling_rate == self.sampling_rate
+            heard.extend(zip(offsets, windows))
+            return super().analyze_windows(windows, sampling_rate, offsets)
+
+    paths = [str(require_fixtures("emomusic", "audio", clip)) for clip in CLIPS[:2]]
+    pipe = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu",
+                                 harmony=Listening(btc_file, window_seconds=10.0))
+    heard: list = []
+    pipe(paths[0])
+    calls = [heard]
+    heard = []
+    pipe(paths, batch_size=2)
+    calls += [heard[: len(calls[0])], heard[len(calls[0]) :]]
+    for path, windows in zip([paths[0], *paths], calls, strict=True):
+        assert [offset for offset, _ in windows] == [0.0, 10.0, 20.0, 30.0, 40.0]
+        ours = np.concatenate([window for _, window in windows])
+        authors, _ = librosa.load(path, sr=22050)
+        assert len(ours) == len(authors) and np.abs(ours - authors).max() < 1e-6
+        assert np.abs(cqt_features(ours) - cqt_features(authors)).max() < 0.01
 
 
 def test_frames_merge_as_the_authors_loop_merges_them():

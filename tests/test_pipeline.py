@@ -319,7 +319,7 @@ def _same_answer(alone: dict, together: dict) -> None:
 
 
 class _FailingOnLength(HarmonyAnalyzer):
-    """Fails on any window of `samples` samples: a batch holding one fails whole."""
+    """Fails on any window of `samples` samples (at its rate, 22,050 Hz): a batch holding one fails whole."""
 
     def __init__(self, samples: int):
         super().__init__(ensemble_size=1, window_seconds=10.0)
@@ -357,7 +357,7 @@ def test_inputs_analysed_together_give_the_answers_of_one_at_a_time_in_order(tin
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         failing = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu",
-                                        harmony=_FailingOnLength(7 * 24000))
+                                        harmony=_FailingOnLength(7 * 22050))
     answers = list(failing.stream([inputs[0], inputs[2], inputs[4]], batch_size=3))
     assert isinstance(answers[1], RuntimeError)  # the batch failed; run again one by one, only the 7 s input fails
     assert [type(answer) for answer in answers[::2]] == [dict, dict]

@@ -149,8 +149,8 @@ def extract_track(
     rate = extractor.sampling_rate
     embeddings, durations, windows = [], [], []
     offset = 0.0
-    for chunk in extractor.iter_chunks(audio):
-        windows.append(harmony.analyze_window(chunk, rate, offset))
+    for chunk, heard in extractor.iter_chunks(audio, heard_rate=harmony.sampling_rate):
+        windows.append(harmony.analyze_window(heard, harmony.sampling_rate, offset))
         values = torch.from_numpy(chunk)[None].to(model.device, model.dtype)
         lengths = torch.tensor([len(chunk)], device=model.device)
         embeddings.append(model.embed_chunks(values, lengths, layers).reshape(len(layers), -1))
