@@ -324,6 +324,10 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
             raise AudioDecodeError(f"{path}: is a folder; pass an audio file (the CLI walks folders).")
         if os.path.getsize(path) == 0:
             raise AudioDecodeError(f"{path}: the file is empty (0 bytes).")
+        try:
+            open(path, "rb").close()  # else libsndfile's failure to open it reads as "not audio"
+        except PermissionError:
+            raise AudioDecodeError(f"{path}: cannot be read (permission denied); check its permissions.") from None
         return _open_file(path, name)
     if isinstance(audio, (bytes, bytearray)):
         if not audio:

@@ -9,7 +9,9 @@ import collections
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,17 +22,24 @@ EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
-    """Files as given, and the audio files under folders (recursive, sorted). Problems go to `report`."""
+    """Files as given, and the audio files under folders (recursive, through linked folders, sorted). Problems go
+    to `report`: a missing path, a folder without audio, a folder that cannot be read."""
     from .audio import AUDIO_EXTENSIONS
 
     for path in paths:
         if os.path.isdir(path):
-            found = sorted(
-                os.path.join(root, name)
-                for root, _, names in os.walk(path)
-                for name in names
-                if name.lower().endswith(AUDIO_EXTENSIONS)
-            )
+            found, seen = [], set()
+
+            def unreadable(error: OSError) -> None:
+                report(error.filename, f"this folder cannot be read ({error.strerror}); check its permissions")
+
+            for root, folders, names in os.walk(path, onerror=unreadable, followlinks=True):
+                if os.path.realpath(root) in seen:  # a link back up the tree, or a second way into a folder
+                    folders.clear()
+                    continue
+                seen.add(os.path.realpath(root))
+                found += [os.path.join(root, name) for name in names if name.lower().endswith(AUDIO_EXTENSIONS)]
+            found.sort()
             if not found:
                 report(path, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
             yield from found
@@ -128,11 +137,12 @@ def predict(args: argparse.Namespace) -> int:
         raise CommandError(f"--device {args.device}: with several processes each runs on the device its launcher "
                            "gives it; leave --device out (or pass --device cpu).")
     device = str(job.device) if job.device is not None else (args.device or "cpu")
+    _check_device(device)
     _set_threads(args.threads, device)
-    listing_problems: list[str] = []
+    listing_problems: list[dict] = []
 
     def report(path: str, message: str) -> None:
-        listing_problems.append(path)
+        listing_problems.append({"key": file_key(path), "input": path, "error": message})
         if job.is_main:
             tqdm.write(f"error: {path}: {message}", file=sys.stderr)
 
@@ -145,7 +155,7 @@ def predict(args: argparse.Namespace) -> int:
         print(f"skipped: {entry['input']}: it crashed the analysis before ({entry['error']}); remove its line from "
               f"{job.errors_file} to try it again", file=sys.stderr)
     pipe = _analyse(args, job, plan, inputs, device, noun) if plan.total else None
-    written, failures = job.finish(inputs.keys)
+    written, failures = job.finish(inputs.keys, listing_problems)
     if not job.is_main:
         return EXIT_OK  # the main process reports the whole job; a failing status here would stop the launcher
     failed = len(failures) + len(listing_problems) + len(plan.crashed_before)
@@ -201,6 +211,19 @@ def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> 
         commit = push_folder(args.output_dataset, args.push_to_hub, "dataset", [".*", ".*/**"],
                              "Upload music2emo predictions", args.private)
         print(f"published: {commit}", file=sys.stderr)
+
+
+def _check_device(device: str) -> None:
+    """A device this torch cannot use is named as the problem, before the model is blamed for it."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise CommandError(f"--device {device}: not a device name torch knows; use cpu, cuda, cuda:N or mps.") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
+                           "or install a CUDA build of torch on a machine with an NVIDIA GPU.")
 
 
 def _set_threads(threads: int | None, device: str) -> None:
@@ -290,7 +313,7 @@ _NOT_FOR_ONE_FILE = ("help", "output", "device", "dataset", "config", "split", "
 
 def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
     """The `predict` command line that analyses `path` alone, with this run's options (for `jobs.analyse_in_child`)."""
-    argv = ["predict", path, "--device", device]
+    argv = ["predict", os.path.abspath(path), "--device", device]  # absolute: a name such as "-a.mp3" is no option
     for action in args.command_parser._actions:
         value = getattr(args, action.dest, None)
         if not action.option_strings or action.dest in _NOT_FOR_ONE_FILE or value in (None, False):
@@ -551,11 +574,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted_once(signum, frame):
+    """The first Ctrl-C stops the run; later ones are ignored until the process ends, so that its clean-up (records
+    flushed, threads joined, the interpreter's exit) is not cut short: a second one used to abort the process (exit
+    134) with the chord threads running."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     args = build_parser().parse_args(argv)
     hf_logging.disable_progress_bar()  # our own progress bar is the one that matters on stderr
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _interrupted_once) if in_main_thread else None
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -565,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"music2emo: error: {error}", file=sys.stderr)
     except Exception as error:  # no traceback for a user: what failed, in one line
         print(f"music2emo: error: {type(error).__name__}: {error}", file=sys.stderr)
+    finally:
+        if in_main_thread and signal.getsignal(signal.SIGINT) is _interrupted_once:  # not interrupted: as it was
+            signal.signal(signal.SIGINT, previous)
     return EXIT_USAGE
 
 

@@ -71,6 +71,8 @@ class RecordWriter:
             raise CommandError(f"--output {path}: use a .jsonl or .csv file name.")
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise CommandError(f"--output {path}: the folder {os.path.dirname(path)!r} does not exist.")
+        if path and os.path.isdir(path):
+            raise CommandError(f"--output {path}: is a folder; name a file in it, e.g. {os.path.join(path, 'moods.jsonl')}.")
         self.header: list[str] | None = None
         self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
         if path and os.path.exists(path):
@@ -350,9 +352,10 @@ class Job:
             with open(errors, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(failure, ensure_ascii=False) + "\n")
 
-    def finish(self, keys: Sequence[str]) -> tuple[int, list[dict]]:
+    def finish(self, keys: Sequence[str], unlisted: Sequence[dict] = ()) -> tuple[int, list[dict]]:
         """On the main process, once every process is done: the parts merged into the output in input order and the
-        failures written beside it. Returns (records written this run, failures) for the whole job."""
+        failures written beside it, after those found before any analysis (`unlisted`: a missing path, a folder
+        without audio). Returns (records written this run, failures of the analysis) for the whole job."""
         if not self.is_main or not self.parts:
             return self.written, self.failures
         written = self.written
@@ -362,8 +365,9 @@ class Job:
         failures = [entry for path in sorted(self.parts.glob("rank-*.errors.jsonl")) for entry in read_jsonl(path)]
         retried = {entry["key"] for entry in failures}
         kept = [entry for entry in self._crashed_before if entry["key"] not in retried]
-        if kept or failures:
-            _replace(self.errors_file, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in kept + failures))
+        if kept or unlisted or failures:
+            _replace(self.errors_file, "".join(json.dumps(entry, ensure_ascii=False) + "\n"
+                                               for entry in [*kept, *unlisted, *failures]))
         elif self.errors_file.exists():
             self.errors_file.unlink()
         shutil.rmtree(self.parts, ignore_errors=True)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from music2emo_hf import DEFAULT_MODEL_ID
 from music2emo_hf.cli import main
@@ -111,7 +112,64 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     assert {"good.wav", "truncated.mp3"} <= set(written) <= {"good.wav", "truncated.mp3", "garbled.mp3"}
     assert ("garbled.mp3" in written) != any("garbled.mp3" in line for line in stderr.splitlines())
     failed = {Path(entry["input"]).name for entry in records(Path(f"{out}.errors.jsonl"))}
-    assert {"empty.mp3", "notes.mp3"} <= failed and "good.wav" not in failed  # the list of what to look at
+    assert {"empty.mp3", "notes.mp3", "missing.wav", "empty_folder"} <= failed  # the list of what to look at
+    assert "good.wav" not in failed
+
+
+def test_folders_are_walked_through_linked_folders_once(tmp_path):
+    """A linked folder is walked (music libraries are often assembled from links); a link back up the tree is not
+    followed around the loop."""
+    from music2emo_hf.cli import iter_audio_files
+
+    (tmp_path / "disk" / "album").mkdir(parents=True)
+    (tmp_path / "disk" / "album" / "song.flac").write_bytes(b"")
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "own.wav").write_bytes(b"")
+    (library / "album").symlink_to(tmp_path / "disk" / "album", target_is_directory=True)
+    (library / "album" / "back").symlink_to(library, target_is_directory=True)
+    problems = []
+    found = list(iter_audio_files([str(library)], lambda path, message: problems.append((path, message))))
+    assert found == [str(library / "album" / "song.flac"), str(library / "own.wav")] and not problems
+
+
+def test_a_file_retried_alone_keeps_a_name_that_looks_like_an_option(tmp_path, monkeypatch):
+    """The command line of a file analysed again in a process of its own (after a crash) names it so that a name
+    such as `-a.mp3` is read as the file, with the run's options."""
+    from music2emo_hf.cli import _argv_alone, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["predict", "--model", "m", "--top-k", "3", "--harmony", "--", "-a.mp3"])
+    again = build_parser().parse_args(_argv_alone(args, "-a.mp3", "cpu"))
+    assert again.paths == [str(tmp_path / "-a.mp3")]
+    assert (again.model, again.top_k, again.harmony, again.device) == ("m", 3, True, "cpu")
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_still_stops_cleanly_and_the_rerun_finishes(tiny_model_dir, tmp_path, write_wav):
+    """A second Ctrl-C during the clean-up after the first is ignored (it used to abort the process with exit 134);
+    the run exits with 130, and running the same command again completes the output, each file once."""
+    import signal
+    import time
+
+    for i in range(6):
+        write_wav(f"music/t{i}.wav", tone(20.0, freq=200 + 40 * i))
+    out = tmp_path / "out.jsonl"
+    command = [*CLI, "predict", str(tmp_path / "music"), "--model", str(tiny_model_dir), "-o", str(out), "--harmony"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first record is written: the run is well under way
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=300)[1]
+    assert process.returncode == 130 and "interrupted; run the same command again" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr and "terminate" not in stderr
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(Path(r["file"]).name for r in records(out)) == [f"t{i}.wav" for i in range(6)]
 
 
 def test_batched_predict_writes_what_one_at_a_time_writes(tiny_model_dir, tmp_path, write_wav, capsys):
@@ -167,6 +225,9 @@ def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav,
         (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
         (["--output", "out.txt"], ".jsonl or .csv"),
         (["--harmony-workers", "0"], "expected a positive whole number"),
+        (["--device", "banana"], "--device banana: not a device name torch knows"),
+        pytest.param(["--device", "cuda"], "--device cuda: this torch", marks=pytest.mark.skipif(
+            torch.cuda.is_available(), reason="a CUDA GPU is there")),
     ],
 )
 def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write_wav, tmp_path, capsys, args,
@@ -178,6 +239,12 @@ def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write
         status = stop.code
     err = capsys.readouterr().err
     assert status == 2 and message in err and "Traceback" not in err and "loading model" not in err
+
+
+def test_an_output_that_is_a_folder_is_refused_with_a_file_name_to_use(write_wav, tmp_path, capsys):
+    (tmp_path / "results.jsonl").mkdir()
+    assert main(["predict", str(write_wav("x.wav", tone(1.0))), "-o", str(tmp_path / "results.jsonl")]) == 2
+    assert "is a folder; name a file in it" in capsys.readouterr().err
 
 
 def test_an_output_file_of_something_else_is_not_touched(tiny_model_dir, tmp_path, write_wav, capsys):
