@@ -26,18 +26,18 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
     to `report`: a missing path, a folder without audio, a folder that cannot be read."""
     from .audio import AUDIO_EXTENSIONS
 
+    def unreadable(error: OSError) -> None:
+        report(error.filename, f"this folder cannot be read ({error.strerror}); check its permissions")
+
     for path in paths:
         if os.path.isdir(path):
             found, seen = [], set()
-
-            def unreadable(error: OSError) -> None:
-                report(error.filename, f"this folder cannot be read ({error.strerror}); check its permissions")
-
             for root, folders, names in os.walk(path, onerror=unreadable, followlinks=True):
-                if os.path.realpath(root) in seen:  # a link back up the tree, or a second way into a folder
+                real = os.path.realpath(root)
+                if real in seen:  # a link back up the tree, or a second way into a folder
                     folders.clear()
                     continue
-                seen.add(os.path.realpath(root))
+                seen.add(real)
                 found += [os.path.join(root, name) for name in names if name.lower().endswith(AUDIO_EXTENSIONS)]
             found.sort()
             if not found:
