@@ -119,8 +119,9 @@ def predict(args: argparse.Namespace) -> int:
     progress bar and the summary, and sets the exit status."""
     from tqdm import tqdm
 
-    from .jobs import Job
+    from .jobs import Job, exit_with_parent
 
+    exit_with_parent()  # when this is a file analysed alone for a run that may be killed
     _check_inputs(args)
     if args.verbose:
         from . import audio

@@ -421,10 +421,15 @@ def _answer_or_error(analyse: Callable[[str], dict], key: str) -> dict | Excepti
         return error
 
 
+# Set in a child analysing one input alone: the pid of the run that started it (see `exit_with_parent`).
+_PARENT_VARIABLE = "MUSIC2EMO_PARENT_PID"
+
+
 def analyse_in_child(argv: list[str]) -> dict:
     """Runs `python -m music2emo_hf.cli ARGV --output TMP` as a process of its own (outside any process group) and
     returns its one record; raises InputCrashed if it died, ValueError with its message if it reported a failure."""
     environment = {name: value for name, value in os.environ.items() if name not in _GROUP_VARIABLES}
+    environment[_PARENT_VARIABLE] = str(os.getpid())
     with tempfile.TemporaryDirectory(prefix="music2emo-alone-") as folder:
         output = os.path.join(folder, "record.jsonl")
         done = subprocess.run([sys.executable, "-m", "music2emo_hf.cli", *argv, "--output", output],
@@ -436,6 +441,22 @@ def analyse_in_child(argv: list[str]) -> dict:
         raise InputCrashed(f"the analysis crashed on it twice (killed by signal {-done.returncode}); it is skipped")
     errors = [line.split(": ", 2)[-1] for line in done.stderr.splitlines() if line.startswith("error: ")]
     raise ValueError(errors[0] if errors else (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
+
+
+def exit_with_parent() -> None:
+    """In a child of `analyse_in_child`: ends this process as soon as the run that started it is gone (killed with
+    -9, say), which would otherwise go on analysing for nobody. Polled from a thread: PR_SET_PDEATHSIG would need a
+    preexec_fn, unsafe in a parent with the pipeline's threads."""
+    parent = os.environ.get(_PARENT_VARIABLE)
+    if not parent:
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os._exit(1)  # its record would have gone to the parent's temporary folder: nothing is lost
+
+    threading.Thread(target=watch, name="music2emo-parent-watch", daemon=True).start()
 
 
 class _ProgressWatcher:

@@ -140,6 +140,49 @@ def test_two_processes_killed_midway_finish_on_rerun_with_the_records_of_one(tin
     assert sum("music2emo: loading model" in line for line in rerun.stderr.splitlines()) == 1  # said once, by rank 0
 
 
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of a live process, from /proc; None once it is gone or a zombie."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if state == "Z" else int(parent)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
+def test_a_file_retried_alone_stops_when_its_run_is_killed(tiny_model_dir, songs, tmp_path):
+    """kill -9 of a run while a file is analysed alone in a child (the retry after a crash): the child ends too; it
+    used to run on for nobody."""
+    output = tmp_path / "moods.jsonl"
+    args = [str(songs[0].parent), "--model", str(tiny_model_dir), "-o", str(output), "--harmony-ensemble", "1"]
+    first = subprocess.run(_predict_command(1, *args), env=_env(MUSIC2EMO_TEST_KILL_ON="s0.wav"), capture_output=True,
+                           timeout=300)
+    assert first.returncode == -signal.SIGKILL  # s0.wav is in flight: the next run analyses it alone, in a child
+
+    flag = tmp_path / "waiting"
+    run = subprocess.Popen(_predict_command(1, *args), env=_env(MUSIC2EMO_TEST_HANG_ON="s0.wav",
+                                                                MUSIC2EMO_TEST_HANG_FLAG=str(flag)),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not flag.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child = int(flag.read_text()) if flag.exists() else None
+    try:
+        assert child is not None and child != run.pid, "the rerun analysed the file in flight in no child"
+        assert _parent_of(child) == run.pid
+        run.kill()
+        run.wait()
+        deadline = time.monotonic() + 30
+        while _parent_of(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _parent_of(child) is None, "the child went on after its run was killed"
+    finally:
+        run.kill()
+        if child and _parent_of(child):
+            os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retry(tiny_model_dir, songs, tmp_path, capsys):
     output = tmp_path / "moods.jsonl"

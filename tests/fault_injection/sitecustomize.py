@@ -1,6 +1,7 @@
 """Faults for the job tests, put into a real `music2emo` process by PYTHONPATH (Python imports `sitecustomize` at
 start): analysing a file whose name contains $MUSIC2EMO_TEST_KILL_ON kills the process (as a crash or the OOM killer
-would), and one whose name contains $MUSIC2EMO_TEST_HANG_ON waits, so that a test can kill it there."""
+would), and one whose name contains $MUSIC2EMO_TEST_HANG_ON waits, so that a test can kill it there (having written its pid to
+$MUSIC2EMO_TEST_HANG_FLAG, when set, so the test knows it waits)."""
 
 import os
 
@@ -19,6 +20,9 @@ if _KILL or _HANG:
         if _KILL and _KILL in name:
             os.kill(os.getpid(), signal.SIGKILL)
         if _HANG and _HANG in name:
+            if os.environ.get("MUSIC2EMO_TEST_HANG_FLAG"):
+                with open(os.environ["MUSIC2EMO_TEST_HANG_FLAG"], "w") as flag:
+                    flag.write(str(os.getpid()))
             time.sleep(600)
         return _preprocess(self, inputs, *args, **kwargs)
 
