@@ -81,7 +81,9 @@ def _load_pipeline(model: str, device: str, announce: bool = True, **options):
 
 
 class FileInputs:
-    """The files of a `predict` run, named by `file_key` (the job's keys); records start with the path as given."""
+    """The files of a `predict` run, named by `file_key` (the job's keys). Records start with that absolute path, so
+    a rerun from another folder, with relative paths, finds them: a path as typed would name another file there (two
+    album folders' ./01.mp3), or none."""
 
     def __init__(self, paths: list[str], report):
         self.names: dict[str, str] = {}
@@ -104,7 +106,7 @@ class FileInputs:
             return os.path.getsize(path) / 16_000 if os.path.isfile(path) else 0.0
 
     def head(self, key: str) -> dict:
-        return {"file": self.names[key]}
+        return {"file": key}
 
     def audio(self, key: str) -> str:
         return self.names[key]

@@ -74,6 +74,7 @@ class RecordWriter:
         if path and os.path.isdir(path):
             raise CommandError(f"--output {path}: is a folder; name a file in it, e.g. {os.path.join(path, 'moods.jsonl')}.")
         self.header: list[str] | None = None
+        self.first: dict | None = None  # the file's first record: later ones must come from the same model and options
         self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
         if path and os.path.exists(path):
             self.done.update(self._read_existing(path))
@@ -88,7 +89,9 @@ class RecordWriter:
                 if self.format == "jsonl":
                     for line in handle:
                         if line.strip():
-                            yield self.normalise(json.loads(line)[self.key_field])
+                            record = json.loads(line)
+                            self.first = self.first or record
+                            yield self.normalise(record[self.key_field])
                     return
                 rows = csv.reader(handle)
                 self.header = next(rows, None)
@@ -96,11 +99,13 @@ class RecordWriter:
                     raise KeyError(self.key_field)
                 for row in rows:
                     if row:
+                        self.first = self.first or dict(zip(self.header, row))  # the model as JSON text
                         yield self.normalise(row[0])
         except (ValueError, KeyError, TypeError) as error:
             raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
 
     def write(self, record: dict, mood_labels: Sequence[str]) -> None:
+        self.check(record, mood_labels)
         if self.handle is None:
             try:
                 self.handle = open(self.path, "a", encoding="utf-8", newline="")
@@ -110,17 +115,36 @@ class RecordWriter:
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             row = self._csv_row(record, mood_labels)
-            writer = csv.writer(self.handle)
             if self.header is None:
                 self.header = list(row)
-                writer.writerow(self.header)
-            elif list(row) != self.header:
-                raise CommandError(
-                    f"--output {self.path} has the columns of another model or other options; choose a new file."
-                )
-            writer.writerow(row.values())
+                csv.writer(self.handle).writerow(self.header)
+            csv.writer(self.handle).writerow(row.values())
         self.handle.flush()
         self.done.add(self.normalise(record[self.key_field]))
+
+    def check(self, record: dict, mood_labels: Sequence[str]) -> None:
+        """Refuses a record unlike the file's first: records of two models, or with and without --harmony say,
+        would read as one run's. Checked before anything of it is written."""
+        if self.path is None:
+            return
+        fields = self._csv_row(record, mood_labels) if self.format == "csv" else record
+        first, self.first = self.first, self.first or fields
+        if first is None:
+            return
+        earlier, now = (_provenance(kind.get("model")) for kind in (first, fields))
+        if not _same_model(earlier, now):
+            problem = f"its records come from {_model_name(earlier)}, this run's from {_model_name(now)}"
+        elif set(fields) != set(first):
+            more, fewer = sorted(set(fields) - set(first)), sorted(set(first) - set(fields))
+            problem = "; ".join(([f"this run's records have {', '.join(more)} and its records do not"] if more else [])
+                                + ([f"its records have {', '.join(fewer)} and this run's do not"] if fewer else []))
+            problem += " (other options: --harmony, --segments, --embedding, --labels; or another model)"
+        elif self.format == "csv" and list(fields) != list(first):
+            problem = "its columns are in another order"
+        else:
+            return
+        raise CommandError(f"--output {self.path} holds records of another kind: {problem}. Choose a new file, or run "
+                           "with the model and options that wrote it.")
 
     @staticmethod
     def _csv_row(record: dict, mood_labels: Sequence[str]) -> dict:
@@ -143,6 +167,27 @@ class RecordWriter:
         if self.handle not in (None, sys.stdout):
             self.handle.close()
             self.handle = None
+
+
+def _provenance(value: dict | str | None) -> dict | None:
+    """A record's "model": a dict in JSON lines, its JSON text in a CSV cell."""
+    return json.loads(value) if isinstance(value, str) and value else value or None
+
+
+def _same_model(earlier: dict | None, now: dict | None) -> bool:
+    """Provenances name the same model: equal, or one local folder named two ways (./model and model)."""
+    if earlier == now:
+        return True
+    names = [(provenance or {}).get("name") for provenance in (earlier, now)]
+    return all(names) and len(earlier) == len(now) == 1 and os.path.realpath(names[0]) == os.path.realpath(names[1])
+
+
+def _model_name(provenance: dict | None) -> str:
+    if not provenance:
+        return "no model named"
+    if "name" in provenance:
+        return provenance["name"]
+    return f"{provenance.get('repo')}:{provenance.get('checkpoint')}@{str(provenance.get('revision'))[:12]}"
 
 
 def drop_cut_off_record(path: str | os.PathLike) -> None:
@@ -296,6 +341,8 @@ class Job:
                     self._fail(key, label(key), str(answer) or type(answer).__name__,
                                isinstance(answer, InputCrashed), errors, progress)
                 else:
+                    if several and self.is_main:  # refused now, not once every process has finished
+                        self.output_writer.check(answer, self.mood_labels)
                     self.writer.write(answer, self.mood_labels)
                     self.written += 1
                 progress.update()

@@ -217,6 +217,43 @@ def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav,
         assert 1.0 <= float(row["valence"]) <= 9.0 and row["key"] and json.loads(row["chords"])
 
 
+def test_a_rerun_from_another_folder_skips_what_is_done_and_keeps_same_named_files_apart(
+        tiny_model_dir, tmp_path, write_wav, capsys, monkeypatch):
+    """Records name files by absolute path: two album folders' ./01.wav are two files (the second used to be skipped
+    as done), and a rerun naming them from elsewhere finds both done (they used to be analysed again)."""
+    albums = [write_wav(f"{name}/01.wav", tone(2.0, freq=freq)).parent for name, freq in (("a", 220), ("b", 330))]
+    out = tmp_path / "all.jsonl"
+    for album in albums:
+        monkeypatch.chdir(album)
+        assert predict_here(capsys, ".", "--model", str(tiny_model_dir), "-o", str(out))[0] == 0
+    assert [r["file"] for r in records(out)] == [str(album / "01.wav") for album in albums]
+    monkeypatch.chdir(tmp_path)
+    status, stderr = predict_here(capsys, "a", "b/01.wav", "--model", str(tiny_model_dir), "-o", "all.jsonl")
+    assert status == 0 and "2 file(s) already in" in stderr and "loading model" not in stderr
+    assert len(records(out)) == 2
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_rerun_with_another_model_or_other_options_is_refused_and_the_output_kept(tiny_model_dir, tmp_path, write_wav,
+                                                                                    capsys, monkeypatch, suffix):
+    files = [str(write_wav(f"m{i}.wav", tone(1.5, freq=250 + 60 * i))) for i in range(3)]
+    out = tmp_path / f"moods{suffix}"
+    assert predict_here(capsys, files[0], "--model", str(tiny_model_dir), "-o", str(out))[0] == 0
+    written = out.read_text()
+    other_model = shutil.copytree(tiny_model_dir, tmp_path / "other-model")
+    for args, problem in ((["--model", str(tiny_model_dir), "--harmony"],
+                           "this run's records have chords, key and its records do not"),
+                          (["--model", str(other_model)], f"records come from {tiny_model_dir}, this run's from "
+                           f"{other_model}")):
+        status, stderr = predict_here(capsys, *files[:2], *args, "-o", str(out))
+        assert status == 2 and problem in stderr and "Choose a new file" in stderr, stderr
+        assert out.read_text() == written
+    monkeypatch.chdir(tiny_model_dir.parent)  # the same model folder, named another way
+    status, stderr = predict_here(capsys, *files, "--model", f"./{tiny_model_dir.name}", "-o", str(out))
+    assert status == 0, stderr
+    assert out.read_text().startswith(written) and len(out.read_text().splitlines()) == len(written.splitlines()) + 2
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
