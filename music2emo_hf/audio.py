@@ -296,10 +296,25 @@ def _open_file(source: Any, name: str) -> AudioStream:
         with _decoder_notes_hidden():
             handle = sf.SoundFile(source)
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        raise AudioDecodeError(
-            f"{name}: not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
-        ) from None
+        raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
     return AudioStream(name, _check_rate(handle.samplerate, name), _file=handle)
+
+
+def _why_not_audio(source: Any) -> str:
+    """What to tell of a file no decoder opens. An MP3 cut short inside its ID3 tag (cover art can fill the first
+    hundreds of KB) holds no audio at all: an incomplete download or copy, not a file of another kind."""
+    if isinstance(source, io.BytesIO):
+        head, size = source.getvalue()[:10], len(source.getvalue())
+    else:
+        with open(source, "rb") as handle:
+            head, size = handle.read(10), os.fstat(handle.fileno()).st_size
+    if len(head) == 10 and head[:3] == b"ID3" and head[3] in (2, 3, 4) and all(byte < 0x80 for byte in head[6:]):
+        tag_size = sum(byte << 7 * (3 - index) for index, byte in enumerate(head[6:]))  # 7 bits a byte ("syncsafe")
+        tag_end = 10 + tag_size + (10 if head[5] & 0x10 else 0)  # header, tag, and its footer when flagged
+        if tag_end >= size:
+            return (f"cut short: the file ends inside its ID3 tag ({size:,} of the tag's {tag_end:,} bytes), before any "
+                    "audio; it was not downloaded or copied whole.")
+    return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
 
 
 def header_duration(path: str | os.PathLike) -> float | None:

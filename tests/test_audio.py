@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -136,6 +138,20 @@ def test_truncated_mp3_decodes_what_is_there(tmp_path):
     cut.write_bytes(source[: len(source) // 3])
     audio = load_audio(str(cut), 24000)
     assert 2.0 < len(audio) / 24000 < 30.0  # what the first third holds (after its ID3 tag): not all 45 s, not nothing
+
+
+def test_an_mp3_cut_short_inside_its_id3_tag_is_called_incomplete_not_other_than_audio(tmp_path):
+    """This clip's ID3 tag (licence text and cover art) fills its first 110 KB: cut at 100 KB it holds no audio."""
+    source = require_fixtures("emomusic", "audio", "3.mp3").read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(source[:100_000])
+    message = "cut short: the file ends inside its ID3 tag (100,000 of the tag's 109,910 bytes), before any audio"
+    for audio, name in ((str(cut), str(cut)), (source[:100_000], "<100000 bytes>")):
+        with pytest.raises(AudioDecodeError, match=re.escape(f"{name}: {message}")):
+            load_audio(audio, 24000)
+    (tmp_path / "notes.mp3").write_bytes(b"ID3 tags to add: artist, title\n" * 10)  # text, however it starts
+    with pytest.raises(AudioDecodeError, match="notes.mp3: not audio"):
+        load_audio(str(tmp_path / "notes.mp3"), 24000)
 
 
 def test_corrupt_mp3_body_resyncs_and_keeps_the_intact_audio(tmp_path):
