@@ -301,8 +301,8 @@ def _open_file(source: Any, name: str) -> AudioStream:
 
 
 def _why_not_audio(source: Any) -> str:
-    """What to tell of a file no decoder opens. An MP3 cut short inside its ID3 tag (cover art can fill the first
-    hundreds of KB) holds no audio at all: an incomplete download or copy, not a file of another kind."""
+    """What to tell of a file no decoder opens. An MP3 cut short in or just after its ID3 tag (cover art can fill the
+    first hundreds of KB) holds no whole audio frame: an incomplete download or copy, not a file of another kind."""
     if isinstance(source, io.BytesIO):
         head, size = source.getvalue()[:10], len(source.getvalue())
     else:
@@ -311,10 +311,18 @@ def _why_not_audio(source: Any) -> str:
     if len(head) == 10 and head[:3] == b"ID3" and head[3] in (2, 3, 4) and all(byte < 0x80 for byte in head[6:]):
         tag_size = sum(byte << 7 * (3 - index) for index, byte in enumerate(head[6:]))  # 7 bits a byte ("syncsafe")
         tag_end = 10 + tag_size + (10 if head[5] & 0x10 else 0)  # header, tag, and its footer when flagged
-        if tag_end >= size:
-            return (f"cut short: the file ends inside its ID3 tag ({size:,} of the tag's {tag_end:,} bytes), before any "
-                    "audio; it was not downloaded or copied whole.")
+        if size < tag_end:
+            where = f"inside its ID3 tag ({size:,} of the tag's {tag_end:,} bytes)"
+        elif size - tag_end < _MP3_FRAME_BYTES:
+            where = f"{f'{size - tag_end:,} bytes' if size > tag_end else 'right'} after its {tag_end:,}-byte ID3 tag"
+        else:
+            where = None
+        if where:
+            return f"cut short: the file ends {where}, before any audio; it was not downloaded or copied whole."
     return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
+
+
+_MP3_FRAME_BYTES = 1441  # the largest MPEG-1 layer III frame (320 kbit/s at 32 kHz, padded): less is no whole frame
 
 
 def header_duration(path: str | os.PathLike) -> float | None:

@@ -50,8 +50,8 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
 
 
 def file_key(path: str) -> str:
-    """Paths name the same file however they were written (relative, ./, trailing slashes of folders)."""
-    return os.path.normpath(os.path.abspath(path))
+    """Paths name the same file however they were written: relative, with ./ or .., or through a link."""
+    return os.path.realpath(path)
 
 
 def _load_pipeline(model: str, device: str, announce: bool = True, **options):
@@ -81,8 +81,8 @@ def _load_pipeline(model: str, device: str, announce: bool = True, **options):
 
 
 class FileInputs:
-    """The files of a `predict` run, named by `file_key` (the job's keys). Records start with that absolute path, so
-    a rerun from another folder, with relative paths, finds them: a path as typed would name another file there (two
+    """The files of a `predict` run, named by `file_key` (the job's keys). Records start with that real path, so a
+    rerun from another folder, with relative paths, finds them: a path as typed would name another file there (two
     album folders' ./01.mp3), or none."""
 
     def __init__(self, paths: list[str], report):
@@ -133,9 +133,12 @@ def predict(args: argparse.Namespace) -> int:
         from .dataset_predictions import RECORDS
 
         os.makedirs(args.output_dataset, exist_ok=True)
-        job = Job(os.path.join(args.output_dataset, RECORDS), "row", str, cpu=args.device == "cpu")
+        job = Job(os.path.join(args.output_dataset, RECORDS), "row", str, cpu=args.device == "cpu",
+                  described=f"--output-dataset {args.output_dataset}")
     else:
         job = Job(args.output, "file", file_key, cpu=args.device == "cpu")
+    if job.is_main:
+        _check_same_options(job.output_writer, recorded_options(args))
     if job.processes > 1 and args.device not in (None, "cpu"):
         raise CommandError(f"--device {args.device}: with several processes each runs on the device its launcher "
                            "gives it; leave --device out (or pass --device cpu).")
@@ -166,6 +169,40 @@ def predict(args: argparse.Namespace) -> int:
     if args.dataset:
         _write_dataset(args, job, inputs, pipe, failed)
     return EXIT_FILES_FAILED if failed else EXIT_OK
+
+
+# The options that change what a record says (not where or how fast it is computed). Each record names those it was
+# made with that differ from the defaults, and a rerun onto the same output must give the same.
+_RECORDED_OPTIONS = ("model", "top_k", "threshold", "segments", "harmony", "embedding", "labels", "hypothesis_template",
+                     "precision", "resampler", "harmony_ensemble")
+
+
+def recorded_options(args: argparse.Namespace) -> dict:
+    """This run's `_RECORDED_OPTIONS` that differ from the defaults, as flags (`{"--top-k": 3}`); a model folder by
+    its real path, so that `model` from one place is `model` from another."""
+    options = {}
+    for name in _RECORDED_OPTIONS:
+        value = getattr(args, name)
+        if value != args.command_parser.get_default(name):
+            options[f"--{name.replace('_', '-')}"] = os.path.realpath(value) if name == "model" and os.path.isdir(
+                value) else value
+    return options
+
+
+def _check_same_options(output, options: dict) -> None:
+    """A rerun onto an output made with other options is refused before the model loads, whether or not it has
+    anything left to analyse: its records would not be this run's (and a finished output would answer "skipped")."""
+    earlier = output.field(output.first, "options") if output else None
+    if earlier is None or earlier == options:  # nothing written yet (or by an older version, which did not say)
+        return
+    raise CommandError(f"{output.described} holds records made with {_as_flags(earlier)}, and this run has "
+                       f"{_as_flags(options)}. Choose another output, or run with the options that wrote it.")
+
+
+def _as_flags(options: dict) -> str:
+    if not options:
+        return "the default options"
+    return " ".join(name if value is True else f"{name} {value}" for name, value in options.items())
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -256,12 +293,12 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
     if pipe.model.config.untrained and job.is_main:
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
-    options = _pipeline_options(args, pipe)
+    options, recorded = _pipeline_options(args, pipe), recorded_options(args)
     mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
 
-    def analyse_alone(key: str) -> dict:
-        with tempfile.TemporaryDirectory(prefix="music2emo-input-") as folder:
-            record = analyse_in_child(_argv_alone(args, inputs.as_file(key, folder), device))
+    def analyse_alone(key: str) -> dict:  # only for an output's job: its parts hold the temporary files
+        with tempfile.TemporaryDirectory(prefix="music2emo-input-", dir=job.parts) as folder:
+            record = analyse_in_child(_argv_alone(args, inputs.as_file(key, folder), device), job.parts)
         return {**inputs.head(key), **{name: value for name, value in record.items() if name != "file"}}
 
     batch_size = args.batch_size or (1 if pipe.model.device.type == "cpu" else 16)
@@ -276,7 +313,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
 
         for answer in pipe.stream(audio(), batch_size, **options):
             key = taken.popleft()
-            yield answer if isinstance(answer, Exception) else {**inputs.head(key), **answer}
+            yield answer if isinstance(answer, Exception) else {**inputs.head(key), **answer, "options": recorded}
 
     with tqdm(total=plan.total, desc="music2emo", unit=noun, file=sys.stderr, disable=not job.is_main) as bar:
         job.run(

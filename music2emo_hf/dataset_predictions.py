@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 RECORDS = ".records.jsonl"  # the job's records in the output folder (hidden: load_dataset ignores it)
-_PER_DATASET = ("scale", "model", "warning")  # the same in every record: said once, in the card
+_PER_DATASET = ("scale", "model", "warning", "options")  # the same in every record: said once, in the card
 
 
 def undecoded(dataset, audio_column: str):

@@ -16,6 +16,7 @@ own: if it crashes that one too, it is reported and marked "crashed", and the jo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import heapq
 import itertools
@@ -63,8 +64,10 @@ class RecordWriter:
     """Appends one record per input to a .jsonl or .csv file and flushes it at once; reads back which inputs a file
     holds already, dropping a last record cut short by a kill."""
 
-    def __init__(self, path: str | None, key_field: str = "file", normalise: Callable[[Any], str] = str):
+    def __init__(self, path: str | None, key_field: str = "file", normalise: Callable[[Any], str] = str,
+                 described: str | None = None):
         self.path, self.key_field, self.normalise = path, key_field, normalise
+        self.described = described or f"--output {path}"  # how messages name the output
         self.done: set[str] = set()
         self.format = "csv" if path and path.lower().endswith(".csv") else "jsonl"
         if path and not path.lower().endswith((".csv", ".jsonl", ".json")):
@@ -94,7 +97,7 @@ class RecordWriter:
                             yield self.normalise(record[self.key_field])
                     return
                 rows = csv.reader(handle)
-                self.header = next(rows, None)
+                self.header = next((row for row in rows if row), None)
                 if self.header and self.header[0] != self.key_field:
                     raise KeyError(self.key_field)
                 for row in rows:
@@ -131,20 +134,24 @@ class RecordWriter:
         first, self.first = self.first, self.first or fields
         if first is None:
             return
-        earlier, now = (_provenance(kind.get("model")) for kind in (first, fields))
-        if not _same_model(earlier, now):
-            problem = f"its records come from {_model_name(earlier)}, this run's from {_model_name(now)}"
+        earlier, now = (self.field(kind, "model") for kind in (first, fields))
+        if earlier != now:
+            problem = f"the file's records come from {_model_name(earlier)}, this run's from {_model_name(now)}"
         elif set(fields) != set(first):
             more, fewer = sorted(set(fields) - set(first)), sorted(set(first) - set(fields))
-            problem = "; ".join(([f"this run's records have {', '.join(more)} and its records do not"] if more else [])
-                                + ([f"its records have {', '.join(fewer)} and this run's do not"] if fewer else []))
-            problem += " (other options: --harmony, --segments, --embedding, --labels; or another model)"
+            problem = "; ".join(([f"this run's records have {', '.join(more)} and the file's do not"] if more else [])
+                                + ([f"the file's records have {', '.join(fewer)} and this run's do not"] if fewer else []))
         elif self.format == "csv" and list(fields) != list(first):
             problem = "its columns are in another order"
         else:
             return
-        raise CommandError(f"--output {self.path} holds records of another kind: {problem}. Choose a new file, or run "
+        raise CommandError(f"{self.described} holds records of another kind: {problem}. Choose another output, or run "
                            "with the model and options that wrote it.")
+
+    def field(self, record: dict | None, name: str) -> Any:
+        """A record's nested value (its "model", its "options"): as it is in JSON lines, from its JSON text in CSV."""
+        value = (record or {}).get(name)
+        return json.loads(value) if self.format == "csv" and isinstance(value, str) and value else value
 
     @staticmethod
     def _csv_row(record: dict, mood_labels: Sequence[str]) -> dict:
@@ -169,22 +176,9 @@ class RecordWriter:
             self.handle = None
 
 
-def _provenance(value: dict | str | None) -> dict | None:
-    """A record's "model": a dict in JSON lines, its JSON text in a CSV cell."""
-    return json.loads(value) if isinstance(value, str) and value else value or None
-
-
-def _same_model(earlier: dict | None, now: dict | None) -> bool:
-    """Provenances name the same model: equal, or one local folder named two ways (./model and model)."""
-    if earlier == now:
-        return True
-    names = [(provenance or {}).get("name") for provenance in (earlier, now)]
-    return all(names) and len(earlier) == len(now) == 1 and os.path.realpath(names[0]) == os.path.realpath(names[1])
-
-
 def _model_name(provenance: dict | None) -> str:
     if not provenance:
-        return "no model named"
+        return "no model named (or an older version of music2emo)"
     if "name" in provenance:
         return provenance["name"]
     return f"{provenance.get('repo')}:{provenance.get('checkpoint')}@{str(provenance.get('revision'))[:12]}"
@@ -249,7 +243,7 @@ class Job:
     then `run`, then `finish`."""
 
     def __init__(self, output: str | None, key_field: str = "file", normalise: Callable[[Any], str] = str,
-                 cpu: bool = False):
+                 cpu: bool = False, described: str | None = None):
         self.processes = launched_processes()
         if self.processes > 1 and not output:
             raise CommandError("several processes need --output FILE (.jsonl or .csv) to write their records to.")
@@ -261,7 +255,7 @@ class Job:
         self.errors_file = Path(f"{output}.errors.jsonl") if output else None
         # The output, read once (a wrong --output is refused here, before the model loads); only the main process
         # writes it.
-        self.output_writer = RecordWriter(output, key_field, normalise) if self.is_main else None
+        self.output_writer = RecordWriter(output, key_field, normalise, described) if self.is_main else None
         self.mood_labels: Sequence[str] = ()  # set by `run`
         self.written = 0
         self.failures: list[dict] = []
@@ -350,6 +344,9 @@ class Job:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self.writer.close()
+            if self.parts and not several:
+                with contextlib.suppress(OSError):  # a run refused at its first record leaves no empty folder
+                    self.parts.rmdir()
         if several:
             _write_now(self.parts / f"rank-{self.rank}.done", "")
 
@@ -472,13 +469,14 @@ def _answer_or_error(analyse: Callable[[str], dict], key: str) -> dict | Excepti
 _PARENT_VARIABLE = "MUSIC2EMO_PARENT_PID"
 
 
-def analyse_in_child(argv: list[str]) -> dict:
+def analyse_in_child(argv: list[str], folder: str | os.PathLike | None = None) -> dict:
     """Runs `python -m music2emo_hf.cli ARGV --output TMP` as a process of its own (outside any process group) and
-    returns its one record; raises InputCrashed if it died, ValueError with its message if it reported a failure."""
+    returns its one record; raises InputCrashed if it died, ValueError with its message if it reported a failure.
+    TMP is in a temporary folder under `folder` (the job's parts, which the job removes: a kill leaves nothing)."""
     environment = {name: value for name, value in os.environ.items() if name not in _GROUP_VARIABLES}
     environment[_PARENT_VARIABLE] = str(os.getpid())
-    with tempfile.TemporaryDirectory(prefix="music2emo-alone-") as folder:
-        output = os.path.join(folder, "record.jsonl")
+    with tempfile.TemporaryDirectory(prefix="music2emo-alone-", dir=folder) as temporary:
+        output = os.path.join(temporary, "record.jsonl")
         done = subprocess.run([sys.executable, "-m", "music2emo_hf.cli", *argv, "--output", output],
                               env=environment, capture_output=True, text=True)
         records = read_jsonl(output) if os.path.exists(output) else []

@@ -607,14 +607,15 @@ def harmony_for(model, ensemble_size: int = 5):
 
 def model_provenance(config) -> dict[str, Any]:
     """Which model made an answer: for a converted release its repo, checkpoint and revision (and the backbone's),
-    otherwise the name or folder it was loaded from."""
+    otherwise the name it was loaded by, or its folder's real path (`model` from one place is `model` from another)."""
     if config.source:
         source = config.source
         backbone = source.get("backbone", {})
         revision = backbone.get("revision")
         return {"repo": source["repo"], "checkpoint": source["checkpoint"], "revision": source["revision"],
                 "backbone": f"{backbone.get('repo')}" + (f"@{revision}" if revision else "")}
-    return {"name": config.name_or_path}
+    name = config.name_or_path
+    return {"name": os.path.realpath(name) if os.path.isdir(name) else name}
 
 
 def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: str | os.PathLike) -> None:

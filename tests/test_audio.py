@@ -149,6 +149,11 @@ def test_an_mp3_cut_short_inside_its_id3_tag_is_called_incomplete_not_other_than
     for audio, name in ((str(cut), str(cut)), (source[:100_000], "<100000 bytes>")):
         with pytest.raises(AudioDecodeError, match=re.escape(f"{name}: {message}")):
             load_audio(audio, 24000)
+    for size, where in ((109_910, "right after its 109,910-byte ID3 tag"),
+                        (110_000, "90 bytes after its 109,910-byte ID3 tag")):  # less than one whole audio frame
+        with pytest.raises(AudioDecodeError, match=re.escape(f"cut short: the file ends {where}, before any audio")):
+            load_audio(source[:size], 24000)
+    assert len(load_audio(source[:112_000], 24000)) > 0  # a few frames: what is there is decoded
     (tmp_path / "notes.mp3").write_bytes(b"ID3 tags to add: artist, title\n" * 10)  # text, however it starts
     with pytest.raises(AudioDecodeError, match="notes.mp3: not audio"):
         load_audio(str(tmp_path / "notes.mp3"), 24000)

@@ -234,24 +234,50 @@ def test_a_rerun_from_another_folder_skips_what_is_done_and_keeps_same_named_fil
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_a_rerun_with_another_model_or_other_options_is_refused_and_the_output_kept(tiny_model_dir, tmp_path, write_wav,
-                                                                                    capsys, monkeypatch, suffix):
+def test_a_rerun_with_another_model_or_other_options_is_refused_before_the_model_loads(tiny_model_dir, tmp_path,
+                                                                                      write_wav, capsys, monkeypatch,
+                                                                                      suffix):
+    """Each record names the options it was made with; a rerun with others is refused, even with nothing left to do
+    (it used to answer "skipped"), and the output is left as it was. The same model folder named another way is
+    the same model."""
     files = [str(write_wav(f"m{i}.wav", tone(1.5, freq=250 + 60 * i))) for i in range(3)]
     out = tmp_path / f"moods{suffix}"
-    assert predict_here(capsys, files[0], "--model", str(tiny_model_dir), "-o", str(out))[0] == 0
+    model = str(tiny_model_dir)
+    assert predict_here(capsys, files[0], "--model", model, "--top-k", "3", "-o", str(out))[0] == 0
     written = out.read_text()
     other_model = shutil.copytree(tiny_model_dir, tmp_path / "other-model")
-    for args, problem in ((["--model", str(tiny_model_dir), "--harmony"],
-                           "this run's records have chords, key and its records do not"),
-                          (["--model", str(other_model)], f"records come from {tiny_model_dir}, this run's from "
-                           f"{other_model}")):
-        status, stderr = predict_here(capsys, *files[:2], *args, "-o", str(out))
-        assert status == 2 and problem in stderr and "Choose a new file" in stderr, stderr
+    for inputs, args, now in (
+        (files[:2], ["--model", model, "--top-k", "3", "--harmony"], f"--model {model} --top-k 3 --harmony"),
+        (files[:2], ["--model", str(other_model), "--top-k", "3"], f"--model {other_model} --top-k 3"),
+        (files[:1], ["--model", model], f"--model {model}"),  # nothing left to analyse
+    ):
+        status, stderr = predict_here(capsys, *inputs, *args, "-o", str(out))
+        assert status == 2 and "loading model" not in stderr, stderr
+        assert (f"--output {out} holds records made with --model {model} --top-k 3, and this run has {now}. Choose "
+                "another output, or run with the options that wrote it.") in stderr
         assert out.read_text() == written
-    monkeypatch.chdir(tiny_model_dir.parent)  # the same model folder, named another way
-    status, stderr = predict_here(capsys, *files, "--model", f"./{tiny_model_dir.name}", "-o", str(out))
+    monkeypatch.chdir(tiny_model_dir.parent)
+    status, stderr = predict_here(capsys, *files, "--model", f"./{tiny_model_dir.name}", "--top-k", "3", "-o", str(out))
     assert status == 0, stderr
     assert out.read_text().startswith(written) and len(out.read_text().splitlines()) == len(written.splitlines()) + 2
+
+
+def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, write_wav, capsys, monkeypatch):
+    """Files are named by their real path: one reached directly and through a linked folder is analysed once, and
+    `..` after a link is where the link leads (the path's text alone names deep/01.wav, which does not exist)."""
+    song = write_wav("album/01.wav", tone(2.0))
+    other = write_wav("01.wav", tone(2.0, freq=330.0))
+    (tmp_path / "linked-album").symlink_to(song.parent)
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "link").symlink_to(song.parent)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "moods.jsonl"
+    status, stderr = predict_here(capsys, "album/01.wav", "linked-album", "deep/link/../01.wav", "--model",
+                                  str(tiny_model_dir), "-o", str(out))
+    assert status == 0, stderr
+    assert [r["file"] for r in records(out)] == [str(song.resolve()), str(other.resolve())]
+    status, stderr = predict_here(capsys, "linked-album/01.wav", "--model", str(tiny_model_dir), "-o", str(out))
+    assert status == 0 and "1 file(s) already in" in stderr and len(records(out)) == 2
 
 
 @pytest.mark.parametrize(

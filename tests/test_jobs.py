@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from music2emo_hf.cli import main
 from music2emo_hf.dataset_predictions import records_in_row_order
-from music2emo_hf.jobs import RecordWriter, balanced_shares, drop_cut_off_record
+from music2emo_hf.jobs import CommandError, RecordWriter, balanced_shares, drop_cut_off_record
 
 from .conftest import ROOT, tone
 
@@ -46,6 +47,34 @@ def test_a_record_cut_off_by_a_kill_is_dropped_however_long_the_file(tmp_path):
     assert RecordWriter(str(path)).done == {"f0", "f1", "f2"}
     drop_cut_off_record(path)  # nothing more to drop
     assert path.read_text() == complete
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_record_unlike_the_files_first_is_refused_before_anything_is_written(tmp_path, suffix):
+    """The guard behind the options check (tests/test_cli.py): a model that answers otherwise under the same options,
+    such as a new revision of a released checkpoint, or a model folder replaced by one with other heads."""
+    def record(name: str, revision: str, **extra) -> dict:
+        return {"file": name, "moods": [{"label": "calm", "score": 0.5}], "valence": 5.0,
+                "model": {"repo": "amaai-lab/music2emo", "checkpoint": "J_all", "revision": revision}, "options": {},
+                **extra}
+
+    path = tmp_path / f"out{suffix}"
+    RecordWriter(str(path)).write(record("/a.wav", "1" * 40), ["calm", "tense"])
+    path.write_text("\n" + path.read_text())  # a blank first line (an editor's) is not the CSV's header
+    written = path.read_text()
+    writer = RecordWriter(str(path))
+    assert writer.done == {"/a.wav"}
+    with pytest.raises(CommandError, match=re.escape(
+            "the file's records come from amaai-lab/music2emo:J_all@111111111111, this run's from "
+            "amaai-lab/music2emo:J_all@222222222222. Choose another output")):
+        writer.write(record("/b.wav", "2" * 40), ["calm", "tense"])
+    with pytest.raises(CommandError, match="this run's records have key and the file's do not"):
+        writer.write(record("/b.wav", "1" * 40, key="C major"), ["calm", "tense"])
+    writer.close()
+    assert path.read_text() == written
+    writer.write(record("/b.wav", "1" * 40), ["calm", "tense"])
+    writer.close()
+    assert RecordWriter(str(path)).done == {"/a.wav", "/b.wav"}
 
 
 def test_dataset_records_are_read_back_in_row_order(tmp_path):
@@ -149,9 +178,10 @@ def _parent_of(pid: int) -> int | None:
     return None if state == "Z" else int(parent)
 
 
-def _a_run_killed_while_its_child_analyses_the_suspect(args: list[str], flag: Path) -> None:
+def _a_run_killed_while_its_child_analyses_the_suspect(args: list[str], flag: Path, parts: Path) -> None:
     """kill -9 of a run while the file in flight at a crash is analysed alone in its child: the child ends too (it
-    used to run on for nobody), and the file is still the suspect."""
+    used to run on for nobody), its temporary files are in the job's parts (removed when the job ends; they were
+    left in /tmp), and the file is still the suspect."""
     run = subprocess.Popen(_predict_command(1, *args), env=_env(MUSIC2EMO_TEST_HANG_ON="s0.wav",
                                                                 MUSIC2EMO_TEST_HANG_FLAG=str(flag)),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -161,6 +191,7 @@ def _a_run_killed_while_its_child_analyses_the_suspect(args: list[str], flag: Pa
     child = int(flag.read_text()) if flag.exists() else None
     try:
         assert child is not None and _parent_of(child) == run.pid, "the rerun analysed the suspect in no child"
+        assert f"--output\0{parts}{os.sep}music2emo-alone-" in Path(f"/proc/{child}/cmdline").read_text()
         run.kill()
         run.wait()
         deadline = time.monotonic() + 30
@@ -182,7 +213,7 @@ def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retr
     first = subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True, timeout=300)
     assert first.returncode == -signal.SIGKILL and not output.exists()  # died on the first song
 
-    _a_run_killed_while_its_child_analyses_the_suspect(args, tmp_path / "waiting")  # s0.wav is still the suspect
+    _a_run_killed_while_its_child_analyses_the_suspect(args, tmp_path / "waiting", Path(f"{output}.parts"))
 
     second = subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True, timeout=600)
     assert second.returncode == 1, second.stderr[-3000:]
@@ -196,3 +227,4 @@ def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retr
     stderr = capsys.readouterr().err
     assert f"skipped: {songs[0]}: it crashed the analysis before" in stderr and "loading model" not in stderr
     assert len(lines(output)) == 5 and Path(f"{output}.errors.jsonl").exists()
+    assert not Path(f"{output}.parts").exists()
