@@ -157,6 +157,9 @@ def predict(args: argparse.Namespace) -> int:
     plan = job.plan(inputs.keys, inputs.weight)
     if job.is_main and plan.already_done:
         print(f"{plan.already_done} {noun}(s) already in {job.output}: skipped", file=sys.stderr)
+    if job.is_main and plan.discarded:
+        print(f"{plan.discarded} record(s) of a refused run, of another model or options than {job.output}'s, were "
+              f"left in {job.parts}: removed", file=sys.stderr)
     for entry in plan.crashed_before if job.is_main else ():
         print(f"skipped: {entry['input']}: it crashed the analysis before ({entry['error']}); remove its line from "
               f"{job.errors_file} to try it again", file=sys.stderr)

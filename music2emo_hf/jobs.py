@@ -236,6 +236,7 @@ class Plan:
     total: int = 0  # inputs to analyse in this run, all processes together
     already_done: int = 0  # inputs whose records the output holds already
     crashed_before: list[dict] = field(default_factory=list)  # failures marked "crashed" by an earlier run: skipped
+    discarded: int = 0  # records a refused run of several processes left in its parts: of another kind than the output's
 
 
 class Job:
@@ -289,6 +290,7 @@ class Job:
                 part.rename(self.parts / f"leftover-{os.getpid()}-{number}.jsonl")
         for marker in [*self.parts.glob("rank-*.inflight"), *self.parts.glob("rank-*.done")]:
             marker.unlink()
+        discarded = self._discard_unlike_leftovers()
         in_output = set(self.output_writer.done)
         leftovers = {self.normalise(record[self.key_field]) for part in self.parts.glob("leftover-*.jsonl")
                      for record in read_jsonl(part)} - in_output
@@ -300,7 +302,20 @@ class Job:
         weights = [weight(key) for key in todo] if self.processes > 1 else [1.0] * len(todo)
         shares = [[todo[i] for i in share] for share in balanced_shares(weights, self.processes)]
         skipped = [entry for entry in self._crashed_before if entry["key"] in set(keys)]
-        return Plan(shares, suspects & set(todo), len(todo), len(done), skipped)
+        return Plan(shares, suspects & set(todo), len(todo), len(done), skipped, discarded)
+
+    def _discard_unlike_leftovers(self) -> int:
+        """Removes the leftover parts whose records come from another model or options than the output's: a run of
+        several processes refused at the main one's first record, after another had written some (else every later
+        run would be refused at their merge). Returns how many records went."""
+        output = self.output_writer
+        discarded = 0
+        for part in sorted(self.parts.glob("leftover-*.jsonl")) if output.first else ():
+            head = next(read_jsonl_stream(part), None)
+            if head and any(head.get(name) != output.field(output.first, name) for name in ("model", "options")):
+                discarded += sum(1 for _ in read_jsonl_stream(part))
+                part.unlink()
+        return discarded
 
     def run(self, plan: Plan, keys: Sequence[str], mood_labels: Sequence[str],
             analyse: Callable[[Iterator[str]], Iterator[dict | Exception]], analyse_alone: Callable[[str], dict],

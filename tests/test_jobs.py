@@ -77,6 +77,28 @@ def test_a_record_unlike_the_files_first_is_refused_before_anything_is_written(t
     assert RecordWriter(str(path)).done == {"/a.wav", "/b.wav"}
 
 
+def test_a_refused_runs_records_left_in_the_parts_are_removed_and_a_killed_runs_kept(tmp_path):
+    """Several processes: the main one refuses a record unlike the output's first only after another process may have
+    written some to its part; the next run removes those (they used to be merged first and refuse every run), and
+    keeps what a killed run of the same kind left."""
+    from music2emo_hf.jobs import Job
+
+    def record(name: str, revision: str) -> str:
+        return json.dumps({"file": name, "valence": 5.0, "model": {"repo": "r", "revision": revision},
+                           "options": {"--top-k": 3}}) + "\n"
+
+    output = tmp_path / "out.jsonl"
+    output.write_text(record("/a.wav", "1"))
+    parts = tmp_path / "out.jsonl.parts"
+    parts.mkdir()
+    (parts / "rank-1.jsonl").write_text(record("/c.wav", "2") + record("/d.wav", "2"))  # the refused run's
+    (parts / "rank-2.jsonl").write_text(record("/b.wav", "1"))  # a killed run's, of the output's kind
+    job = Job(str(output))
+    plan = job.plan(["/a.wav", "/b.wav", "/c.wav", "/d.wav"], lambda key: 1.0)
+    assert plan.discarded == 2 and plan.already_done == 2 and plan.shares == [["/c.wav", "/d.wav"]]
+    assert [json.loads(line)["file"] for path in parts.glob("leftover-*.jsonl") for line in path.open()] == ["/b.wav"]
+
+
 def test_dataset_records_are_read_back_in_row_order(tmp_path):
     path = tmp_path / ".records.jsonl"
     path.write_text("".join(json.dumps({"row": row, "valence": row / 10}) + "\n" for row in (0, 1, 3, 4, 2)))
