@@ -9,6 +9,7 @@ import collections
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -181,31 +182,49 @@ _RECORDED_OPTIONS = ("model", "top_k", "threshold", "segments", "harmony", "embe
 
 
 def recorded_options(args: argparse.Namespace) -> dict:
-    """This run's `_RECORDED_OPTIONS` that differ from the defaults, as flags (`{"--top-k": 3}`); a model folder by
-    its real path, so that `model` from one place is `model` from another."""
+    """This run's `_RECORDED_OPTIONS` that differ from the defaults, as flags (`{"--top-k": 3}`), each in one spelling:
+    a model folder by its real path (`model` from one place is `model` from another), labels as the clean list the
+    pipeline scores, a template only with labels (it words them)."""
+    from .zero_shot import check_labels
+
     options = {}
     for name in _RECORDED_OPTIONS:
         value = getattr(args, name)
-        if value != args.command_parser.get_default(name):
-            options[f"--{name.replace('_', '-')}"] = os.path.realpath(value) if name == "model" and os.path.isdir(
-                value) else value
+        if value == args.command_parser.get_default(name) or (name == "hypothesis_template" and args.labels is None):
+            continue
+        if name == "model" and os.path.isdir(value):
+            value = os.path.realpath(value)
+        elif name == "labels":
+            try:
+                value = check_labels(value)
+            except ValueError as error:
+                raise CommandError(f"--labels: {error}") from None
+        options[f"--{name.replace('_', '-')}"] = value
     return options
 
 
 def _check_same_options(output, options: dict) -> None:
     """A rerun onto an output made with other options is refused before the model loads, whether or not it has
     anything left to analyse: its records would not be this run's (and a finished output would answer "skipped")."""
-    earlier = output.field(output.first, "options") if output else None
-    if earlier is None or earlier == options:  # nothing written yet (or by an older version, which did not say)
+    if output is None or output.first is None:
         return
-    raise CommandError(f"{output.described} holds records made with {_as_flags(earlier)}, and this run has "
-                       f"{_as_flags(options)}. Choose another output, or run with the options that wrote it.")
+    earlier = output.field(output.first, "options")
+    if earlier is None:
+        raise CommandError(f"{output.described} holds records without the options they were made with (written by an "
+                           "older version of music2emo): choose another output.")
+    if earlier != options:
+        raise CommandError(f"{output.described} holds records made with {_as_flags(earlier)}; this run has "
+                           f"{_as_flags(options)}. Choose another output, or run with the options that wrote it.")
 
 
 def _as_flags(options: dict) -> str:
+    """Options as a command line would give them (values quoted where a shell would need it)."""
     if not options:
         return "the default options"
-    return " ".join(name if value is True else f"{name} {value}" for name, value in options.items())
+    def word(value) -> str:
+        return shlex.quote(",".join(value) if isinstance(value, list) else str(value))
+
+    return " ".join(name if value is True else f"{name} {word(value)}" for name, value in options.items())
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -361,7 +380,8 @@ def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
         value = getattr(args, action.dest, None)
         if not action.option_strings or action.dest in _NOT_FOR_ONE_FILE or value in (None, False):
             continue
-        argv += [action.option_strings[0]] + ([] if action.nargs == 0 else [str(value)])
+        flag = next(name for name in action.option_strings if name.startswith("--"))
+        argv.append(flag if action.nargs == 0 else f"{flag}={value}")  # one word: a value may start with "-"
     return argv
 
 
@@ -548,8 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inputs analysed together, their chunks in one backbone call and their chord windows in one "
                    "harmony call, while the next are decoded (default: 1 on CPU, where one at a time is fastest; 16 "
                    "on a GPU). Inputs longer than N chunks still run alone")
-    p.add_argument("--resampler", choices=("soxr", "sinc"), help="soxr (default: streamed, bounded memory) or sinc "
-                   "(torchaudio's resampler, as the authors' inference resampled for MERT; holds each track in memory)")
+    p.add_argument("--resampler", choices=("soxr", "sinc"), default="soxr", help="soxr (default: streamed, bounded "
+                   "memory) or sinc (torchaudio's resampler, as the authors' inference resampled for MERT; holds each "
+                   "track in memory)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="also show the audio decoders' own notes (e.g. mpg123's "
                    "'Trying to resync...' on a damaged file)")

@@ -131,22 +131,28 @@ class RecordWriter:
         if self.path is None:
             return
         fields = self._csv_row(record, mood_labels) if self.format == "csv" else record
-        first, self.first = self.first, self.first or fields
-        if first is None:
-            return
-        earlier, now = (self.field(kind, "model") for kind in (first, fields))
+        problem = self._unlike(fields)
+        if problem:
+            raise CommandError(f"{self.described} holds records of another kind: {problem}. Choose another output, or "
+                               "run with the model and options that wrote it.")
+        self.first = self.first or fields
+
+    def _unlike(self, fields: dict) -> str | None:
+        """How a record (CSV: its row) differs from the file's first, or None."""
+        first = self.first
+        if first is None:  # a CSV may hold its header alone
+            different = self.format == "csv" and self.header and list(fields) != self.header
+            return "its header names other columns than this run's records have" if different else None
+        earlier, now = self.field(first, "model"), self.field(fields, "model")
         if earlier != now:
-            problem = f"the file's records come from {_model_name(earlier)}, this run's from {_model_name(now)}"
-        elif set(fields) != set(first):
+            return f"the file's records come from {_model_name(earlier)}, this run's from {_model_name(now)}"
+        if set(fields) != set(first):
             more, fewer = sorted(set(fields) - set(first)), sorted(set(first) - set(fields))
-            problem = "; ".join(([f"this run's records have {', '.join(more)} and the file's do not"] if more else [])
-                                + ([f"the file's records have {', '.join(fewer)} and this run's do not"] if fewer else []))
-        elif self.format == "csv" and list(fields) != list(first):
-            problem = "its columns are in another order"
-        else:
-            return
-        raise CommandError(f"{self.described} holds records of another kind: {problem}. Choose another output, or run "
-                           "with the model and options that wrote it.")
+            return "; ".join(([f"this run's records have {', '.join(more)} and the file's do not"] if more else [])
+                             + ([f"the file's records have {', '.join(fewer)} and this run's do not"] if fewer else []))
+        if self.format == "csv" and list(fields) != list(first):
+            return "its columns are in another order"
+        return None
 
     def field(self, record: dict | None, name: str) -> Any:
         """A record's nested value (its "model", its "options"): as it is in JSON lines, from its JSON text in CSV."""

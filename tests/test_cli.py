@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,14 +136,45 @@ def test_folders_are_walked_through_linked_folders_once(tmp_path):
 
 def test_a_file_retried_alone_keeps_a_name_that_looks_like_an_option(tmp_path, monkeypatch):
     """The command line of a file analysed again in a process of its own (after a crash) names it so that a name
-    such as `-a.mp3` is read as the file, with the run's options."""
-    from music2emo_hf.cli import _argv_alone, build_parser
+    such as `-a.mp3` is read as the file, with the run's options, a value starting with "-" among them, and its
+    records say the same options."""
+    from music2emo_hf.cli import _argv_alone, build_parser, recorded_options
 
     monkeypatch.chdir(tmp_path)
-    args = build_parser().parse_args(["predict", "--model", "m", "--top-k", "3", "--harmony", "--", "-a.mp3"])
+    args = build_parser().parse_args(["predict", "--model", "m", "--top-k", "3", "--harmony", "--labels=-calm, tense",
+                                      "--", "-a.mp3"])
     again = build_parser().parse_args(_argv_alone(args, "-a.mp3", "cpu"))
     assert again.paths == [str(tmp_path / "-a.mp3")]
-    assert (again.model, again.top_k, again.harmony, again.device) == ("m", 3, True, "cpu")
+    assert (again.model, again.top_k, again.harmony, again.labels, again.device) == ("m", 3, True, "-calm, tense",
+                                                                                     "cpu")
+    assert recorded_options(again) == recorded_options(args)
+
+
+def test_options_are_recorded_in_one_spelling(tmp_path):
+    """Options that ask for the same analysis are recorded alike, so a rerun spelling them otherwise goes on; a
+    rerun with others is refused with both command lines, quoted as a shell needs them."""
+    from music2emo_hf.cli import _check_same_options, build_parser, recorded_options
+    from music2emo_hf.jobs import CommandError, RecordWriter
+
+    model = tmp_path / "model"
+    model.mkdir()
+
+    def recorded(*argv: str) -> dict:
+        return recorded_options(build_parser().parse_args(["predict", "x.wav", *argv]))
+
+    assert recorded("--labels", "calm, tense", "--resampler", "soxr", "--harmony-ensemble", "5", "--threshold", ".5",
+                    "--model", f"{tmp_path}/../{tmp_path.name}/model/") == recorded(
+        "--labels", "calm,tense,calm", "--threshold", "0.50", "--model", str(model)) == {
+        "--model": str(model), "--threshold": 0.5, "--labels": ["calm", "tense"]}
+    assert recorded("--hypothesis-template", "a song that is {}") == {}  # it words --labels, and there are none
+    output = tmp_path / "out.jsonl"
+    output.write_text(json.dumps({"file": "/x.wav", "options": recorded("--labels", "calm, very tense")}) + "\n")
+    with pytest.raises(CommandError, match=re.escape(
+            "holds records made with --labels 'calm,very tense'; this run has --top-k 3. Choose another output")):
+        _check_same_options(RecordWriter(str(output)), recorded("--top-k", "3"))
+    output.write_text(json.dumps({"file": "/x.wav", "valence": 5.0}) + "\n")
+    with pytest.raises(CommandError, match="records without the options they were made with"):
+        _check_same_options(RecordWriter(str(output)), {})
 
 
 @pytest.mark.slow
@@ -253,7 +285,7 @@ def test_a_rerun_with_another_model_or_other_options_is_refused_before_the_model
     ):
         status, stderr = predict_here(capsys, *inputs, *args, "-o", str(out))
         assert status == 2 and "loading model" not in stderr, stderr
-        assert (f"--output {out} holds records made with --model {model} --top-k 3, and this run has {now}. Choose "
+        assert (f"--output {out} holds records made with --model {model} --top-k 3; this run has {now}. Choose "
                 "another output, or run with the options that wrote it.") in stderr
         assert out.read_text() == written
     monkeypatch.chdir(tiny_model_dir.parent)

@@ -75,6 +75,10 @@ def test_a_record_unlike_the_files_first_is_refused_before_anything_is_written(t
     writer.write(record("/b.wav", "1" * 40), ["calm", "tense"])
     writer.close()
     assert RecordWriter(str(path)).done == {"/a.wav", "/b.wav"}
+    if suffix == ".csv":  # a CSV of its header alone: a row of other columns is refused too
+        path.write_text(path.read_text().strip().splitlines()[0] + "\n")
+        with pytest.raises(CommandError, match="its header names other columns than this run's records have"):
+            RecordWriter(str(path)).write(record("/c.wav", "1" * 40, key="C major"), ["calm", "tense"])
 
 
 def test_a_refused_runs_records_left_in_the_parts_are_removed_and_a_killed_runs_kept(tmp_path):
