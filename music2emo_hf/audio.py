@@ -311,13 +311,12 @@ def _why_not_audio(source: Any) -> str:
     if len(head) == 10 and head[:3] == b"ID3" and head[3] in (2, 3, 4) and all(byte < 0x80 for byte in head[6:]):
         tag_size = sum(byte << 7 * (3 - index) for index, byte in enumerate(head[6:]))  # 7 bits a byte ("syncsafe")
         tag_end = 10 + tag_size + (10 if head[5] & 0x10 else 0)  # header, tag, and its footer when flagged
-        if size < tag_end:
+        after = size - tag_end
+        if after < 0:
             where = f"inside its ID3 tag ({size:,} of the tag's {tag_end:,} bytes)"
-        elif size - tag_end < _MP3_FRAME_BYTES:
-            where = f"{f'{size - tag_end:,} bytes' if size > tag_end else 'right'} after its {tag_end:,}-byte ID3 tag"
         else:
-            where = None
-        if where:
+            where = f"{f'{after:,} bytes' if after else 'right'} after its {tag_end:,}-byte ID3 tag"
+        if after < _MP3_FRAME_BYTES:
             return f"cut short: the file ends {where}, before any audio; it was not downloaded or copied whole."
     return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
 

@@ -183,8 +183,9 @@ _RECORDED_OPTIONS = ("model", "top_k", "threshold", "segments", "harmony", "embe
 
 def recorded_options(args: argparse.Namespace) -> dict:
     """This run's `_RECORDED_OPTIONS` that differ from the defaults, as flags (`{"--top-k": 3}`), each in one spelling:
-    a model folder by its real path (`model` from one place is `model` from another), labels as the clean list the
-    pipeline scores, a template only with labels (it words them)."""
+    the model as its answers name it, labels as the clean list the pipeline scores, a template only with labels (it
+    words them)."""
+    from .pipeline_music2emo import model_name
     from .zero_shot import check_labels
 
     options = {}
@@ -192,8 +193,8 @@ def recorded_options(args: argparse.Namespace) -> dict:
         value = getattr(args, name)
         if value == args.command_parser.get_default(name) or (name == "hypothesis_template" and args.labels is None):
             continue
-        if name == "model" and os.path.isdir(value):
-            value = os.path.realpath(value)
+        if name == "model":
+            value = model_name(value)
         elif name == "labels":
             try:
                 value = check_labels(value)

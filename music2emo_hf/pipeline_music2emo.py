@@ -605,17 +605,22 @@ def harmony_for(model, ensemble_size: int = 5):
     return BTCHarmonyAnalyzer(weights, window_seconds=config.chunk_seconds, device=model.device)
 
 
+def model_name(name_or_path: str) -> str:
+    """A model as answers name it: a Hub id as given, a local folder by its real path (`model` from one place is
+    `model` from another, and `./model` is `/abs/model`)."""
+    return os.path.realpath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
+
+
 def model_provenance(config) -> dict[str, Any]:
     """Which model made an answer: for a converted release its repo, checkpoint and revision (and the backbone's),
-    otherwise the name it was loaded by, or its folder's real path (`model` from one place is `model` from another)."""
+    otherwise its `model_name`."""
     if config.source:
         source = config.source
         backbone = source.get("backbone", {})
         revision = backbone.get("revision")
         return {"repo": source["repo"], "checkpoint": source["checkpoint"], "revision": source["revision"],
                 "backbone": f"{backbone.get('repo')}" + (f"@{revision}" if revision else "")}
-    name = config.name_or_path
-    return {"name": os.path.realpath(name) if os.path.isdir(name) else name}
+    return {"name": model_name(config.name_or_path)}
 
 
 def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: str | os.PathLike) -> None:
