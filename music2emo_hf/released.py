@@ -197,27 +197,46 @@ def _download(repo: str, filename: str, revision: str, estimate_mb: int, online:
             disable_progress_bars()
 
 
-def _missing(reference: ReleasedReference, repo: str, files: list[str], estimate_mb: int) -> ReleasedModelError:
-    from huggingface_hub import constants
+def _missing(reference: ReleasedReference) -> ReleasedModelError:
+    """Every file the released model needs that the Hub cache lacks, and the commands that fetch them all at once:
+    an offline user should not have to find them one failed run at a time."""
+    from huggingface_hub import constants, try_to_load_from_cache
 
+    from .btc import RELEASED_WEIGHTS
+
+    sizes = {reference.filename: ESTIMATED_MB["checkpoint"], RELEASED_WEIGHTS: ESTIMATED_MB["btc"],
+             "pytorch_model.bin": ESTIMATED_MB["backbone"]}
+    revision = f" --revision {reference.revision}" if reference.revision != "main" else ""
+    release = [name for name in (reference.filename, RELEASED_WEIGHTS)
+               if not isinstance(try_to_load_from_cache(reference.repo, name, revision=reference.revision), str)]
+    wanted = [(reference.repo, release, revision)] if release else []
+    if not _cached_backbone():
+        wanted.append((BACKBONE_REPO, ["config.json", "pytorch_model.bin"], ""))
+    if not wanted:  # cached after all (another process was downloading): name what the model needs
+        wanted = [(reference.repo, [reference.filename, RELEASED_WEIGHTS], revision)]
+    listed = " and ".join(
+        f"{repo} " + ", ".join(name + (f" (about {sizes[name]} MB)" if name in sizes else "") for name in files)
+        for repo, files, _ in wanted)
+    commands = " and ".join(f"`hf download {repo} {' '.join(files)}{pin}`" for repo, files, pin in wanted)
+    several = sum(len(files) for _, files, _ in wanted) > 1
     return ReleasedModelError(
-        f"{reference}: {repo} {' or '.join(files)} (about {estimate_mb} MB) is not in the Hugging Face cache "
-        f"({constants.HF_HUB_CACHE}) and the Hub cannot be reached (HF_HUB_OFFLINE is "
-        f"{'set' if constants.HF_HUB_OFFLINE else 'unset'}); on a machine with internet run `hf download {repo} "
-        f"{files[0]}`{' --revision ' + reference.revision if repo == reference.repo and reference.revision != 'main' else ''} "
-        "and copy the cache here, or pass --model with a converted model folder."
+        f"{reference}: {listed} {'are' if several else 'is'} not in the "
+        f"Hugging Face cache ({constants.HF_HUB_CACHE}) and the Hub cannot be reached (HF_HUB_OFFLINE is "
+        f"{'set' if constants.HF_HUB_OFFLINE else 'unset'}); on a machine with internet run {commands}, then copy "
+        "the cache here, or pass --model with a converted model folder."
     )
 
 
-def _fetch_backbone(reference: ReleasedReference, online: bool, say) -> tuple[str, str, str]:
-    """(folder, commit, weights file) of MERT-v1-95M in the Hub cache: its config.json and its weights, safetensors
-    where the repo has them, else the PyTorch .bin it was released with."""
+def _backbone_files(online: bool, say) -> tuple[str, str, str] | None:
+    """(folder, commit, weights file) of MERT-v1-95M in the Hub cache, downloaded when online: its config.json and
+    its weights, safetensors where the repo has them, else the PyTorch .bin it was released with; None when the cache
+    lacks them and they cannot be downloaded."""
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         config = _download(BACKBONE_REPO, "config.json", "main", 1, online, say)
     except LocalEntryNotFoundError:
-        raise _missing(reference, BACKBONE_REPO, ["config.json", "pytorch_model.bin"], ESTIMATED_MB["backbone"]) from None
+        return None
     for weights in ("model.safetensors", "pytorch_model.bin"):
         try:
             path = _download(BACKBONE_REPO, weights, "main", ESTIMATED_MB["backbone"], online, say)
@@ -225,7 +244,18 @@ def _fetch_backbone(reference: ReleasedReference, online: bool, say) -> tuple[st
             continue
         if Path(path).parent == Path(config).parent:
             return str(Path(config).parent), _commit_of(config), weights
-    raise _missing(reference, BACKBONE_REPO, ["pytorch_model.bin", "model.safetensors"], ESTIMATED_MB["backbone"])
+    return None
+
+
+def _cached_backbone() -> bool:
+    return _backbone_files(online=False, say=note) is not None
+
+
+def _fetch_backbone(reference: ReleasedReference, online: bool, say) -> tuple[str, str, str]:
+    found = _backbone_files(online, say)
+    if found is None:
+        raise _missing(reference)
+    return found
 
 
 def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: str, commit: str, online: bool, say):
@@ -288,7 +318,7 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     try:
         path = _download(reference.repo, filename, reference.revision, estimate, hub_reachable(), say)
     except LocalEntryNotFoundError:
-        raise _missing(reference, reference.repo, [filename], estimate) from None
+        raise _missing(reference) from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise ReleasedModelError(f"{reference}: {str(error).splitlines()[0]}") from None
     return path, _commit_of(path)

@@ -221,21 +221,28 @@ def test_a_damaged_entry_is_rebuilt_with_a_note(hub, offline_cache):
 
 @pytest.mark.slow
 def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, tmp_path, write_wav):
+    """Every missing file is named at once, with the commands that fetch them all."""
     empty = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "empty-hub"), "HF_HUB_OFFLINE": "1",
              "MUSIC2EMO_CACHE": str(tmp_path / "converted"), "PYTHONPATH": str(ROOT)}
     result = run_cli(empty, "predict", str(write_wav("x.wav", tone(1.0))))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     error = result.stderr.strip().splitlines()[-1]
-    assert "saved_models/J_all.ckpt (about 13 MB) is not in the Hugging Face cache" in error
-    assert "hf download amaai-lab/music2emo saved_models/J_all.ckpt" in error and "--model" in error
+    assert ("amaai-lab/music2emo saved_models/J_all.ckpt (about 13 MB), inference/data/btc_model_large_voca.pt "
+            "(about 12 MB) and m-a-p/MERT-v1-95M config.json, pytorch_model.bin (about 380 MB) are not in the "
+            "Hugging Face cache") in error
+    assert ("run `hf download amaai-lab/music2emo saved_models/J_all.ckpt inference/data/btc_model_large_voca.pt` "
+            "and `hf download m-a-p/MERT-v1-95M config.json pytorch_model.bin`, then copy the cache") in error
+    assert "--model" in error
     assert not (tmp_path / "converted" / "amaai-lab--music2emo" / "refs").exists()
 
     only_heads = tmp_path / "only-heads"  # the checkpoint cached, BTC's weights and the backbone not
     hub_cache_repo(only_heads, "amaai-lab/music2emo", {"saved_models/J_all.ckpt": hub.work / "J_all.ckpt"}, COMMIT)
-    result = run_cli({**empty, "HF_HUB_CACHE": str(only_heads)}, "predict", str(write_wav("x.wav", tone(1.0))))
+    result = run_cli({**empty, "HF_HUB_CACHE": str(only_heads)}, "predict", "--model",
+                     f"amaai-lab/music2emo@{COMMIT}", str(write_wav("x.wav", tone(1.0))))
     error = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 2 and "inference/data/btc_model_large_voca.pt (about 12 MB)" in error
-    assert "hf download amaai-lab/music2emo inference/data/btc_model_large_voca.pt" in error
+    assert result.returncode == 2 and "J_all.ckpt" not in error
+    assert (f"`hf download amaai-lab/music2emo inference/data/btc_model_large_voca.pt --revision {COMMIT}` and "
+            "`hf download m-a-p/MERT-v1-95M config.json pytorch_model.bin`") in error
 
     no_backbone = tmp_path / "no-backbone"  # the release cached, the backbone not
     hub_cache_repo(no_backbone, "amaai-lab/music2emo", {
@@ -243,8 +250,9 @@ def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, t
         "inference/data/btc_model_large_voca.pt": hub.work / "btc_model_large_voca.pt"}, COMMIT)
     result = run_cli({**empty, "HF_HUB_CACHE": str(no_backbone)}, "predict", str(write_wav("x.wav", tone(1.0))))
     error = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 2 and "m-a-p/MERT-v1-95M config.json or pytorch_model.bin (about 380 MB)" in error
-    assert "hf download m-a-p/MERT-v1-95M config.json" in error
+    assert result.returncode == 2 and "amaai-lab/music2emo saved" not in error
+    assert "m-a-p/MERT-v1-95M config.json, pytorch_model.bin (about 380 MB) are not in" in error
+    assert "run `hf download m-a-p/MERT-v1-95M config.json pytorch_model.bin`, then" in error
 
 
 @pytest.mark.slow
