@@ -24,6 +24,7 @@ import mmap
 import os
 import shutil
 import sys
+import threading
 import uuid
 import warnings
 from collections.abc import Callable
@@ -289,8 +290,13 @@ class OpenVINORuntime(ExportedRuntime):
             "INFERENCE_NUM_THREADS": self.threads,
             "PERFORMANCE_HINT": "LATENCY",
         })
-        request = compiled.create_infer_request()
-        return lambda *inputs: request.infer(list(inputs))[0].copy()  # the request reuses its output buffer
+        request, lock = compiled.create_infer_request(), threading.Lock()
+
+        def infer(*inputs):
+            with lock:  # one request, which reuses its buffers: callers in several threads take turns
+                return request.infer(list(inputs))[0].copy()
+
+        return infer
 
 
 class ONNXRuntime(ExportedRuntime):

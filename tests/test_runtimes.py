@@ -72,6 +72,20 @@ def test_each_runtime_gives_the_torch_answers(model_dir, runtime):
         assert abs(ours["valence"] - theirs["valence"]) <= 1e-4
 
 
+@pytest.mark.parametrize("runtime", EXPORTED)
+def test_one_pipeline_called_from_several_threads_answers_each_call_as_alone(model_dir, runtime):
+    """A web server's threads share one pipeline: OpenVINO's one request, shared unguarded, gave one call another's
+    answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipe = make_pipeline(model_dir, runtime=runtime)
+    clips = [tone(4, freq=freq, seed=seed) for seed, freq in enumerate((110.0, 220.0, 330.0, 440.0, 550.0, 660.0))]
+    alone = [pipe(clip, return_embedding=True)["embedding"] for clip in clips]
+    with ThreadPoolExecutor(len(clips)) as threads:
+        together = list(threads.map(lambda clip: pipe(clip, return_embedding=True)["embedding"], clips))
+    assert together == alone
+
+
 @pytest.mark.skipif(not (installed("openvino") and installed("onnxruntime")), reason="needs both runtimes")
 def test_auto_takes_the_fastest_runtime_for_the_arithmetic(model_dir):
     assert make_pipeline(model_dir).backbone_runtime.name == "openvino"
