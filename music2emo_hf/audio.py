@@ -10,6 +10,7 @@ import contextlib
 import io
 import itertools
 import math
+import numbers
 import os
 import queue
 import sys
@@ -75,7 +76,8 @@ def _check_finite(block: np.ndarray, name: str) -> None:
 
 
 def _check_rate(rate: Any, name: str) -> int:
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not _MIN_RATE <= rate <= _MAX_RATE:
+    if (isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not float(rate).is_integer()
+            or not _MIN_RATE <= rate <= _MAX_RATE):
         raise AudioDecodeError(
             f"{name}: sampling rate {rate!r} is not usable; give an integer between {_MIN_RATE} and {_MAX_RATE} Hz."
         )
@@ -302,14 +304,19 @@ def _open_file(source: Any, name: str) -> AudioStream:
 
 def _why_not_audio(source: Any) -> str:
     """What to tell of a file no decoder opens. An MP3 cut short in or just after its ID3 tag (cover art can fill the
-    first hundreds of KB) holds no whole audio frame: an incomplete download or copy, not a file of another kind."""
+    first hundreds of KB) holds no whole audio frame, and a WAV cut short in its header holds no audio data: an
+    incomplete download or copy, not a file of another kind."""
     if isinstance(source, io.BytesIO):
-        head, size = source.getvalue()[:10], len(source.getvalue())
+        handle = contextlib.nullcontext(io.BytesIO(source.getvalue()))
     else:
-        with open(source, "rb") as handle:
-            head, size = handle.read(10), os.fstat(handle.fileno()).st_size
-    if len(head) == 10 and head[:3] == b"ID3" and head[3] in (2, 3, 4) and all(byte < 0x80 for byte in head[6:]):
-        tag_size = sum(byte << 7 * (3 - index) for index, byte in enumerate(head[6:]))  # 7 bits a byte ("syncsafe")
+        handle = open(source, "rb")
+    with handle as data:
+        head, size = data.read(12), data.seek(0, os.SEEK_END)
+        if head[:4] == b"RIFF" and head[8:] == b"WAVE" and not _has_wav_data_chunk(data, size):
+            return (f"cut short: the WAV file ends in its header ({size:,} bytes), before its audio data; it was not "
+                    "downloaded or copied whole.")
+    if len(head) >= 10 and head[:3] == b"ID3" and head[3] in (2, 3, 4) and all(byte < 0x80 for byte in head[6:10]):
+        tag_size = sum(byte << 7 * (3 - index) for index, byte in enumerate(head[6:10]))  # 7 bits a byte ("syncsafe")
         tag_end = 10 + tag_size + (10 if head[5] & 0x10 else 0)  # header, tag, and its footer when flagged
         after = size - tag_end
         if after < 0:
@@ -319,6 +326,18 @@ def _why_not_audio(source: Any) -> str:
         if after < _MP3_FRAME_BYTES:
             return f"cut short: the file ends {where}, before any audio; it was not downloaded or copied whole."
     return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
+
+
+def _has_wav_data_chunk(data: io.IOBase, size: int) -> bool:
+    """Whether a RIFF/WAVE file's chunks (id, little-endian size, body padded to even) reach a `data` chunk."""
+    at = 12
+    while at + 8 <= size:
+        data.seek(at)
+        header = data.read(8)
+        if header[:4] == b"data":
+            return True
+        at += 8 + int.from_bytes(header[4:], "little") + (header[4] & 1)
+    return False
 
 
 _MP3_FRAME_BYTES = 1441  # the largest MPEG-1 layer III frame (320 kbit/s at 32 kHz, padded): less is no whole frame

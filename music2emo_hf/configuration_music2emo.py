@@ -17,6 +17,7 @@ from .labels import (
     MTG_JAMENDO_MOODS,
     VA_SCALE,
     RatingScale,
+    check_template,
 )
 
 # MERT-v1 architectures expressed as native HubertConfig fields (ORIGINALS §3.1-3.2). MERT's remote code builds only
@@ -289,9 +290,7 @@ class Music2EmoConfig(PreTrainedConfig):
             raise ValueError(f"projector_heads={projector_heads} must divide projector_dim={projector_dim}.")
         self.projector_dropout = float(projector_dropout)
         self.label_encoder = label_encoder
-        if "{}" not in hypothesis_template:
-            raise ValueError(f"hypothesis_template must contain '{{}}' where the label goes, got {hypothesis_template!r}.")
-        self.hypothesis_template = hypothesis_template
+        self.hypothesis_template = check_template(hypothesis_template)
         self.untrained = bool(untrained)
         self.source = dict(source) if source else None
         super().__init__(**kwargs)

@@ -9,6 +9,7 @@ never has to be held whole.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 import threading
@@ -145,8 +146,10 @@ class Harmony:
     key: Key
     chords: list[ChordSegment]
 
-    def timeline(self) -> list[dict]:
-        return [{"start": round(c.start, 3), "end": round(c.end, 3), "chord": c.chord} for c in self.chords]
+    def timeline(self, until: float = math.inf) -> list[dict]:
+        """The chords as records, cut at `until`, the audio's end (BTC's frames run on to the end of their grid)."""
+        return [{"start": round(c.start, 3), "end": round(min(c.end, until), 3), "chord": c.chord}
+                for c in self.chords if round(c.start, 3) < round(until, 3)]
 
     def tokens(self, roots: Sequence[str], qualities: Sequence[str], max_chords: int) -> dict[str, np.ndarray]:
         """Music2Emo's "chordnorm" with the real mode: chords transposed so a major key's tonic is C and a minor

@@ -5,6 +5,7 @@ Everything that names a label or a rating scale reads it from here, so a vocabul
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 # MTG-Jamendo mood/theme tags in the official order (`tags/moodtheme_split.txt` of the dataset, without the
@@ -50,6 +51,19 @@ LABEL_ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fa
 DEFAULT_TEMPLATE = "music that feels {}"
 
 
+def check_template(template: str) -> str:
+    """`template` if it has one plain `{}`, where the label goes, and no other field (`str.format` fills it)."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None] if isinstance(template, str) else None
+    except ValueError:  # an unmatched brace
+        fields = None
+    if fields != [("", "", None)]:
+        raise ValueError(f"hypothesis_template must contain '{{}}' once, where the label goes, and no other field "
+                         f"(write a literal brace as '{{{{' or '}}}}'), got {template!r}.")
+    return template
+
+
 @dataclass(frozen=True)
 class RatingScale:
     """A closed rating interval and its affine map onto [-1, 1] (low end -> -1, midpoint -> 0, high end -> 1)."""
@@ -93,4 +107,5 @@ __all__ = [
     "PMEMO_VA_SCALE",
     "RatingScale",
     "VA_SCALE",
+    "check_template",
 ]

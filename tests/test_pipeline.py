@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -91,6 +92,9 @@ def test_top_k_and_thresholds(tiny_pipeline):
         tiny_pipeline(audio, threshold=1.5)
     with pytest.raises(TypeError, match="unknown parameters"):
         tiny_pipeline(audio, topk=3)
+    assert tiny_pipeline(audio, top_k=np.int64(3), threshold=np.float32(0.0))["moods"] == everything[:3]  # numpy's
+    with pytest.raises(ValueError, match="chunk_batch_size must be a positive integer, got True"):
+        tiny_pipeline(audio, chunk_batch_size=True)
 
 
 def test_every_input_form_gives_the_same_answer(tiny_pipeline, write_wav):
@@ -113,11 +117,43 @@ def test_every_input_form_gives_the_same_answer(tiny_pipeline, write_wav):
 
 
 def test_a_list_is_a_batch_with_one_answer_per_item(tiny_pipeline):
-    items = [tone(1.0), tone(2.0, freq=330), {"array": tone(1.5, rate=16000), "sampling_rate": 16000}]
+    items = [tone(1.0), tone(2.0, freq=330), {"array": tone(1.5, rate=16000), "sampling_rate": 16000.0}]
     results = tiny_pipeline(items)
     assert len(results) == 3
     for item, result in zip(items, results):
         assert result["valence"] == pytest.approx(tiny_pipeline(item)["valence"], abs=1e-6)
+    assert [r["valence"] for r in tiny_pipeline(tuple(items))] == [r["valence"] for r in results]  # a tuple too
+    assert tiny_pipeline([]) == [] and tiny_pipeline([], batch_size=2) == []
+
+
+def test_many_inputs_are_many_whatever_holds_them_and_one_input_is_not_streamed(tiny_pipeline):
+    """transformers' way to batch a dataset (`KeyDataset`) streams it; `stream` refuses one input, which Python
+    would iterate over character by character."""
+    import datasets
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    rows = datasets.Dataset.from_dict({"audio": [{"array": tone(1.0 + i, seed=i), "sampling_rate": 24000}
+                                                 for i in range(3)]})
+    alone = [answer["valence"] for answer in tiny_pipeline(KeyDataset(rows, "audio"))]
+    assert [answer["valence"] for answer in tiny_pipeline(KeyDataset(rows, "audio"), batch_size=2)] == \
+        pytest.approx(alone, abs=1e-5)
+    for one in ("song.mp3", b"RIFF", tone(1.0), {"array": tone(1.0), "sampling_rate": 24000}):
+        with pytest.raises(TypeError, match="stream takes many inputs"):
+            tiny_pipeline.stream(one, batch_size=2)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_inputs_whose_source_fails_are_answered_before_its_error(tiny_pipeline, batch_size):
+    def five_then_broken():
+        for i in range(5):
+            yield tone(1.0, seed=i)
+        raise OSError("the source broke")
+
+    answers = []
+    with pytest.raises(OSError, match="the source broke"):
+        for answer in tiny_pipeline.stream(five_then_broken(), batch_size=batch_size):
+            answers.append(answer)
+    assert len(answers) == 5 and all(isinstance(answer, dict) for answer in answers)
 
 
 @pytest.mark.parametrize(
@@ -298,6 +334,7 @@ def test_harmony_workers_analyse_windows_at_once_and_stop_on_an_error(tiny_model
 
 
 def test_harmony_workers_default_to_one_on_cpu_and_must_be_positive(tiny_model_dir):
+    """And `harmony_ensemble` is checked when the pipeline is made, not at its first call."""
     import transformers
 
     with warnings.catch_warnings():
@@ -306,6 +343,9 @@ def test_harmony_workers_default_to_one_on_cpu_and_must_be_positive(tiny_model_d
         for bad in (0, -2, 1.5, True):
             with pytest.raises(ValueError, match="harmony_workers must be a positive integer"):
                 transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_workers=bad)
+        for bad, message in ((0, "a positive integer"), (6, "1..5")):
+            with pytest.raises(ValueError, match=f"harmony_ensemble must be {re.escape(message)}"):
+                transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_ensemble=bad)
 
 
 def _same_answer(alone: dict, together: dict) -> None:

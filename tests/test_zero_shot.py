@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from music2emo_hf import zero_shot
-from music2emo_hf.labels import LABEL_ENCODER_SHA256
+from music2emo_hf.labels import LABEL_ENCODER_SHA256, check_template
 
 
 def test_the_packaged_encoder_is_the_pinned_hub_revision_and_embeds_as_it():
@@ -30,9 +30,11 @@ def test_labels_are_cleaned_or_refused():
                             (["a" * 501], "at most 500"), (["x"] * 10_001, "at most 10000")):
         with pytest.raises(ValueError, match=message):
             zero_shot.check_labels(labels)
-    assert zero_shot.check_template("a song that sounds {}") == "a song that sounds {}"
-    with pytest.raises(ValueError, match="once"):
-        zero_shot.check_template("{} and {}")
+    assert check_template("a song that sounds {}") == "a song that sounds {}"
+    assert check_template("{} {{in braces}}") == "{} {{in braces}}"
+    for template in ("{} and {}", "music for {x} that feels {}", "{} {0}", "{:>9}", "{", "no label"):
+        with pytest.raises(ValueError, match="once, where the label goes, and no other field"):
+            check_template(template)  # refused at the call, not by str.format once the audio is analysed
 
 
 def test_label_sets_are_embedded_once_and_scored_by_cosine():
