@@ -2,7 +2,7 @@
 this package's faithful path with it (tests/authors_reference.json, read by tests/test_btc.py).
 
 Runs `Music2emo.predict` of AMAAI-Lab/Music2Emotion (`music2emo.py`) as it is, in a temporary copy of a checkout
-made with the search tool's `fetch github:AMAAI-Lab/Music2Emotion` (none of that code is in this repository), with:
+of https://github.com/AMAAI-Lab/Music2Emotion (none of that code is in this repository), with:
 - their BTC weights file replaced by `seeded_state` weights (tests/originals.py) under their BTC_model's names, and a
   mean and std, saved as their `btc_model_large_voca.pt` is (a dict with `model`, `mean`, `std`);
 - their `J_all.ckpt` replaced by seeded weights under their network's names, `model.`-prefixed as Lightning saves;

