@@ -31,6 +31,10 @@ def _tag_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"tag metrics need (tracks, tags) arrays of one shape, got {truth.shape} and {score.shape}")
     if not np.isfinite(score).all():
         raise ValueError("tag scores contain NaN or infinity")
+    if truth.dtype != bool and not np.isin(truth, (0, 1)).all():  # NaN and 0.05 would count as positives
+        odd = truth[~np.isin(truth, (0, 1))].ravel()[:3].tolist()
+        raise ValueError(f"tag references must be 0 or 1 (or booleans), got values such as {odd}; leave out tracks "
+                         "without labels, and threshold soft labels first.")
     return truth.astype(bool), score
 
 

@@ -100,6 +100,12 @@ def test_tags_without_positives_are_left_out_of_macro_and_bad_shapes_refused():
         tag_metrics(truth, scores[:, :2])
     with pytest.raises(ValueError, match="NaN"):
         tag_metrics(truth, np.full(truth.shape, np.nan))
+    for odd in (np.nan, 0.05):  # scikit-learn refuses these too; cast to bool they counted as positives
+        references = truth.astype(float)
+        references[3, 0] = odd
+        with pytest.raises(ValueError, match="tag references must be 0 or 1"):
+            tag_metrics(references, scores)
+    assert tag_metrics(truth.astype(bool), scores) == out == tag_metrics(truth.astype(float), scores)
 
 
 def test_top_k_and_f1():

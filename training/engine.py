@@ -580,9 +580,11 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for corpus in self.corpora:
             for split, part in corpus.splits.items():
-                if part.without_features:
-                    self._log(f"{corpus.name} {split}: {len(part.without_features)} tracks without cached features "
-                              f"are left out: {', '.join(part.without_features[:10])}")
+                for left_out, why in ((part.without_audio, "without audio in the prepared dataset"),
+                                      (part.without_features, "without cached features")):
+                    if left_out:
+                        self._log(f"{corpus.name} {split}: {len(left_out)} tracks {why} are left out "
+                                  f"({len(part)} used): {', '.join(left_out[:10])}{' ...' if len(left_out) > 10 else ''}")
         state = self._resume() if resume else TrainerState()
         lower_is_better = recipe.selection == "validation_loss"
         sizes = {c.name: len(c.splits["train"]) for c in self.corpora}
@@ -658,7 +660,8 @@ class Trainer:
             model = Music2EmoModel.from_pretrained(self.output_dir / folder).to(self.accelerator.device).eval()
             corpora = self.corpora if folder == "best" else [c for c in self.corpora if folder == f"best-{c.name}"]
             info = json.loads((self.output_dir / folder / TRAINING_INFO).read_text(encoding="utf-8"))
-            results[folder] = {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test", corpora)}
+            results[folder] = {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test", corpora),
+                               "test_tracks": {c.name: len(c.splits["test"]) for c in corpora}}
         return results
 
 
@@ -830,8 +833,8 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
 
 def run_settings(info: Mapping[str, Any], recipe: Recipe, corpora: Sequence[Corpus], accelerator: Accelerator,
                  teachers: Mapping[str, str | os.PathLike] | None = None) -> dict[str, Any]:
-    """What makes a run what it is: the recipe, the tracks of every split, the teachers' weights, the processes and
-    precision. A resume with any of it changed would splice two different trainings together."""
+    """What makes a run what it is: the recipe, the tracks of every split and their targets, the teachers' weights,
+    the processes and precision. A resume with any of it changed would splice two different trainings together."""
     def digest(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
@@ -841,6 +844,8 @@ def run_settings(info: Mapping[str, Any], recipe: Recipe, corpora: Sequence[Corp
         "corpora": [corpus.name for corpus in corpora],
         "tracks": {corpus.name: {split: digest("\n".join(part.track_ids).encode()) for split, part in corpus.splits.items()}
                    for corpus in corpora},
+        "targets": {corpus.name: {split: digest(part.targets.tobytes()) for split, part in corpus.splits.items()}
+                    for corpus in corpora},
         "teacher_weights": {corpus: digest((Path(path) / "model.safetensors").read_bytes())
                             for corpus, path in (teachers or {}).items()},
         "processes": accelerator.num_processes,

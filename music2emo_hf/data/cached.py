@@ -42,8 +42,9 @@ class CachedCorpus(torch.utils.data.Dataset):
 
     Items are dicts of model inputs for one track (`chunk_embeddings` or, with `feature_extractor`, the audio's
     `input_values` for end-to-end training; `chunk_durations`, chord tokens, `mode_ids`) plus `labels` (targets) and
-    `index`. Rows whose features are missing (audio that could not be decoded when the cache was made) are left out
-    and named in `without_features`, so a caller can report them.
+    `index`. Rows without audio (the corpus's download lacks the file, or it could not be decoded) and rows whose
+    features are missing are left out and named in `without_audio` and `without_features`, so a caller can report
+    them.
     """
 
     def __init__(
@@ -60,7 +61,9 @@ class CachedCorpus(torch.utils.data.Dataset):
         self.cache_dir, self.layers = Path(cache_dir), list(layers)
         self.feature_extractor = feature_extractor
         shards = sorted((Path(dataset_dir) / DATA_DIR / corpus).glob(f"{split}-*.parquet"))
-        rows = [row for shard in shards for row in pq.read_table(shard).to_pylist() if row["audio"] is not None]
+        rows = [row for shard in shards for row in pq.read_table(shard).to_pylist()]
+        self.without_audio = [row["track_id"] for row in rows if row["audio"] is None]
+        rows = [row for row in rows if row["audio"] is not None]
         self.without_features = [
             row["track_id"] for row in rows if not feature_path(self.cache_dir, corpus, row["track_id"]).is_file()
         ]
@@ -104,7 +107,7 @@ class EmbeddingCorpus(torch.utils.data.Dataset):
             raise ValueError(f"{len(embeddings)} embeddings, {len(targets)} target rows, {len(track_ids)} track ids")
         self.embeddings = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
         self.targets = np.asarray(targets, dtype=np.float32)
-        self.track_ids, self.task, self.without_features = list(track_ids), dict(task), []
+        self.track_ids, self.task, self.without_audio, self.without_features = list(track_ids), dict(task), [], []
 
     def __len__(self) -> int:
         return len(self.track_ids)

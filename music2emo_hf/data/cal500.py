@@ -64,6 +64,8 @@ def _read_annotator(path: Path) -> dict[str, float]:
             ratings[concept] = float(match.group(2))
         except ValueError:
             raise ValueError(f"CAL500: {path} line {line_number}: rating is not a number: {line!r}") from None
+        if not math.isfinite(ratings[concept]):  # one NaN would void the song's mean of the others' ratings
+            raise ValueError(f"CAL500: {path} line {line_number}: rating is not a finite number: {line!r}")
     return ratings
 
 

@@ -16,6 +16,7 @@ not documented).
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -53,9 +54,12 @@ def _rows(path: Path):
 
 def _number(path: Path, line: int, row: dict, column: str) -> float:
     try:
-        return float(row[column])
+        number = float(row[column])
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"PMEmo: {path} line {line}: bad or missing {column!r} in {row}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"PMEmo: {path} line {line}: {column!r} is {row[column]!r}, not a finite number")
+    return number
 
 
 def _song_id(path: Path, line: int, value: str | None) -> str:

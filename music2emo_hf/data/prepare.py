@@ -138,7 +138,7 @@ def _reader_options(corpus: str, options: PrepareOptions) -> dict[str, Any]:
 def _split(corpus: str, tracks: list[Track], options: PrepareOptions) -> str:
     """Assign splits in place; returns how, for the report and the card."""
     if options.splits_dir is not None:
-        return f"Music2Emo's published id lists ({options.splits_dir})"
+        return f"Music2Emo's published id lists ({Path(options.splits_dir).name}/)"  # no local path in a card
     if corpus == "emomusic":
         validation = options.fractions.get("validation", 0.0)
         if validation:
@@ -295,6 +295,9 @@ def prepare_corpus(
         cache.close()
 
     written = [t for t in tracks if t.split is not None]
+    if not written:  # an empty config would make load_dataset(out, corpus) answer with the other corpora's rows
+        raise ValueError(f"{corpus}: none of its {len(tracks)} tracks is in a split ({how}), so nothing was written; "
+                         "check that --splits-dir holds this corpus's id lists.")
     if unknown := sorted({t.split for t in written} - set(SPLITS)):
         raise ValueError(f"{corpus}: split names must be {', '.join(SPLITS)}; got {', '.join(unknown)}")
     rows_by_split = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,7 +43,12 @@ class Track:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def set_static_va(self, valence: float | None, arousal: float | None, scale: RatingScale) -> None:
-        """Static V/A on the native `scale`, with their [-1, 1] normalisation."""
+        """Static V/A on the native `scale`, with their [-1, 1] normalisation; a value off the scale is refused (a
+        typo in an annotation file, or a file on another scale)."""
+        for name, value in (("valence", valence), ("arousal", arousal)):
+            if value is not None and not (math.isfinite(value) and scale.low <= value <= scale.high):
+                raise ValueError(f"{self.corpus}: song {self.track_id}'s static {name} {value!r} is off its annotation "
+                                 f"file's {scale.low:g}-{scale.high:g} scale; correct the file or leave the song out.")
         self.valence, self.arousal = valence, arousal
         self.valence_normalized = None if valence is None else scale.to_unit(valence)
         self.arousal_normalized = None if arousal is None else scale.to_unit(arousal)

@@ -66,6 +66,9 @@ def test_ucsd_errors(ucsd_root):
     bad.write_text(annotator_file(TWO[1]).replace('Emotion-Sad="4"', "Emotion-Sad=4"))
     with pytest.raises(ValueError, match=rf"{bad.name} line 18"):
         cal500.read(ucsd_root)
+    bad.write_text(annotator_file(TWO[1]).replace('Emotion-Sad="4"', 'Emotion-Sad="nan"'))
+    with pytest.raises(ValueError, match=rf"{bad.name} line 18: rating is not a finite number"):
+        cal500.read(ucsd_root)  # a NaN would void the song's mean of the other annotators' ratings
     bad.write_text(annotator_file(TWO[1]) + 'Emotion-Gloomy="2"\n')
     with pytest.raises(ValueError, match=rf"{bad.name} line 21"):
         cal500.read(ucsd_root)

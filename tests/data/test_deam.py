@@ -74,6 +74,9 @@ def test_errors(download, tmp_path):
     (folder / FILES[1]).write_text("song_id, valence_mean, arousal_mean\r\n2100,1,2\r\n2101,x,1\r\n")
     with pytest.raises(ValueError, match="2000_2058.csv, line 3: 'x' is not a number"):
         deam.read(download)
+    (folder / FILES[1]).write_text("song_id, valence_mean, arousal_mean\r\n2100,1,2\r\n2101,31,1\r\n")
+    with pytest.raises(ValueError, match="song 2101's static valence 31.0 is off its annotation file's 1-9 scale"):
+        deam.read(download)
     (folder / FILES[1]).unlink()
     (folder / FILES[1]).symlink_to(require_fixtures("deam", FILES[1]))
     splits = tmp_path / "splits"

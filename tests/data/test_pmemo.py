@@ -75,6 +75,13 @@ def test_missing_file_duplicates_and_malformed_rows(pmemo_root):
     static.write_text(text.replace("\n4,", "\n4,abc,", 1))
     with pytest.raises(ValueError, match=r"static_annotations.csv line 3"):
         pmemo.read(pmemo_root)
+    for bad in ("nan", "inf"):  # float() takes both; a NaN label would be skipped by every loss, an inf one poisons it
+        static.write_text(text.replace("\n4,", f"\n4,{bad},", 1))
+        with pytest.raises(ValueError, match=rf"static_annotations.csv line 3: .* is '{bad}', not a finite number"):
+            pmemo.read(pmemo_root)
+    static.write_text(text.replace("\n4,", "\n4,1.5,", 1))
+    with pytest.raises(ValueError, match=r"song 4's static .* 1.5 is off its annotation file's 0-1 scale"):
+        pmemo.read(pmemo_root)
     static.write_text("id,a,v\n1,0.1,0.2\n")
     with pytest.raises(ValueError, match="neither the original"):
         pmemo.read(pmemo_root)

@@ -143,6 +143,24 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert rows["3"]["audio"] == "clips_45seconds/3.mp3" and rows["3"]["duration"] == pytest.approx(45, abs=0.5)
 
 
+def test_a_corpus_with_no_track_in_a_split_is_refused_and_no_card_names_a_local_path(tmp_path):
+    """An empty config would make `load_dataset(out, "emomusic")` answer with the other corpora's rows."""
+    root = emomusic_download(tmp_path / "emomusic")
+    others = tmp_path / "deam-lists"
+    others.mkdir()
+    for split in ("train", "validation", "test"):
+        (others / f"{split}.txt").write_text("")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="emomusic: none of its 744 tracks is in a split .* nothing was written"):
+        prepare.prepare_corpus("emomusic", root, out, prepare.PrepareOptions(splits_dir=str(others)))
+    assert not (out / "data" / "emomusic").exists()
+    lists = require_fixtures("music2emo_meta", "emomusic")
+    prepare.prepare_corpus("emomusic", root, out, prepare.PrepareOptions(splits_dir=str(lists)))
+    for published in (out / "README.md", out / "reports" / "emomusic.json"):
+        text = published.read_text()
+        assert "Music2Emo's published id lists (emomusic/)" in text and str(lists.parent) not in text
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_output(tmp_path, monkeypatch):
     root = emomusic_download(tmp_path / "emomusic")

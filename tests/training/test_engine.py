@@ -114,6 +114,40 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
 
 
 @pytest.mark.slow
+def test_tracks_left_out_of_training_are_counted_and_named(synthetic, tmp_path, capsys):
+    """A test split whose files are partly missing is scored on fewer tracks: the run says so, never silently."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from music2emo_hf.data.cached import CachedCorpus
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic.data, data, ignore=shutil.ignore_patterns("features"))
+    shard = sorted((data / "data" / "deam").glob("test-*.parquet"))[0]
+    table = pq.read_table(shard)
+    ids = table.column("track_id").to_pylist()
+    gone = ids[:3]
+    audio = pa.array([None if track in gone else path for track, path in zip(ids, table.column("audio").to_pylist())],
+                     pa.string())
+    pq.write_table(table.set_column(table.schema.get_field_index("audio"), "audio", audio), shard)
+    model, _ = engine.build_model(synthetic.init, ["deam"])
+    cache = synthetic.data / "features" / synthetic.features
+    test = CachedCorpus(data, "deam", "test", cache, engine.corpus_task("deam"), model.config.pooled_layers)
+    used = len(ids) - 3
+    assert test.without_audio == gone and len(test) == used and not set(gone) & set(test.track_ids)
+    code = run_quietly(lambda a: engine.run_script(a, "", distill=False), [
+        "--dataset", str(data), "--features", str(cache), "--model", str(synthetic.init), "--corpus", "deam",
+        "--output-dir", str(tmp_path / "run"), "--set", "max_epochs=1"])
+    assert code == 0
+    assert f"deam test: 3 tracks without audio in the prepared dataset are left out ({used} used): {', '.join(gone)}" \
+        in capsys.readouterr().err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["best"]["test_tracks"] == {"deam": used}
+
+
+@pytest.mark.slow
 def test_the_backbone_is_fine_tuned_end_to_end_when_asked(synthetic, tmp_path):
     output = tmp_path / "finetuned"
     argv = ["--dataset", str(synthetic.data), "--model", str(synthetic.init), "--corpus", "deam", "--output-dir",

@@ -86,6 +86,17 @@ def test_restarting_with_other_settings_is_refused(synthetic, tmp_path, capsys):
     assert f"--output-dir {output} holds a run with other settings (differs in ['recipe'])" in capsys.readouterr().err
 
 
+def test_other_labels_for_the_same_tracks_make_another_run(synthetic):
+    """Corpora prepared again with corrected labels (same ids, same splits) are not resumed onto."""
+    model, _ = engine.build_model(synthetic.init, ["deam"])
+    corpora = engine.load_corpora(synthetic.data, synthetic.features, ["deam"], model)
+    recipe, accelerator = engine.Recipe.load("faithful"), engine.make_accelerator()
+    before = engine.run_settings({}, recipe, corpora, accelerator)
+    corpora[0].splits["test"].targets[0, 0] += 1.0
+    after = engine.run_settings({}, recipe, corpora, accelerator)
+    assert before["tracks"] == after["tracks"] and before["targets"] != after["targets"]
+
+
 def _distill_as_one_of_two_ranks(argv: str) -> None:
     from accelerate import PartialState
 
