@@ -5,24 +5,31 @@ from __future__ import annotations
 
 import os
 import socket
-from functools import lru_cache
+import time
 from urllib.parse import urlparse
 
+_REACHABLE_FOR = 60.0  # seconds an answer is kept: a long-lived process (the Space) is not offline for good
+_reachable: tuple[float, bool] | None = None  # (when asked, the answer)
 
-@lru_cache(maxsize=1)
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False when HF_HUB_OFFLINE is set or the Hub's host does not answer; callers then look in the local cache only.
-    Asked once per process."""
+    The answer is kept for a minute, so a process asks once per run, and a blip does not last."""
+    global _reachable
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
+    if _reachable is not None and time.monotonic() - _reachable[0] < _REACHABLE_FOR:
+        return _reachable[1]
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
+        answer = True
     except OSError:
-        return False
-    return True
+        answer = False
+    _reachable = (time.monotonic(), answer)
+    return answer
 
 
 class ModelLoadError(RuntimeError):

@@ -10,6 +10,7 @@ the Hugging Face cache). Either way a label has one embedding.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
@@ -70,9 +71,14 @@ def embed_texts(texts: Sequence[str], encoder=None) -> np.ndarray:
 
 
 def check_labels(labels: Sequence[str]) -> list[str]:
-    """Candidate labels as a clean list: strings, stripped, duplicates dropped (first kept), within the limits."""
+    """Candidate labels as a clean list: strings, stripped, in one Unicode form (NFC: "café" typed two ways is one
+    label), duplicates dropped (first kept), within the limits. In a comma-separated string, empty pieces (a
+    trailing comma) are dropped; in a list, an empty label is an error."""
     if isinstance(labels, str):
-        labels = labels.split(",")
+        pieces = [piece for piece in labels.split(",") if piece.strip()]
+        if not pieces:
+            raise ValueError(f"candidate_labels must be a non-empty string of comma-separated words, got {labels!r}.")
+        labels = pieces
     if not isinstance(labels, Sequence) or not labels:
         raise ValueError(f"candidate_labels must be a non-empty list of words, got {labels!r}.")
     if len(labels) > MAX_LABELS:
@@ -81,9 +87,10 @@ def check_labels(labels: Sequence[str]) -> list[str]:
     for label in labels:
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"candidate label {label!r}: every label must be a non-empty string.")
+        label = unicodedata.normalize("NFC", label.strip())
         if len(label) > MAX_LABEL_CHARS:
             raise ValueError(f"candidate label {label[:40]!r}...: {len(label)} characters, at most {MAX_LABEL_CHARS}.")
-        clean.append(label.strip())
+        clean.append(label)
     return list(dict.fromkeys(clean))
 
 

@@ -30,6 +30,7 @@ from matplotlib.patches import Circle, Patch
 
 import music2emo_hf.hub
 from music2emo_hf import PUBLISHED_MODEL_ID
+from music2emo_hf.audio import open_audio
 from music2emo_hf.labels import RatingScale
 from music2emo_hf.released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, LICENCES, RELEASED_REPO
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
@@ -45,6 +46,8 @@ PUBLISHED_MODELS = (PUBLISHED_MODEL_ID, "music2emo-hf/music2emo-mert95m-improved
 CARD_MODELS = (RELEASED_REPO, BACKBONE_REPO, *PUBLISHED_MODELS)
 MAX_UPLOAD_MB = 50  # enforced by gradio at upload time (see `launch`)
 MAX_MINUTES = 10  # about 3 minutes of analysis for the published model on a 2-core CPU Space
+MAX_LABELS = 50  # of the user's own: each is a bar of the plot, and one request must not hold the queue for long
+UPLOADS_KEPT_S = 3600  # how long gradio keeps an upload or recording (and how often it clears older ones)
 TOP_MOODS = 10
 NO_PROJECTOR = "has no zero-shot projector, so it cannot score your own labels"
 # Russell's circumplex: the feeling each quadrant of (valence, arousal) stands for.
@@ -89,7 +92,7 @@ def load_pipeline(model: str):
             warnings.simplefilter("ignore", UntrainedModelWarning)  # the UI says so on every answer instead
             return music2emo_hf.hub.load_pipeline(model, device="cpu")
     except music2emo_hf.hub.ModelLoadError as error:
-        reason = error.reason.rstrip(".")
+        reason = error.reason.split("; ")[0].rstrip(".")  # what is wrong; the rest tells an operator what to run
         if os.path.isdir(model):
             raise ModelUnavailable(
                 f"The model in folder {model} could not be loaded ({reason}). Choose another model."
@@ -119,6 +122,8 @@ def describe_model(model: str):
         facts.append("⚠️ untrained (random weights): its scores are not predictions")
     if config.source:
         facts.append(f"{config.source['file']} at revision {config.source['revision'][:8]}. Terms: {LICENCES}")
+    elif "MERT" in (config.backbone_name_or_path or ""):
+        facts.append(f"Terms: its backbone, {config.backbone_name_or_path}, is CC-BY-NC-4.0: non-commercial use only")
     if not config.label_embedding_dim:
         facts.append("no zero-shot projector: your own labels cannot be scored with it")
         return " · ".join(facts), gr.update(interactive=False, info=f"This model {NO_PROJECTOR}.")
@@ -127,20 +132,44 @@ def describe_model(model: str):
 
 
 def clip_seconds(path: str, name: str) -> float:
-    """The clip's duration, or a sentence saying why it cannot be analysed."""
+    """The clip's duration as its header states it, or a sentence saying why it cannot be analysed. A header over the
+    limit is checked by decoding: an MP3's header only estimates its length (from its first frame, without a Xing
+    header), which can be twice the truth."""
     try:
         seconds = sf.info(path).duration
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise refuse(
-            f"{name} could not be read as audio: it is damaged or not in a supported format "
-            "(WAV, FLAC, OGG/Opus, MP3, AIFF). Upload another file."
-        ) from error
-    if seconds > MAX_MINUTES * 60:
+        raise refuse(unreadable(path, name)) from error
+    if seconds > MAX_MINUTES * 60 and decoded_seconds(path, MAX_MINUTES * 60) > MAX_MINUTES * 60:
         raise refuse(
             f"{name} lasts {seconds / 60:.1f} minutes; this Space analyses up to {MAX_MINUTES} minutes. Upload an "
-            "excerpt, or run `music2emo predict` on your own machine for whole albums."
+            "excerpt, or run music2emo predict on your own machine for whole albums."
         )
-    return seconds
+    return seconds  # as stated: a file whose decoded length falls short of it is cut short (said with the answer)
+
+
+def unreadable(path: str, name: str) -> str:
+    """Why no decoder opens the file, in the package's words where they are more precise than "not audio" (an empty
+    file, one cut short)."""
+    try:
+        open_audio(path)
+        reason = "not audio"
+    except Exception as error:  # the package's sentence for this file
+        reason = str(error).removeprefix(f"{path}: ")
+    if reason.startswith("not audio"):
+        reason = "it is damaged or not in a supported format (WAV, FLAC, OGG/Opus, MP3, AIFF)."
+    return f"{name} could not be read as audio: {reason} Upload another file."
+
+
+def decoded_seconds(path: str, limit: float) -> float:
+    """The clip's length by decoding it, stopping once past `limit` seconds."""
+    with sf.SoundFile(path) as clip:
+        frames = 0
+        while frames <= limit * clip.samplerate:
+            block = clip.read(1 << 18, dtype="float32")
+            if not len(block):
+                break
+            frames += len(block)
+        return frames / clip.samplerate
 
 
 def circumplex_figure(result: dict) -> Figure:
@@ -174,7 +203,7 @@ def circumplex_figure(result: dict) -> Figure:
     to_unit = (scale.to_unit, scale.from_unit)
     ax.secondary_xaxis("top", functions=to_unit).set_xlabel("normalized valence [-1, 1]", fontsize=8)
     ax.secondary_yaxis("right", functions=to_unit).set_ylabel("normalized arousal [-1, 1]", fontsize=8)
-    ax.legend(loc="lower center", fontsize=8, frameon=False)
+    figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)  # off the plot: no point hidden
     return figure
 
 
@@ -246,7 +275,12 @@ def analyse(audio: str | None, model: str, labels: str):
         pipe = load_pipeline(model)
     except ModelUnavailable as error:
         raise refuse(str(error)) from error
-    wanted = labels.strip() if labels else ""
+    # one label per comma or line; empty pieces (a trailing comma) are no label
+    pieces = [piece.strip() for piece in ",".join((labels or "").splitlines()).split(",") if piece.strip()]
+    if len(pieces) > MAX_LABELS:
+        raise refuse(f"{len(pieces)} labels: this Space scores up to {MAX_LABELS} at a time. Remove some, or run the "
+                     "package on your own machine for more.")
+    wanted = ", ".join(pieces)
     options = {"return_segments": True, "return_harmony": True}
     if wanted and pipe.model.config.label_embedding_dim:
         options["candidate_labels"] = wanted
@@ -262,11 +296,15 @@ def analyse(audio: str | None, model: str, labels: str):
         ) from error
     elapsed = time.perf_counter() - started
 
+    heard = result["segments"][-1]["end"]
     summary = [
-        f"**{name}** · {seconds:.1f} s · analysed by {model_name(model)} in {elapsed:.1f} s",
+        f"**{name}** · {heard:.1f} s · analysed by {model_name(model)} in {elapsed:.1f} s",
         f"valence **{result['valence']:.2f}**, arousal **{result['arousal']:.2f}** on the 1-9 scale (5 is neutral)",
         f"key **{result['key']}**",
     ]
+    if seconds - heard > 1.0:
+        summary.insert(1, f"⚠️ only {heard:.1f} s of the {seconds:.1f} s its header states could be decoded: the file "
+                          "is cut short, or its header misstates its length")
     if "warning" in result:
         summary.insert(0, f"### ⚠️ {result['warning'][:1].upper()}{result['warning'][1:]}.")
     if "zero_shot" in result:
@@ -300,7 +338,8 @@ def create_demo(model: str | None = None, models: Sequence[str] | None = None) -
     selected = model or choices[0]
     if selected not in choices:
         choices.insert(0, selected)
-    with gr.Blocks(title="music2emo-hf: how does this music feel?", analytics_enabled=False) as demo:
+    with gr.Blocks(title="music2emo-hf: how does this music feel?", analytics_enabled=False,
+                   delete_cache=(UPLOADS_KEPT_S, UPLOADS_KEPT_S)) as demo:
         gr.Markdown(
             "# How does this music feel?\n"
             "Mood tags with probabilities, valence and arousal, an emotion timeline, the key and the chords of a clip, "
@@ -336,9 +375,11 @@ def create_demo(model: str | None = None, models: Sequence[str] | None = None) -
                     "concurrency_id": "cpu", "api_visibility": "undocumented"}
         demo.load(**describe)
         model_choice.change(**describe)
-        button.click(analyse, [audio, model_choice, labels],
-                     [status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer],
-                     api_name="analyse", concurrency_id="cpu")
+        results = [status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer]
+        # The last clip's results go first, so an analysis that fails leaves no earlier answer under its error.
+        button.click(lambda: [""] + [None] * (len(results) - 1), None, results, queue=False,
+                     api_visibility="undocumented").then(
+            analyse, [audio, model_choice, labels], results, api_name="analyse", concurrency_id="cpu")
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo
 

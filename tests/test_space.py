@@ -170,6 +170,28 @@ def test_client_errors_are_sentences(client, clip, damaged_upload, tiny_model_di
     assert "Traceback" not in message and "\n" not in message
 
 
+def test_labels_are_read_as_typed_and_limited(client, zero_shot_model_dir, write_wav):
+    """A trailing comma or a label per line is no error; more labels than the Space scores get a sentence."""
+    clip = handle_file(str(write_wav("short.wav", tone(3.0))))
+    *_, answer = client.predict(clip, str(zero_shot_model_dir), "happy, sad,\nnostalgic,", api_name="/analyse")
+    assert {s["label"] for s in answer["zero_shot"]} == {"happy", "sad", "nostalgic"}
+    with pytest.raises(AppError, match="51 labels: this Space scores up to 50 at a time"):
+        client.predict(clip, str(zero_shot_model_dir), ",".join(f"word{i}" for i in range(51)), api_name="/analyse")
+
+
+def test_a_file_cut_short_is_said_to_be(client, clip, tiny_model_dir, tmp_path):
+    """The first third of an MP3 (an interrupted download) is analysed for what it holds, and the page says how
+    little that is; an empty file gets the package's own reason."""
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 3])
+    status, *_, answer = client.predict(handle_file(str(cut)), str(tiny_model_dir), "", api_name="/analyse")
+    heard = answer["segments"][-1]["end"]
+    assert heard < 30 and f"only {heard:.1f} s of the 45.0 s its header states could be decoded" in status
+    (tmp_path / "empty.mp3").write_bytes(b"")
+    with pytest.raises(AppError, match=r"^empty.mp3 could not be read as audio: the file is empty"):
+        client.predict(handle_file(str(tmp_path / "empty.mp3")), str(tiny_model_dir), "", api_name="/analyse")
+
+
 @pytest.mark.slow
 def test_a_second_user_waits_in_the_queue(client, tiny_model_dir, write_wav):
     clip = handle_file(str(write_wav("tone.wav", tone(20.0))))

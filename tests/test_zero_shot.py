@@ -26,7 +26,10 @@ def test_the_packaged_encoder_is_the_pinned_hub_revision_and_embeds_as_it():
 def test_labels_are_cleaned_or_refused():
     assert zero_shot.check_labels(["calm", " tense ", "calm"]) == ["calm", "tense"]
     assert zero_shot.check_labels("happy,good for studying") == ["happy", "good for studying"]
-    for labels, message in (([], "non-empty list"), ("", "non-empty string"), ([None], "non-empty string"),
+    assert zero_shot.check_labels("happy, sad, ") == ["happy", "sad"]  # a trailing comma is no label
+    assert zero_shot.check_labels(["caf\u00e9", "cafe\u0301", " " * 600 + "calm"]) == ["caf\u00e9", "calm"]
+    for labels, message in (([], "non-empty list"), ("", "non-empty string"), (" , ,", "non-empty string"),
+                            ([None], "non-empty string"), (["calm", ""], "non-empty string"),
                             (["a" * 501], "at most 500"), (["x"] * 10_001, "at most 10000")):
         with pytest.raises(ValueError, match=message):
             zero_shot.check_labels(labels)
