@@ -396,6 +396,17 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
     )
 
 
+def why_unreadable(path: str | os.PathLike) -> str | None:
+    """Why the file at `path` cannot be opened as audio, in `open_audio`'s words without the path (empty, cut short,
+    not audio, unreadable); None when it opens."""
+    try:
+        stream = open_audio(path)
+    except (AudioDecodeError, FileNotFoundError) as error:
+        return str(error).removeprefix(f"{os.fspath(path)}: ")
+    stream._file.close()
+    return None
+
+
 def load_audio(audio: AudioInput, sampling_rate: int, input_rate: int | None = None) -> np.ndarray:
     """The whole input as one mono float32 array at `sampling_rate` (short inputs, tests, data preparation)."""
     stream = open_audio(audio, sampling_rate=input_rate, default_rate=sampling_rate)
@@ -432,4 +443,5 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(audio, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioDecodeError", "AudioInput", "AudioStream", "ahead", "describe", "load_audio", "open_audio", "resample"]
+__all__ = ["AUDIO_EXTENSIONS", "AudioDecodeError", "AudioInput", "AudioStream", "ahead", "describe", "load_audio",
+           "open_audio", "resample", "why_unreadable"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import CAL500_EMOTIONS, DEFAULT_TEMPLATE, EMOTIFY_GEMS, LABEL_ENCODER_ID, MTG_JAMENDO_MOODS
+from .labels import CAL500_EMOTIONS, DEFAULT_TEMPLATE, EMOTIFY_GEMS, LABEL_ENCODER_ID, MTG_JAMENDO_MOODS, check_template
 from .zero_shot import embed_texts
 
 DEFAULT_QUANTILE = 0.03
@@ -125,10 +125,12 @@ def align_labels(
 
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
-    if "{}" not in template:
-        raise ValueError(f"template must contain '{{}}' where the label goes, got {template!r}")
+    check_template(template)
     expansions = label_expansions()["expansions"] if expand else {}
     rows = [(corpus, label) for corpus, labels in vocabularies.items() for label in labels]
+    blank = [f"{corpus}: {label!r}" for corpus, label in rows if not isinstance(label, str) or not label_text(label)]
+    if blank:
+        raise ValueError(f"labels without words cannot be aligned by meaning: {', '.join(blank)}")
     if len(rows) < 2:
         raise ValueError("label alignment needs at least two labels")
     texts = [template.format(expansions.get(label_text(label), label_text(label))) for _, label in rows]

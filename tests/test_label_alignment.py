@@ -79,8 +79,11 @@ def test_raw_labels_are_an_option_and_the_quantile_moves_the_bandwidth():
 def test_bad_parameters_are_explained():
     with pytest.raises(ValueError, match="quantile"):
         align_labels(quantile=0)
-    with pytest.raises(ValueError, match="template"):
-        align_labels(template="music")
+    for template in ("music", "music for {mood} that feels {}"):
+        with pytest.raises(ValueError, match="template must contain"):
+            align_labels(template=template)
+    with pytest.raises(ValueError, match=r"labels without words .*: mine: '   '"):
+        align_labels({"mtg_jamendo": ["happy", "sad"], "mine": ["   "]})
     with pytest.raises(ValueError, match="raise the quantile"):
         align_labels(quantile=0.001)
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..labels import DEAM_VA_SCALE
+from .files import utf8_text
 from .schema import Track
 
 CORPUS = "deam"
@@ -28,7 +29,7 @@ def read_table(path: Path, corpus: str) -> tuple[list[str], list[tuple[int, list
     (line, cells) rows, blank rows left out."""
     if not path.is_file():
         raise FileNotFoundError(f"{corpus}: expected file {path}")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with utf8_text(path) as handle:
         rows = list(csv.reader(handle))
     if not rows:
         raise ValueError(f"{path}, line 1: empty file, expected a header")
@@ -136,10 +137,11 @@ def read(
         for line, row in body:
             if len(row) != len(header):
                 raise ValueError(f"{path}, line {line}: {len(row)} columns, the header has {len(header)}")
-            track_id = song_id(row[0], path, line)
+            cells = dict(zip(header, row))  # by name: song_id need not come first
+            track_id = song_id(cells.pop("song_id"), path, line)
             if track_id in tracks:
                 duplicates.append(f"{track_id} ({path.name}, line {line})")
-            values = {column: parse_number(cell, path, line) for column, cell in zip(header[1:], row[1:])}
+            values = {column: parse_number(cell, path, line) for column, cell in cells.items()}
             track = new_track(track_id)
             track.extra = {k: v for k, v in values.items() if k not in ("valence_mean", "arousal_mean")}
             track.set_static_va(values["valence_mean"], values["arousal_mean"], DEAM_VA_SCALE)

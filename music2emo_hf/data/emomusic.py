@@ -93,10 +93,11 @@ def read(source: str | os.PathLike, splits_dir: str | os.PathLike | None = None)
     for line, row in body:
         if len(row) != len(header):
             raise ValueError(f"{static_path}, line {line}: {len(row)} columns, the header has {len(header)}")
-        track_id = song_id(row[0], static_path, line)
+        cells = dict(zip(header, row))  # by name: song_id need not come first
+        track_id = song_id(cells.pop("song_id"), static_path, line)
         if track_id in tracks:
             duplicates.append(f"{track_id} (line {line})")
-        values = {column: parse_number(cell, static_path, line) for column, cell in zip(header[1:], row[1:])}
+        values = {column: parse_number(cell, static_path, line) for column, cell in cells.items()}
         track = new_track(track_id)
         track.extra.update({k: values[k] for k in ("std_valence", "std_arousal") if k in values})
         track.set_static_va(values["mean_valence"], values["mean_arousal"], EMOMUSIC_VA_SCALE)

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..labels import EMOTIFY_GEMS
-from .files import find_audio
+from .files import find_audio, utf8_text
 from .schema import Track
 
 CORPUS = "emotify"
@@ -45,8 +45,9 @@ def select_moods(votes: list[int], listeners: int, rule: str = "top3", min_share
             raise ValueError("Emotify: `min_share` applies to rule='vote_share' only")
         return [EMOTIFY_GEMS[index] for index in ranked[:3]]
     if rule == "vote_share":
-        if min_share is None:
-            raise ValueError("Emotify: rule='vote_share' needs `min_share`")
+        if min_share is None or not 0 < min_share <= 1:
+            raise ValueError(f"Emotify: the vote_share rule needs a share of listeners in (0, 1] (--threshold), got "
+                             f"{min_share!r}")
         return [EMOTIFY_GEMS[index] for index in ranked if votes[index] / listeners >= min_share]
     raise ValueError(f"Emotify: unknown label rule {rule!r}; expected one of {RULES}")
 
@@ -61,7 +62,7 @@ def _file_number(path: Path, track: str) -> str:
 def _read_votes(path: Path) -> dict[tuple[str, str], list[int]]:
     """{(genre, id): [listeners, vote count per GEMS label]} in first-seen order."""
     totals: dict[tuple[str, str], list[int]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with utf8_text(path) as handle:
         reader = csv.reader(handle)
         header = [name.strip() for name in next(reader, [])]
         missing = [name for name in _KEYS + EMOTIFY_GEMS if name not in header]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from ..audio import AUDIO_EXTENSIONS
 
@@ -15,4 +18,16 @@ def find_audio(folder: Path, name: str) -> str | None:
     return next((str(path.absolute()) for path in candidates if path.is_file()), None)
 
 
-__all__ = ["find_audio"]
+@contextmanager
+def utf8_text(path: Path) -> Iterator[TextIO]:
+    """An annotation file opened as UTF-8 text, a byte-order mark skipped; a file in another encoding (a spreadsheet's
+    "Unicode text", Latin-1) is refused with its name, wherever the reading fails."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            yield handle
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start:,}: {error.reason}); save it as UTF-8 and run "
+                         "again.") from None
+
+
+__all__ = ["find_audio", "utf8_text"]

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ..labels import MTG_JAMENDO_MOODS
+from .files import utf8_text
 from .schema import Track
 
 CORPUS = "mtg_jamendo"
@@ -31,7 +32,7 @@ def _require(path: Path) -> Path:
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, cells) of a TSV file after checking its header; quoting is off because tags are bare."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    with utf8_text(path) as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows or tuple(cell.strip() for cell in rows[0][: len(HEADER)]) != HEADER:
         raise ValueError(f"{path}, line 1: expected the header {'/'.join(HEADER)}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..labels import PMEMO_VA_SCALE, VA_SCALE, RatingScale
 from .deam import read_id_splits
-from .files import find_audio
+from .files import find_audio, utf8_text
 from .schema import Track
 
 CORPUS = "pmemo"
@@ -44,7 +44,7 @@ def _require(path: Path) -> Path:
 
 def _rows(path: Path):
     """(line number, row dict) for each data row; the header is line 1."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with utf8_text(path) as handle:
         reader = csv.DictReader(handle)
         reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
         yield reader.fieldnames, None

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import write_atomic
-from ..audio import AUDIO_EXTENSIONS, header_duration
+from ..audio import AUDIO_EXTENSIONS, header_duration, why_unreadable
 from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
@@ -188,7 +188,7 @@ def probe_audio(path: str) -> dict[str, Any]:
         duration = header_duration(path)
     except Exception as error:  # soundfile raises LibsndfileError/RuntimeError/TypeError by format
         detail = getattr(error, "error_string", None) or str(error) or type(error).__name__
-        return {"error": f"not decodable audio: {detail}"}
+        return {"error": why_unreadable(path) or f"not decodable audio: {detail}"}  # the package's words first
     return {"error": "no audio samples"} if duration is None else {"duration": duration}
 
 

@@ -77,6 +77,11 @@ def test_errors(download, tmp_path):
     (folder / FILES[1]).write_text("song_id, valence_mean, arousal_mean\r\n2100,1,2\r\n2101,31,1\r\n")
     with pytest.raises(ValueError, match="song 2101's static valence 31.0 is off its annotation file's 1-9 scale"):
         deam.read(download)
+    (folder / FILES[1]).write_text("arousal_mean, song_id, valence_mean\r\n2.5,2100,1\r\n")  # columns by name
+    assert [(t.valence, t.arousal) for t in deam.read(download) if t.track_id == "2100"] == [(1.0, 2.5)]
+    (folder / FILES[1]).write_bytes("song_id, valence_mean, arousal_mean\r\n2100,1,2\r\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"2000_2058.csv: not UTF-8 text \(byte 0: .*save it as UTF-8"):
+        deam.read(download)
     (folder / FILES[1]).unlink()
     (folder / FILES[1]).symlink_to(require_fixtures("deam", FILES[1]))
     splits = tmp_path / "splits"

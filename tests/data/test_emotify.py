@@ -57,8 +57,9 @@ def test_vote_share_rule(emotify_root):
     assert rock.moods == ["power", "tension"] and pop.moods == ["joyful_activation"]
     classical, rock, _ = emotify.read(emotify_root, rule="vote_share", min_share=0.6)
     assert classical.moods == ["calmness"] and rock.moods == ["power"]
-    with pytest.raises(ValueError, match="needs `min_share`"):
-        emotify.read(emotify_root, rule="vote_share")
+    for share in (None, 0, 1.5):
+        with pytest.raises(ValueError, match=r"needs a share of listeners in \(0, 1\] \(--threshold\)"):
+            emotify.read(emotify_root, rule="vote_share", min_share=share)
     with pytest.raises(ValueError, match="unknown label rule"):
         emotify.read(emotify_root, rule="top5")
 

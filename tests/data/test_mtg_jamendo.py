@@ -66,6 +66,9 @@ def test_other_split_and_errors(tmp_path):
     root = _small(tmp_path, [row, other], {"test": [row]})
     tracks = mtg_jamendo.read(root, split=1)
     assert [(t.track_id, t.split, t.moods) for t in tracks] == [("7", "test", ["sad", "calm"]), ("8", None, ["happy"])]
+    metadata = root / "data" / "autotagging_moodtheme.tsv"
+    metadata.write_bytes(b"\xef\xbb\xbf" + metadata.read_bytes())  # saved by an editor that marks UTF-8
+    assert [t.track_id for t in mtg_jamendo.read(root, split=1)] == ["7", "8"]
     with pytest.raises(FileNotFoundError, match="split-0"):
         mtg_jamendo.read(root)
     with pytest.raises(ValueError, match="splits 0..4"):

@@ -135,7 +135,9 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert len(report["missing_audio"]) == 744 - 4 and "3" not in report["missing_audio"]
     assert report["rows_per_split"] == {"train": 556, "validation": 63, "test": 125}
     printed = capsys.readouterr().err
-    assert "clips_45seconds/5.mp3 (not decodable audio" in printed and "clips_45seconds/outtake.mp3" in printed
+    assert report["unreadable_audio"][0]["error"] == (
+        "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff).")
+    assert "clips_45seconds/5.mp3 (not audio: it could not" in printed and "clips_45seconds/outtake.mp3" in printed
     merges = printed[printed.index("label alignment (new"):]
     assert "melancholic (mtg_jamendo), sad (mtg_jamendo), Sad (cal500), sadness (emotify)" in merges
     rows = {row["track_id"]: row for split in load(out, "emomusic").values() for row in split}
