@@ -30,7 +30,7 @@ from matplotlib.patches import Circle, Patch
 
 import music2emo_hf.hub
 from music2emo_hf import PUBLISHED_MODEL_ID
-from music2emo_hf.audio import open_audio
+from music2emo_hf.audio import why_unreadable
 from music2emo_hf.labels import RatingScale
 from music2emo_hf.released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, LICENCES, RELEASED_REPO
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
@@ -150,11 +150,7 @@ def clip_seconds(path: str, name: str) -> float:
 def unreadable(path: str, name: str) -> str:
     """Why no decoder opens the file, in the package's words where they are more precise than "not audio" (an empty
     file, one cut short)."""
-    try:
-        open_audio(path)
-        reason = "not audio"
-    except Exception as error:  # the package's sentence for this file
-        reason = str(error).removeprefix(f"{path}: ")
+    reason = why_unreadable(path) or "not audio"
     if reason.startswith("not audio"):
         reason = "it is damaged or not in a supported format (WAV, FLAC, OGG/Opus, MP3, AIFF)."
     return f"{name} could not be read as audio: {reason} Upload another file."
@@ -326,6 +322,13 @@ def analyse(audio: str | None, model: str, labels: str):
     )
 
 
+def analyse_afresh(audio: str | None, model: str, labels: str):
+    """`analyse`, after clearing the last clip's results: an analysis that fails leaves no earlier answer on screen
+    under its error."""
+    yield "", *[None] * 8
+    yield analyse(audio, model, labels)
+
+
 def figure_panel(label: str, elem_id: str) -> gr.Plot:
     """A panel for one of the figures above: lossless PNG (exact colours), no label over the figure's own title."""
     return gr.Plot(label=label, show_label=False, elem_id=elem_id, format="png")
@@ -375,11 +378,9 @@ def create_demo(model: str | None = None, models: Sequence[str] | None = None) -
                     "concurrency_id": "cpu", "api_visibility": "undocumented"}
         demo.load(**describe)
         model_choice.change(**describe)
-        results = [status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer]
-        # The last clip's results go first, so an analysis that fails leaves no earlier answer under its error.
-        button.click(lambda: [""] + [None] * (len(results) - 1), None, results, queue=False,
-                     api_visibility="undocumented").then(
-            analyse, [audio, model_choice, labels], results, api_name="analyse", concurrency_id="cpu")
+        button.click(analyse_afresh, [audio, model_choice, labels],
+                     [status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer],
+                     api_name="analyse", concurrency_id="cpu")
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo
 
