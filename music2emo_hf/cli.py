@@ -476,11 +476,12 @@ def convert_original(args: argparse.Namespace) -> int:
         reference = parse_reference(args.checkpoint)
         checkpoint, source = args.checkpoint, None
         if reference is not None:
-            checkpoint, commit = fetch_release_file(reference)
+            checkpoint, commit = fetch_release_file(reference, alone="give a downloaded checkpoint file instead")
             reference = ReleasedReference(reference.checkpoint, commit, reference.repo)
             source = {"repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename,
                       "revision": commit, "btc": RELEASED_WEIGHTS, "backbone": {"repo": args.backbone}}
-        btc = args.btc or fetch_release_file(reference or parse_reference(RELEASED_REPO), RELEASED_WEIGHTS)[0]
+        btc = args.btc or fetch_release_file(reference or parse_reference(RELEASED_REPO), RELEASED_WEIGHTS,
+                                             alone="give BTC's weights file with --btc")[0]
         model, extractor, details = convert_original(checkpoint, args.backbone, btc)
     except (ConversionError, ReleasedModelError, OSError) as error:
         raise CommandError(str(error)) from error

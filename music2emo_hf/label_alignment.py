@@ -125,7 +125,7 @@ def align_labels(
 
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
-    check_template(template)
+    check_template(template, "template")
     expansions = label_expansions()["expansions"] if expand else {}
     rows = [(corpus, label) for corpus, labels in vocabularies.items() for label in labels]
     blank = [f"{corpus}: {label!r}" for corpus, label in rows if not isinstance(label, str) or not label_text(label)]

@@ -51,7 +51,7 @@ LABEL_ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fa
 DEFAULT_TEMPLATE = "music that feels {}"
 
 
-def check_template(template: str) -> str:
+def check_template(template: str, name: str = "hypothesis_template") -> str:
     """`template` if it has one plain `{}`, where the label goes, and no other field (`str.format` fills it)."""
     try:
         fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
@@ -59,7 +59,7 @@ def check_template(template: str) -> str:
     except ValueError:  # an unmatched brace
         fields = None
     if fields != [("", "", None)]:
-        raise ValueError(f"hypothesis_template must contain '{{}}' once, where the label goes, and no other field "
+        raise ValueError(f"{name} must contain '{{}}' once, where the label goes, and no other field "
                          f"(write a literal brace as '{{{{' or '}}}}'), got {template!r}.")
     return template
 

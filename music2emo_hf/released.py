@@ -197,9 +197,10 @@ def _download(repo: str, filename: str, revision: str, estimate_mb: int, online:
             disable_progress_bars()
 
 
-def _missing(reference: ReleasedReference) -> ReleasedModelError:
-    """Every file the released model needs that the Hub cache lacks, and the commands that fetch them all at once:
-    an offline user should not have to find them one failed run at a time."""
+def _missing(reference: ReleasedReference, only: str | None = None,
+             instead: str = "pass --model with a converted model folder") -> ReleasedModelError:
+    """Every file the released model needs that the Hub cache lacks (or the one file `only`), and the commands that
+    fetch them all at once: an offline user should not have to find them one failed run at a time."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     from .btc import RELEASED_WEIGHTS
@@ -207,23 +208,23 @@ def _missing(reference: ReleasedReference) -> ReleasedModelError:
     sizes = {reference.filename: ESTIMATED_MB["checkpoint"], RELEASED_WEIGHTS: ESTIMATED_MB["btc"],
              "pytorch_model.bin": ESTIMATED_MB["backbone"]}
     revision = f" --revision {reference.revision}" if reference.revision != "main" else ""
-    release = [name for name in (reference.filename, RELEASED_WEIGHTS)
+    release = [name for name in ([only] if only else [reference.filename, RELEASED_WEIGHTS])
                if not isinstance(try_to_load_from_cache(reference.repo, name, revision=reference.revision), str)]
     wanted = [(reference.repo, release, revision)] if release else []
-    if not _cached_backbone():
+    if not only and not _cached_backbone():
         wanted.append((BACKBONE_REPO, ["config.json", "pytorch_model.bin"], ""))
-    if not wanted:  # cached after all (another process was downloading): name what the model needs
-        wanted = [(reference.repo, [reference.filename, RELEASED_WEIGHTS], revision)]
+    if not wanted:  # cached after all (another process was downloading): name what is needed
+        wanted = [(reference.repo, [only] if only else [reference.filename, RELEASED_WEIGHTS], revision)]
     listed = " and ".join(
         f"{repo} " + ", ".join(name + (f" (about {sizes[name]} MB)" if name in sizes else "") for name in files)
         for repo, files, _ in wanted)
     commands = " and ".join(f"`hf download {repo} {' '.join(files)}{pin}`" for repo, files, pin in wanted)
     several = sum(len(files) for _, files, _ in wanted) > 1
     return ReleasedModelError(
-        f"{reference}: {listed} {'are' if several else 'is'} not in the "
+        f"{'' if only else f'{reference}: '}{listed} {'are' if several else 'is'} not in the "
         f"Hugging Face cache ({constants.HF_HUB_CACHE}) and the Hub cannot be reached (HF_HUB_OFFLINE is "
         f"{'set' if constants.HF_HUB_OFFLINE else 'unset'}); on a machine with internet run {commands}, then copy "
-        "the cache here, or pass --model with a converted model folder."
+        f"the cache here, or {instead}."
     )
 
 
@@ -304,9 +305,11 @@ def _as_reference(reference: str | ReleasedReference) -> ReleasedReference:
 
 
 def fetch_release_file(reference: str | ReleasedReference, filename: str | None = None,
-                       say: Callable[[str], None] = note) -> tuple[str, str]:
+                       say: Callable[[str], None] = note, alone: str | None = None) -> tuple[str, str]:
     """(path in the Hub cache, commit) of a file of the release at the reference's revision (default: its
-    checkpoint; BTC's weights are `btc.RELEASED_WEIGHTS`), downloaded if it is not cached."""
+    checkpoint; BTC's weights are `btc.RELEASED_WEIGHTS`), downloaded if it is not cached. When it cannot be had,
+    the error names every file the converted model needs, or, with `alone` (what the caller can do instead), this
+    file only."""
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     from .btc import RELEASED_WEIGHTS
@@ -318,7 +321,7 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     try:
         path = _download(reference.repo, filename, reference.revision, estimate, hub_reachable(), say)
     except LocalEntryNotFoundError:
-        raise _missing(reference) from None
+        raise (_missing(reference, filename, alone) if alone else _missing(reference)) from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise ReleasedModelError(f"{reference}: {str(error).splitlines()[0]}") from None
     return path, _commit_of(path)

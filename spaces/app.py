@@ -34,6 +34,7 @@ from music2emo_hf.audio import why_unreadable
 from music2emo_hf.labels import RatingScale
 from music2emo_hf.released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, LICENCES, RELEASED_REPO
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
+from music2emo_hf.zero_shot import check_labels
 
 MODELS_VARIABLE = "MUSIC2EMO_SPACE_MODELS"
 # The authors' eight released checkpoints, their default (J_all, the package's default model) first: converted on
@@ -46,7 +47,7 @@ PUBLISHED_MODELS = (PUBLISHED_MODEL_ID, "music2emo-hf/music2emo-mert95m-improved
 CARD_MODELS = (RELEASED_REPO, BACKBONE_REPO, *PUBLISHED_MODELS)
 MAX_UPLOAD_MB = 50  # enforced by gradio at upload time (see `launch`)
 MAX_MINUTES = 10  # about 3 minutes of analysis for the published model on a 2-core CPU Space
-MAX_LABELS = 50  # of the user's own: each is a bar of the plot, and one request must not hold the queue for long
+LABELS_PER_REQUEST = 50  # each is a bar of the plot, and one request must not hold the queue for long
 UPLOADS_KEPT_S = 3600  # how long gradio keeps an upload or recording (and how often it clears older ones)
 TOP_MOODS = 10
 NO_PROJECTOR = "has no zero-shot projector, so it cannot score your own labels"
@@ -128,7 +129,7 @@ def describe_model(model: str):
         facts.append("no zero-shot projector: your own labels cannot be scored with it")
         return " · ".join(facts), gr.update(interactive=False, info=f"This model {NO_PROJECTOR}.")
     facts.append("scores your own labels (zero-shot)")
-    return " · ".join(facts), gr.update(interactive=True, info="Comma-separated words, scored zero-shot.")
+    return " · ".join(facts), gr.update(interactive=True, info="Words, one per comma or line, scored zero-shot.")
 
 
 def clip_seconds(path: str, name: str) -> float:
@@ -271,12 +272,14 @@ def analyse(audio: str | None, model: str, labels: str):
         pipe = load_pipeline(model)
     except ModelUnavailable as error:
         raise refuse(str(error)) from error
-    # one label per comma or line; empty pieces (a trailing comma) are no label
-    pieces = [piece.strip() for piece in ",".join((labels or "").splitlines()).split(",") if piece.strip()]
-    if len(pieces) > MAX_LABELS:
-        raise refuse(f"{len(pieces)} labels: this Space scores up to {MAX_LABELS} at a time. Remove some, or run the "
-                     "package on your own machine for more.")
-    wanted = ", ".join(pieces)
+    typed = ",".join((labels or "").splitlines())  # one label per comma or line
+    try:
+        wanted = check_labels(typed) if typed.replace(",", "").strip() else []  # as the pipeline will read them
+    except ValueError as error:
+        raise refuse(str(error)) from error
+    if len(wanted) > LABELS_PER_REQUEST:
+        raise refuse(f"{len(wanted)} labels: this Space scores up to {LABELS_PER_REQUEST} at a time. Remove some, or "
+                     "run the package on your own machine for more.")
     options = {"return_segments": True, "return_harmony": True}
     if wanted and pipe.model.config.label_embedding_dim:
         options["candidate_labels"] = wanted

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -137,7 +138,7 @@ def test_many_inputs_are_many_whatever_holds_them_and_one_input_is_not_streamed(
     alone = [answer["valence"] for answer in tiny_pipeline(KeyDataset(rows, "audio"))]
     assert [answer["valence"] for answer in tiny_pipeline(KeyDataset(rows, "audio"), batch_size=2)] == \
         pytest.approx(alone, abs=1e-5)
-    for one in ("song.mp3", b"RIFF", tone(1.0), {"array": tone(1.0), "sampling_rate": 24000}):
+    for one in ("song.mp3", b"RIFF", io.BytesIO(b"two\nlines"), tone(1.0), {"array": tone(1.0), "sampling_rate": 24000}):
         with pytest.raises(TypeError, match="stream takes many inputs"):
             tiny_pipeline.stream(one, batch_size=2)
 
@@ -343,8 +344,8 @@ def test_harmony_workers_default_to_one_on_cpu_and_must_be_positive(tiny_model_d
         for bad in (0, -2, 1.5, True):
             with pytest.raises(ValueError, match="harmony_workers must be a positive integer"):
                 transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_workers=bad)
-        for bad, message in ((0, "a positive integer"), (6, "1..5")):
-            with pytest.raises(ValueError, match=f"harmony_ensemble must be {re.escape(message)}"):
+        for bad in (0, 6, 2.0):
+            with pytest.raises(ValueError, match=re.escape("harmony_ensemble must be 1..5")):
                 transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_ensemble=bad)
 
 

@@ -255,6 +255,21 @@ def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, t
     assert "run `hf download m-a-p/MERT-v1-95M config.json pytorch_model.bin`, then" in error
 
 
+def test_a_file_fetched_alone_names_only_itself_and_the_way_around_it(tmp_path, monkeypatch):
+    """convert-original with a local checkpoint needs BTC's weights alone, not the whole model, and has no --model."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(released.ReleasedModelError) as missing:
+        released.fetch_release_file("amaai-lab/music2emo", "inference/data/btc_model_large_voca.pt",
+                                    alone="give BTC's weights file with --btc")
+    assert str(missing.value).startswith(
+        "amaai-lab/music2emo inference/data/btc_model_large_voca.pt (about 12 MB) is not in the Hugging Face cache")
+    assert str(missing.value).endswith("then copy the cache here, or give BTC's weights file with --btc.")
+    assert "MERT" not in str(missing.value) and "J_all" not in str(missing.value)
+
+
 @pytest.mark.slow
 def test_convert_original_takes_a_released_name(hub, offline_cache, tmp_path):
     result = run_cli(offline_cache, "convert-original", "amaai-lab/music2emo:emomusic_best", "--out",

@@ -89,7 +89,9 @@ def read_id_splits(splits_dir: str | os.PathLike, known: set[str], corpus: str) 
             raise FileNotFoundError(f"{corpus}: expected split id list {path}")
     assignment: dict[str, str] = {}
     for name, path in paths.items():
-        for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        with utf8_text(path) as handle:
+            lines = handle.read().splitlines()
+        for line, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
             track_id = song_id(raw, path, line)

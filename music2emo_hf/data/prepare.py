@@ -275,6 +275,11 @@ def prepare_corpus(
     out = Path(out).absolute()
     tracks = READERS[corpus](root, **_reader_options(corpus, options))
     how = _split(corpus, tracks, options)
+    if not any(t.split is not None for t in tracks):  # an empty config would make load_dataset(out, corpus) answer
+        raise ValueError(  # with the other corpora's rows
+            f"{corpus}: none of its {len(tracks)} tracks is in a split ({how}), so nothing was written; "
+            + ("check that --splits-dir holds this corpus's id lists." if options.splits_dir else
+               "check the corpus's own split files."))
     clusters, new_alignment = load_or_align(out, options.quantile)
 
     cache = _ProbeCache(out / CACHE_DIR / corpus / "audio_probe.jsonl")
@@ -295,9 +300,6 @@ def prepare_corpus(
         cache.close()
 
     written = [t for t in tracks if t.split is not None]
-    if not written:  # an empty config would make load_dataset(out, corpus) answer with the other corpora's rows
-        raise ValueError(f"{corpus}: none of its {len(tracks)} tracks is in a split ({how}), so nothing was written; "
-                         "check that --splits-dir holds this corpus's id lists.")
     if unknown := sorted({t.split for t in written} - set(SPLITS)):
         raise ValueError(f"{corpus}: split names must be {', '.join(SPLITS)}; got {', '.join(unknown)}")
     rows_by_split = {
