@@ -138,8 +138,9 @@ def predict(args: argparse.Namespace) -> int:
                   described=f"--output-dataset {args.output_dataset}")
     else:
         job = Job(args.output, "file", file_key, cpu=args.device == "cpu")
+    recorded = recorded_options(args)  # what each record says it was made with
     if job.is_main:
-        _check_same_options(job.output_writer, recorded_options(args))
+        _check_same_options(job.output_writer, recorded)
     if job.processes > 1 and args.device not in (None, "cpu"):
         raise CommandError(f"--device {args.device}: with several processes each runs on the device its launcher "
                            "gives it; leave --device out (or pass --device cpu).")
@@ -164,7 +165,7 @@ def predict(args: argparse.Namespace) -> int:
     for entry in plan.crashed_before if job.is_main else ():
         print(f"skipped: {entry['input']}: it crashed the analysis before ({entry['error']}); remove its line from "
               f"{job.errors_file} to try it again", file=sys.stderr)
-    pipe = _analyse(args, job, plan, inputs, device, noun) if plan.total else None
+    pipe = _analyse(args, job, plan, inputs, device, noun, recorded) if plan.total else None
     written, failures = job.finish(inputs.keys, listing_problems)
     if not job.is_main:
         return EXIT_OK  # the main process reports the whole job; a failing status here would stop the launcher
@@ -300,8 +301,9 @@ def _set_threads(threads: int | None, device: str) -> None:
         torch.set_num_threads(threads)
 
 
-def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str):
-    """Loads the model and runs this process's share of the job; returns the pipeline."""
+def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str, recorded: dict):
+    """Loads the model and runs this process's share of the job, each record naming its `recorded` options; returns
+    the pipeline."""
     import tempfile
 
     from tqdm import tqdm
@@ -316,7 +318,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
     if pipe.model.config.untrained and job.is_main:
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
-    options, recorded = _pipeline_options(args, pipe), recorded_options(args)
+    options = _pipeline_options(args, pipe)
     mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
 
     def analyse_alone(key: str) -> dict:  # only for an output's job: its parts hold the temporary files

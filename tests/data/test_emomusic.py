@@ -63,3 +63,38 @@ def test_errors(download, tmp_path):
     (bad / "static_annotations.csv").write_text(static.replace("2,5,0,5,0", "4,5,0"))
     with pytest.raises(ValueError, match="static_annotations.csv, line 4: 3 columns"):
         emomusic.read(bad)
+
+
+def test_the_songs_deam_shares_have_valence_and_arousal_swapped_and_leak_its_test_set(download, tmp_path):
+    """docs/datasets.md's figures ("Known problems of the corpora"), from the real annotation files of both."""
+    import numpy as np
+
+    from music2emo_hf.data import deam
+    from music2emo_hf.data.prepare import PrepareOptions, _split
+
+    flat = tmp_path / "deam"
+    flat.mkdir()
+    for name in deam.STATIC_FILES:
+        (flat / name).symlink_to(require_fixtures("deam", name))
+    ours, theirs = {t.track_id: t for t in emomusic.read(download)}, {t.track_id: t for t in deam.read(flat)}
+    shared = sorted(set(ours) & set(theirs), key=int)
+    assert len(shared) == 744
+    swapped = [i for i in shared if (theirs[i].valence, theirs[i].arousal) == (ours[i].arousal, ours[i].valence)
+               and ours[i].valence != ours[i].arousal]
+    assert len(swapped) == 708
+    assert (theirs["5"].valence, theirs["5"].arousal, ours["5"].valence, ours["5"].arousal) == (4.4, 5.3, 5.3, 4.4)
+
+    def correlation(x, y) -> float:
+        return round(float(np.corrcoef(x, y)[0, 1]), 3)
+
+    rated = [i for i in shared if ours[i].valence_series and ours[i].arousal_series]
+    moment = {name: [float(np.mean(getattr(ours[i], f"{name}_series"))) for i in rated] for name in ("valence", "arousal")}
+    assert correlation([ours[i].valence for i in rated], moment["valence"]) == 0.950
+    assert correlation([ours[i].valence for i in rated], moment["arousal"]) == 0.570
+    assert correlation([theirs[i].valence for i in rated], moment["arousal"]) == 0.956
+
+    test = {i for i, t in ours.items() if t.split == "test"}
+    _split("deam", list(theirs.values()), PrepareOptions())  # this package's default, seeded split
+    assert len(test) == 125 and len({i for i in test if theirs[i].split == "train"}) == 102
+    lists = {t.track_id: t.split for t in deam.read(flat, splits_dir=require_fixtures("music2emo_meta", "deam"))}
+    assert len({i for i in test if lists.get(i) == "train"}) == 82  # Music2Emo's own lists
