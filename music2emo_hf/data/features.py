@@ -6,8 +6,9 @@
                                                          chord_root_ids, chord_quality_ids, chord_mask, mode_id
     OUT/features/<name>/errors-rank<R>.jsonl             tracks the last run could not read, one JSON line each
 
-A track's file appears only once complete (written beside it, then renamed), so its presence means "done". Its
-metadata names the track, its corpus and the cached layers, so a file is readable without the manifest.
+A track's file appears only once complete (written beside it, then renamed). Its metadata names the track, its
+corpus and the cached layers, so a file is readable without the manifest, and the audio it was made from (size,
+mtime, sha256), so a rerun can tell features that are done from features of a file since replaced.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from ..atomic import write_atomic
@@ -178,14 +179,57 @@ def _sorted_metadata(blob: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
-def save_track_features(
-    directory: str | os.PathLike, corpus: str, track_id: str, layers: Sequence[int], tensors: dict[str, torch.Tensor]
-) -> Path:
-    """Write beside the final name, then rename: a killed run never leaves a partial file that reads as done. The
-    same features always give the same bytes."""
+def audio_fingerprint(audio: str | os.PathLike) -> dict[str, str]:
+    """What identifies an audio file's contents, as recorded with its features (taken before decoding, so a file
+    changed while it was read no longer matches)."""
+    try:
+        stat = os.stat(audio)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(audio)}: no such file.") from None
+    digest = hashlib.sha256()
+    with open(audio, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"audio_size": str(stat.st_size), "audio_mtime_ns": str(stat.st_mtime_ns), "audio_sha256": digest.hexdigest()}
+
+
+def features_are_current(directory: str | os.PathLike, corpus: str, track_id: str, audio: str | os.PathLike) -> bool:
+    """Whether the track has cached features made from `audio` as it is now: same size and mtime, or, where only
+    the mtime moved (a copied dataset), the same sha256. A missing `audio` cannot be compared, and its features
+    stand. A features file that cannot be read (damaged on disk) is not current."""
     path = feature_path(directory, corpus, track_id)
-    blob = save(tensors, metadata={"track_id": track_id, "corpus": corpus, "layers": json.dumps(list(layers))})
-    write_atomic(path, _sorted_metadata(blob))
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(path, framework="pt") as file:
+            recorded = file.metadata()
+    except SafetensorError:
+        return False
+    try:
+        stat = os.stat(audio)
+    except FileNotFoundError:
+        return True
+    if recorded.get("audio_size") != str(stat.st_size):
+        return False
+    return recorded["audio_mtime_ns"] == str(stat.st_mtime_ns) or (
+        recorded["audio_sha256"] == audio_fingerprint(audio)["audio_sha256"]
+    )
+
+
+def save_track_features(
+    directory: str | os.PathLike,
+    corpus: str,
+    track_id: str,
+    layers: Sequence[int],
+    tensors: dict[str, torch.Tensor],
+    audio: dict[str, str],
+) -> Path:
+    """Write beside the final name, then rename: a killed run never leaves a partial file that reads as done.
+    `audio` is the `audio_fingerprint` of the file the features come from. The same features of the same file
+    always give the same bytes."""
+    path = feature_path(directory, corpus, track_id)
+    metadata = {"track_id": track_id, "corpus": corpus, "layers": json.dumps(list(layers)), **audio}
+    write_atomic(path, _sorted_metadata(save(tensors, metadata=metadata)))
     return path
 
 
@@ -225,12 +269,14 @@ def load_track_features(
 
 __all__ = [
     "MANIFEST",
+    "audio_fingerprint",
     "backbone_fingerprint",
     "check_cache_fits",
     "check_manifest",
     "extract_track",
     "feature_dir",
     "feature_path",
+    "features_are_current",
     "load_track_features",
     "manifest_for",
     "read_manifest",
