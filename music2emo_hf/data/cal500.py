@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import CAL500_EMOTIONS
-from .files import find_audio
+from .files import find_audio, utf8_text
 from .schema import Track
 
 CORPUS = "cal500"
@@ -103,11 +103,13 @@ def read(source: str | os.PathLike, rule: str = "top5_above_4", threshold: float
     """
     root = Path(source)
     select_moods([], rule, threshold)  # reject a bad rule before reading anything
-    songs = _require(root / SONG_NAMES).read_text(encoding="utf-8").split()
+    with utf8_text(_require(root / SONG_NAMES)) as handle:
+        songs = handle.read().split()
     duplicates = sorted(song for song, count in Counter(songs).items() if count > 1)
     if duplicates:
         raise ValueError(f"CAL500: {root / SONG_NAMES}: duplicate song names {duplicates}")
-    vocab = set(_require(root / VOCAB).read_text(encoding="utf-8").split())
+    with utf8_text(_require(root / VOCAB)) as handle:
+        vocab = set(handle.read().split())
     missing = [name for name in CAL500_EMOTIONS if _PREFIX + name not in vocab]
     if missing:
         raise ValueError(f"CAL500: {root / VOCAB} lacks the emotion concepts {missing}")
@@ -137,7 +139,7 @@ def read(source: str | os.PathLike, rule: str = "top5_above_4", threshold: float
 
 def _arff_tokens(path: Path):
     """(line number, stripped line) of the non-empty, non-comment lines of an ARFF file."""
-    with open(path, encoding="utf-8") as handle:
+    with utf8_text(path) as handle:
         for number, line in enumerate(handle, 1):
             line = line.strip()
             if line and not line.startswith("%"):

@@ -79,6 +79,9 @@ def test_ucsd_errors(ucsd_root):
     (ucsd_root / "songNames.txt").write_text("\n".join(SONGS + SONGS[:1]))
     with pytest.raises(ValueError, match=rf"duplicate song names \['{SONGS[0]}'\]"):
         cal500.read(ucsd_root)
+    (ucsd_root / "songNames.txt").write_bytes("\n".join(SONGS).encode() + b"\nbeyonc\xe9-halo\n")  # Latin-1
+    with pytest.raises(ValueError, match=r"songNames\.txt: not UTF-8 text \(byte .*save it as UTF-8"):
+        cal500.read(ucsd_root)
     (ucsd_root / "songNames.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"CAL500: .*songNames\.txt"):
         cal500.read(ucsd_root)
