@@ -113,8 +113,10 @@ def load_pipeline(model_dir: str, device: str, options: dict):
     import music2emo_hf  # noqa: F401
 
     warnings.simplefilter("ignore")
+    btc = json.loads((Path(model_dir) / "config.json").read_text()).get("harmony") == "btc"  # one network: no ensemble
+    skipped = {"chunk_batch_size", *(["harmony_ensemble"] if btc else [])}
     pipe = transformers.pipeline("music-emotion", model=model_dir, device=device,
-                                 **{k: v for k, v in options.items() if k != "chunk_batch_size"})
+                                 **{k: v for k, v in options.items() if k not in skipped})
     pipe(np.zeros(24000, dtype=np.float32) + 0.01 * np.sin(np.arange(24000)))  # load and warm up every stage
     return pipe
 

