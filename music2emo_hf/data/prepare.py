@@ -37,6 +37,9 @@ ID_LIST_CORPORA = ("deam", "pmemo", "emomusic")
 LABEL_RULES = {"cal500": ("rule", "threshold"), "emotify": ("rule", "min_share")}
 SHARD_ROWS = 5000
 CACHE_DIR = ".cache"
+# Corpora holding the same recordings under the same track ids: DEAM's songs 1-1000 are EmoMusic's (docs/datasets.md,
+# "Known problems of the corpora"). Trained on both, a model has seen some of the other's test songs.
+SHARED_SONGS = (("deam", "emomusic"),)
 
 ROW_SCHEMA = pa.schema(
     [
@@ -89,6 +92,7 @@ class Report:
     splits: str
     options: dict[str, Any]
     alignment: str | None = None  # what merged, when this run made the folder's label alignment
+    shared_songs: list[str] = field(default_factory=list)  # `shared_test_songs` of the folder, as this run left it
 
     def lines(self) -> list[str]:
         total = sum(self.rows_per_split.values())
@@ -112,6 +116,7 @@ class Report:
             listing(f"rows without {name}", ids)
         if self.alignment:
             out.append(f"label alignment (new, saved in {CLUSTERS_FILE}): {self.alignment}")
+        out += [f"warning: {line}" for line in self.shared_songs]
         return out
 
 
@@ -333,11 +338,40 @@ def prepare_corpus(
         splits=how,
         options={k: v for k, v in vars(options).items() if k != "splits_dir"} | {"splits_dir": bool(options.splits_dir)},
     )
-    write_atomic(out / REPORTS_DIR / f"{corpus}.json", json.dumps(vars(report), indent=1, sort_keys=True) + "\n")
+    kept = {k: v for k, v in vars(report).items() if k not in ("alignment", "shared_songs")}  # this run's screen only
+    write_atomic(out / REPORTS_DIR / f"{corpus}.json", json.dumps(kept, indent=1, sort_keys=True) + "\n")
     write_card(out)
-    # The report file stays the same on every rerun; the news of a new alignment is for this run's screen only.
+    # The report file stays the same on every rerun; a new alignment and the songs shared with another corpus (which
+    # changes as others are prepared; the card has it) are for this run's screen.
     report.alignment = clusters.describe() if new_alignment else None
+    report.shared_songs = shared_test_songs(out)
     return report
+
+
+def shared_test_songs(out: Path) -> list[str]:
+    """For each pair of prepared `SHARED_SONGS` corpora, one line per corpus whose test tracks are training tracks
+    of the other: their test scores of a model trained on both are not fair."""
+    ids: dict[str, dict[str, set[str]]] = {}
+    for corpus in {corpus for pair in SHARED_SONGS for corpus in pair}:
+        for shard in sorted((out / DATA_DIR / corpus).glob("*.parquet")):
+            table = pq.read_table(shard, columns=["track_id", "split"])
+            for track_id, split in zip(table["track_id"].to_pylist(), table["split"].to_pylist()):
+                ids.setdefault(corpus, {}).setdefault(split, set()).add(track_id)
+    lines = []
+    for pair in SHARED_SONGS:
+        if not all(corpus in ids for corpus in pair):
+            continue
+        shared = set.union(*ids[pair[0]].values()) & set.union(*ids[pair[1]].values())
+        for tested, trained in (pair, pair[::-1]):
+            test = ids[tested].get("test", set())
+            if seen := test & ids[trained].get("train", set()):
+                lines.append(
+                    f"{len(seen)} of {tested}'s {len(test)} test tracks are {trained} training tracks (the two share "
+                    f"{len(shared)} songs under the same ids): a model trained on both has heard them. For a fair "
+                    f"{tested} test score train without {trained}, or give {trained} id lists without them "
+                    "(--splits-dir); see music2emo-hf's docs/datasets.md."
+                )
+    return lines
 
 
 def write_card(out: Path) -> None:
@@ -368,6 +402,8 @@ def write_card(out: Path) -> None:
         table.append(f"| `{corpus}` | " + " | ".join(str(rows.get(s, 0)) for s in SPLITS) + f" | {reports[corpus]['splits']} |")
     clusters = LabelClusters.from_dict(json.loads((out / CLUSTERS_FILE).read_text(encoding="utf-8")))
     merged = "\n".join(f"- {', '.join(group)}" for group in clusters.merged())
+    overlaps = shared_test_songs(out)
+    shared = "\n## Songs shared between corpora\n\n" + "\n".join(f"- {line}" for line in overlaps) + "\n" if overlaps else ""
     body = f"""
 # music2emo-hf label-aligned music emotion benchmark
 
@@ -399,7 +435,7 @@ clustered with mean shift (quantile {clusters.parameters['quantile']}, bandwidth
 the centres. Labels that merged:
 
 {merged}
-
+{shared}
 ## Licences
 
 The labels keep the licences of their corpora (MTG-Jamendo CC BY-NC-SA 4.0 metadata; DEAM, PMEmo, EmoMusic, CAL500

@@ -247,3 +247,20 @@ def test_music2emo_id_lists_decide_the_splits(downloads, tmp_path):
     for split in ("train", "validation", "test"):
         expected = {str(int(x)) for x in (lists / f"{split}.txt").read_text().split()}
         assert set(loaded[split]["track_id"]) == expected
+
+
+def test_preparing_deam_and_emomusic_warns_of_emomusic_test_songs_deam_trains_on(downloads, tmp_path, capsys):
+    """docs/datasets.md's 82 of 125 (DEAM with Music2Emo's lists, EmoMusic's official test set) and 73 of DEAM's 270
+    test songs the other way, said on screen and in the card, whichever corpus comes second."""
+    out = tmp_path / "out"
+    lists = require_fixtures("music2emo_meta", "deam")
+    main(["prepare-data", "--corpus", "emomusic", "--source", str(downloads["emomusic"]), "--out", str(out)])
+    assert "warning" not in capsys.readouterr().err and "Songs shared" not in (out / "README.md").read_text()
+    main(["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(out), "--splits-dir", str(lists)])
+    warning = ("warning: 82 of emomusic's 125 test tracks are deam training tracks (the two share 744 songs under "
+               "the same ids): a model trained on both has heard them.")
+    assert warning in capsys.readouterr().err
+    card = (out / "README.md").read_text()
+    assert "## Songs shared between corpora\n\n- 73 of deam's 270 test tracks are emomusic training tracks" in card
+    assert "\n- 82 of emomusic's 125 test tracks are deam training tracks" in card
+    assert "shared_songs" not in (out / "reports" / "deam.json").read_text()  # it changes as corpora come and go
