@@ -289,9 +289,10 @@ def prepare_corpus(
 
     cache = _ProbeCache(out / CACHE_DIR / corpus / "audio_probe.jsonl")
     missing, unreadable = [], []
-    used = {t.audio for t in tracks if t.audio}
+    used = {t.audio for t in tracks if t.audio}  # a track in no split has labels: its file is no orphan
+    written = [t for t in tracks if t.split is not None]
     try:
-        for track in progress(tracks):
+        for track in progress(written):  # only rows that are written need their audio probed
             if track.audio is None:
                 missing.append(track.track_id)
                 continue
@@ -304,7 +305,6 @@ def prepare_corpus(
     finally:
         cache.close()
 
-    written = [t for t in tracks if t.split is not None]
     if unknown := sorted({t.split for t in written} - set(SPLITS)):
         raise ValueError(f"{corpus}: split names must be {', '.join(SPLITS)}; got {', '.join(unknown)}")
     rows_by_split = {

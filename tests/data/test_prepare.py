@@ -111,6 +111,9 @@ def test_every_corpus_round_trips_through_load_dataset(downloads, tmp_path):
         if corpus == "mtg_jamendo":
             assert {split: len(part) for split, part in loaded.items()} == {"train": 9949, "validation": 3802, "test": 4231}
             assert rows["948"]["audio"] == "audio/48/948.mp3"
+            report = json.loads((out / "reports" / "mtg_jamendo.json").read_text())
+            assert len(report["missing_audio"]) == len(rows) - 1  # rows written; tracks in no split are not probed
+            assert report["not_in_any_split"] and not set(report["not_in_any_split"]) & set(report["missing_audio"])
             assert Path(resolve_audio(out, corpus, rows["948"]["audio"])).is_file()
         else:
             assert set(loaded) <= {"train", "validation", "test"}
