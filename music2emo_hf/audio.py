@@ -296,7 +296,7 @@ def _decoder_notes_hidden():
 def _open_file(source: Any, name: str) -> AudioStream:
     try:
         with _decoder_notes_hidden():
-            handle = sf.SoundFile(source)
+            handle = sf.SoundFile(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
     except (sf.LibsndfileError, RuntimeError, TypeError):
         raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
     return AudioStream(name, _check_rate(handle.samplerate, name), _file=handle)
@@ -347,7 +347,7 @@ def header_duration(path: str | os.PathLike) -> float | None:
     """A file's duration read from its header, without decoding (None when it holds no samples). Raises what
     soundfile raises for a file that is not audio."""
     with _decoder_notes_hidden():
-        info = sf.info(os.fspath(path))
+        info = sf.info(os.fsencode(path))  # soundfile would encode a str as strict UTF-8: not every name is
     return info.frames / info.samplerate if info.frames > 0 and info.samplerate > 0 else None
 
 

@@ -88,7 +88,7 @@ class RecordWriter:
         """The keys of the records in the file, read as a stream (an output may hold millions)."""
         drop_cut_off_record(path)
         try:
-            with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
                 if self.format == "jsonl":
                     for line in handle:
                         if line.strip():
@@ -111,11 +111,12 @@ class RecordWriter:
         self.check(record, mood_labels)
         if self.handle is None:
             try:
-                self.handle = open(self.path, "a", encoding="utf-8", newline="")
+                # A file name that is not UTF-8 goes into a CSV as the bytes it is (JSON lines escape it instead).
+                self.handle = open(self.path, "a", encoding="utf-8", errors="surrogateescape", newline="")
             except OSError as error:
                 raise CommandError(f"--output {self.path}: cannot write there ({error.strerror}).") from error
         if self.format == "jsonl":
-            self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.handle.write(json_line(record))
         else:
             row = self._csv_row(record, mood_labels)
             if self.header is None:
@@ -180,6 +181,17 @@ class RecordWriter:
         if self.handle not in (None, sys.stdout):
             self.handle.close()
             self.handle = None
+
+
+def json_line(record: dict) -> str:
+    """A record as one line of JSON, in UTF-8 where it can be. A file name that is not UTF-8 (its undecodable bytes
+    held as surrogates, as Python reads it) is written as \\u escapes, which read back as the same name."""
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record)
+    return text + "\n"
 
 
 def _model_name(provenance: dict | None) -> str:
@@ -415,7 +427,7 @@ class Job:
         progress.write(f"error: {name}: {failure['error']}", file=sys.stderr)
         if errors:
             with open(errors, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(failure, ensure_ascii=False) + "\n")
+                handle.write(json_line(failure))
 
     def finish(self, keys: Sequence[str], unlisted: Sequence[dict] = ()) -> tuple[int, list[dict]]:
         """On the main process, once every process is done: the parts merged into the output in input order and the
@@ -431,8 +443,7 @@ class Job:
         retried = {entry["key"] for entry in failures}
         kept = [entry for entry in self._crashed_before if entry["key"] not in retried]
         if kept or unlisted or failures:
-            _replace(self.errors_file, "".join(json.dumps(entry, ensure_ascii=False) + "\n"
-                                               for entry in [*kept, *unlisted, *failures]))
+            _replace(self.errors_file, "".join(json_line(entry) for entry in [*kept, *unlisted, *failures]))
         elif self.errors_file.exists():
             self.errors_file.unlink()
         shutil.rmtree(self.parts, ignore_errors=True)

@@ -234,6 +234,25 @@ def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_d
     assert rows[:2] == first and [r["file"] for r in rows] == [str(f) for f in files]
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_file_name_that_is_not_utf8_is_analysed_recorded_and_skipped_on_rerun(tiny_model_dir, tmp_path, capsys,
+                                                                                   suffix):
+    import soundfile as sf
+
+    latin1 = os.fsencode(tmp_path) + b"/caf\xe9.wav"  # written by an old Latin-1 system: not UTF-8
+    sf.write(latin1, tone(1.0), 24000)
+    name, out = os.fsdecode(latin1), tmp_path / f"moods{suffix}"
+    for done in (0, 1):
+        status, stderr = predict_here(capsys, str(tmp_path), "--model", str(tiny_model_dir), "-o", str(out))
+        assert status == 0 and f"{1 - done} file(s) analysed, 0 failed" in stderr, stderr
+    if suffix == ".jsonl":  # the name as JSON escapes (valid UTF-8), which read back as the same name
+        assert out.read_bytes().isascii() and records(out)[0]["file"] == name
+    else:  # the name as the bytes it is
+        assert latin1 in out.read_bytes()
+        with open(out, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            assert next(csv.DictReader(handle))["file"] == name
+
+
 def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav, capsys):
     files = [write_wav(f"c{i}.wav", tone(1.5 + i, freq=300 + 40 * i)) for i in range(3)]
     out = tmp_path / "moods.csv"
