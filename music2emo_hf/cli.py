@@ -256,7 +256,7 @@ def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> 
     from .jobs import read_jsonl_stream
 
     pipe = pipe or _load_pipeline(args.model, args.device or "cpu", False)  # nothing new analysed: for the labels
-    mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
+    mood_labels = pipe.model.config.mood_labels
     first = next(read_jsonl_stream(job.output), {})
     about = {key: first[key] for key in ("scale", "warning") if key in first}
     about.update(model=args.model, source=f"{args.dataset}" + (f" ({args.config})" if args.config else ""),
@@ -319,7 +319,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
     options = _pipeline_options(args, pipe)
-    mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
+    mood_labels = pipe.model.config.mood_labels
 
     def analyse_alone(key: str) -> dict:  # only for an output's job: its parts hold the temporary files
         with tempfile.TemporaryDirectory(prefix="music2emo-input-", dir=job.parts) as folder:

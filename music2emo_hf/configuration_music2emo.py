@@ -309,6 +309,13 @@ class Music2EmoConfig(PreTrainedConfig):
     def tasks_of_type(self, kind: str) -> list[dict[str, Any]]:
         return [task for task in self.tasks if task["type"] == kind]
 
+    @property
+    def mood_labels(self) -> list[str]:
+        """The labels of the model's mood head (the columns of a table of its answers); none for a model trained on
+        valence/arousal alone (a DEAM teacher)."""
+        heads = self.tasks_of_type("multilabel")
+        return list(heads[0]["labels"]) if heads else []
+
     @staticmethod
     def scale_of(task: Mapping[str, Any]) -> RatingScale:
         return RatingScale(*task["scale"])

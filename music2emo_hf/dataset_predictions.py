@@ -200,7 +200,7 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
         rank = state.process_index
     dataset = undecoded(dataset, audio_column)
     ids = id_columns(dataset.features, audio_column)
-    mood_labels = pipe.model.config.tasks_of_type("multilabel")[0]["labels"]
+    mood_labels = pipe.model.config.mood_labels
     records, failures, about = [], [], {}
     for index, example in enumerate(dataset):
         if index % processes != rank:

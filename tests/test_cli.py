@@ -253,6 +253,30 @@ def test_a_file_name_that_is_not_utf8_is_analysed_recorded_and_skipped_on_rerun(
             assert next(csv.DictReader(handle))["file"] == name
 
 
+def test_a_model_without_a_mood_head_answers_valence_and_arousal(tiny_model_dir, tmp_path, write_wav, capsys):
+    """A teacher trained on DEAM alone, as docs/training.md makes one, is a model `predict` takes."""
+    import warnings
+
+    from music2emo_hf import Music2EmoModel
+    from music2emo_hf.configuration_music2emo import tasks_for_corpora
+
+    folder = tmp_path / "deam-teacher"
+    shutil.copytree(tiny_model_dir, folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = Music2EmoModel.from_pretrained(tiny_model_dir).config
+        config.tasks = tasks_for_corpora(["deam"])
+        Music2EmoModel(config).save_pretrained(folder)
+    song = str(write_wav("song.wav", tone(1.0)))
+    for suffix in (".jsonl", ".csv"):
+        out = tmp_path / f"va{suffix}"
+        status, stderr = predict_here(capsys, song, "--model", str(folder), "-o", str(out))
+        assert status == 0, stderr
+        row = records(out)[0] if suffix == ".jsonl" else next(csv.DictReader(out.open()))
+        assert 1 <= float(row["valence"]) <= 9 and 1 <= float(row["arousal"]) <= 9
+        assert not [column for column in row if column.startswith("mood")]
+
+
 def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav, capsys):
     files = [write_wav(f"c{i}.wav", tone(1.5 + i, freq=300 + 40 * i)) for i in range(3)]
     out = tmp_path / "moods.csv"
