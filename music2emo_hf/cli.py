@@ -120,8 +120,6 @@ def predict(args: argparse.Namespace) -> int:
     """Files and folders, or the rows of a dataset (`--dataset`); one process, or one of several started by
     `accelerate launch` / `torchrun` (see `jobs`): only the main one lists problems with the paths, shows the
     progress bar and the summary, and sets the exit status."""
-    from tqdm import tqdm
-
     from .jobs import Job, exit_with_parent
 
     exit_with_parent()  # when this is a file analysed alone for a run that may be killed
@@ -138,6 +136,16 @@ def predict(args: argparse.Namespace) -> int:
                   described=f"--output-dataset {args.output_dataset}")
     else:
         job = Job(args.output, "file", file_key, cpu=args.device == "cpu")
+    try:
+        return _run_job(args, job)
+    finally:
+        job.release()
+
+
+def _run_job(args: argparse.Namespace, job) -> int:
+    """`predict` once its job holds its output: plan, analyse, merge, report."""
+    from tqdm import tqdm
+
     recorded = recorded_options(args)  # what each record says it was made with
     if job.is_main:
         _check_same_options(job.output_writer, recorded)

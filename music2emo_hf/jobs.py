@@ -8,6 +8,7 @@ machines that share the output's folder). Beside the output file the job keeps:
     OUTPUT.parts/rank-R.errors.jsonl  inputs process R could not analyse
     OUTPUT.parts/rank-R.inflight    the input process R is analysing now
     OUTPUT.errors.jsonl             the failures of the last run; those marked "crashed" are skipped by later runs
+    OUTPUT.lock                     while a run writes OUTPUT: a second run onto it is refused (flock, this machine)
 
 Every record is flushed as soon as it is written and a record cut short by a kill is dropped, so a rerun finds exactly
 the finished inputs. An input that was in flight when a process died is analysed again in a child process of its
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import heapq
 import itertools
 import json
@@ -272,9 +274,14 @@ class Job:
         self.output, self.key_field, self.normalise = output, key_field, normalise
         self.parts = Path(f"{output}.parts") if output else None
         self.errors_file = Path(f"{output}.errors.jsonl") if output else None
-        # The output, read once (a wrong --output is refused here, before the model loads); only the main process
-        # writes it.
-        self.output_writer = RecordWriter(output, key_field, normalise, described) if self.is_main else None
+        # The output, locked (before it is read: another run may be writing it), then read once (a wrong --output is
+        # refused here, before the model loads); only the main process writes it.
+        self._lock = _OutputLock.take(output, described or f"--output {output}") if output and self.is_main else None
+        try:
+            self.output_writer = RecordWriter(output, key_field, normalise, described) if self.is_main else None
+        except BaseException:
+            self.release()
+            raise
         self.mood_labels: Sequence[str] = ()  # set by `run`
         self.written = 0
         self.failures: list[dict] = []
@@ -449,6 +456,12 @@ class Job:
         shutil.rmtree(self.parts, ignore_errors=True)
         return written, failures
 
+    def release(self) -> None:
+        """Lets another run write the output (called however this one ends; a kill releases it too)."""
+        if self._lock:
+            self._lock.release()
+            self._lock = None
+
     def wait_for_all(self) -> None:
         """On the main process of several: returns once every process has finished its share (the progress bar
         counts on meanwhile)."""
@@ -484,6 +497,43 @@ class Job:
         for path in parts:
             path.unlink()
         return appended
+
+
+class _OutputLock:
+    """An exclusive flock on OUTPUT.lock, which holds the pid of the run: two runs appending to one output would each
+    write the records the other writes. Taken without waiting; the file goes when the lock is released."""
+
+    def __init__(self, path: str, fd: int):
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def take(cls, output: str, described: str) -> _OutputLock | None:
+        """The lock, or None where no file can be made beside the output (RecordWriter then says why)."""
+        path = f"{output}.lock"
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise CommandError(f"{described}: another music2emo run (pid {holder}) is writing to it; wait for it "
+                                   "to end, or choose another output.") from None
+            with contextlib.suppress(FileNotFoundError):  # the file locked is the one at the path, not one removed
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:  # by the run that held it meanwhile
+                    break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return cls(path, fd)
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
 
 
 class InputCrashed(RuntimeError):

@@ -101,6 +101,24 @@ def test_a_refused_runs_records_left_in_the_parts_are_removed_and_a_killed_runs_
     plan = job.plan(["/a.wav", "/b.wav", "/c.wav", "/d.wav"], lambda key: 1.0)
     assert plan.discarded == 2 and plan.already_done == 2 and plan.shares == [["/c.wav", "/d.wav"]]
     assert [json.loads(line)["file"] for path in parts.glob("leftover-*.jsonl") for line in path.open()] == ["/b.wav"]
+    job.release()
+
+
+def test_a_second_run_onto_an_output_being_written_is_refused(tiny_model_dir, tmp_path, capsys):
+    """Two runs appending to one output would each write the records the other writes."""
+    from music2emo_hf.jobs import Job
+
+    import soundfile as sf
+
+    song, output = tmp_path / "song.wav", tmp_path / "out.jsonl"
+    sf.write(song, tone(1.0), 24000)
+    running = Job(str(output))  # a run in progress, holding the output
+    argv = ["predict", str(song), "--model", str(tiny_model_dir), "-o", str(output)]
+    assert main(argv) == 2
+    assert f"--output {output}: another music2emo run (pid {os.getpid()}) is writing to it" in capsys.readouterr().err
+    running.release()
+    assert main(argv) == 0 and len(lines(output)) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.jsonl", "song.wav"]  # no lock left behind
 
 
 def test_dataset_records_are_read_back_in_row_order(tmp_path):
