@@ -242,7 +242,7 @@ def load_corpora(
     """The prepared corpora with the feature cache `features` (a folder name under DATASET/features, or a path),
     after checking the cache was made by this model's backbone. With `audio`, items carry the audio's chunks
     instead of cached embeddings (end-to-end training; chords still come from the cache)."""
-    cache = Path(features) if Path(features).is_dir() else Path(dataset_dir) / FEATURES_DIR / features
+    cache = pick_cache(dataset_dir, features)
     check_cache_fits(cache, model)
     extractor = Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds) if audio else None
     loaded = []
@@ -258,8 +258,32 @@ def load_corpora(
                 f"{name}: no tracks with cached features in split(s) {empty} of {dataset_dir}; prepare the corpus "
                 "(music2emo prepare-data) and extract its features (training/extract_features.py) first."
             )
+        for split, part in parts.items():
+            check_labelled(name, split, part.targets, task)
         loaded.append(Corpus(name, parts))
     return loaded
+
+
+def check_labelled(corpus: str, split: str, targets: np.ndarray, task: Mapping[str, Any]) -> None:
+    """Refuses, before any training, a split whose labels cannot do its job: a training split without one labelled
+    track (a zero loss), a validation or test split the metrics cannot score (R² needs two labelled tracks per value;
+    AUCs a tag with both positive and negative tracks)."""
+    if task["type"] == "multilabel":
+        labelled = targets[~np.isnan(targets).any(axis=1)]
+        usable = len(labelled) if split == "train" else int(((labelled == 1).any(0) & (labelled == 0).any(0)).sum())
+        need = "labelled tracks" if split == "train" else "tags with both positive and negative labelled tracks"
+        problem = f"no {need} among its {len(targets)} tracks" if not usable else None
+    else:
+        known = (~np.isnan(targets)).sum(axis=0)
+        least = 1 if split == "train" else 2
+        short = [f"{label} ({int(count)})" for label, count in zip(task["labels"], known) if count < least]
+        problem = f"fewer than {least} labelled tracks for {', '.join(short)}" if short else None
+    if problem:
+        raise ValueError(
+            f"{corpus}: its {split} split cannot be {'trained on' if split == 'train' else 'scored'}: {problem}. "
+            "Prepare the corpus again with a split that holds labelled tracks (music2emo prepare-data --fractions), "
+            "or leave the corpus out."
+        )
 
 
 def epoch_schedule(
@@ -733,10 +757,14 @@ def describe(metrics: Mapping[str, float]) -> str:
 
 def pick_cache(dataset_dir: str | os.PathLike, features: str | None) -> Path:
     """The feature cache to read: `features` (a name under DATASET/features, or a folder), else the only one there."""
-    if features is not None:
-        return Path(features) if Path(features).is_dir() else Path(dataset_dir) / FEATURES_DIR / features
     folder = Path(dataset_dir) / FEATURES_DIR
     found = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if features is not None:
+        path = Path(features) if Path(features).is_dir() else folder / features
+        if not path.is_dir():
+            raise ValueError(f"--features {features}: no such feature cache in {folder} (it holds "
+                             f"{found or 'none'}); name one, or make it with training/extract_features.py.")
+        return path
     if len(found) != 1:
         raise ValueError(
             f"--features: {dataset_dir} holds {'no feature cache' if not found else f'several feature caches {found}'}; "

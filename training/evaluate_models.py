@@ -73,6 +73,7 @@ def evaluate(
 ) -> dict[str, Any]:
     cache = pick_cache(dataset, features)
     rows: dict[str, dict[str, Any]] = {}
+    left_out: dict[str, dict[str, int]] = {}  # corpus -> tracks of the split not scored, by why
     for label, path in models:
         model = Music2EmoModel.from_pretrained(path).to(accelerator.device).eval()
         trained_on = json.loads((path / TRAINING_INFO).read_text(encoding="utf-8"))["corpora"]
@@ -80,6 +81,9 @@ def evaluate(
         row["models"].append(str(path))
         for corpus in load_corpora(dataset, cache, trained_on, model, splits=[split]):
             part = corpus.splits[split]
+            if part.without_audio or part.without_features:
+                left_out[corpus.name] = {"scored": len(part), "without_audio": len(part.without_audio),
+                                         "without_features": len(part.without_features)}
             outputs = predict(model, part, corpus.task, accelerator, batch_size=16)
             if corpus.name in row["metrics"]:
                 raise ValueError(f"row {label!r}: two models were trained on {corpus.name}; give them different labels.")
@@ -93,7 +97,7 @@ def evaluate(
                     else float(np.mean((outputs - taught) ** 2))
                 )
     return {"dataset": str(Path(dataset).resolve()), "features": str(cache.resolve()), "split": split,
-            "rows": list(rows.values())}
+            "rows": list(rows.values()), "left_out": left_out}
 
 
 def markdown(results: Mapping[str, Any]) -> str:
@@ -106,6 +110,10 @@ def markdown(results: Mapping[str, Any]) -> str:
     ]
     for row in results["rows"]:
         lines.append(f"| {row['label']} | " + " | ".join(cell(c, row["metrics"].get(c)) for c in present) + " |")
+    for corpus, counts in results["left_out"].items():
+        total = counts["scored"] + counts["without_audio"] + counts["without_features"]
+        lines.append(f"\n{corpus}: scored on {counts['scored']} of its {total} {results['split']} tracks "
+                     f"({counts['without_audio']} without audio, {counts['without_features']} without cached features).")
     distances = [c for c in COLUMNS if any(c in row["teacher_distance"] for row in results["rows"])]
     if distances:
         lines += [

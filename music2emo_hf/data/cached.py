@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ..configuration_music2emo import Music2EmoConfig
-from .features import feature_path, load_track_features
+from .features import damaged, feature_path, load_track_features
 from .layout import DATA_DIR, resolve_audio
 
 # What a collated batch holds besides the chunk axis: model inputs, plus `labels` and `index` (row numbers).
@@ -69,6 +69,13 @@ class CachedCorpus(torch.utils.data.Dataset):
         ]
         missing = set(self.without_features)
         rows = [row for row in rows if row["track_id"] not in missing]
+        broken = [row["track_id"] for row in rows if damaged(feature_path(self.cache_dir, corpus, row["track_id"]))]
+        if broken:  # found now, not when training reaches them
+            raise ValueError(
+                f"{self.cache_dir}: the feature files of {corpus} {split} tracks {broken[:5]}"
+                + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+                + " are damaged; run training/extract_features.py on the dataset again, which extracts them anew."
+            )
         self.track_ids = [row["track_id"] for row in rows]
         self.audio = [resolve_audio(dataset_dir, corpus, row["audio"]) for row in rows] if feature_extractor else None
         width = len(self.task["labels"])

@@ -193,18 +193,24 @@ def audio_fingerprint(audio: str | os.PathLike) -> dict[str, str]:
     return {"audio_size": str(stat.st_size), "audio_mtime_ns": str(stat.st_mtime_ns), "audio_sha256": digest.hexdigest()}
 
 
+def damaged(path: str | os.PathLike) -> bool:
+    """Whether a features file's header cannot be read (a disk fault, a copy cut short): reading it would fail."""
+    try:
+        with safe_open(path, framework="pt"):
+            return False
+    except SafetensorError:
+        return True
+
+
 def features_are_current(directory: str | os.PathLike, corpus: str, track_id: str, audio: str | os.PathLike) -> bool:
     """Whether the track has cached features made from `audio` as it is now: same size and mtime, or, where only
     the mtime moved (a copied dataset), the same sha256. A missing `audio` cannot be compared, and its features
     stand. A features file that cannot be read (damaged on disk) is not current."""
     path = feature_path(directory, corpus, track_id)
-    if not path.is_file():
+    if not path.is_file() or damaged(path):
         return False
-    try:
-        with safe_open(path, framework="pt") as file:
-            recorded = file.metadata()
-    except SafetensorError:
-        return False
+    with safe_open(path, framework="pt") as file:
+        recorded = file.metadata()
     try:
         stat = os.stat(audio)
     except FileNotFoundError:
@@ -246,9 +252,15 @@ def load_track_features(
             f"{path}: no cached features for {corpus} track {track_id!r}; run training/extract_features.py on its "
             "dataset."
         )
-    with safe_open(path, framework="pt") as file:
-        cached = json.loads(file.metadata()["layers"])
-        tensors = {key: file.get_tensor(key) for key in file.keys()}
+    try:
+        with safe_open(path, framework="pt") as file:
+            cached = json.loads(file.metadata()["layers"])
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    except SafetensorError as error:
+        raise ValueError(
+            f"{path}: the feature file is damaged ({error}); run training/extract_features.py on its dataset again, "
+            "which extracts it anew."
+        ) from None
     layers = cached if layers is None else list(layers)
     missing = [layer for layer in layers if layer not in cached]
     if missing:
@@ -273,6 +285,7 @@ __all__ = [
     "backbone_fingerprint",
     "check_cache_fits",
     "check_manifest",
+    "damaged",
     "extract_track",
     "feature_dir",
     "feature_path",

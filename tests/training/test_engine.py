@@ -11,7 +11,7 @@ import torch
 
 from music2emo_hf.cli import main as music2emo
 
-from .conftest import run_quietly
+from .conftest import load_script, run_quietly
 
 import engine  # noqa: E402,I001  (training/, put on sys.path by conftest)
 
@@ -110,7 +110,46 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     assert code == 2 and "cal500: no tracks with cached features in split(s) ['train', 'validation', 'test']" in err
     code, err = run(*base, "--corpus", "deam", "--set", "corpus_weights={\"cal500\": 2}")
     assert code == 2 and "corpus_weights name corpora not trained here: ['cal500']" in err
+    code, err = run(*base, "--corpus", "deam", "--features", "nope")
+    assert code == 2 and f"--features nope: no such feature cache in {synthetic.data / 'features'} (it holds " \
+        "['features'])" in err
     assert not (tmp_path / "b").exists()  # a run that did not start claims no folder
+
+
+def test_splits_whose_labels_cannot_train_or_be_scored_are_refused():
+    nan = np.nan
+    va, tags = engine.corpus_task("deam"), {"type": "multilabel", "labels": ["calm", "sad"]}
+    engine.check_labelled("deam", "validation", np.array([[5.0, 5.0], [3.0, 4.0]]), va)
+    with pytest.raises(ValueError, match=r"deam: its validation split cannot be scored: fewer than 2 labelled tracks "
+                                         r"for valence \(1\), arousal \(1\)\. Prepare the corpus again"):
+        engine.check_labelled("deam", "validation", np.array([[5.0, 5.0], [nan, nan]]), va)
+    with pytest.raises(ValueError, match="its train split cannot be trained on: fewer than 1 labelled tracks"):
+        engine.check_labelled("deam", "train", np.full((4, 2), nan), va)
+    engine.check_labelled("x", "test", np.array([[1.0, 0.0], [0.0, 0.0]]), tags)
+    with pytest.raises(ValueError, match="no tags with both positive and negative labelled tracks among its 2"):
+        engine.check_labelled("x", "test", np.array([[1.0, 0.0], [1.0, 0.0]]), tags)
+    with pytest.raises(ValueError, match="train split cannot be trained on: no labelled tracks among its 1 tracks"):
+        engine.check_labelled("x", "train", np.array([[nan, nan]]), tags)
+
+
+def test_a_damaged_feature_file_is_named_before_training(synthetic, tmp_path):
+    import shutil
+
+    from music2emo_hf.data.cached import CachedCorpus
+
+    cache = tmp_path / "cache"
+    shutil.copytree(synthetic.data / "features" / synthetic.features, cache)
+    broken = sorted((cache / "deam").glob("*.safetensors"))[0]
+    broken.write_bytes(broken.read_bytes()[:40])  # a copy cut short
+    model, _ = engine.build_model(synthetic.init, ["deam"])
+    refused = {}
+    for split in ("train", "validation", "test"):
+        try:
+            CachedCorpus(synthetic.data, "deam", split, cache, engine.corpus_task("deam"), model.config.pooled_layers)
+        except ValueError as error:
+            refused[split] = str(error)
+    [(split, message)] = refused.items()  # the split holding the file, and only it
+    assert f"deam {split} tracks ['{broken.stem}'] are damaged; run training/extract_features.py" in message
 
 
 @pytest.mark.slow
@@ -145,6 +184,13 @@ def test_tracks_left_out_of_training_are_counted_and_named(synthetic, tmp_path, 
         in capsys.readouterr().err
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["best"]["test_tracks"] == {"deam": used}
+    evaluate_models = load_script("evaluate_models")
+    argv = ["--dataset", str(data), "--features", str(cache), "--output", str(tmp_path / "table"),
+            "--model", f"single={tmp_path / 'run' / 'best'}"]
+    assert run_quietly(evaluate_models.main, argv) == 0
+    assert json.loads((tmp_path / "table.json").read_text())["left_out"] == {
+        "deam": {"scored": used, "without_audio": 3, "without_features": 0}}
+    assert f"deam: scored on {used} of its {used + 3} test tracks (3 without audio" in (tmp_path / "table.md").read_text()
 
 
 @pytest.mark.slow
