@@ -520,15 +520,17 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------------------------------------
 
     def evaluate(self, model: Music2EmoModel, split: str, corpora: Sequence[Corpus] | None = None) -> dict[str, dict]:
-        return {
-            corpus.name: corpus_metrics(
-                corpus.task,
-                corpus.splits[split].targets,
-                predict(model, corpus.splits[split], corpus.task, self.accelerator, self.recipe.batch_size),
-                self.priors.get(corpus.name) if self.recipe.tag_loss == "class_balanced" else None,
-            )
-            for corpus in (corpora or self.corpora)
-        }
+        metrics = {}
+        for corpus in corpora or self.corpora:
+            outputs = predict(model, corpus.splits[split], corpus.task, self.accelerator, self.recipe.batch_size)
+            if not np.isfinite(outputs).all():  # every process sees the same outputs, so all stop alike
+                raise TrainingDiverged(
+                    f"training diverged: the model's outputs on {corpus.name}'s {split} split are not finite (NaN or "
+                    "infinity). Start again in a new --output-dir with a lower lr (and gradient_clip set)."
+                )
+            priors = self.priors.get(corpus.name) if self.recipe.tag_loss == "class_balanced" else None
+            metrics[corpus.name] = corpus_metrics(corpus.task, corpus.splits[split].targets, outputs, priors)
+        return metrics
 
     def _selection_value(self, metrics: Mapping[str, Mapping[str, float]]) -> float:
         if self.recipe.selection == "validation_loss":
@@ -536,7 +538,7 @@ class Trainer:
         return float(np.mean([m["score"] for m in metrics.values()]))
 
     def _improved(self, value: float, best: float | None, lower_is_better: bool) -> bool:
-        if not math.isfinite(value):  # e.g. a validation split without labelled tracks: never a best
+        if not math.isfinite(value):  # a score that could not be computed is never a best
             return False
         if best is None:
             return True
@@ -814,6 +816,10 @@ def script_arguments(description: str, distill: bool) -> argparse.ArgumentParser
     return parser
 
 
+class TrainingDiverged(RuntimeError):
+    """The model's outputs became NaN or infinite: nothing later in the run can be scored or kept."""
+
+
 def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> int:
     """train_teacher.py and distill.py: parse, check everything that can be checked before training, train."""
     args = script_arguments(description, distill).parse_args(argv)
@@ -850,7 +856,11 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
     except (OSError, ValueError, KeyError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    results = trainer.train()
+    try:
+        results = trainer.train()
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if trainer.accelerator.is_main_process:
         for name, metrics in results["best"]["test"].items():
             print(f"{name} test: {describe(metrics)}")

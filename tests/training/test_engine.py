@@ -116,6 +116,14 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     assert not (tmp_path / "b").exists()  # a run that did not start claims no folder
 
 
+def test_a_run_that_diverges_stops_with_what_to_change(synthetic, tmp_path, capsys):
+    argv = ["--dataset", str(synthetic.data), "--model", str(synthetic.init), "--corpus", "deam", "--output-dir",
+            str(tmp_path / "run"), "--set", "max_epochs=1", "lr=1e10", "gradient_clip=null", "warmup_steps=0"]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=False), argv) == 1
+    assert ("error: training diverged: the model's outputs on deam's validation split are not finite (NaN or "
+            "infinity). Start again in a new --output-dir with a lower lr") in capsys.readouterr().err
+
+
 def test_splits_whose_labels_cannot_train_or_be_scored_are_refused():
     nan = np.nan
     va, tags = engine.corpus_task("deam"), {"type": "multilabel", "labels": ["calm", "sad"]}
