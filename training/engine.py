@@ -838,6 +838,14 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
                 f"--teacher for {strays}, which are not trained here (--corpus {corpora}); such a teacher can only "
                 "teach its head by pseudo-labels on the trained corpora: set pseudo_label_weight."
             )
+        trained_heads = {corpus_task(corpus)["name"]: corpus for corpus in corpora}
+        for stray in strays:
+            head = corpus_task(stray)["name"]
+            if head in trained_heads:  # pseudo-labels teach a head no trained corpus has: this one has labels
+                raise ValueError(
+                    f"--teacher {stray}: its {head!r} head is the one {trained_heads[head]} trains here from its own "
+                    f"labels, so it would teach nothing; leave it out, or train {stray} too (--corpus)."
+                )
         set_seed(recipe.seed)
         model, extractor = build_model(args.model, corpora + strays)  # a stray teacher's head is learnt from it
         cache = pick_cache(args.dataset, args.features)

@@ -106,6 +106,8 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     assert code == 2 and "the teacher for mtg_jamendo has no 'moods' head" in err
     code, err = run(*base, "--corpus", "mtg_jamendo", "--teacher", f"deam={teacher}")
     assert code == 2 and "--teacher for ['deam'], which are not trained here" in err
+    code, err = run(*base, "--corpus", "deam", "--teacher", f"emomusic={teacher}", "--set", "pseudo_label_weight=0.5")
+    assert code == 2 and "--teacher emomusic: its 'valence_arousal' head is the one deam trains here" in err
     code, err = run(*base, "--corpus", "cal500")
     assert code == 2 and "cal500: no tracks with cached features in split(s) ['train', 'validation', 'test']" in err
     code, err = run(*base, "--corpus", "deam", "--set", "corpus_weights={\"cal500\": 2}")
