@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
@@ -49,7 +50,7 @@ from music2emo_hf.configuration_music2emo import Music2EmoConfig, corpus_task
 from music2emo_hf.data.cached import CachedCorpus, collate, crop_chunks, label_priors
 from music2emo_hf.data.features import check_cache_fits
 from music2emo_hf.atomic import write_atomic
-from music2emo_hf.data.layout import FEATURES_DIR, SPLITS
+from music2emo_hf.data.layout import DATA_DIR, FEATURES_DIR, SPLITS
 from music2emo_hf.losses import (
     KD_MODES,
     class_balance_weights,
@@ -791,6 +792,30 @@ def teacher_paths(specs: Sequence[str]) -> dict[str, str]:
     return paths
 
 
+def check_teacher_tracks(corpus: Corpus, teacher: str | os.PathLike, dataset_dir: str | os.PathLike) -> None:
+    """Refuses a teacher trained on tracks the student is tested on: one trained from another dataset folder, which
+    split the corpus otherwise (its training.json names the folder; a teacher from this folder shares its splits)."""
+    info_file = Path(teacher) / TRAINING_INFO
+    if not info_file.is_file():
+        return
+    theirs = Path(json.loads(info_file.read_text(encoding="utf-8"))["dataset"])
+    if theirs == Path(dataset_dir).resolve():
+        return
+    shards = sorted((theirs / DATA_DIR / corpus.name).glob("train-*.parquet"))
+    if not shards:
+        warnings.warn(f"--teacher {corpus.name}: it was trained on {theirs}, which no longer holds {corpus.name}'s "
+                      "splits: whether it saw this run's test tracks cannot be checked.", stacklevel=2)
+        return
+    trained_on = {track for shard in shards for track in pq.read_table(shard, columns=["track_id"])["track_id"].to_pylist()}
+    seen = sorted(trained_on & set(corpus.splits["test"].track_ids)) if "test" in corpus.splits else []
+    if seen:
+        raise ValueError(
+            f"--teacher {corpus.name}: it was trained on {len(seen)} of the tracks this run tests {corpus.name} on "
+            f"(e.g. {seen[:3]}; its dataset {theirs} splits the corpus otherwise), so the student's test scores "
+            "would not be fair. Train the teacher on this dataset folder."
+        )
+
+
 def load_teacher(path: str | os.PathLike, cache: Path) -> Music2EmoModel:
     """A frozen teacher, checked to read the same feature cache as the student."""
     teacher = Music2EmoModel.from_pretrained(path)
@@ -851,6 +876,9 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
         cache = pick_cache(args.dataset, args.features)
         trained = load_corpora(args.dataset, cache, corpora, model, audio=recipe.finetune_backbone)
         teachers = {corpus: load_teacher(path, cache) for corpus, path in paths.items()}
+        for corpus in trained:
+            if corpus.name in paths:
+                check_teacher_tracks(corpus, paths[corpus.name], args.dataset)
         info = {
             "script": "distill" if distill else "train_teacher",
             "dataset": str(Path(args.dataset).resolve()),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -108,6 +110,13 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     assert code == 2 and "--teacher for ['deam'], which are not trained here" in err
     code, err = run(*base, "--corpus", "deam", "--teacher", f"emomusic={teacher}", "--set", "pseudo_label_weight=0.5")
     assert code == 2 and "--teacher emomusic: its 'valence_arousal' head is the one deam trains here" in err
+    other = tmp_path / "other-dataset"  # the teacher's: DEAM split otherwise, its training tracks our test tracks
+    (other / "data" / "deam").mkdir(parents=True)
+    test_ids = pq.read_table(sorted((synthetic.data / "data" / "deam").glob("test-*.parquet"))[0])["track_id"]
+    pq.write_table(pa.table({"track_id": test_ids}), other / "data" / "deam" / "train-00000-of-00001.parquet")
+    (teacher / "training.json").write_text(json.dumps({"dataset": str(other)}))
+    code, err = run(*base, "--corpus", "deam", "--teacher", f"deam={teacher}")
+    assert code == 2 and f"--teacher deam: it was trained on {len(test_ids)} of the tracks this run tests deam on" in err
     code, err = run(*base, "--corpus", "cal500")
     assert code == 2 and "cal500: no tracks with cached features in split(s) ['train', 'validation', 'test']" in err
     code, err = run(*base, "--corpus", "deam", "--set", "corpus_weights={\"cal500\": 2}")
@@ -166,9 +175,6 @@ def test_a_damaged_feature_file_is_named_before_training(synthetic, tmp_path):
 def test_tracks_left_out_of_training_are_counted_and_named(synthetic, tmp_path, capsys):
     """A test split whose files are partly missing is scored on fewer tracks: the run says so, never silently."""
     import shutil
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from music2emo_hf.data.cached import CachedCorpus
 
