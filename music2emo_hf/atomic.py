@@ -1,4 +1,5 @@
-"""Writes that never leave half a file, for the data and training code and for the model caches that processes share.
+"""Writes that never leave half a file, for the data and training code and for the model caches that processes share,
+and the digest of a file's bytes.
 
 A flat module, as every module a saved model's code imports must be (transformers copies them beside it)."""
 
@@ -7,6 +8,17 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in blocks (a model's weights need not fit twice in memory)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def umask() -> int:

@@ -200,7 +200,9 @@ def _model_name(provenance: dict | None) -> str:
     if not provenance:
         return "no model named (or an older version of music2emo)"
     if "name" in provenance:
-        return provenance["name"]
+        if "weights_sha256" in provenance:
+            return f"{provenance['name']} (weights {provenance['weights_sha256'][:12]})"
+        return provenance["name"] + (f"@{provenance['revision']}" if provenance.get("revision") else "")
     return f"{provenance.get('repo')}:{provenance.get('checkpoint')}@{str(provenance.get('revision'))[:12]}"
 
 

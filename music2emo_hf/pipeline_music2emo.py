@@ -18,12 +18,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import Pipeline
 
+from .atomic import file_sha256
 from .audio import ahead
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import HarmonyAnalyzer, check_ensemble_size
@@ -644,14 +646,28 @@ def model_name(name_or_path: str) -> str:
 
 def model_provenance(config) -> dict[str, Any]:
     """Which model made an answer: for a converted release its repo, checkpoint and revision (and the backbone's),
-    otherwise its `model_name`."""
+    otherwise its `model_name` with what tells two versions under that name apart: a local folder's weights
+    (retrained in place, it answers otherwise), a Hub model's commit."""
     if config.source:
         source = config.source
         backbone = source.get("backbone", {})
         revision = backbone.get("revision")
         return {"repo": source["repo"], "checkpoint": source["checkpoint"], "revision": source["revision"],
                 "backbone": f"{backbone.get('repo')}" + (f"@{revision}" if revision else "")}
-    return {"name": model_name(config.name_or_path)}
+    provenance = {"name": model_name(config.name_or_path)}
+    if os.path.isdir(config.name_or_path):
+        provenance["weights_sha256"] = weights_fingerprint(config.name_or_path)
+    elif getattr(config, "_commit_hash", None):
+        provenance["revision"] = config._commit_hash
+    return provenance
+
+
+def weights_fingerprint(folder: str | os.PathLike) -> str:
+    """sha256 over the names and sha256s of a model folder's safetensors files."""
+    import hashlib
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    return hashlib.sha256("".join(f"{path.name}:{file_sha256(path)};" for path in files).encode()).hexdigest()
 
 
 def save_model(model, feature_extractor: Music2EmoFeatureExtractor, directory: str | os.PathLike) -> None:

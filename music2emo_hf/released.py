@@ -18,7 +18,6 @@ whose files do not match its manifest is rebuilt, with a one-line note.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import umask, write_atomic
+from .atomic import file_sha256, umask, write_atomic
 
 RELEASED_REPO = "amaai-lab/music2emo"
 BACKBONE_REPO = "m-a-p/MERT-v1-95M"
@@ -115,13 +114,6 @@ def entry_folder(reference: ReleasedReference, commit: str) -> Path:
     return _repo_folder(reference) / commit / reference.checkpoint
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def entry_problem(folder: Path) -> str | None:
     """None for a complete entry; otherwise what is wrong with it (no folder: 'absent')."""
@@ -140,7 +132,7 @@ def entry_problem(folder: Path) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != expected["size"]:
             return f"{name} has {path.stat().st_size} bytes, not {expected['size']}"
-        if _sha256(path) != expected["sha256"]:
+        if file_sha256(path) != expected["sha256"]:
             return f"{name} does not match its checksum"
     return None
 
@@ -280,7 +272,7 @@ def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: s
         model.config.backbone_name_or_path = BACKBONE_REPO
         model.config.source = source
         write_converted(model, extractor, details, work, str(reference), btc_weights)
-        files = {path.relative_to(work).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files = {path.relative_to(work).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
                  for path in sorted(work.rglob("*")) if path.is_file()}
         manifest = {"cache_format": CACHE_FORMAT, "source": source, "files": files}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

@@ -337,6 +337,27 @@ def test_a_rerun_with_another_model_or_other_options_is_refused_before_the_model
     assert out.read_text().startswith(written) and len(out.read_text().splitlines()) == len(written.splitlines()) + 2
 
 
+def test_a_model_folder_retrained_in_place_does_not_add_to_the_old_weights_output(tiny_model_dir, tmp_path,
+                                                                                    write_wav, capsys):
+    import warnings
+
+    from music2emo_hf import Music2EmoModel
+
+    files = [str(write_wav(f"r{i}.wav", tone(1.0, freq=250 + 60 * i))) for i in range(2)]
+    folder, out = shutil.copytree(tiny_model_dir, tmp_path / "model"), tmp_path / "moods.jsonl"
+    assert predict_here(capsys, files[0], "--model", str(folder), "-o", str(out))[0] == 0
+    written = out.read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Music2EmoModel.from_pretrained(folder)
+        with torch.no_grad():
+            next(model.parameters()).add_(0.5)  # another epoch, written over the same folder
+        model.save_pretrained(folder)
+    status, stderr = predict_here(capsys, *files, "--model", str(folder), "-o", str(out))
+    assert status == 2 and f"the file's records come from {folder} (weights " in stderr
+    assert out.read_text() == written
+
+
 def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, write_wav, capsys, monkeypatch):
     """Files are named by their real path: one reached directly and through a linked folder is analysed once, and
     `..` after a link is where the link leads (the path's text alone names deep/01.wav, which does not exist)."""

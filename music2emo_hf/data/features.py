@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from ..atomic import write_atomic
+from ..atomic import file_sha256, write_atomic
 from ..feature_extraction_music2emo import Music2EmoFeatureExtractor
 from ..harmony import HarmonyAnalyzer
 from ..modeling_music2emo import Music2EmoModel
@@ -186,11 +186,7 @@ def audio_fingerprint(audio: str | os.PathLike) -> dict[str, str]:
         stat = os.stat(audio)
     except FileNotFoundError:
         raise FileNotFoundError(f"{os.fspath(audio)}: no such file.") from None
-    digest = hashlib.sha256()
-    with open(audio, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"audio_size": str(stat.st_size), "audio_mtime_ns": str(stat.st_mtime_ns), "audio_sha256": digest.hexdigest()}
+    return {"audio_size": str(stat.st_size), "audio_mtime_ns": str(stat.st_mtime_ns), "audio_sha256": file_sha256(audio)}
 
 
 def damaged(path: str | os.PathLike) -> bool:
