@@ -98,15 +98,31 @@ class RecordWriter:
                             self.first = self.first or record
                             yield self.normalise(record[self.key_field])
                     return
-                rows = csv.reader(handle)
+                read = 0  # bytes of the lines the reader has taken: it takes a row's lines, no more
+
+                def lines():
+                    nonlocal read
+                    for line in handle:
+                        read += len(line.encode("utf-8", "surrogateescape"))
+                        yield line
+
+                rows = csv.reader(lines())
                 self.header = next((row for row in rows if row), None)
                 if self.header and self.header[0] != self.key_field:
                     raise KeyError(self.key_field)
-                for row in rows:
-                    if row:
-                        self.first = self.first or dict(zip(self.header, row))  # the model as JSON text
-                        yield self.normalise(row[0])
-        except (ValueError, KeyError, TypeError) as error:
+                whole, cut = read, False  # the end of the last whole row
+                for row in filter(None, rows):
+                    if cut:  # a short row before others: not a record a kill cut short
+                        raise ValueError("a row of the wrong length")
+                    if len(row) != len(self.header):  # a kill inside a quoted name holding a newline
+                        cut = True
+                        continue
+                    whole = read
+                    self.first = self.first or dict(zip(self.header, row))  # the model as JSON text
+                    yield self.normalise(row[0])
+            if cut:
+                os.truncate(path, whole)
+        except (ValueError, KeyError, TypeError, csv.Error) as error:
             raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
 
     def write(self, record: dict, mood_labels: Sequence[str]) -> None:

@@ -49,6 +49,18 @@ def test_a_record_cut_off_by_a_kill_is_dropped_however_long_the_file(tmp_path):
     assert path.read_text() == complete
 
 
+def test_a_csv_row_cut_inside_a_name_holding_a_newline_is_dropped(tmp_path):
+    """A kill right after the newline inside a quoted name leaves a "complete" last line: its row is short."""
+    path = tmp_path / "out.csv"
+    whole = 'file,valence\r\n"/music/a.wav",5.0\r\n"/music/new\nline.wav",4.0\r\n'
+    path.write_text(whole + '"/music/other\n', newline="")
+    assert RecordWriter(str(path)).done == {"/music/a.wav", "/music/new\nline.wav"}
+    assert path.read_bytes().decode() == whole
+    path.write_text('file,valence\r\n"/music/new\n/music/b.wav",5.0\r\n"/music/c.wav"\r\n"/d.wav",1\r\n', newline="")
+    with pytest.raises(CommandError, match="holds something other than music2emo records"):
+        RecordWriter(str(path))  # a short row with rows after it: no kill made that
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_a_record_unlike_the_files_first_is_refused_before_anything_is_written(tmp_path, suffix):
     """The guard behind the options check (tests/test_cli.py): a model that answers otherwise under the same options,
