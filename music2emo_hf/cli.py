@@ -672,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("music2emo: interrupted; run the same command again to go on where it stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # what reads the records went away (`| head`): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fail flushing at exit
+        return 141
     except CommandError as error:
         print(f"music2emo: error: {error}", file=sys.stderr)
     except Exception as error:  # no traceback for a user: what failed, in one line

@@ -133,15 +133,25 @@ class RecordWriter:
                 self.handle = open(self.path, "a", encoding="utf-8", errors="surrogateescape", newline="")
             except OSError as error:
                 raise CommandError(f"--output {self.path}: cannot write there ({error.strerror}).") from error
-        if self.format == "jsonl":
-            self.handle.write(json_line(record))
-        else:
-            row = self._csv_row(record, mood_labels)
-            if self.header is None:
-                self.header = list(row)
-                csv.writer(self.handle).writerow(self.header)
-            csv.writer(self.handle).writerow(row.values())
-        self.handle.flush()
+        try:
+            if self.format == "jsonl":
+                self.handle.write(json_line(record))
+            else:
+                row = self._csv_row(record, mood_labels)
+                if self.header is None:
+                    self.header = list(row)
+                    csv.writer(self.handle).writerow(self.header)
+                csv.writer(self.handle).writerow(row.values())
+            self.handle.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:  # a full disk, a quota: what is written stays whole (a cut-off record is redone)
+            if self.handle is not sys.stdout:
+                with contextlib.suppress(OSError):  # its buffer fails again: not the error to report
+                    self.handle.close()
+                self.handle = None
+            raise CommandError(f"{self.described}: cannot write ({error.strerror or error}); make room and run the "
+                               "same command again to go on where it stopped.") from error
         self.done.add(self.normalise(record[self.key_field]))
 
     def check(self, record: dict, mood_labels: Sequence[str]) -> None:

@@ -277,6 +277,24 @@ def test_a_model_without_a_mood_head_answers_valence_and_arousal(tiny_model_dir,
         assert not [column for column in row if column.startswith("mood")]
 
 
+def test_a_full_disk_and_a_closed_pipe_stop_the_run_in_plain_words(tiny_model_dir, tmp_path, write_wav):
+    """Writing fails as on a full disk (a file-size limit: EFBIG); a reader of stdout that goes away (`| head`)."""
+    songs = [str(write_wav(f"p{i}.wav", tone(1.0, freq=220 + 40 * i))) for i in range(3)]
+    out = tmp_path / "moods.jsonl"
+    limited = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)); from music2emo_hf.cli import main; "
+               "sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", limited, "predict", *songs, "--model", str(tiny_model_dir),
+                           "--runtime", "torch", "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and f"--output {out}: cannot write (File too large); make room and run the same " \
+        "command again" in done.stderr and "Traceback" not in done.stderr
+    reader = subprocess.Popen([*CLI, "predict", *songs, "--model", str(tiny_model_dir), "--runtime", "torch"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(reader.stdout.readline())["file"] == songs[0]
+    reader.stdout.close()  # `| head -1`
+    assert reader.wait(timeout=300) == 141 and "Error" not in reader.stderr.read()
+
+
 def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav, capsys):
     files = [write_wav(f"c{i}.wav", tone(1.5 + i, freq=300 + 40 * i)) for i in range(3)]
     out = tmp_path / "moods.csv"
