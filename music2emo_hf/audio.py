@@ -360,6 +360,9 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
     if isinstance(audio, (str, os.PathLike)):
         path = os.fspath(audio)
         if not os.path.exists(path):
+            if os.path.islink(path):  # exists() follows links: a dangling one, or a loop of them
+                raise FileNotFoundError(f"{path}: a link to {os.readlink(path)}, which does not exist (or a loop of "
+                                        "links); point it at the file.")
             raise FileNotFoundError(f"{path}: no such file.")
         if os.path.isdir(path):
             raise AudioDecodeError(f"{path}: is a folder; pass an audio file (the CLI walks folders).")

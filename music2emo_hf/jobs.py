@@ -72,8 +72,8 @@ class RecordWriter:
         self.described = described or f"--output {path}"  # how messages name the output
         self.done: set[str] = set()
         self.format = "csv" if path and path.lower().endswith(".csv") else "jsonl"
-        if path and not path.lower().endswith((".csv", ".jsonl", ".json")):
-            raise CommandError(f"--output {path}: use a .jsonl or .csv file name.")
+        if path and not path.lower().endswith((".csv", ".jsonl")):
+            raise CommandError(f"--output {path}: use a .jsonl (one JSON record per line) or .csv file name.")
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise CommandError(f"--output {path}: the folder {os.path.dirname(path)!r} does not exist.")
         if path and os.path.isdir(path):

@@ -121,6 +121,9 @@ def test_bad_sampling_rate_is_refused():
 def test_file_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.mp3"):
         load_audio(str(tmp_path / "missing.mp3"), 24000)
+    (tmp_path / "dangling.mp3").symlink_to(tmp_path / "moved.mp3")
+    with pytest.raises(FileNotFoundError, match=f"dangling.mp3: a link to {tmp_path / 'moved.mp3'}, which does not"):
+        load_audio(str(tmp_path / "dangling.mp3"), 24000)
     empty = tmp_path / "empty.mp3"
     empty.write_bytes(b"")
     with pytest.raises(AudioDecodeError, match="empty.mp3.*0 bytes"):

@@ -400,7 +400,8 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
         (["--threshold", "2"], "--threshold: expected a probability in [0, 1], got '2'"),
         (["--top-k", "0"], "--top-k: expected a positive whole number, got '0'"),
         (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
-        (["--output", "out.txt"], ".jsonl or .csv"),
+        (["--output", "out.txt"], ".jsonl (one JSON record per line) or .csv"),
+        (["--output", "out.json"], "--output out.json: use a .jsonl (one JSON record per line) or .csv file name"),
         (["--harmony-workers", "0"], "expected a positive whole number"),
         (["--device", "banana"], "--device banana: not a device name torch knows"),
         pytest.param(["--device", "cuda"], "--device cuda: this torch", marks=pytest.mark.skipif(
