@@ -158,6 +158,8 @@ def _run_job(args: argparse.Namespace, job) -> int:
     listing_problems: list[dict] = []
 
     def report(path: str, message: str) -> None:
+        if any(problem["key"] == file_key(path) for problem in listing_problems):
+            return  # a path given twice is one problem
         listing_problems.append({"key": file_key(path), "input": path, "error": message})
         if job.is_main:
             tqdm.write(f"error: {path}: {message}", file=sys.stderr)

@@ -101,11 +101,12 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     status, stderr = predict_here(
         capsys, str(good), str(tmp_path / "empty.mp3"), str(tmp_path / "notes.mp3"), str(tmp_path / "truncated.mp3"),
         str(tmp_path / "garbled.mp3"),
-        str(tmp_path / "missing.wav"), str(tmp_path / "empty_folder"),
+        str(tmp_path / "missing.wav"), str(tmp_path / "empty_folder"), str(tmp_path / "missing.wav"),
         "--model", str(tiny_model_dir), "--output", str(out),
     )
     assert status == 1
     assert "Traceback" not in stderr
+    assert sum("missing.wav" in line for line in stderr.splitlines()) == 1  # given twice, one problem
     for name, reason in [("empty.mp3", "empty"), ("notes.mp3", "not audio: it could not be decoded"),
                          ("missing.wav", "no such file"), ("empty_folder", "no audio files")]:
         assert any(name in line and reason in line for line in stderr.splitlines()), (name, stderr)
