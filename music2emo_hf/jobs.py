@@ -81,10 +81,10 @@ class RecordWriter:
         self.header: list[str] | None = None
         self.first: dict | None = None  # the file's first record: later ones must come from the same model and options
         self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
+        if path and not os.access(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise CommandError(f"--output {path}: cannot write there (permission denied, or a read-only file system).")
         if path and os.path.exists(path):
             self.done.update(self._read_existing(path))
-        if path and not os.access(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)), os.W_OK):
-            raise CommandError(f"--output {path}: cannot write there (permission denied).")
 
     def _read_existing(self, path: str) -> Iterator[str]:
         """The keys of the records in the file, read as a stream (an output may hold millions)."""
