@@ -168,8 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
         parts = [markdown(results)] if args.models else []
         text = "\n".join(parts + ([zero_shot_table(zero_shot_rows)] if zero_shot_rows else []))
-        output.with_suffix(".md").write_text(text, encoding="utf-8")
-        output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        stem = str(output.with_suffix("") if output.suffix in (".md", ".json") else output)  # table.v2: table.v2.md
+        Path(f"{stem}.md").write_text(text, encoding="utf-8")
+        Path(f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         print(text, end="")
     accelerator.end_training()
     return 0
