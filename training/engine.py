@@ -788,6 +788,10 @@ def teacher_paths(specs: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"--teacher: two teachers for {corpus}.")
         if not Path(path).is_dir():
             raise FileNotFoundError(f"--teacher {spec}: no such model folder {path}.")
+        if not (Path(path) / "config.json").is_file():
+            run = (Path(path) / "best" / "config.json").is_file()  # a training run's folder: its model is best/
+            raise FileNotFoundError(f"--teacher {spec}: {path} holds no model (no config.json)"
+                                    + (f"; give its model, {Path(path) / 'best'}." if run else "."))
         paths[corpus] = path
     return paths
 

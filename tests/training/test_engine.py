@@ -117,6 +117,10 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     (teacher / "training.json").write_text(json.dumps({"dataset": str(other)}))
     code, err = run(*base, "--corpus", "deam", "--teacher", f"deam={teacher}")
     assert code == 2 and f"--teacher deam: it was trained on {len(test_ids)} of the tracks this run tests deam on" in err
+    (tmp_path / "run" / "best").mkdir(parents=True)
+    (tmp_path / "run" / "best" / "config.json").write_text("{}")
+    code, err = run(*base, "--corpus", "deam", "--teacher", f"deam={tmp_path / 'run'}")
+    assert code == 2 and f"holds no model (no config.json); give its model, {tmp_path / 'run' / 'best'}." in err
     code, err = run(*base, "--corpus", "cal500")
     assert code == 2 and "cal500: no tracks with cached features in split(s) ['train', 'validation', 'test']" in err
     code, err = run(*base, "--corpus", "deam", "--set", "corpus_weights={\"cal500\": 2}")
