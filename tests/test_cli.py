@@ -278,6 +278,7 @@ def test_a_model_without_a_mood_head_answers_valence_and_arousal(tiny_model_dir,
         assert not [column for column in row if column.startswith("mood")]
 
 
+@pytest.mark.slow
 def test_a_full_disk_and_a_closed_pipe_stop_the_run_in_plain_words(tiny_model_dir, tmp_path, write_wav):
     """Writing fails as on a full disk (a file-size limit: EFBIG); a reader of stdout that goes away (`| head`)."""
     songs = [str(write_wav(f"p{i}.wav", tone(1.0, freq=220 + 40 * i))) for i in range(3)]

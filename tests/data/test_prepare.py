@@ -252,6 +252,7 @@ def test_music2emo_id_lists_decide_the_splits(downloads, tmp_path):
         assert set(loaded[split]["track_id"]) == expected
 
 
+@pytest.mark.slow
 def test_preparing_deam_and_emomusic_warns_of_emomusic_test_songs_deam_trains_on(downloads, tmp_path, capsys):
     """docs/datasets.md's 82 of 125 (DEAM with Music2Emo's lists, EmoMusic's official test set) and 73 of DEAM's 270
     test songs the other way, said on screen and in the card, whichever corpus comes second."""
