@@ -194,15 +194,14 @@ _RECORDED_OPTIONS = ("model", "top_k", "threshold", "segments", "harmony", "embe
 
 def recorded_options(args: argparse.Namespace) -> dict:
     """This run's `_RECORDED_OPTIONS` that differ from the defaults, as flags (`{"--top-k": 3}`), each in one spelling:
-    the model as its answers name it, labels as the clean list the pipeline scores, a template only with labels (it
-    words them)."""
+    the model as its answers name it, labels as the clean list the pipeline scores."""
     from .pipeline_music2emo import model_name
     from .zero_shot import check_labels
 
     options = {}
     for name in _RECORDED_OPTIONS:
         value = getattr(args, name)
-        if value == args.command_parser.get_default(name) or (name == "hypothesis_template" and args.labels is None):
+        if value == args.command_parser.get_default(name):
             continue
         if name == "model":
             value = model_name(value)
@@ -249,6 +248,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
     for option in ("output_dataset", "config", "split", "push_to_hub"):
         if getattr(args, option) and not args.dataset:
             raise CommandError(f"--{option.replace('_', '-')} goes with --dataset.")
+    if args.labels is None and args.hypothesis_template != args.command_parser.get_default("hypothesis_template"):
+        raise CommandError("--hypothesis-template words the --labels; give --labels too.")
 
 
 def _dataset_inputs(args: argparse.Namespace):

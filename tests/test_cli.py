@@ -167,7 +167,8 @@ def test_options_are_recorded_in_one_spelling(tmp_path):
                     "--model", f"{tmp_path}/../{tmp_path.name}/model/") == recorded(
         "--labels", "calm,tense,calm", "--threshold", "0.50", "--model", str(model)) == {
         "--model": str(model), "--threshold": 0.5, "--labels": ["calm", "tense"]}
-    assert recorded("--hypothesis-template", "a song that is {}") == {}  # it words --labels, and there are none
+    assert recorded("--labels", "calm", "--hypothesis-template", "a song that is {}") == {
+        "--labels": ["calm"], "--hypothesis-template": "a song that is {}"}  # without --labels it is refused
     output = tmp_path / "out.jsonl"
     output.write_text(json.dumps({"file": "/x.wav", "options": recorded("--labels", "calm, very tense")}) + "\n")
     with pytest.raises(CommandError, match=re.escape(
@@ -404,6 +405,7 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
         (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
         (["--output", "out.txt"], ".jsonl (one JSON record per line) or .csv"),
         (["--output", "out.json"], "--output out.json: use a .jsonl (one JSON record per line) or .csv file name"),
+        (["--hypothesis-template", "music for {}"], "--hypothesis-template words the --labels; give --labels too"),
         (["--harmony-workers", "0"], "expected a positive whole number"),
         (["--device", "banana"], "--device banana: not a device name torch knows"),
         pytest.param(["--device", "cuda"], "--device cuda: this torch", marks=pytest.mark.skipif(
