@@ -13,7 +13,8 @@ Output folder::
     best/                  the selected model: safetensors + config + feature extractor + pipeline code, and
                            training.json (recipe, corpora, teachers, selection, its validation metrics)
     best-<corpus>/         with `export_per_corpus_best`: the model of the epoch with that corpus's lowest
-                           validation loss (Music2Emo released these four: J_all, D_all, E_all, P_all)
+                           validation loss (Music2Emo released these four: J_all, D_all, E_all, P_all); not for
+                           one corpus selected by validation loss, where it is best/
     checkpoints/step-N/    Accelerate state + trainer_state.json; the last `keep_checkpoints` are kept
     history.jsonl          one line per epoch: training loss, validation metrics, the selection value
     results.json           test metrics of best/ (and of each best-<corpus>/ on its corpus)
@@ -654,7 +655,8 @@ class Trainer:
                                       "selection_value": value, "validation": metrics})
         else:
             state.epochs_without_improvement += 1
-        if recipe.export_per_corpus_best:
+        # One corpus selected by its validation loss: its own best is best/ (a copy would be the same model).
+        if recipe.export_per_corpus_best and not (len(metrics) == 1 and recipe.selection == "validation_loss"):
             for name, corpus_metrics_ in metrics.items():
                 if self._improved(corpus_metrics_["loss"], state.corpus_best.get(name), lower_is_better=True):
                     state.corpus_best[name] = corpus_metrics_["loss"]

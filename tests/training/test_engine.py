@@ -204,8 +204,10 @@ def test_tracks_left_out_of_training_are_counted_and_named(synthetic, tmp_path, 
     assert test.without_audio == gone and len(test) == used and not set(gone) & set(test.track_ids)
     code = run_quietly(lambda a: engine.run_script(a, "", distill=False), [
         "--dataset", str(data), "--features", str(cache), "--model", str(synthetic.init), "--corpus", "deam",
-        "--output-dir", str(tmp_path / "run"), "--set", "max_epochs=1"])
+        "--output-dir", str(tmp_path / "run"), "--set", "max_epochs=1", "export_per_corpus_best=true",
+        "selection=validation_loss"])
     assert code == 0
+    assert not (tmp_path / "run" / "best-deam").exists()  # one corpus selected by its validation loss: best/ is it
     assert f"deam test: 3 tracks without audio in the prepared dataset are left out ({used} used): {', '.join(gone)}" \
         in capsys.readouterr().err
     results = json.loads((tmp_path / "run" / "results.json").read_text())
