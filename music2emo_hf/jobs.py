@@ -3,7 +3,7 @@
 One process (`music2emo predict`) or several (`accelerate launch` / `torchrun`, one per device, on one or several
 machines that share the output's folder). Beside the output file the job keeps:
 
-    OUTPUT                          the records: one per input, in input order
+    OUTPUT                          the records: one per input, in input order (a rerun appends what it adds)
     OUTPUT.parts/rank-R.jsonl       records of process R while a job of several processes runs
     OUTPUT.parts/rank-R.errors.jsonl  inputs process R could not analyse
     OUTPUT.parts/rank-R.inflight    the input process R is analysing now
