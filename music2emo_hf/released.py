@@ -147,6 +147,30 @@ def _read_ref(reference: ReleasedReference) -> str | None:
     return commit if _COMMIT.match(commit) else None
 
 
+def _check_cached(path: str, repo: str, filename: str) -> None:
+    """Refuses a file of the Hub cache whose bytes are not those the Hub published: the cache names a blob by its
+    sha256 (large files) or its git blob sha1, and huggingface_hub never checks it again once downloaded (a disk
+    fault, a copy cut short between machines)."""
+    import hashlib
+
+    blob = os.path.realpath(path)
+    name = os.path.basename(blob)
+    if re.fullmatch(r"[0-9a-f]{64}", name):
+        actual = file_sha256(blob)
+    elif re.fullmatch(r"[0-9a-f]{40}", name):
+        data = Path(blob).read_bytes()
+        actual = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    else:
+        return
+    if actual != name:
+        revision = _commit_of(path)
+        raise ReleasedModelError(
+            f"{repo} {filename} in the Hugging Face cache ({path}) is damaged: its bytes are not those the Hub "
+            f"published. Fetch it again with `hf download {repo} {filename} --revision {revision} --force-download` "
+            "(plain `hf download` keeps the damaged file)."
+        )
+
+
 def _commit_of(path: str) -> str:
     """The commit of a file in the Hub cache (`.../models--org--name/snapshots/<commit>/<file>`)."""
     parts = Path(path).parts
@@ -259,6 +283,11 @@ def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: s
     pinned = ReleasedReference(reference.checkpoint, commit, reference.repo)
     btc_weights, _ = fetch_release_file(pinned, RELEASED_WEIGHTS, say)
     backbone, backbone_commit, backbone_file = _fetch_backbone(reference, online, say)
+    for path, repo, name in ((checkpoint_path, reference.repo, reference.filename),
+                             (btc_weights, reference.repo, RELEASED_WEIGHTS),
+                             (os.path.join(backbone, "config.json"), BACKBONE_REPO, "config.json"),
+                             (os.path.join(backbone, backbone_file), BACKBONE_REPO, backbone_file)):
+        _check_cached(path, repo, name)
     source = {
         "repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename, "revision": commit,
         "btc": RELEASED_WEIGHTS,

@@ -6,6 +6,7 @@ registers what theirs does and a MERT-v1-style backbone repo; converted once, ca
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -217,6 +218,28 @@ def test_a_damaged_entry_is_rebuilt_with_a_note(hub, offline_cache):
     damaged = [note for note in notes if note.startswith("the converted")]
     assert len(damaged) == 1 and "model.safetensors does not match its checksum" in damaged[0]
     assert released.entry_problem(folder) is None
+
+
+def test_a_damaged_file_in_the_hub_cache_is_refused_before_it_is_converted(hub, offline_cache, tmp_path, monkeypatch):
+    """huggingface_hub never checks a cached file again; the cache names large files by their sha256."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    shutil.copytree(hub.cache, cache, symlinks=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    snapshot = cache / "models--amaai-lab--music2emo" / "snapshots" / COMMIT / "saved_models" / "deam_best.ckpt"
+    blob = snapshot.resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a disk fault, or a copy between machines gone wrong
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ReleasedModelError, match=re.escape(
+            f"amaai-lab/music2emo saved_models/deam_best.ckpt in the Hugging Face cache ({snapshot}) is damaged: its "
+            "bytes are not those the Hub published. Fetch it again with `hf download amaai-lab/music2emo "
+            f"saved_models/deam_best.ckpt --revision {COMMIT} --force-download`")):
+        released.resolve("amaai-lab/music2emo:deam_best", say=lambda note: None)
+    assert not list((tmp_path / "converted").rglob("model.safetensors"))  # nothing converted from it
 
 
 @pytest.mark.slow
