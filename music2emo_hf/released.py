@@ -214,7 +214,7 @@ def _download(repo: str, filename: str, revision: str, estimate_mb: int, online:
 
 
 def _missing(reference: ReleasedReference, only: str | None = None,
-             instead: str = "pass --model with a converted model folder") -> ReleasedModelError:
+             instead: str = "use a converted model folder (--model DIR; model=DIR in Python)") -> ReleasedModelError:
     """Every file the released model needs that the Hub cache lacks (or the one file `only`), and the commands that
     fetch them all at once: an offline user should not have to find them one failed run at a time."""
     from huggingface_hub import constants, try_to_load_from_cache
