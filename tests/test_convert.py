@@ -113,6 +113,8 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder):
     assert "Converted with `music2emo convert-original`" in card and "`J_all.ckpt`" in card
     assert "BTC with the authors' weights" in card and "real mode" in card and "license: other" in card
     assert (out / "btc.safetensors").is_file() and model.config.harmony == "btc"
+    assert not list(tmp_path.glob(".converted.partial-*"))  # written beside, then renamed into place
+    assert convert(tmp_path, tmp_path / "J_all.ckpt", mert_folder)[0] == 2  # a model folder is not written over
     conversion = json.loads((out / "conversion.json").read_text())
     assert conversion["epoch"] == 0 and conversion["lightning_version"] == "2.4.0"
     assert conversion["tasks"] == ["moods", "valence_arousal"]
