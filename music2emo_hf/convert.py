@@ -185,6 +185,22 @@ def load_converted(model, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def check_backbone_rate(backbone: str, rate: int) -> None:
+    """Refuses a backbone folder whose feature extractor takes another sampling rate than MERT-v1's (a 16 kHz HuBERT
+    or MERT-v0 is as wide, so its weights load, and every answer would be wrong)."""
+    import json
+
+    preprocessor = Path(backbone) / "preprocessor_config.json"
+    if not preprocessor.is_file():
+        return
+    found = json.loads(preprocessor.read_text(encoding="utf-8")).get("sampling_rate")
+    if found is not None and found != rate:
+        raise ConversionError(
+            f"--backbone {backbone}: its feature extractor takes {found} Hz audio, and the checkpoint's heads were "
+            f"trained on MERT-v1-95M's features of {rate} Hz audio; give MERT-v1-95M's folder."
+        )
+
+
 def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT_BACKBONE,
                      btc_weights: str | os.PathLike | None = None):
     """(model, feature extractor, details) for a released checkpoint, its backbone from `backbone` (a Hub id, or a
@@ -206,6 +222,7 @@ def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT
     state = original_state(checkpoint)
     tasks = checkpoint_tasks(state)
     renamed = renamed_state(state, tasks)
+    check_backbone_rate(backbone, faithful_config(tasks).sampling_rate)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)  # random heads, about to be replaced
         model = Music2EmoModel.from_backbone(backbone, faithful_config(tasks))
@@ -244,6 +261,7 @@ __all__ = [
     "ConversionError",
     "DEFAULT_BACKBONE",
     "DIFFERENCES",
+    "check_backbone_rate",
     "checkpoint_tasks",
     "convert_original",
     "faithful_config",

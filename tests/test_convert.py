@@ -88,7 +88,7 @@ def inputs(batch: int = 3):
     return torch.randn(batch, 1536, generator=generator), roots, attrs, torch.tensor([[0], [1], [1]])
 
 
-def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder):
+def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder, capsys):
     """A checkpoint as the authors' LightningModule writes it (every registered buffer, Lightning's loops, callbacks
     and optimizer states)."""
     torch.manual_seed(2)
@@ -115,6 +115,16 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder):
     assert (out / "btc.safetensors").is_file() and model.config.harmony == "btc"
     assert not list(tmp_path.glob(".converted.partial-*"))  # written beside, then renamed into place
     assert convert(tmp_path, tmp_path / "J_all.ckpt", mert_folder)[0] == 2  # a model folder is not written over
+    import shutil
+
+    hubert16k = shutil.copytree(mert_folder, tmp_path / "hubert16k")  # as wide as MERT: its weights would load
+    config = json.loads((hubert16k / "preprocessor_config.json").read_text())
+    (hubert16k / "preprocessor_config.json").write_text(json.dumps({**config, "sampling_rate": 16000}))
+    code = main(["convert-original", str(tmp_path / "J_all.ckpt"), "--out", str(tmp_path / "other"), "--backbone",
+                 str(hubert16k), "--btc", str(tmp_path / "btc_model_large_voca.pt")])
+    assert code == 2 and not (tmp_path / "other").exists()
+    assert "its feature extractor takes 16000 Hz audio, and the checkpoint's heads were trained on MERT-v1-95M's" \
+        in capsys.readouterr().err
     conversion = json.loads((out / "conversion.json").read_text())
     assert conversion["epoch"] == 0 and conversion["lightning_version"] == "2.4.0"
     assert conversion["tasks"] == ["moods", "valence_arousal"]
