@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import urllib.request
 from urllib.parse import urlparse
 
 _REACHABLE_FOR = 60.0  # seconds an answer is kept: a long-lived process (the Space) is not offline for good
@@ -13,8 +14,9 @@ _reachable: tuple[float, bool] | None = None  # (when asked, the answer)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when HF_HUB_OFFLINE is set or the Hub's host does not answer; callers then look in the local cache only.
-    The answer is kept for a minute, so a process asks once per run, and a blip does not last."""
+    """False when HF_HUB_OFFLINE is set or the Hub (HF_ENDPOINT, its port; through the proxy of HTTPS_PROXY and the
+    like, as huggingface_hub's client goes) does not answer; callers then look in the local cache only. The answer is
+    kept for a minute, so a process asks once per run, and a blip does not last."""
     global _reachable
     from huggingface_hub import constants
 
@@ -22,9 +24,12 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
     if _reachable is not None and time.monotonic() - _reachable[0] < _REACHABLE_FOR:
         return _reachable[1]
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    endpoint = urlparse(constants.ENDPOINT)
+    proxied = urllib.request.getproxies().get(endpoint.scheme)  # the proxy huggingface_hub's client would use
+    target = urlparse(proxied) if proxied and not urllib.request.proxy_bypass(endpoint.hostname or "") else endpoint
+    port = target.port or (80 if target.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((target.hostname or "huggingface.co", port), timeout=timeout).close()
         answer = True
     except OSError:
         answer = False

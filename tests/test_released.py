@@ -312,3 +312,28 @@ def test_the_commit_is_read_from_the_hub_cache_layout_wherever_it_lies(tmp_path)
     assert released._commit_of(str(path)) == COMMIT
     with pytest.raises(ReleasedModelError, match="not in a Hugging Face Hub cache snapshot"):
         released._commit_of(str(tmp_path / "J_all.ckpt"))
+
+
+def test_the_hub_is_reached_at_its_endpoints_port_and_through_a_proxy(monkeypatch):
+    """A mirror on another port, or a network whose only way out is a proxy, is not "offline"."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from music2emo_hf import hub
+
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                     "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.create_server(("127.0.0.1", 0)) as listening, socket.create_server(("127.0.0.1", 0)) as closed:
+        port, nobody = listening.getsockname()[1], closed.getsockname()[1]
+        closed.close()  # nothing listens there any more
+        for endpoint, proxy, reached in ((f"http://127.0.0.1:{port}", None, True),
+                                         ("https://hub.invalid", f"http://127.0.0.1:{port}", True),
+                                         (f"http://127.0.0.1:{nobody}", None, False)):
+            monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+            if proxy:
+                monkeypatch.setenv("HTTPS_PROXY", proxy)
+            monkeypatch.setattr(hub, "_reachable", None)
+            assert hub.hub_reachable(timeout=2) is reached, (endpoint, proxy)
