@@ -18,6 +18,7 @@ whose files do not match its manifest is rebuilt, with a one-line note.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -362,18 +363,20 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = not
     checkpoint_path, commit = fetch_release_file(reference, say=say)
     folder = entry_folder(reference, commit)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        problem = entry_problem(folder)
-        if problem is not None:
-            for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a run that was killed
-                shutil.rmtree(stale, ignore_errors=True)
-            if problem != "absent":
-                say(f"the converted {reference} in {folder} is damaged ({problem}); converting it again")
-                shutil.rmtree(folder)
-            say(f"first use of {reference}. Terms: {LICENCES}")
-            _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
+    if entry_problem(folder) is not None:  # complete already (another name of its commit): no lock, which a
+        with FileLock(str(folder) + ".lock"):  # read-only shared cache could not take
+            problem = entry_problem(folder)
+            if problem is not None:
+                for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a run that was killed
+                    shutil.rmtree(stale, ignore_errors=True)
+                if problem != "absent":
+                    say(f"the converted {reference} in {folder} is damaged ({problem}); converting it again")
+                    shutil.rmtree(folder)
+                say(f"first use of {reference}. Terms: {LICENCES}")
+                _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
     if not _COMMIT.match(reference.revision):
-        write_atomic(_ref_file(reference), commit + "\n", concurrent=True)
+        with contextlib.suppress(OSError):  # only a shortcut for the next run (a read-only cache has none)
+            write_atomic(_ref_file(reference), commit + "\n", concurrent=True)
     return folder
 
 

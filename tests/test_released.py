@@ -220,6 +220,23 @@ def test_a_damaged_entry_is_rebuilt_with_a_note(hub, offline_cache):
     assert released.entry_problem(folder) is None
 
 
+def test_a_complete_entry_named_otherwise_loads_from_a_cache_that_cannot_be_written(hub, offline_cache, monkeypatch):
+    """A shared read-only cache of converted models: a tag or branch naming a commit it holds needs no lock file, and
+    its ref is only a shortcut."""
+    import filelock
+
+    folder = released.resolve("amaai-lab/music2emo:deam_best", say=lambda note: None)
+    ref = folder.parent.parent / "refs" / "main"
+    ref.unlink()  # as if named by a tag this cache never saw
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(filelock, "FileLock", read_only)
+    monkeypatch.setattr(released, "write_atomic", read_only)
+    assert released.resolve("amaai-lab/music2emo:deam_best", say=lambda note: None) == folder
+
+
 def test_a_damaged_file_in_the_hub_cache_is_refused_before_it_is_converted(hub, offline_cache, tmp_path, monkeypatch):
     """huggingface_hub never checks a cached file again; the cache names large files by their sha256."""
     import shutil
