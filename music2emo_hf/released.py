@@ -215,9 +215,11 @@ def _download(repo: str, filename: str, revision: str, estimate_mb: int, online:
 
 
 def _missing(reference: ReleasedReference, only: str | None = None,
-             instead: str = "use a converted model folder (--model DIR; model=DIR in Python)") -> ReleasedModelError:
+             instead: str = "use a converted model folder (--model DIR; model=DIR in Python)",
+             failure: str | None = None) -> ReleasedModelError:
     """Every file the released model needs that the Hub cache lacks (or the one file `only`), and the commands that
-    fetch them all at once: an offline user should not have to find them one failed run at a time."""
+    fetch them all at once: an offline user should not have to find them one failed run at a time. `failure`: why a
+    download from a Hub that answered failed (a certificate a proxy replaced, say)."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     from .btc import RELEASED_WEIGHTS
@@ -239,9 +241,10 @@ def _missing(reference: ReleasedReference, only: str | None = None,
     several = sum(len(files) for _, files, _ in wanted) > 1
     return ReleasedModelError(
         f"{'' if only else f'{reference}: '}{listed} {'are' if several else 'is'} not in the "
-        f"Hugging Face cache ({constants.HF_HUB_CACHE}) and the Hub cannot be reached (HF_HUB_OFFLINE is "
-        f"{'set' if constants.HF_HUB_OFFLINE else 'unset'}); on a machine with internet run {commands}, then copy "
-        f"the cache here, or {instead}."
+        f"Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+        + (f"the download failed ({failure})" if failure else "the Hub cannot be reached (HF_HUB_OFFLINE is "
+           f"{'set' if constants.HF_HUB_OFFLINE else 'unset'})")
+        + f"; on a machine with internet run {commands}, then copy the cache here, or {instead}."
     )
 
 
@@ -340,10 +343,16 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     reference = _as_reference(reference)
     filename = filename or reference.filename
     estimate = ESTIMATED_MB["btc" if filename == RELEASED_WEIGHTS else "checkpoint"]
+    online = hub_reachable()
     try:
-        path = _download(reference.repo, filename, reference.revision, estimate, hub_reachable(), say)
-    except LocalEntryNotFoundError:
-        raise (_missing(reference, filename, alone) if alone else _missing(reference)) from None
+        path = _download(reference.repo, filename, reference.revision, estimate, online, say)
+    except LocalEntryNotFoundError as error:
+        cause = error  # the Hub answered, so what stopped the download is at the bottom of the chain
+        while cause.__cause__ or cause.__context__:
+            cause = cause.__cause__ or cause.__context__
+        failure = (str(cause).splitlines() or [type(cause).__name__])[0] if online and cause is not error else None
+        raise (_missing(reference, filename, alone, failure) if alone else _missing(reference, failure=failure)) \
+            from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise ReleasedModelError(f"{reference}: {str(error).splitlines()[0]}") from None
     return path, _commit_of(path)

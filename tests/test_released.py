@@ -354,3 +354,31 @@ def test_the_hub_is_reached_at_its_endpoints_port_and_through_a_proxy(monkeypatc
                 monkeypatch.setenv("HTTPS_PROXY", proxy)
             monkeypatch.setattr(hub, "_reachable", None)
             assert hub.hub_reachable(timeout=2) is reached, (endpoint, proxy)
+
+
+def test_a_download_that_fails_though_the_hub_answers_says_why(tmp_path, monkeypatch):
+    """A proxy that replaces the Hub's certificate: the Hub's host answers, and huggingface_hub's download ends in a
+    LocalEntryNotFoundError whose cause is the real reason, which the message keeps."""
+    import ssl
+
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from music2emo_hf import hub
+
+    def intercepted(*args, **kwargs):
+        try:
+            raise ssl.SSLError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed "
+                                  "certificate (_ssl.c:1006)")  # as ssl raises it
+        except ssl.SSLError as error:
+            raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub") from error
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", intercepted)
+    with pytest.raises(ReleasedModelError, match=re.escape(
+            "is not in the Hugging Face cache (" + str(tmp_path / "empty-hub") + ") and the download failed ([SSL: "
+            "CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006)); on a machine "
+            "with")):
+        released.fetch_release_file("amaai-lab/music2emo", alone="give a downloaded checkpoint file instead")
