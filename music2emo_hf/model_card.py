@@ -204,6 +204,9 @@ def _licences(config: Music2EmoConfig, corpora: Sequence[str]) -> str:
     if config.backbone_name_or_path in BACKBONE_LICENCES:
         lines.append(f"- Backbone weights: `{config.backbone_name_or_path}`, "
                      f"{BACKBONE_LICENCES[config.backbone_name_or_path]}, which applies to this model too.")
+    elif config.backbone_name_or_path and config.harmony == "btc":  # the authors' heads, trained on MERT-v1-95M
+        lines.append(f"- Backbone weights: from `{config.backbone_name_or_path}`, which for these heads are "
+                     f"MERT-v1-95M's: {BACKBONE_LICENCES['m-a-p/MERT-v1-95M']}, which applies to this model too.")
     elif config.backbone_name_or_path:
         lines.append(f"- Backbone weights: those of `{config.backbone_name_or_path}`, under the licence on its model "
                      "card, which applies to this model too.")

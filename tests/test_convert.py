@@ -112,6 +112,8 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder, caps
     card = (out / "README.md").read_text()
     assert "Converted with `music2emo convert-original`" in card and "`J_all.ckpt`" in card
     assert "BTC with the authors' weights" in card and "real mode" in card and "license: other" in card
+    assert (f"- Backbone weights: from `{mert_folder}`, which for these heads are MERT-v1-95M's: CC-BY-NC-4.0 "
+            "(non-commercial use only)") in card  # a local copy of MERT keeps its licence
     assert (out / "btc.safetensors").is_file() and model.config.harmony == "btc"
     assert not list(tmp_path.glob(".converted.partial-*"))  # written beside, then renamed into place
     assert convert(tmp_path, tmp_path / "J_all.ckpt", mert_folder)[0] == 2  # a model folder is not written over
