@@ -189,13 +189,18 @@ def audio_fingerprint(audio: str | os.PathLike) -> dict[str, str]:
     return {"audio_size": str(stat.st_size), "audio_mtime_ns": str(stat.st_mtime_ns), "audio_sha256": file_sha256(audio)}
 
 
-def damaged(path: str | os.PathLike) -> bool:
-    """Whether a features file's header cannot be read (a disk fault, a copy cut short): reading it would fail."""
+def _recorded(path: str | os.PathLike) -> dict[str, str] | None:
+    """A features file's metadata, or None when its header cannot be read (a disk fault, a copy cut short)."""
     try:
-        with safe_open(path, framework="pt"):
-            return False
+        with safe_open(path, framework="pt") as file:
+            return file.metadata() or {}
     except SafetensorError:
-        return True
+        return None
+
+
+def damaged(path: str | os.PathLike) -> bool:
+    """Whether a features file's header cannot be read: reading it would fail."""
+    return _recorded(path) is None
 
 
 def features_are_current(directory: str | os.PathLike, corpus: str, track_id: str, audio: str | os.PathLike) -> bool:
@@ -203,10 +208,9 @@ def features_are_current(directory: str | os.PathLike, corpus: str, track_id: st
     the mtime moved (a copied dataset), the same sha256. A missing `audio` cannot be compared, and its features
     stand. A features file that cannot be read (damaged on disk) is not current."""
     path = feature_path(directory, corpus, track_id)
-    if not path.is_file() or damaged(path):
+    recorded = _recorded(path) if path.is_file() else None
+    if recorded is None:
         return False
-    with safe_open(path, framework="pt") as file:
-        recorded = file.metadata()
     try:
         stat = os.stat(audio)
     except FileNotFoundError:
