@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -54,14 +53,20 @@ def run_quietly(main, argv: list[str]) -> int:
 
 
 def extract(data: Path, init: Path) -> None:
-    """The feature cache of `init` for every corpus in `data`, by two processes (one chord network: synthesized
-    triads need no ensemble, and it is a third of the time)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               str(TRAINING / "extract_features.py"), "--dataset", str(data), "--model", str(init), "--name", "features",
-               "--harmony-ensemble", "1"]
-    done = subprocess.run(command, cwd=ROOT, env=cpu_env(OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    """The feature cache of `init` for every corpus in `data`, in this process (the worker has imported everything a
+    launched process would import again; two ranks are tested in test_extract_features.py), in one thread (the same
+    features however many cores the tests have) and with one chord network (synthesized triads need no ensemble, and
+    it is a third of the time)."""
+    import torch
+
+    extract_features = load_script("extract_features")
+    argv = ["--dataset", str(data), "--model", str(init), "--name", "features", "--harmony-ensemble", "1"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run_quietly(extract_features.main, argv) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
