@@ -19,6 +19,7 @@ whose files do not match its manifest is rebuilt, with a one-line note.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -97,10 +98,16 @@ def is_released(text) -> bool:
     return parse_reference(text) is not None
 
 
+# Write failures that name no file: within a conversion, those of writing into the cache.
+_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
 def cache_root() -> Path:
+    """Absolute, so a relative or `~` $MUSIC2EMO_CACHE names one cache wherever a command is run from."""
     from huggingface_hub import constants
 
-    return Path(os.environ.get("MUSIC2EMO_CACHE") or Path(constants.HF_HOME) / "music2emo-hf" / "converted")
+    root = os.environ.get("MUSIC2EMO_CACHE") or os.path.join(constants.HF_HOME, "music2emo-hf", "converted")
+    return Path(os.path.abspath(os.path.expanduser(root)))
 
 
 def _repo_folder(reference: ReleasedReference) -> Path:
@@ -361,7 +368,7 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
 def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = note) -> Path:
     """The local folder of the converted released model `reference`: from the cache when it is there (no network),
     else downloaded and converted once. `say` receives one-line notes (downloads, conversion, a rebuilt entry)."""
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     from .hub import hub_reachable
 
@@ -371,18 +378,36 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = not
         return entry_folder(reference, commit)
     checkpoint_path, commit = fetch_release_file(reference, say=say)
     folder = entry_folder(reference, commit)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     if entry_problem(folder) is not None:  # complete already (another name of its commit): no lock, which a
-        with FileLock(str(folder) + ".lock"):  # read-only shared cache could not take
-            problem = entry_problem(folder)
-            if problem is not None:
-                for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a run that was killed
-                    shutil.rmtree(stale, ignore_errors=True)
-                if problem != "absent":
-                    say(f"the converted {reference} in {folder} is damaged ({problem}); converting it again")
-                    shutil.rmtree(folder)
-                say(f"first use of {reference}. Terms: {LICENCES}")
-                _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
+        try:  # read-only shared cache could not take
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(folder) + ".lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                say(f"waiting for another process's conversion of {reference} (it holds {lock.lock_file})")
+                lock.acquire()
+            try:
+                problem = entry_problem(folder)
+                if problem is not None:
+                    for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a run that was killed
+                        shutil.rmtree(stale, ignore_errors=True)
+                    if problem != "absent":
+                        say(f"the converted {reference} in {folder} is damaged ({problem}); converting it again")
+                        shutil.rmtree(folder)
+                    say(f"first use of {reference}. Terms: {LICENCES}")
+                    _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
+            finally:
+                lock.release()
+        except OSError as error:
+            root = cache_root()
+            in_cache = str(error.filename).startswith(str(root)) if error.filename else error.errno in _FULL_OR_READ_ONLY
+            if not in_cache:
+                raise
+            raise ReleasedModelError(
+                f"{reference} cannot be converted: the cache of converted models, {root}, cannot be written "
+                f"({error.strerror or error}); set MUSIC2EMO_CACHE to a folder you can write (or make room in this one)"
+            ) from None
     if not _COMMIT.match(reference.revision):
         with contextlib.suppress(OSError):  # only a shortcut for the next run (a read-only cache has none)
             write_atomic(_ref_file(reference), commit + "\n", concurrent=True)

@@ -217,6 +217,50 @@ def test_a_damaged_entry_is_rebuilt_with_a_note(hub, offline_cache):
     assert released.entry_problem(folder) is None
 
 
+def test_a_run_waiting_for_another_processs_conversion_says_so(hub, offline_cache):
+    """The lock of an entry held elsewhere (here by the test, as another process converting would hold it): the run
+    says what it waits for instead of hanging silently, then converts once the lock is free."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    reference = parse_reference("amaai-lab/music2emo:deam_best")
+    folder = released.entry_folder(reference, COMMIT)
+    folder.parent.mkdir(parents=True)
+    notes, folders = [], []
+    with FileLock(str(folder) + ".lock"):
+        run = threading.Thread(target=lambda: folders.append(released.resolve(reference, say=notes.append)))
+        run.start()
+        deadline = time.monotonic() + 120
+        while not notes and run.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert notes == [f"waiting for another process's conversion of {reference} (it holds {folder}.lock)"]
+    run.join(timeout=300)
+    assert folders == [folder] and released.entry_problem(folder) is None
+    assert any(note.startswith("converting saved_models/deam_best.ckpt") for note in notes)
+
+
+def test_a_cache_that_cannot_be_written_is_named_with_the_way_around_it(hub, offline_cache, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "a-file" / "converted"))
+    with pytest.raises(ReleasedModelError, match=re.escape(
+            f"amaai-lab/music2emo:deam_best cannot be converted: the cache of converted models, "
+            f"{tmp_path / 'a-file' / 'converted'}, cannot be written (Not a directory); set MUSIC2EMO_CACHE to a "
+            "folder you can write (or make room in this one)")):
+        released.resolve("amaai-lab/music2emo:deam_best", say=lambda note: None)
+
+
+def test_a_relative_cache_is_one_folder_wherever_a_command_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MUSIC2EMO_CACHE", "converted")
+    assert released.cache_root() == Path(os.getcwd()) / "converted"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MUSIC2EMO_CACHE", "~/converted")
+    assert released.cache_root() == tmp_path / "home" / "converted"
+
+
 def test_a_complete_entry_named_otherwise_loads_from_a_cache_that_cannot_be_written(hub, offline_cache, monkeypatch):
     """A shared read-only cache of converted models: a tag or branch naming a commit it holds needs no lock file, and
     its ref is only a shortcut."""
