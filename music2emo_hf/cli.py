@@ -373,6 +373,8 @@ def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
         options["candidate_labels"] = args.labels
     if args.hypothesis_template is not None:
         options["hypothesis_template"] = args.hypothesis_template
+    if args.chunk_batch_size is not None:
+        options["chunk_batch_size"] = args.chunk_batch_size
     try:
         checked = pipe._sanitize_parameters(**options)[2]
         if "candidate_labels" in checked:
@@ -606,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inputs analysed together, their chunks in one backbone call and their chord windows in one "
                    "harmony call, while the next are decoded (default: 1 on CPU, where one at a time is fastest; 16 "
                    "on a GPU). Inputs longer than N chunks still run alone")
+    p.add_argument("--chunk-batch-size", type=_positive_int, metavar="N",
+                   help="a long file's chunks (the model's chunk_seconds each) analysed N at a time in one backbone "
+                   "call (default 1; on a GPU 8 was fastest, see docs/speed-and-memory.md)")
     p.add_argument("--resampler", choices=("soxr", "sinc"), default="soxr", help="soxr (default: streamed, bounded "
                    "memory) or sinc (torchaudio's resampler, as the authors' inference resampled for MERT; holds each "
                    "track in memory)")

@@ -298,6 +298,23 @@ def test_a_full_disk_and_a_closed_pipe_stop_the_run_in_plain_words(tiny_model_di
         assert main(["predict", songs[0], "--model", str(tiny_model_dir), "--runtime", "torch"]) == 141
 
 
+def test_chunks_analysed_several_at_a_time_give_the_same_answer(tiny_model_dir, tmp_path, write_wav, capsys):
+    """--chunk-batch-size (the GPU figures' chunk_batch_size): a 35 s file's four chunks in one backbone call."""
+    song = str(write_wav("long.wav", tone(35.0, freq=300)))
+    outputs = {size: tmp_path / f"chunks{size}.jsonl" for size in (None, 4)}
+    for size, out in outputs.items():
+        extra = ["--chunk-batch-size", str(size)] if size else []
+        status, stderr = predict_here(capsys, song, "--model", str(tiny_model_dir), "-o", str(out), "--segments",
+                                      "--harmony-ensemble", "1", *extra)
+        assert status == 0, stderr
+    alone, together = (records(out)[0] for out in outputs.values())
+    assert len(together["segments"]) == 4 and together["valence"] == pytest.approx(alone["valence"], abs=1e-5)
+    assert _scores(together) == pytest.approx(_scores(alone), abs=1e-5)
+    with pytest.raises(SystemExit) as refused:
+        main(["predict", song, "--model", str(tiny_model_dir), "--chunk-batch-size", "0"])
+    assert refused.value.code == 2 and "--chunk-batch-size: expected a positive whole number" in capsys.readouterr().err
+
+
 def test_csv_output_has_one_column_per_mood(tiny_model_dir, tmp_path, write_wav, capsys):
     files = [write_wav(f"c{i}.wav", tone(1.5 + i, freq=300 + 40 * i)) for i in range(3)]
     out = tmp_path / "moods.csv"
