@@ -5,8 +5,11 @@ A flat module, as every module a saved model's code imports must be (transformer
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -54,4 +57,19 @@ def write_atomic(path: str | os.PathLike, content: str | bytes, concurrent: bool
         raise
 
 
-__all__ = ["umask", "write_atomic"]
+@contextlib.contextmanager
+def folder_in_place(folder: str | os.PathLike) -> Iterator[Path]:
+    """A folder to fill, made beside `folder` (`.NAME.partial-*`, with the umask's permissions: caches may be shared)
+    and renamed to `folder` when the block ends; removed if it raises, so a failure leaves nothing named `folder`
+    (and a kill leaves only the partial folder, which whoever owns `folder` may clear)."""
+    folder = Path(folder)
+    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    os.chmod(work, 0o777 & ~umask())  # mkdtemp makes it private
+    try:
+        yield work
+        os.replace(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["file_sha256", "folder_in_place", "umask", "write_atomic"]

@@ -500,29 +500,22 @@ def convert_original(args: argparse.Namespace) -> int:
         model, extractor, details = convert_original(checkpoint, args.backbone, btc)
     except (ConversionError, ReleasedModelError, OSError) as error:
         raise CommandError(str(error)) from error
-    import shutil
-    import tempfile
-
     from safetensors import SafetensorError
 
-    from .atomic import umask
+    from .atomic import folder_in_place
 
     model.config.source = source
     out = Path(args.out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise CommandError(f"--out {out}: exists and is not an empty folder; name a new folder (nothing is written "
                            "over).")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))  # renamed into place when whole
-    os.chmod(work, 0o777 & ~umask())  # mkdtemp makes it private
     try:
-        write_converted(model, extractor, details, work, args.push_to_hub or out.name, btc, args.template)
-        os.replace(work, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with folder_in_place(out) as work:  # renamed into place when whole
+            write_converted(model, extractor, details, work, args.push_to_hub or out.name, btc, args.template)
     except (OSError, SafetensorError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise CommandError(f"--out {out}: cannot write the model there ({reason}); nothing was left behind.") from error
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     print(f"converted {args.checkpoint} ({', '.join(details['tasks'])}) to {args.out}", file=sys.stderr)
     if args.push_to_hub:
         print(push_model(args.out, args.push_to_hub, private=args.private), file=sys.stderr)

@@ -25,12 +25,11 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import file_sha256, umask, write_atomic
+from .atomic import file_sha256, folder_in_place, write_atomic
 
 RELEASED_REPO = "amaai-lab/music2emo"
 BACKBONE_REPO = "m-a-p/MERT-v1-95M"
@@ -305,9 +304,7 @@ def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: s
         "backbone": {"repo": BACKBONE_REPO, "file": backbone_file, "revision": backbone_commit},
     }
     say(f"converting {reference.filename} of {reference.repo}@{commit[:8]} (once; later runs load it from {folder})")
-    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
-    os.chmod(work, 0o777 & ~umask())  # mkdtemp makes it private; the cache may be shared
-    try:
+    with folder_in_place(folder) as work:
         model, extractor, details = convert_original(checkpoint_path, backbone, btc_weights)
         model.config.backbone_name_or_path = BACKBONE_REPO
         model.config.source = source
@@ -316,10 +313,6 @@ def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: s
                  for path in sorted(work.rglob("*")) if path.is_file()}
         manifest = {"cache_format": CACHE_FORMAT, "source": source, "files": files}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        os.replace(work, folder)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
 
 
 def note(message: str) -> None:
@@ -368,10 +361,6 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
 def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = note) -> Path:
     """The local folder of the converted released model `reference`: from the cache when it is there (no network),
     else downloaded and converted once. `say` receives one-line notes (downloads, conversion, a rebuilt entry)."""
-    from filelock import FileLock, Timeout
-
-    from .hub import hub_reachable
-
     reference = _as_reference(reference)
     commit = _read_ref(reference)
     if commit and entry_problem(entry_folder(reference, commit)) is None:
@@ -380,28 +369,10 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = not
     folder = entry_folder(reference, commit)
     if entry_problem(folder) is not None:  # complete already (another name of its commit): no lock, which a
         try:  # read-only shared cache could not take
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(folder) + ".lock")
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                say(f"waiting for another process's conversion of {reference} (it holds {lock.lock_file})")
-                lock.acquire()
-            try:
-                problem = entry_problem(folder)
-                if problem is not None:
-                    for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a run that was killed
-                        shutil.rmtree(stale, ignore_errors=True)
-                    if problem != "absent":
-                        say(f"the converted {reference} in {folder} is damaged ({problem}); converting it again")
-                        shutil.rmtree(folder)
-                    say(f"first use of {reference}. Terms: {LICENCES}")
-                    _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
-            finally:
-                lock.release()
+            _convert_once(folder, reference, checkpoint_path, commit, say)
         except OSError as error:
             root = cache_root()
-            in_cache = str(error.filename).startswith(str(root)) if error.filename else error.errno in _FULL_OR_READ_ONLY
+            in_cache = Path(error.filename).is_relative_to(root) if error.filename else error.errno in _FULL_OR_READ_ONLY
             if not in_cache:
                 raise
             raise ReleasedModelError(
@@ -412,6 +383,33 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = not
         with contextlib.suppress(OSError):  # only a shortcut for the next run (a read-only cache has none)
             write_atomic(_ref_file(reference), commit + "\n", concurrent=True)
     return folder
+
+
+def _convert_once(folder: Path, reference: ReleasedReference, checkpoint_path: str, commit: str, say) -> None:
+    """Under the entry's lock (saying so when another process holds it): convert unless that process just did, after
+    clearing what a killed run left and a damaged entry."""
+    from filelock import FileLock, Timeout
+
+    from .hub import hub_reachable
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder) + ".lock")
+    try:
+        held = lock.acquire(timeout=0)
+    except Timeout:
+        say(f"waiting for another process's conversion of {reference} (it holds {lock.lock_file})")
+        held = lock.acquire()
+    with held:
+        problem = entry_problem(folder)
+        if problem is None:
+            return
+        for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a run that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        if problem != "absent":
+            say(f"the converted {reference} in {folder} is damaged ({problem}); converting it again")
+            shutil.rmtree(folder)
+        say(f"first use of {reference}. Terms: {LICENCES}")
+        _convert_into(folder, reference, checkpoint_path, commit, hub_reachable(), say)
 
 
 def resolve_model(model: str) -> str:

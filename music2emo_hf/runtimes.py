@@ -22,7 +22,6 @@ import hashlib
 import json
 import mmap
 import os
-import shutil
 import sys
 import threading
 import uuid
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import write_atomic
+from .atomic import folder_in_place, write_atomic
 from .released import note
 
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
@@ -189,14 +188,9 @@ def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
     with FileLock(str(folder) + ".lock"):
         if not (folder / ENCODER).is_file():
             say(f"exporting the backbone for this model, once (seconds to a minute); cached in {folder}")
-            partial = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex}"
-            partial.mkdir()  # with the umask's permissions (mkdtemp's are private; the cache may be shared)
-            try:
+            with folder_in_place(folder) as partial:
                 _export(model, partial)
                 (partial / "checks.json").write_text("{}\n", encoding="utf-8")
-                os.replace(partial, folder)
-            finally:
-                shutil.rmtree(partial, ignore_errors=True)
         if not target.is_file():
             say(f"quantising the exported backbone to int8, once; cached in {folder}")
             partial = folder / f".{target.name}.partial-{uuid.uuid4().hex}"

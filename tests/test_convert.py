@@ -5,6 +5,7 @@ broken files are explained; the converted model loads in the pipeline and publis
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import types
 import warnings
@@ -117,8 +118,6 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder, caps
     assert (out / "btc.safetensors").is_file() and model.config.harmony == "btc"
     assert not list(tmp_path.glob(".converted.partial-*"))  # written beside, then renamed into place
     assert convert(tmp_path, tmp_path / "J_all.ckpt", mert_folder)[0] == 2  # a model folder is not written over
-    import shutil
-
     hubert16k = shutil.copytree(mert_folder, tmp_path / "hubert16k")  # as wide as MERT: its weights would load
     config = json.loads((hubert16k / "preprocessor_config.json").read_text())
     (hubert16k / "preprocessor_config.json").write_text(json.dumps({**config, "sampling_rate": 16000}))
