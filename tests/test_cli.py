@@ -298,8 +298,19 @@ def test_a_full_disk_and_a_closed_pipe_stop_the_run_in_plain_words(tiny_model_di
         assert main(["predict", songs[0], "--model", str(tiny_model_dir), "--runtime", "torch"]) == 141
 
 
-def test_chunks_analysed_several_at_a_time_give_the_same_answer(tiny_model_dir, tmp_path, write_wav, capsys):
+def test_chunks_analysed_several_at_a_time_give_the_same_answer(tiny_model_dir, tmp_path, write_wav, capsys,
+                                                                monkeypatch):
     """--chunk-batch-size (the GPU figures' chunk_batch_size): a 35 s file's four chunks in one backbone call."""
+    from music2emo_hf.pipeline_music2emo import MusicEmotionPipeline
+
+    batches = []
+    forward = MusicEmotionPipeline._forward
+
+    def counted(self, model_inputs, **options):
+        batches.append(options.get("chunk_batch_size", 1))
+        return forward(self, model_inputs, **options)
+
+    monkeypatch.setattr(MusicEmotionPipeline, "_forward", counted)
     song = str(write_wav("long.wav", tone(35.0, freq=300)))
     outputs = {size: tmp_path / f"chunks{size}.jsonl" for size in (None, 4)}
     for size, out in outputs.items():
@@ -307,6 +318,7 @@ def test_chunks_analysed_several_at_a_time_give_the_same_answer(tiny_model_dir, 
         status, stderr = predict_here(capsys, song, "--model", str(tiny_model_dir), "-o", str(out), "--segments",
                                       "--harmony-ensemble", "1", *extra)
         assert status == 0, stderr
+    assert batches == [1, 4]  # the option reaches the backbone's loop
     alone, together = (records(out)[0] for out in outputs.values())
     assert len(together["segments"]) == 4 and together["valence"] == pytest.approx(alone["valence"], abs=1e-5)
     assert _scores(together) == pytest.approx(_scores(alone), abs=1e-5)
