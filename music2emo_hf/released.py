@@ -187,20 +187,11 @@ def _commit_of(path: str) -> str:
     raise ReleasedModelError(f"{path}: not in a Hugging Face Hub cache snapshot, so its revision is unknown.")
 
 
-def _size_note(repo: str, filename: str, revision: str, estimate_mb: int, online: bool) -> str:
-    if online:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            info = hf_hub_download(repo, filename, revision=revision, dry_run=True)
-            return f"{info.file_size / 1e6:,.0f} MB"
-        except Exception:  # the size is a courtesy; the download itself reports real problems
-            pass
-    return f"about {estimate_mb} MB"
-
-
-def _download(repo: str, filename: str, revision: str, estimate_mb: int, online: bool, say) -> str:
-    """The file's path in the Hub cache, downloaded when it is not there (with huggingface_hub's progress bar)."""
+def _download(repo: str, filename: str, revision: str, online: bool, say) -> str:
+    """The file's path in the Hub cache, downloaded when it is not there (with huggingface_hub's progress bar). The
+    file's metadata is asked for once: it gives the size to announce, and its failure (no such file, a certificate
+    that does not verify) is the download's, raised before anything is announced and without a second round of
+    huggingface_hub's retries."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import LocalEntryNotFoundError
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
@@ -210,7 +201,8 @@ def _download(repo: str, filename: str, revision: str, estimate_mb: int, online:
         return cached
     if not online:
         raise LocalEntryNotFoundError(f"{repo}/{filename}")
-    say(f"downloading {repo}/{filename} ({_size_note(repo, filename, revision, estimate_mb, online)})")
+    size = hf_hub_download(repo, filename, revision=revision, dry_run=True).file_size
+    say(f"downloading {repo}/{filename} ({size / 1e6:,.0f} MB)")
     disabled = are_progress_bars_disabled()
     enable_progress_bars()
     try:
@@ -261,12 +253,12 @@ def _backbone_files(online: bool, say) -> tuple[str, str, str] | None:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
-        config = _download(BACKBONE_REPO, "config.json", "main", 1, online, say)
+        config = _download(BACKBONE_REPO, "config.json", "main", online, say)
     except LocalEntryNotFoundError:
         return None
     for weights in ("model.safetensors", "pytorch_model.bin"):
         try:
-            path = _download(BACKBONE_REPO, weights, "main", ESTIMATED_MB["backbone"], online, say)
+            path = _download(BACKBONE_REPO, weights, "main", online, say)
         except (EntryNotFoundError, LocalEntryNotFoundError):
             continue
         if Path(path).parent == Path(config).parent:
@@ -337,15 +329,13 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     file only."""
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from .btc import RELEASED_WEIGHTS
     from .hub import hub_reachable
 
     reference = _as_reference(reference)
     filename = filename or reference.filename
-    estimate = ESTIMATED_MB["btc" if filename == RELEASED_WEIGHTS else "checkpoint"]
     online = hub_reachable()
     try:
-        path = _download(reference.repo, filename, reference.revision, estimate, online, say)
+        path = _download(reference.repo, filename, reference.revision, online, say)
     except LocalEntryNotFoundError as error:
         cause = error  # the Hub answered, so what stopped the download is at the bottom of the chain
         while cause.__cause__ or cause.__context__:

@@ -408,28 +408,41 @@ def test_the_hub_is_reached_at_its_endpoints_port_and_through_a_proxy(monkeypatc
 
 
 def test_a_download_that_fails_though_the_hub_answers_says_why(tmp_path, monkeypatch):
-    """A proxy that replaces the Hub's certificate: the Hub's host answers, and huggingface_hub's download ends in a
-    LocalEntryNotFoundError whose cause is the real reason, which the message keeps."""
+    """A Hub whose certificate does not verify (as behind a proxy that replaces it): a local HTTPS server with a
+    self-signed certificate as the endpoint. The host answers, so the error keeps the real reason, and the file's
+    metadata is asked for once: one round of huggingface_hub's retries, not one for the size and one for the file."""
+    import http.server
     import ssl
+    import threading
 
-    import huggingface_hub
     from huggingface_hub import constants
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import _http
 
     from music2emo_hf import hub
 
-    def intercepted(*args, **kwargs):
-        try:
-            raise ssl.SSLError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed "
-                                  "certificate (_ssl.c:1006)")  # as ssl raises it
-        except ssl.SSLError as error:
-            raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub") from error
-
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(Path(__file__).parent / "tls" / "self-signed-127.0.0.1.pem")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"https://127.0.0.1:{server.server_address[1]}"
+    waits = []
+    monkeypatch.setattr(_http.time, "sleep", waits.append)  # huggingface_hub's backoff, without its 23 s of waiting
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", intercepted)
-    with pytest.raises(ReleasedModelError, match=re.escape(
-            "is not in the Hugging Face cache (" + str(tmp_path / "empty-hub") + ") and the download failed ([SSL: "
-            "CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006)); on a machine "
-            "with")):
-        released.fetch_release_file("amaai-lab/music2emo", alone="give a downloaded checkpoint file instead")
+    monkeypatch.setattr(hub, "_reachable", None)
+    announced = []
+    try:
+        with pytest.raises(ReleasedModelError, match=re.escape(
+                "is not in the Hugging Face cache (" + str(tmp_path / "empty-hub") + ") and the download failed "
+                "([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate")):
+            released.fetch_release_file("amaai-lab/music2emo", say=announced.append,
+                                        alone="give a downloaded checkpoint file instead")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hub.hub_reachable() is True
+    assert announced == []  # nothing was said to be downloading
+    assert waits == sorted(waits)  # a second round of retries would start again from the shortest wait
