@@ -202,7 +202,7 @@ def _download(repo: str, filename: str, revision: str, online: bool, say) -> str
     if not online:
         raise LocalEntryNotFoundError(f"{repo}/{filename}")
     size = hf_hub_download(repo, filename, revision=revision, dry_run=True).file_size
-    say(f"downloading {repo}/{filename} ({size / 1e6:,.0f} MB)")
+    say(f"downloading {repo}/{filename} ({f'{size / 1e6:,.0f} MB' if size >= 1e6 else f'{size / 1e3:,.1f} kB'})")
     disabled = are_progress_bars_disabled()
     enable_progress_bars()
     try:

@@ -4,11 +4,15 @@ MERT-v1-style backbone repo (as transformers 4.24 saved MERT-v1-95M), and a Hugg
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
 import json
 import math
 import os
 import shutil
+import threading
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -219,3 +223,81 @@ def hub_cache_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: st
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return repo
+
+
+@contextlib.contextmanager
+def serving_hub(cache: Path):
+    """HTTP servers answering for the repos in the Hub cache `cache` as the Hub's `resolve` endpoint answers
+    huggingface_hub (see its `get_hf_file_metadata`): `X-Repo-Commit` on every file; an LFS file's HEAD a 302 to the
+    CDN (a second server: another origin, which huggingface_hub does not follow for metadata) with `X-Linked-Etag`
+    and `X-Linked-Size`; another file's an ETag; a missing file, revision or repo a 404 with its `X-Error-Code`.
+    Yields (the Hub's endpoint, the requests both servers had: `(method, path)`)."""
+    repos = {}  # repo id -> (commit, its snapshot folder)
+    for repo in cache.glob("models--*"):
+        commit = (repo / "refs" / "main").read_text()
+        repos[repo.name[len("models--"):].replace("--", "/")] = (commit, repo / "snapshots" / commit)
+    blobs = {blob.name: blob for blob in cache.glob("models--*/blobs/*")}
+    requests = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.answer(send_body=False)
+
+        def do_GET(self):
+            self.answer(send_body=True)
+
+        def log_message(self, *args):
+            pass
+
+        def answer(self, send_body: bool):
+            path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+            requests.append((self.command, path))
+            if self.server is cdn:
+                return self.send_file(blobs[path.strip("/")], {}, send_body)
+            org, name, resolve, revision, *inside = path.strip("/").split("/") + [""] * 4
+            commit, snapshot = repos.get(f"{org}/{name}", (None, None))
+            if commit is None or resolve != "resolve":
+                return self.refuse("RepoNotFound", "Repository not found")
+            if revision not in ("main", commit):
+                return self.refuse("RevisionNotFound", f"Invalid rev id: {revision}")
+            link = snapshot.joinpath(*inside)
+            if not link.is_file():
+                return self.refuse("EntryNotFound", "Entry not found")
+            blob = link.resolve()
+            headers = {"X-Repo-Commit": commit}
+            if link.name.endswith((".bin", ".ckpt", ".pt", ".safetensors")):  # LFS, as hub_cache_repo names it
+                headers.update({"Location": f"http://127.0.0.1:{cdn.server_address[1]}/{blob.name}",
+                                "X-Linked-Etag": f'"{blob.name}"', "X-Linked-Size": str(blob.stat().st_size),
+                                "ETag": '"' + hashlib.sha1(blob.name.encode()).hexdigest() + '"',
+                                "Content-Length": "0"})
+                self.send_response(302)
+                for header, value in headers.items():
+                    self.send_header(header, value)
+                return self.end_headers()
+            self.send_file(blob, {**headers, "ETag": f'"{blob.name}"'}, send_body)
+
+        def send_file(self, blob: Path, headers: dict, send_body: bool):
+            data = blob.read_bytes()
+            self.send_response(200)
+            for header, value in {**headers, "Content-Length": str(len(data))}.items():
+                self.send_header(header, value)
+            self.end_headers()
+            if send_body:
+                self.wfile.write(data)
+
+        def refuse(self, code: str, message: str):
+            self.send_response(404)
+            self.send_header("X-Error-Code", code)
+            self.send_header("X-Error-Message", message)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    hub, cdn = (http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub) for _ in range(2))
+    for server in (hub, cdn):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{hub.server_address[1]}", requests
+    finally:
+        for server in (hub, cdn):
+            server.shutdown()
+            server.server_close()

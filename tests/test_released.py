@@ -1,7 +1,8 @@
 """The authors' released checkpoints as the default model: resolved through a Hugging Face Hub cache laid out as
 `huggingface_hub` lays it (HF_HUB_CACHE, HF_HUB_OFFLINE=1), holding checkpoints written by a LightningModule that
-registers what theirs does and a MERT-v1-style backbone repo; converted once, cached safely, and used by the CLI,
-`transformers.pipeline("music-emotion")` and the Space with no model named."""
+registers what theirs does and a MERT-v1-style backbone repo, or downloaded from local servers answering as the Hub
+does; converted once, cached safely, and used by the CLI, `transformers.pipeline("music-emotion")` and the Space with
+no model named."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .originals import (
     hub_cache_repo,
     lightning_checkpoint,
     mert_v1_style_repo,
+    serving_hub,
 )
 
 COMMIT = "3f1c0b8f2a9d4e6c8b7a5d3e1f0c9b8a7d6e5f4c"
@@ -446,3 +448,48 @@ def test_a_download_that_fails_though_the_hub_answers_says_why(tmp_path, monkeyp
     assert hub.hub_reachable() is True
     assert announced == []  # nothing was said to be downloading
     assert waits == sorted(waits)  # a second round of retries would start again from the shortest wait
+
+
+def test_the_first_use_downloads_the_release_and_later_runs_need_no_network(hub, tmp_path, monkeypatch):
+    """From an empty Hub cache, with the Hub answering (a local server answering as its `resolve` endpoint does, from
+    `hub`'s files): the checkpoint, BTC's weights and the backbone are downloaded into huggingface_hub's cache, each
+    announced with its size, MERT's .bin taken where the repo has no safetensors; then converted. A second run,
+    offline, answers from the caches."""
+    from huggingface_hub import constants
+
+    from music2emo_hf import Music2EmoModel
+    from music2emo_hf import hub as hub_module
+
+    downloaded = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(downloaded))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_module, "_reachable", None)
+    monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "converted"))
+    notes = []
+    with serving_hub(hub.cache) as (endpoint, requests):
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        folder = released.resolve("amaai-lab/music2emo", say=notes.append)
+
+    fetched = [("amaai-lab/music2emo", COMMIT, "saved_models/J_all.ckpt"),
+               ("amaai-lab/music2emo", COMMIT, "inference/data/btc_model_large_voca.pt"),
+               ("m-a-p/MERT-v1-95M", MERT_COMMIT, "config.json"),
+               ("m-a-p/MERT-v1-95M", MERT_COMMIT, "pytorch_model.bin")]
+    for repo, commit, name in fetched:
+        snapshots = f"models--{repo.replace('/', '--')}/snapshots/{commit}/{name}"
+        assert (downloaded / snapshots).read_bytes() == (hub.cache / snapshots).read_bytes(), name
+        assert (downloaded / f"models--{repo.replace('/', '--')}" / "refs" / "main").read_text() == commit
+        size = (hub.cache / snapshots).stat().st_size
+        assert f"downloading {repo}/{name} ({size / 1e6:,.0f} MB)" in notes or size < 1e6, (notes, name)
+    assert "downloading m-a-p/MERT-v1-95M/config.json (" in " ".join(notes)
+    assert not any("model.safetensors" in note for note in notes)  # asked for (404), not announced
+    assert ("HEAD", "/m-a-p/MERT-v1-95M/resolve/main/model.safetensors") in requests
+    assert notes[-1].startswith("converting saved_models/J_all.ckpt")
+    assert folder == released.cache_root() / "amaai-lab--music2emo" / COMMIT / "J_all"
+    assert Music2EmoModel.config_class.from_pretrained(folder).source["backbone"] == {
+        "repo": "m-a-p/MERT-v1-95M", "file": "pytorch_model.bin", "revision": MERT_COMMIT}
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    later = []
+    assert released.resolve("amaai-lab/music2emo", say=later.append) == folder and later == []
