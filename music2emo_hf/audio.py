@@ -27,6 +27,10 @@ AudioInput = Union[str, os.PathLike, bytes, np.ndarray, dict]
 """A path, the bytes of a file, a waveform, or `{"array" | "raw": waveform, "sampling_rate": int}`."""
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+# Audio no decoder of this package's reads (AAC, ALAC, WMA): named, so that a folder's files of these types are
+# reported with the way around, not passed over.
+UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".mp4", ".aac", ".wma")
+CONVERT_FIRST = "convert it to FLAC or WAV first (e.g. `ffmpeg -i IN.m4a OUT.flac`)"
 RESAMPLERS = ("soxr", "sinc")  # see AudioStream.blocks
 _READ_FRAMES = 1 << 16
 _MIN_RATE, _MAX_RATE = 1_000, 768_000
@@ -325,6 +329,8 @@ def _why_not_audio(source: Any) -> str:
             where = f"{f'{after:,} bytes' if after else 'right'} after its {tag_end:,}-byte ID3 tag"
         if after < _MP3_FRAME_BYTES:
             return f"cut short: the file ends {where}, before any audio; it was not downloaded or copied whole."
+    if head[4:8] == b"ftyp":
+        return f"an MP4/M4A file (AAC or ALAC audio), which this package does not decode: {CONVERT_FIRST}."
     return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
 
 
@@ -446,5 +452,5 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(audio, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioDecodeError", "AudioInput", "AudioStream", "ahead", "describe", "load_audio",
-           "open_audio", "resample", "why_unreadable"]
+__all__ = ["AUDIO_EXTENSIONS", "CONVERT_FIRST", "UNDECODED_EXTENSIONS", "AudioDecodeError", "AudioInput",
+           "AudioStream", "ahead", "describe", "load_audio", "open_audio", "resample", "why_unreadable"]

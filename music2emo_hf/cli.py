@@ -9,6 +9,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -24,15 +25,16 @@ EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
 
 def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
     """Files as given, and the audio files under folders (recursive, through linked folders, sorted). Problems go
-    to `report`: a missing path, a folder without audio, a folder that cannot be read."""
-    from .audio import AUDIO_EXTENSIONS
+    to `report`: a missing path, a folder without audio, a folder that cannot be read, audio of a type no decoder
+    here reads (an iTunes library's .m4a files)."""
+    from .audio import AUDIO_EXTENSIONS, CONVERT_FIRST, UNDECODED_EXTENSIONS
 
     def unreadable(error: OSError) -> None:
         report(error.filename, f"this folder cannot be read ({error.strerror}); check its permissions")
 
     for path in paths:
         if os.path.isdir(path):
-            found, seen = [], set()
+            found, undecoded, seen = [], [], set()
             for root, folders, names in os.walk(path, onerror=unreadable, followlinks=True):
                 real = os.path.realpath(root)
                 if real in seen:  # a link back up the tree, or a second way into a folder
@@ -40,8 +42,11 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
                     continue
                 seen.add(real)
                 found += [os.path.join(root, name) for name in names if name.lower().endswith(AUDIO_EXTENSIONS)]
+                undecoded += [os.path.join(root, name) for name in names if name.lower().endswith(UNDECODED_EXTENSIONS)]
+            for name in sorted(undecoded):
+                report(name, f"{os.path.splitext(name)[1]} audio is not decoded by this package: {CONVERT_FIRST}")
             found.sort()
-            if not found:
+            if not found and not undecoded:
                 report(path, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
             yield from found
         elif os.path.exists(path):
@@ -153,7 +158,7 @@ def _run_job(args: argparse.Namespace, job) -> int:
         raise CommandError(f"--device {args.device}: with several processes each runs on the device its launcher "
                            "gives it; leave --device out (or pass --device cpu).")
     device = str(job.device) if job.device is not None else (args.device or "cpu")
-    _check_device(device)
+    _check_device_options(args, device)
     _set_threads(args.threads, device)
     listing_problems: list[dict] = []
 
@@ -288,9 +293,12 @@ def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> 
         print(f"published: {commit}", file=sys.stderr)
 
 
-def _check_device(device: str) -> None:
-    """A device this torch cannot use is named as the problem, before the model is blamed for it."""
+def _check_device_options(args: argparse.Namespace, device: str) -> None:
+    """A device this torch cannot use, or a runtime the options rule out there, is named as the problem before the
+    model loads, which would otherwise be blamed for it."""
     import torch
+
+    from .runtimes import obstacles
 
     try:
         kind = torch.device(device).type
@@ -299,6 +307,17 @@ def _check_device(device: str) -> None:
     if kind == "cuda" and not torch.cuda.is_available():
         raise CommandError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
                            "or install a CUDA build of torch on a machine with an NVIDIA GPU.")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise CommandError(f"--device {device}: this torch ({torch.__version__}) sees no Apple GPU (MPS needs macOS on "
+                           "Apple silicon); use --device cpu.")
+    try:
+        _, reasons = obstacles(args.runtime, args.precision, device)
+    except ValueError:
+        raise CommandError(f"--precision {args.precision}: runs on the CPU only; with --device {device} use "
+                           "--precision bfloat16 or auto.") from None
+    if reasons:
+        raise CommandError(f"--runtime {args.runtime} cannot run with --device {device} --precision {args.precision}: "
+                           f"{'; '.join(reasons)}; leave --runtime out (auto) or choose another.")
 
 
 def _set_threads(threads: int | None, device: str) -> None:
@@ -380,9 +399,14 @@ def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
         if "candidate_labels" in checked:
             options["candidate_labels"] = checked["candidate_labels"]
             pipe.label_embeddings(checked["candidate_labels"], checked["hypothesis_template"])  # fails here, not per file
-    except (ValueError, RuntimeError) as error:
-        raise CommandError(str(error)) from error
+    except (ValueError, RuntimeError) as error:  # worded for Python: named here by the options
+        raise CommandError(re.sub(r"\b(?:" + "|".join(_OPTION_OF) + r")\b", lambda name: _OPTION_OF[name[0]],
+                                  str(error))) from error
     return options
+
+
+_OPTION_OF = {"candidate_labels": "--labels", "hypothesis_template": "--hypothesis-template", "top_k": "--top-k",
+              "threshold": "--threshold", "chunk_batch_size": "--chunk-batch-size"}
 
 
 _NOT_FOR_ONE_FILE = ("help", "output", "device", "dataset", "config", "split", "audio_column", "output_dataset",
@@ -404,14 +428,19 @@ def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
 def init(args: argparse.Namespace) -> int:
     import torch
 
+    from .atomic import folder_in_place
     from .configuration_music2emo import Music2EmoConfig
     from .feature_extraction_music2emo import Music2EmoFeatureExtractor
     from .modeling_music2emo import Music2EmoModel, UntrainedModelWarning
     from .pipeline_music2emo import save_model
 
-    source = Path(args.config)
+    source, out = Path(args.config), Path(args.out_dir)
     if not (source / "config.json").is_file() or not (source / "preprocessor_config.json").is_file():
-        raise CommandError(f"--config {source}: expected a folder with config.json and preprocessor_config.json.")
+        in_repository = Path(__file__).resolve().parents[1] / source
+        hint = (f" (from here it is {in_repository}: the configs are in the repository's hub_configs/)"
+                if not source.is_absolute() and (in_repository / "config.json").is_file() else "")
+        raise CommandError(f"--config {source}: expected a folder with config.json and preprocessor_config.json{hint}.")
+    _new_folder(out)
     torch.manual_seed(args.seed)
     config = Music2EmoConfig.from_pretrained(source)
     config.untrained = True
@@ -419,9 +448,22 @@ def init(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UntrainedModelWarning)
         model = Music2EmoModel.from_backbone(args.backbone, config) if args.backbone else Music2EmoModel(config)
     extractor = Music2EmoFeatureExtractor.from_pretrained(source)
-    save_model(model, extractor, args.out_dir)
-    print(f"wrote an untrained model (random {'heads' if args.backbone else 'weights'}) to {args.out_dir}", file=sys.stderr)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with folder_in_place(out) as work:  # renamed into place when whole
+            save_model(model, extractor, work)
+    except OSError as error:
+        raise CommandError(f"{out}: cannot write the model there ({error.strerror or error}); nothing was left behind.") \
+            from error
+    print(f"wrote an untrained model (random {'heads' if args.backbone else 'weights'}) to {out}", file=sys.stderr)
     return EXIT_OK
+
+
+def _new_folder(out: Path, option: str = "") -> None:
+    """Models are written into a new or empty folder only: never over a file or beside someone's files."""
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise CommandError(f"{option} {out}: exists and is not an empty folder; name a new folder (nothing is written "
+                           "over).".lstrip())
 
 
 def _positive_int(text: str) -> int:
@@ -487,6 +529,8 @@ def convert_original(args: argparse.Namespace) -> int:
     from .btc import RELEASED_WEIGHTS
     from .released import RELEASED_REPO, ReleasedModelError, ReleasedReference, fetch_release_file, parse_reference
 
+    out = Path(args.out)
+    _new_folder(out, "--out")  # before the download and the conversion
     try:
         reference = parse_reference(args.checkpoint)
         checkpoint, source = args.checkpoint, None
@@ -505,10 +549,6 @@ def convert_original(args: argparse.Namespace) -> int:
     from .atomic import folder_in_place
 
     model.config.source = source
-    out = Path(args.out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise CommandError(f"--out {out}: exists and is not an empty folder; name a new folder (nothing is written "
-                           "over).")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with folder_in_place(out) as work:  # renamed into place when whole

@@ -372,37 +372,47 @@ def _page_out(module: torch.nn.Module) -> None:
             return  # refused (an older kernel): the rest would be too
 
 
-def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", say: Callable[[str], None] = note):
-    """What runs `model`'s backbone in the pipeline, given `runtime` (one of RUNTIMES) and `precision` (one of
-    PRECISIONS; see `MusicEmotionPipeline`). `model` itself is left as it is."""
+def obstacles(runtime: str, precision: str, device, dtype=None) -> tuple[str, list[str]]:
+    """(the arithmetic `precision` means on `device`, why `runtime` cannot run the backbone there: none when it can,
+    or when `runtime` is "auto" or "torch"). Known before a model loads, but for its weights' `dtype`, so that a
+    command refuses a wrong combination of options before loading anything."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-    device = model.device
+    device = torch.device(device)
     if precision == "int8" and device.type != "cpu":
         raise ValueError(f"precision='int8' runs on CPU only; on {device} use 'bfloat16' or 'auto'.")
-    native = native_bfloat16(device)
-    if precision == "bfloat16" and not native:
+    bfloat16 = precision == "bfloat16" or precision == "auto" and native_bfloat16(device)
+    arithmetic = "bfloat16" if bfloat16 else "int8" if precision == "int8" else "float32"
+    reasons = []
+    if runtime in ("auto", "torch"):
+        return arithmetic, reasons
+    if device.type != "cpu":
+        reasons.append(f"the model is on {device}; the exported runtimes run on the CPU")
+    if dtype is not None and dtype != torch.float32:
+        reasons.append(f"the model's weights are {dtype}; exported runtimes take float32 weights")
+    offered = CPU_RUNTIMES.get(arithmetic, ())
+    if runtime not in offered:
+        reasons.append(f"{runtime} is not offered in {arithmetic} (in {arithmetic}: {', '.join(offered + ('torch',))})")
+    if missing(runtime):
+        reasons.append(f"{' and '.join(missing(runtime))} not installed (pip install {' '.join(missing(runtime))})")
+    return arithmetic, reasons
+
+
+def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", say: Callable[[str], None] = note):
+    """What runs `model`'s backbone in the pipeline, given `runtime` (one of RUNTIMES) and `precision` (one of
+    PRECISIONS; see `MusicEmotionPipeline`). `model` itself is left as it is."""
+    device = model.device
+    arithmetic, reasons = obstacles(runtime, precision, device, model.dtype)
+    if precision == "bfloat16" and not native_bfloat16(device):
         warnings.warn(f"bfloat16 is emulated on this {device.type} and slower than float32; "
                       "precision='auto' picks what is fast here.", stacklevel=3)
-    bfloat16 = precision == "bfloat16" or precision == "auto" and native
-    arithmetic = "bfloat16" if bfloat16 else "int8" if precision == "int8" else "float32"
     if runtime != "torch":
-        reasons = []
-        if device.type != "cpu":
-            reasons.append(f"the model is on {device}; the exported runtimes run on the CPU")
-        if model.dtype != torch.float32:
-            reasons.append(f"the model's weights are {model.dtype}; exported runtimes take float32 weights")
-        offered = CPU_RUNTIMES.get(arithmetic, ())
-        if runtime != "auto" and runtime not in offered:
-            reasons.append(f"{runtime} is not offered in {arithmetic} (in {arithmetic}: "
-                           f"{', '.join(offered + ('torch',))})")
-        if runtime != "auto" and missing(runtime):
-            reasons.append(f"{' and '.join(missing(runtime))} not installed (pip install {' '.join(missing(runtime))})")
-        if reasons and runtime != "auto":
+        if reasons:
             raise RuntimeUnavailable(f"runtime={runtime!r} cannot run here: {'; '.join(reasons)}.")
-        candidates = [] if reasons else [runtime] if runtime != "auto" else [n for n in offered if installed(n)]
+        offered = CPU_RUNTIMES.get(arithmetic, ()) if device.type == "cpu" and model.dtype == torch.float32 else ()
+        candidates = [runtime] if runtime != "auto" else [n for n in offered if installed(n)]
         for name in candidates:
             try:
                 folder = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
@@ -416,9 +426,9 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
                     raise
                 warnings.warn(f"runtime='auto' passes over {name}: {error}", stacklevel=3)
     return TorchRuntime(quantize_backbone(model) if arithmetic == "int8" else model,
-                        torch.bfloat16 if bfloat16 else None)
+                        torch.bfloat16 if arithmetic == "bfloat16" else None)
 
 
 __all__ = ["CPU_RUNTIMES", "EXACT_COSINE", "PRECISIONS", "RUNTIMES", "RuntimeUnavailable",
            "backbone_runtime", "cache_root", "exported", "fingerprint", "installed", "native_bfloat16",
-           "quantize_backbone"]
+           "obstacles", "quantize_backbone"]

@@ -119,6 +119,36 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     assert "good.wav" not in failed
 
 
+def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_model_dir, tmp_path, write_wav,
+                                                                          capsys):
+    """An iTunes folder's .m4a files are not passed over in silence: each is reported and listed, with how to convert
+    it; an MP4 named otherwise is recognised when decoded. Other files (covers, playlists) are not audio."""
+    mp4 = b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A isommp42" + b"\x00\x00\x00\x10mdat" + bytes(range(8))  # ISO BMFF
+    write_wav("album/01.wav", tone(2.0))
+    (tmp_path / "album" / "02.m4a").write_bytes(mp4)
+    (tmp_path / "album" / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "renamed.mp3").write_bytes(mp4)
+    out = tmp_path / "out.jsonl"
+    status, stderr = predict_here(capsys, str(tmp_path / "album"), str(tmp_path / "renamed.mp3"),
+                                  "--model", str(tiny_model_dir), "-o", str(out))
+    assert status == 1 and [Path(r["file"]).name for r in records(out)] == ["01.wav"]
+    failed = {Path(entry["input"]).name: entry["error"] for entry in records(Path(f"{out}.errors.jsonl"))}
+    assert failed == {
+        "02.m4a": ".m4a audio is not decoded by this package: convert it to FLAC or WAV first (e.g. `ffmpeg -i "
+                  "IN.m4a OUT.flac`)",
+        "renamed.mp3": "an MP4/M4A file (AAC or ALAC audio), which this package does not decode: convert it to FLAC "
+                       "or WAV first (e.g. `ffmpeg -i IN.m4a OUT.flac`).",
+    }
+    assert "cover.jpg" not in stderr
+
+
+def test_labels_for_a_model_without_a_projector_are_refused_as_the_option(tiny_model_dir, tmp_path, write_wav, capsys):
+    status, stderr = predict_here(capsys, str(write_wav("x.wav", tone(1.0))), "--model", str(tiny_model_dir),
+                                  "--labels", "calm,tense", "-o", str(tmp_path / "out.jsonl"))
+    assert status == 2 and "--labels: this model has no zero-shot projector" in stderr
+    assert "candidate_labels" not in stderr and not (tmp_path / "out.jsonl").exists()
+
+
 def test_folders_are_walked_through_linked_folders_once(tmp_path):
     """A linked folder is walked (music libraries are often assembled from links); a link back up the tree is not
     followed around the loop."""
@@ -439,6 +469,11 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
         (["--device", "banana"], "--device banana: not a device name torch knows"),
         pytest.param(["--device", "cuda"], "--device cuda: this torch", marks=pytest.mark.skipif(
             torch.cuda.is_available(), reason="a CUDA GPU is there")),
+        pytest.param(["--device", "mps"], "--device mps: this torch", marks=pytest.mark.skipif(
+            torch.backends.mps.is_available(), reason="an Apple GPU is there")),
+        (["--precision", "int8", "--runtime", "openvino"], "--runtime openvino cannot run with --device cpu "
+         "--precision int8: openvino is not offered in int8 (in int8: onnxruntime, torch); leave --runtime out"),
+        (["--precision", "bfloat16", "--runtime", "onnxruntime"], "onnxruntime is not offered in bfloat16"),
     ],
 )
 def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write_wav, tmp_path, capsys, args,
@@ -486,6 +521,31 @@ def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
     assert (tmp_path / "m" / "model.safetensors").exists() and (tmp_path / "m" / "preprocessor_config.json").exists()
     assert main(["init", "--config", str(ROOT / "hub_configs"), str(tmp_path / "n")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_init_writes_over_nothing(tmp_path, capsys, monkeypatch):
+    """A file, a folder holding anything (a user's files, another model) is refused and left as it was; an empty
+    folder is filled. From outside the repository, a config given as in the README is pointed at."""
+    song, music, model = tmp_path / "song.wav", tmp_path / "music", tmp_path / "model"
+    song.write_bytes(b"RIFF")
+    music.mkdir()
+    (music / "config.json").write_text("{}")
+    assert main(["init", "--config", str(TINY_CONFIG), str(model)]) == 0
+    weights = (model / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    for taken in (song, music, model):
+        assert main(["init", "--config", str(TINY_CONFIG), str(taken), "--seed", "1"]) == 2
+        assert f"{taken}: exists and is not an empty folder; name a new folder" in capsys.readouterr().err
+    assert song.read_bytes() == b"RIFF" and [p.name for p in music.iterdir()] == ["config.json"]
+    assert (model / "model.safetensors").read_bytes() == weights
+    (tmp_path / "empty").mkdir()
+    assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "empty")]) == 0
+    assert not list(tmp_path.glob(".*partial*"))
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--config", "hub_configs/tiny-random", "elsewhere"]) == 2
+    assert f"(from here it is {TINY_CONFIG}: the configs are in the repository's hub_configs/)" in \
+        capsys.readouterr().err
 
 
 def test_the_default_model_is_the_authors_j_all_and_ours_is_a_hub_configs_variant():

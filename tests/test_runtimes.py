@@ -109,9 +109,9 @@ def test_onnxruntime_int8_stays_close_to_float32(model_dir):
     assert abs(answer["valence"] - reference["valence"]) <= 0.05
 
 
-def test_an_unknown_runtime_is_named():
+def test_an_unknown_runtime_is_named(model_dir):
     with pytest.raises(ValueError, match="runtime must be one of .*'onnxruntime'.*got 'tensorrt'"):
-        backbone_runtime(torch.nn.Module(), "tensorrt")
+        backbone_runtime(Music2EmoModel.from_pretrained(model_dir), "tensorrt")
 
 
 @pytest.mark.parametrize("runtime", EXPORTED)
