@@ -7,10 +7,20 @@ import os
 import socket
 import time
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlparse
 
 _REACHABLE_FOR = 60.0  # seconds an answer is kept: a long-lived process (the Space) is not offline for good
 _reachable: tuple[float, bool] | None = None  # (when asked, the answer)
+
+
+def package_cache(variable: str, name: str) -> Path:
+    """One of this package's caches: `$variable`, else `$HF_HOME/music2emo-hf/<name>`. Absolute, so a relative or
+    `~` setting names one cache wherever a command is run from."""
+    from huggingface_hub import constants
+
+    root = os.environ.get(variable) or os.path.join(constants.HF_HOME, "music2emo-hf", name)
+    return Path(os.path.abspath(os.path.expanduser(root)))
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -77,4 +87,4 @@ def push_folder(
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["ModelLoadError", "hub_reachable", "load_pipeline", "push_folder"]
+__all__ = ["ModelLoadError", "hub_reachable", "load_pipeline", "package_cache", "push_folder"]

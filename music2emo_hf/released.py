@@ -102,11 +102,9 @@ _FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def cache_root() -> Path:
-    """Absolute, so a relative or `~` $MUSIC2EMO_CACHE names one cache wherever a command is run from."""
-    from huggingface_hub import constants
+    from .hub import package_cache
 
-    root = os.environ.get("MUSIC2EMO_CACHE") or os.path.join(constants.HF_HOME, "music2emo-hf", "converted")
-    return Path(os.path.abspath(os.path.expanduser(root)))
+    return package_cache("MUSIC2EMO_CACHE", "converted")
 
 
 def _repo_folder(reference: ReleasedReference) -> Path:

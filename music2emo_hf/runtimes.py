@@ -93,9 +93,9 @@ def quantize_backbone(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def cache_root() -> Path:
-    from huggingface_hub import constants
+    from .hub import package_cache
 
-    return Path(os.environ.get("MUSIC2EMO_COMPILED_CACHE") or Path(constants.HF_HOME) / "music2emo-hf" / "compiled")
+    return package_cache("MUSIC2EMO_COMPILED_CACHE", "compiled")
 
 
 def fingerprint(model) -> str:

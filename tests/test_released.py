@@ -254,13 +254,20 @@ def test_a_cache_that_cannot_be_written_is_named_with_the_way_around_it(hub, off
         released.resolve("amaai-lab/music2emo:deam_best", say=lambda note: None)
 
 
-def test_a_relative_cache_is_one_folder_wherever_a_command_runs(tmp_path, monkeypatch):
+def test_relative_caches_are_one_folder_wherever_a_command_runs(tmp_path, monkeypatch):
+    """The converted models' cache and the exported backbones' cache alike."""
+    from music2emo_hf import runtimes
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MUSIC2EMO_CACHE", "converted")
+    monkeypatch.setenv("MUSIC2EMO_COMPILED_CACHE", "compiled")
     assert released.cache_root() == Path(os.getcwd()) / "converted"
+    assert runtimes.cache_root() == Path(os.getcwd()) / "compiled"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MUSIC2EMO_CACHE", "~/converted")
+    monkeypatch.setenv("MUSIC2EMO_COMPILED_CACHE", "~/compiled")
     assert released.cache_root() == tmp_path / "home" / "converted"
+    assert runtimes.cache_root() == tmp_path / "home" / "compiled"
 
 
 def test_a_complete_entry_named_otherwise_loads_from_a_cache_that_cannot_be_written(hub, offline_cache, monkeypatch):
