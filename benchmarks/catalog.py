@@ -28,8 +28,10 @@ from inference import ROOT, make_model, synthesize_track  # noqa: E402
 CLIP_MINUTES = 0.75
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started: torchrun's workers. Not their own children, which a fork shows under the same
+    command line until it runs its program."""
+    children = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -37,13 +39,9 @@ def _descendants(pid: int) -> list[int]:
                     parent = int(handle.read().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            children.setdefault(parent, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+            if parent == pid:
+                children.append(int(entry))
+    return children
 
 
 def _peak_mib(pid: int) -> tuple[float, str] | None:
@@ -75,7 +73,7 @@ def run(processes: int, folder: Path, model: Path, output: Path, cuda: bool) -> 
     reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
     reader.start()
     while process.poll() is None:
-        for pid in [process.pid, *_descendants(process.pid)]:
+        for pid in [process.pid, *_children(process.pid)]:
             figures = _peak_mib(pid)
             if figures and "music2emo_hf.cli" in figures[1] and "torch.distributed.run" not in figures[1]:
                 peaks[pid] = max(peaks.get(pid, 0.0), figures[0])

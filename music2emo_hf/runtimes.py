@@ -282,6 +282,9 @@ class OpenVINORuntime(ExportedRuntime):
         compiled = core.compile_model(str(onnx_path), "CPU", {
             "INFERENCE_PRECISION_HINT": "f32",  # OpenVINO's CPU default is bfloat16 where that is native
             "INFERENCE_NUM_THREADS": self.threads,
+            # Pinned, the threads of processes sharing a machine's cores (accelerate launch, torchrun) went to the
+            # same cores: two one-thread processes on 2 cores took 86 s where PyTorch took 58 (benchmarks/catalog.py)
+            "ENABLE_CPU_PINNING": False,
             "PERFORMANCE_HINT": "LATENCY",
         })
         request, lock = compiled.create_infer_request(), threading.Lock()
