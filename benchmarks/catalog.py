@@ -29,8 +29,8 @@ CLIP_MINUTES = 0.75
 
 
 def _children(pid: int) -> list[int]:
-    """The processes `pid` started: torchrun's workers. Not their own children, which a fork shows under the same
-    command line until it runs its program."""
+    """The processes `pid` started: torchrun's workers. Not the processes they start, which a fork shows under the
+    same command line until it runs its program (so neither are a single process's)."""
     children = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -73,7 +73,7 @@ def run(processes: int, folder: Path, model: Path, output: Path, cuda: bool) -> 
     reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
     reader.start()
     while process.poll() is None:
-        for pid in [process.pid, *_children(process.pid)]:
+        for pid in [process.pid] if processes == 1 else _children(process.pid):
             figures = _peak_mib(pid)
             if figures and "music2emo_hf.cli" in figures[1] and "torch.distributed.run" not in figures[1]:
                 peaks[pid] = max(peaks.get(pid, 0.0), figures[0])
