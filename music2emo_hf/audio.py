@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import queue
+import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -357,6 +358,13 @@ def header_duration(path: str | os.PathLike) -> float | None:
     return info.frames / info.samplerate if info.frames > 0 and info.samplerate > 0 else None
 
 
+def why_missing(path: str, what: str = "file") -> str:
+    """What to say of a path where nothing is: a URL is not fetched (the user may expect it to be)."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+        return "a URL: only local files are read; download it first"
+    return f"no such {what}"
+
+
 def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate: int | None = None) -> AudioStream:
     """Validate an input and prepare it for streaming.
 
@@ -369,7 +377,7 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
             if os.path.islink(path):  # exists() follows links: a dangling one, or a loop of them
                 raise FileNotFoundError(f"{path}: a link to {os.readlink(path)}, which does not exist (or a loop of "
                                         "links); point it at the file.")
-            raise FileNotFoundError(f"{path}: no such file.")
+            raise FileNotFoundError(f"{path}: {why_missing(path)}.")
         if os.path.isdir(path):
             raise AudioDecodeError(f"{path}: is a folder; pass an audio file (the CLI walks folders).")
         if os.path.getsize(path) == 0:
@@ -453,4 +461,4 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 __all__ = ["AUDIO_EXTENSIONS", "CONVERT_FIRST", "UNDECODED_EXTENSIONS", "AudioDecodeError", "AudioInput",
-           "AudioStream", "ahead", "describe", "load_audio", "open_audio", "resample", "why_unreadable"]
+           "AudioStream", "ahead", "describe", "load_audio", "open_audio", "resample", "why_missing", "why_unreadable"]

@@ -27,7 +27,7 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
     """Files as given, and the audio files under folders (recursive, through linked folders, sorted). Problems go
     to `report`: a missing path, a folder without audio, a folder that cannot be read, audio of a type no decoder
     here reads (an iTunes library's .m4a files)."""
-    from .audio import AUDIO_EXTENSIONS, CONVERT_FIRST, UNDECODED_EXTENSIONS
+    from .audio import AUDIO_EXTENSIONS, CONVERT_FIRST, UNDECODED_EXTENSIONS, why_missing
 
     def unreadable(error: OSError) -> None:
         report(error.filename, f"this folder cannot be read ({error.strerror}); check its permissions")
@@ -52,7 +52,7 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
         elif os.path.exists(path):
             yield path
         else:
-            report(path, "no such file or folder")
+            report(path, why_missing(path, "file or folder"))
 
 
 def file_key(path: str) -> str:

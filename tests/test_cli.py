@@ -103,19 +103,20 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
         capsys, str(good), str(tmp_path / "empty.mp3"), str(tmp_path / "notes.mp3"), str(tmp_path / "truncated.mp3"),
         str(tmp_path / "garbled.mp3"),
         str(tmp_path / "missing.wav"), str(tmp_path / "empty_folder"), str(tmp_path / "missing.wav"),
-        "--model", str(tiny_model_dir), "--output", str(out),
+        "https://example.org/song.mp3", "--model", str(tiny_model_dir), "--output", str(out),
     )
     assert status == 1
     assert "Traceback" not in stderr
     assert sum("missing.wav" in line for line in stderr.splitlines()) == 1  # given twice, one problem
     for name, reason in [("empty.mp3", "empty"), ("notes.mp3", "not audio: it could not be decoded"),
-                         ("missing.wav", "no such file"), ("empty_folder", "no audio files")]:
+                         ("missing.wav", "no such file"), ("empty_folder", "no audio files"),
+                         ("song.mp3", "a URL: only local files are read; download it first")]:
         assert any(name in line and reason in line for line in stderr.splitlines()), (name, stderr)
     written = sorted(Path(r["file"]).name for r in records(out))
     assert {"good.wav", "truncated.mp3"} <= set(written) <= {"good.wav", "truncated.mp3", "garbled.mp3"}
     assert ("garbled.mp3" in written) != any("garbled.mp3" in line for line in stderr.splitlines())
     failed = {Path(entry["input"]).name for entry in records(Path(f"{out}.errors.jsonl"))}
-    assert {"empty.mp3", "notes.mp3", "missing.wav", "empty_folder"} <= failed  # the list of what to look at
+    assert {"empty.mp3", "notes.mp3", "missing.wav", "empty_folder", "song.mp3"} <= failed  # what to look at
     assert "good.wav" not in failed
 
 

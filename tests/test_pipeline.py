@@ -187,6 +187,7 @@ def test_silence_has_no_key(tiny_pipeline):
         (np.array([0.0, np.nan] * 1000, dtype=np.float32), AudioDecodeError, "NaN"),
         (np.array([0.0, -np.inf] * 1000, dtype=np.float32), AudioDecodeError, "infinite"),
         ("/no/such/file.mp3", FileNotFoundError, "no such file"),
+        ("https://example.org/song.mp3", FileNotFoundError, "a URL: only local files are read; download it first"),
         (b"junk", AudioDecodeError, "not audio: it could not be decoded"),
         (np.zeros(100, dtype=np.float32), AudioDecodeError, "at least"),
     ],
