@@ -185,13 +185,27 @@ def _commit_of(path: str) -> str:
     raise ReleasedModelError(f"{path}: not in a Hugging Face Hub cache snapshot, so its revision is unknown.")
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ or error.__context__:
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _download(repo: str, filename: str, revision: str, online: bool, say) -> str:
     """The file's path in the Hub cache, downloaded when it is not there (with huggingface_hub's progress bar). The
-    file's metadata is asked for once: it gives the size to announce, and its failure (no such file, a certificate
-    that does not verify) is the download's, raised before anything is announced and without a second round of
-    huggingface_hub's retries."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    file's metadata is asked for first: it gives the size to announce, and its failure (no such file, a certificate
+    that does not verify) is the download's, raised before anything is announced. That first request is not
+    retried: a certificate that does not verify fails at once (huggingface_hub would retry it for 23 s, in vain); any
+    other failure to answer gets huggingface_hub's retries."""
+    import ssl
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     cached = try_to_load_from_cache(repo, filename, revision=revision)
@@ -199,7 +213,14 @@ def _download(repo: str, filename: str, revision: str, online: bool, say) -> str
         return cached
     if not online:
         raise LocalEntryNotFoundError(f"{repo}/{filename}")
-    size = hf_hub_download(repo, filename, revision=revision, dry_run=True).file_size
+    try:
+        size = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision)).size
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+        raise  # the Hub's own answer
+    except Exception as error:
+        if isinstance(_root_cause(error), ssl.SSLCertVerificationError):
+            raise LocalEntryNotFoundError(f"{repo}/{filename}: the Hub's certificate does not verify") from error
+        size = hf_hub_download(repo, filename, revision=revision, dry_run=True).file_size
     say(f"downloading {repo}/{filename} ({f'{size / 1e6:,.0f} MB' if size >= 1e6 else f'{size / 1e3:,.1f} kB'})")
     disabled = are_progress_bars_disabled()
     enable_progress_bars()
@@ -335,9 +356,7 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     try:
         path = _download(reference.repo, filename, reference.revision, online, say)
     except LocalEntryNotFoundError as error:
-        cause = error  # the Hub answered, so what stopped the download is at the bottom of the chain
-        while cause.__cause__ or cause.__context__:
-            cause = cause.__cause__ or cause.__context__
+        cause = _root_cause(error)  # the Hub answered, so what stopped the download is at the bottom of the chain
         failure = (str(cause).splitlines() or [type(cause).__name__])[0] if online and cause is not error else None
         raise (_missing(reference, filename, alone, failure) if alone else _missing(reference, failure=failure)) \
             from None

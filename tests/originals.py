@@ -226,12 +226,13 @@ def hub_cache_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: st
 
 
 @contextlib.contextmanager
-def serving_hub(cache: Path):
+def serving_hub(cache: Path, unavailable: int = 0):
     """HTTP servers answering for the repos in the Hub cache `cache` as the Hub's `resolve` endpoint answers
     huggingface_hub (see its `get_hf_file_metadata`): `X-Repo-Commit` on every file; an LFS file's HEAD a 302 to the
     CDN (a second server: another origin, which huggingface_hub does not follow for metadata) with `X-Linked-Etag`
     and `X-Linked-Size`; another file's an ETag; a missing file, revision or repo a 404 with its `X-Error-Code`.
-    Yields (the Hub's endpoint, the requests both servers had: `(method, path)`)."""
+    The first `unavailable` requests get a 503, as in a blip. Yields (the Hub's endpoint, the requests both servers
+    had: `(method, path)`)."""
     repos = {}  # repo id -> (commit, its snapshot folder)
     for repo in cache.glob("models--*"):
         commit = (repo / "refs" / "main").read_text()
@@ -252,6 +253,10 @@ def serving_hub(cache: Path):
         def answer(self, send_body: bool):
             path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
             requests.append((self.command, path))
+            if len(requests) <= unavailable:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
             if self.server is cdn:
                 return self.send_file(blobs[path.strip("/")], {}, send_body)
             org, name, resolve, revision, *inside = path.strip("/").split("/") + [""] * 4
