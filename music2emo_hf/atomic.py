@@ -61,13 +61,20 @@ def write_atomic(path: str | os.PathLike, content: str | bytes, concurrent: bool
 def folder_in_place(folder: str | os.PathLike) -> Iterator[Path]:
     """A folder to fill, made beside `folder` (`.NAME.partial-*`, with the umask's permissions: caches may be shared)
     and renamed to `folder` when the block ends; removed if it raises, so a failure leaves nothing named `folder`
-    (and a kill leaves only the partial folder, which whoever owns `folder` may clear)."""
-    folder = Path(folder)
-    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    (and a kill leaves only the partial folder, which whoever owns `folder` may clear). An existing empty `folder`
+    (the current directory, a mount point, a link to one, a folder with its own owner and mode) is kept: the partial
+    folder is made inside it and its files moved up, a model's config.json last, so that it loads only when whole."""
+    folder = Path(os.path.realpath(folder))
+    existing = folder.is_dir()
+    work = Path(tempfile.mkdtemp(dir=folder if existing else folder.parent, prefix=f".{folder.name}.partial-"))
     os.chmod(work, 0o777 & ~umask())  # mkdtemp makes it private
     try:
         yield work
-        os.replace(work, folder)
+        if existing:
+            for entry in sorted(work.iterdir(), key=lambda entry: entry.name == "config.json"):
+                os.replace(entry, folder / entry.name)
+        else:
+            os.replace(work, folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

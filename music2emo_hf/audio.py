@@ -29,8 +29,9 @@ AudioInput = Union[str, os.PathLike, bytes, np.ndarray, dict]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 # Audio no decoder of this package's reads (AAC, ALAC, WMA): named, so that a folder's files of these types are
-# reported with the way around, not passed over.
-UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".mp4", ".aac", ".wma")
+# reported with the way around, not passed over. Not .mp4: in a music folder, those are mostly videos.
+UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".aac", ".wma")
+_ASF_HEADER = bytes.fromhex("3026b2758e66cf11")  # the start of a WMA file's header object's GUID
 CONVERT_FIRST = "convert it to FLAC or WAV first (e.g. `ffmpeg -i IN.m4a OUT.flac`)"
 RESAMPLERS = ("soxr", "sinc")  # see AudioStream.blocks
 _READ_FRAMES = 1 << 16
@@ -332,6 +333,10 @@ def _why_not_audio(source: Any) -> str:
             return f"cut short: the file ends {where}, before any audio; it was not downloaded or copied whole."
     if head[4:8] == b"ftyp":
         return f"an MP4/M4A file (AAC or ALAC audio), which this package does not decode: {CONVERT_FIRST}."
+    if head[:1] == b"\xff" and len(head) > 1 and head[1] & 0xF6 == 0xF0:  # ADTS: MPEG's sync word, "layer" 0
+        return f"an AAC file, which this package does not decode: {CONVERT_FIRST}."
+    if head[:8] == _ASF_HEADER:
+        return f"a WMA file, which this package does not decode: {CONVERT_FIRST}."
     return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
 
 

@@ -400,13 +400,14 @@ def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
             options["candidate_labels"] = checked["candidate_labels"]
             pipe.label_embeddings(checked["candidate_labels"], checked["hypothesis_template"])  # fails here, not per file
     except (ValueError, RuntimeError) as error:  # worded for Python: named here by the options
-        raise CommandError(re.sub(r"\b(?:" + "|".join(_OPTION_OF) + r")\b", lambda name: _OPTION_OF[name[0]],
-                                  str(error))) from error
+        raise CommandError(_PARAMETER.sub(lambda found: found[1] or _OPTION_OF[found[2]], str(error))) from error
     return options
 
 
 _OPTION_OF = {"candidate_labels": "--labels", "hypothesis_template": "--hypothesis-template", "top_k": "--top-k",
               "threshold": "--threshold", "chunk_batch_size": "--chunk-batch-size"}
+# A parameter's name, or quoted text (the user's own words, e.g. a label), which is kept as it is.
+_PARAMETER = re.compile(r"""('[^']*'|"[^"]*")|\b(""" + "|".join(_OPTION_OF) + r")\b")
 
 
 _NOT_FOR_ONE_FILE = ("help", "output", "device", "dataset", "config", "split", "audio_column", "output_dataset",

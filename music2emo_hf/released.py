@@ -221,7 +221,8 @@ def _download(repo: str, filename: str, revision: str, online: bool, say) -> str
         if isinstance(_root_cause(error), ssl.SSLCertVerificationError):
             raise LocalEntryNotFoundError(f"{repo}/{filename}: the Hub's certificate does not verify") from error
         size = hf_hub_download(repo, filename, revision=revision, dry_run=True).file_size
-    say(f"downloading {repo}/{filename} ({f'{size / 1e6:,.0f} MB' if size >= 1e6 else f'{size / 1e3:,.1f} kB'})")
+    shown = "" if size is None else f" ({size / 1e6:,.0f} MB)" if size >= 1e6 else f" ({size / 1e3:,.1f} kB)"
+    say(f"downloading {repo}/{filename}{shown}")  # a mirror (HF_ENDPOINT) may not give the size
     disabled = are_progress_bars_disabled()
     enable_progress_bars()
     try:

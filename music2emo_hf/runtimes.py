@@ -398,7 +398,7 @@ def obstacles(runtime: str, precision: str, device, dtype=None) -> tuple[str, li
     offered = CPU_RUNTIMES.get(arithmetic, ())
     if runtime not in offered:
         reasons.append(f"{runtime} is not offered in {arithmetic} (in {arithmetic}: {', '.join(offered + ('torch',))})")
-    if missing(runtime):
+    elif missing(runtime):  # where it is not offered, installing it would not help
         reasons.append(f"{' and '.join(missing(runtime))} not installed (pip install {' '.join(missing(runtime))})")
     return arithmetic, reasons
 

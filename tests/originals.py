@@ -226,13 +226,13 @@ def hub_cache_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: st
 
 
 @contextlib.contextmanager
-def serving_hub(cache: Path, unavailable: int = 0):
+def serving_hub(cache: Path, unavailable: int = 0, linked_size: bool = True):
     """HTTP servers answering for the repos in the Hub cache `cache` as the Hub's `resolve` endpoint answers
     huggingface_hub (see its `get_hf_file_metadata`): `X-Repo-Commit` on every file; an LFS file's HEAD a 302 to the
     CDN (a second server: another origin, which huggingface_hub does not follow for metadata) with `X-Linked-Etag`
     and `X-Linked-Size`; another file's an ETag; a missing file, revision or repo a 404 with its `X-Error-Code`.
-    The first `unavailable` requests get a 503, as in a blip. Yields (the Hub's endpoint, the requests both servers
-    had: `(method, path)`)."""
+    The first `unavailable` requests for files get a 503, as in a blip; `linked_size=False` leaves the size out, as a
+    mirror may. Yields (the Hub's endpoint, the requests for files both servers had: `(method, path)`)."""
     repos = {}  # repo id -> (commit, its snapshot folder)
     for repo in cache.glob("models--*"):
         commit = (repo / "refs" / "main").read_text()
@@ -252,6 +252,8 @@ def serving_hub(cache: Path, unavailable: int = 0):
 
         def answer(self, send_body: bool):
             path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+            if path.startswith("/api/"):  # huggingface_hub's other calls (its agent detection): not served here
+                return self.send_error(404)
             requests.append((self.command, path))
             if len(requests) <= unavailable:
                 self.send_response(503)
@@ -272,9 +274,11 @@ def serving_hub(cache: Path, unavailable: int = 0):
             headers = {"X-Repo-Commit": commit}
             if link.name.endswith((".bin", ".ckpt", ".pt", ".safetensors")):  # LFS, as hub_cache_repo names it
                 headers.update({"Location": f"http://127.0.0.1:{cdn.server_address[1]}/{blob.name}",
-                                "X-Linked-Etag": f'"{blob.name}"', "X-Linked-Size": str(blob.stat().st_size),
+                                "X-Linked-Etag": f'"{blob.name}"',
                                 "ETag": '"' + hashlib.sha1(blob.name.encode()).hexdigest() + '"',
                                 "Content-Length": "0"})
+                if linked_size:
+                    headers["X-Linked-Size"] = str(blob.stat().st_size)
                 self.send_response(302)
                 for header, value in headers.items():
                     self.send_header(header, value)

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -129,8 +130,11 @@ def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_m
     (tmp_path / "album" / "02.m4a").write_bytes(mp4)
     (tmp_path / "album" / "cover.jpg").write_bytes(b"\xff\xd8\xff")
     (tmp_path / "renamed.mp3").write_bytes(mp4)
+    (tmp_path / "tune.aac").write_bytes(b"\xff\xf1\x50\x80\x02\x1f\xfc" + bytes(200))  # an ADTS frame's header
+    (tmp_path / "old.wma").write_bytes(bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + bytes(200))  # ASF's GUID
     out = tmp_path / "out.jsonl"
     status, stderr = predict_here(capsys, str(tmp_path / "album"), str(tmp_path / "renamed.mp3"),
+                                  str(tmp_path / "tune.aac"), str(tmp_path / "old.wma"),
                                   "--model", str(tiny_model_dir), "-o", str(out))
     assert status == 1 and [Path(r["file"]).name for r in records(out)] == ["01.wav"]
     failed = {Path(entry["input"]).name: entry["error"] for entry in records(Path(f"{out}.errors.jsonl"))}
@@ -139,6 +143,10 @@ def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_m
                   "IN.m4a OUT.flac`)",
         "renamed.mp3": "an MP4/M4A file (AAC or ALAC audio), which this package does not decode: convert it to FLAC "
                        "or WAV first (e.g. `ffmpeg -i IN.m4a OUT.flac`).",
+        "tune.aac": "an AAC file, which this package does not decode: convert it to FLAC or WAV first (e.g. `ffmpeg "
+                    "-i IN.m4a OUT.flac`).",
+        "old.wma": "a WMA file, which this package does not decode: convert it to FLAC or WAV first (e.g. `ffmpeg -i "
+                   "IN.m4a OUT.flac`).",
     }
     assert "cover.jpg" not in stderr
 
@@ -539,8 +547,18 @@ def test_init_writes_over_nothing(tmp_path, capsys, monkeypatch):
         assert f"{taken}: exists and is not an empty folder; name a new folder" in capsys.readouterr().err
     assert song.read_bytes() == b"RIFF" and [p.name for p in music.iterdir()] == ["config.json"]
     assert (model / "model.safetensors").read_bytes() == weights
-    (tmp_path / "empty").mkdir()
-    assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "empty")]) == 0
+    # Empty folders are filled where they are: the current one (with its own mode), and one reached by a link.
+    for empty in ("here", "target"):
+        (tmp_path / empty).mkdir()
+    os.chmod(tmp_path / "here", 0o2770)
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(["init", "--config", str(TINY_CONFIG), "."]) == 0
+    assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "link")]) == 0
+    for filled in (tmp_path / "here", tmp_path / "target"):
+        assert (filled / "config.json").is_file() and (filled / "model.safetensors").is_file()
+        assert not list(filled.glob(".*partial*"))
+    assert stat.S_IMODE((tmp_path / "here").stat().st_mode) == 0o2770 and (tmp_path / "link").is_symlink()
     assert not list(tmp_path.glob(".*partial*"))
 
     monkeypatch.chdir(tmp_path)

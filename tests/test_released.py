@@ -391,6 +391,26 @@ def test_the_commit_is_read_from_the_hub_cache_layout_wherever_it_lies(tmp_path)
         released._commit_of(str(tmp_path / "J_all.ckpt"))
 
 
+def test_a_download_whose_size_the_hub_does_not_give_is_announced_without_it(hub, tmp_path, monkeypatch):
+    """A mirror (HF_ENDPOINT) may leave out an LFS file's size."""
+    from huggingface_hub import constants
+
+    from music2emo_hf import hub as hub_module
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_module, "_reachable", None)
+    notes = []
+    with serving_hub(hub.cache, linked_size=False) as (endpoint, _):
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        path, commit = released.fetch_release_file("amaai-lab/music2emo", say=notes.append)
+    assert notes == ["downloading amaai-lab/music2emo/saved_models/J_all.ckpt"] and commit == COMMIT
+    snapshot = f"models--amaai-lab--music2emo/snapshots/{COMMIT}/saved_models/J_all.ckpt"
+    assert Path(path).read_bytes() == (hub.cache / snapshot).read_bytes()
+
+
 def test_the_hub_is_reached_at_its_endpoints_port_and_through_a_proxy(monkeypatch):
     """A mirror on another port, or a network whose only way out is a proxy, is not "offline"."""
     import socket
