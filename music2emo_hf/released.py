@@ -191,6 +191,12 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def _why_failed(error: BaseException, online: bool) -> str | None:
+    """Why a download failed though the Hub answered: the first line of the bottom of the chain."""
+    cause = _root_cause(error)
+    return (str(cause).splitlines() or [type(cause).__name__])[0] if online and cause is not error else None
+
+
 def _download(repo: str, filename: str, revision: str, online: bool, say) -> str:
     """The file's path in the Hub cache, downloaded when it is not there (with huggingface_hub's progress bar). The
     file's metadata is asked for first: it gives the size to announce, and its failure (no such file, a certificate
@@ -269,12 +275,14 @@ def _missing(reference: ReleasedReference, only: str | None = None,
 def _backbone_files(online: bool, say) -> tuple[str, str, str] | None:
     """(folder, commit, weights file) of MERT-v1-95M in the Hub cache, downloaded when online: its config.json and
     its weights, safetensors where the repo has them, else the PyTorch .bin it was released with; None when the cache
-    lacks them and they cannot be downloaded."""
+    lacks them and they cannot be downloaded (online, the failure to download its config.json is raised)."""
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         config = _download(BACKBONE_REPO, "config.json", "main", online, say)
     except LocalEntryNotFoundError:
+        if online:
+            raise  # why, for the caller to say
         return None
     for weights in ("model.safetensors", "pytorch_model.bin"):
         try:
@@ -291,7 +299,12 @@ def _cached_backbone() -> bool:
 
 
 def _fetch_backbone(reference: ReleasedReference, online: bool, say) -> tuple[str, str, str]:
-    found = _backbone_files(online, say)
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        found = _backbone_files(online, say)
+    except LocalEntryNotFoundError as error:
+        raise _missing(reference, failure=_why_failed(error, online)) from None
     if found is None:
         raise _missing(reference)
     return found
@@ -357,8 +370,7 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     try:
         path = _download(reference.repo, filename, reference.revision, online, say)
     except LocalEntryNotFoundError as error:
-        cause = _root_cause(error)  # the Hub answered, so what stopped the download is at the bottom of the chain
-        failure = (str(cause).splitlines() or [type(cause).__name__])[0] if online and cause is not error else None
+        failure = _why_failed(error, online)
         raise (_missing(reference, filename, alone, failure) if alone else _missing(reference, failure=failure)) \
             from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:

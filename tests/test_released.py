@@ -436,10 +436,11 @@ def test_the_hub_is_reached_at_its_endpoints_port_and_through_a_proxy(monkeypatc
             assert hub.hub_reachable(timeout=2) is reached, (endpoint, proxy)
 
 
-def test_a_download_that_fails_though_the_hub_answers_says_why(tmp_path, monkeypatch):
+def test_a_download_that_fails_though_the_hub_answers_says_why(hub, tmp_path, monkeypatch):
     """A Hub whose certificate does not verify (as behind a proxy that replaces it): a local HTTPS server with a
     self-signed certificate as the endpoint. The host answers, so the error keeps the real reason; it comes at once,
-    without huggingface_hub's retries (two rounds of them took 46 s), and nothing is announced as downloading."""
+    without huggingface_hub's retries (two rounds of them took 46 s), and nothing is announced as downloading. So too
+    when only the backbone is missing."""
     import http.server
     import ssl
     import threading
@@ -447,7 +448,7 @@ def test_a_download_that_fails_though_the_hub_answers_says_why(tmp_path, monkeyp
     from huggingface_hub import constants
     from huggingface_hub.utils import _http
 
-    from music2emo_hf import hub
+    from music2emo_hf import hub as hub_module
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(Path(__file__).parent / "tls" / "self-signed-127.0.0.1.pem")
@@ -461,19 +462,29 @@ def test_a_download_that_fails_though_the_hub_answers_says_why(tmp_path, monkeyp
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    monkeypatch.setattr(hub, "_reachable", None)
+    monkeypatch.setattr(hub_module, "_reachable", None)
+    monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "converted"))
+    refused = "the download failed ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate"
     announced = []
     try:
         with pytest.raises(ReleasedModelError, match=re.escape(
-                "is not in the Hugging Face cache (" + str(tmp_path / "empty-hub") + ") and the download failed "
-                "([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate")):
+                "is not in the Hugging Face cache (" + str(tmp_path / "empty-hub") + ") and " + refused)):
             released.fetch_release_file("amaai-lab/music2emo", say=announced.append,
                                         alone="give a downloaded checkpoint file instead")
+        snapshot = hub.cache / "models--amaai-lab--music2emo" / "snapshots" / COMMIT
+        hub_cache_repo(tmp_path / "release-only", "amaai-lab/music2emo",
+                       {name: snapshot / name for name in ("saved_models/J_all.ckpt",
+                                                           "inference/data/btc_model_large_voca.pt")}, COMMIT)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "release-only"))
+        with pytest.raises(ReleasedModelError, match=re.escape("m-a-p/MERT-v1-95M config.json, pytorch_model.bin (about "
+                                                               "380 MB) are not in the Hugging Face cache (")
+                           + ".*" + re.escape(refused)):
+            released.resolve("amaai-lab/music2emo", say=announced.append)
     finally:
         server.shutdown()
         server.server_close()
-    assert hub.hub_reachable() is True
-    assert announced == []  # nothing was said to be downloading
+    assert hub_module.hub_reachable() is True
+    assert not any("downloading" in note for note in announced)
     assert waits == []  # not retried: it cannot pass
 
 
