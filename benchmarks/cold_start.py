@@ -8,8 +8,9 @@ The model is the published architecture with random weights (hub_configs/music2e
 as benchmarks/inference.py makes it; random weights load and run as real ones do). Four synthesized 45 s clips go
 through one `music2emo predict` process; the time each JSON line reaches stdout is read as it arrives. Printed: the
 first result's time from process start, the steady per-file time (median gap between later results), the overhead
-(first - steady; the target is at most 10 s) and, from a second process that times each step itself, the split of
-the first file: imports, model load, chord analyser set-up, first file, next file.
+(first - steady; the target is at most 10 s), from a second process that times each step itself, the split of
+the first file (imports, model load, first file, next file), and the size of the runtimes' export cache
+($MUSIC2EMO_COMPILED_CACHE), which the run's first process fills when it is empty.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def run_cli(model_dir: Path, clips: list[Path]) -> list[float]:
     return arrivals
 
 
+def cache_size(root: Path) -> tuple[int, int]:
+    """Bytes under `root` and its number of entries (one per set of backbone weights and runtime)."""
+    if not root.is_dir():
+        return 0, 0
+    entries = list(root.iterdir())
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()), len(entries)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "hub_configs" / "music2emo-mert95m"))
@@ -103,6 +112,11 @@ def main() -> None:
     print("  the first file, step by step (a second process):")
     for name, seconds in steps.items():
         print(f"    {name:<12} {seconds:6.2f} s")
+    from music2emo_hf.runtimes import cache_root
+
+    size, entries = cache_size(cache_root())
+    print(f"  the runtimes' export cache after the run: {size / 2**20:.0f} MiB in {entries} entr"
+          f"{'y' if entries == 1 else 'ies'} ({cache_root()})")
 
 
 if __name__ == "__main__":
