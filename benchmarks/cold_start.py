@@ -71,10 +71,10 @@ def run_cli(model_dir: Path, clips: list[Path]) -> list[float]:
 
 
 def cache_size(root: Path) -> tuple[int, int]:
-    """Bytes under `root` and its number of entries (one per set of backbone weights and runtime)."""
+    """Bytes under `root` and its number of entries (folders, one per set of backbone weights; beside each, its lock)."""
     if not root.is_dir():
         return 0, 0
-    entries = list(root.iterdir())
+    entries = [entry for entry in root.iterdir() if entry.is_dir()]
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()), len(entries)
 
 
