@@ -199,18 +199,26 @@ _RECORDED_OPTIONS = ("model", "top_k", "threshold", "segments", "harmony", "embe
 
 def recorded_options(args: argparse.Namespace) -> dict:
     """This run's `_RECORDED_OPTIONS` that differ from the defaults, as flags (`{"--top-k": 3}`), each in one spelling:
-    the model as its answers name it, labels as the clean list the pipeline scores."""
+    a released checkpoint as `REPO:CHECKPOINT[@REVISION]` (the default one, however named, is the default), another
+    model as its answers name it, labels as the clean list the pipeline scores."""
     from .pipeline_music2emo import model_name
+    from .released import ReleasedModelError, parse_reference
     from .zero_shot import check_labels
 
     options = {}
     for name in _RECORDED_OPTIONS:
         value = getattr(args, name)
-        if value == args.command_parser.get_default(name):
-            continue
         if name == "model":
-            value = model_name(value)
-        elif name == "labels":
+            try:
+                released = parse_reference(value)
+            except ReleasedModelError as error:
+                raise CommandError(f"--model {error}") from None
+            if released is not None and released == parse_reference(args.command_parser.get_default(name)):
+                continue
+            value = str(released) if released is not None else model_name(value)
+        elif value == args.command_parser.get_default(name):
+            continue
+        if name == "labels":
             try:
                 value = check_labels(value)
             except ValueError as error:

@@ -207,6 +207,13 @@ def test_options_are_recorded_in_one_spelling(tmp_path):
                     "--model", f"{tmp_path}/../{tmp_path.name}/model/") == recorded(
         "--labels", "calm,tense,calm", "--threshold", "0.50", "--model", str(model)) == {
         "--model": str(model), "--threshold": 0.5, "--labels": ["calm", "tense"]}
+    # The default model named in full is the default; another released checkpoint is named as its answers name it.
+    assert recorded("--model", "amaai-lab/music2emo:J_all") == recorded("--model", "AMAAI-Lab/music2emo@main") == {}
+    assert recorded("--model", "amaai-lab/music2emo:saved_models/D_all.ckpt") == recorded(
+        "--model", "amaai-lab/music2emo:D_all@main") == {"--model": "amaai-lab/music2emo:D_all"}
+    assert recorded("--model", "amaai-lab/music2emo@v1") == {"--model": "amaai-lab/music2emo:J_all@v1"}
+    with pytest.raises(CommandError, match="--model amaai-lab/music2emo:J: amaai-lab/music2emo has no checkpoint"):
+        recorded("--model", "amaai-lab/music2emo:J")
     assert recorded("--labels", "calm", "--hypothesis-template", "a song that is {}") == {
         "--labels": ["calm"], "--hypothesis-template": "a song that is {}"}  # without --labels it is refused
     output = tmp_path / "out.jsonl"
