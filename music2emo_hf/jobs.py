@@ -56,8 +56,12 @@ def launched_processes() -> int:
 def process_state(cpu: bool = False):
     """Accelerate's view of this process in the group (its index and device); on the CPU when asked or when
     launched with `accelerate launch --cpu` / ACCELERATE_USE_CPU."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
+    try:
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+    except ImportError:
+        raise CommandError("several processes share their files through Accelerate, which is not installed: "
+                           "pip install accelerate (or run one process).") from None
 
     return PartialState(cpu=cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
 

@@ -133,6 +133,16 @@ def test_a_second_run_onto_an_output_being_written_is_refused(tiny_model_dir, tm
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.jsonl", "song.wav"]  # no lock left behind
 
 
+def test_several_processes_without_accelerate_are_told_what_to_install(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Accelerate is in the train extra, not the base install: a launched run without it says so, writes nothing."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # import accelerate raises ImportError
+    output = tmp_path / "out.jsonl"
+    assert main(["predict", str(tmp_path), "--model", str(tiny_model_dir), "-o", str(output)]) == 2
+    assert "Accelerate, which is not installed: pip install accelerate (or run one process)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_dataset_records_are_read_back_in_row_order(tmp_path):
     path = tmp_path / ".records.jsonl"
     path.write_text("".join(json.dumps({"row": row, "valence": row / 10}) + "\n" for row in (0, 1, 3, 4, 2)))
