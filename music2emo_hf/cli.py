@@ -245,10 +245,17 @@ def _as_flags(options: dict) -> str:
     """Options as a command line would give them (values quoted where a shell would need it)."""
     if not options:
         return "the default options"
-    def word(value) -> str:
-        return shlex.quote(",".join(value) if isinstance(value, list) else str(value))
+    return " ".join(name if value is True else f"{name} {shlex.quote(_option_text(value))}"
+                    for name, value in options.items())
 
-    return " ".join(name if value is True else f"{name} {word(value)}" for name, value in options.items())
+
+def _option_text(value) -> str:
+    """An option's value as its command line gives it: a list or a dict of thresholds as comma-separated words."""
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, dict):
+        return ",".join(f"{label}={limit}" for label, limit in value.items())
+    return str(value)
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -430,7 +437,7 @@ def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
         if not action.option_strings or action.dest in _NOT_FOR_ONE_FILE or value in (None, False):
             continue
         flag = next(name for name in action.option_strings if name.startswith("--"))
-        argv.append(flag if action.nargs == 0 else f"{flag}={value}")  # one word: a value may start with "-"
+        argv.append(flag if action.nargs == 0 else f"{flag}={_option_text(value)}")  # one word: it may start with "-"
     return argv
 
 
@@ -493,6 +500,21 @@ def _probability(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
     return value
+
+
+def _thresholds(text: str) -> float | dict[str, float]:
+    """`P` for every mood, or `MOOD=P,...` for the moods named (the others are kept), labels in sorted order."""
+    if "=" not in text:
+        return _probability(text)
+    limits = {}
+    for item in text.split(","):
+        label, _, value = item.partition("=")
+        label = label.strip()
+        if not label or label in limits:
+            raise argparse.ArgumentTypeError(
+                f"expected P or MOOD=P,... with each mood once (e.g. sad=0.3,happy=0.5), got {text!r}")
+        limits[label] = _probability(value.strip())
+    return dict(sorted(limits.items()))
 
 
 def _fractions(text: str) -> dict[str, float]:
@@ -622,7 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "Hub dataset repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.add_argument("--top-k", type=_positive_int, help="moods per record (default: all, sorted by probability)")
-    p.add_argument("--threshold", type=_probability, help="drop moods whose probability is below this")
+    p.add_argument("--threshold", type=_thresholds, metavar="P|MOOD=P,...",
+                   help="drop moods whose probability is below P; or, as sad=0.3,happy=0.5, only the moods named "
+                   "below theirs")
     p.add_argument("--segments", action="store_true", help="add per-chunk valence/arousal and moods")
     p.add_argument("--harmony", action="store_true", help="add the key and the chord timeline")
     p.add_argument("--embedding", action="store_true", help="add the track's pooled embedding (for similarity search)")

@@ -158,6 +158,22 @@ def test_labels_for_a_model_without_a_projector_are_refused_as_the_option(tiny_m
     assert "candidate_labels" not in stderr and not (tmp_path / "out.jsonl").exists()
 
 
+def test_thresholds_per_mood_keep_the_moods_not_named_and_an_unknown_mood_is_refused(tiny_model_dir, tmp_path,
+                                                                                   write_wav, capsys):
+    song = str(write_wav("x.wav", tone(1.0)))
+    status, stderr = predict_here(capsys, song, "--model", str(tiny_model_dir), "--threshold", "sad=1, happy=1",
+                                  "-o", str(tmp_path / "out.jsonl"))
+    assert status == 0, stderr
+    [record] = records(tmp_path / "out.jsonl")
+    assert len(record["moods"]) == 54 and not {"sad", "happy"} & {mood["label"] for mood in record["moods"]}
+    assert record["options"]["--threshold"] == {"happy": 1.0, "sad": 1.0}
+
+    status, stderr = predict_here(capsys, song, "--model", str(tiny_model_dir), "--threshold", "sad=0.3,blue=0.2",
+                                  "-o", str(tmp_path / "other.jsonl"))
+    assert status == 2 and "--threshold for unknown labels ['blue']; this model's labels are [" in stderr
+    assert not (tmp_path / "other.jsonl").exists()
+
+
 def test_folders_are_walked_through_linked_folders_once(tmp_path):
     """A linked folder is walked (music libraries are often assembled from links); a link back up the tree is not
     followed around the loop."""
@@ -183,7 +199,7 @@ def test_a_file_retried_alone_keeps_a_name_that_looks_like_an_option(tmp_path, m
 
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["predict", "--model", "m", "--top-k", "3", "--harmony", "--labels=-calm, tense",
-                                      "--", "-a.mp3"])
+                                      "--threshold", "sad=0.3, happy=.5", "--", "-a.mp3"])
     again = build_parser().parse_args(_argv_alone(args, "-a.mp3", "cpu"))
     assert again.paths == [str(tmp_path / "-a.mp3")]
     assert (again.model, again.top_k, again.harmony, again.labels, again.device) == ("m", 3, True, "-calm, tense",
@@ -214,6 +230,8 @@ def test_options_are_recorded_in_one_spelling(tmp_path):
     assert recorded("--model", "amaai-lab/music2emo@v1") == {"--model": "amaai-lab/music2emo:J_all@v1"}
     with pytest.raises(CommandError, match="--model amaai-lab/music2emo:J: amaai-lab/music2emo has no checkpoint"):
         recorded("--model", "amaai-lab/music2emo:J")
+    assert recorded("--threshold", "sad=.3, happy=0.50") == recorded("--threshold", "happy=0.5,sad=0.3") == {
+        "--threshold": {"happy": 0.5, "sad": 0.3}}
     assert recorded("--labels", "calm", "--hypothesis-template", "a song that is {}") == {
         "--labels": ["calm"], "--hypothesis-template": "a song that is {}"}  # without --labels it is refused
     output = tmp_path / "out.jsonl"
@@ -221,6 +239,8 @@ def test_options_are_recorded_in_one_spelling(tmp_path):
     with pytest.raises(CommandError, match=re.escape(
             "holds records made with --labels 'calm,very tense'; this run has --top-k 3. Choose another output")):
         _check_same_options(RecordWriter(str(output)), recorded("--top-k", "3"))
+    with pytest.raises(CommandError, match=re.escape("this run has --threshold happy=0.5,sad=0.3. Choose")):
+        _check_same_options(RecordWriter(str(output)), recorded("--threshold", "sad=0.3,happy=0.5"))
     output.write_text(json.dumps({"file": "/x.wav", "valence": 5.0}) + "\n")
     with pytest.raises(CommandError, match="records without the options they were made with"):
         _check_same_options(RecordWriter(str(output)), {})
@@ -476,6 +496,8 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
     "args,message",
     [
         (["--threshold", "2"], "--threshold: expected a probability in [0, 1], got '2'"),
+        (["--threshold", "sad=2"], "--threshold: expected a probability in [0, 1], got '2'"),
+        (["--threshold", "sad=0.1,sad=0.2"], "expected P or MOOD=P,... with each mood once"),
         (["--top-k", "0"], "--top-k: expected a positive whole number, got '0'"),
         (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
         (["--output", "out.txt"], ".jsonl (one JSON record per line) or .csv"),
