@@ -12,7 +12,8 @@
 # end, per stage, and the backbone stage alone in float32 and bfloat16 (benchmarks/inference.py). Each step prints,
 # and writes its output under $OUT; a step that fails or runs out of its time is reported and the next one still
 # runs. `answers` or `speed` runs one of the two; `quick` a shorter run of both, with the front end in segments timed
-# against Hubert's on the whole chunk (benchmarks/backbone_modules.py; about 5.5 minutes).
+# against Hubert's on the whole chunk (benchmarks/backbone_modules.py), then `music2emo predict` without --device,
+# which should run on the GPU (about 6 minutes; give the call timeout_s=420).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,14 @@ step() {  # name, seconds, command...: run it, keep going whatever happens
     echo "[$name: exit ${PIPESTATUS[0]} (124: out of time)]"
 }
 
+default_device() {  # `music2emo predict` without --device: it should say "loading model ... on cuda" and answer
+    step default_device 45 bash -c 'd=$(mktemp -d) && python3 -m music2emo_hf.cli init --config hub_configs/tiny-random \
+        "$d/m" >/dev/null && python3 -c "import numpy as n, soundfile as s; s.write(\"$d/a.wav\", \
+        (0.1 * n.sin(n.arange(72000) / 9)).astype(\"float32\"), 24000)" && python3 -m music2emo_hf.cli predict \
+        "$d/a.wav" --model "$d/m" --top-k 1'
+}
 answers() {
+    default_device
     step device_vs_cpu 190 python3 benchmarks/device_vs_cpu.py --device cuda --minutes 10
 }
 speed() {
@@ -55,6 +63,7 @@ quick() {  # the figures, then the answers, in about 5 minutes: for a session's 
         --long-options default gpu --folder 200 --folder-runs gpu:32 --harmony btc --backbone-batches --chord-sizes
     step device_vs_cpu 100 python3 benchmarks/device_vs_cpu.py --device cuda --minutes 3
     step modules 45 python3 benchmarks/backbone_modules.py --device cuda --batches 8 32 --compare-front-end
+    default_device
 }
 
 case "${1:-all}" in

@@ -67,7 +67,7 @@ def _load_pipeline(model: str, device: str, announce: bool = True, **options):
     from .modeling_music2emo import UntrainedModelWarning
 
     if announce:
-        print(f"music2emo: loading model {model} ...", file=sys.stderr)
+        print(f"music2emo: loading model {model}{'' if device == 'cpu' else f' on {device}'} ...", file=sys.stderr)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrainedModelWarning)  # said once, in the command's own words
@@ -157,7 +157,7 @@ def _run_job(args: argparse.Namespace, job) -> int:
     if job.processes > 1 and args.device not in (None, "cpu"):
         raise CommandError(f"--device {args.device}: with several processes each runs on the device its launcher "
                            "gives it; leave --device out (or pass --device cpu).")
-    device = str(job.device) if job.device is not None else (args.device or "cpu")
+    device = str(job.device) if job.device is not None else (args.device or _default_device(args))
     _check_device_options(args, device)
     _set_threads(args.threads, device)
     listing_problems: list[dict] = []
@@ -306,6 +306,22 @@ def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> 
         commit = push_folder(args.output_dataset, args.push_to_hub, "dataset", [".*", ".*/**"],
                              "Upload music2emo predictions", args.private)
         print(f"published: {commit}", file=sys.stderr)
+
+
+def _default_device(args: argparse.Namespace) -> str:
+    """Without --device: the first CUDA GPU where torch sees one (as `transformers.pipeline` chooses), unless the
+    options asked for run on the CPU only (int8, an exported runtime); else the CPU."""
+    import torch
+
+    from .runtimes import obstacles
+
+    if torch.cuda.is_available():
+        try:
+            if not obstacles(args.runtime, args.precision, "cuda")[1]:
+                return "cuda"
+        except ValueError:  # int8
+            pass
+    return "cpu"
 
 
 def _check_device_options(args: argparse.Namespace, device: str) -> None:
@@ -654,8 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "scored zero-shot by a model with a projector")
     p.add_argument("--hypothesis-template", help="how a label is worded for the label encoder (default: the model's, "
                    "e.g. 'music that feels {}')")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu; under `accelerate launch` or `torchrun`, "
-                   "the device the launcher gives each process)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: the first CUDA GPU where torch sees one, "
+                   "unless --precision int8 or an exported --runtime asks for the CPU; else cpu; under `accelerate "
+                   "launch` or `torchrun`, the device the launcher gives each process)")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="the backbone's arithmetic; int8 = dynamic quantisation of its transformer (CPU); auto = "
                    "bfloat16 where it is native (CUDA, CPUs with AMX or AVX-512 BF16), else float32 (default: "

@@ -525,6 +525,20 @@ def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write
     assert status == 2 and message in err and "Traceback" not in err and "loading model" not in err
 
 
+def test_without_device_a_gpu_torch_sees_is_used_unless_the_options_run_on_the_cpu_only(monkeypatch):
+    """As transformers.pipeline chooses (this machine has no GPU: torch is told it has one; benchmarks/gpu_check.sh
+    runs the command without --device on a real one)."""
+    from music2emo_hf.cli import _default_device, build_parser
+
+    def device(*argv: str) -> str:
+        return _default_device(build_parser().parse_args(["predict", "x.wav", *argv]))
+
+    assert device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device() == device("--precision", "bfloat16") == device("--runtime", "torch") == "cuda"
+    assert device("--precision", "int8") == device("--runtime", "openvino") == device("--runtime", "onnxruntime") == "cpu"
+
+
 def test_an_output_that_is_a_folder_is_refused_with_a_file_name_to_use(write_wav, tmp_path, capsys):
     (tmp_path / "results.jsonl").mkdir()
     assert main(["predict", str(write_wav("x.wav", tone(1.0))), "-o", str(tmp_path / "results.jsonl")]) == 2
