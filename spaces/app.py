@@ -25,6 +25,7 @@ from pathlib import Path
 
 import gradio as gr
 import soundfile as sf
+import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Patch
 
@@ -50,6 +51,8 @@ MAX_MINUTES = 10  # about 3 minutes of analysis for the published model on a 2-c
 LABELS_PER_REQUEST = 50  # each is a bar of the plot, and one request must not hold the queue for long
 UPLOADS_KEPT_S = 3600  # how long gradio keeps an upload or recording (and how often it clears older ones)
 TOP_MOODS = 10
+# A Space on GPU hardware analyses there (the default hardware, cpu-basic, has none).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NO_PROJECTOR = "has no zero-shot projector, so it cannot score your own labels"
 # Russell's circumplex: the feeling each quadrant of (valence, arousal) stands for.
 QUADRANTS = {
@@ -91,7 +94,7 @@ def load_pipeline(model: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrainedModelWarning)  # the UI says so on every answer instead
-            return music2emo_hf.hub.load_pipeline(model, device="cpu")
+            return music2emo_hf.hub.load_pipeline(model, device=DEVICE)
     except music2emo_hf.hub.ModelLoadError as error:
         reason = error.reason.split("; ")[0].rstrip(".")  # what is wrong; the rest tells an operator what to run
         if os.path.isdir(model):
