@@ -74,7 +74,7 @@ def cache_size(root: Path) -> tuple[int, int]:
     """Bytes under `root` and its number of entries (folders, one per set of backbone weights; beside each, its lock)."""
     if not root.is_dir():
         return 0, 0
-    entries = [entry for entry in root.iterdir() if entry.is_dir()]
+    entries = [entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")]  # not partial
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()), len(entries)
 
 

@@ -42,11 +42,15 @@ step() {  # name, seconds, command...: run it, keep going whatever happens
     echo "[$name: exit ${PIPESTATUS[0]} (124: out of time)]"
 }
 
-default_device() {  # `music2emo predict` without --device: it should say "loading model ... on cuda" and answer
-    step default_device 45 bash -c 'd=$(mktemp -d) && python3 -m music2emo_hf.cli init --config hub_configs/tiny-random \
-        "$d/m" >/dev/null && python3 -c "import numpy as n, soundfile as s; s.write(\"$d/a.wav\", \
-        (0.1 * n.sin(n.arange(72000) / 9)).astype(\"float32\"), 24000)" && python3 -m music2emo_hf.cli predict \
-        "$d/a.wav" --model "$d/m" --top-k 1'
+default_device() {  # `music2emo predict` without --device should load the model "on cuda" and answer
+    step default_device 45 bash -c '
+        d=$(mktemp -d)
+        python3 -m music2emo_hf.cli init --config hub_configs/tiny-random "$d/m" >/dev/null
+        python3 -c "import numpy as n, soundfile as s
+s.write(\"$d/a.wav\", (0.1 * n.sin(n.arange(72000) / 9)).astype(\"float32\"), 24000)"
+        python3 -m music2emo_hf.cli predict "$d/a.wav" --model "$d/m" --top-k 1 2>&1 | tee "$d/log"
+        grep -q "loading model .* on cuda" "$d/log" && echo "default device: cuda, as expected" ||
+            echo "default device: NOT cuda (see above)"'
 }
 answers() {
     default_device

@@ -136,11 +136,17 @@ def predict(args: argparse.Namespace) -> int:
     if args.dataset:
         from .dataset_predictions import RECORDS
 
+        created = not os.path.exists(args.output_dataset)
         os.makedirs(args.output_dataset, exist_ok=True)
-        job = Job(os.path.join(args.output_dataset, RECORDS), "row", str, cpu=args.device == "cpu",
-                  described=f"--output-dataset {args.output_dataset}")
+        try:
+            job = Job(os.path.join(args.output_dataset, RECORDS), "row", str, cpu=_on_cpu(args),
+                      described=f"--output-dataset {args.output_dataset}")
+        except CommandError:
+            if created:
+                os.rmdir(args.output_dataset)  # made for this run, which wrote nothing
+            raise
     else:
-        job = Job(args.output, "file", file_key, cpu=args.device == "cpu")
+        job = Job(args.output, "file", file_key, cpu=_on_cpu(args))
     try:
         return _run_job(args, job)
     finally:
@@ -201,21 +207,15 @@ def recorded_options(args: argparse.Namespace) -> dict:
     """This run's `_RECORDED_OPTIONS` that differ from the defaults, as flags (`{"--top-k": 3}`), each in one spelling:
     a released checkpoint as `REPO:CHECKPOINT[@REVISION]` (the default one, however named, is the default), another
     model as its answers name it, labels as the clean list the pipeline scores."""
-    from .pipeline_music2emo import model_name
-    from .released import ReleasedModelError, parse_reference
     from .zero_shot import check_labels
 
     options = {}
     for name in _RECORDED_OPTIONS:
         value = getattr(args, name)
         if name == "model":
-            try:
-                released = parse_reference(value)
-            except ReleasedModelError as error:
-                raise CommandError(f"--model {error}") from None
-            if released is not None and released == parse_reference(args.command_parser.get_default(name)):
+            value = _recorded_model(value)
+            if value is None:
                 continue
-            value = str(released) if released is not None else model_name(value)
         elif value == args.command_parser.get_default(name):
             continue
         if name == "labels":
@@ -227,6 +227,21 @@ def recorded_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _recorded_model(model: str) -> str | None:
+    """`--model` as records name it: None for the default released checkpoint however it is named, another released
+    one as `REPO:CHECKPOINT[@REVISION]`, anything else as its answers name it."""
+    from .pipeline_music2emo import model_name
+    from .released import ReleasedModelError, ReleasedReference, parse_reference
+
+    try:
+        released = parse_reference(model)
+    except ReleasedModelError as error:
+        raise CommandError(f"--model {error}") from None
+    if released is None:
+        return model_name(model)
+    return None if released == ReleasedReference() else str(released)
+
+
 def _check_same_options(output, options: dict) -> None:
     """A rerun onto an output made with other options is refused before the model loads, whether or not it has
     anything left to analyse: its records would not be this run's (and a finished output would answer "skipped")."""
@@ -236,6 +251,10 @@ def _check_same_options(output, options: dict) -> None:
     if earlier is None:
         raise CommandError(f"{output.described} holds records without the options they were made with (written by an "
                            "older version of music2emo): choose another output.")
+    if "--model" in earlier:  # a released name was recorded as typed before b72e00a: compared in today's spelling
+        earlier = {**earlier, "--model": _recorded_model(earlier["--model"])}
+        if earlier["--model"] is None:
+            del earlier["--model"]
     if earlier != options:
         raise CommandError(f"{output.described} holds records made with {_as_flags(earlier)}; this run has "
                            f"{_as_flags(options)}. Choose another output, or run with the options that wrote it.")
@@ -313,15 +332,21 @@ def _default_device(args: argparse.Namespace) -> str:
     options asked for run on the CPU only (int8, an exported runtime); else the CPU."""
     import torch
 
+    return "cuda" if torch.cuda.is_available() and not _cpu_only_options(args) else "cpu"
+
+
+def _cpu_only_options(args: argparse.Namespace) -> bool:
     from .runtimes import obstacles
 
-    if torch.cuda.is_available():
-        try:
-            if not obstacles(args.runtime, args.precision, "cuda")[1]:
-                return "cuda"
-        except ValueError:  # int8
-            pass
-    return "cpu"
+    try:
+        return bool(obstacles(args.runtime, args.precision, "cuda")[1])
+    except ValueError:  # int8
+        return True
+
+
+def _on_cpu(args: argparse.Namespace) -> bool:
+    """Whether launched processes run on the CPU: asked for, or the options run nowhere else."""
+    return args.device == "cpu" or args.device is None and _cpu_only_options(args)
 
 
 def _check_device_options(args: argparse.Namespace, device: str) -> None:
@@ -450,7 +475,7 @@ def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
     argv = ["predict", os.path.abspath(path), "--device", device]  # absolute: a name such as "-a.mp3" is no option
     for action in args.command_parser._actions:
         value = getattr(args, action.dest, None)
-        if not action.option_strings or action.dest in _NOT_FOR_ONE_FILE or value in (None, False):
+        if not action.option_strings or action.dest in _NOT_FOR_ONE_FILE or value is None or value is False:
             continue
         flag = next(name for name in action.option_strings if name.startswith("--"))
         argv.append(flag if action.nargs == 0 else f"{flag}={_option_text(value)}")  # one word: it may start with "-"
@@ -524,11 +549,11 @@ def _thresholds(text: str) -> float | dict[str, float]:
         return _probability(text)
     limits = {}
     for item in text.split(","):
-        label, _, value = item.partition("=")
+        label, equals, value = item.partition("=")
         label = label.strip()
-        if not label or label in limits:
-            raise argparse.ArgumentTypeError(
-                f"expected P or MOOD=P,... with each mood once (e.g. sad=0.3,happy=0.5), got {text!r}")
+        if not label or not equals or label in limits:
+            raise argparse.ArgumentTypeError(f"expected P or MOOD=P,... with each mood once (e.g. sad=0.3,happy=0.5); "
+                                             f"{item.strip()!r} in {text!r} is not")
         limits[label] = _probability(value.strip())
     return dict(sorted(limits.items()))
 
@@ -662,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, help="moods per record (default: all, sorted by probability)")
     p.add_argument("--threshold", type=_thresholds, metavar="P|MOOD=P,...",
                    help="drop moods whose probability is below P; or, as sad=0.3,happy=0.5, only the moods named "
-                   "below theirs")
+                   "below theirs (moods only, not --labels' scores)")
     p.add_argument("--segments", action="store_true", help="add per-chunk valence/arousal and moods")
     p.add_argument("--harmony", action="store_true", help="add the key and the chord timeline")
     p.add_argument("--embedding", action="store_true", help="add the track's pooled embedding (for similarity search)")

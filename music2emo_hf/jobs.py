@@ -42,6 +42,10 @@ class CommandError(Exception):
     """A problem with the command as a whole (bad arguments, model not loadable): reported in one line, exit 2."""
 
 
+class AccelerateMissing(CommandError, ImportError):
+    """Several processes without Accelerate: a command's error, and from Python the ImportError it is."""
+
+
 # What torchrun and `accelerate launch` set for a process of a group; a child analysing one input alone drops them.
 _GROUP_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
                     "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
@@ -59,9 +63,11 @@ def process_state(cpu: bool = False):
     try:
         from accelerate import PartialState
         from accelerate.utils import parse_flag_from_env
-    except ImportError:
-        raise CommandError("several processes share their files through Accelerate, which is not installed: "
-                           "pip install accelerate (or run one process).") from None
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("accelerate"):
+            raise
+        raise AccelerateMissing("several processes share their inputs through Accelerate, which is not installed: "
+                                "pip install accelerate (or run one process).") from None
 
     return PartialState(cpu=cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
 

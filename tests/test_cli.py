@@ -79,8 +79,9 @@ def test_predict_over_a_folder_of_real_clips(tiny_model_dir, library, tmp_path):
 def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path, capsys):
     clip = require_fixtures("emomusic", "audio", "7.mp3")
     out = tmp_path / "one.jsonl"
-    # two harmony workers on the command line, one in the pipeline: the same answer
-    assert predict_here(capsys, str(clip), "--model", str(tiny_model_dir), "-o", str(out), "--harmony-workers", "2")[0] == 0
+    # two harmony workers on the command line, one in the pipeline (both on the CPU): the same answer
+    assert predict_here(capsys, str(clip), "--model", str(tiny_model_dir), "-o", str(out), "--harmony-workers", "2",
+                        "--device", "cpu")[0] == 0
     cli = records(out)[0]
     direct = tiny_pipeline(str(clip))
     assert cli["file"] == os.path.realpath(clip)  # its real path (../shared may be a link)
@@ -201,6 +202,8 @@ def test_a_file_retried_alone_keeps_a_name_that_looks_like_an_option(tmp_path, m
     args = build_parser().parse_args(["predict", "--model", "m", "--top-k", "3", "--harmony", "--labels=-calm, tense",
                                       "--threshold", "sad=0.3, happy=.5", "--", "-a.mp3"])
     again = build_parser().parse_args(_argv_alone(args, "-a.mp3", "cpu"))
+    zero = build_parser().parse_args(["predict", "x.wav", "--threshold", "0"])  # a value that is false, kept
+    assert recorded_options(build_parser().parse_args(_argv_alone(zero, "x.wav", "cpu"))) == {"--threshold": 0.0}
     assert again.paths == [str(tmp_path / "-a.mp3")]
     assert (again.model, again.top_k, again.harmony, again.labels, again.device) == ("m", 3, True, "-calm, tense",
                                                                                      "cpu")
@@ -241,6 +244,11 @@ def test_options_are_recorded_in_one_spelling(tmp_path):
         _check_same_options(RecordWriter(str(output)), recorded("--top-k", "3"))
     with pytest.raises(CommandError, match=re.escape("this run has --threshold happy=0.5,sad=0.3. Choose")):
         _check_same_options(RecordWriter(str(output)), recorded("--threshold", "sad=0.3,happy=0.5"))
+    # A released name recorded as typed (before b72e00a) is read in today's spelling: the same run goes on.
+    output.write_text(json.dumps({"file": "/x.wav", "options": {"--model": "amaai-lab/music2emo:J_all@main"}}) + "\n")
+    _check_same_options(RecordWriter(str(output)), recorded())
+    output.write_text(json.dumps({"file": "/x.wav", "options": {"--model": "amaai-lab/music2emo:D_all.ckpt"}}) + "\n")
+    _check_same_options(RecordWriter(str(output)), recorded("--model", "amaai-lab/music2emo:D_all"))
     output.write_text(json.dumps({"file": "/x.wav", "valence": 5.0}) + "\n")
     with pytest.raises(CommandError, match="records without the options they were made with"):
         _check_same_options(RecordWriter(str(output)), {})
@@ -525,18 +533,29 @@ def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write
     assert status == 2 and message in err and "Traceback" not in err and "loading model" not in err
 
 
-def test_without_device_a_gpu_torch_sees_is_used_unless_the_options_run_on_the_cpu_only(monkeypatch):
-    """As transformers.pipeline chooses (this machine has no GPU: torch is told it has one; benchmarks/gpu_check.sh
-    runs the command without --device on a real one)."""
-    from music2emo_hf.cli import _default_device, build_parser
+def test_without_device_a_gpu_torch_sees_is_used_unless_the_options_run_on_the_cpu_only(write_wav, monkeypatch,
+                                                                                         capsys):
+    """As transformers.pipeline chooses. This machine has no GPU, so torch is told it has one or not, and the model
+    load stops the command once it has said where it loads (benchmarks/gpu_check.sh runs it on a real GPU)."""
+    import music2emo_hf.cli as cli
+
+    def load(model, device, announce=True, **options):
+        print(f"music2emo: loading model {model}{'' if device == 'cpu' else f' on {device}'} ...", file=sys.stderr)
+        raise cli.CommandError("stopped here")
+
+    monkeypatch.setattr(cli, "_load_pipeline", load)
+    song = str(write_wav("x.wav", tone(1.0)))
 
     def device(*argv: str) -> str:
-        return _default_device(build_parser().parse_args(["predict", "x.wav", *argv]))
+        assert main(["predict", song, "--model", "m", *argv]) == 2
+        return "cuda" if "loading model m on cuda ..." in capsys.readouterr().err else "cpu"
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device() == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert device() == device("--precision", "bfloat16") == device("--runtime", "torch") == "cuda"
     assert device("--precision", "int8") == device("--runtime", "openvino") == device("--runtime", "onnxruntime") == "cpu"
+    assert device("--device", "cpu") == "cpu"
 
 
 def test_an_output_that_is_a_folder_is_refused_with_a_file_name_to_use(write_wav, tmp_path, capsys):

@@ -46,7 +46,7 @@ def test_a_dataset_folder_goes_in_and_a_predictions_dataset_comes_out(tiny_model
     _audio_dataset(clips, embed=False).to_parquet(str(source / "data" / "train-00000-of-00001.parquet"))
     out = tmp_path / "predictions"
     argv = ["predict", "--dataset", str(source), "--output-dataset", str(out), "--model", str(tiny_model_dir),
-            "--top-k", "3", "--harmony", "--embedding", "--harmony-ensemble", "1"]
+            "--device", "cpu", "--top-k", "3", "--harmony", "--embedding", "--harmony-ensemble", "1"]  # as `pipe`
     assert main(argv) == 0
     assert f"wrote {len(clips)} rows to {out}" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ import pytest
 
 from music2emo_hf.cli import main
 from music2emo_hf.dataset_predictions import records_in_row_order
-from music2emo_hf.jobs import CommandError, RecordWriter, balanced_shares, drop_cut_off_record
+from music2emo_hf.jobs import CommandError, RecordWriter, balanced_shares, drop_cut_off_record, process_state
 
 from .conftest import ROOT, tone
 
@@ -140,7 +140,12 @@ def test_several_processes_without_accelerate_are_told_what_to_install(tiny_mode
     output = tmp_path / "out.jsonl"
     assert main(["predict", str(tmp_path), "--model", str(tiny_model_dir), "-o", str(output)]) == 2
     assert "Accelerate, which is not installed: pip install accelerate (or run one process)" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert main(["predict", "--dataset", "some/dataset", "--output-dataset", str(tmp_path / "predictions"), "--model",
+                 str(tiny_model_dir)]) == 2
+    assert "pip install accelerate" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no records, lock or dataset folder left
+    with pytest.raises(ImportError, match="pip install accelerate"):  # from Python, the ImportError it is
+        process_state()
 
 
 def test_dataset_records_are_read_back_in_row_order(tmp_path):
@@ -206,7 +211,7 @@ def test_two_processes_killed_midway_finish_on_rerun_with_the_records_of_one(tin
     folder = str(songs[0].parent)
     reference = tmp_path / "one.jsonl"
     assert main(["predict", folder, "--model", str(tiny_model_dir), "-o", str(reference), "--top-k", "3",
-                 "--harmony-ensemble", "1"]) == 0
+                 "--harmony-ensemble", "1", "--device", "cpu"]) == 0  # where the two processes below run
     capsys.readouterr()
 
     output = tmp_path / "two.jsonl"
