@@ -251,7 +251,7 @@ def _check_same_options(output, options: dict) -> None:
     if earlier is None:
         raise CommandError(f"{output.described} holds records without the options they were made with (written by an "
                            "older version of music2emo): choose another output.")
-    if "--model" in earlier:  # a released name was recorded as typed before b72e00a: compared in today's spelling
+    if "--model" in earlier:  # older versions recorded a released name as typed: compared in today's spelling
         earlier = {**earlier, "--model": _recorded_model(earlier["--model"])}
         if earlier["--model"] is None:
             del earlier["--model"]
@@ -336,6 +336,7 @@ def _default_device(args: argparse.Namespace) -> str:
 
 
 def _cpu_only_options(args: argparse.Namespace) -> bool:
+    """Whether --precision or --runtime runs on the CPU only."""
     from .runtimes import obstacles
 
     try:
