@@ -40,7 +40,7 @@ RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 PRECISIONS = ("float32", "bfloat16", "int8", "auto")
 # What `auto` tries on a CPU in float32, first choice first. OpenVINO ran the backbone stage 1.5x faster than PyTorch
 # on an AVX-512 Xeon and 1.3x on a 2-core AVX2 machine (benchmarks/inference.py), with the same answers; since the
-# front end runs in segments, PyTorch ties with both runtimes on the AVX2 machine, in about 400 MiB less
+# front end runs in segments, PyTorch ties with both runtimes on the AVX2 machine, in about 300-400 MiB less
 # (docs/speed-and-memory.md). For int8, ONNX Runtime's graph beats torch's dynamic int8; OpenVINO runs that graph
 # slower than its own float32.
 CPU_RUNTIMES = {"float32": ("openvino", "onnxruntime"), "int8": ("onnxruntime",)}
