@@ -125,14 +125,15 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
 def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_model_dir, tmp_path, write_wav,
                                                                           capsys):
     """An iTunes folder's .m4a files are not passed over in silence: each is reported and listed, with how to convert
-    it; an MP4 named otherwise is recognised when decoded. Other files (covers, playlists) are not audio."""
-    mp4 = b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A isommp42" + b"\x00\x00\x00\x10mdat" + bytes(range(8))  # ISO BMFF
+    it; an MP4 named otherwise is recognised when decoded. Other files (covers, playlists) are not audio. The files
+    were encoded by FFmpeg (tests/undecoded/make.py), as a music library's are."""
+    encoded = ROOT / "tests" / "undecoded"
     write_wav("album/01.wav", tone(2.0))
-    (tmp_path / "album" / "02.m4a").write_bytes(mp4)
+    shutil.copy(encoded / "tone.m4a", tmp_path / "album" / "02.m4a")
     (tmp_path / "album" / "cover.jpg").write_bytes(b"\xff\xd8\xff")
-    (tmp_path / "renamed.mp3").write_bytes(mp4)
-    (tmp_path / "tune.aac").write_bytes(b"\xff\xf1\x50\x80\x02\x1f\xfc" + bytes(200))  # an ADTS frame's header
-    (tmp_path / "old.wma").write_bytes(bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + bytes(200))  # ASF's GUID
+    shutil.copy(encoded / "tone.m4a", tmp_path / "renamed.mp3")
+    shutil.copy(encoded / "tone.aac", tmp_path / "tune.aac")
+    shutil.copy(encoded / "tone.wma", tmp_path / "old.wma")
     out = tmp_path / "out.jsonl"
     status, stderr = predict_here(capsys, str(tmp_path / "album"), str(tmp_path / "renamed.mp3"),
                                   str(tmp_path / "tune.aac"), str(tmp_path / "old.wma"),
