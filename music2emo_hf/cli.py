@@ -336,13 +336,8 @@ def _default_device(args: argparse.Namespace) -> str:
 
 
 def _cpu_only_options(args: argparse.Namespace) -> bool:
-    """Whether --precision or --runtime runs on the CPU only."""
-    from .runtimes import obstacles
-
-    try:
-        return bool(obstacles(args.runtime, args.precision, "cuda")[1])
-    except ValueError:  # int8
-        return True
+    """Whether --precision or --runtime runs on the CPU only: int8, or an exported runtime."""
+    return args.precision == "int8" or args.runtime not in ("auto", "torch")
 
 
 def _on_cpu(args: argparse.Namespace) -> bool:
@@ -486,7 +481,6 @@ def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
 def init(args: argparse.Namespace) -> int:
     import torch
 
-    from .atomic import folder_in_place
     from .configuration_music2emo import Music2EmoConfig
     from .feature_extraction_music2emo import Music2EmoFeatureExtractor
     from .modeling_music2emo import Music2EmoModel, UntrainedModelWarning
@@ -506,13 +500,8 @@ def init(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UntrainedModelWarning)
         model = Music2EmoModel.from_backbone(args.backbone, config) if args.backbone else Music2EmoModel(config)
     extractor = Music2EmoFeatureExtractor.from_pretrained(source)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with folder_in_place(out) as work:  # renamed into place when whole
-            save_model(model, extractor, work)
-    except OSError as error:
-        raise CommandError(f"{out}: cannot write the model there ({error.strerror or error}); nothing was left behind.") \
-            from error
+    with _model_folder(out) as work:
+        save_model(model, extractor, work)
     print(f"wrote an untrained model (random {'heads' if args.backbone else 'weights'}) to {out}", file=sys.stderr)
     return EXIT_OK
 
@@ -522,6 +511,24 @@ def _new_folder(out: Path, option: str = "") -> None:
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise CommandError(f"{option} {out}: exists and is not an empty folder; name a new folder (nothing is written "
                            "over).".lstrip())
+
+
+@contextlib.contextmanager
+def _model_folder(out: Path, option: str = "") -> Iterator[Path]:
+    """A folder to write a model into, which becomes `out` when the block ends whole (`atomic.folder_in_place`); a
+    failure to write is the command's error, and leaves nothing behind."""
+    from safetensors import SafetensorError
+
+    from .atomic import folder_in_place
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with folder_in_place(out) as work:
+            yield work
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise CommandError(f"{option} {out}: cannot write the model there ({reason}); nothing was left "
+                           "behind.".lstrip()) from error
 
 
 def _positive_int(text: str) -> int:
@@ -617,18 +624,9 @@ def convert_original(args: argparse.Namespace) -> int:
         model, extractor, details = convert_original(checkpoint, args.backbone, btc)
     except (ConversionError, ReleasedModelError, OSError) as error:
         raise CommandError(str(error)) from error
-    from safetensors import SafetensorError
-
-    from .atomic import folder_in_place
-
     model.config.source = source
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with folder_in_place(out) as work:  # renamed into place when whole
-            write_converted(model, extractor, details, work, args.push_to_hub or out.name, btc, args.template)
-    except (OSError, SafetensorError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise CommandError(f"--out {out}: cannot write the model there ({reason}); nothing was left behind.") from error
+    with _model_folder(out, "--out") as work:
+        write_converted(model, extractor, details, work, args.push_to_hub or out.name, btc, args.template)
     print(f"converted {args.checkpoint} ({', '.join(details['tasks'])}) to {args.out}", file=sys.stderr)
     if args.push_to_hub:
         print(push_model(args.out, args.push_to_hub, private=args.private), file=sys.stderr)
