@@ -414,8 +414,8 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
     if runtime != "torch":
         if reasons:
             raise RuntimeUnavailable(f"runtime={runtime!r} cannot run here: {'; '.join(reasons)}.")
-        offered = CPU_RUNTIMES.get(arithmetic, ()) if device.type == "cpu" and model.dtype == torch.float32 else ()
-        candidates = [runtime] if runtime != "auto" else [n for n in offered if installed(n)]
+        candidates = [runtime] if runtime != "auto" else [
+            name for name in CPU_RUNTIMES.get(arithmetic, ()) if not obstacles(name, precision, device, model.dtype)[1]]
         for name in candidates:
             try:
                 folder = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
