@@ -72,6 +72,20 @@ def run_cli(env, *args, timeout=600):
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def online_at(monkeypatch, endpoint: str, hub_cache: Path) -> None:
+    """huggingface_hub online, talking to `endpoint` (a local server) and downloading into `hub_cache`; this package's
+    check of whether the Hub answers asked again."""
+    from huggingface_hub import constants
+
+    from music2emo_hf import hub as hub_module
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(hub_module, "_reachable", None)
+
+
 def test_references_name_the_eight_files_and_nothing_else():
     assert parse_reference("amaai-lab/music2emo") == ReleasedReference("J_all", "main")
     assert parse_reference("amaai-lab/music2emo:D_all") == ReleasedReference("D_all", "main")
@@ -393,18 +407,9 @@ def test_the_commit_is_read_from_the_hub_cache_layout_wherever_it_lies(tmp_path)
 
 def test_a_download_whose_size_the_hub_does_not_give_is_announced_without_it(hub, tmp_path, monkeypatch):
     """A mirror (HF_ENDPOINT) may leave out an LFS file's size."""
-    from huggingface_hub import constants
-
-    from music2emo_hf import hub as hub_module
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub_module, "_reachable", None)
     notes = []
     with serving_hub(hub.cache, linked_size=False) as (endpoint, _):
-        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        online_at(monkeypatch, endpoint, tmp_path / "hub")
         path, commit = released.fetch_release_file("amaai-lab/music2emo", say=notes.append)
     assert notes == ["downloading amaai-lab/music2emo/saved_models/J_all.ckpt"] and commit == COMMIT
     snapshot = f"models--amaai-lab--music2emo/snapshots/{COMMIT}/saved_models/J_all.ckpt"
@@ -458,11 +463,7 @@ def test_a_download_that_fails_though_the_hub_answers_says_why(hub, tmp_path, mo
     endpoint = f"https://127.0.0.1:{server.server_address[1]}"
     waits = []
     monkeypatch.setattr(_http.time, "sleep", waits.append)  # huggingface_hub's backoff, recorded, not waited
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    monkeypatch.setattr(hub_module, "_reachable", None)
+    online_at(monkeypatch, endpoint, tmp_path / "empty-hub")
     monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "converted"))
     refused = "the download failed ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate"
     announced = []
@@ -496,18 +497,12 @@ def test_the_first_use_downloads_the_release_and_later_runs_need_no_network(hub,
     from huggingface_hub import constants
 
     from music2emo_hf import Music2EmoModel
-    from music2emo_hf import hub as hub_module
 
     downloaded = tmp_path / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(downloaded))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub_module, "_reachable", None)
     monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "converted"))
     notes = []
     with serving_hub(hub.cache, unavailable=1) as (endpoint, requests):
-        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        online_at(monkeypatch, endpoint, downloaded)
         folder = released.resolve("amaai-lab/music2emo", say=notes.append)
 
     fetched = [("amaai-lab/music2emo", COMMIT, "saved_models/J_all.ckpt"),
