@@ -111,8 +111,8 @@ class FileInputs:
         except Exception:  # not audio: it fails fast when analysed; its size is weight enough
             return os.path.getsize(path) / 16_000 if os.path.isfile(path) else 0.0
 
-    def head(self, key: str) -> dict:
-        return {"file": key}
+    def record(self, key: str, answer: dict) -> dict:
+        return {"file": key, **answer}
 
     def audio(self, key: str) -> str:
         return self.names[key]
@@ -406,7 +406,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
     def analyse_alone(key: str) -> dict:  # only for an output's job: its parts hold the temporary files
         with tempfile.TemporaryDirectory(prefix="music2emo-input-", dir=job.parts) as folder:
             record = analyse_in_child(_argv_alone(args, inputs.as_file(key, folder), device), job.parts)
-        return {**inputs.head(key), **{name: value for name, value in record.items() if name != "file"}}
+        return inputs.record(key, {name: value for name, value in record.items() if name != "file"})
 
     batch_size = args.batch_size or (1 if pipe.model.device.type == "cpu" else 16)
 
@@ -420,7 +420,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
 
         for answer in pipe.stream(audio(), batch_size, **options):
             key = taken.popleft()
-            yield answer if isinstance(answer, Exception) else {**inputs.head(key), **answer, "options": recorded}
+            yield answer if isinstance(answer, Exception) else inputs.record(key, {**answer, "options": recorded})
 
     with tqdm(total=plan.total, desc="music2emo", unit=noun, file=sys.stderr, disable=not job.is_main) as bar:
         job.run(

@@ -8,7 +8,8 @@ Audio is read from what the dataset holds (the bytes or path of an `Audio` colum
 {"array", "sampling_rate"} dict) by this package's own decoder, as files are: `datasets`' decoding is switched off.
 Each output row holds `row` (the input's row index), the input's scalar columns (its ids), the model's outputs (moods
 as [{label, score}], one `mood:<label>` column per mood, valence, arousal, and key, chords, segments, embedding or
-zero_shot when asked for), in input order. The scale, the model and a note on untrained weights go into the card.
+zero_shot when asked for), in input order. An input column named as an output one (a corpus's own `valence`) is kept
+as `input:<name>`, with its own type. The scale, the model and a note on untrained weights go into the card.
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ RECORDS = ".records.jsonl"  # the job's records in the output folder (hidden: lo
 _PER_DATASET = ("scale", "model", "warning", "options")  # the same in every record: said once, in the card
 
 
+INPUT_PREFIX = "input:"  # before an input column's name where an output column has that name
+
+
 def undecoded(dataset, audio_column: str):
     """The dataset with its audio column left as `datasets` stores it ({"bytes", "path"}), for our own decoder."""
     from datasets import Audio
 
-    if audio_column not in (dataset.features or {}):
-        columns = ", ".join(dataset.features or ()) or "none known"
+    if dataset.features is None:  # a stream made from a generator: its columns are those of its first row
+        dataset = dataset._resolve_features()
+    if audio_column not in dataset.features:
+        columns = ", ".join(dataset.features) or "none"
         raise ValueError(f"the dataset has no column {audio_column!r} (its columns: {columns}); name the audio "
-                         "column with --audio-column.")
+                         "column (audio_column= in Python, --audio-column on the command line).")
     if isinstance(dataset.features[audio_column], Audio):
         return dataset.cast_column(audio_column, Audio(decode=False))
     return dataset
@@ -44,9 +50,15 @@ def id_columns(features: Mapping[str, Any], audio_column: str) -> list[str]:
     return [name for name, feature in features.items() if name != audio_column and isinstance(feature, Value)]
 
 
-def record_head(index: int, example: Mapping[str, Any], ids: Sequence[str]) -> dict[str, Any]:
-    """The fields a row's record starts with: its index in the input and the input's id columns."""
-    return {"row": index, **{name: example[name] for name in ids}}
+def row_record(index: int, example: Mapping[str, Any], ids: Sequence[str], answer: Mapping[str, Any]) -> dict:
+    """A row's record: its index in the input (`row`), the input's id columns, then the pipeline's answer. An id
+    column named as a field of the answer, as `row`, as a `mood:` column (see `output_row`) or with the prefix itself
+    is kept as `input:<name>`, so that a corpus's own `valence` neither overwrites nor retypes the predicted one."""
+    def kept_as(name: str) -> str:
+        taken = name == "row" or name in answer or name.startswith(("mood:", INPUT_PREFIX))
+        return INPUT_PREFIX + name if taken else name
+
+    return {"row": index, **{kept_as(name): example[name] for name in ids}, **answer}
 
 
 def audio_input(value: Any, row: int) -> Any:
@@ -74,8 +86,12 @@ def output_row(record: Mapping[str, Any], mood_labels: Sequence[str]) -> dict[st
 
 
 def output_features(first_row: Mapping[str, Any], input_features: Mapping[str, Any], mood_labels: Sequence[str]):
-    """The output's `Features`: the id columns typed as in the input, the rest from the first row's values."""
+    """The output's `Features`: the id columns typed as in the input, the rest from the first row's values. An empty
+    list there is ranked labels (`moods`, another head's tags) that `top_k` or `threshold` left empty: the only list
+    an answer can hold empty."""
     from datasets import Features, List, Value
+
+    ranked_labels = {"label": Value("string"), "score": Value("float64")}
 
     def feature_of(value):
         if isinstance(value, bool):
@@ -89,12 +105,14 @@ def output_features(first_row: Mapping[str, Any], input_features: Mapping[str, A
         if isinstance(value, Mapping):
             return {key: feature_of(item) for key, item in value.items()}
         if isinstance(value, list):
-            return List(feature_of(value[0]) if value else Value("float64"))
+            return List(feature_of(value[0]) if value else ranked_labels)
         raise TypeError(f"cannot store a {type(value).__name__} in a dataset column")
 
     features = {}
     for name, value in first_row.items():
-        if name in input_features and name != "row":
+        if name.startswith(INPUT_PREFIX) and name[len(INPUT_PREFIX):] in input_features:  # see `row_record`
+            features[name] = input_features[name[len(INPUT_PREFIX):]]
+        elif name in input_features and name != "row" and INPUT_PREFIX + name not in first_row:
             features[name] = input_features[name]
         elif name.startswith("mood:") and name[5:] in mood_labels:
             features[name] = Value("float32")  # one column per label of the model: half the size, 7 digits
@@ -198,6 +216,7 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
     if processes > 1:
         state = process_state()
         rank = state.process_index
+    pipe._sanitize_parameters(**options)  # wrong options are refused once, not once per row
     dataset = undecoded(dataset, audio_column)
     ids = id_columns(dataset.features, audio_column)
     mood_labels = pipe.model.config.mood_labels
@@ -211,7 +230,7 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
             failures.append(f"row {index}: {error}")
             continue
         about = {key: result[key] for key in _PER_DATASET if key in result}
-        records.append({**record_head(index, example, ids), **result})
+        records.append(row_record(index, example, ids, result))
     if state:
         from accelerate.utils import gather_object
 
@@ -293,8 +312,8 @@ class DatasetSource:
     def weight(self, key: str) -> float:
         return 1.0  # lengths would need the audio: rows are shared out evenly
 
-    def head(self, key: str) -> dict[str, Any]:
-        return record_head(int(key), self.row(int(key)), self.ids)
+    def record(self, key: str, answer: Mapping[str, Any]) -> dict[str, Any]:
+        return row_record(int(key), self.row(int(key)), self.ids, answer)
 
     def audio(self, key: str) -> Any:
         return audio_input(self.row(int(key))[self.audio_column], int(key))

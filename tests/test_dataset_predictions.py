@@ -94,6 +94,50 @@ def test_predict_dataset_in_python_gives_the_commands_rows_and_names_a_bad_row(c
         assert len(row["moods"]) == 2 and sum(row[f"mood:{mood['label']}"] is not None for mood in row["moods"]) == 2
 
 
+def test_a_corpus_keeps_its_own_labels_beside_the_predictions_of_their_names(pipe):
+    """A corpus's own `valence` (an int here), `key`, `model` and `row` stay, as `input:<name>` in their own types, and
+    the predictions keep theirs; a threshold that leaves the first row's moods empty types `moods` all the same."""
+    from datasets import Dataset
+
+    from .conftest import tone
+
+    audio = [{"array": tone(2.0, freq=f), "sampling_rate": 24000} for f in (220, 330)]
+    tops = [pipe(item)["moods"][0]["score"] for item in audio]
+    assert tops[0] != tops[1]
+    order = sorted(range(2), key=tops.__getitem__)  # the row with the lower top score first: its moods go empty
+    dataset = Dataset.from_dict({"audio": [audio[i] for i in order], "valence": [7, 3], "key": ["C", "G"],
+                                 "model": ["m1", "m2"], "row": [10, 11], "title": ["low", "high"]})
+    threshold = sum(tops) / 2
+    result = predict_dataset(dataset, pipe, threshold=threshold, return_harmony=True)
+    assert result["row"] == [0, 1] and result["input:row"] == [10, 11] and result["title"] == ["low", "high"]
+    assert result["input:valence"] == [7, 3] and result.features["input:valence"].dtype == "int64"
+    assert result["input:key"] == ["C", "G"] and result["input:model"] == ["m1", "m2"]
+    assert result.features["valence"].dtype == "float64"
+    for row, i in zip(result, order):
+        direct = pipe(audio[i], threshold=threshold, return_harmony=True)
+        assert row["valence"] == pytest.approx(direct["valence"], abs=1e-6) and row["key"] == direct["key"]
+        assert row["moods"] == direct["moods"]
+    assert result[0]["moods"] == [] and result[1]["moods"]
+
+
+def test_predict_dataset_refuses_wrong_options_once_before_any_row(pipe):
+    from datasets import Dataset, IterableDataset
+
+    from .conftest import tone
+
+    dataset = Dataset.from_dict({"audio": [{"array": tone(1.0), "sampling_rate": 24000}] * 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no row is tried, so no warning names the rows
+        with pytest.raises(ValueError, match="top_k"):
+            predict_dataset(dataset, pipe, top_k=0)
+        with pytest.raises(TypeError, match="topk"):
+            predict_dataset(dataset, pipe, topk=3)
+    stream = IterableDataset.from_generator(lambda: ({"audio": {"array": tone(1.0), "sampling_rate": 24000},
+                                                      "take": i} for i in range(2)))
+    assert stream.features is None  # its columns are known once a row is read
+    assert predict_dataset(stream, pipe, top_k=1)["take"] == [0, 1]
+
+
 def test_wrong_dataset_options_are_refused_in_one_line(tmp_path, capsys, clips):
     source = tmp_path / "music"
     _audio_dataset(clips[:1], embed=False).to_parquet(str(source / "data" / "train-00000-of-00001.parquet"))
