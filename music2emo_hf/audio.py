@@ -24,8 +24,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-AudioInput = Union[str, os.PathLike, bytes, np.ndarray, dict]
-"""A path, the bytes of a file, a waveform, or `{"array" | "raw": waveform, "sampling_rate": int}`."""
+AudioInput = Union[str, os.PathLike, bytes, io.IOBase, np.ndarray, dict]
+"""A path, a file's bytes or an open binary file, a waveform (numpy, torch, ...), `{"array" | "raw": waveform,
+"sampling_rate": int}`, or `datasets`' undecoded audio `{"bytes", "path"}`."""
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 # Audio no decoder of this package's reads (AAC, ALAC, WMA): named, so that a folder's files of these types are
@@ -43,9 +44,11 @@ class AudioDecodeError(ValueError):
 
 
 def _as_float32(array: np.ndarray, name: str) -> np.ndarray:
-    """Integer PCM is scaled to [-1, 1) by its full range; floats are taken as they are."""
+    """Integer PCM is scaled to [-1, 1) by its full range; floats are taken as they are (one beyond float32's range
+    becomes infinite, and is refused as such by `_check_finite`)."""
     if array.dtype.kind == "f":
-        return array.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):
+            return array.astype(np.float32, copy=False)
     if array.dtype.kind == "i":
         return (array / float(2 ** (8 * array.dtype.itemsize - 1))).astype(np.float32)
     if array.dtype.kind == "u":
@@ -78,10 +81,12 @@ def _to_mono(array: np.ndarray, name: str) -> np.ndarray:
 
 def _check_finite(block: np.ndarray, name: str) -> None:
     if not np.isfinite(block).all():
-        raise AudioDecodeError(f"{name}: the audio contains NaN or infinite samples; clean or re-export it.")
+        raise AudioDecodeError(f"{name}: the audio contains NaN or infinite samples (or ones beyond float32's range); "
+                               "clean or re-export it.")
 
 
-def _check_rate(rate: Any, name: str) -> int:
+def check_rate(rate: Any, name: str) -> int:
+    """`rate` as an int, or an error naming `name` (an input, or an argument) with the usable range."""
     if (isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not float(rate).is_integer()
             or not _MIN_RATE <= rate <= _MAX_RATE):
         raise AudioDecodeError(
@@ -273,6 +278,8 @@ def describe(audio: AudioInput) -> str:
         return "<audio dict>"
     if isinstance(audio, np.ndarray):
         return f"<array {audio.shape}>"
+    if isinstance(getattr(audio, "name", None), str) and hasattr(audio, "read"):  # an open file
+        return audio.name
     return f"<{type(audio).__name__}>"
 
 
@@ -305,7 +312,7 @@ def _open_file(source: Any, name: str) -> AudioStream:
             handle = sf.SoundFile(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
     except (sf.LibsndfileError, RuntimeError, TypeError):
         raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
-    return AudioStream(name, _check_rate(handle.samplerate, name), _file=handle)
+    return AudioStream(name, check_rate(handle.samplerate, name), _file=handle)
 
 
 def _why_not_audio(source: Any) -> str:
@@ -376,8 +383,14 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
     `sampling_rate` is the rate of a bare waveform; without it a waveform is taken to be at `default_rate`
     (the model's rate), as transformers' audio pipelines do."""
     name = describe(audio)
+    if isinstance(audio, dict) and audio.get("array", audio.get("raw")) is None and (audio.get("bytes")
+                                                                                      or audio.get("path")):
+        audio = audio.get("bytes") or audio["path"]  # `datasets`' Audio(decode=False): the file's bytes or its path
+        name = describe(audio)
     if isinstance(audio, (str, os.PathLike)):
         path = os.fspath(audio)
+        if not path:
+            raise AudioDecodeError("an empty path: pass the path of an audio file.")
         if not os.path.exists(path):
             if os.path.islink(path):  # exists() follows links: a dangling one, or a loop of them
                 raise FileNotFoundError(f"{path}: a link to {os.readlink(path)}, which does not exist (or a loop of "
@@ -392,29 +405,40 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
         except PermissionError:
             raise AudioDecodeError(f"{path}: cannot be read (permission denied); check its permissions.") from None
         return _open_file(path, name)
-    if isinstance(audio, (bytes, bytearray)):
+    if isinstance(audio, io.TextIOBase):
+        raise AudioDecodeError(f"{name}: is opened as text; open it in binary mode (open(path, 'rb')).")
+    if hasattr(audio, "read"):  # an open binary file (or BytesIO): read whole, as bytes are
+        audio = audio.read()
+    if isinstance(audio, (bytes, bytearray, memoryview)):
         if not audio:
-            raise AudioDecodeError("<0 bytes>: the audio bytes are empty.")
+            raise AudioDecodeError(f"{name}: the audio bytes are empty.")
         return _open_file(io.BytesIO(audio), name)
     if isinstance(audio, dict):
-        array = audio.get("array", audio.get("raw"))
+        array = audio.get("array") if audio.get("array") is not None else audio.get("raw")
         if array is None or "sampling_rate" not in audio:
             raise AudioDecodeError(
-                f"audio dict with keys {sorted(audio)}: expected {{'array' or 'raw': waveform, 'sampling_rate': int}}."
+                f"audio dict with keys {sorted(audio)}: expected {{'array' or 'raw': waveform, 'sampling_rate': int}} "
+                "or datasets' undecoded audio {'bytes' or 'path': ...}."
             )
         sampling_rate = audio["sampling_rate"]
-        audio = np.asarray(array)
+        audio = array if hasattr(array, "detach") else np.asarray(array)  # a tensor as below; a list (datasets')
+    if hasattr(audio, "detach") and hasattr(audio, "cpu"):  # a torch tensor: off the graph and the GPU
+        audio = audio.detach().cpu()
+        if str(audio.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            audio = audio.float()
     if isinstance(audio, np.ndarray) or hasattr(audio, "__array__"):
         array = np.asarray(audio)
-        rate = _check_rate(sampling_rate if sampling_rate is not None else default_rate, name)
-        mono = np.ascontiguousarray(_to_mono(_as_float32(array, name), name))
-        if mono.size == 0:
+        rate = check_rate(sampling_rate if sampling_rate is not None else default_rate, name)
+        if array.size == 0:
             raise AudioDecodeError(f"{name}: the waveform has no samples.")
+        mono = np.ascontiguousarray(_to_mono(_as_float32(array, name), name))
         _check_finite(mono, name)
         return AudioStream(name, rate, _array=mono)
+    hint = " (a list of numbers is many inputs: pass one waveform as a numpy array)" if isinstance(
+        audio, numbers.Number) else ""
     raise AudioDecodeError(
-        f"{name}: cannot read audio from a {type(audio).__name__}; pass a path, bytes, a numpy waveform, "
-        "or {'array': waveform, 'sampling_rate': int}."
+        f"{name}: cannot read audio from a {type(audio).__name__}{hint}; pass a path, bytes, a waveform, or "
+        "{'array': waveform, 'sampling_rate': int}."
     )
 
 

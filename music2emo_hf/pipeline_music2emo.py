@@ -105,8 +105,9 @@ def _many(inputs: Any) -> Iterable | None:
 class MusicEmotionPipeline(Pipeline):
     """Mood-tag probabilities and valence/arousal for audio files, bytes or waveforms.
 
-    Inputs: a path, the bytes of a file, a 1-D waveform at the model's rate (or any rate with `sampling_rate=`), a
-    dict `{"array" | "raw": waveform, "sampling_rate": int}`, or a list of these.
+    Inputs: a path, a file's bytes or an open binary file, a 1-D waveform (numpy or torch; 2-D is mixed to mono) at
+    the model's rate (or any rate with `sampling_rate=`), a dict `{"array" | "raw": waveform, "sampling_rate": int}`,
+    `datasets`' undecoded audio `{"bytes" | "path": ...}`, or a list of these.
 
     Parameters: `top_k` (moods to return; all by default), `threshold` (a float, or a dict label -> float; moods
     below it are dropped, labels absent from the dict are not filtered), `return_segments` (one entry per chunk),

@@ -87,6 +87,24 @@ def test_path_bytes_and_dict_inputs_decode_identically(write_wav):
     np.testing.assert_allclose(from_path, load_audio({"raw": wave, "sampling_rate": 44100}, 24000), atol=1e-4)
 
 
+def test_open_files_datasets_undecoded_audio_and_torch_tensors_are_inputs_too(write_wav):
+    import torch
+
+    wave = tone(1.0, rate=24000)
+    path = write_wav("clip.wav", wave, 24000)
+    from_path = load_audio(str(path), 24000)
+    with open(path, "rb") as handle:
+        np.testing.assert_array_equal(load_audio(handle, 24000), from_path)
+    for form in (io.BytesIO(path.read_bytes()), memoryview(path.read_bytes()), {"bytes": path.read_bytes(), "path": None},
+                 {"bytes": None, "path": str(path)}):  # the last two: datasets' Audio(decode=False)
+        np.testing.assert_array_equal(load_audio(form, 24000), from_path)
+    tensor = torch.from_numpy(wave.copy())
+    for form in (tensor.requires_grad_(), tensor.detach().bfloat16()):  # off the graph; a dtype numpy lacks
+        np.testing.assert_allclose(load_audio(form, 24000), wave, atol=4e-3)
+    with open(path) as text, pytest.raises(AudioDecodeError, match="clip.wav: is opened as text; open it in binary"):
+        load_audio(text, 24000)
+
+
 def test_real_mp3_decodes_to_its_duration():
     path = require_fixtures("emomusic", "audio", "3.mp3")
     audio = load_audio(str(path), 24000)
@@ -100,12 +118,16 @@ def test_real_mp3_decodes_to_its_duration():
         (np.array([0.0, np.nan, 0.1], dtype=np.float32), "NaN or infinite"),
         (np.array([0.0, np.inf, 0.1], dtype=np.float32), "NaN or infinite"),
         (np.zeros(0, dtype=np.float32), "no samples"),
+        (np.zeros((0, 2), dtype=np.float32), r"<array \(0, 2\)>: the waveform has no samples"),
+        (np.zeros((2, 0), dtype=np.float32), "no samples"),
+        (np.full(100, 1e300), "beyond float32's range"),
         (np.zeros((2, 3, 4), dtype=np.float32), "1-D or 2-D"),
         (np.array(["a", "b"]), "not audio"),
         ({"array": np.zeros(10)}, "sampling_rate"),
         (b"", "empty"),
         (b"not audio at all", "not audio: it could not be decoded"),
-        (3.5, "cannot read audio"),
+        (3.5, "cannot read audio from a float .a list of numbers is many inputs"),
+        ("", "an empty path"),
     ],
 )
 def test_bad_inputs_raise_a_clear_error(bad, message):
