@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from transformers import BatchFeature, FeatureExtractionMixin
 
-from .audio import RESAMPLERS, AudioDecodeError, AudioInput, describe, open_audio
+from .audio import RESAMPLERS, AudioDecodeError, AudioInput, check_rate, describe, open_audio
 
 # The receptive field of MERT's convolutional front end (kernel 10 stride 5, then 3/2 x4, 2/2 x2): fewer samples give
 # zero frames. A last piece shorter than this (under 17 ms) is dropped; a whole input shorter than this is an error.
@@ -33,7 +33,10 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
         """`resampler`: "soxr" (streamed, memory bounded by a chunk) or "sinc" (torchaudio's, as Music2Emo's
         inference resampled MERT's input; the whole track is held in memory)."""
         super().__init__(**kwargs)
-        self.sampling_rate = int(sampling_rate)
+        self.sampling_rate = check_rate(sampling_rate, "sampling_rate")
+        if not chunk_seconds > 0 or round(chunk_seconds * self.sampling_rate) < MIN_CHUNK_SAMPLES:
+            raise ValueError(f"chunk_seconds must be at least {MIN_CHUNK_SAMPLES / self.sampling_rate:.3f} s (MERT's "
+                             f"{MIN_CHUNK_SAMPLES}-sample receptive field), got {chunk_seconds!r}.")
         self.chunk_seconds = float(chunk_seconds)
         if resampler not in RESAMPLERS:
             raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}.")
@@ -70,6 +73,8 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
     ) -> BatchFeature:
         """Chunk one input or a list of inputs (a list is a batch; a bare 2-D array is one multichannel waveform)."""
         items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        if not items:
+            raise ValueError("no audio: pass an input or a non-empty list of inputs.")
         chunked = [list(self.iter_chunks(item, sampling_rate)) for item in items]
         n_chunks = max(len(chunks) for chunks in chunked)
         width = max(len(chunk) for chunks in chunked for chunk in chunks)

@@ -499,7 +499,6 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         chord_mask: torch.Tensor | None = None,
         mode_ids: torch.LongTensor | None = None,
         labels: dict[str, torch.Tensor] | None = None,
-        **kwargs,
     ) -> Music2EmoOutput:
         r"""
         input_values (`(batch, chunks, samples)`): audio chunks at `config.sampling_rate` (from the feature extractor).
@@ -513,15 +512,21 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         """
         if (input_values is None) == (chunk_embeddings is None):
             raise ValueError("Pass exactly one of input_values (audio chunks) or chunk_embeddings (precomputed).")
-        reference = input_values if input_values is not None else chunk_embeddings
-        batch, n_chunks = reference.shape[:2]
-        if chunk_mask is None:
-            chunk_mask = torch.ones(batch, n_chunks, dtype=torch.long, device=reference.device)
         if chunk_durations is None:
             raise ValueError(
                 "chunk_durations are needed: they say how much of each chunk is audio and weight the pooling "
                 "(Music2EmoFeatureExtractor returns them)."
             )
+        _check_inputs(input_values=input_values, chunk_embeddings=chunk_embeddings, chunk_mask=chunk_mask,
+                      chunk_durations=chunk_durations, chord_root_ids=chord_root_ids,
+                      chord_quality_ids=chord_quality_ids, chord_mask=chord_mask, mode_ids=mode_ids)
+        input_values, chunk_embeddings, chunk_durations = (  # float64, numpy's default, as the weights' float32
+            None if value is None else value.float() if value.dtype == torch.float64 else value
+            for value in (input_values, chunk_embeddings, chunk_durations))
+        reference = input_values if input_values is not None else chunk_embeddings
+        batch, n_chunks = reference.shape[:2]
+        if chunk_mask is None:
+            chunk_mask = torch.ones(batch, n_chunks, dtype=torch.long, device=reference.device)
         real = chunk_mask.bool()
         if input_values is not None:
             lengths = (chunk_durations[real] * self.config.sampling_rate).round().long()
@@ -556,6 +561,28 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             label_embedding=label_embedding,
             chunk_label_embeddings=chunk_label_embeddings,
         )
+
+
+def _check_inputs(**tensors: torch.Tensor | None) -> None:
+    """Every tensor `forward` was given is a torch tensor of the batch's shape: a mistake is named here, not deep in
+    the backbone."""
+    for name, value in tensors.items():
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(value).__name__} (the feature extractor gives "
+                            "them with return_tensors='pt').")
+    name = "input_values" if tensors["input_values"] is not None else "chunk_embeddings"
+    reference = tensors[name]
+    if reference.dim() != 3:
+        raise ValueError(f"{name} must be (batch, chunks, {'samples' if name == 'input_values' else 'features'}), got "
+                         f"shape {tuple(reference.shape)}; one track is a batch of 1 (add [None]).")
+    batch = tuple(reference.shape[:2])
+    for other in ("chunk_mask", "chunk_durations"):
+        if tensors[other] is not None and tuple(tensors[other].shape) != batch:
+            raise ValueError(f"{other} must be (batch, chunks) = {batch}, as {name}; got {tuple(tensors[other].shape)}.")
+    for other in ("chord_root_ids", "chord_quality_ids", "chord_mask", "mode_ids"):
+        if tensors[other] is not None and len(tensors[other]) != batch[0]:
+            raise ValueError(f"{other} is for {len(tensors[other])} track(s), {name} for {batch[0]}: give one harmony "
+                             "per track (harmony_inputs of a list as long as the batch).")
 
 
 __all__ = [

@@ -116,6 +116,25 @@ def test_precomputed_chunk_embeddings_give_the_same_answers(model):
         model(input_values=inputs["input_values"], chunk_mask=inputs["chunk_mask"])
 
 
+def test_wrong_inputs_are_named_before_the_backbone_runs(model):
+    inputs = _inputs([tone(2.5), tone(1.2, freq=330)])
+    single = {name: value[:1] for name, value in inputs.items()}
+    harmony = {"chord_root_ids": torch.zeros(1, 4, dtype=torch.long), "mode_ids": torch.zeros(1, dtype=torch.long)}
+    for wrong, error, message in [
+        ({**inputs, "chunk_mask": inputs["chunk_mask"].numpy()}, TypeError, "chunk_mask must be a torch tensor"),
+        ({**single, "input_values": single["input_values"][0]}, ValueError, r"\(batch, chunks, samples\), got shape "
+                                                                            r"\(3, 24000\); one track is a batch of 1"),
+        ({**inputs, "chunk_durations": single["chunk_durations"]}, ValueError, r"chunk_durations must be .* = \(2, 3\)"),
+        ({**inputs, **harmony}, ValueError, "chord_root_ids is for 1 track.s., input_values for 2"),
+        ({**inputs, "mode_id": harmony["mode_ids"]}, TypeError, "mode_id"),  # misspelt: refused, not ignored
+    ]:
+        with pytest.raises(error, match=message):
+            model(**wrong)
+    with torch.no_grad():  # numpy's float64, as torch.from_numpy gives it, is taken as float32
+        wide = model(**{**single, "input_values": single["input_values"].double()})
+        torch.testing.assert_close(wide.logits["moods"], model(**single).logits["moods"])
+
+
 def test_chords_and_mode_change_the_answer(model):
     inputs = _inputs(tone(1.0))
     roots = torch.tensor([[1, 6, 8, 1] + [0] * 96])
