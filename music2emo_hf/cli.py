@@ -348,20 +348,11 @@ def _on_cpu(args: argparse.Namespace) -> bool:
 def _check_device_options(args: argparse.Namespace, device: str) -> None:
     """A device this torch cannot use, or a runtime the options rule out there, is named as the problem before the
     model loads, which would otherwise be blamed for it."""
-    import torch
+    from .runtimes import obstacles, unusable_device
 
-    from .runtimes import obstacles
-
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise CommandError(f"--device {device}: not a device name torch knows; use cpu, cuda, cuda:N or mps.") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
-                           "or install a CUDA build of torch on a machine with an NVIDIA GPU.")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise CommandError(f"--device {device}: this torch ({torch.__version__}) sees no Apple GPU (MPS needs macOS on "
-                           "Apple silicon); use --device cpu.")
+    why = unusable_device(device, "--device cpu")
+    if why:
+        raise CommandError(f"--device {device}: {why}")
     try:
         _, reasons = obstacles(args.runtime, args.precision, device)
     except ValueError:

@@ -30,7 +30,7 @@ from .audio import ahead
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import HarmonyAnalyzer, check_ensemble_size
 from .labels import check_template
-from .runtimes import backbone_runtime
+from .runtimes import backbone_runtime, unusable_device
 from .zero_shot import LabelEmbeddings, check_labels, rank_labels
 
 UNTRAINED_NOTE = "untrained model: random weights, these scores are not predictions"
@@ -161,6 +161,10 @@ class MusicEmotionPipeline(Pipeline):
         (it already keeps the cores busy) and up to 8 (one core left free) where it runs on a GPU, where the chord
         analysis on the CPU sets the pace."""
         kwargs.pop("local_files_only", None)  # transformers.pipeline() passes its loading options on to the class
+        device = kwargs.get("device")  # an int is transformers' accelerator index, which it resolves itself
+        why = unusable_device(device, "device='cpu'") if isinstance(device, (str, torch.device)) else None
+        if why:  # else torch's own error, from deep in moving the model
+            raise ValueError(f"device={kwargs['device']!r}: {why}")
         super().__init__(*args, **kwargs)
         self.backbone_runtime = backbone_runtime(self.model, runtime, precision)
         self.overlap = bool(overlap)
@@ -372,7 +376,7 @@ class MusicEmotionPipeline(Pipeline):
         """As transformers' pipelines are called (a tuple as a list); with `batch_size` > 1 (here or when the
         pipeline was made) many inputs are analysed `batch_size` at a time by `stream` (a list gives a list, a
         generator or a dataset an iterator), and an input that fails raises its error."""
-        batch_size = self._batch_size if batch_size is None else batch_size
+        batch_size = self._batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         if isinstance(inputs, tuple):
             inputs = list(inputs)
         if isinstance(inputs, list) and not inputs:

@@ -375,6 +375,24 @@ def _page_out(module: torch.nn.Module) -> None:
             return  # refused (an older kernel): the rest would be too
 
 
+def unusable_device(device: str | torch.device, on_cpu: str) -> str | None:
+    """Why this torch cannot run on `device` (a name or a torch.device), with the way out; `on_cpu` says how to ask
+    for the CPU where it is read (`--device cpu`). None: it can."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        return f"not a device name torch knows; use cpu, cuda, cuda:N or mps ({on_cpu} for the CPU)."
+    kind = device.type
+    if kind == "cuda" and not torch.cuda.is_available():
+        return (f"this torch ({torch.__version__}) sees no CUDA GPU; use {on_cpu}, or install a CUDA build of torch on "
+                "a machine with an NVIDIA GPU.")
+    if kind == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        return f"torch sees {torch.cuda.device_count()} CUDA GPU(s) here, cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+    if kind == "mps" and not torch.backends.mps.is_available():
+        return f"this torch ({torch.__version__}) sees no Apple GPU (MPS needs macOS on Apple silicon); use {on_cpu}."
+    return None
+
+
 def obstacles(runtime: str, precision: str, device, dtype=None) -> tuple[str, list[str]]:
     """(the arithmetic `precision` means on `device`, why `runtime` cannot run the backbone there: none when it can,
     or when `runtime` is "auto" or "torch"). Known before a model loads, but for its weights' `dtype`, so that a

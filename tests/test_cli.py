@@ -555,6 +555,7 @@ def test_without_device_a_gpu_torch_sees_is_used_unless_the_options_run_on_the_c
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device() == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert device() == device("--precision", "bfloat16") == device("--runtime", "torch") == "cuda"
     assert device("--precision", "int8") == device("--runtime", "openvino") == "cpu"
     assert device("--runtime", "onnxruntime") == "cpu"

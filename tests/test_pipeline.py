@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import transformers
 
 import music2emo_hf
 from music2emo_hf import REMOTE_CODE_TASK, Music2EmoFeatureExtractor, Music2EmoModel
@@ -195,6 +196,17 @@ def test_silence_has_no_key(tiny_pipeline):
 def test_bad_audio_raises_a_clear_error(tiny_pipeline, audio, error, message):
     with pytest.raises(error, match=message):
         tiny_pipeline(audio)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is there")
+def test_a_device_or_batch_size_that_cannot_be_used_is_named(tiny_pipeline, tiny_model_dir):
+    for device, message in [("cuda", "device='cuda': this torch .* sees no CUDA GPU; use device='cpu'"),
+                            (torch.device("cuda:1"), "sees no CUDA GPU"), ("banana", "not a device name torch knows")]:
+        with pytest.raises(ValueError, match=message):
+            transformers.pipeline("music-emotion", model=str(tiny_model_dir), device=device)
+    for batch_size in (0, -1, True, "2"):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size!r}"):
+            tiny_pipeline(tone(1.0), batch_size=batch_size)
 
 
 def _model_door(model_dir, audio):
