@@ -250,7 +250,7 @@ def _check_same_options(output, options: dict) -> None:
     earlier = output.field(output.first, "options")
     if earlier is None:
         raise CommandError(f"{output.described} holds records without the options they were made with (written by an "
-                           "older version of music2emo): choose another output.")
+                           "older version of music2emo, or not by music2emo): choose another output.")
     if "--model" in earlier:  # older versions recorded a released name as typed: compared in today's spelling
         earlier = {**earlier, "--model": _recorded_model(earlier["--model"])}
         if earlier["--model"] is None:

@@ -79,7 +79,7 @@ class RecordWriter:
     def __init__(self, path: str | None, key_field: str = "file", normalise: Callable[[Any], str] = str,
                  described: str | None = None):
         self.path, self.key_field, self.normalise = path, key_field, normalise
-        self.described = described or f"--output {path}"  # how messages name the output
+        self.described = described or (f"--output {path}" if path else "the standard output")  # in messages
         self.done: set[str] = set()
         self.format = "csv" if path and path.lower().endswith(".csv") else "jsonl"
         if path and not path.lower().endswith((".csv", ".jsonl")):
@@ -88,57 +88,75 @@ class RecordWriter:
             raise CommandError(f"--output {path}: the folder {os.path.dirname(path)!r} does not exist.")
         if path and os.path.isdir(path):
             raise CommandError(f"--output {path}: is a folder; name a file in it, e.g. {os.path.join(path, 'moods.jsonl')}.")
+        if path and os.path.exists(path) and not os.path.isfile(path):  # a device or a pipe, maybe through a link
+            raise CommandError(f"--output {path}: is not a regular file (a device or a pipe); name a file.")
         self.header: list[str] | None = None
         self.first: dict | None = None  # the file's first record: later ones must come from the same model and options
         self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
+        self.whole: int | None = None  # where an existing file's whole records end
         if path and not os.access(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise CommandError(f"--output {path}: cannot write there (permission denied, or a read-only file system).")
         if path and os.path.exists(path):
             self.done.update(self._read_existing(path))
 
     def _read_existing(self, path: str) -> Iterator[str]:
-        """The keys of the records in the file, read as a stream (an output may hold millions)."""
-        drop_cut_off_record(path)
+        """The keys of the records in the file, read as a stream (an output may hold millions). A last record that a
+        kill cut short is noted (`whole`), and cut off when this run first writes: a file refused, by this check or
+        the caller's, is left as it was found."""
+        whole = 0  # bytes up to the end of the last whole record (a CSV: row)
         try:
             with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-                if self.format == "jsonl":
-                    for line in handle:
-                        if line.strip():
-                            record = json.loads(line)
-                            self.first = self.first or record
-                            yield self.normalise(record[self.key_field])
-                    return
-                read = 0  # bytes of the lines the reader has taken: it takes a row's lines, no more
+                read = 0  # bytes of the whole lines the readers have taken (a CSV row may take several)
 
-                def lines():
+                def whole_lines():
                     nonlocal read
                     for line in handle:
+                        if not line.endswith("\n"):  # the last, cut short
+                            if not (whole or line.startswith(self._first_record_start())):
+                                raise ValueError("a line without its end that does not start as a record")
+                            return
                         read += len(line.encode("utf-8", "surrogateescape"))
                         yield line
 
-                rows = csv.reader(lines())
-                self.header = next((row for row in rows if row), None)
-                if self.header and self.header[0] != self.key_field:
-                    raise KeyError(self.key_field)
-                whole, cut = read, False  # the end of the last whole row
-                for row in filter(None, rows):
-                    if cut:  # a short row before others: not a record a kill cut short
-                        raise ValueError("a row of the wrong length")
-                    if len(row) != len(self.header):  # a kill inside a quoted name holding a newline
-                        cut = True
-                        continue
-                    whole = read
-                    self.first = self.first or dict(zip(self.header, row))  # the model as JSON text
-                    yield self.normalise(row[0])
-            if cut:
-                os.truncate(path, whole)
+                if self.format == "jsonl":
+                    for line in whole_lines():
+                        if line.strip():
+                            record = json.loads(line)
+                            key = record[self.key_field]
+                            self.first = self.first or record
+                            yield self.normalise(key)
+                        whole = read
+                else:
+                    rows = csv.reader(whole_lines())
+                    self.header = next((row for row in rows if row), None)
+                    if self.header and self.header[0] != self.key_field:
+                        raise KeyError(self.key_field)
+                    whole, cut = read, False
+                    for row in filter(None, rows):
+                        if cut:  # a short row before others: not a record a kill cut short
+                            raise ValueError("a row of the wrong length")
+                        if len(row) != len(self.header):  # a kill inside a quoted name holding a newline
+                            cut = True
+                            continue
+                        whole = read
+                        self.first = self.first or dict(zip(self.header, row))  # the model as JSON text
+                        yield self.normalise(row[0])
         except (ValueError, KeyError, TypeError, csv.Error) as error:
             raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
+        self.whole = whole
+
+    def _first_record_start(self) -> str:
+        """How this writer's first line starts (a record's key; a CSV's header): a file holding only part of it was
+        cut short by a kill while its first record was written."""
+        return f'{{"{self.key_field}": ' if self.format == "jsonl" else f"{self.key_field},"
 
     def write(self, record: dict, mood_labels: Sequence[str]) -> None:
         self.check(record, mood_labels)
         if self.handle is None:
             try:
+                if self.whole is not None and self.whole < os.path.getsize(self.path):
+                    os.truncate(self.path, self.whole)  # the record a kill cut short (`_read_existing`)
+                self.whole = None
                 # A file name that is not UTF-8 goes into a CSV as the bytes it is (JSON lines escape it instead).
                 self.handle = open(self.path, "a", encoding="utf-8", errors="surrogateescape", newline="")
             except OSError as error:
@@ -155,11 +173,14 @@ class RecordWriter:
             self.handle.flush()
         except BrokenPipeError:
             raise
-        except OSError as error:  # a full disk, a quota: what is written stays whole (a cut-off record is redone)
-            if self.handle is not sys.stdout:
-                with contextlib.suppress(OSError):  # its buffer fails again: not the error to report
-                    self.handle.close()
-                self.handle = None
+        except OSError as error:  # a full disk, a quota: the file keeps its whole records (the cut one is redone)
+            if self.handle is sys.stdout:
+                raise CommandError(f"cannot write to {self.described} ({error.strerror or error}).") from error
+            with contextlib.suppress(OSError):  # its buffer fails again: not the error to report
+                self.handle.close()
+            self.handle = None
+            with contextlib.suppress(OSError):
+                drop_cut_off_record(self.path)
             raise CommandError(f"{self.described}: cannot write ({error.strerror or error}); make room and run the "
                                "same command again to go on where it stopped.") from error
         self.done.add(self.normalise(record[self.key_field]))
@@ -243,7 +264,7 @@ def _model_name(provenance: dict | None) -> str:
 
 
 def drop_cut_off_record(path: str | os.PathLike) -> None:
-    """Cuts off a last line without its newline: a record that a kill interrupted (it is redone)."""
+    """Cuts off a last line without its newline: a record whose writing failed (it is redone)."""
     with open(path, "r+b") as handle:
         end = handle.seek(0, os.SEEK_END)
         position = end
@@ -390,7 +411,11 @@ class Job:
         the whole job). `mood_labels` are the model's (the CSV columns)."""
         self.mood_labels = mood_labels
         if self.parts:
-            self.parts.mkdir(exist_ok=True)
+            try:
+                self.parts.mkdir(exist_ok=True)
+            except OSError as error:
+                raise CommandError(f"--output {self.output}: cannot write there ({error.strerror or error}; the run "
+                                   f"keeps its work in {self.parts}).") from error
         mine = plan.shares[self.rank]
         several = self.processes > 1
         if self.is_main and self.parts and not several:

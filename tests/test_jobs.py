@@ -50,15 +50,76 @@ def test_a_record_cut_off_by_a_kill_is_dropped_however_long_the_file(tmp_path):
 
 
 def test_a_csv_row_cut_inside_a_name_holding_a_newline_is_dropped(tmp_path):
-    """A kill right after the newline inside a quoted name leaves a "complete" last line: its row is short."""
+    """A kill right after the newline inside a quoted name leaves a "complete" last line: its row is short. It is cut
+    off when the run writes, not when the file is read (a run refused meanwhile leaves the file as it was)."""
     path = tmp_path / "out.csv"
     whole = 'file,valence\r\n"/music/a.wav",5.0\r\n"/music/new\nline.wav",4.0\r\n'
     path.write_text(whole + '"/music/other\n', newline="")
-    assert RecordWriter(str(path)).done == {"/music/a.wav", "/music/new\nline.wav"}
-    assert path.read_bytes().decode() == whole
+    writer = RecordWriter(str(path))
+    assert writer.done == {"/music/a.wav", "/music/new\nline.wav"}
+    assert path.read_bytes().decode() == whole + '"/music/other\n'
+    writer.write({"file": "/music/other\n", "valence": 3.0}, [])
+    writer.close()
+    assert path.read_bytes().decode() == whole + '"/music/other\n",3.0\r\n'
     path.write_text('file,valence\r\n"/music/new\n/music/b.wav",5.0\r\n"/music/c.wav"\r\n"/d.wav",1\r\n', newline="")
     with pytest.raises(CommandError, match="holds something other than music2emo records"):
         RecordWriter(str(path))  # a short row with rows after it: no kill made that
+
+
+@pytest.mark.parametrize("name,content", [
+    ("notes.jsonl", '{"important": "data"}'),  # one line, no newline: not a record a kill cut short
+    ("people.csv", "name,score\nalice,1\nbob,2"),
+    ("list.jsonl", '{"id": 1}\n{"id": 2}\n{"id": 3'),
+])
+def test_a_file_of_something_else_is_refused_and_left_byte_for_byte(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(CommandError, match="holds something other than music2emo records"):
+        RecordWriter(str(path))
+    assert path.read_text() == content
+
+
+def test_a_first_record_cut_by_a_kill_is_redone_and_an_output_that_is_no_file_is_refused(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"file": "/a.wav", "val')  # killed while writing the first record
+    writer = RecordWriter(str(path))
+    assert writer.done == set()
+    writer.write({"file": "/a.wav", "valence": 5.0}, [])
+    writer.close()
+    assert path.read_text() == '{"file": "/a.wav", "valence": 5.0}\n'
+    os.mkfifo(tmp_path / "pipe.jsonl")  # read back, a device or a pipe could be endless (/dev/full, through a link)
+    with pytest.raises(CommandError, match="pipe.jsonl: is not a regular file"):
+        RecordWriter(str(tmp_path / "pipe.jsonl"))
+
+
+def test_a_failed_write_leaves_whole_records_and_says_where(tmp_path, monkeypatch):
+    """A full disk, as a write that stops part-way; on stdout there is no file to resume."""
+    import errno
+    import io
+
+    class FullAfter(io.StringIO):
+        def __init__(self, handle, room: int):
+            super().__init__()
+            self.handle, self.room = handle, room
+
+        def write(self, text):
+            self.handle.write(text[:self.room])
+            self.handle.flush()
+            self.room = max(0, self.room - len(text))
+            if self.room == 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return len(text)
+
+    path = tmp_path / "out.jsonl"
+    writer = RecordWriter(str(path))
+    writer.write({"file": "/a.wav", "valence": 5.0}, [])
+    writer.handle = FullAfter(writer.handle, room=10)
+    with pytest.raises(CommandError, match="cannot write .No space left on device.; make room and run the same"):
+        writer.write({"file": "/b.wav", "valence": 4.0}, [])
+    assert path.read_text() == '{"file": "/a.wav", "valence": 5.0}\n'
+    monkeypatch.setattr(sys, "stdout", FullAfter(io.StringIO(), room=0))
+    with pytest.raises(CommandError, match=r"^cannot write to the standard output \(No space left on device\)\.$"):
+        RecordWriter(None).write({"file": "/a.wav"}, [])
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
