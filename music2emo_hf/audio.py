@@ -312,7 +312,11 @@ def _open_file(source: Any, name: str) -> AudioStream:
             handle = sf.SoundFile(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
     except (sf.LibsndfileError, RuntimeError, TypeError):
         raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
-    return AudioStream(name, check_rate(handle.samplerate, name), _file=handle)
+    if not _MIN_RATE <= handle.samplerate <= _MAX_RATE:
+        handle.close()
+        raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; resample it "
+                               f"to between {_MIN_RATE} and {_MAX_RATE} Hz.")
+    return AudioStream(name, handle.samplerate, _file=handle)
 
 
 def _why_not_audio(source: Any) -> str:
@@ -398,6 +402,8 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
             raise FileNotFoundError(f"{path}: {why_missing(path)}.")
         if os.path.isdir(path):
             raise AudioDecodeError(f"{path}: is a folder; pass an audio file (the CLI walks folders).")
+        if not os.path.isfile(path):  # read once, it could not also be probed for its length
+            raise AudioDecodeError(f"{path}: is not a regular file (a pipe or a device); save it to a file first.")
         if os.path.getsize(path) == 0:
             raise AudioDecodeError(f"{path}: the file is empty (0 bytes).")
         try:

@@ -59,8 +59,8 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
                 if emitted:
                     return
                 raise AudioDecodeError(
-                    f"{describe(audio)}: the audio is {len(chunk) / self.sampling_rate:.4f} s long; at least "
-                    f"{MIN_CHUNK_SAMPLES / self.sampling_rate:.3f} s is needed."
+                    f"{describe(audio)}: the audio is {1000 * len(chunk) / self.sampling_rate:.2f} ms long; at least "
+                    f"{1000 * MIN_CHUNK_SAMPLES / self.sampling_rate:.1f} ms is needed."
                 )
             emitted += 1
             yield item

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import numpy as np
@@ -156,6 +157,12 @@ def test_file_errors_name_the_file(tmp_path):
         load_audio(str(text), 24000)
     with pytest.raises(AudioDecodeError, match="is a folder"):
         load_audio(str(tmp_path), 24000)
+    os.mkfifo(tmp_path / "fifo.wav")  # as `<(cat song.wav)` gives: readable once, so not probed and then analysed
+    with pytest.raises(AudioDecodeError, match="fifo.wav: is not a regular file .a pipe or a device.; save it"):
+        load_audio(str(tmp_path / "fifo.wav"), 24000)
+    sf.write(tmp_path / "slow.wav", np.zeros(100, dtype=np.float32), 1)
+    with pytest.raises(AudioDecodeError, match="slow.wav: the file's sampling rate, 1 Hz, is not usable; resample it"):
+        load_audio(str(tmp_path / "slow.wav"), 24000)
 
 
 def test_truncated_mp3_decodes_what_is_there(tmp_path):
