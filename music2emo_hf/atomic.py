@@ -63,13 +63,17 @@ def folder_in_place(folder: str | os.PathLike) -> Iterator[Path]:
     and renamed to `folder` when the block ends; removed if it raises, so a failure leaves nothing named `folder`
     (and a kill leaves only the partial folder, which whoever owns `folder` may clear). An existing empty `folder`
     (the current directory, a mount point, a link to one, a folder with its own owner and mode) is kept: the partial
-    folder is made inside it and its files moved up, a model's config.json last, so that it loads only when whole."""
+    folder is made inside it and its files moved up, a model's config.json last, so that it loads only when whole.
+    Its files get the umask's permissions too (safetensors writes weights readable by their owner alone)."""
     folder = Path(os.path.realpath(folder))
     existing = folder.is_dir()
     work = Path(tempfile.mkdtemp(dir=folder if existing else folder.parent, prefix=f".{folder.name}.partial-"))
     os.chmod(work, 0o777 & ~umask())  # mkdtemp makes it private
     try:
         yield work
+        for path in work.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, 0o666 & ~umask())
         if existing:
             for entry in sorted(work.iterdir(), key=lambda entry: entry.name == "config.json"):
                 os.replace(entry, folder / entry.name)

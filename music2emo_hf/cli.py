@@ -79,6 +79,9 @@ def _load_pipeline(model: str, device: str, announce: bool = True, **options):
             raise CommandError(f"could not load the model in folder {model!r}: {error.reason}") from error
         if is_released(model):
             raise CommandError(f"could not load {model}: {error.reason}") from error
+        if model.startswith(("/", "./", "../", "~")) or model.count("/") > 1:  # a path, not a Hub id
+            raise CommandError(f"could not load model {model!r}: there is no such folder. Pass --model with a model "
+                               "folder (one written by `music2emo init` or `music2emo convert-original`).") from error
         raise CommandError(
             f"could not load model {model!r}: there is no such local folder, and it could not be fetched from the "
             f"Hugging Face Hub ({error.reason}). Offline, pass --model with a local folder: one written by "
@@ -289,6 +292,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
             raise CommandError(f"--{option.replace('_', '-')} goes with --dataset.")
     if args.labels is None and args.hypothesis_template != args.command_parser.get_default("hypothesis_template"):
         raise CommandError("--hypothesis-template words the --labels; give --labels too.")
+    for option, leave_out in (("output", "the standard output"), ("output_dataset", None), ("device", "the default")):
+        if getattr(args, option) == "":  # an unset variable in a script: not the default asked for
+            raise CommandError(f"--{option.replace('_', '-')} is empty; give a value"
+                               + (f", or leave it out for {leave_out}." if leave_out else "."))
 
 
 def _dataset_inputs(args: argparse.Namespace):
@@ -550,10 +557,15 @@ def _thresholds(text: str) -> float | dict[str, float]:
     for item in text.split(","):
         label, equals, value = item.partition("=")
         label = label.strip()
-        if not label or not equals or label in limits:
+        problem = ("has no mood before '='" if not label else "has no '=P'" if not equals
+                   else f"names {label!r} a second time" if label in limits else None)
+        if problem:
             raise argparse.ArgumentTypeError(f"expected P or MOOD=P,... with each mood once (e.g. sad=0.3,happy=0.5); "
-                                             f"{item.strip()!r} in {text!r} is not")
-        limits[label] = _probability(value.strip())
+                                             f"{item.strip()!r} {problem}")
+        try:
+            limits[label] = _probability(value.strip())
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"{label}: {error}") from None
     return dict(sorted(limits.items()))
 
 

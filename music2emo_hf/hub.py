@@ -63,6 +63,11 @@ def load_pipeline(model: str, **options):
 
     from .released import resolve_model
 
+    if os.path.isdir(model):  # a file it cannot read: transformers would say it found no weights, or nothing at all
+        for path in Path(model).iterdir():
+            if path.is_file() and not os.access(path, os.R_OK):
+                raise ModelLoadError(model, f"{path} cannot be read (permission denied); ask its owner to make it "
+                                            "readable (chmod a+r).")
     try:
         location = resolve_model(model)
         offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}

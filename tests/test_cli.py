@@ -505,8 +505,10 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
     "args,message",
     [
         (["--threshold", "2"], "--threshold: expected a probability in [0, 1], got '2'"),
-        (["--threshold", "sad=2"], "--threshold: expected a probability in [0, 1], got '2'"),
-        (["--threshold", "sad=0.1,sad=0.2"], "expected P or MOOD=P,... with each mood once"),
+        (["--threshold", "sad=2"], "--threshold: sad: expected a probability in [0, 1], got '2'"),
+        (["--threshold", "sad=0.1,sad=0.2"], "with each mood once (e.g. sad=0.3,happy=0.5); 'sad=0.2' names 'sad' a "
+                                             "second time"),
+        (["--threshold", "=0.3"], "'=0.3' has no mood before '='"),
         (["--top-k", "0"], "--top-k: expected a positive whole number, got '0'"),
         (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
         (["--output", "out.txt"], ".jsonl (one JSON record per line) or .csv"),
@@ -514,6 +516,8 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
         (["--hypothesis-template", "music for {}"], "--hypothesis-template words the --labels; give --labels too"),
         (["--harmony-workers", "0"], "expected a positive whole number"),
         (["--device", "banana"], "--device banana: not a device name torch knows"),
+        (["--device", ""], "--device is empty; give a value, or leave it out for the default"),
+        (["--output", ""], "--output is empty; give a value, or leave it out for the standard output"),
         pytest.param(["--device", "cuda"], "--device cuda: this torch", marks=pytest.mark.skipif(
             torch.cuda.is_available(), reason="a CUDA GPU is there")),
         pytest.param(["--device", "mps"], "--device mps: this torch", marks=pytest.mark.skipif(
@@ -589,11 +593,24 @@ def test_default_model_offline_says_how_to_use_a_local_folder(tmp_path, write_wa
     assert "hf download" in error and "--model" in error and "Traceback" not in result.stderr
 
 
+def test_a_model_folder_that_is_not_there_is_named_as_a_folder(tmp_path, write_wav, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for missing in ("./my-model", str(tmp_path / "my-model")):
+        assert main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", missing, "--device", "cpu"]) == 2
+        error = capsys.readouterr().err
+        assert f"could not load model {missing!r}: there is no such folder. Pass --model with a model folder" in error
+        assert "Repo id" not in error  # not the Hub's naming rules
+
+
 def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
     assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "m")]) == 0
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["untrained"] is True and config["model_type"] == "music2emo"
     assert (tmp_path / "m" / "model.safetensors").exists() and (tmp_path / "m" / "preprocessor_config.json").exists()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for written in (tmp_path / "m").iterdir():  # safetensors makes its file private: a shared model must not be
+        assert written.stat().st_mode & 0o777 == 0o666 & ~mask, written.name
     assert main(["init", "--config", str(ROOT / "hub_configs"), str(tmp_path / "n")]) == 2
     assert "config.json" in capsys.readouterr().err
 
