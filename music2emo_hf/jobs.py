@@ -112,7 +112,8 @@ class RecordWriter:
                     nonlocal read
                     for line in handle:
                         if not line.endswith("\n"):  # the last, cut short
-                            if not (whole or line.startswith(self._first_record_start())):
+                            start = self._first_record_start()
+                            if not (whole or line.startswith(start) or start.startswith(line)):
                                 raise ValueError("a line without its end that does not start as a record")
                             return
                         read += len(line.encode("utf-8", "surrogateescape"))
@@ -145,6 +146,13 @@ class RecordWriter:
             raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
         self.whole = whole
 
+    def settle(self) -> None:
+        """Cuts off the record a kill cut short (`_read_existing`), once this run may change the file: at its first
+        write, or at its end if it wrote nothing."""
+        if self.whole is not None and self.whole < os.path.getsize(self.path):
+            os.truncate(self.path, self.whole)
+        self.whole = None
+
     def _first_record_start(self) -> str:
         """How this writer's first line starts (a record's key; a CSV's header): a file holding only part of it was
         cut short by a kill while its first record was written."""
@@ -154,9 +162,7 @@ class RecordWriter:
         self.check(record, mood_labels)
         if self.handle is None:
             try:
-                if self.whole is not None and self.whole < os.path.getsize(self.path):
-                    os.truncate(self.path, self.whole)  # the record a kill cut short (`_read_existing`)
-                self.whole = None
+                self.settle()
                 # A file name that is not UTF-8 goes into a CSV as the bytes it is (JSON lines escape it instead).
                 self.handle = open(self.path, "a", encoding="utf-8", errors="surrogateescape", newline="")
             except OSError as error:
@@ -174,7 +180,7 @@ class RecordWriter:
         except BrokenPipeError:
             raise
         except OSError as error:  # a full disk, a quota: the file keeps its whole records (the cut one is redone)
-            if self.handle is sys.stdout:
+            if self.path is None:
                 raise CommandError(f"cannot write to {self.described} ({error.strerror or error}).") from error
             with contextlib.suppress(OSError):  # its buffer fails again: not the error to report
                 self.handle.close()
@@ -509,6 +515,7 @@ class Job:
         if self.processes > 1:
             self.wait_for_all()
             written = self._merge(keys, "*.jsonl") - self._leftovers  # a killed run's records with this run's
+        self.output_writer.settle()  # a record a kill cut short, where this run wrote none after it
         failures = [entry for path in sorted(self.parts.glob("rank-*.errors.jsonl")) for entry in read_jsonl(path)]
         retried = {entry["key"] for entry in failures}
         kept = [entry for entry in self._crashed_before if entry["key"] not in retried]

@@ -92,6 +92,17 @@ def test_a_first_record_cut_by_a_kill_is_redone_and_an_output_that_is_no_file_is
         RecordWriter(str(tmp_path / "pipe.jsonl"))
 
 
+def test_a_rerun_with_nothing_to_write_still_cuts_off_a_record_a_kill_cut_short(tiny_model_dir, tmp_path, write_wav):
+    song = write_wav("a.wav", tone(1.0))
+    out = tmp_path / "out.jsonl"
+    argv = ["predict", str(song), "--model", str(tiny_model_dir), "--device", "cpu", "-o", str(out)]
+    assert main(argv) == 0
+    whole = out.read_text()
+    out.write_text(whole + '{"file": "/music/b.wav", "vale')  # a kill while b's record was written
+    assert main(argv) == 0  # a.wav is in it, b.wav not asked for: nothing to write
+    assert out.read_text() == whole
+
+
 def test_a_failed_write_leaves_whole_records_and_says_where(tmp_path, monkeypatch):
     """A full disk, as a write that stops part-way; on stdout there is no file to resume."""
     import errno
