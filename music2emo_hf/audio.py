@@ -268,6 +268,12 @@ def ahead(items: Iterator, depth: int = 2, name: str = "music2emo-ahead") -> Ite
         thread.join()
 
 
+def undecoded_audio(value: dict) -> bytes | str | None:
+    """The file's bytes, else its path, in `datasets`' undecoded audio (`Audio(decode=False)`: {"bytes", "path"});
+    None when it holds neither."""
+    return value.get("bytes") or value.get("path") or None
+
+
 def describe(audio: AudioInput) -> str:
     """A short name for an input, for messages and output records."""
     if isinstance(audio, (str, os.PathLike)):
@@ -387,10 +393,9 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
     `sampling_rate` is the rate of a bare waveform; without it a waveform is taken to be at `default_rate`
     (the model's rate), as transformers' audio pipelines do."""
     name = describe(audio)
-    if isinstance(audio, dict) and audio.get("array", audio.get("raw")) is None and (audio.get("bytes")
-                                                                                      or audio.get("path")):
-        audio = audio.get("bytes") or audio["path"]  # `datasets`' Audio(decode=False): the file's bytes or its path
-        name = describe(audio)
+    if isinstance(audio, dict) and audio.get("array", audio.get("raw")) is None and undecoded_audio(audio):
+        name = audio.get("path") or describe(undecoded_audio(audio))
+        audio = undecoded_audio(audio)
     if isinstance(audio, (str, os.PathLike)):
         path = os.fspath(audio)
         if not path:
@@ -414,7 +419,14 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
     if isinstance(audio, io.TextIOBase):
         raise AudioDecodeError(f"{name}: is opened as text; open it in binary mode (open(path, 'rb')).")
     if hasattr(audio, "read"):  # an open binary file (or BytesIO): read whole, as bytes are
-        audio = audio.read()
+        start = audio.tell() if getattr(audio, "seekable", lambda: False)() else None
+        data = audio.read()
+        if start is not None:
+            audio.seek(start)  # where it was: a batch that fails decodes its inputs again
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # a SoundFile: its samples, not at a rate known here
+            raise AudioDecodeError(f"{name}: cannot read audio from a {type(audio).__name__}; pass its path, or its "
+                                   "samples with {'array': waveform, 'sampling_rate': int}.")
+        audio = data
     if isinstance(audio, (bytes, bytearray, memoryview)):
         if not audio:
             raise AudioDecodeError(f"{name}: the audio bytes are empty.")

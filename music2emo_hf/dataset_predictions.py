@@ -52,10 +52,11 @@ def id_columns(features: Mapping[str, Any], audio_column: str) -> list[str]:
 
 def row_record(index: int, example: Mapping[str, Any], ids: Sequence[str], answer: Mapping[str, Any]) -> dict:
     """A row's record: its index in the input (`row`), the input's id columns, then the pipeline's answer. An id
-    column named as a field of the answer, as `row`, as a `mood:` column (see `output_row`) or with the prefix itself
-    is kept as `input:<name>`, so that a corpus's own `valence` neither overwrites nor retypes the predicted one."""
+    column named as a field of the answer, as `row`, as a field said once in the card or a `mood:` column (see
+    `output_row`), or with the prefix itself, is kept as `input:<name>`: a corpus's own `valence` neither overwrites
+    nor retypes the predicted one."""
     def kept_as(name: str) -> str:
-        taken = name == "row" or name in answer or name.startswith(("mood:", INPUT_PREFIX))
+        taken = name in ("row", *_PER_DATASET) or name in answer or name.startswith(("mood:", INPUT_PREFIX))
         return INPUT_PREFIX + name if taken else name
 
     return {"row": index, **{kept_as(name): example[name] for name in ids}, **answer}
@@ -63,11 +64,11 @@ def row_record(index: int, example: Mapping[str, Any], ids: Sequence[str], answe
 
 def audio_input(value: Any, row: int) -> Any:
     """What the pipeline reads for one row's audio value."""
+    from .audio import undecoded_audio
+
     if isinstance(value, Mapping):
-        if value.get("bytes"):
-            return value["bytes"]
-        if value.get("path"):
-            return value["path"]
+        if undecoded_audio(value):
+            return undecoded_audio(value)
         if "array" in value:
             return value
     if isinstance(value, (str, os.PathLike, bytes)):

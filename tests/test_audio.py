@@ -104,6 +104,10 @@ def test_open_files_datasets_undecoded_audio_and_torch_tensors_are_inputs_too(wr
         np.testing.assert_allclose(load_audio(form, 24000), wave, atol=4e-3)
     with open(path) as text, pytest.raises(AudioDecodeError, match="clip.wav: is opened as text; open it in binary"):
         load_audio(text, 24000)
+    with open(path, "rb") as handle:  # read again where it was: a failed batch decodes its inputs a second time
+        np.testing.assert_array_equal(load_audio(handle, 24000), load_audio(handle, 24000))
+    with sf.SoundFile(path) as samples, pytest.raises(AudioDecodeError, match="cannot read audio from a SoundFile"):
+        load_audio(samples, 24000)  # its read() gives samples, at a rate it does not say
 
 
 def test_real_mp3_decodes_to_its_duration():

@@ -199,14 +199,32 @@ def test_bad_audio_raises_a_clear_error(tiny_pipeline, audio, error, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is there")
-def test_a_device_or_batch_size_that_cannot_be_used_is_named(tiny_pipeline, tiny_model_dir):
+def test_a_device_torch_cannot_use_is_named(tiny_model_dir):
     for device, message in [("cuda", "device='cuda': this torch .* sees no CUDA GPU; use device='cpu'"),
                             (torch.device("cuda:1"), "sees no CUDA GPU"), ("banana", "not a device name torch knows")]:
         with pytest.raises(ValueError, match=message):
             transformers.pipeline("music-emotion", model=str(tiny_model_dir), device=device)
+
+
+def test_a_bad_batch_size_is_refused_for_one_input_too(tiny_pipeline):
     for batch_size in (0, -1, True, "2"):
         with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size!r}"):
             tiny_pipeline(tone(1.0), batch_size=batch_size)
+
+
+def test_open_files_are_answered_as_their_paths_in_a_batch_and_alone(tiny_pipeline, write_wav):
+    """A file longer than a batch's chunks runs alone, decoded a second time: from where the file was."""
+    paths = [write_wav("long.wav", tone(25.0), 24000), write_wav("short.wav", tone(2.0, freq=330), 24000)]
+    by_path = [tiny_pipeline(str(path)) for path in paths]
+    handles = [open(path, "rb") for path in paths]
+    try:
+        by_handle = tiny_pipeline(handles, batch_size=2)
+    finally:
+        for handle in handles:
+            handle.close()
+    for answer, expected in zip(by_handle, by_path):
+        assert answer["valence"] == pytest.approx(expected["valence"], abs=1e-5)
+        assert [m["label"] for m in answer["moods"][:5]] == [m["label"] for m in expected["moods"][:5]]
 
 
 def _model_door(model_dir, audio):
