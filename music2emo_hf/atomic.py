@@ -71,9 +71,10 @@ def folder_in_place(folder: str | os.PathLike) -> Iterator[Path]:
     os.chmod(work, 0o777 & ~umask())  # mkdtemp makes it private
     try:
         yield work
+        mode = 0o666 & ~umask()
         for path in work.rglob("*"):
             if path.is_file() and not path.is_symlink():
-                os.chmod(path, 0o666 & ~umask())
+                os.chmod(path, mode)
         if existing:
             for entry in sorted(work.iterdir(), key=lambda entry: entry.name == "config.json"):
                 os.replace(entry, folder / entry.name)

@@ -79,9 +79,10 @@ def _load_pipeline(model: str, device: str, announce: bool = True, **options):
             raise CommandError(f"could not load the model in folder {model!r}: {error.reason}") from error
         if is_released(model):
             raise CommandError(f"could not load {model}: {error.reason}") from error
-        if model.startswith(("/", "./", "../", "~")) or model.count("/") > 1:  # a path, not a Hub id
-            raise CommandError(f"could not load model {model!r}: there is no such folder. Pass --model with a model "
-                               "folder (one written by `music2emo init` or `music2emo convert-original`).") from error
+        if os.path.exists(model) or model.startswith(("/", "./", "../", "~")) or model.count("/") > 1:  # a path
+            what = "is a file, not a model folder" if os.path.exists(model) else "there is no such folder"
+            raise CommandError(f"could not load model {model!r}: {what}. Pass --model with a model folder (one "
+                               "written by `music2emo init` or `music2emo convert-original`).") from error
         raise CommandError(
             f"could not load model {model!r}: there is no such local folder, and it could not be fetched from the "
             f"Hugging Face Hub ({error.reason}). Offline, pass --model with a local folder: one written by "
@@ -281,6 +282,10 @@ def _option_text(value) -> str:
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
+    for option, leave_out in (("output", "the standard output"), ("output_dataset", None), ("device", "the default")):
+        if getattr(args, option) == "":  # an unset variable in a script: not the default asked for
+            raise CommandError(f"--{option.replace('_', '-')} is empty; give a value"
+                               + (f", or leave it out for {leave_out}." if leave_out else "."))
     if bool(args.paths) == bool(args.dataset):
         raise CommandError("give audio files or folders, or --dataset (not both).")
     if args.dataset and not args.output_dataset:
@@ -292,10 +297,6 @@ def _check_inputs(args: argparse.Namespace) -> None:
             raise CommandError(f"--{option.replace('_', '-')} goes with --dataset.")
     if args.labels is None and args.hypothesis_template != args.command_parser.get_default("hypothesis_template"):
         raise CommandError("--hypothesis-template words the --labels; give --labels too.")
-    for option, leave_out in (("output", "the standard output"), ("output_dataset", None), ("device", "the default")):
-        if getattr(args, option) == "":  # an unset variable in a script: not the default asked for
-            raise CommandError(f"--{option.replace('_', '-')} is empty; give a value"
-                               + (f", or leave it out for {leave_out}." if leave_out else "."))
 
 
 def _dataset_inputs(args: argparse.Namespace):

@@ -7,6 +7,7 @@ real length, and `chunk_durations` tells the model how much of each row of `inpu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -34,10 +35,10 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
         inference resampled MERT's input; the whole track is held in memory)."""
         super().__init__(**kwargs)
         self.sampling_rate = check_rate(sampling_rate, "sampling_rate")
-        if not chunk_seconds > 0 or round(chunk_seconds * self.sampling_rate) < MIN_CHUNK_SAMPLES:
+        self.chunk_seconds = float(chunk_seconds)
+        if not math.isfinite(self.chunk_seconds) or self.chunk_samples < MIN_CHUNK_SAMPLES:
             raise ValueError(f"chunk_seconds must be at least {MIN_CHUNK_SAMPLES / self.sampling_rate:.3f} s (MERT's "
                              f"{MIN_CHUNK_SAMPLES}-sample receptive field), got {chunk_seconds!r}.")
-        self.chunk_seconds = float(chunk_seconds)
         if resampler not in RESAMPLERS:
             raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}.")
         self.resampler = resampler

@@ -3,6 +3,7 @@ a model by folder or Hub id on that basis."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -63,11 +64,6 @@ def load_pipeline(model: str, **options):
 
     from .released import resolve_model
 
-    if os.path.isdir(model):  # a file it cannot read: transformers would say it found no weights, or nothing at all
-        for path in Path(model).iterdir():
-            if path.is_file() and not os.access(path, os.R_OK):
-                raise ModelLoadError(model, f"{path} cannot be read (permission denied); ask its owner to make it "
-                                            "readable (chmod a+r).")
     try:
         location = resolve_model(model)
         offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}
@@ -75,7 +71,17 @@ def load_pipeline(model: str, **options):
         pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
         return pipe
     except Exception as error:  # whatever stops a model from loading becomes one line for the user
-        raise ModelLoadError(model, (str(error).splitlines() or [type(error).__name__])[0]) from error
+        raise ModelLoadError(model, _unreadable(model) or (str(error).splitlines() or [type(error).__name__])[0]) from error
+
+
+def _unreadable(folder: str) -> str | None:
+    """A model folder's file this process cannot read, as the reason it did not load: transformers says it found no
+    weights, or "See the original errors:" and nothing after."""
+    with contextlib.suppress(OSError):
+        for path in Path(folder).iterdir():
+            if path.is_file() and not os.access(path, os.R_OK):
+                return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)."
+    return None
 
 
 def push_folder(

@@ -106,12 +106,14 @@ def test_a_corpus_keeps_its_own_labels_beside_the_predictions_of_their_names(pip
     assert tops[0] != tops[1]
     order = sorted(range(2), key=tops.__getitem__)  # the row with the lower top score first: its moods go empty
     dataset = Dataset.from_dict({"audio": [audio[i] for i in order], "valence": [7, 3], "key": ["C", "G"],
-                                 "model": ["m1", "m2"], "row": [10, 11], "title": ["low", "high"]})
+                                 "model": ["m1", "m2"], "row": [10, 11], "title": ["low", "high"],
+                                 "options": ["o1", "o2"]})  # a field the card holds, not the rows: kept all the same
     threshold = sum(tops) / 2
     result = predict_dataset(dataset, pipe, threshold=threshold, return_harmony=True)
     assert result["row"] == [0, 1] and result["input:row"] == [10, 11] and result["title"] == ["low", "high"]
     assert result["input:valence"] == [7, 3] and result.features["input:valence"].dtype == "int64"
     assert result["input:key"] == ["C", "G"] and result["input:model"] == ["m1", "m2"]
+    assert result["input:options"] == ["o1", "o2"]
     assert result.features["valence"].dtype == "float64"
     for row, i in zip(result, order):
         direct = pipe(audio[i], threshold=threshold, return_harmony=True)

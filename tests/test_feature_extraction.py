@@ -58,8 +58,10 @@ def test_settings_survive_save_and_load(tmp_path):
 def test_settings_and_calls_that_cannot_chunk_are_refused_when_made():
     for settings, message in [({"chunk_seconds": 0}, "chunk_seconds must be at least 0.017 s"),
                               ({"chunk_seconds": -1}, "chunk_seconds"), ({"chunk_seconds": float("nan")}, "chunk_seconds"),
+                              ({"chunk_seconds": float("inf")}, "chunk_seconds"),
                               ({"sampling_rate": 0}, "sampling_rate: sampling rate 0 is not usable")]:
         with pytest.raises(ValueError, match=message):
             Music2EmoFeatureExtractor(**settings)
     with pytest.raises(ValueError, match="no audio: pass an input or a non-empty list"):
         Music2EmoFeatureExtractor()([])
+    assert Music2EmoFeatureExtractor(chunk_seconds="12.5").chunk_samples == 300000  # as a saved config may hold it

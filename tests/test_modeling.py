@@ -133,6 +133,8 @@ def test_wrong_inputs_are_named_before_the_backbone_runs(model):
     with torch.no_grad():  # numpy's float64, as torch.from_numpy gives it, is taken as float32
         wide = model(**{**single, "input_values": single["input_values"].double()})
         torch.testing.assert_close(wide.logits["moods"], model(**single).logits["moods"])
+        minor = model(**single, mode_ids=torch.tensor(1))  # one track's mode as a 0-d tensor (load_track_features)
+        torch.testing.assert_close(minor.logits["moods"], model(**single, mode_ids=torch.tensor([1])).logits["moods"])
 
 
 def test_chords_and_mode_change_the_answer(model):
