@@ -812,6 +812,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("music2emo: interrupted; run the same command again to go on where it stopped", file=sys.stderr)
         return 130
+    except SystemExit as stop:
+        if stop.code == 128 + signal.SIGTERM:  # `jobs` ends a run so (kill, a launcher stopping its processes)
+            print("music2emo: terminated; run the same command again to go on where it stopped", file=sys.stderr)
+        raise
     except BrokenPipeError:  # what reads the records went away (`| head`): stop quietly, as a Unix tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fail flushing at exit
         return 141

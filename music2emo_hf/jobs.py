@@ -450,7 +450,7 @@ class Job:
                     self.written += 1
                 progress.update()
         finally:
-            if previous is not None:
+            if previous is not None and signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:  # not terminated
                 signal.signal(signal.SIGTERM, previous)
             self.writer.close()
             if self.parts and not several:
@@ -690,7 +690,10 @@ class _ProgressWatcher:
         self._count()
 
 
-def _exit_on_sigterm(signum, frame):  # the launcher stops the other processes when one fails: end cleanly
+def _exit_on_sigterm(signum, frame):
+    """The launcher stops the other processes when one fails, and `kill` stops a run: end cleanly. A second SIGTERM
+    is ignored (raised again during the clean-up, it aborted the process with its chord threads running)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
