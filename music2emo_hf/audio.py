@@ -114,7 +114,8 @@ class AudioStream:
                 try:
                     block = self._file.read(_READ_FRAMES, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError) as error:
-                    raise AudioDecodeError(f"{self.name}: decoding failed part-way ({error}); the file is damaged.") from error
+                    raise AudioDecodeError(f"{self.name}: decoding failed part-way ({error}); the file is damaged: "
+                                           "download or export it again.") from error
                 if not len(block):
                     return
                 block = _channel_mean(block, 1) if block.shape[1] > 1 else block[:, 0]

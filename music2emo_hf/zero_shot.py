@@ -89,7 +89,8 @@ def check_labels(labels: Sequence[str]) -> list[str]:
             raise ValueError(f"candidate label {label!r}: every label must be a non-empty string.")
         label = unicodedata.normalize("NFC", label.strip())
         if len(label) > MAX_LABEL_CHARS:
-            raise ValueError(f"candidate label {label[:40]!r}...: {len(label)} characters, at most {MAX_LABEL_CHARS}.")
+            raise ValueError(f"candidate label {label[:40]!r}...: {len(label)} characters, at most {MAX_LABEL_CHARS}; "
+                             "shorten it (a label is a word or a short phrase).")
         clean.append(label)
     return list(dict.fromkeys(clean))
 

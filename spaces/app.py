@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 # Before gradio is imported: no usage analytics and no version check, so nothing leaves the server unasked.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -248,21 +249,35 @@ def chords_figure(result: dict) -> Figure:
         if width > end * 0.035:
             ax.text(chord["start"] + width / 2, 0.5, chord["chord"], ha="center", va="center", fontsize=7)
     ax.set(xlim=(0, end), ylim=(0, 1), yticks=[], xlabel="time (s)",
-           title=f"Key: {result['key']} · {len(chords)} chords")
+           title=f"Key: {result['key']} · {len(chords)} chord{'' if len(chords) == 1 else 's'}")
     figure.legend(handles=[Patch(color=c, label=f) for f, c in colours.items()], loc="outside right upper",
                   fontsize=8, frameon=False)
     return figure
 
 
+def tick_label(label: str, width: int = 40) -> str:
+    """A user's label as a tick shows it: as typed (a `$` is not the start of matplotlib's maths, whose parser fails
+    on `$x^$`), cut to `width` characters (a long one squeezed the plot out of its panel)."""
+    shown = label if len(label) <= width else label[:width - 1] + "…"
+    return shown.replace("$", r"\$")
+
+
 def zero_shot_figure(scores: list[dict]) -> Figure:
-    """The user's labels by cosine similarity (-1 to 1), best on top."""
+    """The user's labels by cosine similarity (-1 to 1), best on top; one bar per label, even where two labels cut
+    to the same tick."""
     figure = Figure(figsize=(6, 0.6 + 0.35 * len(scores)), layout="constrained")
     ax = figure.add_subplot()
     ranked = scores[::-1]
-    ax.barh([s["label"] for s in ranked], [s["score"] for s in ranked], color="#2ca02c")
+    ax.barh(range(len(ranked)), [s["score"] for s in ranked], color="#2ca02c")
+    ax.set_yticks(range(len(ranked)), [tick_label(s["label"]) for s in ranked])
     ax.axvline(0, color="0.6", lw=0.8)
     ax.set(xlim=(-1, 1), xlabel="cosine similarity with the clip (-1 to 1)", title="Your labels")
     return figure
+
+
+def as_text(name: str) -> str:
+    """A file's name for the Markdown status line, shown as named: `[x](y)`, `**`, `$$` and `<i>` are no markup."""
+    return re.sub(r"([\\`*_\[\]<>$|~])", r"\\\1", name)  # inside bold text, no other character starts markup
 
 
 def analyse(audio: str | None, model: str, labels: str):
@@ -270,21 +285,26 @@ def analyse(audio: str | None, model: str, labels: str):
     if not audio:
         raise refuse("Upload or record a clip first, then press Analyse.")
     name = Path(audio).name
+    if not os.path.exists(audio):  # deleted UPLOADS_KEPT_S after the upload, while the player still shows it
+        raise refuse(f"Your upload of {name} has expired (uploads are deleted after an hour or two); upload it again.")
     seconds = clip_seconds(audio, name)
     try:
         pipe = load_pipeline(model)
     except ModelUnavailable as error:
         raise refuse(str(error)) from error
     typed = ",".join((labels or "").splitlines())  # one label per comma or line
-    try:
-        wanted = check_labels(typed) if typed.replace(",", "").strip() else []  # as the pipeline will read them
-    except ValueError as error:
-        raise refuse(str(error)) from error
-    if len(wanted) > LABELS_PER_REQUEST:
-        raise refuse(f"{len(wanted)} labels: this Space scores up to {LABELS_PER_REQUEST} at a time. Remove some, or "
-                     "run the package on your own machine for more.")
+    wanted = [] if not typed.replace(",", "").strip() else None
+    if wanted is None and pipe.model.config.label_embedding_dim:  # else they are not read (the box is disabled)
+        pieces = {piece.strip() for piece in typed.split(",") if piece.strip()}
+        if len(pieces) > LABELS_PER_REQUEST:  # told in the Space's terms before the package's own limits are met
+            raise refuse(f"{len(pieces)} labels: this Space scores up to {LABELS_PER_REQUEST} at a time. Remove some, "
+                         "or run the package on your own machine for more.")
+        try:
+            wanted = check_labels(typed)  # as the pipeline will read them
+        except ValueError as error:
+            raise refuse(str(error)) from error
     options = {"return_segments": True, "return_harmony": True}
-    if wanted and pipe.model.config.label_embedding_dim:
+    if wanted:
         options["candidate_labels"] = wanted
     started = time.perf_counter()
     try:
@@ -300,7 +320,7 @@ def analyse(audio: str | None, model: str, labels: str):
 
     heard = result["segments"][-1]["end"]
     summary = [
-        f"**{name}** · {heard:.1f} s · analysed by {model_name(model)} in {elapsed:.1f} s",
+        f"**{as_text(name)}** · {heard:.1f} s · analysed by {model_name(model)} in {elapsed:.1f} s",
         f"valence **{result['valence']:.2f}**, arousal **{result['arousal']:.2f}** on the 1-9 scale (5 is neutral)",
         f"key **{result['key']}**",
     ]
@@ -311,7 +331,7 @@ def analyse(audio: str | None, model: str, labels: str):
         summary.insert(0, f"### ⚠️ {result['warning'][:1].upper()}{result['warning'][1:]}.")
     if "zero_shot" in result:
         labels_note, labels_plot = "Your labels, by similarity to the clip.", zero_shot_figure(result["zero_shot"])
-    elif wanted:
+    elif wanted is None:
         labels_note, labels_plot = f"Your labels were not scored: {model_name(model)} {NO_PROJECTOR}.", None
     else:
         labels_note, labels_plot = "Type your own labels above to score them (models with a zero-shot projector).", None

@@ -30,7 +30,7 @@ def test_labels_are_cleaned_or_refused():
     assert zero_shot.check_labels(["caf\u00e9", "cafe\u0301", " " * 600 + "calm"]) == ["caf\u00e9", "calm"]
     for labels, message in (([], "non-empty list"), ("", "non-empty string"), (" , ,", "non-empty string"),
                             ([None], "non-empty string"), (["calm", ""], "non-empty string"),
-                            (["a" * 501], "at most 500"), (["x"] * 10_001, "at most 10000")):
+                            (["a" * 501], "at most 500; shorten it"), (["x"] * 10_001, "at most 10000")):
         with pytest.raises(ValueError, match=message):
             zero_shot.check_labels(labels)
     assert check_template("a song that sounds {}") == "a song that sounds {}"
