@@ -597,7 +597,7 @@ def prepare_data(args: argparse.Namespace) -> int:
         report = prepare_corpus(
             args.corpus, args.source, args.out, options, progress=lambda t: tqdm(t, desc=f"{args.corpus}: checking audio", unit="file")
         )
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise CommandError(str(error)) from None
     print("\n".join(report.lines()), file=sys.stderr)
     print(f"wrote {args.out} (load it with datasets.load_dataset({str(args.out)!r}, {args.corpus!r}))", file=sys.stderr)

@@ -278,6 +278,7 @@ def prepare_corpus(
     if not root.is_dir():
         raise FileNotFoundError(f"{source}: no such folder (expected the {corpus} download)")
     out = Path(out).absolute()
+    _check_out(out)
     tracks = READERS[corpus](root, **_reader_options(corpus, options))
     how = _split(corpus, tracks, options)
     if not any(t.split is not None for t in tracks):  # an empty config would make load_dataset(out, corpus) answer
@@ -285,6 +286,8 @@ def prepare_corpus(
             f"{corpus}: none of its {len(tracks)} tracks is in a split ({how}), so nothing was written; "
             + ("check that --splits-dir holds this corpus's id lists." if options.splits_dir else
                "check the corpus's own split files."))
+    if unknown := sorted({t.split for t in tracks if t.split is not None} - set(SPLITS)):  # before any audio is read
+        raise ValueError(f"{corpus}: split names must be {', '.join(SPLITS)}; got {', '.join(unknown)}")
     clusters, new_alignment = load_or_align(out, options.quantile)
 
     cache = _ProbeCache(out / CACHE_DIR / corpus / "audio_probe.jsonl")
@@ -305,8 +308,6 @@ def prepare_corpus(
     finally:
         cache.close()
 
-    if unknown := sorted({t.split for t in written} - set(SPLITS)):
-        raise ValueError(f"{corpus}: split names must be {', '.join(SPLITS)}; got {', '.join(unknown)}")
     rows_by_split = {
         split: [_row(t, root, clusters) for t in written if t.split == split]
         for split in SPLITS
@@ -374,9 +375,19 @@ def shared_test_songs(out: Path) -> list[str]:
     return lines
 
 
+def _check_out(out: Path) -> None:
+    """`out` is a new or empty folder, or one prepare-data wrote (another corpus is added to it): anything else is
+    refused before it is touched, as its README.md would be replaced by the card and its data/CORPUS by the shards."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: is a file; --out names the dataset folder to write (a new or empty one).")
+    if out.is_dir() and any(out.iterdir()) and not ((out / SOURCES_FILE).is_file() or (out / CLUSTERS_FILE).is_file()):
+        raise FileExistsError(f"{out}: holds files that prepare-data did not write; name a new or empty folder (or "
+                              "one prepare-data wrote, to add a corpus to it).")
+
+
 def write_card(out: Path) -> None:
     """The dataset card README.md: YAML `configs:` for every corpus present and the `aligned` union of them."""
-    corpora = sorted(p.name for p in (out / DATA_DIR).iterdir() if p.is_dir())
+    corpora = sorted(p.name for p in (out / DATA_DIR).iterdir() if p.is_dir() and p.name in READERS)
     reports = {c: json.loads((out / REPORTS_DIR / f"{c}.json").read_text(encoding="utf-8")) for c in corpora}
     yaml = ["---", "pretty_name: music2emo-hf label-aligned music emotion benchmark", "license: other"]
     yaml += ["task_categories:", "- audio-classification", "tags:", "- music", "- emotion", "- valence-arousal"]

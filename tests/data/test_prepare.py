@@ -241,6 +241,30 @@ def test_options_and_errors(downloads, tmp_path, capsys):
     assert "sum to 1" in capsys.readouterr().err
 
 
+def test_a_folder_prepare_data_did_not_write_is_refused_and_left_as_it_was(downloads, tmp_path, capsys):
+    """Its README.md would be the card and its data/deam the shards; a folder under data/ that is no corpus is passed
+    over in one that prepare-data wrote."""
+    project = tmp_path / "project"
+    (project / "data" / "deam").mkdir(parents=True)
+    (project / "README.md").write_text("MY README")
+    (project / "data" / "deam" / "notes.txt").write_text("precious")
+    deam = ["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"])]
+    for out, message in [(project, "holds files that prepare-data did not write; name a new or empty folder"),
+                         (project / "README.md", "is a file")]:
+        assert main([*deam, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    assert (project / "README.md").read_text() == "MY README"
+    assert (project / "data" / "deam" / "notes.txt").read_text() == "precious"
+    out = tmp_path / "out"
+    assert main([*deam, "--out", str(out)]) == 1  # written; the download holds annotations only (no audio: reported)
+    (out / "data" / "raw").mkdir()  # the user's own, beside the corpora
+    assert main([*deam, "--out", str(out)]) == 1
+    assert "config_name: raw" not in (out / "README.md").read_text()
+    capsys.readouterr()
+    assert main([*deam, "--out", str(tmp_path / "o2"), "--fractions", "train=0.8,valid=0.1,test=0.1"]) == 2
+    assert "split names must be" in capsys.readouterr().err and not (tmp_path / "o2").exists()  # before any audio
+
+
 def test_music2emo_id_lists_decide_the_splits(downloads, tmp_path):
     out = tmp_path / "out"
     lists = require_fixtures("music2emo_meta", "deam")
