@@ -113,6 +113,9 @@ class Recipe:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"recipe {self.name!r}: {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        for name in ("export_per_corpus_best", "chunk_crop", "finetune_backbone"):  # "False" would read as true
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"recipe {self.name!r}: {name} must be true or false, got {getattr(self, name)!r}")
         def number(name: str, value: Any, integer: bool = False) -> float:
             kinds = (int,) if integer else (int, float)
             if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
@@ -954,6 +957,10 @@ def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], a
                 "the same ones, or use a new --output-dir."
             )
         return
+    if path.parent.is_dir() and any(entry.name != f"{path.name}.tmp" for entry in path.parent.iterdir()):
+        # Every run writes run.json first (another process of this run may be writing it now): this is no run's.
+        raise ValueError(f"--output-dir {output_dir} holds files but no run.json, so no run of these scripts made it; "
+                         "use a new or empty --output-dir (its files would be written over).")
     if accelerator.is_main_process:
         write_atomic(path, json.dumps(settings, indent=1) + "\n")
 

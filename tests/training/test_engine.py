@@ -68,6 +68,9 @@ def test_recipes_are_data_and_bad_ones_are_explained(tmp_path):
         engine.Recipe.load("faithful", {"lr": "1e-4"})
     with pytest.raises(ValueError, match="pseudo_label_weight must be zero or more"):
         engine.Recipe.load("improved", {"pseudo_label_weight": -0.5})
+    with pytest.raises(ValueError, match="finetune_backbone must be true or false, got 'False'"):
+        engine.Recipe.load("faithful", engine.parse_overrides(["finetune_backbone=False"]))  # JSON's is false
+    assert engine.Recipe.load("faithful", engine.parse_overrides(["chunk_crop=false"])).chunk_crop is False
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         engine.Recipe.load(tmp_path / "broken.json")

@@ -84,6 +84,11 @@ def test_restarting_with_other_settings_is_refused(synthetic, tmp_path, capsys):
     capsys.readouterr()
     assert distill_here(command(synthetic, output, "max_epochs=2")[2:]) == 2
     assert f"--output-dir {output} holds a run with other settings (differs in ['recipe'])" in capsys.readouterr().err
+    (output / "run.json").unlink()  # a folder of something else: a model folder, the user's notes
+    written = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    assert distill_here(command(synthetic, output, "max_epochs=1")[2:]) == 2
+    assert f"--output-dir {output} holds files but no run.json" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == written
 
 
 def test_other_labels_for_the_same_tracks_make_another_run(synthetic):
