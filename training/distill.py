@@ -13,7 +13,7 @@ OUTPUT/best-<corpus>, as Music2Emo's four released students). Rerunning the same
 
 import sys
 
-from engine import run_script
+from engine import exit_with, run_script
 
 if __name__ == "__main__":
-    sys.exit(run_script(sys.argv[1:], __doc__, distill=True))
+    exit_with(lambda: run_script(sys.argv[1:], __doc__, distill=True))

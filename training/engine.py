@@ -30,10 +30,10 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -858,6 +858,16 @@ class TrainingDiverged(RuntimeError):
     """The model's outputs became NaN or infinite: nothing later in the run can be scored or kept."""
 
 
+def exit_with(main: Callable[[], int], interrupted: str = "run the same command again to resume") -> NoReturn:
+    """A script's end: `main`'s exit status, or on Ctrl-C one line saying what to do and 130, not a traceback."""
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print(f"interrupted; {interrupted}", file=sys.stderr)
+        status = 130
+    sys.exit(status)
+
+
 def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> int:
     """train_teacher.py and distill.py: parse, check everything that can be checked before training, train."""
     args = script_arguments(description, distill).parse_args(argv)
@@ -974,6 +984,7 @@ __all__ = [
     "checkpoints",
     "corpus_metrics",
     "epoch_schedule",
+    "exit_with",
     "load_corpora",
     "parse_overrides",
     "collect",

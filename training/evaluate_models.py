@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 from accelerate import Accelerator
-from engine import TRAINING_INFO, corpus_metrics, load_corpora, load_teacher, pick_cache, predict, teacher_paths
+from engine import (TRAINING_INFO, corpus_metrics, exit_with, load_corpora, load_teacher, pick_cache, predict,
+                    teacher_paths)
 from train_zero_shot import read_leave_one_out, table_row, zero_shot_table
 
 from music2emo_hf import Music2EmoModel
@@ -177,4 +178,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main, "run the same command again")

@@ -218,4 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from engine import exit_with  # the training scripts' shared end; imported here, as tests load this file alone
+
+    exit_with(main)

@@ -12,7 +12,7 @@ training/configs/ for the recipes.
 
 import sys
 
-from engine import run_script
+from engine import exit_with, run_script
 
 if __name__ == "__main__":
-    sys.exit(run_script(sys.argv[1:], __doc__, distill=False))
+    exit_with(lambda: run_script(sys.argv[1:], __doc__, distill=False))

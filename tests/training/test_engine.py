@@ -78,6 +78,18 @@ def test_recipes_are_data_and_bad_ones_are_explained(tmp_path):
         engine.parse_overrides(["lr"])
 
 
+def test_ctrl_c_ends_a_script_with_one_line_and_130(capsys):
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        engine.exit_with(interrupted)
+    assert stop.value.code == 130 and capsys.readouterr().err == "interrupted; run the same command again to resume\n"
+    with pytest.raises(SystemExit) as stop:
+        engine.exit_with(lambda: 2)
+    assert stop.value.code == 2
+
+
 @pytest.mark.slow
 def test_a_trained_head_is_kept_when_its_task_is_asked_for_again(synthetic, tmp_path):
     model, _ = engine.build_model(synthetic.init, ["deam"])
