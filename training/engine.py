@@ -836,12 +836,28 @@ def load_teacher(path: str | os.PathLike, cache: Path) -> Music2EmoModel:
     return teacher
 
 
+def dataset_folder(path: str) -> str:
+    """--dataset, as argparse reads it: a folder (else the error would be about the feature caches it lacks)."""
+    if not Path(path).is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: no such folder; make one with `music2emo prepare-data`")
+    return path
+
+
+def model_folder(path: str) -> str:
+    """--model to start from, as argparse reads it: a model folder (else transformers explains Hub ids)."""
+    if not (Path(path) / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{path}: no model folder there (no config.json); make one with "
+                                         "`music2emo init`, or give a trained model's best/")
+    return path
+
+
 def script_arguments(description: str, distill: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="improved", help="recipe: faithful, improved, or a JSON file (default improved)")
-    parser.add_argument("--dataset", required=True, help="a folder made by `music2emo prepare-data`")
+    parser.add_argument("--dataset", required=True, type=dataset_folder, help="a folder made by `music2emo prepare-data`")
     parser.add_argument("--features", help="feature cache name under DATASET/features (default: the only one)")
-    parser.add_argument("--model", required=True, help="model folder to start from (the one the features were made with)")
+    parser.add_argument("--model", required=True, type=model_folder,
+                        help="model folder to start from (the one the features were made with)")
     if distill:
         parser.add_argument("--corpus", nargs="+", required=True, dest="corpora", help="corpora to train on")
         parser.add_argument("--teacher", action="append", default=[], dest="teachers", metavar="CORPUS=DIR",
@@ -983,9 +999,11 @@ __all__ = [
     "build_model",
     "checkpoints",
     "corpus_metrics",
+    "dataset_folder",
     "epoch_schedule",
     "exit_with",
     "load_corpora",
+    "model_folder",
     "parse_overrides",
     "collect",
     "predict",

@@ -262,9 +262,11 @@ def read_leave_one_out(output: str | Path) -> dict[str, dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="zero_shot_aligned", help="recipe name in training/configs, or a JSON file")
-    parser.add_argument("--dataset", required=True, help="a folder made by `music2emo prepare-data`")
+    parser.add_argument("--dataset", required=True, type=engine.dataset_folder,
+                        help="a folder made by `music2emo prepare-data`")
     parser.add_argument("--features", help="feature cache name under DATASET/features (default: the only one)")
-    parser.add_argument("--model", required=True, help="model folder to start from (the one the features were made with)")
+    parser.add_argument("--model", required=True, type=engine.model_folder,
+                        help="model folder to start from (the one the features were made with)")
     parser.add_argument("--held-out", default="all", help="the corpus scored zero-shot, 'all' (leave-one-out) or 'none'")
     parser.add_argument("--train-corpus", nargs="+", help="with one --held-out: the corpora to train on (default: the others)")
     parser.add_argument("--output-dir", required=True)

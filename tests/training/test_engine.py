@@ -78,6 +78,15 @@ def test_recipes_are_data_and_bad_ones_are_explained(tmp_path):
         engine.parse_overrides(["lr"])
 
 
+def test_a_dataset_or_model_folder_that_is_not_there_is_named(tmp_path, capsys):
+    parser = engine.script_arguments("train", distill=False)
+    for argv, message in [(["--dataset", str(tmp_path / "nope"), "--model", str(tmp_path)], "nope: no such folder; make"),
+                          (["--dataset", str(tmp_path), "--model", str(tmp_path / "nomodel")], "no model folder there")]:
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args([*argv, "--corpus", "deam", "--output-dir", str(tmp_path / "run")])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_ctrl_c_ends_a_script_with_one_line_and_130(capsys):
     def interrupted() -> int:
         raise KeyboardInterrupt
