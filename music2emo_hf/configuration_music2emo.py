@@ -286,6 +286,9 @@ class Music2EmoConfig(PreTrainedConfig):
         self.projector_dim = int(projector_dim)
         self.projector_layers = int(projector_layers)
         self.projector_heads = int(projector_heads)
+        for name in ("projector_dim", "projector_layers", "projector_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if projector == "attention" and self.projector_dim % self.projector_heads:
             raise ValueError(f"projector_heads={projector_heads} must divide projector_dim={projector_dim}.")
         self.projector_dropout = float(projector_dropout)

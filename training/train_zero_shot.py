@@ -33,7 +33,7 @@ import torch
 from accelerate.utils import set_seed
 
 import engine
-from music2emo_hf import Music2EmoModel
+from music2emo_hf import Music2EmoConfig, Music2EmoModel
 from music2emo_hf.configuration_music2emo import corpus_task
 from music2emo_hf.data.layout import CLUSTERS_FILE, DATA_DIR
 from music2emo_hf.label_alignment import TAG_VOCABULARIES, LabelClusters, label_text
@@ -67,6 +67,21 @@ class ZeroShotRecipe(engine.Recipe):
                 raise ValueError(f"recipe {self.name!r}: {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if self.negative_count < 1 or self.alignment_weight < 0 or self.task_weight < 0:
             raise ValueError(f"recipe {self.name!r}: negative_count must be positive, weights not negative.")
+        if not 0 < self.margin <= 2:  # cosine distances differ by at most 2
+            raise ValueError(f"recipe {self.name!r}: margin must lie in (0, 2], got {self.margin!r}")
+        sizes = {corpus: len(labels) for corpus, labels in TAG_VOCABULARIES.items()}
+        if not isinstance(self.top_k, dict) or set(self.top_k) != set(sizes) or any(
+                isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= sizes[corpus]
+                for corpus, k in self.top_k.items()):
+            raise ValueError(f"recipe {self.name!r}: top_k must give each tag corpus its k, from 1 to its number of "
+                             f"labels ({sizes}), got {self.top_k!r}")
+        settings = {"projector", "projector_dim", "projector_layers", "projector_heads", "projector_dropout"}
+        if not isinstance(self.projector, dict) or set(self.projector) - settings:
+            raise ValueError(f"recipe {self.name!r}: projector takes {sorted(settings)}, got {self.projector!r}")
+        try:
+            Music2EmoConfig(label_embedding_dim=1, **self.projector)  # its values, checked where the model is made
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"recipe {self.name!r}: projector: {error}") from None
 
 
 @dataclass

@@ -55,6 +55,20 @@ def training_words() -> set[str]:
     return {word for text in texts for word in re.findall(r"[a-z]+", text.lower())}
 
 
+def test_zero_shot_settings_are_checked_before_training():
+    """They were read only after an epoch (top_k), by torch (a negative projector_dim), or not at all (a misspelt
+    projector key, a negative margin)."""
+    for settings, message in [
+        ({"top_k": {"mtg_jamendo": 0}}, "top_k must give each tag corpus its k, from 1 to its number of labels"),
+        ({"top_k": 3}, "top_k must give each tag corpus"),
+        ({"projector": {"projector_dim": -5}}, "projector: projector_dim must be a positive integer, got -5"),
+        ({"projector": {"projector_dims": 64}}, r"projector takes \['projector', 'projector_dim'"),
+        ({"margin": -3}, r"margin must lie in \(0, 2\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            zero_shot.ZeroShotRecipe.load("zero_shot_labels", settings)
+
+
 def test_held_out_synonyms_rank_above_unrelated_words_and_chance(projector):
     assert not set(SYNONYMS.values()) & training_words()  # truly held out: no training text has them
     with warnings.catch_warnings():
