@@ -832,6 +832,9 @@ def check_teacher_tracks(corpus: Corpus, teacher: str | os.PathLike, dataset_dir
 def load_teacher(path: str | os.PathLike, cache: Path) -> Music2EmoModel:
     """A frozen teacher, checked to read the same feature cache as the student."""
     teacher = Music2EmoModel.from_pretrained(path)
+    if teacher.config.untrained:  # said here: the init model's load, earlier, silences the model's own warning
+        print(f"warning: --teacher {path} is an untrained model (random weights): what it teaches is noise; give a "
+              "trained teacher's best/ folder.", file=sys.stderr)
     check_cache_fits(cache, teacher)
     return teacher
 

@@ -130,6 +130,7 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     base = ["--model", str(synthetic.init), "--output-dir", str(tmp_path / "b")]
     code, err = run(*base, "--corpus", "mtg_jamendo", "--teacher", f"mtg_jamendo={teacher}")
     assert code == 2 and "the teacher for mtg_jamendo has no 'moods' head" in err
+    assert f"--teacher {teacher} is an untrained model (random weights): what it teaches is noise" in err
     code, err = run(*base, "--corpus", "mtg_jamendo", "--teacher", f"deam={teacher}")
     assert code == 2 and "--teacher for ['deam'], which are not trained here" in err
     code, err = run(*base, "--corpus", "deam", "--teacher", f"emomusic={teacher}", "--set", "pseudo_label_weight=0.5")
