@@ -269,6 +269,11 @@ def ahead(items: Iterator, depth: int = 2, name: str = "music2emo-ahead") -> Ite
         thread.join()
 
 
+def _waveform(value: dict) -> Any:
+    """The waveform of an audio dict: its "array", else its "raw" (None when it has neither)."""
+    return value.get("array") if value.get("array") is not None else value.get("raw")
+
+
 def undecoded_audio(value: dict) -> bytes | str | None:
     """The file's bytes, else its path, in `datasets`' undecoded audio (`Audio(decode=False)`: {"bytes", "path"});
     None when it holds neither."""
@@ -394,7 +399,7 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
     `sampling_rate` is the rate of a bare waveform; without it a waveform is taken to be at `default_rate`
     (the model's rate), as transformers' audio pipelines do."""
     name = describe(audio)
-    if isinstance(audio, dict) and audio.get("array", audio.get("raw")) is None and undecoded_audio(audio):
+    if isinstance(audio, dict) and _waveform(audio) is None and undecoded_audio(audio):
         name = audio.get("path") or describe(undecoded_audio(audio))
         audio = undecoded_audio(audio)
     if isinstance(audio, (str, os.PathLike)):
@@ -433,7 +438,7 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
             raise AudioDecodeError(f"{name}: the audio bytes are empty.")
         return _open_file(io.BytesIO(audio), name)
     if isinstance(audio, dict):
-        array = audio.get("array") if audio.get("array") is not None else audio.get("raw")
+        array = _waveform(audio)
         if array is None or "sampling_rate" not in audio:
             raise AudioDecodeError(
                 f"audio dict with keys {sorted(audio)}: expected {{'array' or 'raw': waveform, 'sampling_rate': int}} "

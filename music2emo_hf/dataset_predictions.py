@@ -67,8 +67,8 @@ def audio_input(value: Any, row: int) -> Any:
     from .audio import undecoded_audio
 
     if isinstance(value, Mapping):
-        if undecoded_audio(value):
-            return undecoded_audio(value)
+        if source := undecoded_audio(value):
+            return source
         if "array" in value:
             return value
     if isinstance(value, (str, os.PathLike, bytes)):

@@ -580,8 +580,10 @@ def _check_inputs(**tensors: torch.Tensor | None) -> None:
         if tensors[other] is not None and tuple(tensors[other].shape) != batch:
             raise ValueError(f"{other} must be (batch, chunks) = {batch}, as {name}; got {tuple(tensors[other].shape)}.")
     for other in ("chord_root_ids", "chord_quality_ids", "chord_mask", "mode_ids"):
-        tracks = len(tensors[other]) if tensors[other] is not None and tensors[other].dim() else 1  # 0-d: one mode
-        if tensors[other] is not None and tracks != batch[0]:
+        if tensors[other] is None:
+            continue
+        tracks = len(tensors[other]) if tensors[other].dim() else 1  # 0-d: one track's mode
+        if tracks != batch[0]:
             raise ValueError(f"{other} is for {tracks} track(s), {name} for {batch[0]}: give one harmony per track "
                              "(harmony_inputs of a list as long as the batch).")
 

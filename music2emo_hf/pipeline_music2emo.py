@@ -164,7 +164,7 @@ class MusicEmotionPipeline(Pipeline):
         device = kwargs.get("device")  # an int is transformers' accelerator index, which it resolves itself
         why = unusable_device(device, "device='cpu'") if isinstance(device, (str, torch.device)) else None
         if why:  # else torch's own error, from deep in moving the model
-            raise ValueError(f"device={kwargs['device']!r}: {why}")
+            raise ValueError(f"device={device!r}: {why}")
         super().__init__(*args, **kwargs)
         self.backbone_runtime = backbone_runtime(self.model, runtime, precision)
         self.overlap = bool(overlap)

@@ -293,8 +293,8 @@ def analyse(audio: str | None, model: str, labels: str):
     except ModelUnavailable as error:
         raise refuse(str(error)) from error
     typed = ",".join((labels or "").splitlines())  # one label per comma or line
-    wanted = [] if not typed.replace(",", "").strip() else None
-    if wanted is None and pipe.model.config.label_embedding_dim:  # else they are not read (the box is disabled)
+    typed_any, wanted = bool(typed.replace(",", "").strip()), []
+    if typed_any and pipe.model.config.label_embedding_dim:  # else they are not read (the box is disabled)
         pieces = {piece.strip() for piece in typed.split(",") if piece.strip()}
         if len(pieces) > LABELS_PER_REQUEST:  # told in the Space's terms before the package's own limits are met
             raise refuse(f"{len(pieces)} labels: this Space scores up to {LABELS_PER_REQUEST} at a time. Remove some, "
@@ -331,7 +331,7 @@ def analyse(audio: str | None, model: str, labels: str):
         summary.insert(0, f"### ⚠️ {result['warning'][:1].upper()}{result['warning'][1:]}.")
     if "zero_shot" in result:
         labels_note, labels_plot = "Your labels, by similarity to the clip.", zero_shot_figure(result["zero_shot"])
-    elif wanted is None:
+    elif typed_any:
         labels_note, labels_plot = f"Your labels were not scored: {model_name(model)} {NO_PROJECTOR}.", None
     else:
         labels_note, labels_plot = "Type your own labels above to score them (models with a zero-shot projector).", None
