@@ -969,6 +969,19 @@ def run_settings(info: Mapping[str, Any], recipe: Recipe, corpora: Sequence[Corp
     }
 
 
+def setting_changes(before: Any, now: Any, name: str = "") -> list[str]:
+    """Each setting that differs, by its dotted name and both values, so a refused resume says what to put back."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [change for key in sorted(before.keys() | now.keys())
+                for change in setting_changes(before.get(key), now.get(key), f"{name}.{key}" if name else key)]
+    if before == now:
+        return []
+    if name.split(".")[0] in ("tracks", "targets", "teacher_weights"):  # digests (run_settings)
+        return [f"{name}: other data than the run's"]
+    shown = [json.dumps(value) if len(json.dumps(value)) <= 60 else json.dumps(value)[:57] + "..." for value in (before, now)]
+    return [f"{name}: {shown[0]} in the run, {shown[1]} now"]
+
+
 def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], accelerator: Accelerator) -> None:
     """An output folder belongs to one run (`run_settings`, kept in run.json): resume it only as it was started."""
     path = Path(output_dir) / "run.json"
@@ -979,10 +992,10 @@ def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], a
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is damaged ({error}); it records how the run in that folder was started: "
                              "restore it, or use a new --output-dir.") from None
-        changed = sorted(key for key in previous.keys() | settings.keys() if previous.get(key) != settings.get(key))
+        changed = setting_changes(previous, settings)
         if changed:
             raise ValueError(
-                f"--output-dir {output_dir} holds a run with other settings (differs in {changed}); resume it with "
+                f"--output-dir {output_dir} holds a run with other settings ({'; '.join(changed)}); resume it with "
                 "the same ones, or use a new --output-dir."
             )
         return

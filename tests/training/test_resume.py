@@ -83,7 +83,7 @@ def test_restarting_with_other_settings_is_refused(synthetic, tmp_path, capsys):
     assert distill_here(command(synthetic, output, "max_epochs=1")[2:]) == 0
     capsys.readouterr()
     assert distill_here(command(synthetic, output, "max_epochs=2")[2:]) == 2
-    assert f"--output-dir {output} holds a run with other settings (differs in ['recipe'])" in capsys.readouterr().err
+    assert f"--output-dir {output} holds a run with other settings (recipe.max_epochs: 1 in the run, 2 now)" in capsys.readouterr().err
     (output / "run.json").unlink()  # a folder of something else: a model folder, the user's notes
     written = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
     assert distill_here(command(synthetic, output, "max_epochs=1")[2:]) == 2
@@ -100,6 +100,7 @@ def test_other_labels_for_the_same_tracks_make_another_run(synthetic):
     corpora[0].splits["test"].targets[0, 0] += 1.0
     after = engine.run_settings({}, recipe, corpora, accelerator)
     assert before["tracks"] == after["tracks"] and before["targets"] != after["targets"]
+    assert engine.setting_changes(before, after) == ["targets.deam.test: other data than the run's"]
 
 
 def _distill_as_one_of_two_ranks(argv: str) -> None:
