@@ -24,6 +24,7 @@ import heapq
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -141,7 +142,7 @@ class RecordWriter:
                             continue
                         whole = read
                         self.first = self.first or dict(zip(self.header, row))  # the model as JSON text
-                        yield self.normalise(row[0])
+                        yield from {self.normalise(row[0]), self.normalise(_from_csv_text(row[0]))}
         except (ValueError, KeyError, TypeError, csv.Error) as error:
             raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
         self.whole = whole
@@ -163,8 +164,7 @@ class RecordWriter:
         if self.handle is None:
             try:
                 self.settle()
-                # A file name that is not UTF-8 goes into a CSV as the bytes it is (JSON lines escape it instead).
-                self.handle = open(self.path, "a", encoding="utf-8", errors="surrogateescape", newline="")
+                self.handle = open(self.path, "a", encoding="utf-8", newline="")
             except OSError as error:
                 raise CommandError(f"--output {self.path}: cannot write there ({error.strerror}).") from error
         try:
@@ -238,7 +238,7 @@ class RecordWriter:
             elif key == "zero_shot":
                 row.update({f"label:{m['label']}": m["score"] for m in sorted(value, key=lambda m: m["label"])})
             elif key != "scale":
-                row[key] = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+                row[key] = json_text(value) if isinstance(value, (list, dict)) else _csv_text(value)
         return row
 
     def close(self) -> None:
@@ -248,15 +248,31 @@ class RecordWriter:
             self.handle = None
 
 
-def json_line(record: dict) -> str:
-    """A record as one line of JSON, in UTF-8 where it can be. A file name that is not UTF-8 (its undecodable bytes
-    held as surrogates, as Python reads it) is written as \\u escapes, which read back as the same name."""
-    text = json.dumps(record, ensure_ascii=False)
+def json_text(value: Any) -> str:
+    """`value` as JSON, in UTF-8 where it can be. A file name that is not UTF-8 (its undecodable bytes held as
+    surrogates, as Python reads it) is written as \\u escapes, which read back as the same name."""
+    text = json.dumps(value, ensure_ascii=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = json.dumps(record)
-    return text + "\n"
+        text = json.dumps(value)
+    return text
+
+
+def json_line(record: dict) -> str:
+    """A record as one line of JSON (`json_text`)."""
+    return json_text(record) + "\n"
+
+
+def _csv_text(value: Any) -> Any:
+    """A CSV cell in UTF-8, so that every CSV reader takes the file: a file name's bytes that are not UTF-8 are written
+    as Python writes them, \\xe9 for the byte E9 (`_from_csv_text` reads them back)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if isinstance(value, str) else value
+
+
+def _from_csv_text(text: str) -> str:
+    """The name `_csv_text` wrote. A name holding such an escape as text reads as both (`RecordWriter` keeps both)."""
+    return re.sub(r"\\x([89a-f][0-9a-f])", lambda byte: chr(0xDC00 + int(byte.group(1), 16)), text)
 
 
 def _model_name(provenance: dict | None) -> str:
