@@ -49,7 +49,8 @@ OPTIONS = {
     "onnxruntime": {"runtime": "onnxruntime"},
     "fast": {"precision": "auto", "harmony_ensemble": 1},
     "no-overlap": {"overlap": False},
-    "bfloat16": {"precision": "bfloat16"},
+    "bfloat16": {"precision": "bfloat16"},  # OpenVINO's where the CPU has it natively
+    "torch-bfloat16": {"precision": "bfloat16", "runtime": "torch"},  # autocast
     "int8": {"precision": "int8"},  # ONNX Runtime's int8 graph where it is installed
     "fast-int8": {"precision": "int8", "harmony_ensemble": 1},
     "torch-int8": {"precision": "int8", "runtime": "torch"},  # torch's dynamic int8

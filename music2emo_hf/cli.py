@@ -707,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "float32, exact)")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="what runs the backbone: auto (default) = on a CPU in float32, OpenVINO, else ONNX Runtime, "
-                   "where installed (1.5x faster than PyTorch on an AVX-512 Xeon; on a 2-core AVX2 machine PyTorch "
+                   "in bfloat16 (AMX, AVX-512 BF16) OpenVINO, where installed (1.5x faster than PyTorch on an AVX-512 Xeon; on a 2-core AVX2 machine PyTorch "
                    "was as fast in 300-400 MiB less), else torch; the first use of a model exports it once into a cache "
                    "(see docs/speed-and-memory.md)")
     p.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",

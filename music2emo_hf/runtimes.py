@@ -10,9 +10,10 @@ compiled form there. The cache is `$MUSIC2EMO_COMPILED_CACHE`, or `music2emo-hf/
 
 An exported runtime is used only once its float32 graph has matched PyTorch float32 on a probe signal (every pooled
 embedding at a cosine >= EXACT_COSINE), which also vouches for the int8 graph made from it (approximate by design:
-its fidelity is what benchmarks/inference.py reports). The check is recorded in the cache entry per runtime
-version. `runtime="auto"` takes, on a CPU, the first installed
-runtime of CPU_RUNTIMES that passes (ONNX Runtime for int8), and PyTorch otherwise (GPUs, bfloat16).
+its fidelity is what benchmarks/inference.py reports); OpenVINO's bfloat16 run of the graph is checked too, to
+BFLOAT16_COSINE. The checks are recorded in the cache entry per runtime version. `runtime="auto"` takes, on a CPU,
+the first installed runtime of CPU_RUNTIMES that passes (ONNX Runtime for int8, OpenVINO for bfloat16 where the CPU
+has it natively), and PyTorch otherwise (GPUs, bfloat16 emulated).
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ PRECISIONS = ("float32", "bfloat16", "int8", "auto")
 # front end runs in segments, PyTorch ties with both runtimes on the AVX2 machine, in about 300-400 MiB less
 # (docs/speed-and-memory.md). For int8, ONNX Runtime's graph beats torch's dynamic int8; OpenVINO runs that graph
 # slower than its own float32.
-CPU_RUNTIMES = {"float32": ("openvino", "onnxruntime"), "int8": ("onnxruntime",)}
+CPU_RUNTIMES = {"float32": ("openvino", "onnxruntime"), "bfloat16": ("openvino",), "int8": ("onnxruntime",)}
 EXACT_COSINE = 0.99999
+# bfloat16 keeps 8 bits of mantissa: PyTorch's own bfloat16 autocast gives 0.9999 to 0.99999 (tiny-random, MERT-95M)
+# against float32; a graph of other weights gave -0.9997 (tests/test_runtimes.py)
+BFLOAT16_COSINE = 0.999
 # Raised when the exported graphs change, so that entries made by an older exporter are made again.
 EXPORT_FORMAT = 2
 FRONT_END, ENCODER, ENCODER_INT8 = "front_end.onnx", "encoder.onnx", "encoder-int8.onnx"
@@ -237,16 +241,20 @@ class ExportedRuntime:
     package: str
     requires: tuple[str, ...]
 
-    def __init__(self, model, folder: Path, int8: bool = False):
+    def __init__(self, model, folder: Path, arithmetic: str = "float32"):
         self.front_end, self.threads, self.sessions = model.backbone.feature_extractor, torch.get_num_threads(), None
-        self.front_end_path, self.encoder_path = folder / FRONT_END, folder / (ENCODER_INT8 if int8 else ENCODER)
+        self.arithmetic = arithmetic  # a key of CPU_RUNTIMES: int8 is a graph of its own, bfloat16 how one is run
+        self.front_end_path = folder / FRONT_END
+        self.encoder_path = folder / (ENCODER_INT8 if arithmetic == "int8" else ENCODER)
 
     @property
     def key(self) -> str:
-        """What its check is recorded under: the runtime, its version and the encoder's graph."""
+        """What its check is recorded under: the runtime, its version, the encoder's graph and, when it is not float32
+        from the graph, the arithmetic."""
         from importlib.metadata import version
 
-        return f"{self.name} {version(self.package)} {self.encoder_path.name}"
+        return f"{self.name} {version(self.package)} {self.encoder_path.name}" + (
+            f" {self.arithmetic}" if self.arithmetic == "bfloat16" else "")
 
     def ready(self) -> ExportedRuntime:
         """Loaded (once): a float32 graph that only vouches for its int8 graph by a recorded check is never loaded."""
@@ -280,7 +288,8 @@ class OpenVINORuntime(ExportedRuntime):
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(onnx_path.parent / "openvino")})  # the compiled model, reused
         compiled = core.compile_model(str(onnx_path), "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32",  # OpenVINO's CPU default is bfloat16 where that is native
+            # OpenVINO's CPU default is bfloat16 where that is native: asked for only as precision="bfloat16"/"auto"
+            "INFERENCE_PRECISION_HINT": "bf16" if self.arithmetic == "bfloat16" else "f32",
             "INFERENCE_NUM_THREADS": self.threads,
             # Pinned, the threads of processes sharing a machine's cores (accelerate launch, torchrun) went to the
             # same cores: two one-thread processes on 2 cores took 86 s where PyTorch took 58 (benchmarks/catalog.py)
@@ -336,8 +345,8 @@ def _exported_or_unavailable(model, say: Callable[[str], None], int8: bool) -> P
         raise RuntimeUnavailable(f"torch could not {made} ({type(error).__name__}: {error})") from error
 
 
-def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
-    """`runtime`, once it has matched PyTorch float32 on the probe (recorded in the cache entry)."""
+def _checked(runtime: ExportedRuntime, model, least_cosine: float = EXACT_COSINE) -> ExportedRuntime:
+    """`runtime`, once it has matched PyTorch float32 on the probe to `least_cosine` (recorded in the cache entry)."""
     checks_file = runtime.encoder_path.parent / "checks.json"
     checks = json.loads(checks_file.read_text(encoding="utf-8"))
     if runtime.key not in checks:
@@ -348,9 +357,9 @@ def _checked(runtime: ExportedRuntime, model) -> ExportedRuntime:
         checks[runtime.key] = {"cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
                                "max_abs_difference": (answer - reference).abs().max().item()}
         write_atomic(checks_file, json.dumps(checks, indent=2) + "\n", concurrent=True)  # processes share the cache
-    if checks[runtime.key]["cosine"] < EXACT_COSINE:
+    if checks[runtime.key]["cosine"] < least_cosine:
         raise RuntimeUnavailable(f"{runtime.key} does not reproduce PyTorch on this model (cosine "
-                                 f"{checks[runtime.key]['cosine']:.6f} < {EXACT_COSINE}); use runtime='torch'")
+                                 f"{checks[runtime.key]['cosine']:.6f} < {least_cosine}); use runtime='torch'")
     return runtime
 
 
@@ -418,6 +427,9 @@ def obstacles(runtime: str, precision: str, device, dtype=None) -> tuple[str, li
         reasons.append(f"{runtime} is not offered in {arithmetic} (in {arithmetic}: {', '.join(offered + ('torch',))})")
     elif missing(runtime):  # where it is not offered, installing it would not help
         reasons.append(f"{' and '.join(missing(runtime))} not installed (pip install {' '.join(missing(runtime))})")
+    elif arithmetic == "bfloat16" and not native_bfloat16(device):
+        reasons.append(f"{runtime} runs bfloat16 only where the CPU has it natively (AVX512-BF16 or AMX), "
+                       "and this one does not")
     return arithmetic, reasons
 
 
@@ -437,8 +449,10 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
         for name in candidates:
             try:
                 folder = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
-                checked = _checked(_EXPORTED[name](model, folder), model)
-                exported_runtime = (_EXPORTED[name](model, folder, int8=True) if arithmetic == "int8"
+                checked = _checked(_EXPORTED[name](model, folder), model)  # the float32 graph vouches for the rest
+                if arithmetic == "bfloat16":
+                    checked = _checked(_EXPORTED[name](model, folder, arithmetic), model, BFLOAT16_COSINE)
+                exported_runtime = (_EXPORTED[name](model, folder, arithmetic) if arithmetic == "int8"
                                     else checked).ready()
                 _page_out(model.backbone)
                 return exported_runtime
@@ -450,6 +464,6 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
                         torch.bfloat16 if arithmetic == "bfloat16" else None)
 
 
-__all__ = ["CPU_RUNTIMES", "EXACT_COSINE", "PRECISIONS", "RUNTIMES", "RuntimeUnavailable",
+__all__ = ["BFLOAT16_COSINE", "CPU_RUNTIMES", "EXACT_COSINE", "PRECISIONS", "RUNTIMES", "RuntimeUnavailable",
            "backbone_runtime", "cache_root", "exported", "fingerprint", "installed", "native_bfloat16",
            "obstacles", "quantize_backbone"]

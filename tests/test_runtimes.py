@@ -18,7 +18,17 @@ import transformers
 
 import music2emo_hf  # noqa: F401  (registers the task)
 from music2emo_hf import Music2EmoModel
-from music2emo_hf.runtimes import EXACT_COSINE, RuntimeUnavailable, backbone_runtime, cache_root, fingerprint, installed
+from music2emo_hf import runtimes
+from music2emo_hf.runtimes import (
+    BFLOAT16_COSINE,
+    EXACT_COSINE,
+    RuntimeUnavailable,
+    backbone_runtime,
+    cache_root,
+    fingerprint,
+    installed,
+    native_bfloat16,
+)
 
 from .conftest import tone
 
@@ -94,6 +104,31 @@ def test_auto_takes_the_fastest_runtime_for_the_arithmetic(model_dir):
         make_pipeline(model_dir, runtime="openvino", precision="int8")
     with pytest.raises(RuntimeUnavailable, match="onnxruntime is not offered in bfloat16"):
         make_pipeline(model_dir, runtime="onnxruntime", precision="bfloat16")
+
+
+@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+def test_openvino_runs_bfloat16_only_where_the_cpu_has_it(model_dir, monkeypatch):
+    monkeypatch.setattr(runtimes, "native_bfloat16", lambda device: False)
+    assert make_pipeline(model_dir, precision="auto").backbone_runtime.arithmetic == "float32"
+    with pytest.raises(RuntimeUnavailable, match="openvino runs bfloat16 only where the CPU has it natively"):
+        make_pipeline(model_dir, runtime="openvino", precision="bfloat16")
+    assert make_pipeline(model_dir, precision="bfloat16").backbone_runtime.name == "torch"  # emulated, as before
+
+
+@pytest.mark.skipif(not installed("openvino") or not native_bfloat16(torch.device("cpu")),
+                    reason="needs openvino and a CPU with native bfloat16 (AVX512-BF16 or AMX)")
+def test_openvino_bfloat16_stays_close_to_float32_and_its_check_is_recorded(model_dir):
+    audio = np.concatenate([tone(9, freq=220.0), tone(9, freq=330.0, seed=1)])
+    ask = dict(sampling_rate=24000, return_embedding=True)
+    reference = make_pipeline(model_dir, runtime="torch")(audio, **ask)
+    pipe = make_pipeline(model_dir, precision="auto")
+    assert (pipe.backbone_runtime.name, pipe.backbone_runtime.arithmetic) == ("openvino", "bfloat16")
+    answer = pipe(audio, **ask)
+    a, b = np.array(answer["embedding"]), np.array(reference["embedding"])
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= BFLOAT16_COSINE
+    assert max(abs(moods(answer)[label] - score) for label, score in moods(reference).items()) <= 0.01
+    checks = json.loads((cache_root() / fingerprint(pipe.model) / "checks.json").read_text())
+    assert [check["cosine"] >= BFLOAT16_COSINE for key, check in checks.items() if key.endswith(" bfloat16")] == [True]
 
 
 @pytest.mark.skipif(not installed("onnxruntime"), reason="onnxruntime is not installed")
