@@ -16,6 +16,7 @@ import queue
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Union
@@ -41,6 +42,11 @@ _MIN_RATE, _MAX_RATE = 1_000, 768_000
 
 class AudioDecodeError(ValueError):
     """The input could not be turned into audio; the message names the input and what to do."""
+
+
+class AudioCutShortWarning(UserWarning):
+    """A file holds less audio than its header announces (a copy or download that stopped): what it holds is
+    analysed, and this says so, naming the file and both durations."""
 
 
 def _as_float32(array: np.ndarray, name: str) -> np.ndarray:
@@ -328,25 +334,83 @@ def _open_file(source: Any, name: str) -> AudioStream:
         handle.close()
         raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; resample it "
                                f"to between {_MIN_RATE} and {_MAX_RATE} Hz.")
+    announced = _announced_seconds(source, handle)
+    if announced is not None and _ends_before(source, handle, announced):
+        held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format == "WAV" else "what it holds"
+        warnings.warn(AudioCutShortWarning(
+            f"{name}: cut short: its header announces {announced:.1f} s of audio and the file ends before that (not "
+            f"downloaded or copied whole); {held} is analysed."), stacklevel=2)
     return AudioStream(name, handle.samplerate, _file=handle)
+
+
+@contextlib.contextmanager
+def _bytes_of(source: Any):
+    """The file's bytes as a binary file, read without moving a file object's position (libsndfile reads through it)."""
+    if isinstance(source, io.BytesIO):
+        where = source.tell()
+        try:
+            source.seek(0)
+            yield source
+        finally:
+            source.seek(where)
+    else:
+        with open(source, "rb") as data:
+            yield data
+
+
+def _announced_seconds(source: Any, handle: sf.SoundFile) -> float | None:
+    """The duration a WAV's or an MP3's header announces, where it is exact: a WAV's data size (unless left unset, as
+    by a writer streaming to a pipe), an MP3's frame count in its Xing, Info or VBRI header (LAME writes one; without
+    it the count is an estimate from the file's size). None elsewhere: other formats' decoders fail on a cut, or
+    know no length but the one they read."""
+    with _bytes_of(source) as data:
+        head, size = data.read(12), data.seek(0, os.SEEK_END)
+        if head[:4] == b"RIFF" and head[8:] == b"WAVE":
+            chunks = dict(_wav_chunks(data, size))
+            if b"data" not in chunks or b"fmt " not in chunks:
+                return None
+            declared = int.from_bytes(chunks[b"data"][1], "little")
+            data.seek(chunks[b"fmt "][0] + 16)  # the fmt body's bytes per second
+            byte_rate = int.from_bytes(data.read(4), "little")
+            unset = declared == 0 or declared >= 0x7FFFF000
+            return None if unset or not byte_rate else declared / byte_rate
+        if handle.format == "MP3" and handle.frames > 0:
+            start = _id3_end(head) or 0
+            data.seek(start)
+            first = data.read(4096)
+            sync = next((i for i in range(len(first) - 1) if first[i] == 0xFF and first[i + 1] & 0xE0 == 0xE0), None)
+            if sync is not None and any(tag in first[sync : sync + 200] for tag in (b"Xing", b"Info", b"VBRI")):
+                return handle.frames / handle.samplerate
+    return None
+
+
+def _ends_before(source: Any, handle: sf.SoundFile, announced: float) -> bool:
+    """Whether the audio ends more than 0.1 s before `announced` seconds: a WAV's readable frames are counted from
+    the file's size; an MP3 is sought there in a handle of its own (a seek past its end reads nothing; a seek and back
+    in `handle` would change its decoding in the last bits)."""
+    last = int((announced - 0.1) * handle.samplerate)
+    if handle.format == "WAV" or last <= 0:
+        return handle.frames < last
+    try:
+        with _decoder_notes_hidden(), sf.SoundFile(
+                os.fsencode(source) if isinstance(source, str) else io.BytesIO(source.getvalue())) as probe:
+            probe.seek(last)
+            return not len(probe.read(1, dtype="float32"))
+    except (sf.LibsndfileError, RuntimeError):
+        return True
 
 
 def _why_not_audio(source: Any) -> str:
     """What to tell of a file no decoder opens. An MP3 cut short in or just after its ID3 tag (cover art can fill the
     first hundreds of KB) holds no whole audio frame, and a WAV cut short in its header holds no audio data: an
     incomplete download or copy, not a file of another kind."""
-    if isinstance(source, io.BytesIO):
-        handle = contextlib.nullcontext(io.BytesIO(source.getvalue()))
-    else:
-        handle = open(source, "rb")
-    with handle as data:
+    with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
-        if head[:4] == b"RIFF" and head[8:] == b"WAVE" and not _has_wav_data_chunk(data, size):
+        if head[:4] == b"RIFF" and head[8:] == b"WAVE" and b"data" not in dict(_wav_chunks(data, size)):
             return (f"cut short: the WAV file ends in its header ({size:,} bytes), before its audio data; it was not "
                     "downloaded or copied whole.")
-    if len(head) >= 10 and head[:3] == b"ID3" and head[3] in (2, 3, 4) and all(byte < 0x80 for byte in head[6:10]):
-        tag_size = sum(byte << 7 * (3 - index) for index, byte in enumerate(head[6:10]))  # 7 bits a byte ("syncsafe")
-        tag_end = 10 + tag_size + (10 if head[5] & 0x10 else 0)  # header, tag, and its footer when flagged
+    tag_end = _id3_end(head)
+    if tag_end is not None:
         after = size - tag_end
         if after < 0:
             where = f"inside its ID3 tag ({size:,} of the tag's {tag_end:,} bytes)"
@@ -363,16 +427,25 @@ def _why_not_audio(source: Any) -> str:
     return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
 
 
-def _has_wav_data_chunk(data: io.IOBase, size: int) -> bool:
-    """Whether a RIFF/WAVE file's chunks (id, little-endian size, body padded to even) reach a `data` chunk."""
+def _wav_chunks(data: io.IOBase, size: int) -> Iterator[tuple[bytes, tuple[int, bytes]]]:
+    """(id, (offset, size field)) of each chunk header of a RIFF/WAVE file (id, little-endian size, body padded to
+    even) that the file holds, up to its `data` chunk."""
     at = 12
     while at + 8 <= size:
         data.seek(at)
         header = data.read(8)
+        yield header[:4], (at, header[4:])
         if header[:4] == b"data":
-            return True
+            return
         at += 8 + int.from_bytes(header[4:], "little") + (header[4] & 1)
-    return False
+
+
+def _id3_end(head: bytes) -> int | None:
+    """Where an ID3v2 tag at the start of a file ends (header, tag, and its footer when flagged), or None."""
+    if len(head) >= 10 and head[:3] == b"ID3" and head[3] in (2, 3, 4) and all(byte < 0x80 for byte in head[6:10]):
+        tag_size = sum(byte << 7 * (3 - index) for index, byte in enumerate(head[6:10]))  # 7 bits a byte ("syncsafe")
+        return 10 + tag_size + (10 if head[5] & 0x10 else 0)
+    return None
 
 
 _MP3_FRAME_BYTES = 1441  # the largest MPEG-1 layer III frame (320 kbit/s at 32 kHz, padded): less is no whole frame

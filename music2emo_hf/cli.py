@@ -421,7 +421,8 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
             key = taken.popleft()
             yield answer if isinstance(answer, Exception) else inputs.record(key, {**answer, "options": recorded})
 
-    with tqdm(total=plan.total, desc="music2emo", unit=noun, file=sys.stderr, disable=not job.is_main) as bar:
+    with tqdm(total=plan.total, desc="music2emo", unit=noun, file=sys.stderr, disable=not job.is_main) as bar, \
+            _cut_short_files_noted(bar):
         job.run(
             plan, inputs.keys, mood_labels,
             analyse=analyse,
@@ -431,6 +432,25 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
         )
         job.wait_for_all()
     return pipe
+
+
+@contextlib.contextmanager
+def _cut_short_files_noted(bar):
+    """A file cut short is analysed (what it holds); its warning is one line among the errors: `warning: FILE: ...`."""
+    from .audio import AudioCutShortWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, *rest, **keywords):
+        if issubclass(category, AudioCutShortWarning):
+            bar.write(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **keywords)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AudioCutShortWarning)
+        warnings.showwarning = show
+        yield
 
 
 def _pipeline_options(args: argparse.Namespace, pipe) -> dict:

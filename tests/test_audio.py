@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from music2emo_hf.audio import AudioDecodeError, load_audio, open_audio, resample
+from music2emo_hf.audio import AudioCutShortWarning, AudioDecodeError, load_audio, open_audio, resample
 
 from .conftest import ROOT, require_fixtures, tone
 
@@ -173,8 +174,42 @@ def test_truncated_mp3_decodes_what_is_there(tmp_path):
     source = require_fixtures("emomusic", "audio", "3.mp3").read_bytes()
     cut = tmp_path / "cut.mp3"
     cut.write_bytes(source[: len(source) // 3])
-    audio = load_audio(str(cut), 24000)
+    with pytest.warns(AudioCutShortWarning, match="its header announces 45.0 s of audio"):  # its LAME header's count
+        audio = load_audio(str(cut), 24000)
     assert 2.0 < len(audio) / 24000 < 30.0  # what the first third holds (after its ID3 tag): not all 45 s, not nothing
+
+
+@pytest.mark.parametrize("kind", ["WAV", "MP3"])
+def test_a_file_cut_short_is_analysed_with_a_warning_naming_what_its_header_announced(tmp_path, kind):
+    """libsndfile reads a WAV or an MP3 (LAME's, with its Xing header, as libsndfile writes it) cut short up to where
+    it ends without a word: 60 % of a track would pass for the track."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(4.0), 24000, format=kind, subtype="PCM_16" if kind == "WAV" else None)
+    cut = tmp_path / f"cut.{kind.lower()}"
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 6 // 10])
+    held = "the 2.4 s it holds" if kind == "WAV" else "what it holds"
+    message = f"{cut}: cut short: its header announces 4.0 s of audio and the file ends before that (not downloaded " \
+              f"or copied whole); {held} is analysed."
+    with pytest.warns(AudioCutShortWarning, match=re.escape(message)):
+        audio = load_audio(str(cut), 24000)
+    assert 2.0 < len(audio) / 24000 < 2.6
+    with pytest.warns(AudioCutShortWarning, match="cut short"):  # the same bytes given as bytes
+        load_audio(cut.read_bytes(), 24000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(whole.getvalue(), 24000)) == 4 * 24000  # whole: no warning
+
+
+def test_a_wav_whose_sizes_were_left_unset_is_read_whole_without_a_warning(tmp_path):
+    """A writer streaming to a pipe cannot go back to fill in the sizes: it leaves 0xFFFFFFFF (as ffmpeg does)."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(2.0), 24000, format="WAV", subtype="PCM_16")
+    data = bytearray(whole.getvalue())
+    at = data.index(b"data")
+    data[4:8] = data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(bytes(data), 24000)) == 2 * 24000
 
 
 def test_an_mp3_cut_short_inside_its_id3_tag_is_called_incomplete_not_other_than_audio(tmp_path):
@@ -190,7 +225,8 @@ def test_an_mp3_cut_short_inside_its_id3_tag_is_called_incomplete_not_other_than
                         (110_000, "90 bytes after its 109,910-byte ID3 tag")):  # less than one whole audio frame
         with pytest.raises(AudioDecodeError, match=re.escape(f"cut short: the file ends {where}, before any audio")):
             load_audio(source[:size], 24000)
-    assert len(load_audio(source[:112_000], 24000)) > 0  # a few frames: what is there is decoded
+    with pytest.warns(AudioCutShortWarning, match="<112000 bytes>: cut short"):
+        assert len(load_audio(source[:112_000], 24000)) > 0  # a few frames: what is there is decoded
     (tmp_path / "notes.mp3").write_bytes(b"ID3 tags to add: artist, title\n" * 10)  # text, however it starts
     with pytest.raises(AudioDecodeError, match="notes.mp3: not audio"):
         load_audio(str(tmp_path / "notes.mp3"), 24000)

@@ -334,6 +334,17 @@ def test_a_file_name_that_is_not_utf8_is_analysed_recorded_and_skipped_on_rerun(
         assert pandas.read_csv(out)["file"].tolist() == [os.fsdecode(tmp_path) + "/caf\\xe9.wav"]
 
 
+def test_a_file_cut_short_is_recorded_and_named_in_a_warning(tiny_model_dir, tmp_path, write_wav, capsys):
+    whole = write_wav("whole.wav", tone(3.0))
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a copy that stopped half-way
+    out = tmp_path / "moods.jsonl"
+    status, stderr = predict_here(capsys, str(whole), str(cut), "--model", str(tiny_model_dir), "-o", str(out))
+    assert status == 0 and "2 file(s) analysed, 0 failed" in stderr, stderr
+    assert f"warning: {cut}: cut short: its header announces 3.0 s of audio and the file ends before that" in stderr
+    assert [record["file"] for record in records(out)] == [str(whole), str(cut)]
+
+
 def test_a_model_without_a_mood_head_answers_valence_and_arousal(tiny_model_dir, tmp_path, write_wav, capsys):
     """A teacher trained on DEAM alone, as docs/training.md makes one, is a model `predict` takes."""
     import warnings
