@@ -358,11 +358,11 @@ def _bytes_of(source: Any):
             yield data
 
 
-def _announced_seconds(source: Any, handle: sf.SoundFile) -> float | None:
+def _announced_seconds(source: Any, handle: Any) -> float | None:
     """The duration a WAV's or an MP3's header announces, where it is exact: a WAV's data size (unless left unset, as
     by a writer streaming to a pipe), an MP3's frame count in its Xing, Info or VBRI header (LAME writes one; without
     it the count is an estimate from the file's size). None elsewhere: other formats' decoders fail on a cut, or
-    know no length but the one they read."""
+    know no length but the one they read. `handle`: the open SoundFile, or `sf.info`'s answer (format, frames, rate)."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
         if head[:4] == b"RIFF" and head[8:] == b"WAVE":
@@ -452,11 +452,14 @@ _MP3_FRAME_BYTES = 1441  # the largest MPEG-1 layer III frame (320 kbit/s at 32 
 
 
 def header_duration(path: str | os.PathLike) -> float | None:
-    """A file's duration read from its header, without decoding (None when it holds no samples). Raises what
-    soundfile raises for a file that is not audio."""
+    """A file's duration read from its header, without decoding (None when it holds no samples): for a WAV cut short,
+    what its header announces, not the part libsndfile counts from the file's size. Raises what soundfile raises for
+    a file that is not audio."""
     with _decoder_notes_hidden():
         info = sf.info(os.fsencode(path))  # soundfile would encode a str as strict UTF-8: not every name is
-    return info.frames / info.samplerate if info.frames > 0 and info.samplerate > 0 else None
+    if info.frames <= 0 or info.samplerate <= 0:
+        return None
+    return _announced_seconds(os.fspath(path), info) or info.frames / info.samplerate
 
 
 def why_missing(path: str, what: str = "file") -> str:

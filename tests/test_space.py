@@ -206,13 +206,18 @@ def test_an_expired_upload_is_called_expired(space_app, tiny_model_dir, tmp_path
 
 
 def test_a_file_cut_short_is_said_to_be(client, clip, tiny_model_dir, tmp_path):
-    """The first third of an MP3 (an interrupted download) is analysed for what it holds, and the page says how
-    little that is; an empty file gets the package's own reason."""
+    """The first third of an MP3 (an interrupted download), or half a WAV, is analysed for what it holds, and the
+    page says how little that is; an empty file gets the package's own reason."""
     cut = tmp_path / "cut.mp3"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 3])
     status, *_, answer = client.predict(handle_file(str(cut)), str(tiny_model_dir), "", api_name="/analyse")
     heard = answer["segments"][-1]["end"]
     assert heard < 30 and f"only {heard:.1f} s of the 45.0 s its header states could be decoded" in status
+    whole = tmp_path / "whole.wav"  # a WAV's header gives its length too (libsndfile counts what the file holds)
+    sf.write(whole, tone(20.0), 24000, subtype="PCM_16")
+    (tmp_path / "cut.wav").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    status, *_ = client.predict(handle_file(str(tmp_path / "cut.wav")), str(tiny_model_dir), "", api_name="/analyse")
+    assert "only 10.0 s of the 20.0 s its header states could be decoded" in status
     (tmp_path / "empty.mp3").write_bytes(b"")
     with pytest.raises(AppError, match=r"^empty.mp3 could not be read as audio: the file is empty"):
         client.predict(handle_file(str(tmp_path / "empty.mp3")), str(tiny_model_dir), "", api_name="/analyse")
