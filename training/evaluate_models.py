@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from engine import (TRAINING_INFO, corpus_metrics, exit_with, load_corpora, load
 from train_zero_shot import read_leave_one_out, table_row, zero_shot_table
 
 from music2emo_hf import Music2EmoModel
+from music2emo_hf.atomic import write_atomic
 
 # Column order and headers: Music2Emo's J, D, E, P, then the tag corpora of the cross-dataset paper.
 COLUMNS = {
@@ -130,6 +132,12 @@ def markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_stem(output: str) -> Path:
+    """OUTPUT without a .md or .json suffix: the tables go to STEM.md and STEM.json (table.v2: table.v2.md)."""
+    path = Path(output)
+    return path.with_suffix("") if path.suffix in (".md", ".json") else path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", help="a folder made by `music2emo prepare-data` (to score --model)")
@@ -147,6 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give at least one --model or --zero-shot")
     if args.models and not args.dataset:
         parser.error("--model needs --dataset, the prepared folder to score it on")
+    stem = table_stem(args.output)
+    if stem.is_dir():
+        parser.error(f"--output {args.output}: is a folder; name the tables' file in it, e.g. {stem / 'table'} "
+                     "(writes table.md and table.json there)")
+    nearest = next(folder for folder in (stem.parent.absolute(), *stem.parent.absolute().parents) if folder.exists())
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK):  # found now, not once every model is scored
+        parser.error(f"--output {args.output}: cannot write there ({nearest} is not a folder this user can write to)")
     accelerator = Accelerator()
     try:
         results: dict[str, Any] = {}
@@ -165,13 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if zero_shot_rows:
         results["zero_shot"] = zero_shot_rows
     if accelerator.is_main_process:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
+        stem.parent.mkdir(parents=True, exist_ok=True)
         parts = [markdown(results)] if args.models else []
         text = "\n".join(parts + ([zero_shot_table(zero_shot_rows)] if zero_shot_rows else []))
-        stem = str(output.with_suffix("") if output.suffix in (".md", ".json") else output)  # table.v2: table.v2.md
-        Path(f"{stem}.md").write_text(text, encoding="utf-8")
-        Path(f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        write_atomic(f"{stem}.md", text)
+        write_atomic(f"{stem}.json", json.dumps(results, indent=1) + "\n")
         print(text, end="")
     accelerator.end_training()
     return 0

@@ -92,6 +92,15 @@ def test_distillation_moves_the_student_towards_its_teachers_and_the_table_is_on
         assert rows["J+D (KD)"]["teacher_distance"][corpus] < 0.7 * rows["J+D"]["teacher_distance"][corpus]
 
 
+def test_the_tables_output_is_checked_before_any_model_is_scored(tmp_path, capsys):
+    """A folder given as --output is refused at once, not after a long evaluation, and nothing is written in it."""
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_models.main(["--zero-shot", f"all={tmp_path / 'none'}", "--output", str(tmp_path)])
+    assert exit_.value.code == 2 and f"--output {tmp_path}: is a folder; name the tables' file in it, e.g. " \
+        f"{tmp_path / 'table'}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_distilled_student_answers_from_audio_in_the_pipeline(students):
     with warnings.catch_warnings():
         warnings.simplefilter("error", music2emo_hf.UntrainedModelWarning)  # a trained model must not warn
