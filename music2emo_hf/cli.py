@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -599,9 +600,25 @@ def _fractions(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=FRACTION,... (e.g. train=0.8,validation=0.1,test=0.1), got {text!r}")
 
 
+def _download_elsewhere(source: str, missing: Path) -> str:
+    """Where the download is, when --source names a folder above its own (the folder an archive was unpacked into)
+    or inside it: "; the download is in X: pass --source X", else nothing."""
+    try:
+        relative = missing.relative_to(source)
+    except ValueError:  # not a file of --source (e.g. of --splits-dir)
+        return ""
+    root = Path(source)
+    below = itertools.islice((folder for pattern in ("*", "*/*") for folder in sorted(root.glob(pattern))), 2000)
+    for folder in [*below, *list(root.absolute().parents)[:2]]:
+        if folder.is_dir() and (folder / relative).exists():
+            return f"; the download is in {folder}: pass --source {folder}"
+    return ""
+
+
 def prepare_data(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .data.files import MissingSourceFile
     from .data.prepare import PrepareOptions, prepare_corpus, push_dataset
 
     options = PrepareOptions(
@@ -617,6 +634,8 @@ def prepare_data(args: argparse.Namespace) -> int:
         report = prepare_corpus(
             args.corpus, args.source, args.out, options, progress=lambda t: tqdm(t, desc=f"{args.corpus}: checking audio", unit="file")
         )
+    except MissingSourceFile as error:
+        raise CommandError(f"{error}{_download_elsewhere(args.source, error.path)}") from None
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise CommandError(str(error)) from None
     print("\n".join(report.lines()), file=sys.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import CAL500_EMOTIONS
-from .files import find_audio, utf8_text
+from .files import find_audio, required, utf8_text
 from .schema import Track
 
 CORPUS = "cal500"
@@ -41,13 +41,6 @@ _ANNOTATOR_FILE = re.compile(r"^(?P<song>.+)_(?P<annotator>\d+)\.txt$")
 _ARFF_NAMES = {_PREFIX + name.replace("_/_", "-"): name for name in CAL500_EMOTIONS} | {
     "Angry-Agressive": "Angry_/_Aggressive"
 }
-
-
-def _require(path: Path, what: str = "file") -> Path:
-    exists = path.is_dir() if what == "folder" else path.is_file()
-    if not exists:
-        raise FileNotFoundError(f"CAL500: expected {what} {path} is missing")
-    return path
 
 
 def _read_annotator(path: Path) -> dict[str, float]:
@@ -103,19 +96,19 @@ def read(source: str | os.PathLike, rule: str = "top5_above_4", threshold: float
     """
     root = Path(source)
     select_moods([], rule, threshold)  # reject a bad rule before reading anything
-    with utf8_text(_require(root / SONG_NAMES)) as handle:
+    with utf8_text(required(root / SONG_NAMES, "CAL500")) as handle:
         songs = handle.read().split()
     duplicates = sorted(song for song, count in Counter(songs).items() if count > 1)
     if duplicates:
         raise ValueError(f"CAL500: {root / SONG_NAMES}: duplicate song names {duplicates}")
-    with utf8_text(_require(root / VOCAB)) as handle:
+    with utf8_text(required(root / VOCAB, "CAL500")) as handle:
         vocab = set(handle.read().split())
     missing = [name for name in CAL500_EMOTIONS if _PREFIX + name not in vocab]
     if missing:
         raise ValueError(f"CAL500: {root / VOCAB} lacks the emotion concepts {missing}")
     ratings: dict[str, list[dict[str, float]]] = {song: [] for song in songs}
     strays = []
-    for path in sorted(_require(root / ANNOTATIONS_DIR, "folder").iterdir()):
+    for path in sorted(required(root / ANNOTATIONS_DIR, "CAL500", "folder").iterdir()):
         match = _ANNOTATOR_FILE.match(path.name)
         if not match:
             continue
@@ -154,9 +147,7 @@ def read_arff(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str
     ``songNames.txt`` order [inferred]). Only the positive ``Emotion-`` labels are returned; their ``NOT-`` twins
     carry no more information.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CAL500: expected MULAN ARFF file {path} is missing")
+    path = required(Path(path), "CAL500", "MULAN ARFF file")
     attributes: list[tuple[str, str]] = []
     rows: list[list[str]] = []
     in_data = False

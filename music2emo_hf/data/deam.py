@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ..labels import DEAM_VA_SCALE
-from .files import utf8_text
+from .files import required, utf8_text
 from .schema import Track
 
 CORPUS = "deam"
@@ -27,9 +27,7 @@ DYNAMIC_DIR = Path("annotations", "annotations averaged per song", "dynamic (per
 def read_table(path: Path, corpus: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header (names stripped, and `valence_ max_mean` as DEAM writes it read as `valence_max_mean`) and
     (line, cells) rows, blank rows left out."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{corpus}: expected file {path}")
-    with utf8_text(path) as handle:
+    with utf8_text(required(path, corpus)) as handle:
         rows = list(csv.reader(handle))
     if not rows:
         raise ValueError(f"{path}, line 1: empty file, expected a header")

@@ -12,17 +12,12 @@ from pathlib import Path
 
 from ..labels import EMOMUSIC_VA_SCALE
 from .deam import SERIES_HOP, SERIES_START, parse_number, read_dynamic, read_id_splits, read_table, song_id
+from .files import required
 from .schema import Track
 
 CORPUS = "emomusic"
 OFFICIAL_SPLITS = {"development": "train", "evaluation": "test"}
 _INFO_FIELDS = {"Artist": "artist", "Song title": "title", "Genre": "genre"}
-
-
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"EmoMusic: expected file {path} (official download layout)")
-    return path
 
 
 def _seconds(value: str, path: Path, line: int) -> int:
@@ -59,8 +54,8 @@ def read(source: str | os.PathLike, splits_dir: str | os.PathLike | None = None)
     audio `clips_45seconds/<file_name>`, and the official MediaEval 2013 split of `songs_info.csv` — or Music2Emo's
     train/validation/test id lists in `splits_dir`, which override it (unlisted songs get None)."""
     root = Path(source)
-    static_path = _require(root / "static_annotations.csv")
-    info_path = _require(root / "songs_info.csv")
+    static_path = required(root / "static_annotations.csv", "EmoMusic")
+    info_path = required(root / "songs_info.csv", "EmoMusic")
     info = _read_info(info_path)
     header, body = read_table(static_path, "EmoMusic")
     for column in ("song_id", "mean_valence", "mean_arousal"):

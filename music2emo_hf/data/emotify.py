@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..labels import EMOTIFY_GEMS
-from .files import find_audio, utf8_text
+from .files import find_audio, required, utf8_text
 from .schema import Track
 
 CORPUS = "emotify"
@@ -91,9 +91,7 @@ def read(source: str | os.PathLike, rule: str = "top3", min_share: float | None 
     picks. `extra` keeps the genre, the numeric id and the number of listeners."""
     root = Path(source)
     select_moods([0] * len(EMOTIFY_GEMS), 1, rule, min_share)  # reject a bad rule before reading anything
-    path = root / DATA
-    if not path.is_file():
-        raise FileNotFoundError(f"Emotify: expected file {path} is missing")
+    path = required(root / DATA, "Emotify")
     tracks = []
     for (genre, track), (listeners, *votes) in _read_votes(path).items():
         tracks.append(

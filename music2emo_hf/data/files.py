@@ -1,4 +1,5 @@
-"""Finding a corpus's audio files by the names its annotations give."""
+"""A corpus download's files: its annotation files where its official layout puts them, its audio files by the
+names its annotations give."""
 
 from __future__ import annotations
 
@@ -8,6 +9,22 @@ from pathlib import Path
 from typing import TextIO
 
 from ..audio import AUDIO_EXTENSIONS
+
+
+class MissingSourceFile(FileNotFoundError):
+    """A file of a corpus's official download layout is not where the layout puts it; `path` is where it was looked
+    for (`music2emo prepare-data` looks for it in the folders below --source too)."""
+
+    def __init__(self, corpus: str, path: Path, what: str = "file"):
+        super().__init__(f"{corpus}: expected {what} {path} is missing (the official download's layout)")
+        self.path = path
+
+
+def required(path: Path, corpus: str, what: str = "file") -> Path:
+    """`path`, which the corpus's layout needs: a file, or a folder when `what` is "folder"."""
+    if not (path.is_dir() if what == "folder" else path.is_file()):
+        raise MissingSourceFile(corpus, path, what)
+    return path
 
 
 def find_audio(folder: Path, name: str) -> str | None:
@@ -30,4 +47,4 @@ def utf8_text(path: Path) -> Iterator[TextIO]:
                          "again.") from None
 
 
-__all__ = ["find_audio", "utf8_text"]
+__all__ = ["MissingSourceFile", "find_audio", "required", "utf8_text"]

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..labels import MTG_JAMENDO_MOODS
-from .files import utf8_text
+from .files import required, utf8_text
 from .schema import Track
 
 CORPUS = "mtg_jamendo"
@@ -22,12 +22,6 @@ HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
 SPLIT_NAMES = ("train", "validation", "test")
 N_SPLITS = 5
 _MOOD_INDEX = {mood: i for i, mood in enumerate(MTG_JAMENDO_MOODS)}
-
-
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"MTG-Jamendo moodtheme: expected file {path} (official download layout)")
-    return path
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -60,7 +54,8 @@ def _audio(audio_dir: Path, relative: str) -> str | None:
 def _read_split(data_dir: Path, split: int, known: set[str]) -> dict[str, str]:
     assignment: dict[str, str] = {}
     for name in SPLIT_NAMES:
-        path = _require(data_dir / "splits" / f"split-{split}" / f"autotagging_moodtheme-{name}.tsv")
+        path = required(data_dir / "splits" / f"split-{split}" / f"autotagging_moodtheme-{name}.tsv",
+                        "MTG-Jamendo moodtheme")
         for line, row in _rows(path):
             track_id = _track_id(row[0], path, line)
             if track_id not in known:
@@ -78,7 +73,7 @@ def read(source: str | os.PathLike, split: int = 0) -> list[Track]:
         raise ValueError(f"MTG-Jamendo has official splits 0..{N_SPLITS - 1}, not {split!r}")
     root = Path(source)
     data_dir = root / "data"
-    path = _require(data_dir / "autotagging_moodtheme.tsv")
+    path = required(data_dir / "autotagging_moodtheme.tsv", "MTG-Jamendo moodtheme")
     tracks: list[Track] = []
     seen: dict[str, int] = {}
     duplicates: list[str] = []

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..labels import PMEMO_VA_SCALE, VA_SCALE, RatingScale
 from .deam import read_id_splits
-from .files import find_audio, utf8_text
+from .files import find_audio, required, utf8_text
 from .schema import Track
 
 CORPUS = "pmemo"
@@ -34,12 +34,6 @@ AUDIO_DIR = Path("chorus")
 _ORIGINAL_COLUMNS = ("musicId", "Arousal(mean)", "Valence(mean)")
 _RESCALED_COLUMNS = ("song_id", "valence_mean", "arousal_mean")
 _HOP_TOLERANCE = 1e-6
-
-
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"PMEmo: expected file {path} is missing")
-    return path
 
 
 def _rows(path: Path):
@@ -137,9 +131,9 @@ def read(source: str | os.PathLike, splits_dir: str | os.PathLike | None = None)
     split list that have no annotation raise ValueError rather than vanish.
     """
     root = Path(source)
-    static, scale = _read_static(_require(root / STATIC))
+    static, scale = _read_static(required(root / STATIC, "PMEmo"))
     dynamic = _read_dynamic(root / DYNAMIC) if (root / DYNAMIC).is_file() else {}
-    metadata = _read_metadata(_require(root / METADATA))
+    metadata = _read_metadata(required(root / METADATA, "PMEmo"))
     songs = set(static) | set(dynamic)
     split_of = read_id_splits(splits_dir, songs, "PMEmo") if splits_dir is not None else {}
     tracks = []

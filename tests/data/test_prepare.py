@@ -236,6 +236,11 @@ def test_options_and_errors(downloads, tmp_path, capsys):
     missing = ["prepare-data", "--corpus", "deam", "--source", str(tmp_path / "nowhere"), "--out", str(out)]
     assert main(missing) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
+    pmemo = downloads["pmemo"]
+    for source in (pmemo.parent, pmemo / "annotations"):  # the folder above the download's own, and one inside it
+        assert main(["prepare-data", "--corpus", "pmemo", "--source", str(source), "--out", str(out)]) == 2
+        assert (f"PMEmo: expected file {source / 'annotations' / 'static_annotations.csv'} is missing (the official "
+                f"download's layout); the download is in {pmemo}: pass --source {pmemo}") in capsys.readouterr().err
     assert main(["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(out),
                  "--fractions", "train=0.5,test=0.6"]) == 2
     assert "sum to 1" in capsys.readouterr().err
