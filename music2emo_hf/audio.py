@@ -304,24 +304,27 @@ def describe(audio: AudioInput) -> str:
 # The decoders (libsndfile's mpg123 among them) write notes such as "Note: Trying to resync..." straight to the
 # process's stderr while they probe a file; they are kept off the terminal unless this is set (`music2emo --verbose`).
 SHOW_DECODER_NOTES = False
+_DECODER_NOTES_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
 def _decoder_notes_hidden():
     """Point file descriptor 2 at /dev/null for the block (the decoders write to it from C), unless
-    SHOW_DECODER_NOTES. Only opening a file is wrapped: a few milliseconds."""
+    SHOW_DECODER_NOTES. Only opening a file is wrapped: a few milliseconds. One thread at a time: two decoding threads
+    swapping the process's descriptor at once could leave it pointing at /dev/null for the rest of the run."""
     if SHOW_DECODER_NOTES:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with _DECODER_NOTES_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _open_file(source: Any, name: str) -> AudioStream:
@@ -334,9 +337,10 @@ def _open_file(source: Any, name: str) -> AudioStream:
         handle.close()
         raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; resample it "
                                f"to between {_MIN_RATE} and {_MAX_RATE} Hz.")
-    announced = _announced_seconds(source, handle)
-    if announced is not None and _ends_before(source, handle, announced):
-        held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format == "WAV" else "what it holds"
+    announced = _cut_short(source, handle)
+    if announced is not None:
+        held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in ("WAV", "WAVEX") else \
+            "what it holds"
         warnings.warn(AudioCutShortWarning(
             f"{name}: cut short: its header announces {announced:.1f} s of audio and the file ends before that (not "
             f"downloaded or copied whole); {held} is analysed."), stacklevel=2)
@@ -358,46 +362,50 @@ def _bytes_of(source: Any):
             yield data
 
 
-def _announced_seconds(source: Any, handle: Any) -> float | None:
-    """The duration a WAV's or an MP3's header announces, where it is exact: a WAV's data size (unless left unset, as
-    by a writer streaming to a pipe), an MP3's frame count in its Xing, Info or VBRI header (LAME writes one; without
-    it the count is an estimate from the file's size). None elsewhere: other formats' decoders fail on a cut, or
-    know no length but the one they read. `handle`: the open SoundFile, or `sf.info`'s answer (format, frames, rate)."""
+def _cut_short(source: Any, handle: Any) -> float | None:
+    """The duration the header announces, when the file holds less than that by more than 0.1 s (a copy or download
+    that stopped); None when it does not, or cannot be told. `handle`: the open SoundFile, or `sf.info`'s answer.
+    A WAV's (or WAVEX's) data size is compared in bytes with what the file holds (unless the size was left unset by
+    a writer streaming to a pipe); an MP3 with a Xing or Info header holding its frame count (LAME writes one, and
+    libsndfile's decoder takes its length from it; without it the length is an estimate from the file's size) is
+    sought near that end, in a handle of its own (a seek and back in `handle` would change its decoding in the last
+    bits). Other formats are not checked: a cut FLAC fails to decode; AIFF, W64 and RF64 are read as far as they go."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
         if head[:4] == b"RIFF" and head[8:] == b"WAVE":
             chunks = dict(_wav_chunks(data, size))
             if b"data" not in chunks or b"fmt " not in chunks:
                 return None
-            declared = int.from_bytes(chunks[b"data"][1], "little")
-            data.seek(chunks[b"fmt "][0] + 16)  # the fmt body's bytes per second
-            byte_rate = int.from_bytes(data.read(4), "little")
-            unset = declared == 0 or declared >= 0x7FFFF000
-            return None if unset or not byte_rate else declared / byte_rate
-        if handle.format == "MP3" and handle.frames > 0:
-            start = _id3_end(head) or 0
-            data.seek(start)
-            first = data.read(4096)
-            sync = next((i for i in range(len(first) - 1) if first[i] == 0xFF and first[i + 1] & 0xE0 == 0xE0), None)
-            if sync is not None and any(tag in first[sync : sync + 200] for tag in (b"Xing", b"Info", b"VBRI")):
-                return handle.frames / handle.samplerate
-    return None
-
-
-def _ends_before(source: Any, handle: sf.SoundFile, announced: float) -> bool:
-    """Whether the audio ends more than 0.1 s before `announced` seconds: a WAV's readable frames are counted from
-    the file's size; an MP3 is sought there in a handle of its own (a seek past its end reads nothing; a seek and back
-    in `handle` would change its decoding in the last bits)."""
-    last = int((announced - 0.1) * handle.samplerate)
-    if handle.format == "WAV" or last <= 0:
-        return handle.frames < last
+            start, declared = chunks[b"data"][0] + 8, int.from_bytes(chunks[b"data"][1], "little")
+            data.seek(chunks[b"fmt "][0] + 16)  # the fmt body's bytes per second, then its block size
+            byte_rate, block = int.from_bytes(data.read(4), "little"), int.from_bytes(data.read(2), "little")
+            unset = declared == 0 or declared >= 0x7F000000  # SoX streams 0x7FFFF000 rounded down to whole blocks
+            missing = declared - (size - start)
+            if unset or not byte_rate or missing <= max(block, 0.1 * byte_rate):
+                return None
+            return declared / byte_rate
+        if handle.format != "MP3" or handle.frames <= 0 or not _has_xing_frame_count(data, _id3_end(head) or 0):
+            return None
+    last = int((handle.frames / handle.samplerate - 0.1) * handle.samplerate)
     try:
         with _decoder_notes_hidden(), sf.SoundFile(
                 os.fsencode(source) if isinstance(source, str) else io.BytesIO(source.getvalue())) as probe:
             probe.seek(last)
-            return not len(probe.read(1, dtype="float32"))
+            ends = not len(probe.read(1, dtype="float32"))  # a seek past its end reads nothing
     except (sf.LibsndfileError, RuntimeError):
-        return True
+        return None
+    return handle.frames / handle.samplerate if ends else None
+
+
+def _has_xing_frame_count(data: io.IOBase, start: int) -> bool:
+    """Whether the first MPEG audio frame from `start` holds a Xing or Info header with its frame count (flag 1)."""
+    data.seek(start)
+    first = data.read(4096)
+    sync = next((i for i in range(len(first) - 1) if first[i] == 0xFF and first[i + 1] & 0xE0 == 0xE0), None)
+    if sync is None:
+        return False
+    at = max(first.find(b"Xing", sync, sync + 64), first.find(b"Info", sync, sync + 64))
+    return at >= 0 and bool(int.from_bytes(first[at + 4 : at + 8], "big") & 1)
 
 
 def _why_not_audio(source: Any) -> str:
@@ -459,7 +467,7 @@ def header_duration(path: str | os.PathLike) -> float | None:
         info = sf.info(os.fsencode(path))  # soundfile would encode a str as strict UTF-8: not every name is
     if info.frames <= 0 or info.samplerate <= 0:
         return None
-    return _announced_seconds(os.fspath(path), info) or info.frames / info.samplerate
+    return _cut_short(os.fspath(path), info) or info.frames / info.samplerate
 
 
 def why_missing(path: str, what: str = "file") -> str:

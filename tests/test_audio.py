@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from music2emo_hf.audio import AudioCutShortWarning, AudioDecodeError, load_audio, open_audio, resample
+from music2emo_hf.audio import (
+    AudioCutShortWarning,
+    AudioDecodeError,
+    header_duration,
+    load_audio,
+    open_audio,
+    resample,
+)
 
 from .conftest import ROOT, require_fixtures, tone
 
@@ -200,16 +207,37 @@ def test_a_file_cut_short_is_analysed_with_a_warning_naming_what_its_header_anno
         assert len(load_audio(whole.getvalue(), 24000)) == 4 * 24000  # whole: no warning
 
 
-def test_a_wav_whose_sizes_were_left_unset_is_read_whole_without_a_warning(tmp_path):
-    """A writer streaming to a pipe cannot go back to fill in the sizes: it leaves 0xFFFFFFFF (as ffmpeg does)."""
+@pytest.mark.parametrize("size", [0xFFFFFFFF, 0x7FFFEFFC])
+def test_a_wav_whose_sizes_were_left_unset_is_read_whole_without_a_warning(size):
+    """A writer streaming to a pipe cannot go back to fill in the sizes: ffmpeg leaves 0xFFFFFFFF, SoX 0x7FFFF000
+    rounded down to whole blocks (0x7FFFEFFC for 24-bit stereo)."""
     whole = io.BytesIO()
     sf.write(whole, tone(2.0), 24000, format="WAV", subtype="PCM_16")
     data = bytearray(whole.getvalue())
     at = data.index(b"data")
-    data[4:8] = data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    data[4:8], data[at + 4 : at + 8] = b"\xff\xff\xff\xff", size.to_bytes(4, "little")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_audio(bytes(data), 24000)) == 2 * 24000
+
+
+def test_whole_files_with_headers_libsndfile_does_not_trust_get_no_warning(tmp_path):
+    """libsndfile reads a WAV by its data size, not its bytes-per-second field (halved here, as a bad writer might;
+    IMA ADPCM's is rounded down, which over 20 minutes came to 0.13 s), and takes an MP3's length from a Xing header
+    only: a Fraunhofer VBRI header's count is not read, so the length it reports is an estimate."""
+    wav = io.BytesIO()
+    sf.write(wav, tone(10.0), 24000, format="WAV", subtype="PCM_16")
+    halved = bytearray(wav.getvalue())
+    halved[28:32] = (int.from_bytes(halved[28:32], "little") // 2).to_bytes(4, "little")
+    mp3 = io.BytesIO()
+    sf.write(mp3, tone(10.0), 24000, format="MP3")
+    vbri = mp3.getvalue().replace(b"Xing", b"VBRI", 1)
+    (tmp_path / "vbri.mp3").write_bytes(vbri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(bytes(halved), 24000)) == 10 * 24000
+        assert len(load_audio(vbri, 24000)) > 0  # as far as mpg123 reads it
+        header_duration(tmp_path / "vbri.mp3")
 
 
 def test_an_mp3_cut_short_inside_its_id3_tag_is_called_incomplete_not_other_than_audio(tmp_path):
