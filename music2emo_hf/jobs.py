@@ -142,7 +142,7 @@ class RecordWriter:
                             continue
                         whole = read
                         self.first = self.first or dict(zip(self.header, row))  # the model as JSON text
-                        yield from {self.normalise(row[0]), self.normalise(_from_csv_text(row[0]))}
+                        yield self.normalise(_from_csv_text(row[0]))
         except (ValueError, KeyError, TypeError, csv.Error) as error:
             raise CommandError(f"--output {path}: holds something other than music2emo records; choose another file.") from error
         self.whole = whole
@@ -266,13 +266,21 @@ def json_line(record: dict) -> str:
 
 def _csv_text(value: Any) -> Any:
     """A CSV cell in UTF-8, so that every CSV reader takes the file: a file name's bytes that are not UTF-8 are written
-    as Python writes them, \\xe9 for the byte E9 (`_from_csv_text` reads them back)."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if isinstance(value, str) else value
+    as Python writes them, \\xe9 for the byte E9, and a backslash that would read as such an escape as \\x5c
+    (`_from_csv_text` reads them back)."""
+    if not isinstance(value, str):
+        return value
+    value = _LITERAL_ESCAPE.sub(r"\\x5c", value)
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _from_csv_text(text: str) -> str:
-    """The name `_csv_text` wrote. A name holding such an escape as text reads as both (`RecordWriter` keeps both)."""
-    return re.sub(r"\\x([89a-f][0-9a-f])", lambda byte: chr(0xDC00 + int(byte.group(1), 16)), text)
+    """The name `_csv_text` wrote."""
+    return _CSV_ESCAPE.sub(lambda escape: "\\" if escape[1] == "5c" else chr(0xDC00 + int(escape[1], 16)), text)
+
+
+_CSV_ESCAPE = re.compile(r"\\x([89a-f][0-9a-f]|5c)")
+_LITERAL_ESCAPE = re.compile(r"\\(?=x(?:[89a-f][0-9a-f]|5c))")
 
 
 def _model_name(provenance: dict | None) -> str:

@@ -334,6 +334,22 @@ def test_a_file_name_that_is_not_utf8_is_analysed_recorded_and_skipped_on_rerun(
         assert pandas.read_csv(out)["file"].tolist() == [os.fsdecode(tmp_path) + "/caf\\xe9.wav"]
 
 
+def test_a_name_holding_a_backslash_escape_as_text_is_not_taken_for_a_byte_in_csv(tiny_model_dir, tmp_path, capsys):
+    import pandas
+    import soundfile as sf
+
+    folder = os.fsencode(tmp_path / "album")
+    os.mkdir(folder)
+    for name in (b"caf\xe9.wav", b"caf\\xe9.wav"):  # the byte E9; the four characters \xe9
+        sf.write(folder + b"/" + name, tone(1.0), 24000)
+    out = tmp_path / "moods.csv"
+    for done in (0, 2):
+        status, stderr = predict_here(capsys, os.fsdecode(folder), "--model", str(tiny_model_dir), "-o", str(out))
+        assert status == 0 and f"{2 - done} file(s) analysed, 0 failed" in stderr, stderr
+    written = pandas.read_csv(out)["file"].tolist()
+    assert sorted(written) == [os.fsdecode(folder) + "/caf\\x5cxe9.wav", os.fsdecode(folder) + "/caf\\xe9.wav"]
+
+
 def test_a_file_cut_short_is_recorded_and_named_in_a_warning(tiny_model_dir, tmp_path, write_wav, capsys):
     whole = write_wav("whole.wav", tone(3.0))
     cut = tmp_path / "cut.wav"
