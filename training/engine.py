@@ -970,16 +970,21 @@ def run_settings(info: Mapping[str, Any], recipe: Recipe, corpora: Sequence[Corp
 
 
 def setting_changes(before: Any, now: Any, name: str = "") -> list[str]:
-    """Each setting that differs, by its dotted name and both values, so a refused resume says what to put back."""
+    """Each setting that differs, by its dotted name and both values in full (paths may differ at their ends only),
+    so a refused resume says what to put back. A setting only one of the two has counts, whatever its value."""
     if isinstance(before, dict) and isinstance(now, dict):
         return [change for key in sorted(before.keys() | now.keys())
-                for change in setting_changes(before.get(key), now.get(key), f"{name}.{key}" if name else key)]
+                for change in setting_changes(before.get(key, _ABSENT), now.get(key, _ABSENT),
+                                              f"{name}.{key}" if name else key)]
     if before == now:
         return []
     if name.split(".")[0] in ("tracks", "targets", "teacher_weights"):  # digests (run_settings)
         return [f"{name}: other data than the run's"]
-    shown = [json.dumps(value) if len(json.dumps(value)) <= 60 else json.dumps(value)[:57] + "..." for value in (before, now)]
+    shown = ["not set" if value is _ABSENT else json.dumps(value) for value in (before, now)]
     return [f"{name}: {shown[0]} in the run, {shown[1]} now"]
+
+
+_ABSENT = object()  # a setting one of two runs does not have
 
 
 def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], accelerator: Accelerator) -> None:
