@@ -839,6 +839,28 @@ def _interrupted_once(signum, frame):
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _stderr_apart_from_decoders():
+    """Python's stderr on a descriptor of its own for the command: decoding threads point descriptor 2 at /dev/null
+    for the few ms a file takes to open (`audio._decoder_notes_hidden`), and an error or warning line written then,
+    from another thread, would be lost."""
+    try:
+        own_descriptor = os.path.sameopenfile(sys.stderr.fileno(), 2)
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor (a test's capture): as it is
+        own_descriptor = False
+    if not own_descriptor:
+        yield
+        return
+    original = sys.stderr
+    original.flush()
+    with open(os.dup(2), "w", encoding=original.encoding, errors=original.errors, buffering=1) as apart:
+        sys.stderr = apart
+        try:
+            yield
+        finally:
+            sys.stderr = original
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
@@ -847,7 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _interrupted_once) if in_main_thread else None
     try:
-        return args.run(args)
+        with _stderr_apart_from_decoders():
+            return args.run(args)
     except KeyboardInterrupt:
         print("music2emo: interrupted; run the same command again to go on where it stopped", file=sys.stderr)
         return 130

@@ -350,6 +350,26 @@ def test_a_name_holding_a_backslash_escape_as_text_is_not_taken_for_a_byte_in_cs
     assert sorted(written) == [os.fsdecode(folder) + "/caf\\x5cxe9.wav", os.fsdecode(folder) + "/caf\\xe9.wav"]
 
 
+def test_a_line_written_while_a_decoder_hides_its_notes_still_reaches_stderr():
+    """A decoding thread points descriptor 2 at /dev/null while a file opens; the command's lines, written from other
+    threads meanwhile, go out by a descriptor of their own (in a process of its own: its real descriptor 2)."""
+    script = (
+        "import sys, threading\n"
+        "from music2emo_hf import audio, cli\n"
+        "hidden, done = threading.Event(), threading.Event()\n"
+        "def decoder():\n"
+        "    with audio._decoder_notes_hidden():\n"
+        "        hidden.set(); done.wait(10)\n"
+        "with cli._stderr_apart_from_decoders():\n"
+        "    thread = threading.Thread(target=decoder); thread.start(); hidden.wait(10)\n"
+        "    print('error: a.mp3: not audio', file=sys.stderr)\n"
+        "    done.set(); thread.join()\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0 and run.stderr.splitlines()[-2:] == ["error: a.mp3: not audio", "after"], run.stderr
+
+
 def test_a_file_cut_short_is_recorded_and_named_in_a_warning(tiny_model_dir, tmp_path, write_wav, capsys):
     whole = write_wav("whole.wav", tone(3.0))
     cut = tmp_path / "cut.wav"
