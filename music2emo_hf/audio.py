@@ -341,10 +341,22 @@ def _open_file(source: Any, name: str) -> AudioStream:
     if announced is not None:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in ("WAV", "WAVEX") else \
             "what it holds"
-        warnings.warn(AudioCutShortWarning(
-            f"{name}: cut short: its header announces {announced:.1f} s of audio and the file ends before that (not "
-            f"downloaded or copied whole); {held} is analysed."), stacklevel=2)
+        warnings.warn(AudioCutShortWarning(f"{name}: cut short: {_announced(announced)} (not downloaded or copied "
+                                           f"whole); {held} is analysed."), stacklevel=2)
     return AudioStream(name, handle.samplerate, _file=handle)
+
+
+def _announced(seconds: float) -> str:
+    return f"its header announces {seconds:.1f} s of audio and the file ends before that"
+
+
+def cut_short(path: str | os.PathLike) -> str | None:
+    """How a file that opens is cut short ("its header announces 45.0 s of audio and the file ends before that"), or
+    None: whole, or of a format whose header is not checked (see `_cut_short`)."""
+    with _decoder_notes_hidden():
+        info = sf.info(os.fsencode(path))
+    announced = _cut_short(os.fspath(path), info) if info.frames > 0 and info.samplerate > 0 else None
+    return None if announced is None else _announced(announced)
 
 
 @contextlib.contextmanager

@@ -642,7 +642,8 @@ def prepare_data(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} (load it with datasets.load_dataset({str(args.out)!r}, {args.corpus!r}))", file=sys.stderr)
     if args.push_to_hub:
         print(f"published: {push_dataset(args.out, args.push_to_hub, private=args.private)}", file=sys.stderr)
-    problems = report.missing_audio or report.unreadable_audio or report.audio_without_labels or report.duplicate_ids
+    problems = (report.missing_audio or report.unreadable_audio or report.cut_short_audio or report.audio_without_labels
+                or report.duplicate_ids)
     return EXIT_FILES_FAILED if problems or any(report.missing_values.values()) else EXIT_OK
 
 
@@ -782,8 +783,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = commands.add_parser(
         "prepare-data",
         help="turn a corpus download into Parquet + a dataset card (datasets.load_dataset(OUT, CORPUS))",
-        description="Exit status: 0 when the download is complete, 1 when the report lists missing or unreadable "
-        "audio, audio without labels, duplicate ids or missing labels (the dataset is still written), 2 on errors.",
+        description="Exit status: 0 when the download is complete, 1 when the report lists missing, unreadable or "
+        "cut-short audio, audio without labels, duplicate ids or missing labels (the dataset is still written), 2 on "
+        "errors.",
     )
     d.add_argument("--corpus", required=True, choices=sorted(READERS))
     d.add_argument("--source", required=True, help="the corpus's download folder, in its official layout")

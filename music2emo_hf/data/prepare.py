@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import write_atomic
-from ..audio import AUDIO_EXTENSIONS, header_duration, why_unreadable
+from ..audio import AUDIO_EXTENSIONS, cut_short, header_duration, why_unreadable
 from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
@@ -86,6 +86,7 @@ class Report:
     not_in_any_split: list[str]
     missing_audio: list[str]
     unreadable_audio: list[dict[str, str]]
+    cut_short_audio: list[dict[str, str]]  # read as far as they go
     audio_without_labels: list[str]
     duplicate_ids: list[str]
     missing_values: dict[str, list[str]]
@@ -109,6 +110,10 @@ class Report:
         listing(
             "unreadable audio files (rows kept, audio null)",
             [f"{u['path']} ({u['error']})" for u in self.unreadable_audio],
+        )
+        listing(
+            "audio files cut short (rows kept; the audio is read as far as it goes)",
+            [f"{u['path']} ({u['error']})" for u in self.cut_short_audio],
         )
         listing("audio files without labels (not written)", self.audio_without_labels)
         listing("duplicate track ids", self.duplicate_ids)
@@ -175,9 +180,9 @@ class _ProbeCache:
     def probe(self, audio: str) -> dict[str, Any]:
         stat = os.stat(audio)
         entry = self.known.get(audio)
-        if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+        if entry and (entry["size"], entry["mtime_ns"], entry.get("probe")) == (stat.st_size, stat.st_mtime_ns, PROBE):
             return entry
-        entry = {"path": audio, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **probe_audio(audio)}
+        entry = {"path": audio, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "probe": PROBE, **probe_audio(audio)}
         self.handle.write(json.dumps(entry) + "\n")
         self.handle.flush()
         self.known[audio] = entry
@@ -187,14 +192,21 @@ class _ProbeCache:
         self.handle.close()
 
 
+PROBE = 2  # what `probe_audio` finds; raised when it finds more (2: files cut short), so earlier entries are redone
+
+
 def probe_audio(path: str) -> dict[str, Any]:
-    """{"duration": seconds} when the file's header decodes to some audio, else {"error": why}."""
+    """{"duration": seconds} when the file's header decodes to some audio (with "cut_short": how, when the file ends
+    before its header says), else {"error": why}."""
     try:
         duration = header_duration(path)
+        why = cut_short(path)
     except Exception as error:  # soundfile raises LibsndfileError/RuntimeError/TypeError by format
         detail = getattr(error, "error_string", None) or str(error) or type(error).__name__
         return {"error": why_unreadable(path) or f"not decodable audio: {detail}"}  # the package's words first
-    return {"error": "no audio samples"} if duration is None else {"duration": duration}
+    if duration is None:
+        return {"error": "no audio samples"}
+    return {"duration": duration, **({"cut_short": why} if why else {})}
 
 
 def _audio_files(root: Path) -> list[Path]:
@@ -291,7 +303,7 @@ def prepare_corpus(
     clusters, new_alignment = load_or_align(out, options.quantile)
 
     cache = _ProbeCache(out / CACHE_DIR / corpus / "audio_probe.jsonl")
-    missing, unreadable = [], []
+    missing, unreadable, cut = [], [], []
     used = {t.audio for t in tracks if t.audio}  # a track in no split has labels: its file is no orphan
     written = [t for t in tracks if t.split is not None]
     try:
@@ -303,7 +315,10 @@ def prepare_corpus(
             if "error" in probe:
                 unreadable.append({"track_id": track.track_id, "path": track.audio, "error": probe["error"]})
                 track.audio = None
-            elif track.duration is None:
+                continue
+            if "cut_short" in probe:
+                cut.append({"track_id": track.track_id, "path": track.audio, "error": probe["cut_short"]})
+            if track.duration is None:
                 track.duration = probe["duration"]
     finally:
         cache.close()
@@ -333,6 +348,8 @@ def prepare_corpus(
         missing_audio=missing,
         unreadable_audio=[{k: (Path(v).relative_to(root).as_posix() if k == "path" else v) for k, v in u.items()}
                           for u in unreadable],
+        cut_short_audio=[{k: (Path(v).relative_to(root).as_posix() if k == "path" else v) for k, v in u.items()}
+                         for u in cut],
         audio_without_labels=_orphans(root, used),
         duplicate_ids=sorted(track_id for track_id, n in counts.items() if n > 1),
         missing_values=_missing_values(corpus, written),

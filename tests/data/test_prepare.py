@@ -128,6 +128,8 @@ def test_every_corpus_round_trips_through_load_dataset(downloads, tmp_path):
 
 def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     root = emomusic_download(tmp_path / "emomusic")
+    whole = (root / "clips_45seconds" / "7.mp3").read_bytes()
+    (root / "clips_45seconds" / "7.mp3").write_bytes(whole[: len(whole) // 3])  # a download that stopped
     out = tmp_path / "out"
     status = main(["prepare-data", "--corpus", "emomusic", "--source", str(root), "--out", str(out)])
     assert status == 1
@@ -141,11 +143,16 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert report["unreadable_audio"][0]["error"] == (
         "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff).")
     assert "clips_45seconds/5.mp3 (not audio: it could not" in printed and "clips_45seconds/outtake.mp3" in printed
+    cut = "its header announces 45.0 s of audio and the file ends before that"
+    assert report["cut_short_audio"] == [{"track_id": "7", "path": "clips_45seconds/7.mp3", "error": cut}]
+    assert f"audio files cut short (rows kept; the audio is read as far as it goes): 1: clips_45seconds/7.mp3 ({cut})" \
+        in printed
     merges = printed[printed.index("label alignment (new"):]
     assert "melancholic (mtg_jamendo), sad (mtg_jamendo), Sad (cal500), sadness (emotify)" in merges
     rows = {row["track_id"]: row for split in load(out, "emomusic").values() for row in split}
     assert rows["5"]["audio"] is None  # kept, labels and all, but not pointing at a broken file
     assert rows["3"]["audio"] == "clips_45seconds/3.mp3" and rows["3"]["duration"] == pytest.approx(45, abs=0.5)
+    assert rows["7"]["audio"] == "clips_45seconds/7.mp3"
 
 
 def test_a_corpus_with_no_track_in_a_split_is_refused_and_no_card_names_a_local_path(tmp_path):
