@@ -841,11 +841,16 @@ def _interrupted_once(signum, frame):
     raise KeyboardInterrupt
 
 
+_STDERR_APART = None  # made once per process (and per file descriptor 2 points at), never closed
+
+
 @contextlib.contextmanager
 def _stderr_apart_from_decoders():
     """Python's stderr on a descriptor of its own for the command: decoding threads point descriptor 2 at /dev/null
     for the few ms a file takes to open (`audio._decoder_notes_hidden`), and an error or warning line written then,
-    from another thread, would be lost."""
+    from another thread, would be lost. The stream stays open after the command: a logging handler made during it
+    (datasets makes one when it is first imported) keeps writing to it, and a command in another thread may use it."""
+    global _STDERR_APART
     try:
         own_descriptor = os.path.sameopenfile(sys.stderr.fileno(), 2)
     except (AttributeError, OSError, ValueError):  # a stream without a descriptor (a test's capture): as it is
@@ -855,11 +860,14 @@ def _stderr_apart_from_decoders():
         return
     original = sys.stderr
     original.flush()
-    with open(os.dup(2), "w", encoding=original.encoding, errors=original.errors, buffering=1) as apart:
-        sys.stderr = apart
-        try:
-            yield
-        finally:
+    if _STDERR_APART is None or not os.path.sameopenfile(_STDERR_APART.fileno(), 2):
+        _STDERR_APART = open(os.dup(2), "w", encoding=original.encoding, errors=original.errors, buffering=1)
+    sys.stderr = _STDERR_APART
+    try:
+        yield
+    finally:
+        _STDERR_APART.flush()
+        if sys.stderr is _STDERR_APART:  # not put back already by a command that started before this one
             sys.stderr = original
 
 

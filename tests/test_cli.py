@@ -364,10 +364,16 @@ def test_a_line_written_while_a_decoder_hides_its_notes_still_reaches_stderr():
         "    thread = threading.Thread(target=decoder); thread.start(); hidden.wait(10)\n"
         "    print('error: a.mp3: not audio', file=sys.stderr)\n"
         "    done.set(); thread.join()\n"
+        "    handler = logging.StreamHandler()  # as a library imported during a command makes one\n"
+        "assert sys.stderr is sys.__stderr__\n"
+        "logging.getLogger('library').addHandler(handler)\n"
+        "logging.getLogger('library').warning('logged after the command')\n"
         "print('after', file=sys.stderr)\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert run.returncode == 0 and run.stderr.splitlines()[-2:] == ["error: a.mp3: not audio", "after"], run.stderr
+    run = subprocess.run([sys.executable, "-c", "import logging\n" + script], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines()[-3:] == ["error: a.mp3: not audio", "logged after the command", "after"], run.stderr
 
 
 def test_a_file_cut_short_is_recorded_and_named_in_a_warning(tiny_model_dir, tmp_path, write_wav, capsys):
