@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import write_atomic
-from ..audio import AUDIO_EXTENSIONS, cut_short, header_duration, why_unreadable
+from ..audio import AUDIO_EXTENSIONS, header_facts, why_unreadable
 from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
@@ -199,8 +199,7 @@ def probe_audio(path: str) -> dict[str, Any]:
     """{"duration": seconds} when the file's header decodes to some audio (with "cut_short": how, when the file ends
     before its header says), else {"error": why}."""
     try:
-        duration = header_duration(path)
-        why = cut_short(path)
+        duration, why = header_facts(path)
     except Exception as error:  # soundfile raises LibsndfileError/RuntimeError/TypeError by format
         detail = getattr(error, "error_string", None) or str(error) or type(error).__name__
         return {"error": why_unreadable(path) or f"not decodable audio: {detail}"}  # the package's words first
