@@ -462,24 +462,30 @@ def _id3_end(head: bytes) -> int | None:
 _MP3_FRAME_BYTES = 1441  # the largest MPEG-1 layer III frame (320 kbit/s at 32 kHz, padded): less is no whole frame
 
 
+def _info(path: str | os.PathLike):
+    with _decoder_notes_hidden():
+        return sf.info(os.fsencode(path))  # soundfile would encode a str as strict UTF-8: not every name is
+
+
+def header_duration(path: str | os.PathLike) -> float | None:
+    """A file's duration as libsndfile reads it from the header, without decoding (None when it holds no samples);
+    cheap, for weighing files. Raises what soundfile raises for a file that is not audio."""
+    info = _info(path)
+    return info.frames / info.samplerate if info.frames > 0 and info.samplerate > 0 else None
+
+
 def header_facts(path: str | os.PathLike) -> tuple[float | None, str | None]:
     """What a file's header says, without decoding: (its duration, None when it holds no samples; how it is cut short,
     "its header announces 45.0 s of audio and the file ends before that", None when whole or of a format whose
     header is not checked, see `_cut_short`). A cut file's duration is the one its header announces, not the part
     libsndfile counts from a WAV's size. Raises what soundfile raises for a file that is not audio."""
-    with _decoder_notes_hidden():
-        info = sf.info(os.fsencode(path))  # soundfile would encode a str as strict UTF-8: not every name is
+    info = _info(path)
     if info.frames <= 0 or info.samplerate <= 0:
         return None, None
     announced = _cut_short(os.fspath(path), info)
     if announced is None:
         return info.frames / info.samplerate, None
     return announced, _announced(announced)
-
-
-def header_duration(path: str | os.PathLike) -> float | None:
-    """`header_facts`' duration."""
-    return header_facts(path)[0]
 
 
 def why_missing(path: str, what: str = "file") -> str:

@@ -32,7 +32,7 @@ from matplotlib.patches import Circle, Patch
 
 import music2emo_hf.hub
 from music2emo_hf import PUBLISHED_MODEL_ID
-from music2emo_hf.audio import header_duration, why_unreadable
+from music2emo_hf.audio import header_facts, why_unreadable
 from music2emo_hf.labels import RatingScale
 from music2emo_hf.released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, LICENCES, RELEASED_REPO
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
@@ -141,7 +141,7 @@ def clip_seconds(path: str, name: str) -> float:
     limit is checked by decoding: an MP3's header only estimates its length (from its first frame, without a Xing
     header), which can be twice the truth."""
     try:
-        seconds = header_duration(path) or 0.0
+        seconds = header_facts(path)[0] or 0.0
     except (sf.LibsndfileError, RuntimeError) as error:
         raise refuse(unreadable(path, name)) from error
     if seconds > MAX_MINUTES * 60 and decoded_seconds(path, MAX_MINUTES * 60) > MAX_MINUTES * 60:
