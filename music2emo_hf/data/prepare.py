@@ -345,10 +345,8 @@ def prepare_corpus(
         rows_per_split={split: len(rows) for split, rows in rows_by_split.items()},
         not_in_any_split=[t.track_id for t in tracks if t.split is None],
         missing_audio=missing,
-        unreadable_audio=[{k: (Path(v).relative_to(root).as_posix() if k == "path" else v) for k, v in u.items()}
-                          for u in unreadable],
-        cut_short_audio=[{k: (Path(v).relative_to(root).as_posix() if k == "path" else v) for k, v in u.items()}
-                         for u in cut],
+        unreadable_audio=[{**entry, "path": Path(entry["path"]).relative_to(root).as_posix()} for entry in unreadable],
+        cut_short_audio=[{**entry, "path": Path(entry["path"]).relative_to(root).as_posix()} for entry in cut],
         audio_without_labels=_orphans(root, used),
         duplicate_ids=sorted(track_id for track_id, n in counts.items() if n > 1),
         missing_values=_missing_values(corpus, written),
