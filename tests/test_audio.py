@@ -14,7 +14,7 @@ import soundfile as sf
 from music2emo_hf.audio import (
     AudioCutShortWarning,
     AudioDecodeError,
-    header_duration,
+    header_facts,
     load_audio,
     open_audio,
     resample,
@@ -223,21 +223,25 @@ def test_a_wav_whose_sizes_were_left_unset_is_read_whole_without_a_warning(size)
 
 def test_whole_files_with_headers_libsndfile_does_not_trust_get_no_warning(tmp_path):
     """libsndfile reads a WAV by its data size, not its bytes-per-second field (halved here, as a bad writer might;
-    IMA ADPCM's is rounded down, which over 20 minutes came to 0.13 s), and takes an MP3's length from a Xing header
-    only: a Fraunhofer VBRI header's count is not read, so the length it reports is an estimate."""
+    IMA ADPCM's is rounded down, which over 20 minutes came to 0.13 s), and an MP3's length is exact only from a Xing
+    or Info header: without one (LAME's stream with its first frame, the Xing frame, left out, as `lame -t` writes
+    it), the length is an estimate, and the file is not called cut short."""
     wav = io.BytesIO()
     sf.write(wav, tone(10.0), 24000, format="WAV", subtype="PCM_16")
     halved = bytearray(wav.getvalue())
     halved[28:32] = (int.from_bytes(halved[28:32], "little") // 2).to_bytes(4, "little")
+    (tmp_path / "halved.wav").write_bytes(halved)
     mp3 = io.BytesIO()
     sf.write(mp3, tone(10.0), 24000, format="MP3")
-    vbri = mp3.getvalue().replace(b"Xing", b"VBRI", 1)
-    (tmp_path / "vbri.mp3").write_bytes(vbri)
+    lame = mp3.getvalue()
+    assert lame[:2] == b"\xff\xf3" and lame[13:17] == b"Xing"  # MPEG-2 layer III, 64 kbit/s at 24 kHz: 192 bytes
+    (tmp_path / "no-xing.mp3").write_bytes(lame[72_000 * 64 // 24_000 :])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(load_audio(bytes(halved), 24000)) == 10 * 24000
-        assert len(load_audio(vbri, 24000)) > 0  # as far as mpg123 reads it
-        header_duration(tmp_path / "vbri.mp3")
+        assert len(load_audio(str(tmp_path / "halved.wav"), 24000)) == 10 * 24000
+        assert len(load_audio(str(tmp_path / "no-xing.mp3"), 24000)) > 0  # as far as libsndfile reads it
+    assert header_facts(tmp_path / "halved.wav") == (10.0, None)
+    assert header_facts(tmp_path / "no-xing.mp3")[1] is None
 
 
 def test_an_mp3_cut_short_inside_its_id3_tag_is_called_incomplete_not_other_than_audio(tmp_path):
