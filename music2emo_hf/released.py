@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import file_sha256, folder_in_place, write_atomic
+from .hub import COMMIT, hub_reachable, package_cache, snapshot_commit
 
 RELEASED_REPO = "amaai-lab/music2emo"
 BACKBONE_REPO = "m-a-p/MERT-v1-95M"
@@ -53,7 +54,6 @@ LICENCES = ("MERT-v1-95M (the backbone) is CC-BY-NC-4.0: non-commercial use only
 MANIFEST = "music2emo_source.json"
 # Raised when a change to the conversion makes older cache entries wrong; entries of another format are rebuilt.
 CACHE_FORMAT = 3
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class ReleasedModelError(RuntimeError):
@@ -102,8 +102,6 @@ _FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def cache_root() -> Path:
-    from .hub import package_cache
-
     return package_cache("MUSIC2EMO_CACHE", "converted")
 
 
@@ -143,13 +141,13 @@ def entry_problem(folder: Path) -> str | None:
 
 
 def _read_ref(reference: ReleasedReference) -> str | None:
-    if _COMMIT.match(reference.revision):
+    if COMMIT.match(reference.revision):
         return reference.revision
     try:
         commit = _ref_file(reference).read_text(encoding="utf-8").strip()
     except OSError:
         return None
-    return commit if _COMMIT.match(commit) else None
+    return commit if COMMIT.match(commit) else None
 
 
 def _check_cached(path: str, repo: str, filename: str) -> None:
@@ -177,12 +175,11 @@ def _check_cached(path: str, repo: str, filename: str) -> None:
 
 
 def _commit_of(path: str) -> str:
-    """The commit of a file in the Hub cache (`.../models--org--name/snapshots/<commit>/<file>`)."""
-    parts = Path(path).parts
-    for i in range(1, len(parts) - 1):
-        if parts[i] == "snapshots" and parts[i - 1].startswith("models--") and _COMMIT.match(parts[i + 1]):
-            return parts[i + 1]
-    raise ReleasedModelError(f"{path}: not in a Hugging Face Hub cache snapshot, so its revision is unknown.")
+    """The commit of a file in the Hub cache, which must be in a snapshot."""
+    commit = snapshot_commit(path)
+    if commit is None:
+        raise ReleasedModelError(f"{path}: not in a Hugging Face Hub cache snapshot, so its revision is unknown.")
+    return commit
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -362,8 +359,6 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     file only."""
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from .hub import hub_reachable
-
     reference = _as_reference(reference)
     filename = filename or reference.filename
     online = hub_reachable()
@@ -399,7 +394,7 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = not
                 f"{reference} cannot be converted: the cache of converted models, {root}, cannot be written "
                 f"({error.strerror or error}); set MUSIC2EMO_CACHE to a folder you can write (or make room in this one)"
             ) from None
-    if not _COMMIT.match(reference.revision):
+    if not COMMIT.match(reference.revision):
         with contextlib.suppress(OSError):  # only a shortcut for the next run (a read-only cache has none)
             write_atomic(_ref_file(reference), commit + "\n", concurrent=True)
     return folder
@@ -410,7 +405,6 @@ def _convert_once(folder: Path, reference: ReleasedReference, checkpoint_path: s
     clearing what a killed run left and a damaged entry."""
     from filelock import FileLock, Timeout
 
-    from .hub import hub_reachable
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder) + ".lock")

@@ -382,3 +382,42 @@ def test_a_btc_model_without_its_weights_says_so(tmp_path, btc_file, tiny_model_
         transformers.pipeline("music-emotion", model=str(folder), device="cpu").harmony
     with pytest.raises(ValueError, match="harmony_ensemble=1: .* takes its chords from BTC, one network"):
         transformers.pipeline("music-emotion", model=str(folder), device="cpu", harmony_ensemble=1)
+
+
+def test_a_hub_model_reads_btcs_weights_and_names_its_commit_at_the_revision_loaded(tmp_path, btc_file,
+                                                                                       tiny_model_dir, monkeypatch):
+    """A model on the Hub (a cache laid out as huggingface_hub lays it, read offline) whose BTC weights were
+    removed at its newest commit: loaded at the older commit it analyses with that commit's weights, and its answers
+    name the commit each load came from."""
+    import transformers
+    from huggingface_hub import constants
+
+    from music2emo_hf.btc import save_btc_weights
+
+    from .originals import hub_cache_repo
+
+    folder = tmp_path / "btc-model"
+    folder.mkdir()
+    for path in tiny_model_dir.iterdir():
+        if path.is_file():
+            (folder / path.name).write_bytes(path.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "harmony": "btc"}))
+    save_btc_weights(btc_file, folder)
+    older, newer = "1" * 40, "2" * 40
+    cache = tmp_path / "hub"
+    files = {path.name: path for path in folder.iterdir()}
+    hub_cache_repo(cache, "someone/btc-emotions", files, older)
+    hub_cache_repo(cache, "someone/btc-emotions", {n: p for n, p in files.items() if n != "btc.safetensors"}, newer)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    pipe = transformers.pipeline("music-emotion", model="someone/btc-emotions", revision=older, device="cpu")
+    answer = pipe({"array": tone(3.0), "sampling_rate": 24000}, return_harmony=True)
+    assert answer["model"] == {"name": "someone/btc-emotions", "revision": older}
+    assert answer["chords"] and pipe.harmony.sampling_rate == 22050
+
+    latest = transformers.pipeline("music-emotion", model="someone/btc-emotions", device="cpu")
+    assert latest.provenance == {"name": "someone/btc-emotions", "revision": newer}
+    with pytest.raises(ValueError, match="trained on BTC's chords, and its btc.safetensors .* is missing"):
+        latest.harmony
