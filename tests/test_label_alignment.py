@@ -13,6 +13,7 @@ from music2emo_hf.label_alignment import (
     align_labels,
     label_expansions,
     label_text,
+    realign,
 )
 from music2emo_hf.zero_shot import embed_texts
 
@@ -92,3 +93,24 @@ def test_embeddings_are_unit_length_and_put_synonyms_closer_than_antonyms():
     happy, glad, sad = embed_texts(["happy", "glad", "sad"])
     assert np.allclose([np.linalg.norm(v) for v in (happy, glad, sad)], 1, atol=1e-5)
     assert happy @ glad > happy @ sad
+
+
+def test_a_corpus_held_out_of_training_shapes_no_cluster_of_the_others(clusters):
+    """Aligned together, Emotify's "calmness" and "sadness" sit in the clusters of MTG-Jamendo's calm and sad, so
+    training on those centres would learn from the held-out words; realigned without Emotify, no row or centre is
+    Emotify's, and the clusters are those of the other two corpora's texts alone, at the folder's bandwidth."""
+    from sklearn.cluster import MeanShift
+
+    trained = realign(clusters, ["mtg_jamendo", "cal500"])
+    assert set(trained.corpora) == {"mtg_jamendo", "cal500"}
+    assert [(c, l, t) for c, l, t in zip(trained.corpora, trained.labels, trained.texts)] == [
+        (c, l, t) for c, l, t in zip(clusters.corpora, clusters.labels, clusters.texts) if c != "emotify"]
+    assert trained.parameters["bandwidth"] == clusters.parameters["bandwidth"]
+    assert trained.parameters["corpora"] == ["cal500", "mtg_jamendo"]
+    unique = list(dict.fromkeys(trained.texts))
+    alone = MeanShift(bandwidth=clusters.parameters["bandwidth"]).fit(embed_texts(unique))
+    np.testing.assert_allclose(trained.centers, alone.cluster_centers_)
+    assert same_cluster(trained, ("mtg_jamendo", "sad"), ("mtg_jamendo", "melancholic"))
+    assert not same_cluster(trained, ("mtg_jamendo", "happy"), ("mtg_jamendo", "sad"))
+    with pytest.raises(ValueError, match=r"no labels of \['deam'\]; prepare those corpora"):
+        realign(clusters, ["mtg_jamendo", "deam"])

@@ -10,12 +10,14 @@ then write OUTPUT/table.md and table.json: macro-F1 of the top-k labels (k = 2 M
 per segment (chunk) and per song (segments vote), in the paper's layout. `training/evaluate_models.py --zero-shot
 LABEL=OUTPUT ...` puts several such runs (methods) in one table.
 
-Targets: a track's positive is the mean of its labels' cluster centres (`targets: clusters`, from the folder's
-label_clusters.json) or of its labels' own embeddings (`targets: labels`); the negative the mean of k non-positive
-labels (random, as the paper, or the hardest); `alignment_weight` (the paper's λ) pushes apart tracks whose labels
-share no cluster. Model selection reads only the training corpora's validation splits (the paper monitored MTG's
-validation loss even when MTG was the held-out corpus). The model's own heads keep training on the training corpora
-(`task_weight`), so the result is also a tagger of their vocabularies.
+Targets: a track's positive is the mean of the centres of its labels' clusters, each once (`targets: clusters`;
+the training corpora's labels clustered alone with the bandwidth of the folder's label_clusters.json, so a held-out
+corpus shapes no target; its corpora are then also scored over their clusters) or of its labels' own embeddings
+(`targets: labels`); the negative the mean of k non-positive targets (random, as the paper, or the hardest);
+`alignment_weight` (the paper's λ) pushes apart tracks whose labels share no cluster. Model selection reads only
+the training corpora's validation splits (the paper monitored MTG's validation loss even when MTG was the held-out
+corpus). The model's own heads keep training on the training corpora (`task_weight`), so the result is also a tagger
+of their vocabularies.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import engine
 from music2emo_hf import Music2EmoConfig, Music2EmoModel
 from music2emo_hf.configuration_music2emo import corpus_task
 from music2emo_hf.data.layout import CLUSTERS_FILE, DATA_DIR
-from music2emo_hf.label_alignment import TAG_VOCABULARIES, LabelClusters, label_text
+from music2emo_hf.label_alignment import TAG_VOCABULARIES, LabelClusters, label_text, realign
 from music2emo_hf.losses import alignment_regularizer, cosine_triplet_loss, sample_negatives
 from music2emo_hf.metrics import f1_scores, song_vote_decisions, tag_metrics, top_k_decisions
 from music2emo_hf.zero_shot import embed_texts, load_label_encoder
@@ -86,31 +88,44 @@ class ZeroShotRecipe(engine.Recipe):
 
 @dataclass
 class LabelSpace:
-    """A corpus's labels in the text space, in its vocabulary order, and which (global) cluster each belongs to."""
+    """What a corpus's tracks are scored against in the text space: its labels' embeddings, or (`clusters`) the
+    centres of the clusters its labels fall into, each once, as the paper scored them, so that synonyms are one
+    target, not copies that tie and that a negative can draw; `of_labels` maps the corpus's labels onto those
+    targets, `clusters` the targets onto the alignment's clusters."""
 
-    embeddings: torch.Tensor  # (labels, dim)
-    clusters: torch.Tensor  # (labels, clusters) bool
+    embeddings: torch.Tensor  # (targets, dim)
+    of_labels: torch.Tensor  # (labels, targets) bool
+    clusters: torch.Tensor  # (targets, clusters) bool
+
+    def positives(self, labels: torch.Tensor) -> torch.Tensor:
+        """The targets of each row's labels: (rows, labels) bool -> (rows, targets) bool."""
+        return (labels.float() @ self.of_labels.to(labels.device).float()) > 0
 
 
 def label_space(clusters: LabelClusters, corpus: str, mode: str, template: str) -> LabelSpace:
-    """`clusters`: each label's (unit) cluster centre; `labels` / `expanded`: the embedding of the text the alignment
-    embedded for it; `template`: of `template` around the bare label."""
+    """`clusters`: the (unit) centres of the corpus's clusters; `labels` / `expanded`: the embedding of the text the
+    alignment embedded for each label; `template`: of `template` around the bare label."""
     where = {label: row for row, (c, label) in enumerate(zip(clusters.corpora, clusters.labels)) if c == corpus}
     labels = corpus_task(corpus)["labels"]
     missing = [label for label in labels if label not in where]
     if missing:
         raise ValueError(f"{CLUSTERS_FILE} has no row for {corpus} labels {missing}; prepare the corpus again.")
     rows = [where[label] for label in labels]
+    of_label = [clusters.clusters[r] for r in rows]
     if mode == "clusters":
-        centres = torch.as_tensor(clusters.centers[[clusters.clusters[r] for r in rows]], dtype=torch.float32)
+        kept = list(dict.fromkeys(of_label))  # in the order of each cluster's first label
+        centres = torch.as_tensor(clusters.centers[kept], dtype=torch.float32)
         embeddings = torch.nn.functional.normalize(centres, dim=-1)
+        of_labels = torch.tensor([[cluster == target for target in kept] for cluster in of_label])
     else:
+        kept = of_label
         texts = [clusters.texts[r] for r in rows] if mode in ("labels", "expanded") else [
             template.format(label_text(label)) for label in labels]
         embeddings = torch.from_numpy(embed_texts(texts))
-    membership = torch.zeros(len(rows), len(clusters.centers), dtype=torch.bool)
-    membership[torch.arange(len(rows)), torch.tensor([clusters.clusters[r] for r in rows])] = True
-    return LabelSpace(embeddings, membership)
+        of_labels = torch.eye(len(rows), dtype=torch.bool)
+    membership = torch.zeros(len(kept), len(clusters.centers), dtype=torch.bool)
+    membership[torch.arange(len(kept)), torch.tensor(kept)] = True
+    return LabelSpace(embeddings, of_labels, membership)
 
 
 def zero_shot_metrics(model: Music2EmoModel, dataset, space: LabelSpace, k: int, accelerator, batch_size: int = 16):
@@ -125,7 +140,7 @@ def zero_shot_metrics(model: Music2EmoModel, dataset, space: LabelSpace, k: int,
     segments = [per_track[i][1:][np.linalg.norm(per_track[i][1:], axis=1) > 0.5] for i in labelled]  # real chunks
     segment_scores = np.concatenate(segments) @ labels.T
     segment_tracks = [str(i) for i, chunks in zip(labelled, segments) for _ in range(len(chunks))]
-    truth = targets[labelled].astype(bool)
+    truth = space.positives(torch.from_numpy(targets[labelled] > 0.5)).numpy()
     segment_truth = np.repeat(truth, [len(chunks) for chunks in segments], axis=0)
     order, song_decisions = song_vote_decisions(segment_scores, segment_tracks, k)
     position = {str(i): n for n, i in enumerate(labelled)}
@@ -165,7 +180,7 @@ class ZeroShotTrainer(engine.Trainer):
                 continue
             space, anchor = self.spaces[corpus.name], output.label_embedding[rows[corpus.name]]
             embeddings = space.embeddings.to(anchor.device)
-            positive = targets[corpus.name].nan_to_num(0) > 0.5
+            positive = space.positives(targets[corpus.name].nan_to_num(0) > 0.5)
             target = positive.float() @ embeddings / positive.sum(dim=1, keepdim=True).clamp_min(1)
             negative = sample_negatives(embeddings, positive, recipe.negative_count, self._step_generator(state, 1000 + number),
                                         anchor.detach() if recipe.negatives == "hard" else None)
@@ -211,6 +226,7 @@ def train_one(args, recipe: ZeroShotRecipe, held_out: str | None, train_corpora:
     if not clusters_path.is_file():
         raise FileNotFoundError(f"{clusters_path}: no label alignment; prepare the corpora with music2emo prepare-data.")
     clusters = LabelClusters.from_dict(json.loads(clusters_path.read_text(encoding="utf-8")))
+    trained = realign(clusters, train_corpora)  # the held-out corpus's labels shape no training target
     template = clusters.parameters.get("template", "{}")
     dimension = load_label_encoder().get_sentence_embedding_dimension()
     set_seed(recipe.seed)
@@ -221,7 +237,7 @@ def train_one(args, recipe: ZeroShotRecipe, held_out: str | None, train_corpora:
     model, extractor = engine.build_model(args.model, train_corpora, overrides)
     cache = engine.pick_cache(args.dataset, args.features)
     corpora = engine.load_corpora(args.dataset, cache, train_corpora, model, audio=recipe.finetune_backbone)
-    spaces = {c: label_space(clusters, c, "clusters" if recipe.targets == "clusters" else "labels", template)
+    spaces = {c: label_space(trained, c, "clusters" if recipe.targets == "clusters" else "labels", template)
               for c in train_corpora}
     held, held_space = None, None
     if held_out is not None:

@@ -139,6 +139,32 @@ def test_bad_candidate_labels_are_explained(projector, tiny_pipeline):
     assert pipe.label_embeddings(["calm", "tense"], "music that feels {}") is cached  # embedded once per label set
 
 
+def test_cluster_targets_are_each_cluster_once_so_negatives_and_top_k_never_pick_a_positives_twin():
+    """Six of MTG-Jamendo's labels (action, adventure, dramatic, emotional, love, romantic) shared love's centre when
+    each label carried its cluster's copy: a random negative was then love's own centre in 37 % of the draws for a
+    track tagged "love", and top-2 over the tied copies always answered the first two in tag order. Targets are now
+    the corpus's clusters, each once, and a track's labels map onto them."""
+    from music2emo_hf.label_alignment import align_labels, realign
+    from music2emo_hf.labels import MTG_JAMENDO_MOODS
+    from music2emo_hf.losses import sample_negatives
+
+    trained = realign(align_labels(), ["mtg_jamendo", "cal500"])
+    space = zero_shot.label_space(trained, "mtg_jamendo", "clusters", trained.parameters["template"])
+    ids = [trained.cluster_of("mtg_jamendo", label) for label in MTG_JAMENDO_MOODS]
+    assert space.embeddings.shape[0] == len(set(ids)) < len(MTG_JAMENDO_MOODS)
+    assert torch.equal(space.of_labels.sum(dim=1), torch.ones(len(MTG_JAMENDO_MOODS), dtype=torch.long))
+    similarity = space.embeddings @ space.embeddings.T
+    assert (similarity - torch.eye(len(similarity))).max() < 0.999  # no two targets alike
+    love = torch.tensor([[label == "love" for label in MTG_JAMENDO_MOODS]])
+    positive = space.positives(love)
+    assert positive.sum() == 1
+    twins = [label for label, cluster in zip(MTG_JAMENDO_MOODS, ids) if cluster == ids[MTG_JAMENDO_MOODS.index("love")]]
+    assert torch.equal(space.positives(torch.tensor([[label in twins for label in MTG_JAMENDO_MOODS]])), positive)
+    negatives = sample_negatives(space.embeddings, positive.expand(2000, -1), 1, torch.Generator().manual_seed(0))
+    assert (negatives @ space.embeddings[positive[0]].T).max() < 0.999
+    assert torch.equal(space.clusters.nonzero()[:, 1], torch.tensor(list(dict.fromkeys(ids))))
+
+
 def test_leave_one_corpus_out_runs_end_to_end_and_makes_the_papers_table(semantic, tmp_path, capsys):
     output = tmp_path / "aligned"
     argv = ["--config", "zero_shot_aligned", "--dataset", str(semantic.data), "--model", str(semantic.init),
