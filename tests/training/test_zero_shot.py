@@ -133,8 +133,10 @@ def test_bad_candidate_labels_are_explained(projector, tiny_pipeline):
             pipe(audio, candidate_labels=labels)
     with pytest.raises(ValueError, match="must contain '{}' once"):
         pipe(audio, candidate_labels=["calm"], hypothesis_template="music that feels")
-    with pytest.raises(ValueError, match="this model has no zero-shot projector"):
+    with pytest.raises(ValueError, match="^candidate_labels: this model has no zero-shot projector"):
         tiny_pipeline(audio, candidate_labels=["calm"])
+    with pytest.raises(ValueError, match="^hypothesis_template: this model has no zero-shot projector"):
+        tiny_pipeline(audio, hypothesis_template="music that feels {}")
     cached = pipe.label_embeddings(["calm", "tense"], "music that feels {}")
     assert pipe.label_embeddings(["calm", "tense"], "music that feels {}") is cached  # embedded once per label set
 
