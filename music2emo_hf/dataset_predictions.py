@@ -29,8 +29,10 @@ INPUT_PREFIX = "input:"  # before an input column's name where an output column 
 
 
 def undecoded(dataset, audio_column: str):
-    """The dataset with its audio column left as `datasets` stores it ({"bytes", "path"}), for our own decoder."""
-    from datasets import Audio
+    """The dataset with its audio column left as `datasets` stores it ({"bytes", "path"}), for our own decoder; a
+    stream of audio files (`audiofolder`: a folder or Hub repo of audio files) with each file's path or URL, which
+    `datasets` would otherwise encode with torchcodec first (an ImportError without it)."""
+    from datasets import Audio, IterableDataset, Value
 
     if dataset.features is None:  # a stream made from a generator: its columns are those of its first row
         dataset = dataset._resolve_features()
@@ -39,6 +41,8 @@ def undecoded(dataset, audio_column: str):
         raise ValueError(f"the dataset has no column {audio_column!r} (its columns: {columns}); name the audio "
                          "column (audio_column= in Python, --audio-column on the command line).")
     if isinstance(dataset.features[audio_column], Audio):
+        if isinstance(dataset, IterableDataset) and dataset.info.builder_name == "audiofolder":
+            return dataset.cast_column(audio_column, Value("string"))
         return dataset.cast_column(audio_column, Audio(decode=False))
     return dataset
 
@@ -68,13 +72,24 @@ def audio_input(value: Any, row: int) -> Any:
 
     if isinstance(value, Mapping):
         if source := undecoded_audio(value):
-            return source
+            return _fetched(source)
         if "array" in value:
             return value
     if isinstance(value, (str, os.PathLike, bytes)):
-        return value
+        return _fetched(value)
     raise ValueError(f"row {row}: no audio in it (expected the bytes or path of an Audio column, a path, or "
                      f"{{'array', 'sampling_rate'}}; got {type(value).__name__}).")
+
+
+def _fetched(source: Any) -> Any:
+    """A streamed dataset's file named by URL (a Hub file, an archive's member: `zip://NAME::ARCHIVE`) as its bytes,
+    read as `datasets` reads it; anything else as it is."""
+    if isinstance(source, str) and "://" in source:
+        from datasets.utils.file_utils import xopen
+
+        with xopen(source, "rb") as file:
+            return file.read()
+    return source
 
 
 def output_row(record: Mapping[str, Any], mood_labels: Sequence[str]) -> dict[str, Any]:

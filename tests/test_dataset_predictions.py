@@ -172,6 +172,39 @@ def test_a_saved_dataset_of_waveforms_goes_through_the_command(tiny_model_dir, t
     assert rows["title"] == ["low", "high"] and len(rows["moods"][0]) == 56
 
 
+def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_command(tiny_model_dir, tmp_path, capsys):
+    """`datasets`' audiofolder layout (audio files beside a metadata.csv; here also zipped), as many Hub datasets
+    are: streamed, `datasets` would encode each file with torchcodec before handing it over (an ImportError without
+    it); the rows hold the files' paths (an archive member's URL), which this package reads itself."""
+    import zipfile
+
+    import soundfile as sf
+    from datasets import load_dataset
+
+    from .conftest import tone
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    titles = {"low.wav": ("low", 220.0), "high.wav": ("high", 440.0), "mid.wav": ("mid", 330.0)}
+    for name, (_, freq) in titles.items():
+        sf.write(folder / name, tone(2.0, freq=freq), 24000)
+    (folder / "metadata.csv").write_text("file_name,title\n" + "".join(f"{n},{t}\n" for n, (t, _) in titles.items()))
+    archive = tmp_path / "zipped"
+    archive.mkdir()
+    with zipfile.ZipFile(archive / "music.zip", "w") as zipped:
+        for path in folder.iterdir():
+            zipped.write(path, path.name)
+    answers = []
+    for source in (folder, archive):
+        out = tmp_path / f"out-{source.name}"
+        assert main(["predict", "--dataset", str(source), "--output-dataset", str(out), "--model", str(tiny_model_dir),
+                     "--harmony-ensemble", "1", "--top-k", "2"]) == 0, capsys.readouterr().err
+        rows = load_dataset(str(out), split="train")
+        assert rows["title"] == ["low", "high", "mid"] and rows["row"] == [0, 1, 2]
+        answers.append([(row["valence"], row["arousal"], [m["label"] for m in row["moods"]]) for row in rows])
+    assert answers[0] == answers[1]  # the archive's members are the same files
+
+
 def _predict_as_one_of_two_ranks(dataset_dir: str, model_dir: str, expected: str) -> None:
     import json
 
