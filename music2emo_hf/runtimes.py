@@ -39,11 +39,11 @@ from .released import note
 
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 PRECISIONS = ("float32", "bfloat16", "int8", "auto")
-# What `auto` tries on a CPU in float32, first choice first. OpenVINO ran the backbone stage 1.5x faster than PyTorch
-# on an AVX-512 Xeon and 1.3x on a 2-core AVX2 machine (benchmarks/inference.py), with the same answers; since the
-# front end runs in segments, PyTorch ties with both runtimes on the AVX2 machine, in about 300-400 MiB less
-# (docs/speed-and-memory.md). For int8, ONNX Runtime's graph beats torch's dynamic int8; OpenVINO runs that graph
-# slower than its own float32. For bfloat16, OpenVINO ran the stage 2.0x faster than torch's autocast on a 2-core Xeon
+# What `auto` tries on a CPU in float32, first choice first. Since the front end runs in segments, OpenVINO ran a
+# 3-minute track 1.15x faster than PyTorch on a 2-core AVX-512 Xeon (benchmarks/runs/2026-12-02-cpu/
+# inference-47e5cd4-xeon.txt), with the same answers; on a 2-core AVX2 machine PyTorch was 1.04x faster, in about
+# 300-400 MiB less (docs/speed-and-memory.md). For int8, ONNX Runtime's graph beats torch's dynamic int8; OpenVINO
+# runs that graph slower than its own float32. For bfloat16, OpenVINO ran the stage 2.0x faster than torch's autocast on a 2-core Xeon
 # with AMX (benchmarks/runs/2026-12-02-cpu/inference-47e5cd4-xeon.txt).
 CPU_RUNTIMES = {"float32": ("openvino", "onnxruntime"), "bfloat16": ("openvino",), "int8": ("onnxruntime",)}
 EXACT_COSINE = 0.99999
