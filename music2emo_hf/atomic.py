@@ -84,4 +84,15 @@ def folder_in_place(folder: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["file_sha256", "folder_in_place", "umask", "write_atomic"]
+def clear_partials(folder: str | os.PathLike) -> None:
+    """Remove what killed runs left while making `folder` or a file in it (`.NAME.partial-*` beside `folder` and in
+    it). Only for whoever holds the lock under which `folder` is made: a partial may be another process's work."""
+    folder = Path(os.path.realpath(folder))
+    for stale in [*folder.parent.glob(f".{folder.name}.partial-*"), *folder.glob(".*.partial-*")]:
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+__all__ = ["clear_partials", "file_sha256", "folder_in_place", "umask", "write_atomic"]

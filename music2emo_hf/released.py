@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import file_sha256, folder_in_place, write_atomic
+from .atomic import clear_partials, file_sha256, folder_in_place, write_atomic
 from .hub import COMMIT, hub_reachable, package_cache, snapshot_commit
 
 RELEASED_REPO = "amaai-lab/music2emo"
@@ -417,8 +417,7 @@ def _convert_once(folder: Path, reference: ReleasedReference, checkpoint_path: s
         problem = entry_problem(folder)
         if problem is None:
             return
-        for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a run that was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        clear_partials(folder)
         if problem != "absent":
             say(f"the converted {reference} in {folder} is damaged ({problem}); converting it again")
             shutil.rmtree(folder)

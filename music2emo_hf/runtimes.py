@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import folder_in_place, write_atomic
+from .atomic import clear_partials, folder_in_place, write_atomic
 from .released import note
 
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
@@ -182,7 +182,8 @@ def _quantize(onnx_path: Path, int8_path: Path) -> None:
 def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
     """The cache folder of `model`'s pooled stage, holding FRONT_END and ENCODER (and ENCODER_INT8, ONNX Runtime's
     int8 of ENCODER, when `int8`), made now if they are not there. The graphs are made in a temporary place and
-    renamed into place under a file lock: concurrent first runs make them once, an interrupted run leaves nothing."""
+    renamed into place under a file lock: concurrent first runs make them once, and what a killed one left (a partial
+    folder or graph: hundreds of MB for MERT) is removed by the next that makes them."""
     from filelock import FileLock
 
     folder = cache_root() / fingerprint(model)
@@ -191,6 +192,7 @@ def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
+        clear_partials(folder)
         if not (folder / ENCODER).is_file():
             say(f"exporting the backbone for this model, once (seconds to a minute); cached in {folder}")
             with folder_in_place(folder) as partial:

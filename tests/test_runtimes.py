@@ -311,3 +311,19 @@ def test_the_weights_read_to_key_the_cache_are_handed_back_unchanged(tmp_path):
     assert _resident_kib(path) < 100
     for name, tensor in module.state_dict().items():
         assert torch.equal(tensor, before[name])
+
+
+@pytest.mark.skipif(not installed("onnxruntime"), reason="onnxruntime is not installed")
+def test_what_a_killed_export_left_is_removed_by_the_next_one(model_dir):
+    """A first run killed while exporting leaves its partial folder beside the entry (hundreds of MB for MERT) or a
+    partial int8 graph in it; the next run that exports removes them."""
+    model = Music2EmoModel.from_pretrained(model_dir).eval()
+    folder = runtimes.exported(model, say=lambda _: None)
+    beside = folder.parent / f".{folder.name}.partial-killed"
+    beside.mkdir()
+    (beside / runtimes.ENCODER).write_bytes(b"half a graph")
+    inside = folder / f".{runtimes.ENCODER_INT8}.partial-killed"
+    inside.write_bytes(b"half a graph")
+    (folder / runtimes.ENCODER_INT8).unlink(missing_ok=True)
+    assert runtimes.exported(model, say=lambda _: None, int8=True) == folder
+    assert (folder / runtimes.ENCODER_INT8).is_file() and not beside.exists() and not inside.exists()
