@@ -163,6 +163,14 @@ def test_the_export_is_made_once_and_kept_on_disk(model_dir, runtime, capsys):
     assert (folder / "encoder.onnx").stat().st_mtime_ns == made
     checks = json.loads((folder / "checks.json").read_text())
     assert any(key.startswith(runtime) and value["cosine"] >= EXACT_COSINE for key, value in checks.items())
+    for damaged in ("{", None):  # cut short, or gone: the checks are made again, not a crash
+        if damaged is None:
+            (folder / "checks.json").unlink()
+        else:
+            (folder / "checks.json").write_text(damaged)
+        assert backbone_runtime(again, runtime, say=print).name == runtime
+        assert json.loads((folder / "checks.json").read_text()).keys() == {key for key in checks if
+                                                                         key.startswith(runtime)}
 
 
 @pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
