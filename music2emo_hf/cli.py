@@ -767,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "track in memory)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="also show the audio decoders' own notes (e.g. mpg123's "
-                   "'Trying to resync...' on a damaged file)")
+                   "'Trying to resync...' on a damaged file), and where an unexpected error arose (its traceback)")
     p.set_defaults(run=predict, command_parser=p)
 
     i = commands.add_parser("init", help="write a randomly initialised model from a Hub config folder")
@@ -893,7 +893,11 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except CommandError as error:
         print(f"music2emo: error: {error}", file=sys.stderr)
-    except Exception as error:  # no traceback for a user: what failed, in one line
+    except Exception as error:  # no traceback for a user: what failed, in one line (and where, with --verbose)
+        if getattr(args, "verbose", False):
+            import traceback
+
+            traceback.print_exc()
         print(f"music2emo: error: {type(error).__name__}: {error}", file=sys.stderr)
     finally:
         if in_main_thread and signal.getsignal(signal.SIGINT) is _interrupted_once:  # not interrupted: as it was

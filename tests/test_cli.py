@@ -738,3 +738,19 @@ def test_a_file_that_is_not_audio_is_named_once_in_plain_words_and_leaves_no_emp
     assert [entry["input"] for entry in records(Path(f"{output}.errors.jsonl"))] == [str(fake)]
     assert main(["predict", str(fake), "--model", str(tiny_model_dir), "--verbose"]) == 1
     assert "resync" in capfd.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_and_verbose_shows_where_it_arose(monkeypatch, capsys):
+    from music2emo_hf import cli
+
+    def broken(args):
+        raise RuntimeError("something this package did not foresee")
+
+    monkeypatch.setattr(cli, "_check_inputs", broken)
+    assert main(["predict", "song.mp3"]) == 2
+    err = capsys.readouterr().err
+    assert err == "music2emo: error: RuntimeError: something this package did not foresee\n"
+    assert main(["predict", "song.mp3", "--verbose"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "in broken" in err
+    assert err.endswith("music2emo: error: RuntimeError: something this package did not foresee\n")
