@@ -13,6 +13,7 @@ import itertools
 import numbers
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -473,24 +474,33 @@ class MusicEmotionPipeline(Pipeline):
 
     def _batch_answers(self, group: list[_Decoded], steps, chunk_batch: int, harmony_pool) -> Iterator:
         """The answers of a batch of decoded inputs in order. If the batch's backbone or harmony call fails, each
-        of its inputs runs again alone, so that only the input at fault gets an error."""
+        of its inputs runs again alone, so that only the input at fault gets an error; if none is at fault, the
+        batch itself was (too large for the device's memory, say), and a warning says so and why."""
         batched = [decoded for decoded in group if decoded.chunks]
+        batch_error = None
         try:
             outputs = iter(self._batch_outputs(batched, chunk_batch, harmony_pool) if batched else ())
-        except Exception:
-            outputs = None
+        except Exception as error:
+            outputs, batch_error = None, error
+        alone_failed = False
         for decoded in group:
             if decoded.error is not None:
                 yield decoded.error
                 continue
             try:
                 if decoded.chunks and outputs is not None:
-                    yield self.postprocess(next(outputs), **steps[2])
+                    answer = self.postprocess(next(outputs), **steps[2])
                 else:  # too long for a batch, or its batch failed
-                    yield self.run_single(decoded.item, steps[0], {**steps[1], "chunk_batch_size": chunk_batch},
-                                          steps[2])
+                    answer = self.run_single(decoded.item, steps[0], {**steps[1], "chunk_batch_size": chunk_batch},
+                                             steps[2])
             except Exception as error:
-                yield error
+                alone_failed = alone_failed or outputs is None
+                answer = error
+            yield answer
+        if batch_error is not None and not alone_failed:
+            warnings.warn(f"{len(batched)} inputs analysed together failed ({type(batch_error).__name__}: "
+                          f"{batch_error}), and each then ran alone without error: the batch is at fault, and its "
+                          "inputs ran at one input's speed; a smaller batch_size may avoid it.", stacklevel=2)
 
     def _batch_outputs(self, batched: list[_Decoded], chunk_batch: int, harmony_pool) -> list[dict]:
         """What `_forward` gives for each input, for inputs decoded into chunks: their chord windows shared out over

@@ -453,6 +453,18 @@ class _FailingOnLength(HarmonyAnalyzer):
         return super().analyze_windows(windows, sampling_rate, offsets)
 
 
+class _FailingTogether(HarmonyAnalyzer):
+    """Fails on several windows at once, as a batch too large for a device's memory does; one at a time it works."""
+
+    def __init__(self):
+        super().__init__(ensemble_size=1, window_seconds=10.0)
+
+    def analyze_windows(self, windows, sampling_rate, offsets):
+        if len(windows) > 1:
+            raise RuntimeError("several windows at once")
+        return super().analyze_windows(windows, sampling_rate, offsets)
+
+
 def test_inputs_analysed_together_give_the_answers_of_one_at_a_time_in_order(tiny_model_dir):
     """`stream` with batch_size 3 (tiny model: 10 s chunks): a bad input answers with its error in its place, the
     35 s input (4 chunks, more than a batch takes) runs alone, the rest share backbone and harmony calls."""
@@ -480,9 +492,19 @@ def test_inputs_analysed_together_give_the_answers_of_one_at_a_time_in_order(tin
         warnings.simplefilter("ignore")
         failing = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu",
                                         harmony=_FailingOnLength(7 * 22050))
-    answers = list(failing.stream([inputs[0], inputs[2], inputs[4]], batch_size=3))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*inputs analysed together failed")  # one input at fault: no warning
+        answers = list(failing.stream([inputs[0], inputs[2], inputs[4]], batch_size=3))
     assert isinstance(answers[1], RuntimeError)  # the batch failed; run again one by one, only the 7 s input fails
     assert [type(answer) for answer in answers[::2]] == [dict, dict]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        only_alone = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu",
+                                           harmony=_FailingTogether())
+    with pytest.warns(UserWarning, match=r"2 inputs analysed together failed \(RuntimeError: several windows at "
+                                         r"once\), and each then ran alone without error: the batch is at fault"):
+        answers = list(only_alone.stream([inputs[0], inputs[4]], batch_size=2))
+    assert [type(answer) for answer in answers] == [dict, dict]
     stopped = pipe.stream(inputs * 3, batch_size=2)
     next(stopped)
     stopped.close()  # the consumer stops: the decoding threads stop with it
