@@ -397,11 +397,16 @@ class Job:
         if not self.output:
             return Plan([list(keys)], total=len(keys))
         suspects = {record["key"] for marker in self.parts.glob("rank-*.inflight") for record in read_jsonl_stream(marker)}
+        crashed_then = []
         for number, part in enumerate(sorted(self.parts.glob("rank-*.jsonl"))):  # what a killed run left
-            if part.name.endswith(".errors.jsonl"):
-                part.unlink()  # its failures are tried again
+            if part.name.endswith(".errors.jsonl"):  # its failures are tried again, but for those that crashed it
+                crashed_then += [entry for entry in read_jsonl(part) if entry.get("crashed")]
+                part.unlink()
             else:
                 part.rename(self.parts / f"leftover-{os.getpid()}-{number}.jsonl")
+        if crashed_then:  # kept where the next runs look, or a second crashing input would bring the first back
+            _replace(self.errors_file, "".join(json_line(entry) for entry in [*read_jsonl(self.errors_file),
+                                                                                    *crashed_then]))
         for marker in [*self.parts.glob("rank-*.inflight"), *self.parts.glob("rank-*.done")]:
             marker.unlink()
         discarded = self._discard_unlike_leftovers()

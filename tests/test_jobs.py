@@ -348,6 +348,23 @@ def _a_run_killed_while_its_child_analyses_the_suspect(args: list[str], flag: Pa
 
 
 @pytest.mark.slow
+def test_two_files_that_crash_the_analysis_do_not_bring_each_other_back(tiny_model_dir, songs, tmp_path):
+    """The run that finds the first file crashes it again (in a child) dies on the second: the first one's mark must
+    outlive that run, or the two take turns killing every rerun and the job never ends."""
+    output = tmp_path / "moods.jsonl"
+    args = [str(songs[0].parent), "--model", str(tiny_model_dir), "-o", str(output), "--harmony-ensemble", "1"]
+    crash = _env(MUSIC2EMO_TEST_KILL_ON="s1.wav,s3.wav")
+    codes = []
+    while len(codes) < 5 and (not codes or codes[-1] == -signal.SIGKILL):
+        codes.append(subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True,
+                                    timeout=600).returncode)
+    assert codes == [-signal.SIGKILL, -signal.SIGKILL, 1]  # died on s1, then on s3; then each is skipped
+    assert [Path(record["file"]).name for record in lines(output)] == ["s0.wav", "s2.wav", "s4.wav", "s5.wav"]
+    assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in lines(Path(f"{output}.errors.jsonl"))] == [
+        ("s1.wav", True), ("s3.wav", True)]
+
+
+@pytest.mark.slow
 def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retry(tiny_model_dir, songs, tmp_path, capsys):
     output = tmp_path / "moods.jsonl"
     args = [str(songs[0].parent), "--model", str(tiny_model_dir), "-o", str(output), "--harmony-ensemble", "1"]

@@ -1,6 +1,6 @@
 """Faults for the job tests, put into a real `music2emo` process by PYTHONPATH (Python imports `sitecustomize` at
-start): analysing a file whose name contains $MUSIC2EMO_TEST_KILL_ON kills the process (as a crash or the OOM killer
-would), and one whose name contains $MUSIC2EMO_TEST_HANG_ON waits, so that a test can kill it there (having written its pid to
+start): analysing a file whose name contains $MUSIC2EMO_TEST_KILL_ON (or one of its comma-separated parts) kills the
+process (as a crash or the OOM killer would), and one whose name contains $MUSIC2EMO_TEST_HANG_ON waits, so that a test can kill it there (having written its pid to
 $MUSIC2EMO_TEST_HANG_FLAG, when set, so the test knows it waits)."""
 
 import os
@@ -17,7 +17,7 @@ if _KILL or _HANG:
 
     def preprocess(self, inputs, *args, **kwargs):
         name = os.path.basename(str(inputs))
-        if _KILL and _KILL in name:
+        if _KILL and any(part and part in name for part in _KILL.split(",")):
             os.kill(os.getpid(), signal.SIGKILL)
         if _HANG and _HANG in name:
             if os.environ.get("MUSIC2EMO_TEST_HANG_FLAG"):
