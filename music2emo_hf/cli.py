@@ -139,9 +139,12 @@ def predict(args: argparse.Namespace) -> int:
 
         audio.SHOW_DECODER_NOTES = True
     if args.dataset:
-        from .dataset_predictions import RECORDS
+        from .dataset_predictions import RECORDS, written_here
 
         created = not os.path.exists(args.output_dataset)
+        if not written_here(args.output_dataset):
+            raise CommandError(f"--output-dataset {args.output_dataset}: holds files that are not predictions of this "
+                               "command (they would be written over); name a new or empty folder.")
         os.makedirs(args.output_dataset, exist_ok=True)
         try:
             job = Job(os.path.join(args.output_dataset, RECORDS), "row", str, cpu=_on_cpu(args),
@@ -163,6 +166,9 @@ def _run_job(args: argparse.Namespace, job) -> int:
     from tqdm import tqdm
 
     recorded = recorded_options(args)  # what each record says it was made with
+    dataset = _dataset_inputs(args) if args.dataset else None
+    if dataset is not None:
+        recorded.update(dataset.identity())
     if job.is_main:
         _check_same_options(job.output_writer, recorded)
     if job.processes > 1 and args.device not in (None, "cpu"):
@@ -180,7 +186,7 @@ def _run_job(args: argparse.Namespace, job) -> int:
         if job.is_main:
             tqdm.write(f"error: {path}: {message}", file=sys.stderr)
 
-    inputs = _dataset_inputs(args) if args.dataset else FileInputs(args.paths, report)
+    inputs = dataset if dataset is not None else FileInputs(args.paths, report)
     noun = "row" if args.dataset else "file"
     plan = job.plan(inputs.keys, inputs.weight)
     if job.is_main and plan.already_done:

@@ -185,6 +185,21 @@ def write_predictions(rows: Iterator[dict], out: str | os.PathLike, split: str, 
     return count
 
 
+MADE_BY = "made with `music2emo predict` (music2emo-hf)."  # in every card written here
+
+
+def written_here(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is empty or holds predictions this command wrote (its records, or its card): anything else
+    would be written over."""
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.iterdir()) or (folder / RECORDS).exists():
+        return True
+    try:
+        return MADE_BY in (folder / "README.md").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 def _write_card(out: Path, split: str, count: int, features, about: Mapping[str, Any], data_file: str) -> None:
     from .atomic import write_atomic
 
@@ -204,7 +219,7 @@ tags:
 # Music emotion predictions
 
 {count} rows: the predictions of the model `{about['model']}` for the dataset `{about['source']}` (split `{split}`),
-made with `music2emo predict` (music2emo-hf).
+{MADE_BY}
 {notes}
 Each row is one input row; `row` is its index there. Columns:
 
@@ -269,7 +284,7 @@ class DatasetSource:
     def __init__(self, source: str, config: str | None, split: str | None, audio_column: str):
         from datasets import load_dataset, load_from_disk
 
-        self.source, self.audio_column = source, audio_column
+        self.source, self.config, self.audio_column = source, config, audio_column
         saved = os.path.isdir(source) and (Path(source, "dataset_info.json").is_file()
                                            or Path(source, "dataset_dict.json").is_file())
         try:
@@ -290,6 +305,17 @@ class DatasetSource:
         self.ids = id_columns(self.features, audio_column)
         self._cursor: Iterator[tuple[int, dict]] | None = None
         self._at, self._example = -1, None
+
+    def identity(self) -> dict[str, str]:
+        """Which rows these are, as the options of the records name them: row indices mean nothing without it (the
+        rows of another split or dataset must not pass for these on a rerun)."""
+        named = {"--dataset": os.path.realpath(self.source) if os.path.isdir(self.source) else self.source,
+                 "--split": self.split}
+        if self.config:
+            named["--config"] = self.config
+        if self.audio_column != "audio":
+            named["--audio-column"] = self.audio_column
+        return named
 
     def __len__(self) -> int:
         from datasets import Dataset

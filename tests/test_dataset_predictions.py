@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -237,3 +238,36 @@ def test_predict_dataset_shares_rows_across_accelerate_processes(tiny_model_dir,
     done = subprocess.run([sys.executable, "-c", launch, str(tmp_path / "music"), str(tiny_model_dir), str(expected)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_another_split_is_refused_onto_the_same_output_and_a_folder_of_other_files_is_never_written_over(
+        tiny_model_dir, tmp_path, capsys):
+    """Rows are named by their index: train's row 0 is not test's, so a rerun onto the output from another split
+    (or dataset) is refused, not answered "already done" with train's predictions. And an --output-dataset that
+    holds anything but this command's predictions (the input dataset itself, say) is refused before it is touched."""
+    from datasets import Dataset, DatasetDict, load_dataset
+
+    from .conftest import tone
+
+    def waves(*freqs):
+        return Dataset.from_dict({"audio": [{"array": tone(2.0, freq=f).tolist(), "sampling_rate": 24000}
+                                            for f in freqs], "title": [str(f) for f in freqs]})
+
+    saved = tmp_path / "saved"
+    DatasetDict({"train": waves(220, 330, 440), "test": waves(550, 660)}).save_to_disk(str(saved))
+    out = tmp_path / "out"
+    common = ["--output-dataset", str(out), "--model", str(tiny_model_dir), "--harmony-ensemble", "1"]
+    assert main(["predict", "--dataset", str(saved), "--split", "train", *common]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--dataset", str(saved), "--split", "test", *common]) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"holds records made with .*--dataset {saved} --split train; this run has .*--split test", err)
+    assert load_dataset(str(out), split="train")["title"] == ["220", "330", "440"]
+
+    parquet = tmp_path / "theirs"
+    waves(220).to_parquet(str(parquet / "data" / "train-00000-of-00001.parquet"))
+    (parquet / "README.md").write_text("# my dataset\n")
+    before = {path: path.read_bytes() for path in parquet.rglob("*") if path.is_file()}
+    assert main(["predict", "--dataset", str(parquet), "--output-dataset", str(parquet), *common[2:]]) == 2
+    assert "holds files that are not predictions of this command" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in parquet.rglob("*") if path.is_file()} == before
