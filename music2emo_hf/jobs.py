@@ -607,8 +607,9 @@ class _OutputLock:
 
     @classmethod
     def take(cls, output: str, described: str) -> _OutputLock | None:
-        """The lock, or None where no file can be made beside the output (RecordWriter then says why)."""
-        path = f"{output}.lock"
+        """The lock, or None where no file can be made beside the output (RecordWriter then says why). Beside the
+        file the output names, so that a link to it, or a path through one, takes the same lock."""
+        path = f"{os.path.realpath(output)}.lock"
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -200,9 +200,13 @@ def test_a_second_run_onto_an_output_being_written_is_refused(tiny_model_dir, tm
     argv = ["predict", str(song), "--model", str(tiny_model_dir), "-o", str(output)]
     assert main(argv) == 2
     assert f"--output {output}: another music2emo run (pid {os.getpid()}) is writing to it" in capsys.readouterr().err
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "same.jsonl").symlink_to(output)  # the same file by another name: the same lock
+    assert main([*argv[:-1], str(tmp_path / "links" / "same.jsonl")]) == 2
+    assert "another music2emo run" in capsys.readouterr().err
     running.release()
     assert main(argv) == 0 and len(lines(output)) == 1
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.jsonl", "song.wav"]  # no lock left behind
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["links", "out.jsonl", "song.wav"]  # no lock left
 
 
 def test_several_processes_without_accelerate_are_told_what_to_install(tiny_model_dir, tmp_path, monkeypatch, capsys):
