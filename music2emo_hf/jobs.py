@@ -95,6 +95,7 @@ class RecordWriter:
         self.first: dict | None = None  # the file's first record: later ones must come from the same model and options
         self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind
         self.whole: int | None = None  # where an existing file's whole records end
+        self.unended = False  # whether its last whole record lacks its "\n"
         if path and not os.access(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise CommandError(f"--output {path}: cannot write there (permission denied, or a read-only file system).")
         if path and os.path.exists(path):
@@ -105,18 +106,21 @@ class RecordWriter:
         kill cut short is noted (`whole`), and cut off when this run first writes: a file refused, by this check or
         the caller's, is left as it was found."""
         whole = 0  # bytes up to the end of the last whole record (a CSV: row)
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        try:  # lines end at "\n" only: a "\r" in a CSV's quoted file name is part of the name
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
                 read = 0  # bytes of the whole lines the readers have taken (a CSV row may take several)
 
                 def whole_lines():
                     nonlocal read
                     for line in handle:
-                        if not line.endswith("\n"):  # the last, cut short
-                            start = self._first_record_start()
-                            if not (whole or line.startswith(start) or start.startswith(line)):
-                                raise ValueError("a line without its end that does not start as a record")
-                            return
+                        if not line.endswith("\n"):  # the last, cut short, or a whole record that lost its "\n"
+                            if self.format == "jsonl" and _whole_record(line, self.key_field):
+                                self.unended = True  # an editor's save, say: kept, and ended before the next
+                            else:
+                                start = self._first_record_start()
+                                if not (whole or line.startswith(start) or start.startswith(line)):
+                                    raise ValueError("a line without its end that does not start as a record")
+                                return
                         read += len(line.encode("utf-8", "surrogateescape"))
                         yield line
 
@@ -152,6 +156,10 @@ class RecordWriter:
         write, or at its end if it wrote nothing."""
         if self.whole is not None and self.whole < os.path.getsize(self.path):
             os.truncate(self.path, self.whole)
+        if self.unended:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write("\n")
+            self.unended = False
         self.whole = None
 
     def _first_record_start(self) -> str:
@@ -291,6 +299,15 @@ def _model_name(provenance: dict | None) -> str:
             return f"{provenance['name']} (weights {provenance['weights_sha256'][:12]})"
         return provenance["name"] + (f"@{provenance['revision']}" if provenance.get("revision") else "")
     return f"{provenance.get('repo')}:{provenance.get('checkpoint')}@{str(provenance.get('revision'))[:12]}"
+
+
+def _whole_record(line: str, key_field: str) -> bool:
+    """Whether a JSON line without its "\n" holds a whole record (one cut short by a kill is not valid JSON)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and key_field in record
 
 
 def drop_cut_off_record(path: str | os.PathLike) -> None:

@@ -66,6 +66,30 @@ def test_a_csv_row_cut_inside_a_name_holding_a_newline_is_dropped(tmp_path):
         RecordWriter(str(path))  # a short row with rows after it: no kill made that
 
 
+def test_a_whole_last_record_without_its_newline_is_kept_and_a_carriage_return_in_a_csv_name_is_part_of_it(tmp_path):
+    """A line deleted in an editor that saves without a last newline: the last record is whole, not cut short by a
+    kill. A CSV name holding a carriage return ended the file's reading there, so every later record was redone and
+    then cut away."""
+    path = tmp_path / "out.jsonl"
+    path.write_text("\n".join(json.dumps({"file": f"/{name}.wav", "valence": 5.0}) for name in "ac"))
+    writer = RecordWriter(str(path))
+    assert writer.done == {"/a.wav", "/c.wav"}
+    writer.write({"file": "/b.wav", "valence": 4.0}, [])
+    writer.close()
+    assert [json.loads(line)["file"] for line in path.read_text().split("\n")[:-1]] == ["/a.wav", "/c.wav", "/b.wav"]
+
+    path = tmp_path / "out.csv"
+    writer = RecordWriter(str(path))
+    for name in ("/music/a.wav", "/music/b\rx.wav", "/music/c.wav"):
+        writer.write({"file": name, "valence": 5.0}, [])
+    writer.close()
+    assert RecordWriter(str(path)).done == {"/music/a.wav", "/music/b\rx.wav", "/music/c.wav"}
+    writer = RecordWriter(str(path))
+    writer.write({"file": "/music/d.wav", "valence": 4.0}, [])
+    writer.close()
+    assert RecordWriter(str(path)).done == {"/music/a.wav", "/music/b\rx.wav", "/music/c.wav", "/music/d.wav"}
+
+
 @pytest.mark.parametrize("name,content", [
     ("notes.jsonl", '{"important": "data"}'),  # one line, no newline: not a record a kill cut short
     ("people.csv", "name,score\nalice,1\nbob,2"),
