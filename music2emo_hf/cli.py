@@ -145,7 +145,11 @@ def predict(args: argparse.Namespace) -> int:
         if not written_here(args.output_dataset):
             raise CommandError(f"--output-dataset {args.output_dataset}: holds files that are not predictions of this "
                                "command (they would be written over); name a new or empty folder.")
-        os.makedirs(args.output_dataset, exist_ok=True)
+        try:
+            os.makedirs(args.output_dataset, exist_ok=True)
+        except OSError as error:
+            raise CommandError(f"--output-dataset {args.output_dataset}: cannot make that folder "
+                               f"({error.strerror or error}); choose one in a folder you can write.") from error
         try:
             job = Job(os.path.join(args.output_dataset, RECORDS), "row", str, cpu=_on_cpu(args),
                       described=f"--output-dataset {args.output_dataset}")

@@ -388,6 +388,9 @@ class Job:
         except BaseException:
             self.release()
             raise
+        if output and self.is_main and self._lock is None:  # the output may be writable, its folder is not
+            raise CommandError(f"{described or f'--output {output}'}: cannot write in its folder, where the run keeps "
+                               f"its lock and its work ({output}.parts); choose an output in a folder you can write.")
         self.mood_labels: Sequence[str] = ()  # set by `run`
         self.written = 0
         self.failures: list[dict] = []
@@ -643,8 +646,14 @@ class _OutputLock:
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:  # by the run that held it meanwhile
                     break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as error:  # a full disk
+            lock = cls(path, fd)
+            lock.release()
+            raise CommandError(f"{described}: cannot write its lock file {path} ({error.strerror or error}); make "
+                               "room and run the same command again.") from error
         return cls(path, fd)
 
     def release(self) -> None:
@@ -745,10 +754,15 @@ def _exit_on_sigterm(signum, frame):
 
 
 def _write_now(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """The job's bookkeeping (a marker, the errors list), on disk now; a full disk stops the run, saying so."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise CommandError(f"cannot write {path} ({error.strerror or error}); make room and run the same command "
+                           "again to go on where it stopped.") from error
 
 
 def _replace(path: Path, text: str) -> None:

@@ -270,4 +270,6 @@ def test_another_split_is_refused_onto_the_same_output_and_a_folder_of_other_fil
     before = {path: path.read_bytes() for path in parquet.rglob("*") if path.is_file()}
     assert main(["predict", "--dataset", str(parquet), "--output-dataset", str(parquet), *common[2:]]) == 2
     assert "holds files that are not predictions of this command" in capsys.readouterr().err
+    assert main(["predict", "--dataset", str(parquet), "--output-dataset", "/proc/predictions", *common[2:]]) == 2
+    assert "--output-dataset /proc/predictions: cannot make that folder (" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in parquet.rglob("*") if path.is_file()} == before

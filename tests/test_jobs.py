@@ -416,3 +416,33 @@ def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retr
     assert f"skipped: {songs[0]}: it crashed the analysis before" in stderr and "loading model" not in stderr
     assert len(lines(output)) == 5 and Path(f"{output}.errors.jsonl").exists()
     assert not Path(f"{output}.parts").exists()
+
+
+def test_a_full_disk_under_the_jobs_bookkeeping_stops_the_run_naming_the_file(tmp_path):
+    """The in-flight marker and the errors list are written as the run goes; on a full disk (/dev/full, a device that
+    always is), what could not be written and what to do, not a bare OSError."""
+    from music2emo_hf.jobs import _write_now
+
+    with pytest.raises(CommandError, match=r"cannot write /dev/full \(No space left on device\); make room and run "
+                                           "the same command again to go on where it stopped"):
+        _write_now(Path("/dev/full"), '{"key": "/music/a.wav"}\n')
+
+
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    """A writable output file in a read-only folder: no lock, no parts folder can be made beside it (as a user
+    without root finds it; root writes anywhere, so the folder's refusal is made here by os.open)."""
+    from music2emo_hf import jobs
+
+    output = tmp_path / "moods.jsonl"
+    output.write_text("")
+    real_open = os.open
+
+    def read_only_folder(path, flags, *args):
+        if os.path.dirname(os.fspath(path)) == str(tmp_path) and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(jobs.os, "open", read_only_folder)
+    with pytest.raises(CommandError, match=f"--output {output}: cannot write in its folder, where the run keeps its "
+                                           r"lock and its work \(.*moods.jsonl.parts\); choose an output"):
+        jobs.Job(str(output))
