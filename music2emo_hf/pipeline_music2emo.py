@@ -73,6 +73,15 @@ def _raised(answer: dict | Exception) -> dict:
     return answer
 
 
+class _ReadOnce(io.BytesIO):
+    """What a stream that cannot be read twice (a pipe, a socket) held, in memory, under its name (for messages)."""
+
+    def __init__(self, stream):
+        super().__init__(stream.read())
+        if isinstance(getattr(stream, "name", None), str):
+            self.name = stream.name
+
+
 @dataclass
 class _Decoded:
     """One input of `MusicEmotionPipeline.stream` after decoding: its chunks and the same spans at the harmony's rate
@@ -459,6 +468,9 @@ class MusicEmotionPipeline(Pipeline):
         chunks: list[np.ndarray] = []
         heard: list[np.ndarray] = []
         try:
+            if callable(getattr(item, "read", None)) and not isinstance(item, io.TextIOBase) and not (
+                    callable(getattr(item, "seekable", None)) and item.seekable()):
+                item = _ReadOnce(item)  # a pipe: decoded again if it runs alone after all, so kept in memory
             model_inputs = self.preprocess(item, **preprocess_params)
             stream = self.feature_extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"],
                                                         self.harmony.sampling_rate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -225,6 +226,20 @@ def test_open_files_are_answered_as_their_paths_in_a_batch_and_alone(tiny_pipeli
     for answer, expected in zip(by_handle, by_path):
         assert answer["valence"] == pytest.approx(expected["valence"], abs=1e-5)
         assert [m["label"] for m in answer["moods"][:5]] == [m["label"] for m in expected["moods"][:5]]
+
+    pipes = []  # a stream read once (a pipe, a socket), fed as it is read: the long one is decoded twice too
+    for path in paths:
+        read, write = os.pipe()
+        threading.Thread(target=lambda fd=write, data=path.read_bytes(): (os.write(fd, data), os.close(fd)),
+                         daemon=True).start()
+        pipes.append(os.fdopen(read, "rb"))
+    try:
+        assert not pipes[0].seekable()
+        by_pipe = tiny_pipeline(pipes, batch_size=2)
+    finally:
+        for handle in pipes:
+            handle.close()
+    assert [answer["valence"] for answer in by_pipe] == pytest.approx([e["valence"] for e in by_path], abs=1e-5)
 
 
 def _model_door(model_dir, audio):
