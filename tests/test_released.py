@@ -233,6 +233,18 @@ def test_a_damaged_entry_is_rebuilt_with_a_note(hub, offline_cache):
     assert released.entry_problem(folder) is None
 
 
+def test_an_entry_as_it_was_made_is_not_hashed_again_at_each_start(hub, offline_cache, monkeypatch):
+    """Hashing the converted model (about 400 MB) took most of a second of every start; a file with the size and
+    modification time it was made with is taken as made, and one touched since is hashed."""
+    folder = released.resolve("amaai-lab/music2emo:deam_best", say=lambda _: None)
+    hashed = []
+    real = released.file_sha256
+    monkeypatch.setattr(released, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
+    assert released.resolve("amaai-lab/music2emo:deam_best", say=lambda _: None) == folder and hashed == []
+    os.utime(folder / "config.json")  # touched, not changed
+    assert released.entry_problem(folder) is None and hashed == ["config.json"]
+
+
 def test_a_run_waiting_for_another_processs_conversion_says_so(hub, offline_cache):
     """The lock of an entry held elsewhere (here by the test, as another process converting would hold it): the run
     says what it waits for instead of hanging silently, then converts once the lock is free."""
