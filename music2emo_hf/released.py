@@ -284,13 +284,13 @@ def _backbone_files(online: bool, say) -> tuple[str, str, str] | None:
         if online:
             raise  # why, for the caller to say
         return None
+    commit = _commit_of(config)
     for weights in ("model.safetensors", "pytorch_model.bin"):
-        try:
-            path = _download(BACKBONE_REPO, weights, "main", online, say)
+        try:  # at the config's commit: `main` may have moved on since
+            _download(BACKBONE_REPO, weights, commit, online, say)
         except (EntryNotFoundError, LocalEntryNotFoundError):
             continue
-        if Path(path).parent == Path(config).parent:
-            return str(Path(config).parent), _commit_of(config), weights
+        return str(Path(config).parent), commit, weights
     return None
 
 

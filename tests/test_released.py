@@ -529,7 +529,7 @@ def test_the_first_use_downloads_the_release_and_later_runs_need_no_network(hub,
         assert f"downloading {repo}/{name} ({size / 1e6:,.0f} MB)" in notes or size < 1e6, (notes, name)
     assert "downloading m-a-p/MERT-v1-95M/config.json (" in " ".join(notes)
     assert not any("model.safetensors" in note for note in notes)  # asked for (404), not announced
-    assert ("HEAD", "/m-a-p/MERT-v1-95M/resolve/main/model.safetensors") in requests
+    assert ("HEAD", f"/m-a-p/MERT-v1-95M/resolve/{MERT_COMMIT}/model.safetensors") in requests  # at config.json's commit
     assert requests[:2] == [("HEAD", "/amaai-lab/music2emo/resolve/main/saved_models/J_all.ckpt")] * 2
     assert notes[-1].startswith("converting saved_models/J_all.ckpt")
     assert folder == released.cache_root() / "amaai-lab--music2emo" / COMMIT / "J_all"
