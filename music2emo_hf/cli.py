@@ -384,9 +384,11 @@ def _check_device_options(args: argparse.Namespace, device: str) -> None:
 
 def _set_threads(threads: int | None, device: str) -> None:
     """--threads, or (several processes on one machine's CPU) its cores shared out: launchers set one thread each."""
+    from .pipeline_music2emo import usable_cores
+
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if threads is None and local_processes > 1 and device == "cpu":
-        threads = max(1, (os.cpu_count() or 1) // local_processes)
+        threads = max(1, usable_cores() // local_processes)
     if threads:
         import torch
 

@@ -63,7 +63,8 @@ def _timed(timings: dict[str, float], stage: str, device: torch.device | None = 
     timings[stage] += time.perf_counter() - start
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a container's or `taskset`'s share), not the machine's."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -179,7 +180,7 @@ class MusicEmotionPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.overlap = bool(overlap)
         if harmony_workers is None:
-            harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, _cores() - 1))
+            harmony_workers = 1 if self.model.device.type == "cpu" else max(1, min(8, usable_cores() - 1))
         self.harmony_workers = _positive_int(harmony_workers, "harmony_workers")
         check_ensemble_size(harmony_ensemble, "harmony_ensemble")
         config = self.model.config
@@ -420,7 +421,7 @@ class MusicEmotionPipeline(Pipeline):
             raise TypeError(f"stream takes many inputs (a list, a generator, a dataset), got one input "
                             f"({type(inputs).__name__}); call the pipeline on it instead: pipe(input).")
         batch_size = _positive_int(batch_size, "batch_size")
-        num_workers = _positive_int(max(1, min(8, _cores() - 1)) if num_workers is None else num_workers,
+        num_workers = _positive_int(max(1, min(8, usable_cores() - 1)) if num_workers is None else num_workers,
                                     "num_workers (decoding threads)")
         preprocess, forward, postprocess = self._sanitize_parameters(**parameters)
         steps = ({**self._preprocess_params, **preprocess}, {**self._forward_params, **forward},
