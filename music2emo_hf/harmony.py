@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .audio import resample
+from .audio import check_rate, resample
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -600,12 +600,12 @@ def _ensemble_probabilities(networks: list, features: torch.Tensor) -> list[list
 
 
 def checked_window(audio: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """`audio` as float32 after checking that it is a finite mono waveform with a positive integer rate."""
+    """`audio` as float32 after checking that it is a finite mono waveform at a usable rate (as audio inputs are
+    checked: `audio.check_rate`)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"expected a mono waveform (1-D), got shape {audio.shape}; mix it down first.")
-    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
-        raise ValueError(f"sampling_rate must be a positive integer, got {sampling_rate!r}")
+    check_rate(sampling_rate, "sampling_rate")
     if not np.isfinite(audio).all():
         raise ValueError("the waveform contains NaN or infinite samples.")
     return audio

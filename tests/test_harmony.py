@@ -318,6 +318,9 @@ def test_bad_inputs_are_refused():
         analyzer.analyze_window(np.zeros((2, SR), np.float32), SR)
     with pytest.raises(ValueError):
         analyzer.analyze_window(np.full(SR, np.nan, np.float32), SR)
+    with pytest.raises(ValueError, match="sampling rate 0 is not usable; give an integer between 1000 and"):
+        analyzer.analyze_window(np.zeros(SR, np.float32), 0)
+    assert analyzer.analyze_window(np.zeros(SR, np.float32), float(SR)).chords  # a whole rate as a float, as files'
 
 
 @pytest.mark.slow
