@@ -270,6 +270,10 @@ def _check_same_options(output, options: dict) -> None:
         earlier = {**earlier, "--model": _recorded_model(earlier["--model"])}
         if earlier["--model"] is None:
             del earlier["--model"]
+    if "--dataset" in options and "--dataset" not in earlier:
+        raise CommandError(f"{output.described} holds records of an older version of music2emo, which did not name "
+                           "the dataset and split of their rows: choose a new --output-dataset (or remove its "
+                           ".records.jsonl to analyse its rows again).")
     if earlier != options:
         raise CommandError(f"{output.described} holds records made with {_as_flags(earlier)}; this run has "
                            f"{_as_flags(options)}. Choose another output, or run with the options that wrote it.")
@@ -418,7 +422,8 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
     def analyse_alone(key: str) -> dict:  # only for an output's job: its parts hold the temporary files
         with tempfile.TemporaryDirectory(prefix="music2emo-input-", dir=job.parts) as folder:
             record = analyse_in_child(_argv_alone(args, inputs.as_file(key, folder), device), job.parts)
-        return inputs.record(key, {name: value for name, value in record.items() if name != "file"})
+        return inputs.record(key, {**{name: value for name, value in record.items() if name != "file"},
+                                   "options": recorded})  # the child's lack what it was not given (the dataset)
 
     batch_size = args.batch_size or (1 if pipe.model.device.type == "cpu" else 16)
 

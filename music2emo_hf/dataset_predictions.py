@@ -192,8 +192,9 @@ def written_here(folder: str | os.PathLike) -> bool:
     """Whether `folder` is empty or holds predictions this command wrote (its records, or its card): anything else
     would be written over."""
     folder = Path(folder)
-    if not folder.is_dir() or not any(folder.iterdir()) or (folder / RECORDS).exists():
-        return True
+    job_files = [folder / (RECORDS + suffix) for suffix in ("", ".lock", ".parts", ".errors.jsonl")]
+    if not folder.is_dir() or not any(folder.iterdir()) or any(path.exists() for path in job_files):
+        return True  # a run killed, or whose every row failed, left only these
     try:
         return MADE_BY in (folder / "README.md").read_text(encoding="utf-8", errors="replace")
     except OSError:

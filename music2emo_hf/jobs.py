@@ -154,12 +154,16 @@ class RecordWriter:
     def settle(self) -> None:
         """Cuts off the record a kill cut short (`_read_existing`), once this run may change the file: at its first
         write, or at its end if it wrote nothing."""
-        if self.whole is not None and self.whole < os.path.getsize(self.path):
-            os.truncate(self.path, self.whole)
-        if self.unended:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write("\n")
-            self.unended = False
+        try:
+            if self.whole is not None and self.whole < os.path.getsize(self.path):
+                os.truncate(self.path, self.whole)
+            if self.unended:
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    handle.write("\n")
+                self.unended = False
+        except OSError as error:
+            raise CommandError(f"{self.described}: cannot write ({error.strerror or error}); make room and run the "
+                               "same command again to go on where it stopped.") from error
         self.whole = None
 
     def _first_record_start(self) -> str:
@@ -388,9 +392,6 @@ class Job:
         except BaseException:
             self.release()
             raise
-        if output and self.is_main and self._lock is None:  # the output may be writable, its folder is not
-            raise CommandError(f"{described or f'--output {output}'}: cannot write in its folder, where the run keeps "
-                               f"its lock and its work ({output}.parts); choose an output in a folder you can write.")
         self.mood_labels: Sequence[str] = ()  # set by `run`
         self.written = 0
         self.failures: list[dict] = []
@@ -551,8 +552,12 @@ class Job:
         self.failures.append(failure)
         progress.write(f"error: {name}: {failure['error']}", file=sys.stderr)
         if errors:
-            with open(errors, "a", encoding="utf-8") as handle:
-                handle.write(json_line(failure))
+            try:
+                with open(errors, "a", encoding="utf-8") as handle:
+                    handle.write(json_line(failure))
+            except OSError as error:
+                raise CommandError(f"cannot write {errors} ({error.strerror or error}); make room and run the same "
+                                   "command again to go on where it stopped.") from error
 
     def finish(self, keys: Sequence[str], unlisted: Sequence[dict] = ()) -> tuple[int, list[dict]]:
         """On the main process, once every process is done: the parts merged into the output in input order and the
@@ -619,22 +624,25 @@ class Job:
 
 
 class _OutputLock:
-    """An exclusive flock on OUTPUT.lock, which holds the pid of the run: two runs appending to one output would each
-    write the records the other writes. Taken without waiting; the file goes when the lock is released."""
+    """An exclusive flock on OUTPUT.lock (beside the file OUTPUT names, through links), which holds the pid of the
+    run: two runs appending to one output would each write the records the other writes. Taken without waiting; the file goes when the lock is released."""
 
     def __init__(self, path: str, fd: int):
         self.path, self.fd = path, fd
 
     @classmethod
     def take(cls, output: str, described: str) -> _OutputLock | None:
-        """The lock, or None where no file can be made beside the output (RecordWriter then says why). Beside the
-        file the output names, so that a link to it, or a path through one, takes the same lock."""
+        """The lock, or None where the output's folder does not exist (RecordWriter then says so). Beside the file
+        the output names, so that a link to it, or a path through one, takes the same lock."""
         path = f"{os.path.realpath(output)}.lock"
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError:
+            except FileNotFoundError:
                 return None
+            except OSError as error:  # a folder that cannot be written; another user's lock
+                raise CommandError(f"{described}: cannot take its lock file {path} ({error.strerror or error}); "
+                                   "choose an output in a folder you can write.") from error
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

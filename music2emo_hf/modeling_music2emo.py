@@ -295,10 +295,11 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """As transformers loads a model; one from the Hub also keeps the commit its files came from (`hub_commit`,
         None for a folder): answers name it, and the model's other files (BTC's weights) are read at it."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model.hub_commit = loaded_commit(pretrained_model_name_or_path, kwargs.get("revision"),
-                                         kwargs.get("cache_dir"))
-        return model
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with output_loading_info
+        model.hub_commit = None if pretrained_model_name_or_path is None else loaded_commit(
+            pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("cache_dir"))
+        return loaded
 
     @classmethod
     def is_custom_code(cls) -> bool:

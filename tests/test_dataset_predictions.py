@@ -273,3 +273,44 @@ def test_another_split_is_refused_onto_the_same_output_and_a_folder_of_other_fil
     assert main(["predict", "--dataset", str(parquet), "--output-dataset", "/proc/predictions", *common[2:]]) == 2
     assert "--output-dataset /proc/predictions: cannot make that folder (" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in parquet.rglob("*") if path.is_file()} == before
+
+
+def test_a_dataset_job_resumes_from_what_a_crash_left_and_its_rows_run_alone_name_the_dataset(tiny_model_dir, tmp_path,
+                                                                                               capsys):
+    """A run killed on its first row leaves only its lock and parts (its in-flight marker): the rerun takes the folder
+    as its own, analyses that row alone, in a child, and records it with the dataset and split as the other rows, so
+    the run after that resumes too. A folder whose every row failed is this command's too."""
+    import json
+
+    from datasets import Dataset
+
+    from .conftest import tone
+
+    saved = tmp_path / "saved"
+    Dataset.from_dict({"audio": [{"array": tone(2.0, freq=f).tolist(), "sampling_rate": 24000} for f in (220, 330)],
+                       "title": ["a", "b"]}).save_to_disk(str(saved))
+    out = tmp_path / "out"
+    parts = out / ".records.jsonl.parts"
+    parts.mkdir(parents=True)
+    (out / ".records.jsonl.lock").write_text("")  # a kill leaves the lock file (unlocked)
+    (parts / "rank-0.inflight").write_text(json.dumps({"key": "0", "input": "row 0", "pid": 1}) + "\n")
+    argv = ["predict", "--dataset", str(saved), "--output-dataset", str(out), "--model", str(tiny_model_dir),
+            "--harmony-ensemble", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (out / ".records.jsonl").read_text().splitlines()]
+    assert [record["row"] for record in records] == [0, 1]
+    assert records[0]["options"] == records[1]["options"] and records[0]["options"]["--split"] == "train"
+    assert main(argv) == 0 and "2 row(s) already in" in capsys.readouterr().err
+
+    missing = tmp_path / "missing"
+    Dataset.from_dict({"audio": [str(tmp_path / "gone.wav")], "title": ["gone"]}).save_to_disk(str(missing))
+    failed = tmp_path / "failed"
+    argv = ["predict", "--dataset", str(missing), "--output-dataset", str(failed), "--model", str(tiny_model_dir)]
+    assert main(argv) == 1
+    assert main(argv) == 1 and "not predictions of this command" not in capsys.readouterr().err
+    older = tmp_path / "older"  # records of a version that did not name their dataset
+    older.mkdir()
+    (older / ".records.jsonl").write_text(json.dumps({"row": 0, "valence": 5.0, "options": {}}) + "\n")
+    argv = ["predict", "--dataset", str(saved), "--output-dataset", str(older), "--model", str(tiny_model_dir)]
+    assert main(argv) == 2
+    assert "holds records of an older version of music2emo, which did not name the dataset" in capsys.readouterr().err

@@ -421,11 +421,18 @@ def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retr
 def test_a_full_disk_under_the_jobs_bookkeeping_stops_the_run_naming_the_file(tmp_path):
     """The in-flight marker and the errors list are written as the run goes; on a full disk (/dev/full, a device that
     always is), what could not be written and what to do, not a bare OSError."""
-    from music2emo_hf.jobs import _write_now
+    from types import SimpleNamespace
 
-    with pytest.raises(CommandError, match=r"cannot write /dev/full \(No space left on device\); make room and run "
-                                           "the same command again to go on where it stopped"):
+    from music2emo_hf.jobs import Job, _write_now
+
+    full = r"cannot write /dev/full \(No space left on device\); make room and run the same command again to go on"
+    with pytest.raises(CommandError, match=full):
         _write_now(Path("/dev/full"), '{"key": "/music/a.wav"}\n')
+    job, shown = Job(None), []
+    with pytest.raises(CommandError, match=full):  # a failure added to this process's list as the run goes
+        job._fail("/music/a.wav", "/music/a.wav", "not audio", False, Path("/dev/full"),
+                  SimpleNamespace(write=lambda text, file: shown.append(text)))
+    assert shown == ["error: /music/a.wav: not audio"]
 
 
 def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_model_loads(tmp_path, monkeypatch):
@@ -443,6 +450,6 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_mode
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(jobs.os, "open", read_only_folder)
-    with pytest.raises(CommandError, match=f"--output {output}: cannot write in its folder, where the run keeps its "
-                                           r"lock and its work \(.*moods.jsonl.parts\); choose an output"):
+    with pytest.raises(CommandError, match=f"--output {output}: cannot take its lock file {output}.lock "
+                                           r"\(Permission denied\); choose an output in a folder you can write"):
         jobs.Job(str(output))

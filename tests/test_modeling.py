@@ -351,3 +351,15 @@ def test_the_positional_convolution_runs_in_float32_under_cuda_autocast(model):
     on_gpu = copy.deepcopy(model).cuda()
     assert _positional_output_dtypes(on_gpu, "cuda") == [torch.float32]
     assert _positional_output_dtypes(on_gpu.to(torch.bfloat16), "cuda") == [torch.bfloat16]  # half weights: as it was
+
+
+def test_from_pretrained_keeps_transformers_call_forms_and_a_folder_has_no_hub_commit(tiny_model_dir):
+    """The override that remembers a Hub model's commit returns what transformers returns: (model, info) when asked,
+    and a model made from a config and a state dict, with no name, loads too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        model, info = Music2EmoModel.from_pretrained(tiny_model_dir, output_loading_info=True)
+        assert model.hub_commit is None and not info["missing_keys"]
+        again = Music2EmoModel.from_pretrained(None, config=model.config, state_dict=model.state_dict())
+    assert again.hub_commit is None
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
