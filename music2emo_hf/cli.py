@@ -419,11 +419,24 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
     options = _pipeline_options(args, pipe)
     mood_labels = pipe.model.config.mood_labels
 
-    def analyse_alone(key: str) -> dict:  # only for an output's job: its parts hold the temporary files
+    def analyse_alone(keys: list[str]) -> Iterator[dict | Exception]:  # for an output's job: its parts hold the files
         with tempfile.TemporaryDirectory(prefix="music2emo-input-", dir=job.parts) as folder:
-            record = analyse_in_child(_argv_alone(args, inputs.as_file(key, folder), device), job.parts)
-        return inputs.record(key, {**{name: value for name, value in record.items() if name != "file"},
-                                   "options": recorded})  # the child's lack what it was not given (the dataset)
+            files: dict[str, str | Exception] = {}
+            for key in keys:
+                try:
+                    files[key] = inputs.as_file(key, folder)
+                except Exception as error:  # a row without audio: its error in its place
+                    files[key] = error
+            ready = [key for key in keys if isinstance(files[key], str)]
+            answers = analyse_in_child(_argv_alone(args, device), [files[key] for key in ready], job.parts)
+            for key in keys:
+                if not isinstance(files[key], str):
+                    yield files[key]
+                    continue
+                answer = next(answers)
+                yield answer if isinstance(answer, Exception) else inputs.record(key, {
+                    **{name: value for name, value in answer.items() if name != "file"},
+                    "options": recorded})  # the child's lack what it was not given (the dataset)
 
     batch_size = args.batch_size or (1 if pipe.model.device.type == "cpu" else 16)
 
@@ -500,12 +513,13 @@ _PARAMETER = re.compile(r"""('[^']*'|"[^"]*")|\b(""" + "|".join(_OPTION_OF) + r"
 
 
 _NOT_FOR_ONE_FILE = ("help", "output", "device", "dataset", "config", "split", "audio_column", "output_dataset",
-                     "push_to_hub", "private")
+                     "push_to_hub", "private", "batch_size")
 
 
-def _argv_alone(args: argparse.Namespace, path: str, device: str) -> list[str]:
-    """The `predict` command line that analyses `path` alone, with this run's options (for `jobs.analyse_in_child`)."""
-    argv = ["predict", os.path.abspath(path), "--device", device]  # absolute: a name such as "-a.mp3" is no option
+def _argv_alone(args: argparse.Namespace, device: str) -> list[str]:
+    """The `predict` options that analyse files one at a time with this run's options (`jobs.analyse_in_child` adds
+    the files)."""
+    argv = ["predict", "--device", device, "--batch-size", "1"]
     for action in args.command_parser._actions:
         value = getattr(args, action.dest, None)
         if not action.option_strings or action.dest in _NOT_FOR_ONE_FILE or value is None or value is False:

@@ -458,11 +458,13 @@ class Job:
         return discarded
 
     def run(self, plan: Plan, keys: Sequence[str], mood_labels: Sequence[str],
-            analyse: Callable[[Iterator[str]], Iterator[dict | Exception]], analyse_alone: Callable[[str], dict],
+            analyse: Callable[[Iterator[str]], Iterator[dict | Exception]],
+            analyse_alone: Callable[[list[str]], Iterator[dict | Exception]],
             label: Callable[[str], str], progress) -> None:
         """This process's share: `analyse(keys)` yields, for each key it takes from `keys`, in order, its record or
         the exception it failed with (it may take a few keys ahead of what it yields, to analyse them together);
-        `analyse_alone(key)` analyses one in a child process (raising InputCrashed when the child dies); `label(key)`
+        `analyse_alone(keys)` yields the same for keys analysed one at a time in a child process (InputCrashed for
+        one that crashed it: see `analyse_in_child`); `label(key)`
         names the input in messages; `progress` is a tqdm bar (disabled on all but the main process, where it counts
         the whole job). `mood_labels` are the model's (the CSV columns)."""
         self.mood_labels = mood_labels
@@ -534,7 +536,7 @@ class Job:
         try:
             for alone, run in itertools.groupby(keys, key=lambda key: key in suspects):
                 if alone:
-                    answers = (_answer_or_error(analyse_alone, key) for key in take(run))
+                    answers = analyse_alone(list(take(run)))  # one child for a run of suspects
                 else:
                     answers = analyse(take(run))
                 for answer in answers:
@@ -674,34 +676,60 @@ class InputCrashed(RuntimeError):
     """The child process analysing one input alone died (a signal, or no record): the input crashes the analysis."""
 
 
-def _answer_or_error(analyse: Callable[[str], dict], key: str) -> dict | Exception:
-    try:
-        return analyse(key)
-    except Exception as error:
-        return error
-
-
 # Set in a child analysing one input alone: the pid of the run that started it (see `exit_with_parent`).
 _PARENT_VARIABLE = "MUSIC2EMO_PARENT_PID"
 
 
-def analyse_in_child(argv: list[str], folder: str | os.PathLike | None = None) -> dict:
-    """Runs `python -m music2emo_hf.cli ARGV --output TMP` as a process of its own (outside any process group) and
-    returns its one record; raises InputCrashed if it died, ValueError with its message if it reported a failure.
-    TMP is in a temporary folder under `folder` (the job's parts, which the job removes: a kill leaves nothing)."""
+def child_command(argv: list[str], paths: Sequence[str], output: str) -> list[str]:
+    """The command line of a child of `analyse_in_child`: `python -m music2emo_hf.cli ARGV --output OUTPUT -- PATHS`
+    (after `--`, a name such as `-a.mp3` is a file)."""
+    return [sys.executable, "-m", "music2emo_hf.cli", *argv, "--output", output, "--",
+            *(os.path.abspath(path) for path in paths)]
+
+
+def analyse_in_child(argv: list[str], paths: Sequence[str], folder: str | os.PathLike | None = None,
+                     ) -> Iterator[dict | Exception]:
+    """For each of `paths` in order, its record, or the error it failed with (ValueError), or InputCrashed: analysed
+    one at a time (ARGV holds --batch-size 1) by `child_command` in a process of its own (outside any process group),
+    which loads the model once for them all. Where that process dies, the input in flight in its own job crashed it
+    (or, if none was yet, the first not analysed); those after it go to a new process. Its files are in a temporary
+    folder under `folder` (the job's parts, which the job removes: a kill leaves nothing)."""
     environment = {name: value for name, value in os.environ.items() if name not in _GROUP_VARIABLES}
     environment[_PARENT_VARIABLE] = str(os.getpid())
-    with tempfile.TemporaryDirectory(prefix="music2emo-alone-", dir=folder) as temporary:
-        output = os.path.join(temporary, "record.jsonl")
-        done = subprocess.run([sys.executable, "-m", "music2emo_hf.cli", *argv, "--output", output],
-                              env=environment, capture_output=True, text=True)
-        records = read_jsonl(output) if os.path.exists(output) else []
-    if records:
-        return records[0]
-    if done.returncode < 0:  # a signal: a segfault, an abort, the OOM killer
-        raise InputCrashed(f"the analysis crashed on it twice (killed by signal {-done.returncode}); it is skipped")
-    errors = [line.split(": ", 2)[-1] for line in done.stderr.splitlines() if line.startswith("error: ")]
-    raise ValueError(errors[0] if errors else (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
+    keys = [os.path.realpath(path) for path in paths]  # as the child's records name them
+    answers: dict[int, dict | Exception] = {}
+    pending, given = list(range(len(paths))), 0
+    while pending:
+        with tempfile.TemporaryDirectory(prefix="music2emo-alone-", dir=folder) as temporary:
+            output = os.path.join(temporary, "records.jsonl")
+            done = subprocess.run(child_command(argv, [paths[i] for i in pending], output), env=environment,
+                                  capture_output=True, text=True)
+            records = {record["file"]: record for record in read_jsonl(output)}
+            parts = Path(f"{output}.parts")
+            errors = {entry["key"]: entry["error"] for path in [Path(f"{output}.errors.jsonl"),
+                                                                *parts.glob("rank-*.errors.jsonl")]
+                      for entry in read_jsonl(path)}
+            in_flight = {entry["key"] for marker in parts.glob("rank-*.inflight") for entry in read_jsonl(marker)}
+        for i in pending:
+            if keys[i] in records:
+                answers[i] = records[keys[i]]
+            elif keys[i] in errors:
+                answers[i] = ValueError(errors[keys[i]])
+        unanswered = [i for i in pending if i not in answers]
+        if done.returncode < 0:  # a signal: a segfault, an abort, the OOM killer
+            crashed = [i for i in unanswered if keys[i] in in_flight] or unanswered[:1]
+            for i in crashed:
+                answers[i] = InputCrashed(f"the analysis crashed on it twice (killed by signal {-done.returncode}); "
+                                          "it is skipped")
+        else:
+            lines = done.stderr.strip().splitlines()
+            said = [line.split(": ", 2)[-1] for line in lines if line.startswith("error: ")]
+            for i in unanswered:
+                answers[i] = ValueError(said[0] if said else (lines or [f"exit status {done.returncode}"])[-1])
+        pending = [i for i in pending if i not in answers]
+        while given in answers:
+            yield answers.pop(given)
+            given += 1
 
 
 def exit_with_parent() -> None:

@@ -198,16 +198,21 @@ def test_a_file_retried_alone_keeps_a_name_that_looks_like_an_option(tmp_path, m
     such as `-a.mp3` is read as the file, with the run's options, a value starting with "-" among them, and its
     records say the same options."""
     from music2emo_hf.cli import _argv_alone, build_parser, recorded_options
+    from music2emo_hf.jobs import child_command
+
+    def child_args(args, *paths):
+        return build_parser().parse_args(child_command(_argv_alone(args, "cpu"), paths, "out.jsonl")[3:])
 
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["predict", "--model", "m", "--top-k", "3", "--harmony", "--labels=-calm, tense",
-                                      "--threshold", "sad=0.3, happy=.5", "--", "-a.mp3"])
-    again = build_parser().parse_args(_argv_alone(args, "-a.mp3", "cpu"))
+                                      "--threshold", "sad=0.3, happy=.5", "--batch-size", "8", "--", "-a.mp3"])
+    again = child_args(args, "-a.mp3", "b.mp3")
     zero = build_parser().parse_args(["predict", "x.wav", "--threshold", "0"])  # a value that is false, kept
-    assert recorded_options(build_parser().parse_args(_argv_alone(zero, "x.wav", "cpu"))) == {"--threshold": 0.0}
-    assert again.paths == [str(tmp_path / "-a.mp3")]
+    assert recorded_options(child_args(zero, "x.wav")) == {"--threshold": 0.0}
+    assert again.paths == [str(tmp_path / "-a.mp3"), str(tmp_path / "b.mp3")] and again.output == "out.jsonl"
     assert (again.model, again.top_k, again.harmony, again.labels, again.device) == ("m", 3, True, "-calm, tense",
                                                                                      "cpu")
+    assert again.batch_size == 1  # one file at a time: the one a crash comes from is known
     assert recorded_options(again) == recorded_options(args)
 
 

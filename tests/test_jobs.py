@@ -275,7 +275,8 @@ def test_inputs_taken_ahead_are_in_flight_until_recorded(tmp_path):
         for key in [*first, *keys]:
             yield ValueError("bad input") if key == "b" else {"file": key}
 
-    answers = Job._answers(["a", "b", "c", "d"], {"c"}, analyse, lambda key: {"file": key, "alone": True}, str, marker)
+    alone = lambda keys: ({"file": key, "alone": True} for key in keys)  # noqa: E731
+    answers = Job._answers(["a", "b", "c", "d"], {"c"}, analyse, alone, str, marker)
     got = []
     for key, answer in answers:
         assert in_flight()[0] == key
@@ -390,6 +391,30 @@ def test_two_files_that_crash_the_analysis_do_not_bring_each_other_back(tiny_mod
     assert [Path(record["file"]).name for record in lines(output)] == ["s0.wav", "s2.wav", "s4.wav", "s5.wav"]
     assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in lines(Path(f"{output}.errors.jsonl"))] == [
         ("s1.wav", True), ("s3.wav", True)]
+
+
+@pytest.mark.slow
+def test_the_files_in_flight_at_a_crash_are_retried_in_one_process_not_one_each(tiny_model_dir, songs, tmp_path):
+    """Killed with a batch in flight (a preempted GPU job has 16 to 32), the rerun analyses those files one at a time
+    in one child process, which loads the model once: a new child only after one that dies, for the files after the
+    one that killed it."""
+    output = tmp_path / "moods.jsonl"
+    args = [str(songs[0].parent), "--model", str(tiny_model_dir), "-o", str(output), "--harmony-ensemble", "1",
+            "--batch-size", "3"]
+    first = subprocess.run(_predict_command(1, *args), env=_env(MUSIC2EMO_TEST_KILL_ON="s1.wav"),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == -signal.SIGKILL
+    suspects = [json.loads(line)["key"] for line in Path(f"{output}.parts/rank-0.inflight").read_text().splitlines()]
+    assert len(suspects) >= 3  # the batch at least
+    starts = tmp_path / "starts"
+    second = subprocess.run(_predict_command(1, *args), capture_output=True, text=True, timeout=600,
+                            env=_env(MUSIC2EMO_TEST_KILL_ON="s1.wav", MUSIC2EMO_TEST_STARTS=str(starts)))
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert len(starts.read_text().splitlines()) == 3  # this run, the child that died on s1, one for those after it
+    assert [Path(record["file"]).name for record in lines(output)] == ["s0.wav", "s2.wav", "s3.wav", "s4.wav",
+                                                                       "s5.wav"]
+    assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in lines(Path(f"{output}.errors.jsonl"))] == [
+        ("s1.wav", True)]
 
 
 @pytest.mark.slow

@@ -1,9 +1,14 @@
 """Faults for the job tests, put into a real `music2emo` process by PYTHONPATH (Python imports `sitecustomize` at
 start): analysing a file whose name contains $MUSIC2EMO_TEST_KILL_ON (or one of its comma-separated parts) kills the
 process (as a crash or the OOM killer would), and one whose name contains $MUSIC2EMO_TEST_HANG_ON waits, so that a test can kill it there (having written its pid to
-$MUSIC2EMO_TEST_HANG_FLAG, when set, so the test knows it waits)."""
+$MUSIC2EMO_TEST_HANG_FLAG, when set, so the test knows it waits). Each process started adds a line to
+$MUSIC2EMO_TEST_STARTS, when set."""
 
 import os
+
+if os.environ.get("MUSIC2EMO_TEST_STARTS"):
+    with open(os.environ["MUSIC2EMO_TEST_STARTS"], "a") as starts:
+        starts.write(f"{os.getpid()}\n")
 
 _KILL, _HANG = os.environ.get("MUSIC2EMO_TEST_KILL_ON"), os.environ.get("MUSIC2EMO_TEST_HANG_ON")
 
