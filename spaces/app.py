@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 
 # Before gradio is imported: no usage analytics and no version check, so nothing leaves the server unasked.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -89,9 +90,17 @@ def model_name(model: str) -> str:
     return model
 
 
-@lru_cache(maxsize=2)
+_LOADING = threading.Lock()  # a page opening (outside the queue) and an analysis load a model once, not twice
+
+
 def load_pipeline(model: str):
     """The pipeline of `model` (a folder or a Hub id), kept for the next request."""
+    with _LOADING:
+        return _loaded_pipeline(model)
+
+
+@lru_cache(maxsize=2)
+def _loaded_pipeline(model: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrainedModelWarning)  # the UI says so on every answer instead
@@ -142,13 +151,17 @@ def clip_seconds(path: str, name: str) -> float:
     header), which can be twice the truth."""
     try:
         seconds = header_facts(path)[0] or 0.0
+        if seconds > MAX_MINUTES * 60:
+            decoded = decoded_seconds(path, MAX_MINUTES * 60)
+            if decoded > MAX_MINUTES * 60:
+                stated = f"lasts {int(seconds // 60)} min {int(seconds % 60)} s" if seconds < 1e6 else \
+                    "lasts more than that"  # a header that does not state its length: libsndfile's huge count
+                raise refuse(f"{name} {stated}; this Space analyses up to {MAX_MINUTES} minutes. Upload an excerpt, "
+                             "or run music2emo predict on your own machine for whole albums.")
+            if seconds >= 1e6:  # not stated, and within the limit: its length is the decoded one
+                seconds = decoded
     except (sf.LibsndfileError, RuntimeError) as error:
         raise refuse(unreadable(path, name)) from error
-    if seconds > MAX_MINUTES * 60 and decoded_seconds(path, MAX_MINUTES * 60) > MAX_MINUTES * 60:
-        raise refuse(
-            f"{name} lasts {seconds / 60:.1f} minutes; this Space analyses up to {MAX_MINUTES} minutes. Upload an "
-            "excerpt, or run music2emo predict on your own machine for whole albums."
-        )
     return seconds  # as stated: a file whose decoded length falls short of it is cut short (said with the answer)
 
 
@@ -399,11 +412,11 @@ def create_demo(model: str | None = None, models: Sequence[str] | None = None) -
                 labels_plot = figure_panel("Your labels (zero-shot)", "zero-shot")
                 with gr.Accordion("Everything, as JSON (the pipeline's answer)", open=False):
                     answer = gr.JSON(show_label=False, elem_id="answer")
-        # One CPU worker for both events: loading a model and analysing never run at once or twice in parallel.
+        # One CPU worker for choosing a model and analysing: they never run at once or twice in parallel.
         describe = {"fn": describe_model, "inputs": model_choice, "outputs": [model_info, labels],
-                    "concurrency_id": "cpu", "api_visibility": "undocumented"}
-        demo.load(**describe)
-        model_choice.change(**describe)
+                    "api_visibility": "undocumented"}
+        demo.load(**describe, queue=False)  # a page opens whatever the queue holds (a full one refused it for good)
+        model_choice.change(**describe, concurrency_id="cpu")
         button.click(analyse_afresh, [audio, model_choice, labels],
                      [status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer],
                      api_name="analyse", concurrency_id="cpu")

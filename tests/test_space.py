@@ -245,9 +245,16 @@ def test_clips_over_the_duration_limit_are_refused(client, space_app, tiny_model
     with pytest.raises(AppError) as refused:
         client.predict(handle_file(str(too_long)), str(tiny_model_dir), "", api_name="/analyse")
     limit = space_app.MAX_MINUTES
-    assert str(refused.value).startswith(
-        f"long.wav lasts {limit + 1:.1f} minutes; this Space analyses up to {limit} minutes."
-    )
+    assert str(refused.value).startswith(f"long.wav lasts {limit + 1} min 0 s; this Space analyses up to {limit} minutes.")
+    just_over = write_wav("over.wav", np.zeros(limit * 60 * 8000 + 8000), rate=8000, subtype="PCM_16")
+    with pytest.raises(AppError, match=f"over.wav lasts {limit} min 1 s; this Space analyses up to {limit} minutes"):
+        client.predict(handle_file(str(just_over)), str(tiny_model_dir), "", api_name="/analyse")
+    noise = 0.1 * np.random.default_rng(0).standard_normal((limit + 1) * 60 * 8000)
+    whole = write_wav("long.flac", noise, rate=8000, subtype="PCM_16")  # its header: over the limit
+    cut = whole.with_name("cut.flac")
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])  # decoding it to measure fails part-way
+    with pytest.raises(AppError, match="cut.flac could not be read as audio: it is damaged or not in a supported"):
+        client.predict(handle_file(str(cut)), str(tiny_model_dir), "", api_name="/analyse")
 
 
 def test_the_folder_deploys_as_a_gradio_space(space_app):
