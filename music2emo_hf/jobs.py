@@ -521,9 +521,9 @@ class Job:
         def mark() -> None:
             if not inflight:
                 return
-            if taken:
-                _write_now(inflight, "".join(json.dumps({"key": key, "input": label(key), "pid": os.getpid()}) + "\n"
-                                             for key in taken))
+            if taken:  # replaced whole: a crash in a decoding thread while this is written must find the last list
+                _replace(inflight, "".join(json.dumps({"key": key, "input": label(key), "pid": os.getpid()}) + "\n"
+                                           for key in taken))
             else:
                 inflight.unlink(missing_ok=True)
 

@@ -94,7 +94,7 @@ _LOADING = threading.Lock()  # a page opening (outside the queue) and an analysi
 
 
 def load_pipeline(model: str):
-    """The pipeline of `model` (a folder or a Hub id), kept for the next request."""
+    """The pipeline of `model` (a folder or a Hub id), kept for the next request (`cache_clear` forgets them)."""
     with _LOADING:
         return _loaded_pipeline(model)
 
@@ -115,6 +115,9 @@ def _loaded_pipeline(model: str):
             f"The model {model} could not be loaded: it is not a folder on this server and the Hugging Face Hub "
             f"could not provide it ({reason}). Choose another model."
         ) from error
+
+
+load_pipeline.cache_clear = _loaded_pipeline.cache_clear
 
 
 def refuse(message: str) -> gr.Error:

@@ -404,13 +404,15 @@ def test_the_files_in_flight_at_a_crash_are_retried_in_one_process_not_one_each(
     first = subprocess.run(_predict_command(1, *args), env=_env(MUSIC2EMO_TEST_KILL_ON="s1.wav"),
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == -signal.SIGKILL
-    suspects = [json.loads(line)["key"] for line in Path(f"{output}.parts/rank-0.inflight").read_text().splitlines()]
-    assert len(suspects) >= 3  # the batch at least
+    suspects = [Path(json.loads(line)["key"]).name
+                for line in Path(f"{output}.parts/rank-0.inflight").read_text().splitlines()]
+    assert suspects[:2] == ["s0.wav", "s1.wav"]  # taken as the batch was read ahead: s1 and the ones before it
+    after = len(suspects) > 2  # in flight after s1 too: a second child takes them
     starts = tmp_path / "starts"
     second = subprocess.run(_predict_command(1, *args), capture_output=True, text=True, timeout=600,
                             env=_env(MUSIC2EMO_TEST_KILL_ON="s1.wav", MUSIC2EMO_TEST_STARTS=str(starts)))
     assert second.returncode == 1, second.stderr[-3000:]
-    assert len(starts.read_text().splitlines()) == 3  # this run, the child that died on s1, one for those after it
+    assert len(starts.read_text().splitlines()) == 2 + after  # this run, the child that died on s1, one for the rest
     assert [Path(record["file"]).name for record in lines(output)] == ["s0.wav", "s2.wav", "s3.wav", "s4.wav",
                                                                        "s5.wav"]
     assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in lines(Path(f"{output}.errors.jsonl"))] == [
