@@ -162,8 +162,7 @@ class RecordWriter:
                     handle.write("\n")
                 self.unended = False
         except OSError as error:
-            raise CommandError(f"{self.described}: cannot write ({error.strerror or error}); make room and run the "
-                               "same command again to go on where it stopped.") from error
+            raise _no_room(f"{self.described}: cannot write", error) from error
         self.whole = None
 
     def _first_record_start(self) -> str:
@@ -199,8 +198,7 @@ class RecordWriter:
             self.handle = None
             with contextlib.suppress(OSError):
                 drop_cut_off_record(self.path)
-            raise CommandError(f"{self.described}: cannot write ({error.strerror or error}); make room and run the "
-                               "same command again to go on where it stopped.") from error
+            raise _no_room(f"{self.described}: cannot write", error) from error
         self.done.add(self.normalise(record[self.key_field]))
 
     def check(self, record: dict, mood_labels: Sequence[str]) -> None:
@@ -558,8 +556,7 @@ class Job:
                 with open(errors, "a", encoding="utf-8") as handle:
                     handle.write(json_line(failure))
             except OSError as error:
-                raise CommandError(f"cannot write {errors} ({error.strerror or error}); make room and run the same "
-                                   "command again to go on where it stopped.") from error
+                raise _no_room(f"cannot write {errors}", error) from error
 
     def finish(self, keys: Sequence[str], unlisted: Sequence[dict] = ()) -> tuple[int, list[dict]]:
         """On the main process, once every process is done: the parts merged into the output in input order and the
@@ -662,8 +659,7 @@ class _OutputLock:
         except OSError as error:  # a full disk
             lock = cls(path, fd)
             lock.release()
-            raise CommandError(f"{described}: cannot write its lock file {path} ({error.strerror or error}); make "
-                               "room and run the same command again.") from error
+            raise _no_room(f"{described}: cannot write its lock file {path}", error) from error
         return cls(path, fd)
 
     def release(self) -> None:
@@ -797,8 +793,13 @@ def _write_now(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as error:
-        raise CommandError(f"cannot write {path} ({error.strerror or error}); make room and run the same command "
-                           "again to go on where it stopped.") from error
+        raise _no_room(f"cannot write {path}", error) from error
+
+
+def _no_room(what: str, error: OSError) -> CommandError:
+    """A write of the job's that failed (a full disk, a quota), said with what to do: the work done is kept."""
+    return CommandError(f"{what} ({error.strerror or error}); make room and run the same command again to go on where "
+                        "it stopped.")
 
 
 def _replace(path: Path, text: str) -> None:
