@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .hub import first_line
+
 WEIGHTS_FILE = "btc.safetensors"  # BTC's weights inside a converted model's folder (mean and std in its metadata)
 RELEASED_WEIGHTS = "inference/data/btc_model_large_voca.pt"  # where the authors' release keeps them
 SAMPLING_RATE = 22050
@@ -230,8 +232,7 @@ def read_btc_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
                 state = {name: handle.get_tensor(name) for name in handle.keys()}
             return state, float(metadata["mean"]), float(metadata["std"])
         except Exception as error:  # a damaged file, or one without the input statistics BTC's network needs
-            reason = f"no {error} in its metadata" if isinstance(error, KeyError) else (
-                str(error).splitlines() or [type(error).__name__])[0]
+            reason = f"no {error} in its metadata" if isinstance(error, KeyError) else first_line(error)
             raise BTCWeightsError(f"{path}: not a readable BTC weights file ({reason}); convert the checkpoint again "
                                   "with `music2emo convert-original`.") from None
     try:
@@ -245,8 +246,8 @@ def read_btc_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         with torch.serialization.safe_globals(numpy_scalars):
             saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise BTCWeightsError(f"{path}: not a readable BTC weights file ({reason}); download it again.") from None
+        raise BTCWeightsError(f"{path}: not a readable BTC weights file ({first_line(error)}); download it again.") \
+            from None
     if not isinstance(saved, dict) or not {"model", "mean", "std"} <= set(saved):
         raise BTCWeightsError(f"{path}: expected a dict with 'model', 'mean' and 'std' (BTC's saved weights).")
     return saved["model"], float(np.asarray(saved["mean"])), float(np.asarray(saved["std"]))

@@ -78,6 +78,11 @@ def loaded_commit(name_or_path: str | os.PathLike, revision: str | None = None,
     return None
 
 
+def first_line(error: BaseException) -> str:
+    """What an error says in one line, for a one-sentence message (its type where it says nothing)."""
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; `reason` is the first line of what stopped it, for a one-sentence message."""
 
@@ -101,7 +106,7 @@ def load_pipeline(model: str, **options):
         pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
         return pipe
     except Exception as error:  # whatever stops a model from loading becomes one line for the user
-        raise ModelLoadError(model, _unreadable(model) or (str(error).splitlines() or [type(error).__name__])[0]) from error
+        raise ModelLoadError(model, _unreadable(model) or first_line(error)) from error
 
 
 def _unreadable(folder: str) -> str | None:
@@ -128,5 +133,5 @@ def push_folder(
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["ModelLoadError", "hub_reachable", "load_pipeline", "loaded_commit", "package_cache", "push_folder",
+__all__ = ["ModelLoadError", "first_line", "hub_reachable", "load_pipeline", "loaded_commit", "package_cache", "push_folder",
            "snapshot_commit"]

@@ -31,6 +31,7 @@ from .audio import ahead
 from .btc import WEIGHTS_FILE, BTCHarmonyAnalyzer
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import HarmonyAnalyzer, check_ensemble_size
+from .hub import first_line
 from .labels import check_template
 from .runtimes import backbone_runtime, unusable_device
 from .zero_shot import LabelEmbeddings, check_labels, rank_labels
@@ -665,9 +666,8 @@ def harmony_for(model, ensemble_size: int = 5, local_files_only: bool = False):
         weights = cached_file(config.name_or_path, WEIGHTS_FILE, revision=getattr(model, "hub_commit", None),
                               local_files_only=local_files_only, _raise_exceptions_for_missing_entries=False)
     except OSError as error:  # the Hub or the cache failed, not the model
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{config.name_or_path}: its {WEIGHTS_FILE} (BTC's weights) could not be had: "
-                         f"{reason}") from error
+                         f"{first_line(error)}") from error
     if weights is None:
         raise ValueError(
             f"{config.name_or_path}: this model was trained on BTC's chords, and its {WEIGHTS_FILE} (BTC's weights, "

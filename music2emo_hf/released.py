@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import clear_partials, file_sha256, folder_in_place, write_atomic
-from .hub import COMMIT, hub_reachable, package_cache, snapshot_commit
+from .hub import COMMIT, first_line, hub_reachable, package_cache, snapshot_commit
 
 RELEASED_REPO = "amaai-lab/music2emo"
 BACKBONE_REPO = "m-a-p/MERT-v1-95M"
@@ -194,7 +194,7 @@ def _root_cause(error: BaseException) -> BaseException:
 def _why_failed(error: BaseException, online: bool) -> str | None:
     """Why a download failed though the Hub answered: the first line of the bottom of the chain."""
     cause = _root_cause(error)
-    return (str(cause).splitlines() or [type(cause).__name__])[0] if online and cause is not error else None
+    return first_line(cause) if online and cause is not error else None
 
 
 def _download(repo: str, filename: str, revision: str, online: bool, say) -> str:
