@@ -48,12 +48,12 @@ def btc_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_btc_model(tmp_path_factory, btc_file, tiny_model_dir):
     """The tiny random model as one trained on BTC's chords: its config says so and its folder holds BTC's weights."""
+    import shutil
+
     from music2emo_hf.btc import save_btc_weights
 
     folder = tmp_path_factory.mktemp("btc-model")
-    for path in tiny_model_dir.iterdir():
-        if path.is_file():
-            (folder / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "harmony": "btc"}))
     save_btc_weights(btc_file, folder)
