@@ -366,9 +366,14 @@ def analyse(audio: str | None, model: str, labels: str):
 
 def analyse_afresh(audio: str | None, model: str, labels: str):
     """`analyse`, after clearing the last clip's results: an analysis that fails leaves no earlier answer on screen
-    under its error."""
+    under its error, and says why on the status line as well as in the toast (which a click closes)."""
     yield "", *[None] * 8
-    yield analyse(audio, model, labels)
+    try:
+        answer = analyse(audio, model, labels)
+    except gr.Error as refusal:
+        yield f"### ⚠️ {as_text(refusal.message)}", *[None] * 8
+        raise
+    yield answer
 
 
 def figure_panel(label: str, elem_id: str) -> gr.Plot:
@@ -415,14 +420,15 @@ def create_demo(model: str | None = None, models: Sequence[str] | None = None) -
                 labels_plot = figure_panel("Your labels (zero-shot)", "zero-shot")
                 with gr.Accordion("Everything, as JSON (the pipeline's answer)", open=False):
                     answer = gr.JSON(show_label=False, elem_id="answer")
-        # One CPU worker for choosing a model and analysing: they never run at once or twice in parallel.
+        # One CPU worker for choosing a model and analysing: they never run at once or twice in parallel. An analysis
+        # shows its queue place and progress on the moods panel alone: a failure shows one "Error", not one a panel.
         describe = {"fn": describe_model, "inputs": model_choice, "outputs": [model_info, labels],
                     "api_visibility": "undocumented"}
         demo.load(**describe, queue=False)  # a page opens whatever the queue holds (a full one refused it for good)
         model_choice.change(**describe, concurrency_id="cpu")
         button.click(analyse_afresh, [audio, model_choice, labels],
                      [status, moods, circumplex, timeline, key, chords, labels_note, labels_plot, answer],
-                     api_name="analyse", concurrency_id="cpu")
+                     api_name="analyse", concurrency_id="cpu", show_progress_on=moods)
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo
 

@@ -406,10 +406,12 @@ def test_browser_damaged_upload_shows_a_sentence(page, damaged_upload):
     page.set_input_files("#audio input[type=file]", str(damaged_upload))
     page.click("#analyse")
     toast = page.wait_for_selector("[data-testid=toast-text]", timeout=60_000)
-    assert toast.inner_text() == (
-        "damaged.mp3 could not be read as audio: it is damaged or not in a supported format "
-        "(WAV, FLAC, OGG/Opus, MP3, AIFF). Upload another file."
-    )
+    sentence = ("damaged.mp3 could not be read as audio: it is damaged or not in a supported format "
+                "(WAV, FLAC, OGG/Opus, MP3, AIFF). Upload another file.")
+    assert toast.inner_text() == sentence
+    assert page.inner_text("#status") == f"⚠️ {sentence}"  # still there once the toast is closed
+    panels = ["moods", "circumplex", "timeline", "key", "chords", "labels-note", "zero-shot"]
+    assert [panel for panel in panels if "Error" in page.inner_text(f"#{panel}")] == ["moods"]  # not all seven
     assert "Traceback" not in page.content()
     page.wait_for_function("getComputedStyle(document.querySelector('[data-testid=toast-body]')).opacity === '1'")
     ARTIFACTS.mkdir(exist_ok=True)
