@@ -38,6 +38,7 @@ CONVERT_FIRST = "convert it to FLAC or WAV first (e.g. `ffmpeg -i IN.m4a OUT.fla
 RESAMPLERS = ("soxr", "sinc")  # see AudioStream.blocks
 _READ_FRAMES = 1 << 16
 _MIN_RATE, _MAX_RATE = 1_000, 768_000
+_UNSTATED = 2**63 - 1  # libsndfile's frame count (SF_COUNT_MAX) for a header that does not state the file's length
 
 
 class AudioDecodeError(ValueError):
@@ -107,7 +108,7 @@ class AudioStream:
 
     name: str
     native_rate: int
-    _file: sf.SoundFile | None = None
+    _file: _ReadForward | None = None
     _array: np.ndarray | None = None
 
     def _native_blocks(self) -> Iterator[np.ndarray]:
@@ -118,7 +119,7 @@ class AudioStream:
         with self._file:
             while True:
                 try:
-                    block = self._file.read(_READ_FRAMES, dtype="float32", always_2d=True)
+                    block = self._file.read_block(_READ_FRAMES)
                 except (sf.LibsndfileError, RuntimeError) as error:
                     raise AudioDecodeError(f"{self.name}: decoding failed part-way ({error}); the file is damaged: "
                                            "download or export it again.") from error
@@ -327,10 +328,32 @@ def _decoder_notes_hidden():
             os.close(saved)
 
 
+class _ReadForward(sf.SoundFile):
+    """A SoundFile read once, from start to end, as soundfile reads a pipe: block after block, with no seek. Read as a
+    file, soundfile seeks to where each read ended (where libsndfile already is), and libsndfile's FLAC decoder
+    cannot seek at the end of a file whose header does not state its length (as a streaming encoder writes it:
+    libsndfile or ffmpeg to a pipe, a recorder): the whole file failed as damaged."""
+
+    def seekable(self) -> bool:
+        return False
+
+    def read_block(self, frames: int) -> np.ndarray:
+        """The next `frames` frames (fewer at the end) as float32 [frames, channels]. Where the header does not state
+        the length, libsndfile's FLAC decoder reports a lost sync once it has read the last frame: that ends the file
+        (one cut short ends where it was cut, as a WAV streamed to a pipe does)."""
+        out, start = np.empty((frames, self.channels), np.float32), self.tell()
+        try:
+            return self.read(out=out)
+        except sf.LibsndfileError:
+            if self.frames != _UNSTATED:
+                raise
+            return out[: self.tell() - start]
+
+
 def _open_file(source: Any, name: str) -> AudioStream:
     try:
         with _decoder_notes_hidden():
-            handle = sf.SoundFile(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
+            handle = _ReadForward(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
     except (sf.LibsndfileError, RuntimeError, TypeError):
         raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
     if not _MIN_RATE <= handle.samplerate <= _MAX_RATE:
@@ -372,7 +395,8 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     a writer streaming to a pipe); an MP3 with a Xing or Info header holding its frame count (LAME writes one, and
     libsndfile's decoder takes its length from it; without it the length is an estimate from the file's size) is
     sought near that end, in a handle of its own (a seek and back in `handle` would change its decoding in the last
-    bits). Other formats are not checked: a cut FLAC fails to decode; AIFF, W64 and RF64 are read as far as they go."""
+    bits). Other formats are not checked: a cut FLAC fails to decode (one of unstated length ends where it was
+    cut, see `_ReadForward`); AIFF, W64 and RF64 are read as far as they go."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
         if head[:4] == b"RIFF" and head[8:] == b"WAVE":
@@ -467,24 +491,50 @@ def _info(path: str | os.PathLike):
         return sf.info(os.fsencode(path))  # soundfile would encode a str as strict UTF-8: not every name is
 
 
+def decoded_seconds(path: str | os.PathLike, stop_after: float = math.inf) -> float:
+    """A file's duration by decoding it, stopping once past `stop_after` seconds: for a header that does not state
+    it, or may misstate it (an MP3's without a Xing header is estimated from the file's size). Raises what soundfile
+    raises for a file that is not audio or fails to decode."""
+    with _decoder_notes_hidden():
+        handle = _ReadForward(os.fsencode(path))
+    with handle:
+        frames = 0
+        while frames <= stop_after * handle.samplerate:
+            block = handle.read_block(1 << 18)
+            if not len(block):
+                break
+            frames += len(block)
+        return frames / handle.samplerate
+
+
+def _duration(path: str | os.PathLike, info: Any) -> float | None:
+    """The duration `info` (sf.info's answer) states, decoded where it states none; None when it holds no samples."""
+    if info.samplerate <= 0:
+        return None
+    seconds = decoded_seconds(path) if info.frames == _UNSTATED else info.frames / info.samplerate
+    return seconds if seconds > 0 else None
+
+
 def header_duration(path: str | os.PathLike) -> float | None:
-    """A file's duration as libsndfile reads it from the header, without decoding (None when it holds no samples);
-    cheap, for weighing files. Raises what soundfile raises for a file that is not audio."""
-    info = _info(path)
-    return info.frames / info.samplerate if info.frames > 0 and info.samplerate > 0 else None
+    """A file's duration as libsndfile reads it from the header, without decoding unless the header does not state
+    it (None when it holds no samples); cheap, for weighing files. Raises what soundfile raises for a file that is
+    not audio."""
+    return _duration(path, _info(path))
 
 
 def header_facts(path: str | os.PathLike) -> tuple[float | None, str | None]:
     """What a file's header says, without decoding: (its duration, None when it holds no samples; how it is cut short,
     "its header announces 45.0 s of audio and the file ends before that", None when whole or of a format whose
     header is not checked, see `_cut_short`). A cut file's duration is the one its header announces, not the part
-    libsndfile counts from a WAV's size. Raises what soundfile raises for a file that is not audio."""
+    libsndfile counts from a WAV's size; one the header does not state is decoded. Raises what soundfile raises for
+    a file that is not audio."""
     info = _info(path)
-    if info.frames <= 0 or info.samplerate <= 0:
+    duration = _duration(path, info)
+    if duration is None:
         return None, None
     announced = _cut_short(os.fspath(path), info)
     if announced is None:
-        return info.frames / info.samplerate, None
+        return duration, None
     return announced, _announced(announced)
 
 

@@ -33,7 +33,7 @@ from matplotlib.patches import Circle, Patch
 
 import music2emo_hf.hub
 from music2emo_hf import PUBLISHED_MODEL_ID
-from music2emo_hf.audio import header_facts, why_unreadable
+from music2emo_hf.audio import decoded_seconds, header_facts, why_unreadable
 from music2emo_hf.labels import RatingScale
 from music2emo_hf.released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, LICENCES, RELEASED_REPO
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
@@ -149,20 +149,15 @@ def describe_model(model: str):
 
 
 def clip_seconds(path: str, name: str) -> float:
-    """The clip's duration as its header states it, or a sentence saying why it cannot be analysed. A header over the
-    limit is checked by decoding: an MP3's header only estimates its length (from its first frame, without a Xing
-    header), which can be twice the truth."""
+    """The clip's duration as its header states it (decoded where it states none), or a sentence saying why it cannot
+    be analysed. A header over the limit is checked by decoding: an MP3's header only estimates its length (from its
+    first frame, without a Xing header), which can be twice the truth."""
     try:
         seconds = header_facts(path)[0] or 0.0
-        if seconds > MAX_MINUTES * 60:
-            decoded = decoded_seconds(path, MAX_MINUTES * 60)
-            if decoded > MAX_MINUTES * 60:
-                stated = f"lasts {int(seconds // 60)} min {int(seconds % 60)} s" if seconds < 1e6 else \
-                    "lasts more than that"  # a header that does not state its length: libsndfile's huge count
-                raise refuse(f"{name} {stated}; this Space analyses up to {MAX_MINUTES} minutes. Upload an excerpt, "
-                             "or run music2emo predict on your own machine for whole albums.")
-            if seconds >= 1e6:  # not stated, and within the limit: its length is the decoded one
-                seconds = decoded
+        if seconds > MAX_MINUTES * 60 and decoded_seconds(path, stop_after=MAX_MINUTES * 60) > MAX_MINUTES * 60:
+            raise refuse(f"{name} lasts {int(seconds // 60)} min {int(seconds % 60)} s; this Space analyses up to "
+                         f"{MAX_MINUTES} minutes. Upload an excerpt, or run music2emo predict on your own machine for "
+                         "whole albums.")
     except (sf.LibsndfileError, RuntimeError) as error:
         raise refuse(unreadable(path, name)) from error
     return seconds  # as stated: a file whose decoded length falls short of it is cut short (said with the answer)
@@ -175,18 +170,6 @@ def unreadable(path: str, name: str) -> str:
     if reason.startswith("not audio"):
         reason = "it is damaged or not in a supported format (WAV, FLAC, OGG/Opus, MP3, AIFF)."
     return f"{name} could not be read as audio: {reason} Upload another file."
-
-
-def decoded_seconds(path: str, limit: float) -> float:
-    """The clip's length by decoding it, stopping once past `limit` seconds."""
-    with sf.SoundFile(path) as clip:
-        frames = 0
-        while frames <= limit * clip.samplerate:
-            block = clip.read(1 << 18, dtype="float32")
-            if not len(block):
-                break
-            frames += len(block)
-        return frames / clip.samplerate
 
 
 def circumplex_figure(result: dict) -> Figure:

@@ -4,6 +4,7 @@ synthesized audio."""
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -79,6 +80,19 @@ def tone(seconds: float, rate: int = 24000, freq: float = 220.0, channels: int =
     wave = sum(0.3 / k * np.sin(2 * np.pi * freq * k * t) for k in (1, 2, 3)) + 0.01 * rng.standard_normal(len(t))
     wave = wave.astype(np.float32)
     return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def flac_through_a_pipe(audio: np.ndarray, rate: int) -> bytes:
+    """A FLAC as a streaming encoder writes it: libsndfile writing into a pipe cannot go back to its STREAMINFO to
+    fill in the length (nor the checksum)."""
+    read_end, write_end = os.pipe()
+    written = []
+    reader = threading.Thread(target=lambda: written.append(os.fdopen(read_end, "rb").read()))
+    reader.start()
+    with sf.SoundFile(write_end, "w", rate, 1, format="FLAC", subtype="PCM_16", closefd=True) as flac:
+        flac.write(audio)
+    reader.join()
+    return written[0]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from music2emo_hf.audio import (
     resample,
 )
 
-from .conftest import ROOT, require_fixtures, tone
+from .conftest import ROOT, flac_through_a_pipe, require_fixtures, tone
 
 
 @pytest.mark.parametrize("dtype,scale", [(np.int16, 32767), (np.int32, 2**31 - 1), (np.float64, 1.0), (np.uint8, None)])
@@ -219,6 +219,26 @@ def test_a_wav_whose_sizes_were_left_unset_is_read_whole_without_a_warning(size)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_audio(bytes(data), 24000)) == 2 * 24000
+
+
+def test_a_flac_streamed_without_its_length_is_read_whole(tmp_path):
+    """Whole files like these failed as "damaged" at their last block: soundfile seeks after each read, and
+    libsndfile's FLAC decoder cannot seek at the end of a file of unstated length."""
+    signal = tone(20.0, rate=22050)
+    streamed = tmp_path / "streamed.flac"
+    streamed.write_bytes(flac_through_a_pipe(signal, 22050))
+    assert int.from_bytes(streamed.read_bytes()[18:26], "big") & (1 << 36) - 1 == 0  # STREAMINFO: no sample count
+    stated = tmp_path / "stated.flac"
+    sf.write(stated, signal, 22050, subtype="PCM_16")
+    assert header_facts(streamed) == header_facts(stated) == (20.0, None)  # its length, decoded
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(load_audio(str(streamed), 24000), load_audio(str(stated), 24000))
+    cut = tmp_path / "cut.flac"  # cut short, it ends where it was cut, as a WAV streamed to a pipe does
+    cut.write_bytes(streamed.read_bytes()[: streamed.stat().st_size // 2])
+    part = load_audio(str(cut), 24000)
+    assert 5 * 24000 < len(part) < 15 * 24000
+    np.testing.assert_allclose(part[: 4 * 24000], load_audio(str(stated), 24000)[: 4 * 24000], atol=1e-6)
 
 
 def test_whole_files_with_headers_libsndfile_does_not_trust_get_no_warning(tmp_path):
