@@ -337,17 +337,27 @@ class _ReadForward(sf.SoundFile):
     def seekable(self) -> bool:
         return False
 
+    read_frames = 0
+
     def read_block(self, frames: int) -> np.ndarray:
-        """The next `frames` frames (fewer at the end) as float32 [frames, channels]. Where the header does not state
-        the length, libsndfile's FLAC decoder reports a lost sync once it has read the last frame: that ends the file
-        (one cut short ends where it was cut, as a WAV streamed to a pipe does)."""
-        out, start = np.empty((frames, self.channels), np.float32), self.tell()
+        """The next `frames` frames (fewer at the end) as float32 [frames, channels]. A stated length bounds the
+        reads, as soundfile bounds a file's (a FLAC's decoder asked past its last frame reads a tag after it, ID3v1
+        or APE, as a lost sync). Where the header does not state the length, libsndfile's FLAC decoder reports a
+        lost sync once it has read the last frame: that ends the file (one cut short ends where it was cut, as a WAV
+        streamed to a pipe does)."""
+        stated = self.frames != _UNSTATED
+        if stated:
+            frames = max(0, min(frames, self.frames - self.read_frames))
+        out = np.empty((frames, self.channels), np.float32)
         try:
-            return self.read(out=out)
+            block = self.read(out=out)
         except sf.LibsndfileError:
-            if self.frames != _UNSTATED:
+            if stated:
                 raise
-            return out[: self.tell() - start]
+            block = out[: self.tell() - self.read_frames]  # what the failing read gave (tell: the codecs that
+            # cannot seek, GSM 6.10 or G.721 WAVs, refuse it, and always state their length)
+        self.read_frames += len(block)
+        return block
 
 
 def _open_file(source: Any, name: str) -> AudioStream:

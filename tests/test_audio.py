@@ -241,6 +241,25 @@ def test_a_flac_streamed_without_its_length_is_read_whole(tmp_path):
     np.testing.assert_allclose(part[: 4 * 24000], load_audio(str(stated), 24000)[: 4 * 24000], atol=1e-6)
 
 
+def test_whole_files_with_a_tag_after_the_audio_or_a_codec_that_cannot_seek_are_read_whole(tmp_path):
+    """Both failed as "damaged" while files were read without soundfile's bounds: a FLAC decoder asked past its last
+    frame read the ID3v1 tag a tagger appends (128 bytes from "TAG") as a lost sync, and a GSM 6.10 WAV refused the
+    position query."""
+    signal = tone(6.0, rate=16000)
+    tagged = tmp_path / "tagged.flac"
+    sf.write(tagged, signal, 16000, subtype="PCM_16")
+    id3v1 = b"TAG" + b"Title".ljust(30, b"\0") + b"Artist".ljust(30, b"\0") + b"Album".ljust(30, b"\0") + b"2026" \
+        + b"".ljust(30, b"\0") + bytes([255])
+    untagged = load_audio(str(tagged), 16000)
+    with open(tagged, "ab") as handle:
+        handle.write(id3v1)
+    np.testing.assert_array_equal(load_audio(str(tagged), 16000), untagged)
+    gsm = tmp_path / "gsm.wav"
+    sf.write(gsm, signal, 8000, subtype="GSM610")
+    assert len(load_audio(str(gsm), 8000)) == sf.info(gsm).frames == 12 * 8000
+    assert header_facts(gsm) == (12.0, None)
+
+
 def test_whole_files_with_headers_libsndfile_does_not_trust_get_no_warning(tmp_path):
     """libsndfile reads a WAV by its data size, not its bytes-per-second field (halved here, as a bad writer might;
     IMA ADPCM's is rounded down, which over 20 minutes came to 0.13 s), and an MP3's length is exact only from a Xing
