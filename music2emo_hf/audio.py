@@ -29,7 +29,9 @@ AudioInput = Union[str, os.PathLike, bytes, io.IOBase, np.ndarray, dict]
 """A path, a file's bytes or an open binary file, a waveform (numpy, torch, ...), `{"array" | "raw": waveform,
 "sampling_rate": int}`, or `datasets`' undecoded audio `{"bytes", "path"}`."""
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+# What a folder walk takes: every container libsndfile decodes (W64, RF64, CAF, AU among them, which were passed over).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".rf64", ".caf",
+                    ".au")
 # Audio no decoder of this package's reads (AAC, ALAC, WMA): named, so that a folder's files of these types are
 # reported with the way around, not passed over. Not .mp4: in a music folder, those are mostly videos.
 UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".aac", ".wma")

@@ -186,11 +186,16 @@ def test_folders_are_walked_through_linked_folders_once(tmp_path):
     library = tmp_path / "library"
     library.mkdir()
     (library / "own.wav").write_bytes(b"")
+    for name in ("field.w64", "long.rf64", "mac.caf", "sun.au", "notes.txt"):  # every container libsndfile reads
+        (library / "formats" / name).parent.mkdir(exist_ok=True)
+        (library / "formats" / name).write_bytes(b"")
     (library / "album").symlink_to(tmp_path / "disk" / "album", target_is_directory=True)
     (library / "album" / "back").symlink_to(library, target_is_directory=True)
     problems = []
     found = list(iter_audio_files([str(library)], lambda path, message: problems.append((path, message))))
-    assert found == [str(library / "album" / "song.flac"), str(library / "own.wav")] and not problems
+    assert found == [str(library / "album" / "song.flac"),
+                     *(str(library / "formats" / name) for name in ("field.w64", "long.rf64", "mac.caf", "sun.au")),
+                     str(library / "own.wav")] and not problems
 
 
 def test_a_file_retried_alone_keeps_a_name_that_looks_like_an_option(tmp_path, monkeypatch):
