@@ -596,6 +596,9 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
         if not isinstance(data, (bytes, bytearray, memoryview)):  # a SoundFile: its samples, not at a rate known here
             raise AudioDecodeError(f"{name}: cannot read audio from a {type(audio).__name__}; pass its path, or its "
                                    "samples with {'array': waveform, 'sampling_rate': int}.")
+        if not data and start:  # written into, then handed over without a seek(0)
+            raise AudioDecodeError(f"{name}: nothing left to read: it is at its end (position {start}), as after "
+                                   "writing into it; call .seek(0) first.")
         audio = data
     if isinstance(audio, (bytes, bytearray, memoryview)):
         if not audio:

@@ -116,6 +116,11 @@ def test_open_files_datasets_undecoded_audio_and_torch_tensors_are_inputs_too(wr
         np.testing.assert_array_equal(load_audio(handle, 24000), load_audio(handle, 24000))
     with sf.SoundFile(path) as samples, pytest.raises(AudioDecodeError, match="cannot read audio from a SoundFile"):
         load_audio(samples, 24000)  # its read() gives samples, at a rate it does not say
+    written = io.BytesIO()
+    sf.write(written, wave, 24000, format="WAV")  # and handed over as it is, at its end
+    with pytest.raises(AudioDecodeError, match=r"<BytesIO>: nothing left to read: it is at its end \(position "
+                                               r"48044\), as after writing into it; call .seek\(0\) first"):
+        load_audio(written, 24000)
 
 
 def test_real_mp3_decodes_to_its_duration():
