@@ -19,8 +19,9 @@ MTG_JAMENDO_MOODS: tuple[str, ...] = (
     "slow", "soft", "soundscape", "space", "sport", "summer", "trailer", "travel", "upbeat", "uplifting",
 )
 
-# CAL500's 18 emotion concepts, as named in the UCSD vocabulary (`vocab.txt`, without the "Emotion-" prefix). The
-# cross-dataset paper lost "Laid-back_/_Mellow" to a regex that could not match its hyphen.
+# CAL500's 18 emotion concepts, as named in the UCSD vocabulary (`vocab.txt`, without the "Emotion-" prefix), with its
+# "Agressive" corrected, as the cross-dataset paper did. That paper lost "Laid-back_/_Mellow" to a regex that could not
+# match its hyphen.
 CAL500_EMOTIONS: tuple[str, ...] = (
     "Angry_/_Aggressive", "Arousing_/_Awakening", "Bizarre_/_Weird", "Calming_/_Soothing", "Carefree_/_Lighthearted",
     "Cheerful_/_Festive", "Emotional_/_Passionate", "Exciting_/_Thrilling", "Happy", "Laid-back_/_Mellow",

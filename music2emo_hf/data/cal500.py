@@ -41,6 +41,9 @@ _ANNOTATOR_FILE = re.compile(r"^(?P<song>.+)_(?P<annotator>\d+)\.txt$")
 _ARFF_NAMES = {_PREFIX + name.replace("_/_", "-"): name for name in CAL500_EMOTIONS} | {
     "Angry-Agressive": "Angry_/_Aggressive"
 }
+# The UCSD files themselves spell that concept ``Angry_/_Agressive`` (the cross-dataset paper corrected it); the
+# corrected spelling is read too.
+_UCSD_SPELLING = {"Angry_/_Agressive": "Angry_/_Aggressive"}
 
 
 def _read_annotator(path: Path) -> dict[str, float]:
@@ -50,7 +53,7 @@ def _read_annotator(path: Path) -> dict[str, float]:
         if not line.strip().startswith(_PREFIX):
             continue
         match = _RATING.match(line)
-        concept = match and match.group(1)[len(_PREFIX):]
+        concept = match and _UCSD_SPELLING.get(match.group(1)[len(_PREFIX):], match.group(1)[len(_PREFIX):])
         if not match or concept not in CAL500_EMOTIONS:
             raise ValueError(f"CAL500: {path} line {line_number}: not a rating of a known emotion: {line!r}")
         try:
@@ -102,8 +105,9 @@ def read(source: str | os.PathLike, rule: str = "top5_above_4", threshold: float
     if duplicates:
         raise ValueError(f"CAL500: {root / SONG_NAMES}: duplicate song names {duplicates}")
     with utf8_text(required(root / VOCAB, "CAL500")) as handle:
-        vocab = set(handle.read().split())
-    missing = [name for name in CAL500_EMOTIONS if _PREFIX + name not in vocab]
+        vocab = {_UCSD_SPELLING.get(word.removeprefix(_PREFIX), word.removeprefix(_PREFIX))
+                 for word in handle.read().split() if word.startswith(_PREFIX)}
+    missing = [name for name in CAL500_EMOTIONS if name not in vocab]
     if missing:
         raise ValueError(f"CAL500: {root / VOCAB} lacks the emotion concepts {missing}")
     ratings: dict[str, list[dict[str, float]]] = {song: [] for song in songs}

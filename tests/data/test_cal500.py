@@ -14,18 +14,20 @@ ONE = ([1, 2, 1, 3, 5, 4, 5, 2, 5, 5, 2, 1, 4, 3, 2, 1, 3, 1], [1, 2, 1, 5, 5, 4
 ONE_MEANS = [1, 2, 1, 4, 5, 4, 4, 2, 4.5, 5, 2, 1, 4, 3, 2, 1, 3, 1]
 TWO = tuple([2] * 15 + [sad, 3, 2] for sad in (4, 4, 3))
 SONGS = ("abba-dancing_queen", "nick_drake-pink_moon", "tom_waits-no_files")
+# As the UCSD files spell the concepts: one of them "Agressive" (the MULAN ARFF inherits it).
+UCSD_NAMES = [name.replace("Aggressive", "Agressive") for name in CAL500_EMOTIONS]
 
 
 def annotator_file(ratings):
     lines = ['Genre-Best-Rock="1"', 'Instrument_-_Male_Lead_Vocals="2"']
-    lines += [f'Emotion-{name}="{value}"' for name, value in zip(CAL500_EMOTIONS, ratings)]
+    lines += [f'Emotion-{name}="{value}"' for name, value in zip(UCSD_NAMES, ratings)]
     return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
 def ucsd_root(tmp_path):
     (tmp_path / "songNames.txt").write_text("\n".join(SONGS) + "\n")
-    vocab = [f"Emotion-{name}" for name in CAL500_EMOTIONS] + [f"NOT-Emotion-{name}" for name in CAL500_EMOTIONS]
+    vocab = [f"Emotion-{name}" for name in UCSD_NAMES] + [f"NOT-Emotion-{name}" for name in UCSD_NAMES]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab + ["Genre-Best-Rock"]) + "\n")
     (tmp_path / "annotations").mkdir()
     for song, annotators in zip(SONGS, (ONE, TWO)):
@@ -48,6 +50,13 @@ def test_ucsd_means_all_18_concepts_and_the_papers_rule(ucsd_root):
     assert two.mood_targets[15] == pytest.approx(11 / 3) and two.extra == {"annotators": 3}
     assert two.moods == ["Sad"] and two.audio is None  # nothing above 4: the argmax only
     assert (three.mood_targets, three.moods, three.audio, three.extra) == (None, [], None, {"annotators": 0})
+
+
+def test_ucsd_files_with_the_corrected_spelling_read_the_same(ucsd_root):
+    before = cal500.read(ucsd_root)
+    for path in [ucsd_root / "vocab.txt", *(ucsd_root / "annotations").iterdir()]:
+        path.write_text(path.read_text().replace("Agressive", "Aggressive"))
+    assert [track.mood_targets for track in cal500.read(ucsd_root)] == [track.mood_targets for track in before]
 
 
 def test_ucsd_threshold_rule(ucsd_root):
