@@ -634,11 +634,11 @@ def _fractions(text: str) -> dict[str, float]:
 def _download_elsewhere(source: str, missing: Path) -> str:
     """Where the download is, when --source names a folder above its own (the folder an archive was unpacked into)
     or inside it: "; the download is in X: pass --source X", else nothing."""
+    root = Path(source).absolute()  # as `prepare` names the missing file, whether --source is relative or not
     try:
-        relative = missing.relative_to(source)
+        relative = Path(missing).absolute().relative_to(root)
     except ValueError:  # not a file of --source (e.g. of --splits-dir)
         return ""
-    root = Path(source)
     below = itertools.islice((folder for pattern in ("*", "*/*") for folder in sorted(root.glob(pattern))), 2000)
     for folder in [*below, *list(root.absolute().parents)[:2]]:
         if folder.is_dir() and (folder / relative).exists():

@@ -230,7 +230,7 @@ def test_push_to_hub_publishes_the_folder_without_local_files(downloads, tmp_pat
     assert len(published["train"][0]["mood_targets"]) == 18
 
 
-def test_options_and_errors(downloads, tmp_path, capsys):
+def test_options_and_errors(downloads, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     cal = ["prepare-data", "--corpus", "cal500", "--source", str(downloads["cal500"]), "--out", str(out)]
     assert main(cal + ["--label-rule", "threshold", "--threshold", "3.5"]) == 0
@@ -248,6 +248,9 @@ def test_options_and_errors(downloads, tmp_path, capsys):
         assert main(["prepare-data", "--corpus", "pmemo", "--source", str(source), "--out", str(out)]) == 2
         assert (f"PMEmo: expected file {source / 'annotations' / 'static_annotations.csv'} is missing (the official "
                 f"download's layout); the download is in {pmemo}: pass --source {pmemo}") in capsys.readouterr().err
+    monkeypatch.chdir(pmemo.parent.parent)  # --source relative, as typed in a shell
+    assert main(["prepare-data", "--corpus", "pmemo", "--source", pmemo.parent.name, "--out", str(out)]) == 2
+    assert f"; the download is in {pmemo}: pass --source {pmemo}" in capsys.readouterr().err
     assert main(["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(out),
                  "--fractions", "train=0.5,test=0.6"]) == 2
     assert "sum to 1" in capsys.readouterr().err
