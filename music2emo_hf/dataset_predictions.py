@@ -144,10 +144,10 @@ def write_predictions(rows: Iterator[dict], out: str | os.PathLike, split: str, 
 
     The card names the exact file, not a pattern: `datasets` caches a folder whose card gives a pattern under the
     pattern alone, so a rewritten folder would load as its first version."""
-    import hashlib
-
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from .atomic import file_sha256
 
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -172,11 +172,7 @@ def write_predictions(rows: Iterator[dict], out: str | os.PathLike, split: str, 
     if writer is None:
         return 0
     writer.close()
-    digest = hashlib.sha256()
-    with open(partial, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    target = out / "data" / f"{split}-{digest.hexdigest()[:16]}.parquet"
+    target = out / "data" / f"{split}-{file_sha256(partial)[:16]}.parquet"
     os.replace(partial, target)
     _write_card(out, split, count, features, about, target.relative_to(out).as_posix())
     for stale in (out / "data").glob(f"{split}-*.parquet"):

@@ -9,6 +9,7 @@ a half-written corpus behind, and a rerun writes byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import write_atomic
+from ..atomic import file_sha256, write_atomic
 from ..audio import AUDIO_EXTENSIONS, header_facts, why_unreadable
 from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
@@ -411,6 +412,12 @@ def write_card(out: Path) -> None:
         yaml.append(f"- config_name: {name}")
         if default:
             yaml.append("  default: true")
+        # `datasets` keys its cache of a local folder by the card's configs alone: without this, data written again
+        # (another --seed, a corrected annotation) was served from the cache of the old
+        shards = sorted(path for split in splits for path in out.glob(pattern.format(split=split)))
+        fingerprint = hashlib.sha256("".join(f"{path.relative_to(out).as_posix()} {file_sha256(path)}\n"
+                                             for path in shards).encode()).hexdigest()
+        yaml.append(f"  description: 'music2emo-hf data {fingerprint[:16]}'")
         yaml.append("  data_files:")
         for split in splits:
             yaml.extend([f"  - split: {split}", f"    path: {pattern.format(split=split)}"])

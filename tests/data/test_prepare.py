@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 import pytest
 
 from music2emo_hf.cli import main
@@ -278,6 +279,19 @@ def test_a_folder_prepare_data_did_not_write_is_refused_and_left_as_it_was(downl
     capsys.readouterr()
     assert main([*deam, "--out", str(tmp_path / "o2"), "--fractions", "train=0.8,valid=0.1,test=0.1"]) == 2
     assert "split names must be" in capsys.readouterr().err and not (tmp_path / "o2").exists()  # before any audio
+
+
+def test_data_written_again_is_loaded_anew_not_from_the_cache_of_the_old(downloads, tmp_path):
+    """`datasets` caches a local folder under a key made from its card's configs alone: the test split of another
+    --seed came back as the first seed's."""
+    out = tmp_path / "benchmark"
+    test_ids = {}
+    for seed in ("0", "1"):
+        main(["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(out), "--seed", seed])
+        written = pq.read_table(next((out / "data" / "deam").glob("test-*.parquet")))["track_id"].to_pylist()
+        test_ids[seed] = sorted(load(out, "deam")["test"]["track_id"])
+        assert test_ids[seed] == sorted(written)
+    assert test_ids["0"] != test_ids["1"]
 
 
 def test_music2emo_id_lists_decide_the_splits(downloads, tmp_path):
