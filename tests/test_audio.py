@@ -123,6 +123,20 @@ def test_open_files_datasets_undecoded_audio_and_torch_tensors_are_inputs_too(wr
         load_audio(written, 24000)
 
 
+def test_an_mp3_without_an_id3_tag_decodes_from_memory_as_from_its_file(tmp_path):
+    """Such an MP3 (LAME's own output, or a tag stripped) given as bytes, from a `datasets` row or an upload."""
+    tagged = require_fixtures("emomusic", "audio", "3.mp3").read_bytes()
+    tag_size = 10 + sum(byte << 7 * (3 - i) for i, byte in enumerate(tagged[6:10]))  # ID3v2's "syncsafe" size
+    bare = tagged[tag_size:]
+    assert bare[:2] == b"\xff\xfb"  # an MPEG-1 layer III frame first
+    path = tmp_path / "bare.mp3"
+    path.write_bytes(bare)
+    from_file = load_audio(str(path), 24000)
+    assert abs(len(from_file) / 24000 - 45.0) < 0.1
+    for form in (bare, io.BytesIO(bare), {"bytes": bare, "path": "bare.mp3"}):
+        np.testing.assert_array_equal(load_audio(form, 24000), from_file)
+
+
 def test_real_mp3_decodes_to_its_duration():
     path = require_fixtures("emomusic", "audio", "3.mp3")
     audio = load_audio(str(path), 24000)
