@@ -372,6 +372,13 @@ def _open_file(source: Any, name: str) -> AudioStream:
         handle.close()
         raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; resample it "
                                f"to between {_MIN_RATE} and {_MAX_RATE} Hz.")
+    walked = _mp3_length_misread(source, handle)
+    if walked is not None:
+        handle.close()
+        raise AudioDecodeError(
+            f"{name}: only its first {handle.frames / handle.samplerate:.1f} s of {walked:.1f} s can be decoded: a "
+            "variable-bitrate MP3 without a Xing header, whose length the decoder estimates from its first frame. "
+            f"Convert it first (e.g. `ffmpeg -i IN.mp3 OUT.flac`).")
     announced = _cut_short(source, handle)
     if announced is not None:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in ("WAV", "WAVEX") else \
@@ -434,6 +441,54 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     except (sf.LibsndfileError, RuntimeError):
         return None
     return handle.frames / handle.samplerate if ends else None
+
+
+# MPEG audio frame headers: kbit/s by (MPEG-1, layer) and bitrate index 1-14, and sampling rates by version bits.
+_MPEG_KBITS = {
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mpeg_seconds(data: bytes, start: int) -> float:
+    """The duration of the MPEG audio frames chained from `start`, by their headers (the walk stops at anything
+    else: a trailing tag, damage, a free-format frame), so never more than the stream holds."""
+    at, seconds = start, 0.0
+    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] & 0xE0 == 0xE0:
+        version, layer, kbits, rate, padding = (data[at + 1] >> 3) & 3, 4 - ((data[at + 1] >> 1) & 3), \
+            data[at + 2] >> 4, (data[at + 2] >> 2) & 3, (data[at + 2] >> 1) & 1
+        if version == 1 or layer == 4 or kbits in (0, 15) or rate == 3:
+            break
+        mpeg1, rate = version == 3, _MPEG_RATES[version][rate]
+        bits = _MPEG_KBITS[(mpeg1, layer)][kbits - 1] * 1000
+        if layer == 1:
+            size, samples = (12 * bits // rate + padding) * 4, 384
+        else:
+            size, samples = (144 if mpeg1 or layer == 2 else 72) * bits // rate + padding, \
+                1152 if mpeg1 or layer == 2 else 576
+        seconds += samples / rate
+        at += size
+    return seconds
+
+
+def _mp3_length_misread(source: Any, handle: Any) -> float | None:
+    """The length of an MP3 that libsndfile's decoder would stop short of, by its frame headers: without a Xing
+    header the decoder takes the length from the first frame's bitrate and decodes no further, which in a
+    variable-bitrate file (libsndfile's own, written into a pipe) can be a fifth of it. None when it reads whole."""
+    if handle.format != "MP3":
+        return None
+    with _bytes_of(source) as data:
+        start = _id3_end(data.read(10)) or 0
+        if _has_xing_frame_count(data, start):
+            return None
+        data.seek(0)
+        walked = _mpeg_seconds(data.read(), start)
+    return walked if walked > handle.frames / handle.samplerate + 1.0 else None
 
 
 def _has_xing_frame_count(data: io.IOBase, start: int) -> bool:

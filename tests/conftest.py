@@ -82,15 +82,15 @@ def tone(seconds: float, rate: int = 24000, freq: float = 220.0, channels: int =
     return np.stack([wave] * channels, axis=1) if channels > 1 else wave
 
 
-def flac_through_a_pipe(audio: np.ndarray, rate: int) -> bytes:
-    """A FLAC as a streaming encoder writes it: libsndfile writing into a pipe cannot go back to its STREAMINFO to
-    fill in the length (nor the checksum)."""
+def through_a_pipe(audio: np.ndarray, rate: int, format: str = "FLAC", subtype: str = "PCM_16") -> bytes:
+    """A file as a streaming encoder writes it: libsndfile writing into a pipe cannot go back to fill in a FLAC's
+    length (nor its checksum) or an MP3's Xing header."""
     read_end, write_end = os.pipe()
     written = []
     reader = threading.Thread(target=lambda: written.append(os.fdopen(read_end, "rb").read()))
     reader.start()
-    with sf.SoundFile(write_end, "w", rate, 1, format="FLAC", subtype="PCM_16", closefd=True) as flac:
-        flac.write(audio)
+    with sf.SoundFile(write_end, "w", rate, 1, format=format, subtype=subtype, closefd=True) as encoder:
+        encoder.write(audio)
     reader.join()
     return written[0]
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import ROOT, TINY_CONFIG, flac_through_a_pipe, require_fixtures, tone
+from tests.conftest import ROOT, TINY_CONFIG, through_a_pipe, require_fixtures, tone
 
 pytest.importorskip("gradio", reason="the Space's tests need its extra: pip install -e '.[dev]'")
 
@@ -226,7 +226,7 @@ def test_a_file_cut_short_is_said_to_be(client, clip, tiny_model_dir, tmp_path):
 def test_a_flac_of_unstated_length_is_analysed_whole(client, tiny_model_dir, tmp_path):
     """As a streaming encoder writes it (its STREAMINFO states no length): it was refused as not audio."""
     streamed = tmp_path / "streamed.flac"
-    streamed.write_bytes(flac_through_a_pipe(tone(20.0, rate=22050), 22050))
+    streamed.write_bytes(through_a_pipe(tone(20.0, rate=22050), 22050))
     status, *_, answer = client.predict(handle_file(str(streamed)), str(tiny_model_dir), "", api_name="/analyse")
     assert "**streamed.flac** · 20.0 s ·" in status and "could be decoded" not in status
     assert answer["segments"][-1]["end"] == 20.0
