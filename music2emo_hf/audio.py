@@ -372,6 +372,13 @@ def _open_file(source: Any, name: str) -> AudioStream:
         handle.close()
         raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; resample it "
                                f"to between {_MIN_RATE} and {_MAX_RATE} Hz.")
+    unfinished = _unfinished_wav_bytes(source, handle)
+    if unfinished:
+        handle.close()
+        raise AudioDecodeError(
+            f"{name}: its header was never finished (its data size is 0, as a recorder stopped before closing the "
+            f"file leaves it), so its {unfinished:,} bytes of audio cannot be read; repair the header first (e.g. "
+            "`sox --ignore-length IN.wav OUT.wav`).")
     walked = _mp3_length_misread(source, handle)
     if walked is not None:
         handle.close()
@@ -441,6 +448,19 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     except (sf.LibsndfileError, RuntimeError):
         return None
     return handle.frames / handle.samplerate if ends else None
+
+
+def _unfinished_wav_bytes(source: Any, handle: Any) -> int:
+    """The bytes after the data chunk's header of a WAV whose data size was left 0 (libsndfile reads no frames from
+    it), else 0."""
+    if handle.frames or handle.format not in ("WAV", "WAVEX"):
+        return 0
+    with _bytes_of(source) as data:
+        size = data.seek(0, os.SEEK_END)
+        chunks = dict(_wav_chunks(data, size))
+    if b"data" not in chunks or int.from_bytes(chunks[b"data"][1], "little"):
+        return 0
+    return max(0, size - chunks[b"data"][0] - 8)
 
 
 # MPEG audio frame headers: kbit/s by (MPEG-1, layer) and bitrate index 1-14, and sampling rates by version bits.

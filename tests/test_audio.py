@@ -240,6 +240,22 @@ def test_a_wav_whose_sizes_were_left_unset_is_read_whole_without_a_warning(size)
         assert len(load_audio(bytes(data), 24000)) == 2 * 24000
 
 
+def test_a_wav_whose_data_size_was_left_0_is_refused_saying_how_to_repair_it(tmp_path):
+    """A recorder stopped before it closed the file leaves its sizes 0; libsndfile reads no audio from it, which was
+    said as "the audio contains no samples"."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(2.0), 24000, format="WAV", subtype="PCM_16")
+    data = bytearray(whole.getvalue())
+    at = data.index(b"data")
+    data[4:8] = data[at + 4 : at + 8] = bytes(4)
+    (tmp_path / "unfinished.wav").write_bytes(data)
+    with pytest.raises(AudioDecodeError, match=re.escape(
+            f"{tmp_path / 'unfinished.wav'}: its header was never finished (its data size is 0, as a recorder stopped "
+            "before closing the file leaves it), so its 96,000 bytes of audio cannot be read; repair the header first "
+            "(e.g. `sox --ignore-length IN.wav OUT.wav`).")):
+        load_audio(str(tmp_path / "unfinished.wav"), 24000)
+
+
 def test_a_flac_streamed_without_its_length_is_read_whole(tmp_path):
     """Whole files like these failed as "damaged" at their last block: soundfile seeks after each read, and
     libsndfile's FLAC decoder cannot seek at the end of a file of unstated length."""

@@ -204,8 +204,8 @@ def probe_audio(path: str) -> dict[str, Any]:
     except Exception as error:  # soundfile raises LibsndfileError/RuntimeError/TypeError by format
         detail = getattr(error, "error_string", None) or str(error) or type(error).__name__
         return {"error": why_unreadable(path) or f"not decodable audio: {detail}"}  # the package's words first
-    if duration is None:
-        return {"error": "no audio samples"}
+    if duration is None:  # an unfinished WAV header among them, which the package's words say
+        return {"error": why_unreadable(path) or "no audio samples"}
     return {"duration": duration, **({"cut_short": why} if why else {})}
 
 
