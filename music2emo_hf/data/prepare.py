@@ -453,9 +453,12 @@ track, the same columns for every corpus, so `load_dataset(REPO_OR_DIR, "aligned
 - `moods`: labels in the corpus's own vocabulary, chosen by its label rule; `mood_targets`: one value per label of
   that vocabulary (multi-hot for MTG-Jamendo; the mean rating for CAL500; the share of listeners for Emotify).
 - `label_clusters`: the cross-corpus clusters of the row's moods (see below); empty for valence/arousal corpora.
-- `valence`, `arousal`: static means on the corpus's native scale (DEAM and EmoMusic 1-9, PMEmo 0-1);
-  `valence_normalized`, `arousal_normalized`: the same mapped to [-1, 1] (scale low end -> -1, midpoint -> 0).
-- `valence_series`, `arousal_series`: dynamic annotations, one value every `series_hop` s from `series_start` s.
+- `valence`, `arousal`: static means on the corpus's native scale (DEAM and EmoMusic 1-9, PMEmo 0-1, or 1-9 where
+  Music2Emo's rescaled PMEmo file was read); `valence_normalized`, `arousal_normalized`: the same mapped to [-1, 1]
+  (scale low end -> -1, midpoint -> 0), comparable across corpora.
+- `valence_series`, `arousal_series`: dynamic annotations, one value every `series_hop` s from `series_start` s, on
+  each corpus's own dynamic scale (DEAM and EmoMusic -1 to 1, PMEmo 0 to 1): not comparable across corpora as they
+  are.
 - `extra`: corpus-specific fields as a JSON string (artist, genre, annotator statistics...).
 
 ## Label alignment
