@@ -148,6 +148,8 @@ def _reader_options(corpus: str, options: PrepareOptions) -> dict[str, Any]:
 
 def _split(corpus: str, tracks: list[Track], options: PrepareOptions) -> str:
     """Assign splits in place; returns how, for the report and the card."""
+    if unknown := sorted(set(options.fractions) - set(SPLITS)):  # EmoMusic's reading took a misspelt one for none
+        raise ValueError(f"--fractions: split names must be {', '.join(SPLITS)}; got {', '.join(unknown)}")
     if options.splits_dir is not None:
         return f"Music2Emo's published id lists ({Path(options.splits_dir).name}/)"  # no local path in a card
     if corpus == "emomusic":

@@ -255,6 +255,9 @@ def test_options_and_errors(downloads, tmp_path, capsys, monkeypatch):
     assert main(["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(out),
                  "--fractions", "train=0.5,test=0.6"]) == 2
     assert "sum to 1" in capsys.readouterr().err
+    assert main(["prepare-data", "--corpus", "emomusic", "--source", str(downloads["emomusic"]), "--out", str(out),
+                 "--fractions", "train=0.9,val=0.1"]) == 2
+    assert "--fractions: split names must be train, validation, test; got val" in capsys.readouterr().err
 
 
 def test_a_folder_prepare_data_did_not_write_is_refused_and_left_as_it_was(downloads, tmp_path, capsys):
