@@ -467,14 +467,17 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
 
 @contextlib.contextmanager
 def _cut_short_files_noted(bar):
-    """A file cut short is analysed (what it holds); its warning is one line among the errors: `warning: FILE: ...`."""
+    """A file cut short is analysed (what it holds); its warning is one line among the errors: `warning: FILE: ...`,
+    once (a file longer than a batch's limit is decoded in the batch, then again alone)."""
     from .audio import AudioCutShortWarning
 
-    shown = warnings.showwarning
+    shown, said = warnings.showwarning, set()
 
     def show(message, category, *rest, **keywords):
         if issubclass(category, AudioCutShortWarning):
-            bar.write(f"warning: {message}", file=sys.stderr)
+            if str(message) not in said:
+                said.add(str(message))
+                bar.write(f"warning: {message}", file=sys.stderr)
         else:
             shown(message, category, *rest, **keywords)
 

@@ -395,6 +395,12 @@ def test_a_file_cut_short_is_recorded_and_named_in_a_warning(tiny_model_dir, tmp
     assert status == 0 and "2 file(s) analysed, 0 failed" in stderr, stderr
     assert f"warning: {cut}: cut short: its header announces 3.0 s of audio and the file ends before that" in stderr
     assert [record["file"] for record in records(out)] == [str(whole), str(cut)]
+    long = write_wav("long.wav", tone(60.0))
+    long_cut = tmp_path / "long-cut.wav"
+    long_cut.write_bytes(long.read_bytes()[: long.stat().st_size // 2])  # over a batch's limit: decoded twice
+    status, stderr = predict_here(capsys, str(whole), str(long_cut), "--model", str(tiny_model_dir), "-o",
+                                  str(tmp_path / "batched.jsonl"), "--batch-size", "2")
+    assert status == 0 and stderr.count(f"warning: {long_cut}: cut short") == 1, stderr
 
 
 def test_a_model_without_a_mood_head_answers_valence_and_arousal(tiny_model_dir, tmp_path, write_wav, capsys):
