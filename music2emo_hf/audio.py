@@ -379,13 +379,11 @@ def _open_file(source: Any, name: str) -> AudioStream:
             f"{name}: its header was never finished (its data size is 0, as a recorder stopped before closing the "
             f"file leaves it), so its {unfinished:,} bytes of audio cannot be read; repair the header first (e.g. "
             "`sox --ignore-length IN.wav OUT.wav`).")
-    walked = _mp3_length_misread(source, handle)
-    if walked is not None:
+    try:
+        _refuse_misread_mp3(source, handle, name)
+    except AudioDecodeError:
         handle.close()
-        raise AudioDecodeError(
-            f"{name}: only its first {handle.frames / handle.samplerate:.1f} s of {walked:.1f} s can be decoded: a "
-            "variable-bitrate MP3 without a Xing header, whose length the decoder estimates from its first frame. "
-            f"Convert it first (e.g. `ffmpeg -i IN.mp3 OUT.flac`).")
+        raise
     announced = _cut_short(source, handle)
     if announced is not None:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in ("WAV", "WAVEX") else \
@@ -496,19 +494,24 @@ def _mpeg_seconds(data: bytes, start: int) -> float:
     return seconds
 
 
-def _mp3_length_misread(source: Any, handle: Any) -> float | None:
-    """The length of an MP3 that libsndfile's decoder would stop short of, by its frame headers: without a Xing
-    header the decoder takes the length from the first frame's bitrate and decodes no further, which in a
-    variable-bitrate file (libsndfile's own, written into a pipe) can be a fifth of it. None when it reads whole."""
+def _refuse_misread_mp3(source: Any, handle: Any, name: str) -> None:
+    """Raises AudioDecodeError for an MP3 that libsndfile's decoder would stop short of, its length walked from its
+    frame headers: without a Xing header the decoder takes the length from the first frame's bitrate and decodes no
+    further, which in a variable-bitrate file (libsndfile's own, written into a pipe) can be a fifth of it.
+    `handle`: the open SoundFile, or `sf.info`'s answer."""
     if handle.format != "MP3":
-        return None
+        return
     with _bytes_of(source) as data:
         start = _id3_end(data.read(10)) or 0
         if _has_xing_frame_count(data, start):
-            return None
+            return
         data.seek(0)
         walked = _mpeg_seconds(data.read(), start)
-    return walked if walked > handle.frames / handle.samplerate + 1.0 else None
+    if walked > handle.frames / handle.samplerate + 1.0:
+        raise AudioDecodeError(
+            f"{name}: only its first {handle.frames / handle.samplerate:.1f} s of {walked:.1f} s can be decoded: a "
+            "variable-bitrate MP3 without a Xing header, whose length the decoder estimates from its first frame. "
+            f"Convert it first (e.g. `ffmpeg -i IN.mp3 OUT.flac`).")
 
 
 def _has_xing_frame_count(data: io.IOBase, start: int) -> bool:
@@ -614,11 +617,13 @@ def header_facts(path: str | os.PathLike) -> tuple[float | None, str | None]:
     "its header announces 45.0 s of audio and the file ends before that", None when whole or of a format whose
     header is not checked, see `_cut_short`). A cut file's duration is the one its header announces, not the part
     libsndfile counts from a WAV's size; one the header does not state is decoded. Raises what soundfile raises for
-    a file that is not audio."""
+    a file that is not audio, and AudioDecodeError for one `open_audio` refuses for its header (a variable-bitrate
+    MP3 without a Xing header)."""
     info = _info(path)
     duration = _duration(path, info)
     if duration is None:
         return None, None
+    _refuse_misread_mp3(os.fspath(path), info, os.fspath(path))
     announced = _cut_short(os.fspath(path), info)
     if announced is None:
         return duration, None

@@ -33,7 +33,7 @@ from matplotlib.patches import Circle, Patch
 
 import music2emo_hf.hub
 from music2emo_hf import PUBLISHED_MODEL_ID
-from music2emo_hf.audio import decoded_seconds, header_facts, why_unreadable
+from music2emo_hf.audio import AudioDecodeError, decoded_seconds, header_facts, why_unreadable
 from music2emo_hf.labels import RatingScale
 from music2emo_hf.released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, LICENCES, RELEASED_REPO
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
@@ -160,6 +160,8 @@ def clip_seconds(path: str, name: str) -> float:
                          "whole albums.")
     except (sf.LibsndfileError, RuntimeError) as error:
         raise refuse(unreadable(path, name)) from error
+    except AudioDecodeError as error:  # a header the package refuses: its sentence
+        raise refuse(str(error).replace(path, name)) from error
     return seconds  # as stated: a file whose decoded length falls short of it is cut short (said with the answer)
 
 

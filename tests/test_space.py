@@ -223,6 +223,13 @@ def test_a_file_cut_short_is_said_to_be(client, clip, tiny_model_dir, tmp_path):
         client.predict(handle_file(str(tmp_path / "empty.mp3")), str(tiny_model_dir), "", api_name="/analyse")
 
 
+def test_an_mp3_the_decoder_would_read_in_part_is_refused_in_a_sentence(space_app, tmp_path):
+    streamed = tmp_path / "streamed.mp3"
+    streamed.write_bytes(through_a_pipe(tone(12.0, rate=44100), 44100, "MP3", "MPEG_LAYER_III"))
+    with pytest.raises(space_app.gr.Error, match=r"upload.mp3: only its first [0-9.]+ s of 12.0 s can be decoded"):
+        space_app.clip_seconds(str(streamed), "upload.mp3")
+
+
 def test_a_flac_of_unstated_length_is_analysed_whole(client, tiny_model_dir, tmp_path):
     """As a streaming encoder writes it (its STREAMINFO states no length): it was refused as not audio."""
     streamed = tmp_path / "streamed.flac"
