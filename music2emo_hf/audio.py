@@ -336,10 +336,10 @@ class _ReadForward(sf.SoundFile):
     cannot seek at the end of a file whose header does not state its length (as a streaming encoder writes it:
     libsndfile or ffmpeg to a pipe, a recorder): the whole file failed as damaged."""
 
+    read_frames = 0
+
     def seekable(self) -> bool:
         return False
-
-    read_frames = 0
 
     def read_block(self, frames: int) -> np.ndarray:
         """The next `frames` frames (fewer at the end) as float32 [frames, channels]. A stated length bounds the
@@ -368,18 +368,11 @@ def _open_file(source: Any, name: str) -> AudioStream:
             handle = _ReadForward(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
     except (sf.LibsndfileError, RuntimeError, TypeError):
         raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
-    if not _MIN_RATE <= handle.samplerate <= _MAX_RATE:
-        handle.close()
-        raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; resample it "
-                               f"to between {_MIN_RATE} and {_MAX_RATE} Hz.")
-    unfinished = _unfinished_wav_bytes(source, handle)
-    if unfinished:
-        handle.close()
-        raise AudioDecodeError(
-            f"{name}: its header was never finished (its data size is 0, as a recorder stopped before closing the "
-            f"file leaves it), so its {unfinished:,} bytes of audio cannot be read; repair the header first (e.g. "
-            "`sox --ignore-length IN.wav OUT.wav`).")
     try:
+        if not _MIN_RATE <= handle.samplerate <= _MAX_RATE:
+            raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; "
+                                   f"resample it to between {_MIN_RATE} and {_MAX_RATE} Hz.")
+        _refuse_unfinished_wav(source, handle, name)
         _refuse_misread_mp3(source, handle, name)
     except AudioDecodeError:
         handle.close()
@@ -448,17 +441,22 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     return handle.frames / handle.samplerate if ends else None
 
 
-def _unfinished_wav_bytes(source: Any, handle: Any) -> int:
-    """The bytes after the data chunk's header of a WAV whose data size was left 0 (libsndfile reads no frames from
-    it), else 0."""
+def _refuse_unfinished_wav(source: Any, handle: Any, name: str) -> None:
+    """Raises AudioDecodeError for a WAV whose data size was left 0 with audio after it: libsndfile reads no frames
+    from it."""
     if handle.frames or handle.format not in ("WAV", "WAVEX"):
-        return 0
+        return
     with _bytes_of(source) as data:
         size = data.seek(0, os.SEEK_END)
         chunks = dict(_wav_chunks(data, size))
     if b"data" not in chunks or int.from_bytes(chunks[b"data"][1], "little"):
-        return 0
-    return max(0, size - chunks[b"data"][0] - 8)
+        return
+    unfinished = size - chunks[b"data"][0] - 8
+    if unfinished > 0:
+        raise AudioDecodeError(
+            f"{name}: its header was never finished (its data size is 0, as a recorder stopped before closing the "
+            f"file leaves it), so its {unfinished:,} bytes of audio cannot be read; repair the header first (e.g. "
+            "`sox --ignore-length IN.wav OUT.wav`).")
 
 
 # MPEG audio frame headers: kbit/s by (MPEG-1, layer) and bitrate index 1-14, and sampling rates by version bits.
