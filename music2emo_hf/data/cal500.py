@@ -46,6 +46,12 @@ _ARFF_NAMES = {_PREFIX + name.replace("_/_", "-"): name for name in CAL500_EMOTI
 _UCSD_SPELLING = {"Angry_/_Agressive": "Angry_/_Aggressive"}
 
 
+def _concept(word: str) -> str:
+    """A vocabulary word or rating name as its concept in CAL500_EMOTIONS: prefix dropped, spelling corrected."""
+    concept = word.removeprefix(_PREFIX)
+    return _UCSD_SPELLING.get(concept, concept)
+
+
 def _read_annotator(path: Path) -> dict[str, float]:
     """{concept: rating} of one annotator file; every ``Emotion-`` line must be a rating of a known concept."""
     ratings = {}
@@ -53,7 +59,7 @@ def _read_annotator(path: Path) -> dict[str, float]:
         if not line.strip().startswith(_PREFIX):
             continue
         match = _RATING.match(line)
-        concept = match and _UCSD_SPELLING.get(match.group(1)[len(_PREFIX):], match.group(1)[len(_PREFIX):])
+        concept = match and _concept(match.group(1))
         if not match or concept not in CAL500_EMOTIONS:
             raise ValueError(f"CAL500: {path} line {line_number}: not a rating of a known emotion: {line!r}")
         try:
@@ -105,8 +111,7 @@ def read(source: str | os.PathLike, rule: str = "top5_above_4", threshold: float
     if duplicates:
         raise ValueError(f"CAL500: {root / SONG_NAMES}: duplicate song names {duplicates}")
     with utf8_text(required(root / VOCAB, "CAL500")) as handle:
-        vocab = {_UCSD_SPELLING.get(word.removeprefix(_PREFIX), word.removeprefix(_PREFIX))
-                 for word in handle.read().split() if word.startswith(_PREFIX)}
+        vocab = {_concept(word) for word in handle.read().split() if word.startswith(_PREFIX)}
     missing = [name for name in CAL500_EMOTIONS if name not in vocab]
     if missing:
         raise ValueError(f"CAL500: {root / VOCAB} lacks the emotion concepts {missing}")
