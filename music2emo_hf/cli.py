@@ -676,8 +676,8 @@ def prepare_data(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} (load it with datasets.load_dataset({str(args.out)!r}, {args.corpus!r}))", file=sys.stderr)
     if args.push_to_hub:
         print(f"published: {push_dataset(args.out, args.push_to_hub, private=args.private)}", file=sys.stderr)
-    problems = (report.missing_audio or report.unreadable_audio or report.cut_short_audio or report.audio_without_labels
-                or report.duplicate_ids)
+    # Audio nobody labelled is the corpus's own (PMEmo's full download has 27 such songs): listed, not a failure.
+    problems = report.missing_audio or report.unreadable_audio or report.cut_short_audio or report.duplicate_ids
     return EXIT_FILES_FAILED if problems or any(report.missing_values.values()) else EXIT_OK
 
 

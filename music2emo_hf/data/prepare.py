@@ -116,7 +116,7 @@ class Report:
             "audio files cut short (rows kept; the audio is read as far as it goes)",
             [f"{u['path']} ({u['error']})" for u in self.cut_short_audio],
         )
-        listing("audio files without labels (not written)", self.audio_without_labels)
+        listing("audio files without labels (not written; not an error)", self.audio_without_labels)
         listing("duplicate track ids", self.duplicate_ids)
         for name, ids in self.missing_values.items():
             listing(f"rows without {name}", ids)
@@ -150,14 +150,25 @@ def _split(corpus: str, tracks: list[Track], options: PrepareOptions) -> str:
     """Assign splits in place; returns how, for the report and the card."""
     if unknown := sorted(set(options.fractions) - set(SPLITS)):  # EmoMusic's reading took a misspelt one for none
         raise ValueError(f"--fractions: split names must be {', '.join(SPLITS)}; got {', '.join(unknown)}")
+    chosen = dict(options.fractions) != dict(DEFAULT_FRACTIONS)  # refused below wherever it would be ignored
     if options.splits_dir is not None:
+        if chosen:
+            raise ValueError("--fractions does not apply with --splits-dir: the id lists decide every split")
         return f"Music2Emo's published id lists ({Path(options.splits_dir).name}/)"  # no local path in a card
     if corpus == "emomusic":
         validation = options.fractions.get("validation", 0.0)
+        if chosen and "test" in options.fractions or not 0 <= validation < 1:
+            raise ValueError(
+                "--fractions: emomusic keeps its official MediaEval 2013 test split; give only the share of its "
+                f"development set held out for validation, below 1 (e.g. --fractions validation=0.2), not "
+                f"{','.join(f'{k}={v:g}' for k, v in options.fractions.items())}"
+            )
         if validation:
             split_off(tracks, "train", {"train": 1 - validation, "validation": validation}, options.seed)
         return f"official MediaEval 2013 split; validation = {validation:.0%} of development (seed {options.seed})"
     if corpus == "mtg_jamendo":
+        if chosen:
+            raise ValueError("--fractions does not apply to mtg_jamendo: its official splits decide (--mtg-split 0-4)")
         return f"official split-{options.mtg_split}"
     assign_splits(tracks, options.fractions, options.seed)
     shares = ", ".join(f"{k} {v:.0%}" for k, v in options.fractions.items())

@@ -156,6 +156,24 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert rows["7"]["audio"] == "clips_45seconds/7.mp3"
 
 
+def test_audio_nobody_labelled_is_reported_but_a_complete_download_exits_0(tmp_path, capsys):
+    """PMEmo's full download has 27 songs in metadata.csv and chorus/ without annotations (here song 11): listed,
+    not written, and not a failure."""
+    root = tmp_path / "pmemo"
+    (root / "annotations").mkdir(parents=True)
+    rescaled = require_fixtures("pmemo", "static_annotations_rescaled_1to9.csv").read_text().splitlines()
+    (root / "annotations" / "static_annotations.csv").write_text("\n".join(rescaled[:3]) + "\n")  # songs 1 and 4
+    shutil.copy(require_fixtures("pmemo", "metadata.csv"), root)
+    (root / "chorus").mkdir()
+    for song, clip in (("1", "3"), ("4", "4"), ("11", "7")):
+        (root / "chorus" / f"{song}.mp3").symlink_to(require_fixtures("emomusic", "audio", f"{clip}.mp3"))
+    out = tmp_path / "out"
+    assert main(["prepare-data", "--corpus", "pmemo", "--source", str(root), "--out", str(out)]) == 0
+    assert json.loads((out / "reports" / "pmemo.json").read_text())["audio_without_labels"] == ["chorus/11.mp3"]
+    assert "audio files without labels (not written; not an error): 1: chorus/11.mp3" in capsys.readouterr().err
+    assert sorted(row["track_id"] for split in load(out, "pmemo").values() for row in split) == ["1", "4"]
+
+
 def test_a_corpus_with_no_track_in_a_split_is_refused_and_no_card_names_a_local_path(tmp_path):
     """An empty config would make `load_dataset(out, "emomusic")` answer with the other corpora's rows."""
     root = emomusic_download(tmp_path / "emomusic")
@@ -258,6 +276,19 @@ def test_options_and_errors(downloads, tmp_path, capsys, monkeypatch):
     assert main(["prepare-data", "--corpus", "emomusic", "--source", str(downloads["emomusic"]), "--out", str(out),
                  "--fractions", "train=0.9,val=0.1"]) == 2
     assert "--fractions: split names must be train, validation, test; got val" in capsys.readouterr().err
+    emomusic = ["prepare-data", "--corpus", "emomusic", "--source", str(downloads["emomusic"]), "--out", str(out)]
+    assert main([*emomusic, "--fractions", "train=0.7,validation=0.1,test=0.2"]) == 2  # a test share it would ignore
+    assert "emomusic keeps its official MediaEval 2013 test split; give only the share of its development set held " \
+           "out for validation, below 1 (e.g. --fractions validation=0.2), not train=0.7,validation=0.1,test=0.2" \
+        in capsys.readouterr().err
+    mtg = ["prepare-data", "--corpus", "mtg_jamendo", "--source", str(downloads["mtg_jamendo"]), "--out", str(out)]
+    assert main([*mtg, "--fractions", "train=0.6,validation=0.2,test=0.2"]) == 2
+    assert "--fractions does not apply to mtg_jamendo: its official splits decide" in capsys.readouterr().err
+    lists = ["--splits-dir", str(require_fixtures("music2emo_meta", "emomusic"))]
+    assert main([*emomusic, *lists, "--fractions", "train=0.6,validation=0.2,test=0.2"]) == 2
+    assert "--fractions does not apply with --splits-dir" in capsys.readouterr().err
+    assert main([*emomusic, "--fractions", "validation=0.2"]) == 1  # written (the download lacks audio: reported)
+    assert "validation = 20% of development" in (out / "README.md").read_text()
 
 
 def test_a_folder_prepare_data_did_not_write_is_refused_and_left_as_it_was(downloads, tmp_path, capsys):
