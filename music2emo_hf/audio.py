@@ -54,10 +54,17 @@ class AudioCutShortWarning(UserWarning):
 
 def _as_float32(array: np.ndarray, name: str) -> np.ndarray:
     """Integer PCM is scaled to [-1, 1) by its full range; floats are taken as they are (one beyond float32's range
-    becomes infinite, and is refused as such by `_check_finite`)."""
+    becomes infinite, and is refused as such by `_check_finite`). 64-bit integers are no PCM format: they are what
+    `np.array` makes of a list of samples, whose scale it lost, and dividing by 2**63 would analyse silence."""
     if array.dtype.kind == "f":
         with np.errstate(over="ignore"):
             return array.astype(np.float32, copy=False)
+    if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
+        raise AudioDecodeError(
+            f"{name}: samples of dtype {array.dtype} have no PCM scale (np.array of a list of samples makes "
+            f"{array.dtype}); convert them to the dtype they were recorded in, e.g. .astype(np.int16), or to float "
+            "in [-1, 1]."
+        )
     if array.dtype.kind == "i":
         return (array / float(2 ** (8 * array.dtype.itemsize - 1))).astype(np.float32)
     if array.dtype.kind == "u":

@@ -35,6 +35,15 @@ def test_integer_and_float_arrays_are_scaled_to_unit_range(dtype, scale):
     np.testing.assert_allclose(audio, reference, atol=1e-2)
 
 
+def test_64_bit_integer_samples_are_refused_not_scaled_to_silence():
+    samples = np.array([int(v) for v in (tone(0.5) * 32767).astype(np.int16)])  # a list of samples made an array
+    with pytest.raises(AudioDecodeError, match=r"samples of dtype int64 have no PCM scale .* e\.g\. "
+                       r"\.astype\(np\.int16\)"):
+        load_audio(samples, 24000)
+    with pytest.raises(AudioDecodeError, match="samples of dtype uint64 have no PCM scale"):
+        load_audio(samples.astype(np.uint64) + 32768, 24000)
+
+
 @pytest.mark.parametrize("channels", [2, 6])
 @pytest.mark.parametrize("channels_first", [True, False])
 def test_multichannel_arrays_are_mixed_to_mono_in_either_layout(channels, channels_first):
