@@ -40,6 +40,7 @@ CONVERT_FIRST = "convert it to FLAC or WAV first (e.g. `ffmpeg -i IN.m4a OUT.fla
 RESAMPLERS = ("soxr", "sinc")  # see AudioStream.blocks
 _READ_FRAMES = 1 << 16
 _MIN_RATE, _MAX_RATE = 1_000, 768_000
+_COUNTED = ("WAV", "WAVEX", "RF64", "W64", "AIFF")  # formats of which libsndfile counts a cut file's frames as held
 _UNSTATED = 2**63 - 1  # libsndfile's frame count (SF_COUNT_MAX) for a header that does not state the file's length
 
 
@@ -386,7 +387,7 @@ def _open_file(source: Any, name: str) -> AudioStream:
         raise
     announced = _cut_short(source, handle)
     if announced is not None:
-        held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in ("WAV", "WAVEX") else \
+        held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in _COUNTED else \
             "what it holds"
         warnings.warn(AudioCutShortWarning(f"{name}: cut short: {_announced(announced)} (not downloaded or copied "
                                            f"whole); {held} is analysed."), stacklevel=2)
@@ -419,20 +420,16 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     a writer streaming to a pipe); an MP3 with a Xing or Info header holding its frame count (LAME writes one, and
     libsndfile's decoder takes its length from it; without it the length is an estimate from the file's size) is
     sought near that end, in a handle of its own (a seek and back in `handle` would change its decoding in the last
-    bits). Other formats are not checked: a cut FLAC fails to decode (one of unstated length ends where it was
-    cut, see `_ReadForward`); AIFF, W64 and RF64 are read as far as they go."""
+    bits). The same byte count is made for RF64, W64 and AIFF (AIFF-C), whose headers state their data's size
+    too. Other formats are not checked: a cut FLAC fails to decode (one of unstated length ends where it was cut,
+    see `_ReadForward`)."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
-        if head[:4] == b"RIFF" and head[8:] == b"WAVE":
-            chunks = dict(_wav_chunks(data, size))
-            if b"data" not in chunks or b"fmt " not in chunks:
-                return None
-            start, declared = chunks[b"data"][0] + 8, int.from_bytes(chunks[b"data"][1], "little")
-            data.seek(chunks[b"fmt "][0] + 16)  # the fmt body's bytes per second, then its block size
-            byte_rate, block = int.from_bytes(data.read(4), "little"), int.from_bytes(data.read(2), "little")
-            unset = declared == 0 or declared >= 0x7F000000  # SoX streams 0x7FFFF000 rounded down to whole blocks
+        layout = _pcm_layout(data, head, size, handle.samplerate)
+        if layout is not None:
+            start, declared, byte_rate, block = layout
             missing = declared - (size - start)
-            if unset or not byte_rate or missing <= max(block, 0.1 * byte_rate):
+            if not byte_rate or missing <= max(block, 0.1 * byte_rate):
                 return None
             return declared / byte_rate
         if handle.format != "MP3" or handle.frames <= 0 or not _has_xing_frame_count(data, _id3_end(head) or 0):
@@ -555,6 +552,52 @@ def _why_not_audio(source: Any) -> str:
     if head[:8] == _ASF_HEADER:
         return f"a WMA file, which this package does not decode: {CONVERT_FIRST}."
     return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
+
+
+def _pcm_layout(data: io.IOBase, head: bytes, size: int, rate: int) -> tuple[int, int, float, float] | None:
+    """Of a file whose header states the size of its sample data (WAV, RF64, W64, AIFF and AIFF-C): where the data
+    starts, its size as declared, bytes per second and per frame. None for other files, and for a size left unset
+    by a writer streaming to a pipe."""
+    def field(at: int, length: int, order: str = "little") -> int:
+        data.seek(at)
+        return int.from_bytes(data.read(length), order)
+
+    if head[:4] in (b"RIFF", b"RF64") and head[8:] == b"WAVE":
+        chunks = dict(_wav_chunks(data, size))
+        if b"data" not in chunks or b"fmt " not in chunks:
+            return None
+        declared = int.from_bytes(chunks[b"data"][1], "little")
+        if head[:4] == b"RF64":  # the data chunk's size field is 0xFFFFFFFF; the ds64 chunk holds the size
+            declared = field(chunks[b"ds64"][0] + 16, 8) if b"ds64" in chunks else 0
+            unset = declared == 0 or declared >= 1 << 62
+        else:
+            unset = declared == 0 or declared >= 0x7F000000  # SoX streams 0x7FFFF000 rounded down to whole blocks
+        fmt = chunks[b"fmt "][0] + 8
+        return None if unset else (chunks[b"data"][0] + 8, declared, field(fmt + 8, 4), field(fmt + 12, 2))
+    if head[:4] == b"riff" and size >= 40:  # Sony Wave64: 16-byte GUID ids (the first 4 bytes name them), 8-byte
+        at, found = 40, {}  # sizes counting the 24-byte header, bodies aligned to 8 bytes
+        while at + 24 <= size and b"data" not in found:
+            found[field(at, 4).to_bytes(4, "little")] = at
+            at += (field(at + 16, 8) + 7) // 8 * 8 or size
+        if b"data" not in found or b"fmt " not in found:
+            return None
+        fmt = found[b"fmt "] + 24
+        return found[b"data"] + 24, field(found[b"data"] + 16, 8) - 24, field(fmt + 8, 4), field(fmt + 12, 2)
+    if head[:4] == b"FORM" and head[8:] in (b"AIFF", b"AIFC"):  # big-endian chunks, bodies padded to even
+        at, found = 12, {}
+        while at + 8 <= size and b"SSND" not in found:
+            data.seek(at)
+            chunk = data.read(8)
+            found[chunk[:4]] = at
+            at += 8 + int.from_bytes(chunk[4:], "big") + (chunk[7] & 1)
+        if b"SSND" not in found or b"COMM" not in found:
+            return None
+        frames, ssnd = field(found[b"COMM"] + 10, 4, "big"), found[b"SSND"]
+        start = ssnd + 16 + field(ssnd + 8, 4, "big")  # after the SSND body's offset and block-size fields
+        declared = field(ssnd + 4, 4, "big") - (start - ssnd - 8)
+        block = declared / frames if frames else 0.0
+        return start, declared, block * rate, block
+    return None
 
 
 def _wav_chunks(data: io.IOBase, size: int) -> Iterator[tuple[bytes, tuple[int, bytes]]]:

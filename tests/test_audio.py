@@ -214,15 +214,15 @@ def test_truncated_mp3_decodes_what_is_there(tmp_path):
     assert 2.0 < len(audio) / 24000 < 30.0  # what the first third holds (after its ID3 tag): not all 45 s, not nothing
 
 
-@pytest.mark.parametrize("kind", ["WAV", "MP3"])
+@pytest.mark.parametrize("kind", ["WAV", "MP3", "AIFF", "W64", "RF64"])
 def test_a_file_cut_short_is_analysed_with_a_warning_naming_what_its_header_announced(tmp_path, kind):
-    """libsndfile reads a WAV or an MP3 (LAME's, with its Xing header, as libsndfile writes it) cut short up to where
-    it ends without a word: 60 % of a track would pass for the track."""
+    """libsndfile reads a WAV, AIFF, W64, RF64 or an MP3 (LAME's, with its Xing header, as libsndfile writes it) cut
+    short up to where it ends without a word: 60 % of a track would pass for the track."""
     whole = io.BytesIO()
-    sf.write(whole, tone(4.0), 24000, format=kind, subtype="PCM_16" if kind == "WAV" else None)
+    sf.write(whole, tone(4.0), 24000, format=kind, subtype=None if kind == "MP3" else "PCM_16")
     cut = tmp_path / f"cut.{kind.lower()}"
     cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 6 // 10])
-    held = "the 2.4 s it holds" if kind == "WAV" else "what it holds"
+    held = "what it holds" if kind == "MP3" else "the 2.4 s it holds"
     message = f"{cut}: cut short: its header announces 4.0 s of audio and the file ends before that (not downloaded " \
               f"or copied whole); {held} is analysed."
     with pytest.warns(AudioCutShortWarning, match=re.escape(message)):
