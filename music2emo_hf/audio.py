@@ -103,7 +103,10 @@ def _check_finite(block: np.ndarray, name: str) -> None:
 
 
 def check_rate(rate: Any, name: str) -> int:
-    """`rate` as an int, or an error naming `name` (an input, or an argument) with the usable range."""
+    """`rate` as an int, or an error naming `name` (an input, or an argument) with the usable range. A 0-d array or
+    tensor (what `datasets` gives with_format("numpy") or ("torch")) is its number."""
+    if getattr(rate, "ndim", None) == 0 and hasattr(rate, "item"):
+        rate = rate.item()
     if (isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not float(rate).is_integer()
             or not _MIN_RATE <= rate <= _MAX_RATE):
         raise AudioDecodeError(

@@ -13,6 +13,7 @@ import itertools
 import numbers
 import os
 import time
+import types
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -396,15 +397,18 @@ class MusicEmotionPipeline(Pipeline):
     def __call__(self, inputs, *args, num_workers=None, batch_size=None, **kwargs):
         """As transformers' pipelines are called (a tuple as a list); with `batch_size` > 1 (here or when the
         pipeline was made) many inputs are analysed `batch_size` at a time by `stream` (a list gives a list, a
-        generator or a dataset an iterator), and an input that fails raises its error."""
+        generator, a dataset or a `datasets` column an iterator), and an input that fails raises its error."""
         batch_size = self._batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         if isinstance(inputs, tuple):
             inputs = list(inputs)
         if isinstance(inputs, list) and not inputs:
             self._sanitize_parameters(**kwargs)  # refused as for any call
             return []
-        if batch_size not in (None, 1) and _many(inputs) is not None:
-            answers = self.stream(inputs, batch_size, num_workers, **kwargs)
+        # transformers takes many inputs from a list, a generator or a torch Dataset only: any other iterable (a
+        # `datasets` column, a map object) would be read as one input, and refused as no audio.
+        unknown_to_transformers = not isinstance(inputs, (list, types.GeneratorType, torch.utils.data.Dataset))
+        if (batch_size not in (None, 1) or unknown_to_transformers) and _many(inputs) is not None:
+            answers = self.stream(inputs, batch_size or 1, num_workers, **kwargs)
             if not isinstance(inputs, list):
                 return map(_raised, answers)
             with closing(answers):  # an input's error stops its decoding threads now, not when garbage is collected

@@ -140,6 +140,10 @@ def test_many_inputs_are_many_whatever_holds_them_and_one_input_is_not_streamed(
     alone = [answer["valence"] for answer in tiny_pipeline(KeyDataset(rows, "audio"))]
     assert [answer["valence"] for answer in tiny_pipeline(KeyDataset(rows, "audio"), batch_size=2)] == \
         pytest.approx(alone, abs=1e-5)
+    for many in (rows["audio"], map(dict, rows["audio"])):  # a `datasets` column and a map object: no list
+        assert [answer["valence"] for answer in tiny_pipeline(many)] == pytest.approx(alone, abs=1e-5)
+    for form in ("numpy", "torch"):  # where the rate comes as a 0-d array or tensor
+        assert tiny_pipeline(rows.with_format(form)[2]["audio"])["valence"] == pytest.approx(alone[2], abs=1e-5)
     for one in ("song.mp3", b"RIFF", io.BytesIO(b"two\nlines"), tone(1.0), {"array": tone(1.0), "sampling_rate": 24000}):
         with pytest.raises(TypeError, match="stream takes many inputs"):
             tiny_pipeline.stream(one, batch_size=2)
