@@ -268,15 +268,17 @@ def load_corpora(
                 "(music2emo prepare-data) and extract its features (training/extract_features.py) first."
             )
         for split, part in parts.items():
-            check_labelled(name, split, part.targets, task)
+            check_labelled(name, split, part.targets, task, part.without_features)
         loaded.append(Corpus(name, parts))
     return loaded
 
 
-def check_labelled(corpus: str, split: str, targets: np.ndarray, task: Mapping[str, Any]) -> None:
+def check_labelled(corpus: str, split: str, targets: np.ndarray, task: Mapping[str, Any],
+                   left_out: Sequence[str] = ()) -> None:
     """Refuses, before any training, a split whose labels cannot do its job: a training split without one labelled
     track (a zero loss), a validation or test split the metrics cannot score (R² needs two labelled tracks per value;
-    AUCs a tag with both positive and negative tracks)."""
+    AUCs a tag with both positive and negative tracks). `left_out`: the split's tracks without cached features
+    (their audio missing or undecodable), named as the likely cause."""
     if task["type"] == "multilabel":
         labelled = targets[~np.isnan(targets).any(axis=1)]
         usable = len(labelled) if split == "train" else int(((labelled == 1).any(0) & (labelled == 0).any(0)).sum())
@@ -288,11 +290,16 @@ def check_labelled(corpus: str, split: str, targets: np.ndarray, task: Mapping[s
         short = [f"{label} ({int(count)})" for label, count in zip(task["labels"], known) if count < least]
         problem = f"fewer than {least} labelled tracks for {', '.join(short)}" if short else None
     if problem:
-        raise ValueError(
-            f"{corpus}: its {split} split cannot be {'trained on' if split == 'train' else 'scored'}: {problem}. "
-            "Prepare the corpus again with a split that holds labelled tracks (music2emo prepare-data --fractions), "
-            "or leave the corpus out."
-        )
+        remedy = ("prepare the corpus again with a split that holds labelled tracks (music2emo prepare-data --fractions "
+                  "or --seed, for a corpus without an official split), or leave the corpus out.")
+        if left_out:
+            shown = ", ".join(left_out[:5]) + (", ..." if len(left_out) > 5 else "")
+            problem += (f" ({len(left_out)} more of its tracks have no cached features, their audio missing or "
+                        f"undecodable, and are left out: {shown})")
+            remedy = ("give the left-out tracks their audio and extract their features again "
+                      f"(training/extract_features.py), {remedy}")
+        raise ValueError(f"{corpus}: its {split} split cannot be {'trained on' if split == 'train' else 'scored'}: "
+                         f"{problem}. {remedy[0].upper()}{remedy[1:]}")
 
 
 def epoch_schedule(

@@ -157,10 +157,12 @@ def _split(corpus: str, tracks: list[Track], options: PrepareOptions) -> str:
         return f"Music2Emo's published id lists ({Path(options.splits_dir).name}/)"  # no local path in a card
     if corpus == "emomusic":
         validation = options.fractions.get("validation", 0.0)
-        if chosen and "test" in options.fractions or not 0 <= validation < 1:
+        train = options.fractions.get("train", 1 - validation)
+        if chosen and "test" in options.fractions or not 0 <= validation < 1 or abs(train + validation - 1) > 1e-6:
             raise ValueError(
                 "--fractions: emomusic keeps its official MediaEval 2013 test split; give only the share of its "
-                f"development set held out for validation, below 1 (e.g. --fractions validation=0.2), not "
+                f"development set held out for validation, below 1 (e.g. --fractions validation=0.2; train, if given, "
+                f"is the rest), not "
                 f"{','.join(f'{k}={v:g}' for k, v in options.fractions.items())}"
             )
         if validation:

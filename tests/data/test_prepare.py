@@ -279,8 +279,11 @@ def test_options_and_errors(downloads, tmp_path, capsys, monkeypatch):
     emomusic = ["prepare-data", "--corpus", "emomusic", "--source", str(downloads["emomusic"]), "--out", str(out)]
     assert main([*emomusic, "--fractions", "train=0.7,validation=0.1,test=0.2"]) == 2  # a test share it would ignore
     assert "emomusic keeps its official MediaEval 2013 test split; give only the share of its development set held " \
-           "out for validation, below 1 (e.g. --fractions validation=0.2), not train=0.7,validation=0.1,test=0.2" \
-        in capsys.readouterr().err
+           "out for validation, below 1 (e.g. --fractions validation=0.2; train, if given, is the rest), not " \
+           "train=0.7,validation=0.1,test=0.2" in capsys.readouterr().err
+    for shares in ("train=0.5,validation=0.2", "train=0.9,validation=0.9"):  # a train share it would not keep
+        assert main([*emomusic, "--fractions", shares]) == 2
+        assert f"is the rest), not {shares}" in capsys.readouterr().err
     mtg = ["prepare-data", "--corpus", "mtg_jamendo", "--source", str(downloads["mtg_jamendo"]), "--out", str(out)]
     assert main([*mtg, "--fractions", "train=0.6,validation=0.2,test=0.2"]) == 2
     assert "--fractions does not apply to mtg_jamendo: its official splits decide" in capsys.readouterr().err

@@ -173,6 +173,9 @@ def test_splits_whose_labels_cannot_train_or_be_scored_are_refused():
         engine.check_labelled("deam", "validation", np.array([[5.0, 5.0], [nan, nan]]), va)
     with pytest.raises(ValueError, match="its train split cannot be trained on: fewer than 1 labelled tracks"):
         engine.check_labelled("deam", "train", np.full((4, 2), nan), va)
+    with pytest.raises(ValueError, match=r"arousal \(1\) \(2 more of its tracks have no cached features, their "
+                                         r"audio missing or undecodable, and are left out: 7, 9\)\. Give the left-out"):
+        engine.check_labelled("deam", "validation", np.array([[5.0, 5.0]]), va, ["7", "9"])
     engine.check_labelled("x", "test", np.array([[1.0, 0.0], [0.0, 0.0]]), tags)
     with pytest.raises(ValueError, match="no tags with both positive and negative labelled tracks among its 2"):
         engine.check_labelled("x", "test", np.array([[1.0, 0.0], [1.0, 0.0]]), tags)
