@@ -49,8 +49,8 @@ class AudioDecodeError(ValueError):
 
 
 class AudioCutShortWarning(UserWarning):
-    """A file holds less audio than its header announces (a copy or download that stopped): what it holds is
-    analysed, and this says so, naming the file and both durations."""
+    """A file holds less audio than its header announces (a copy or download that stopped), or its decoder gave up
+    on damage part-way: what was decoded is analysed, and this says so, naming the file and both durations."""
 
 
 def _as_float32(array: np.ndarray, name: str) -> np.ndarray:
@@ -132,11 +132,13 @@ class AudioStream:
         with self._file:
             while True:
                 try:
-                    block = self._file.read_block(_READ_FRAMES)
+                    with _notes_hidden_while_decoding():
+                        block = self._file.read_block(_READ_FRAMES)
                 except (sf.LibsndfileError, RuntimeError) as error:
                     raise AudioDecodeError(f"{self.name}: decoding failed part-way ({error}); the file is damaged: "
                                            "download or export it again.") from error
                 if not len(block):
+                    _stopped_early(self._file, self.name)
                     return
                 block = _channel_mean(block, 1) if block.shape[1] > 1 else block[:, 0]
                 _check_finite(block, self.name)
@@ -316,29 +318,49 @@ def describe(audio: AudioInput) -> str:
 
 
 # The decoders (libsndfile's mpg123 among them) write notes such as "Note: Trying to resync..." straight to the
-# process's stderr while they probe a file; they are kept off the terminal unless this is set (`music2emo --verbose`).
+# process's stderr while they probe and decode a file; they are kept off the terminal unless this is set
+# (`music2emo --verbose`).
 SHOW_DECODER_NOTES = False
-_DECODER_NOTES_LOCK = threading.RLock()
+_DECODER_NOTES_LOCK = threading.Lock()
+_hiding = 0  # threads inside `_decoder_notes_hidden`
+_shown_stderr = -1  # descriptor 2 as it was before the first of them pointed it at /dev/null
 
 
 @contextlib.contextmanager
 def _decoder_notes_hidden():
-    """Point file descriptor 2 at /dev/null for the block (the decoders write to it from C), unless
-    SHOW_DECODER_NOTES. Only opening a file is wrapped: a few milliseconds. One thread at a time: two decoding threads
-    swapping the process's descriptor at once could leave it pointing at /dev/null for the rest of the run."""
+    """Point file descriptor 2 at /dev/null while any thread is in this block (the decoders write to it from C),
+    unless SHOW_DECODER_NOTES. The threads are counted and the last one out restores it: two swapping the
+    descriptor each on its own could leave it pointing at /dev/null for the rest of the run."""
+    global _hiding, _shown_stderr
     if SHOW_DECODER_NOTES:
         yield
         return
     with _DECODER_NOTES_LOCK:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        try:
+        if not _hiding:
+            sys.stderr.flush()
+            _shown_stderr = os.dup(2)
             with open(os.devnull, "w") as null:
                 os.dup2(null.fileno(), 2)
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        _hiding += 1
+    try:
+        yield
+    finally:
+        with _DECODER_NOTES_LOCK:
+            _hiding -= 1
+            if not _hiding:
+                os.dup2(_shown_stderr, 2)
+                os.close(_shown_stderr)
+
+
+def _notes_hidden_while_decoding() -> contextlib.AbstractContextManager:
+    """`_decoder_notes_hidden` for each block a file decodes where Python's own stderr writes elsewhere than
+    descriptor 2 (the `music2emo` command gives it a descriptor of its own; a notebook, a stream of its own), so no
+    message of another thread is lost; where it is descriptor 2, only opening a file is wrapped (a few ms)."""
+    try:
+        apart = sys.stderr.fileno() != 2  # a copy of descriptor 2 (the command's) keeps writing where it did
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both: a stream without a descriptor
+        apart = True
+    return _decoder_notes_hidden() if apart else contextlib.nullcontext()
 
 
 class _ReadForward(sf.SoundFile):
@@ -348,6 +370,7 @@ class _ReadForward(sf.SoundFile):
     libsndfile or ffmpeg to a pipe, a recorder): the whole file failed as damaged."""
 
     read_frames = 0
+    stated_frames: int | None = None  # the length the header states exactly (not an MP3's estimate), once checked
 
     def seekable(self) -> bool:
         return False
@@ -394,7 +417,22 @@ def _open_file(source: Any, name: str) -> AudioStream:
             "what it holds"
         warnings.warn(AudioCutShortWarning(f"{name}: cut short: {_announced(announced)} (not downloaded or copied "
                                            f"whole); {held} is analysed."), stacklevel=2)
+    elif handle.format not in _COUNTED and handle.frames not in (0, _UNSTATED):  # see `_stopped_early`
+        with _bytes_of(source) as data:
+            head = data.read(12)
+            if handle.format != "MP3" or _has_xing_frame_count(data, _id3_end(head) or 0):
+                handle.stated_frames = handle.frames
     return AudioStream(name, handle.samplerate, _file=handle)
+
+
+def _stopped_early(handle: _ReadForward, name: str) -> None:
+    """Warns when a decoder ended more than 0.1 s before the length its header states: an MP3's decoder gives up
+    on damage in the middle of a whole file (a resync that finds no frame) as if the file ended there."""
+    if handle.stated_frames is not None and handle.stated_frames - handle.read_frames > 0.1 * handle.samplerate:
+        warnings.warn(AudioCutShortWarning(
+            f"{name}: decoding stopped at {handle.read_frames / handle.samplerate:.1f} s of the "
+            f"{handle.stated_frames / handle.samplerate:.1f} s its header announces (the file is damaged there); "
+            "what precedes is analysed. Download or export it again."), stacklevel=3)
 
 
 def _announced(seconds: float) -> str:
@@ -641,7 +679,8 @@ def decoded_seconds(path: str | os.PathLike, stop_after: float = math.inf) -> fl
     with handle:
         frames = 0
         while frames <= stop_after * handle.samplerate:
-            block = handle.read_block(1 << 18)
+            with _notes_hidden_while_decoding():
+                block = handle.read_block(1 << 18)
             if not len(block):
                 break
             frames += len(block)

@@ -881,7 +881,7 @@ _STDERR_APART = None  # made once per process (and per file descriptor 2 points 
 @contextlib.contextmanager
 def _stderr_apart_from_decoders():
     """Python's stderr on a descriptor of its own for the command: decoding threads point descriptor 2 at /dev/null
-    for the few ms a file takes to open (`audio._decoder_notes_hidden`), and an error or warning line written then,
+    while a file opens and decodes (`audio._decoder_notes_hidden`), and an error or warning line written then,
     from another thread, would be lost. The stream stays open after the command: a logging handler made during it
     (datasets makes one when it is first imported) keeps writing to it, and a command in another thread may use it."""
     global _STDERR_APART

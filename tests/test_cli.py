@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -754,6 +755,27 @@ def test_a_file_that_is_not_audio_is_named_once_in_plain_words_and_leaves_no_emp
     assert [entry["input"] for entry in records(Path(f"{output}.errors.jsonl"))] == [str(fake)]
     assert main(["predict", str(fake), "--model", str(tiny_model_dir), "--verbose"]) == 1
     assert "resync" in capfd.readouterr().err
+
+
+def test_the_decoders_notes_on_a_damaged_file_stay_off_the_terminal_while_it_decodes(tiny_model_dir, tmp_path,
+                                                                                     capfd, monkeypatch):
+    """mpg123 meets damage in the middle of an MP3 while decoding, long after the file opened: it writes its notes
+    to descriptor 2 from C, and gives up as if the file ended there (11.2 s into these 45 s), which passed unsaid."""
+    from music2emo_hf import audio
+
+    monkeypatch.setattr(audio, "SHOW_DECODER_NOTES", False)  # --verbose below sets it for the process
+    damaged = bytearray(require_fixtures("emomusic", "audio", "4.mp3").read_bytes())
+    damaged[200_000:250_000] = np.random.default_rng(3).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
+    (tmp_path / "damaged.mp3").write_bytes(damaged)
+    args = ["predict", str(tmp_path / "damaged.mp3"), "--model", str(tiny_model_dir), "--harmony-ensemble", "1"]
+    capfd.readouterr()
+    assert main([*args, "-o", str(tmp_path / "moods.jsonl")]) == 0
+    stderr = capfd.readouterr().err
+    assert "Note:" not in stderr and "resync" not in stderr, stderr
+    assert stderr.count(f"warning: {tmp_path / 'damaged.mp3'}: decoding stopped at 11.2 s of the 45.0 s its header "
+                        "announces (the file is damaged there); what precedes is analysed.") == 1, stderr
+    assert main([*args, "--verbose"]) == 0
+    assert "Trying to resync" in capfd.readouterr().err
 
 
 def test_an_unexpected_error_is_one_line_and_verbose_shows_where_it_arose(monkeypatch, capsys):
