@@ -87,6 +87,9 @@ class RecordWriter:
             raise CommandError(f"--output {path}: use a .jsonl (one JSON record per line) or .csv file name.")
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise CommandError(f"--output {path}: the folder {os.path.dirname(path)!r} does not exist.")
+        if path and not os.path.isdir(os.path.dirname(os.path.realpath(path))):  # a link to a file in no folder
+            raise CommandError(f"--output {path}: it links to {os.path.realpath(path)}, whose folder does not exist; "
+                               "create it, or name another file.")
         if path and os.path.isdir(path):
             raise CommandError(f"--output {path}: is a folder; name a file in it, e.g. {os.path.join(path, 'moods.jsonl')}.")
         if path and os.path.exists(path) and not os.path.isfile(path):  # a device or a pipe, maybe through a link

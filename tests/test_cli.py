@@ -611,6 +611,16 @@ def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write
     assert status == 2 and message in err and "Traceback" not in err and "loading model" not in err
 
 
+def test_an_output_linking_into_a_missing_folder_is_refused_before_the_model_loads(write_wav, tmp_path, capsys):
+    link = tmp_path / "moods.jsonl"
+    link.symlink_to(tmp_path / "gone" / "moods.jsonl")
+    assert main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tmp_path / "no-model"),
+                 "--output", str(link)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {link}: it links to {tmp_path / 'gone' / 'moods.jsonl'}, whose folder does not exist; create " \
+           "it, or name another file." in err and "loading model" not in err
+
+
 def test_without_device_a_gpu_torch_sees_is_used_unless_the_options_run_on_the_cpu_only(write_wav, monkeypatch):
     """As transformers.pipeline chooses. This machine has no GPU, so torch is told it has one or not, and the model
     load stops the command, recording the device it was asked for (benchmarks/gpu_check.sh runs it on a real GPU)."""
