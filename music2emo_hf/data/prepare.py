@@ -158,7 +158,7 @@ def _split(corpus: str, tracks: list[Track], options: PrepareOptions) -> str:
     if corpus == "emomusic":
         validation = options.fractions.get("validation", 0.0)
         train = options.fractions.get("train", 1 - validation)
-        if chosen and "test" in options.fractions or not 0 <= validation < 1 or abs(train + validation - 1) > 1e-6:
+        if chosen and ("test" in options.fractions or abs(train + validation - 1) > 1e-6) or not 0 <= validation < 1:
             raise ValueError(
                 "--fractions: emomusic keeps its official MediaEval 2013 test split; give only the share of its "
                 f"development set held out for validation, below 1 (e.g. --fractions validation=0.2; train, if given, "
