@@ -687,11 +687,12 @@ def decoded_seconds(path: str | os.PathLike, stop_after: float = math.inf) -> fl
         return frames / handle.samplerate
 
 
-def _duration(path: str | os.PathLike, info: Any) -> float | None:
-    """The duration `info` (sf.info's answer) states, decoded where it states none; None when it holds no samples."""
+def _duration(path: str | os.PathLike, info: Any, stop_after: float = math.inf) -> float | None:
+    """The duration `info` (sf.info's answer) states, decoded where it states none (stopping once past
+    `stop_after`); None when it holds no samples."""
     if info.samplerate <= 0:
         return None
-    seconds = decoded_seconds(path) if info.frames == _UNSTATED else info.frames / info.samplerate
+    seconds = decoded_seconds(path, stop_after) if info.frames == _UNSTATED else info.frames / info.samplerate
     return seconds if seconds > 0 else None
 
 
@@ -702,15 +703,16 @@ def header_duration(path: str | os.PathLike) -> float | None:
     return _duration(path, _info(path))
 
 
-def header_facts(path: str | os.PathLike) -> tuple[float | None, str | None]:
+def header_facts(path: str | os.PathLike, stop_after: float = math.inf) -> tuple[float | None, str | None]:
     """What a file's header says, without decoding: (its duration, None when it holds no samples; how it is cut short,
     "its header announces 45.0 s of audio and the file ends before that", None when whole or of a format whose
     header is not checked, see `_cut_short`). A cut file's duration is the one its header announces, not the part
-    libsndfile counts from a WAV's size; one the header does not state is decoded. Raises what soundfile raises for
+    libsndfile counts from a WAV's size; one the header does not state is decoded, as far as just past `stop_after`
+    seconds (a longer file is then only known to be longer). Raises what soundfile raises for
     a file that is not audio, and AudioDecodeError for one `open_audio` refuses for its header (a variable-bitrate
     MP3 without a Xing header)."""
     info = _info(path)
-    duration = _duration(path, info)
+    duration = _duration(path, info, stop_after)
     if duration is None:
         return None, None
     _refuse_misread_mp3(os.fspath(path), info, os.fspath(path))

@@ -11,6 +11,7 @@ selected one) or when another is selected, never at start-up, so the Space start
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -133,8 +134,10 @@ def describe_model(model: str):
     except ModelUnavailable as error:
         return f"⚠️ {error}", gr.update(interactive=False, info="Choose a model that loads first.")
     config = pipe.model.config
-    facts = [f"**{model_name(model)}**", f"{len(config.tasks_of_type('multilabel')[0]['labels'])} moods",
-             f"{config.chunk_seconds:g} s segments", f"backbone runtime: {pipe.backbone_runtime.name}"]
+    heads = [f"{len(config.mood_labels)} moods" if config.mood_labels else "no mood tags",
+             "valence/arousal" if config.tasks_of_type("regression") else "no valence/arousal"]
+    facts = [f"**{model_name(model)}**", *heads, f"{config.chunk_seconds:g} s segments",
+             f"backbone runtime: {pipe.backbone_runtime.name}"]
     if config.untrained:
         facts.append("⚠️ untrained (random weights): its scores are not predictions")
     if config.source:
@@ -152,12 +155,17 @@ def clip_seconds(path: str, name: str) -> float:
     """The clip's duration as its header states it (decoded where it states none), or a sentence saying why it cannot
     be analysed. A header over the limit is checked by decoding: an MP3's header only estimates its length (from its
     first frame, without a Xing header), which can be twice the truth."""
+    limit = MAX_MINUTES * 60
     try:
-        seconds = header_facts(path)[0] or 0.0
-        if seconds > MAX_MINUTES * 60 and decoded_seconds(path, stop_after=MAX_MINUTES * 60) > MAX_MINUTES * 60:
-            raise refuse(f"{name} lasts {int(seconds // 60)} min {int(seconds % 60)} s; this Space analyses up to "
-                         f"{MAX_MINUTES} minutes. Upload an excerpt, or run music2emo predict on your own machine for "
-                         "whole albums.")
+        seconds = header_facts(path, stop_after=limit)[0] or 0.0  # one of unstated length: decoded just past it
+        measured = decoded_seconds(path, stop_after=limit) if seconds > limit else 0.0
+        if measured > limit:
+            whole = math.ceil(seconds)  # 600.5 s is over the limit: not "10 min 0 s"
+            # The same number twice: both decodings stopped just past the limit (no stated length, or one within
+            # a decoded block of it), so only "over" is known.
+            length = f"over {MAX_MINUTES} minutes" if measured == seconds else f"{whole // 60} min {whole % 60} s"
+            raise refuse(f"{name} lasts {length}; this Space analyses up to {MAX_MINUTES} minutes. Upload an excerpt, "
+                         "or run music2emo predict on your own machine for whole albums.")
     except (sf.LibsndfileError, RuntimeError) as error:
         raise refuse(unreadable(path, name)) from error
     except AudioDecodeError as error:  # a header the package refuses: its sentence
@@ -221,7 +229,7 @@ def timeline_figure(result: dict) -> Figure:
     ax.axhline(result["scale"]["valence"]["neutral"], color="0.7", ls="--", lw=0.8)
     for segment, middle in zip(segments, middles):
         ax.axvline(segment["start"], color="0.9", zorder=0)
-        if segment["moods"]:
+        if segment.get("moods"):
             ax.text(middle, high - 0.4, segment["moods"][0]["label"], ha="center", va="top", fontsize=8, color="0.3")
     ax.set(xlim=(0, segments[-1]["end"]), ylim=(low, high), xlabel="time (s)",
            ylabel=f"rating ({low:g}-{high:g})", title="Emotion over time (one point per segment, its top mood above)")
@@ -320,11 +328,15 @@ def analyse(audio: str | None, model: str, labels: str):
     elapsed = time.perf_counter() - started
 
     heard = result["segments"][-1]["end"]
+    rated = "valence" in result  # a teacher trained on one corpus has one head: mood tags or valence/arousal
     summary = [
         f"**{as_text(name)}** · {heard:.1f} s · analysed by {model_name(model)} in {elapsed:.1f} s",
-        f"valence **{result['valence']:.2f}**, arousal **{result['arousal']:.2f}** on the 1-9 scale (5 is neutral)",
+        f"valence **{result['valence']:.2f}**, arousal **{result['arousal']:.2f}** on the 1-9 scale (5 is neutral)"
+        if rated else f"no valence/arousal: {model_name(model)} was trained on mood tags alone",
         f"key **{result['key']}**",
     ]
+    if "moods" not in result:
+        summary.insert(2, f"no mood tags: {model_name(model)} was trained on valence/arousal alone")
     if seconds - heard > 1.0:
         summary.insert(1, f"⚠️ only {heard:.1f} s of the {seconds:.1f} s its header states could be decoded: the file "
                           "is cut short, or its header misstates its length")
@@ -338,9 +350,9 @@ def analyse(audio: str | None, model: str, labels: str):
         labels_note, labels_plot = "Type your own labels above to score them (models with a zero-shot projector).", None
     return (
         "\n\n".join(summary),
-        {mood["label"]: mood["score"] for mood in result["moods"]},
-        circumplex_figure(result),
-        timeline_figure(result),
+        {mood["label"]: mood["score"] for mood in result["moods"]} if "moods" in result else None,
+        circumplex_figure(result) if rated else None,
+        timeline_figure(result) if rated else None,
         result["key"],
         chords_figure(result),
         labels_note,

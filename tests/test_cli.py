@@ -685,6 +685,17 @@ def test_a_model_folder_that_is_not_there_is_named_as_a_folder(tmp_path, write_w
         assert "Repo id" not in error  # not the Hub's naming rules
 
 
+def test_a_model_folder_without_its_weights_is_said_to_lack_them(tiny_model_dir, tmp_path, write_wav, capsys):
+    """transformers' own words were "Could not load model ... with any of the following classes: (<class ...>,).
+    See the original errors:" and nothing after."""
+    partial = tmp_path / "half-copied"
+    partial.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", partial)
+    assert main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", str(partial), "--device", "cpu"]) == 2
+    assert f"could not load the model in folder {str(partial)!r}: it holds config.json but no weights " \
+           "(model.safetensors): save the model there again" in capsys.readouterr().err
+
+
 def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
     assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "m")]) == 0
     config = json.loads((tmp_path / "m" / "config.json").read_text())

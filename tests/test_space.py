@@ -51,21 +51,24 @@ def space_app():
     return load_space()
 
 
-@pytest.fixture(scope="module")
-def zero_shot_model_dir(tmp_path_factory) -> Path:
-    """A tiny random model with a zero-shot projector (its label encoder is the packaged offline copy)."""
+def save_tiny_model(out: Path, **changes) -> Path:
+    """A tiny random model with `changes` to its config, saved as the package saves one."""
     from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoModel, UntrainedModelWarning
     from music2emo_hf.pipeline_music2emo import save_model
 
-    config = Music2EmoConfig.from_pretrained(TINY_CONFIG)
-    config.label_embedding_dim, config.projector_dim, config.projector_heads = 384, 32, 4
-    config.untrained = True
+    config = Music2EmoConfig(**{**Music2EmoConfig.from_pretrained(TINY_CONFIG).to_dict(), **changes, "untrained": True})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
         model = Music2EmoModel(config)
-    out = tmp_path_factory.mktemp("tiny-zero-shot")
     save_model(model, Music2EmoFeatureExtractor(config.sampling_rate, config.chunk_seconds), out)
     return out
+
+
+@pytest.fixture(scope="module")
+def zero_shot_model_dir(tmp_path_factory) -> Path:
+    """A tiny random model with a zero-shot projector (its label encoder is the packaged offline copy)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-zero-shot"), label_embedding_dim=384, projector_dim=32,
+                           projector_heads=4)
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +208,24 @@ def test_an_expired_upload_is_called_expired(space_app, tiny_model_dir, tmp_path
         space_app.analyse(str(tmp_path / "gone.wav"), str(tiny_model_dir), "")
 
 
+@pytest.mark.parametrize("corpus,lacks", [("deam", "mood tags"), ("mtg_jamendo", "valence/arousal")])
+def test_a_teacher_with_one_head_shows_what_it_has_and_says_what_it_lacks(space_app, tmp_path, corpus, lacks):
+    """The selector offers the authors' single-corpus checkpoints (jamendo_best: moods alone; deam_best: valence and
+    arousal alone), as training/train_teacher.py makes them: their panels failed with a bare "Error"."""
+    from music2emo_hf.configuration_music2emo import tasks_for_corpora
+
+    teacher = str(save_tiny_model(tmp_path / corpus, tasks=tasks_for_corpora([corpus])))
+    info, _ = space_app.describe_model(teacher)
+    assert f"no {lacks}" in info
+    status, moods, circumplex, timeline, key, chords, *_, answer = space_app.analyse(
+        str(require_fixtures("emomusic", "audio", "3.mp3")), teacher, "")
+    assert f"no {lacks}: {corpus} (local folder) was trained on" in status and key == answer["key"] and chords
+    if corpus == "deam":
+        assert moods is None and circumplex is not None and timeline is not None
+    else:
+        assert len(moods) == 56 and circumplex is None and timeline is None
+
+
 def test_a_file_cut_short_is_said_to_be(client, clip, tiny_model_dir, tmp_path):
     """The first third of an MP3 (an interrupted download), or half a WAV, is analysed for what it holds, and the
     page says how little that is; an empty file gets the package's own reason."""
@@ -262,9 +283,13 @@ def test_clips_over_the_duration_limit_are_refused(client, space_app, tiny_model
         client.predict(handle_file(str(too_long)), str(tiny_model_dir), "", api_name="/analyse")
     limit = space_app.MAX_MINUTES
     assert str(refused.value).startswith(f"long.wav lasts {limit + 1} min 0 s; this Space analyses up to {limit} minutes.")
-    just_over = write_wav("over.wav", np.zeros(limit * 60 * 8000 + 8000), rate=8000, subtype="PCM_16")
-    with pytest.raises(AppError, match=f"over.wav lasts {limit} min 1 s; this Space analyses up to {limit} minutes"):
-        client.predict(handle_file(str(just_over)), str(tiny_model_dir), "", api_name="/analyse")
+    just_over = write_wav("over.wav", np.zeros(limit * 60 * 8000 + 4000), rate=8000, subtype="PCM_16")
+    with pytest.raises(AppError, match=f"over.wav lasts over {limit} minutes; this Space analyses up to {limit} "):
+        client.predict(handle_file(str(just_over)), str(tiny_model_dir), "", api_name="/analyse")  # 0.5 s over
+    streamed = write_wav("streamed.flac", np.zeros(0), rate=8000)  # of unstated length: decoded only past the limit
+    streamed.write_bytes(through_a_pipe(np.zeros((limit + 20) * 60 * 8000, np.float32), 8000))
+    with pytest.raises(space_app.gr.Error, match=f"streamed.flac lasts over {limit} minutes; this Space analyses"):
+        space_app.clip_seconds(str(streamed), "streamed.flac")
     noise = 0.1 * np.random.default_rng(0).standard_normal((limit + 1) * 60 * 8000)
     whole = write_wav("long.flac", noise, rate=8000, subtype="PCM_16")  # its header: over the limit
     cut = whole.with_name("cut.flac")
