@@ -350,25 +350,32 @@ def _exported_or_unavailable(model, say: Callable[[str], None], int8: bool) -> P
 
 def _checked(runtime: ExportedRuntime, model, least_cosine: float = EXACT_COSINE) -> ExportedRuntime:
     """`runtime`, once it has matched PyTorch float32 on the probe to `least_cosine` (recorded in the cache entry,
-    under the entry's lock: processes share the cache, and each adds its checks to the others')."""
+    under the entry's lock: processes share the cache, and each adds its checks to the others'). A check already
+    recorded is read without the lock, so that a cache made read-only (shared, or on a read-only volume) serves."""
     from filelock import FileLock
 
     folder = runtime.encoder_path.parent
     checks_file = folder / "checks.json"
-    with FileLock(str(folder) + ".lock"):
+
+    def recorded() -> dict:
         try:
-            checks = json.loads(checks_file.read_text(encoding="utf-8"))
+            return json.loads(checks_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # gone or damaged: the checks are made again
-            checks = {}
-        if runtime.key not in checks:
-            probe = _probe(model)
-            with torch.no_grad(), _evaluating(model):
-                reference = model.embed_equal_chunks(probe)
-            answer = runtime(probe)
-            checks[runtime.key] = {
-                "cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
-                "max_abs_difference": (answer - reference).abs().max().item()}
-            write_atomic(checks_file, json.dumps(checks, indent=2) + "\n", concurrent=True)
+            return {}
+
+    checks = recorded()
+    if runtime.key not in checks:
+        with FileLock(str(folder) + ".lock"):
+            checks = recorded()  # another process may have made it meanwhile
+            if runtime.key not in checks:
+                probe = _probe(model)
+                with torch.no_grad(), _evaluating(model):
+                    reference = model.embed_equal_chunks(probe)
+                answer = runtime(probe)
+                checks[runtime.key] = {
+                    "cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
+                    "max_abs_difference": (answer - reference).abs().max().item()}
+                write_atomic(checks_file, json.dumps(checks, indent=2) + "\n", concurrent=True)
     if checks[runtime.key]["cosine"] < least_cosine:
         raise RuntimeUnavailable(f"{runtime.key} does not reproduce PyTorch on this model (cosine "
                                  f"{checks[runtime.key]['cosine']:.6f} < {least_cosine}); use runtime='torch'")
