@@ -387,16 +387,22 @@ def resolve(reference: str | ReleasedReference, say: Callable[[str], None] = not
     checkpoint_path, commit = fetch_release_file(reference, say=say)
     folder = entry_folder(reference, commit)
     if entry_problem(folder) is not None:  # complete already (another name of its commit): no lock, which a
+        from safetensors import SafetensorError  # what writing the weights raises on a full disk
+
         try:  # read-only shared cache could not take
             _convert_once(folder, reference, checkpoint_path, commit, say)
-        except OSError as error:
-            root = cache_root()
-            in_cache = Path(error.filename).is_relative_to(root) if error.filename else error.errno in _FULL_OR_READ_ONLY
+        except (OSError, SafetensorError) as error:
+            root, filename = cache_root(), getattr(error, "filename", None)
+            if filename:  # in the cache, or a folder above it that it would be made in
+                in_cache = Path(filename).is_relative_to(root) or root.is_relative_to(Path(filename))
+            else:
+                in_cache = isinstance(error, SafetensorError) or error.errno in _FULL_OR_READ_ONLY
             if not in_cache:
                 raise
             raise ReleasedModelError(
                 f"{reference} cannot be converted: the cache of converted models, {root}, cannot be written "
-                f"({error.strerror or error}); set MUSIC2EMO_CACHE to a folder you can write (or make room in this one)"
+                f"({getattr(error, 'strerror', None) or error}); set MUSIC2EMO_CACHE to a folder you can write (or "
+                "make room in this one)"
             ) from None
     if not COMMIT.match(reference.revision):
         with contextlib.suppress(OSError):  # only a shortcut for the next run (a read-only cache has none)

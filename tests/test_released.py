@@ -278,6 +278,24 @@ def test_a_cache_that_cannot_be_written_is_named_with_the_way_around_it(hub, off
             f"{tmp_path / 'a-file' / 'converted'}, cannot be written (Not a directory); set MUSIC2EMO_CACHE to a "
             "folder you can write (or make room in this one)")):
         released.resolve("amaai-lab/music2emo:deam_best", say=lambda note: None)
+    read_only_home = tmp_path / "read-only-home"
+    read_only_home.write_text("")  # a folder above the cache that cannot be made (as on a read-only volume)
+    monkeypatch.setenv("MUSIC2EMO_CACHE", str(read_only_home / "music2emo-hf" / "converted"))
+    with pytest.raises(ReleasedModelError, match="cannot be written .*; set MUSIC2EMO_CACHE to a folder you can"):
+        released.resolve("amaai-lab/music2emo:deam_best", say=lambda note: None)
+
+
+def test_a_full_disk_while_converting_is_named_with_the_way_around_it(offline_cache, tmp_path):
+    """safetensors reports a full disk as its own error, not an OSError (here a file-size limit: EFBIG)."""
+    limited = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)); from music2emo_hf import released\n"
+               "try: released.resolve('amaai-lab/music2emo:deam_best', say=lambda note: None)\n"
+               "except released.ReleasedModelError as error: print(error)")
+    done = subprocess.run([sys.executable, "-c", limited], env=offline_cache, capture_output=True, text=True,
+                          timeout=300)
+    assert f"amaai-lab/music2emo:deam_best cannot be converted: the cache of converted models, {tmp_path / 'converted'}" \
+           ", cannot be written (" in done.stdout and "set MUSIC2EMO_CACHE to a folder you can write" in done.stdout, \
+        done.stdout + done.stderr
 
 
 def test_relative_caches_are_one_folder_wherever_a_command_runs(tmp_path, monkeypatch):
