@@ -318,11 +318,8 @@ def _convert_into(folder: Path, reference: ReleasedReference, checkpoint_path: s
     pinned = ReleasedReference(reference.checkpoint, commit, reference.repo)
     btc_weights, _ = fetch_release_file(pinned, RELEASED_WEIGHTS, say)
     backbone, backbone_commit, backbone_file = _fetch_backbone(reference, online, say)
-    for path, repo, name in ((checkpoint_path, reference.repo, reference.filename),
-                             (btc_weights, reference.repo, RELEASED_WEIGHTS),
-                             (os.path.join(backbone, "config.json"), BACKBONE_REPO, "config.json"),
-                             (os.path.join(backbone, backbone_file), BACKBONE_REPO, backbone_file)):
-        _check_cached(path, repo, name)
+    for name in ("config.json", backbone_file):  # the release's own files were checked as they were fetched
+        _check_cached(os.path.join(backbone, name), BACKBONE_REPO, name)
     source = {
         "repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename, "revision": commit,
         "btc": RELEASED_WEIGHTS,
@@ -374,6 +371,7 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
             from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise ReleasedModelError(f"{reference}: {str(error).splitlines()[0]}") from None
+    _check_cached(path, reference.repo, filename)  # for `convert-original` as for a first use
     return path, _commit_of(path)
 
 

@@ -351,6 +351,11 @@ def test_a_damaged_file_in_the_hub_cache_is_refused_before_it_is_converted(hub, 
             f"saved_models/deam_best.ckpt --revision {COMMIT} --force-download`")):
         released.resolve("amaai-lab/music2emo:deam_best", say=lambda note: None)
     assert not list((tmp_path / "converted").rglob("model.safetensors"))  # nothing converted from it
+    from music2emo_hf.cli import main
+
+    out = tmp_path / "explicit"  # `convert-original` too, which converted it silently
+    assert main(["convert-original", "amaai-lab/music2emo:deam_best", "--out", str(out)]) == 2
+    assert not out.exists()
 
 
 def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, tmp_path, write_wav, monkeypatch,
