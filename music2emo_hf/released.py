@@ -358,7 +358,12 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
     checkpoint; BTC's weights are `btc.RELEASED_WEIGHTS`), downloaded if it is not cached. When it cannot be had,
     the error names every file the converted model needs, or, with `alone` (what the caller can do instead), this
     file only."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     reference = _as_reference(reference)
     filename = filename or reference.filename
@@ -369,8 +374,15 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
         failure = _why_failed(error, online)
         raise (_missing(reference, filename, alone, failure) if alone else _missing(reference, failure=failure)) \
             from None
-    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
-        raise ReleasedModelError(f"{reference}: {str(error).splitlines()[0]}") from None
+    except RevisionNotFoundError:  # its first line is only "404 Client Error."
+        raise ReleasedModelError(f"{reference}: the Hub has no revision {reference.revision!r} of {reference.repo}; "
+                                 "give a branch, tag or commit it has, or leave @REVISION out.") from None
+    except EntryNotFoundError:
+        raise ReleasedModelError(f"{reference}: {reference.repo} has no file {filename} at revision "
+                                 f"{reference.revision!r}; give a revision that has it.") from None
+    except RepositoryNotFoundError:
+        raise ReleasedModelError(f"{reference}: the Hub has no repository {reference.repo} that this machine may "
+                                 "read (a private or gated one needs `hf auth login`).") from None
     _check_cached(path, reference.repo, filename)  # for `convert-original` as for a first use
     return path, _commit_of(path)
 

@@ -451,6 +451,19 @@ def test_a_download_whose_size_the_hub_does_not_give_is_announced_without_it(hub
     assert Path(path).read_bytes() == (hub.cache / snapshot).read_bytes()
 
 
+def test_a_revision_or_file_the_hub_does_not_have_is_named(hub, tmp_path, monkeypatch):
+    """huggingface_hub's first line for either is only "404 Client Error."."""
+    with serving_hub(hub.cache) as (endpoint, _):
+        online_at(monkeypatch, endpoint, tmp_path / "hub")
+        with pytest.raises(ReleasedModelError, match=re.escape(
+                "amaai-lab/music2emo:J_all@v9: the Hub has no revision 'v9' of amaai-lab/music2emo; give a branch, "
+                "tag or commit it has, or leave @REVISION out.")):
+            released.fetch_release_file("amaai-lab/music2emo:J_all@v9")
+        with pytest.raises(ReleasedModelError, match=re.escape(
+                "amaai-lab/music2emo has no file saved_models/X_all.ckpt at revision 'main'; give a revision")):
+            released.fetch_release_file("amaai-lab/music2emo", "saved_models/X_all.ckpt")
+
+
 def test_the_hub_is_reached_at_its_endpoints_port_and_through_a_proxy(monkeypatch):
     """A mirror on another port, or a network whose only way out is a proxy, is not "offline"."""
     import socket
