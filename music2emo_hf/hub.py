@@ -109,18 +109,18 @@ def load_pipeline(model: str, **options):
         raise ModelLoadError(model, _incomplete(model) or first_line(error)) from error
 
 
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
 def _incomplete(folder: str) -> str | None:
     """What a model folder lacks for this process, as the reason it did not load (transformers says it found no
     weights, or "See the original errors:" and nothing after): a file it cannot read, or no weights at all."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    weights = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)  # the names it reads
     with contextlib.suppress(OSError):
         for path in Path(folder).iterdir():
             if path.is_file() and not os.access(path, os.R_OK):
                 return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)."
-        if (Path(folder) / "config.json").is_file() and not any((Path(folder) / name).is_file() for name in _WEIGHTS):
-            return (f"it holds config.json but no weights ({_WEIGHTS[0]}): save the model there again "
+        if (Path(folder) / "config.json").is_file() and not any((Path(folder) / name).is_file() for name in weights):
+            return (f"it holds config.json but no weights ({SAFE_WEIGHTS_NAME}): save the model there again "
                     "(save_pretrained, music2emo init), or copy or download the folder whole.")
     return None
 
