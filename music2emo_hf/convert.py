@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .configuration_music2emo import Music2EmoConfig, corpus_task
+from .hub import first_line
 from .labels import ORIGINAL_CHORD_QUALITIES
 
 PREFIX = "model."
@@ -77,9 +78,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 f"{path}: refused: loading it would call {blocked.group(1)}, which no checkpoint needs; it was not "
                 "converted. Get the file again from its source."
             ) from None
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConversionError(
-            f"{path}: not a readable PyTorch checkpoint ({reason}). It may be truncated; download it again."
+            f"{path}: not a readable PyTorch checkpoint ({first_line(error)}). It may be truncated; download it again."
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__

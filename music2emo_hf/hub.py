@@ -83,6 +83,24 @@ def first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
+def unreadable_weights(error: BaseException) -> str | None:
+    """Why loading failed when a weights file itself is damaged (cut short, overwritten), as the reason to give after
+    the model's name; None for any other failure. The innermost such error says it best (torch wraps the pickle's
+    own complaint in advice about `weights_only`)."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    why = None
+    while error is not None:
+        if isinstance(error, (SafetensorError, EOFError, pickle.UnpicklingError)) or (
+                isinstance(error, RuntimeError) and str(error).startswith("PytorchStreamReader")):
+            why = first_line(error)
+        error = error.__cause__ or error.__context__
+    return None if why is None else (f"its weights file cannot be read ({why}): it is damaged or cut short; copy or "
+                                     "download it again")
+
+
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; `reason` is the first line of what stopped it, for a one-sentence message."""
 
@@ -106,7 +124,8 @@ def load_pipeline(model: str, **options):
         pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
         return pipe
     except Exception as error:  # whatever stops a model from loading becomes one line for the user
-        raise ModelLoadError(model, _incomplete(model) or first_line(error)) from error
+        reason = _incomplete(model) or unreadable_weights(error) or first_line(error)
+        raise ModelLoadError(model, reason) from error
 
 
 def _incomplete(folder: str) -> str | None:
@@ -139,5 +158,5 @@ def push_folder(
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["ModelLoadError", "first_line", "hub_reachable", "load_pipeline", "loaded_commit", "package_cache", "push_folder",
-           "snapshot_commit"]
+__all__ = ["ModelLoadError", "first_line", "hub_reachable", "load_pipeline", "loaded_commit", "package_cache",
+           "push_folder", "snapshot_commit", "unreadable_weights"]

@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput, cached_file
 from transformers.utils import logging as hf_logging
 
 from .configuration_music2emo import Music2EmoConfig, hubert_config_from_mert
-from .hub import hub_reachable, loaded_commit
+from .hub import hub_reachable, loaded_commit, unreadable_weights
 from .losses import regression_loss, tag_loss
 
 
@@ -405,6 +405,11 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             model.backbone = adapted_backbone(
                 HubertModel.from_pretrained(backbone_name_or_path, config=backbone_config, local_files_only=offline)
             )
+        except Exception as error:
+            damaged = unreadable_weights(error)
+            if damaged is None:
+                raise
+            raise OSError(f"{backbone_name_or_path} (the backbone): {damaged}.") from error
         finally:
             hf_logging.set_verbosity(verbosity)
         return model

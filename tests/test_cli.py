@@ -696,6 +696,17 @@ def test_a_model_folder_without_its_weights_is_said_to_lack_them(tiny_model_dir,
            "(model.safetensors): save the model there again" in capsys.readouterr().err
 
 
+def test_a_model_folder_whose_weights_are_cut_short_says_so(tiny_model_dir, tmp_path, write_wav, capsys):
+    """safetensors' own words were "Error while deserializing header: incomplete metadata, file not fully covered"."""
+    copied = shutil.copytree(tiny_model_dir, tmp_path / "copied")
+    weights = (copied / "model.safetensors").read_bytes()
+    (copied / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    assert main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", str(copied), "--device", "cpu"]) == 2
+    assert f"could not load the model in folder {str(copied)!r}: its weights file cannot be read (Error while " \
+           "deserializing header: incomplete metadata, file not fully covered): it is damaged or cut short; copy or " \
+           "download it again" in capsys.readouterr().err
+
+
 def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
     assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "m")]) == 0
     config = json.loads((tmp_path / "m" / "config.json").read_text())

@@ -212,3 +212,18 @@ def test_a_converted_model_is_published_with_its_card(tmp_path, mert_folder, fak
     assert card.startswith("---\n") and "# someone/music2emo-e-all" in card and "1,072,058 head" in card
     assert {"model.safetensors", "config.json", "preprocessor_config.json", "modeling_music2emo.py"} <= {
         p.name for p in fake_hub.remote.iterdir()}
+
+
+def test_a_backbone_cut_short_is_named(tmp_path, mert_folder, capsys):
+    """torch's own words named no file ("PytorchStreamReader failed reading zip archive: failed finding central
+    directory"), and the checkpoint was as likely to blame as the backbone."""
+    torch.manual_seed(6)
+    lightning_checkpoint(tmp_path / "J_all.ckpt", OriginalNetwork(), tmp_path)
+    for kept in (0.5, 0.0):  # a copy cut short, an empty file
+        damaged = shutil.copytree(mert_folder, tmp_path / "damaged", dirs_exist_ok=True)
+        weights = (mert_folder / "pytorch_model.bin").read_bytes()
+        (damaged / "pytorch_model.bin").write_bytes(weights[: int(len(weights) * kept)])
+        code, out = convert(tmp_path, tmp_path / "J_all.ckpt", damaged)
+        err = capsys.readouterr().err
+        assert code == 2 and f"{damaged} (the backbone): its weights file cannot be read (" in err, err
+        assert "it is damaged or cut short; copy or download it again." in err and not out.exists()
