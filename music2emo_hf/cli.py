@@ -570,14 +570,15 @@ def _new_folder(out: Path, option: str = "") -> None:
 @contextlib.contextmanager
 def _model_folder(out: Path, option: str = "") -> Iterator[Path]:
     """A folder to write a model into, which becomes `out` when the block ends whole (`atomic.folder_in_place`); a
-    failure to write is the command's error, and leaves nothing behind."""
+    failure to write, or a SIGTERM, is the command's end, and leaves nothing behind."""
     from safetensors import SafetensorError
 
     from .atomic import folder_in_place
+    from .jobs import sigterm_ends_cleanly
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with folder_in_place(out) as work:
+        with sigterm_ends_cleanly(), folder_in_place(out) as work:
             yield work
     except (OSError, SafetensorError) as error:
         reason = getattr(error, "strerror", None) or str(error)

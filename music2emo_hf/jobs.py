@@ -485,30 +485,27 @@ class Job:
             self.writer = self.output_writer
         inflight = self.parts / f"rank-{self.rank}.inflight" if self.parts else None
         errors = self.parts / f"rank-{self.rank}.errors.jsonl" if self.parts else None
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
         if self.is_main and several:
             self._watcher = _ProgressWatcher(self, progress, plan.total)
-        try:
-            for key, answer in self._answers(mine, plan.suspects, analyse, analyse_alone, label, inflight):
-                if isinstance(answer, CommandError):
-                    raise answer
-                if isinstance(answer, Exception):  # one bad input must not stop the run; say what it was and go on
-                    self._fail(key, label(key), str(answer) or type(answer).__name__,
-                               isinstance(answer, InputCrashed), errors, progress)
-                else:
-                    if several and self.is_main:  # refused now, not once every process has finished
-                        self.output_writer.check(answer, self.mood_labels)
-                    self.writer.write(answer, self.mood_labels)
-                    self.written += 1
-                progress.update()
-        finally:
-            if previous is not None and signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:  # not terminated
-                signal.signal(signal.SIGTERM, previous)
-            self.writer.close()
-            if self.parts and not several:
-                with contextlib.suppress(OSError):  # a run refused at its first record leaves no empty folder
-                    self.parts.rmdir()
+        with sigterm_ends_cleanly():  # the records written are closed whole
+            try:
+                for key, answer in self._answers(mine, plan.suspects, analyse, analyse_alone, label, inflight):
+                    if isinstance(answer, CommandError):
+                        raise answer
+                    if isinstance(answer, Exception):  # one bad input does not stop the run: say what it was, go on
+                        self._fail(key, label(key), str(answer) or type(answer).__name__,
+                                   isinstance(answer, InputCrashed), errors, progress)
+                    else:
+                        if several and self.is_main:  # refused now, not once every process has finished
+                            self.output_writer.check(answer, self.mood_labels)
+                        self.writer.write(answer, self.mood_labels)
+                        self.written += 1
+                    progress.update()
+            finally:
+                self.writer.close()
+                if self.parts and not several:
+                    with contextlib.suppress(OSError):  # a run refused at its first record leaves no empty folder
+                        self.parts.rmdir()
         if several:
             _write_now(self.parts / f"rank-{self.rank}.done", "")
 
@@ -786,6 +783,19 @@ def _exit_on_sigterm(signum, frame):
     is ignored (raised again during the clean-up, it aborted the process with its chord threads running)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def sigterm_ends_cleanly() -> Iterator[None]:
+    """In the block (on the main thread), SIGTERM raises SystemExit(143) instead of ending the process at once, so
+    that clean-ups run: records closed whole, a model's partial folder removed."""
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
+    try:
+        yield
+    finally:
+        if previous is not None and signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:  # not terminated
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _write_now(path: Path, text: str) -> None:

@@ -720,6 +720,24 @@ def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
+def test_a_model_write_stopped_by_sigterm_leaves_nothing(tmp_path):
+    """`kill` (or a scheduler's time limit) while the weights are written: the partial folder, as large as the
+    model, used to stay beside --out for good."""
+    stopped_in_write = (
+        "import os, signal, sys\n"
+        "import music2emo_hf.pipeline_music2emo as pipeline\n"
+        "from music2emo_hf.cli import main\n"
+        "def save_model(model, extractor, out):\n"
+        "    (out / 'model.safetensors').write_bytes(b'half written')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "pipeline.save_model = save_model\n"
+        f"sys.exit(main(['init', '--config', {str(TINY_CONFIG)!r}, {str(tmp_path / 'm')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", stopped_in_write], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143 and "music2emo: terminated" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_init_writes_over_nothing(tmp_path, capsys, monkeypatch):
     """A file, a folder holding anything (a user's files, another model) is refused and left as it was; an empty
     folder is filled. From outside the repository, a config given as in the README is pointed at."""
