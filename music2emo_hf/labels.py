@@ -72,6 +72,10 @@ class RatingScale:
     low: float
     high: float
 
+    def __post_init__(self):
+        if not self.low < self.high:  # the map would flip or divide by zero
+            raise ValueError(f"a rating scale runs from low to high, got low={self.low}, high={self.high}")
+
     @property
     def midpoint(self) -> float:
         return (self.low + self.high) / 2

@@ -63,19 +63,22 @@ def average_precision_per_tag(truth: np.ndarray, score: np.ndarray) -> np.ndarra
 
 
 def tag_metrics(y_true, y_score) -> dict[str, float]:
-    """ROC-AUC and PR-AUC, macro (mean over tags) and micro (all decisions pooled). A tag without positives (or
-    without negatives) has no ROC-AUC: macro averages skip it and `tags_scored` says how many counted. Computed in
-    numpy, equal to scikit-learn's values (tests/test_metrics.py) and 10-30x faster, which matters when training
+    """ROC-AUC and PR-AUC, macro (mean over tags) and micro (all decisions pooled). The macro averages leave out the
+    tags where a metric is undefined, rather than count them as 0 as torchmetrics (the authors' evaluator) does: a
+    tag without positives or without negatives has no ROC-AUC (`tags_scored` says how many counted), a tag without
+    positives no average precision (one whose tracks are all positive has AP 1, and counts). Computed in numpy,
+    equal to scikit-learn's per-tag values (tests/test_metrics.py) and 10-30x faster, which matters when training
     scores every epoch."""
     truth, score = _tag_arrays(y_true, y_score)
     positives = truth.sum(axis=0)
     scored = (positives > 0) & (positives < len(truth))
     if not scored.any():
         raise ValueError("no tag has both positive and negative examples: AUCs are undefined")
+    with_positives = positives > 0
     pooled_truth, pooled_score = truth.reshape(-1, 1), score.reshape(-1, 1)
     return {
         "roc_auc_macro": float(roc_auc_per_tag(truth[:, scored], score[:, scored]).mean()),
-        "pr_auc_macro": float(average_precision_per_tag(truth[:, scored], score[:, scored]).mean()),
+        "pr_auc_macro": float(average_precision_per_tag(truth[:, with_positives], score[:, with_positives]).mean()),
         "roc_auc_micro": float(roc_auc_per_tag(pooled_truth, pooled_score)[0]),
         "pr_auc_micro": float(average_precision_per_tag(pooled_truth, pooled_score)[0]),
         "tags_scored": int(scored.sum()),
@@ -84,7 +87,11 @@ def tag_metrics(y_true, y_score) -> dict[str, float]:
 
 def top_k_decisions(y_score, k: int) -> np.ndarray:
     """The k highest-scoring tags of each row as a boolean matrix (ties broken by tag order)."""
-    score = np.asarray(y_score)
+    score = np.asarray(y_score, dtype=np.float64)
+    if score.ndim != 2:
+        raise ValueError(f"top-k decisions need a (tracks, tags) array of scores, got shape {score.shape}")
+    if not np.isfinite(score).all():
+        raise ValueError("tag scores contain NaN or infinity")
     if not 1 <= k <= score.shape[1]:
         raise ValueError(f"k must be in 1..{score.shape[1]}, got {k}")
     decisions = np.zeros(score.shape, dtype=bool)
@@ -98,8 +105,7 @@ def f1_scores(y_true, decisions) -> dict[str, float]:
     `zero_division=0`)."""
     from sklearn.metrics import f1_score
 
-    truth = np.asarray(y_true).astype(bool)
-    decided = np.asarray(decisions).astype(bool)
+    truth, decided = _tag_arrays(y_true, np.asarray(decisions, dtype=bool))
     return {
         "f1_macro": float(f1_score(truth, decided, average="macro", zero_division=0)),
         "f1_micro": float(f1_score(truth, decided, average="micro", zero_division=0)),
@@ -113,6 +119,8 @@ def regression_metrics(
     on both: the map is affine). Rows with a NaN target are left out of that dimension."""
     from sklearn.metrics import r2_score
 
+    if isinstance(names, str):  # tuple("valence") would be seven names
+        names = (names,)
     truth = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
     if truth.shape != pred.shape or truth.shape[1] != len(names):

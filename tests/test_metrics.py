@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from music2emo_hf.labels import VA_SCALE
+from music2emo_hf.labels import VA_SCALE, RatingScale
 from music2emo_hf.metrics import (
     METRIC_MODULES,
     compute_metrics_for,
@@ -108,6 +108,22 @@ def test_tags_without_positives_are_left_out_of_macro_and_bad_shapes_refused():
     assert tag_metrics(truth.astype(bool), scores) == out == tag_metrics(truth.astype(float), scores)
 
 
+def test_a_tag_every_track_has_counts_in_pr_auc_with_ap_1():
+    """Average precision is defined (1) where all tracks are positive, unlike ROC-AUC: scikit-learn and torchmetrics
+    count it, and so does the macro PR-AUC (it left it out, giving 0.40 where they give 0.45)."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(1)
+    truth = rng.random((20, 4)) < 0.4
+    truth[:, 2], truth[:, 3] = True, False  # every track; none
+    scores = rng.random((20, 4))
+    out = tag_metrics(truth, scores)
+    assert out["tags_scored"] == 2  # ROC-AUC: the two tags with both kinds of track
+    assert out["pr_auc_macro"] == pytest.approx(average_precision_score(truth[:, :3], scores[:, :3], average="macro"))
+    assert out["pr_auc_macro"] == pytest.approx((sum(average_precision_score(truth[:, i], scores[:, i])
+                                                     for i in range(2)) + 1) / 3)
+
+
 def test_top_k_and_f1():
     scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.8]])
     assert top_k_decisions(scores, 2).tolist() == [[True, True, False], [False, True, True]]
@@ -116,6 +132,10 @@ def test_top_k_and_f1():
     assert out == {"f1_macro": pytest.approx(2 / 3), "f1_micro": 1.0}
     with pytest.raises(ValueError, match="k must be"):
         top_k_decisions(scores, 4)
+    with pytest.raises(ValueError, match="NaN"):  # it took the NaN tag as the best
+        top_k_decisions([[np.nan, 0.2, 0.1]], 1)
+    with pytest.raises(ValueError, match="tag references must be 0 or 1"):  # a NaN truth counted as a positive
+        f1_scores([[np.nan, 0], [0, 1]], [[True, False], [False, True]])
 
 
 def test_regression_on_both_scales_and_nan_targets_skipped():
@@ -126,6 +146,11 @@ def test_regression_on_both_scales_and_nan_targets_skipped():
     assert out["rmse_valence_normalized"] == pytest.approx(np.sqrt(2 / 4) / 4)
     assert out["r2_valence"] == pytest.approx(1 - 2 / 8)
     assert out["r2_arousal"] == 1.0 and out["rmse_arousal"] == 0.0
+    one = regression_metrics(truth[:, :1], pred[:, :1], names="valence")  # one name, not seven letters
+    assert one == {"r2_valence": out["r2_valence"], "rmse_valence": out["rmse_valence"]}
+    for low, high in ((9, 1), (1, 1)):  # the map onto [-1, 1] would flip the errors' sign, or divide by zero
+        with pytest.raises(ValueError, match=f"runs from low to high, got low={low}, high={high}"):
+            RatingScale(low, high)
 
 
 def test_song_level_voting_averages_segments_per_track():

@@ -7,9 +7,10 @@ import numpy as np
 
 from music2emo_hf.metrics import f1_scores, metric_info, tag_metrics, top_k_decisions
 
-_DESCRIPTION = """Multi-label tag metrics: `roc_auc_macro`, `pr_auc_macro` (mean over tags that have both positive and
-negative tracks; `tags_scored` says how many), `roc_auc_micro`, `pr_auc_micro` (all decisions pooled), equal to
-scikit-learn's, which the MediaEval 2019-2021 Emotion and Theme task's evaluation script uses."""
+_DESCRIPTION = """Multi-label tag metrics: `roc_auc_macro` (mean over tags that have both positive and negative tracks;
+`tags_scored` says how many), `pr_auc_macro` (mean over tags that have a positive track), `roc_auc_micro`,
+`pr_auc_micro` (all decisions pooled), equal to scikit-learn's, which the MediaEval 2019-2021 Emotion and Theme task's
+evaluation script uses."""
 
 _INPUTS = """
 Args:

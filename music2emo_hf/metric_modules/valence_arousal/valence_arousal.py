@@ -16,7 +16,7 @@ Args:
     predictions: one [valence, arousal] pair per track (or one value per name in `names`).
     references: the ratings, same shape; NaN where a track has no rating of that dimension.
     names: the dimensions' names, default ("valence", "arousal").
-    scale: (low, high) of the rating scale, e.g. (1, 9) for DEAM and PMEmo's normalised form.
+    scale: (low, high) of the rating scale, e.g. (1, 9) for DEAM and EmoMusic, (0, 1) for PMEmo.
 Returns:
     r2_valence, rmse_valence, r2_arousal, rmse_arousal (and rmse_*_normalized with a scale).
 Example:
@@ -42,4 +42,4 @@ class ValenceArousal(evaluate.Metric):
     def _compute(self, predictions, references, names=("valence", "arousal"), scale=None):
         rating_scale = None if scale is None else RatingScale(float(scale[0]), float(scale[1]))
         references = np.asarray(references, dtype=np.float64)
-        return regression_metrics(references, np.asarray(predictions, dtype=np.float64), names=tuple(names), scale=rating_scale)
+        return regression_metrics(references, np.asarray(predictions, dtype=np.float64), names=names, scale=rating_scale)
