@@ -125,6 +125,9 @@ def align_labels(
         raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
     check_template(template, "template")
     expansions = label_expansions()["expansions"] if expand else {}
+    loose = [corpus for corpus, labels in vocabularies.items() if isinstance(labels, str | bytes)]
+    if loose:  # its letters would be aligned as labels
+        raise ValueError(f"{', '.join(loose)}: give a corpus's labels as a list of strings, not one string.")
     rows = [(corpus, label) for corpus, labels in vocabularies.items() for label in labels]
     blank = [f"{corpus}: {label!r}" for corpus, label in rows if not isinstance(label, str) or not label_text(label)]
     if blank:

@@ -22,7 +22,7 @@ import torch
 from .labels import DEFAULT_TEMPLATE, LABEL_ENCODER_ID, LABEL_ENCODER_REVISION, LABEL_ENCODER_SHA256
 
 MAX_LABELS = 10_000  # per call: far beyond any vocabulary, short of what would exhaust memory by mistake
-MAX_LABEL_CHARS = 500  # the encoder reads 256 word pieces at most; longer text would be silently cut
+MAX_LABEL_CHARS = 500  # a label is a word or a phrase; the encoder's own limit is checked in word pieces
 _CACHE_SIZE = 32  # label sets whose embeddings are kept
 
 
@@ -65,14 +65,22 @@ def load_label_encoder(name: str = LABEL_ENCODER_ID):
 
 
 def embed_texts(texts: Sequence[str], encoder=None) -> np.ndarray:
-    """(len(texts), dim) L2-normalised float32 sentence embeddings."""
+    """(len(texts), dim) L2-normalised float32 sentence embeddings. A text longer than the encoder reads (256 word
+    pieces for all-MiniLM-L6-v2) is refused: the encoder would cut it silently, and two long labels that differ only
+    at their ends would score alike."""
     encoder = encoder if encoder is not None else load_label_encoder()
+    limit, tokenizer = getattr(encoder, "max_seq_length", None), getattr(encoder, "tokenizer", None)
+    if limit and tokenizer is not None:
+        for text, ids in zip(texts, tokenizer(list(texts), verbose=False)["input_ids"]):
+            if len(ids) > limit:
+                raise ValueError(f"{text[:60]!r}...: {len(ids)} word pieces, and the label encoder reads {limit} at "
+                                 "most; shorten the label (a label is a word or a short phrase).")
     return np.asarray(encoder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False), np.float32)
 
 
 def check_labels(labels: Sequence[str]) -> list[str]:
-    """Candidate labels as a clean list: strings, stripped, in one Unicode form (NFC: "café" typed two ways is one
-    label), duplicates dropped (first kept), within the limits. In a comma-separated string, empty pieces (a
+    """Candidate labels as a clean list: strings, stripped, spaces inside made single, in one Unicode form (NFC:
+    "café" typed two ways is one label), duplicates dropped (first kept), within the limits. In a comma-separated string, empty pieces (a
     trailing comma) are dropped; in a list, an empty label is an error."""
     if isinstance(labels, str):
         pieces = [piece for piece in labels.split(",") if piece.strip()]
@@ -87,7 +95,7 @@ def check_labels(labels: Sequence[str]) -> list[str]:
     for label in labels:
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"candidate label {label!r}: every label must be a non-empty string.")
-        label = unicodedata.normalize("NFC", label.strip())
+        label = unicodedata.normalize("NFC", " ".join(label.split()))  # "very  calm" is "very calm" to the encoder
         if len(label) > MAX_LABEL_CHARS:
             raise ValueError(f"candidate label {label[:40]!r}...: {len(label)} characters, at most {MAX_LABEL_CHARS}; "
                              "shorten it (a label is a word or a short phrase).")

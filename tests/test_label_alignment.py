@@ -85,6 +85,8 @@ def test_bad_parameters_are_explained():
             align_labels(template=template)
     with pytest.raises(ValueError, match=r"labels without words .*: mine: '   '"):
         align_labels({"mtg_jamendo": ["happy", "sad"], "mine": ["   "]})
+    with pytest.raises(ValueError, match="mine: give a corpus's labels as a list of strings, not one string"):
+        align_labels({"mtg_jamendo": ["happy", "sad"], "mine": "happy"})  # its letters were aligned as labels
     with pytest.raises(ValueError, match="raise the quantile"):
         align_labels(quantile=0.001)
 

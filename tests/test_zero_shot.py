@@ -28,6 +28,8 @@ def test_labels_are_cleaned_or_refused():
     assert zero_shot.check_labels("happy,good for studying") == ["happy", "good for studying"]
     assert zero_shot.check_labels("happy, sad, ") == ["happy", "sad"]  # a trailing comma is no label
     assert zero_shot.check_labels(["caf\u00e9", "cafe\u0301", " " * 600 + "calm"]) == ["caf\u00e9", "calm"]
+    assert zero_shot.check_labels(["very calm", "very  calm", "good\tfor studying"]) == ["very calm",
+                                                                                      "good for studying"]
     for labels, message in (([], "non-empty list"), ("", "non-empty string"), (" , ,", "non-empty string"),
                             ([None], "non-empty string"), (["calm", ""], "non-empty string"),
                             (["a" * 501], "at most 500; shorten it"), (["x"] * 10_001, "at most 10000")):
@@ -38,6 +40,16 @@ def test_labels_are_cleaned_or_refused():
     for template in ("{} and {}", "music for {x} that feels {}", "{} {0}", "{:>9}", "{", "no label"):
         with pytest.raises(ValueError, match="once, where the label goes, and no other field"):
             check_template(template)  # refused at the call, not by str.format once the audio is analysed
+
+
+def test_a_label_longer_than_the_encoder_reads_is_refused():
+    """Within 500 characters, yet over 256 word pieces: the encoder cut it silently, and a label differing from it
+    only past that point had the same embedding (cosine 1.0)."""
+    long = "!" * 300
+    with pytest.raises(ValueError, match=r"'music that feels !+'\.\.\.: 305 word pieces, and the label encoder reads 256 "
+                                         r"at most; shorten the label"):
+        zero_shot.embed_texts([f"music that feels {long}"])
+    assert zero_shot.embed_texts(["music that feels " + "!" * 200]).shape == (1, 384)  # 205 word pieces
 
 
 def test_label_sets_are_embedded_once_and_scored_by_cosine():
