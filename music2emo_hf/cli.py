@@ -318,9 +318,14 @@ def _dataset_inputs(args: argparse.Namespace):
     from .dataset_predictions import DatasetSource
 
     try:
-        return DatasetSource(args.dataset, args.config, args.split, args.audio_column)
+        source = DatasetSource(args.dataset, args.config, args.split, args.audio_column)
     except (ValueError, OSError) as error:
         raise CommandError(str(error).splitlines()[0]) from error
+    if source.left_out:
+        kinds = ", ".join(f"{name} ({source.features[name].dtype})" for name in source.left_out)
+        print(f"music2emo: the column(s) {kinds} are not copied into the predictions (the job's records hold JSON "
+              "values: numbers, strings, booleans; use predict_dataset in Python to keep them)", file=sys.stderr)
+    return source
 
 
 def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> None:

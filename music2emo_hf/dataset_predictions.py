@@ -6,9 +6,9 @@ as a resumable job (`jobs`) and writes DIR as Parquet + a dataset card that `dat
 
 Audio is read from what the dataset holds (the bytes or path of an `Audio` column, a path column, or an
 {"array", "sampling_rate"} dict) by this package's own decoder, as files are: `datasets`' decoding is switched off.
-Each output row holds `row` (the input's row index), the input's scalar columns (its ids), the model's outputs (moods
-as [{label, score}], one `mood:<label>` column per mood, valence, arousal, and key, chords, segments, embedding or
-zero_shot when asked for), in input order. An input column named as an output one (a corpus's own `valence`) is kept
+Each output row holds `row` (the input's row index), the input's scalar columns (`id_columns`), the model's outputs
+(moods as [{label, score}], one `mood:<label>` column per mood, valence, arousal, and key, chords, segments, embedding
+or zero_shot when asked for), in input order. An input column named as an output one (a corpus's own `valence`) is kept
 as `input:<name>`, with its own type. The scale, the model and a note on untrained weights go into the card.
 """
 
@@ -48,10 +48,22 @@ def undecoded(dataset, audio_column: str):
 
 
 def id_columns(features: Mapping[str, Any], audio_column: str) -> list[str]:
-    """The input's columns copied into every output row: its scalar ones (ids, titles, labels), not the audio."""
-    from datasets import Value
+    """The input's columns copied into every output row: its scalar ones (ids, titles, class labels), not the
+    audio."""
+    from datasets import ClassLabel, Value
 
-    return [name for name, feature in features.items() if name != audio_column and isinstance(feature, Value)]
+    return [name for name, feature in features.items()
+            if name != audio_column and isinstance(feature, Value | ClassLabel)]
+
+
+def in_json(feature) -> bool:
+    """Whether a scalar column's values are JSON values as they are (a job's records are JSON lines): numbers,
+    strings, booleans and class labels are; bytes, dates and times are not."""
+    import pyarrow as pa
+
+    kind = feature.pa_type if hasattr(feature, "pa_type") else pa.int64()  # a ClassLabel is its index
+    return any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                                       pa.types.is_string, pa.types.is_large_string))
 
 
 def row_record(index: int, example: Mapping[str, Any], ids: Sequence[str], answer: Mapping[str, Any]) -> dict:
@@ -299,7 +311,9 @@ class DatasetSource:
         self.split = split or "train"
         self.dataset = undecoded(dataset, audio_column)
         self.features = self.dataset.features
-        self.ids = id_columns(self.features, audio_column)
+        scalar = id_columns(self.features, audio_column)
+        self.ids = [name for name in scalar if in_json(self.features[name])]
+        self.left_out = [name for name in scalar if name not in self.ids]  # see `in_json`
         self._cursor: Iterator[tuple[int, dict]] | None = None
         self._at, self._example = -1, None
 

@@ -157,20 +157,35 @@ def test_wrong_dataset_options_are_refused_in_one_line(tmp_path, capsys, clips):
         assert message in err and "Traceback" not in err and "loading model" not in err, (argv, err)
 
 
-def test_a_saved_dataset_of_waveforms_goes_through_the_command(tiny_model_dir, tmp_path, capsys):
-    """A `save_to_disk` folder whose audio column holds {array, sampling_rate} dicts (no files anywhere)."""
-    from datasets import Dataset, load_dataset
+def test_a_saved_dataset_of_waveforms_goes_through_the_command(tiny_model_dir, pipe, tmp_path, capsys):
+    """A `save_to_disk` folder whose audio column holds {array, sampling_rate} dicts (no files anywhere). Its class
+    labels are kept as such (they were left out); bytes and timestamps, which the job's JSON records cannot hold, are
+    left out with a note (the job stopped: "Object of type bytes is not JSON serializable")."""
+    import datetime
+
+    from datasets import ClassLabel, Dataset, load_dataset
 
     from .conftest import tone
 
     saved = tmp_path / "saved"
-    Dataset.from_dict({"sound": [{"array": tone(2.0, freq=f).tolist(), "sampling_rate": 24000} for f in (220, 330)],
-                       "title": ["low", "high"]}).save_to_disk(str(saved))
+    dataset = Dataset.from_dict({
+        "sound": [{"array": tone(2.0, freq=f).tolist(), "sampling_rate": 24000} for f in (220, 330)],
+        "title": ["low", "high"], "genre": [1, 0], "cover": [b"\x89PNG", b"\xff\xd8"],
+        "added": [datetime.datetime(2020, 1, 1), datetime.datetime(2021, 6, 1)],
+    }).cast_column("genre", ClassLabel(names=["rock", "jazz"]))
+    dataset.save_to_disk(str(saved))
     out = tmp_path / "out"
     assert main(["predict", "--dataset", str(saved), "--audio-column", "sound", "--output-dataset", str(out),
-                 "--model", str(tiny_model_dir), "--harmony-ensemble", "1"]) == 0, capsys.readouterr().err
+                 "--model", str(tiny_model_dir), "--harmony-ensemble", "1"]) == 0
+    assert ("the column(s) cover (binary), added (timestamp[us]) are not copied into the predictions (the job's "
+            "records hold JSON values") in capsys.readouterr().err
     rows = load_dataset(str(out), split="train")
     assert rows["title"] == ["low", "high"] and len(rows["moods"][0]) == 56
+    assert rows["genre"] == [1, 0] and rows.features["genre"].names == ["rock", "jazz"]
+    assert "cover" not in rows.column_names and "added" not in rows.column_names
+    in_python = predict_dataset(dataset, pipe, audio_column="sound")  # no JSON on the way: all kept, in their types
+    assert in_python.features["genre"] == rows.features["genre"] and in_python["cover"] == [b"\x89PNG", b"\xff\xd8"]
+    assert in_python["added"][1] == datetime.datetime(2021, 6, 1)
 
 
 def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_command(tiny_model_dir, tmp_path, capsys):
