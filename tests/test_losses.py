@@ -76,6 +76,8 @@ def test_negatives_are_random_non_positive_labels_or_the_nearest_ones():
     positives = torch.tensor([[True, False, False, False], [True, True, True, True]])
     random = sample_negatives(labels, positives, 50, torch.Generator().manual_seed(0))
     assert random[0, 0] == 0 and torch.isclose(random[0].sum(), torch.tensor(1.0)) and random[1].isnan().all()
+    many = sample_negatives(labels, positives[:1], 3000, torch.Generator().manual_seed(1))  # the mean of one-hot draws
+    torch.testing.assert_close(many[0, 1:], torch.full((3,), 1 / 3), atol=0.03, rtol=0)  # each non-positive alike
     anchors = torch.tensor([[0.0, 1.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]])
     hard = sample_negatives(labels, positives, 2, torch.Generator(), anchors=anchors)
     torch.testing.assert_close(hard[0], torch.tensor([0.0, 0.5, 0.5, 0.0]))  # the two nearest non-positives
