@@ -443,7 +443,6 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
                     **{name: value for name, value in answer.items() if name != "file"},
                     "options": recorded})  # the child's lack what it was not given (the dataset)
 
-    batch_size = args.batch_size or (1 if pipe.model.device.type == "cpu" else 16)
 
     def analyse(keys):
         taken = collections.deque()
@@ -453,7 +452,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
                 taken.append(key)
                 yield inputs.audio(key)
 
-        for answer in pipe.stream(audio(), batch_size, **options):
+        for answer in pipe.stream(audio(), args.batch_size, **options):
             key = taken.popleft()
             yield answer if isinstance(answer, Exception) else inputs.record(key, {**answer, "options": recorded})
 
@@ -801,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "on a GPU). Inputs longer than N chunks still run alone")
     p.add_argument("--chunk-batch-size", type=_positive_int, metavar="N",
                    help="a long file's chunks (the model's chunk_seconds each) analysed N at a time in one backbone "
-                   "call (default 1; on a GPU 8 was fastest, see docs/speed-and-memory.md)")
+                   "call (default: 1 on a CPU, --batch-size on a GPU; there 8 was fastest, see "
+                   "docs/speed-and-memory.md)")
     p.add_argument("--resampler", choices=("soxr", "sinc"), default="soxr", help="soxr (default: streamed, bounded "
                    "memory) or sinc (torchaudio's resampler, as the authors' inference resampled for MERT; holds each "
                    "track in memory)")

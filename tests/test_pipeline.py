@@ -149,6 +149,21 @@ def test_many_inputs_are_many_whatever_holds_them_and_one_input_is_not_streamed(
             tiny_pipeline.stream(one, batch_size=2)
 
 
+def test_a_stream_on_the_cpu_takes_one_input_at_a_time_by_default(tiny_pipeline):
+    """As the command does: on a CPU batching costs memory for little or no speed (it read 32 inputs ahead)."""
+    taken = []
+
+    def inputs():
+        for i in range(40):
+            taken.append(i)
+            yield tone(1.0, seed=i)
+
+    answers = tiny_pipeline.stream(inputs())
+    next(answers)
+    assert taken == [0]
+    answers.close()
+
+
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_inputs_whose_source_fails_are_answered_before_its_error(tiny_pipeline, batch_size):
     def five_then_broken():
