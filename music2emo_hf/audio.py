@@ -32,6 +32,7 @@ AudioInput = Union[str, os.PathLike, bytes, io.IOBase, np.ndarray, dict]
 # What a folder walk takes: every container libsndfile decodes (W64, RF64, CAF, AU among them, which were passed over).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".rf64", ".caf",
                     ".au")
+DECODED_FORMATS = "WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, CAF, AU"  # AUDIO_EXTENSIONS' formats, in words
 # Audio no decoder of this package's reads (AAC, ALAC, WMA): named, so that a folder's files of these types are
 # reported with the way around, not passed over. Not .mp4: in a music folder, those are mostly videos.
 UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".aac", ".wma")
@@ -592,7 +593,7 @@ def _why_not_audio(source: Any) -> str:
         return f"an AAC file, which this package does not decode: {CONVERT_FIRST}."
     if head[:8] == _ASF_HEADER:
         return f"a WMA file, which this package does not decode: {CONVERT_FIRST}."
-    return "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff)."
+    return f"not audio: it could not be decoded as any supported format ({DECODED_FORMATS})."
 
 
 def _pcm_layout(data: io.IOBase, head: bytes, size: int, rate: int) -> tuple[int, int, float, float] | None:
@@ -852,5 +853,5 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(audio, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-__all__ = ["AUDIO_EXTENSIONS", "CONVERT_FIRST", "UNDECODED_EXTENSIONS", "AudioDecodeError", "AudioInput",
-           "AudioStream", "ahead", "describe", "load_audio", "open_audio", "resample", "why_missing", "why_unreadable"]
+__all__ = ["AUDIO_EXTENSIONS", "CONVERT_FIRST", "DECODED_FORMATS", "UNDECODED_EXTENSIONS", "AudioDecodeError",
+           "AudioInput", "AudioStream", "ahead", "describe", "load_audio", "open_audio", "resample", "why_missing", "why_unreadable"]

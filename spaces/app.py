@@ -34,7 +34,13 @@ from matplotlib.patches import Circle, Patch
 
 import music2emo_hf.hub
 from music2emo_hf import PUBLISHED_MODEL_ID
-from music2emo_hf.audio import AudioDecodeError, decoded_seconds, header_facts, why_unreadable
+from music2emo_hf.audio import (
+    DECODED_FORMATS,
+    AudioDecodeError,
+    decoded_seconds,
+    header_facts,
+    why_unreadable,
+)
 from music2emo_hf.labels import RatingScale
 from music2emo_hf.released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, LICENCES, RELEASED_REPO
 from music2emo_hf.modeling_music2emo import UntrainedModelWarning
@@ -178,7 +184,7 @@ def unreadable(path: str, name: str) -> str:
     file, one cut short)."""
     reason = why_unreadable(path) or "not audio"
     if reason.startswith("not audio"):
-        reason = "it is damaged or not in a supported format (WAV, FLAC, OGG/Opus, MP3, AIFF)."
+        reason = f"it is damaged or not in a supported format ({DECODED_FORMATS})."
     return f"{name} could not be read as audio: {reason} Upload another file."
 
 
@@ -392,7 +398,7 @@ def create_demo(model: str | None = None, models: Sequence[str] | None = None) -
             "Mood tags with probabilities, valence and arousal, an emotion timeline, the key and the chords of a clip, "
             "by music2emo-hf (a re-implementation of [Music2Emo](https://arxiv.org/abs/2502.03979)) on CPU. "
             f"**Limits: files up to {MAX_UPLOAD_MB} MB, clips up to {MAX_MINUTES} minutes** "
-            "(WAV, FLAC, OGG/Opus, MP3, AIFF, or record one). Requests wait their turn in a queue."
+            f"({DECODED_FORMATS}, or record one). Requests wait their turn in a queue."
         )
         with gr.Row():
             with gr.Column(scale=1):

@@ -799,7 +799,7 @@ def test_a_file_that_is_not_audio_is_named_once_in_plain_words_and_leaves_no_emp
     stderr = capfd.readouterr().err
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {fake}: not audio: it could not be decoded as any supported format "
-                      "(wav, flac, ogg/opus, mp3, aiff)."]
+                      "(WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, CAF, AU)."]
     assert "Note:" not in stderr and "resync" not in stderr  # mpg123's notes stay off the terminal
     assert not output.exists() and not Path(f"{output}.parts").exists()  # nothing analysed: no file that looks like a result
     assert [entry["input"] for entry in records(Path(f"{output}.errors.jsonl"))] == [str(fake)]

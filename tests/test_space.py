@@ -164,7 +164,7 @@ def test_client_errors_are_sentences(client, clip, damaged_upload, tiny_model_di
         client.predict(handle_file(str(damaged_upload)), str(tiny_model_dir), "", api_name="/analyse")
     assert str(damaged.value) == (
         "damaged.mp3 could not be read as audio: it is damaged or not in a supported format "
-        "(WAV, FLAC, OGG/Opus, MP3, AIFF). Upload another file."
+        "(WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, CAF, AU). Upload another file."
     )
     with pytest.raises(AppError) as unloadable:
         client.predict(handle_file(str(clip)), UNPUBLISHED, "", api_name="/analyse")
@@ -448,7 +448,7 @@ def test_browser_damaged_upload_shows_a_sentence(page, damaged_upload):
     page.click("#analyse")
     toast = page.wait_for_selector("[data-testid=toast-text]", timeout=60_000)
     sentence = ("damaged.mp3 could not be read as audio: it is damaged or not in a supported format "
-                "(WAV, FLAC, OGG/Opus, MP3, AIFF). Upload another file.")
+                "(WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, CAF, AU). Upload another file.")
     assert toast.inner_text() == sentence
     assert page.inner_text("#status") == f"⚠️ {sentence}"  # still there once the toast is closed
     panels = ["moods", "circumplex", "timeline", "key", "chords", "labels-note", "zero-shot"]

@@ -142,7 +142,8 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert report["rows_per_split"] == {"train": 556, "validation": 63, "test": 125}
     printed = capsys.readouterr().err
     assert report["unreadable_audio"][0]["error"] == (
-        "not audio: it could not be decoded as any supported format (wav, flac, ogg/opus, mp3, aiff).")
+        "not audio: it could not be decoded as any supported format (WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, "
+        "CAF, AU).")
     assert "clips_45seconds/5.mp3 (not audio: it could not" in printed and "clips_45seconds/outtake.mp3" in printed
     cut = "its header announces 45.0 s of audio and the file ends before that"
     assert report["cut_short_audio"] == [{"track_id": "7", "path": "clips_45seconds/7.mp3", "error": cut}]
