@@ -22,10 +22,14 @@ commit=$(git rev-parse --short HEAD)
 folder="benchmarks/runs/$(date -u +%Y-%m-%d)-cpu"
 mkdir -p "$folder"
 record="$folder/$name-$commit.txt"
+# The CPU as precisely as its name does not say (a virtual machine's "AMD EPYC" was an AVX2 one, then a Zen 5).
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), CPU family $(grep -m1 'cpu family' /proc/cpuinfo \
+    | cut -d: -f2 | xargs), with $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
+    | grep -xE 'avx2|avx512f|avx512_bf16|amx_tile' | paste -sd' ')"
 started=$(date +%s)
 {
     echo "# python -m pytest -q ${selection[*]:+-m \"not slow\" }-rs --durations=15 -p no:cacheprovider, at $commit;" \
-        "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); $(date -u '+%Y-%m-%d, %H:%M UTC')"
+        "$(nproc) CPUs ($cpu); $(date -u '+%Y-%m-%d, %H:%M UTC')"
     python -m pytest -q "${selection[@]}" -rs --durations=15 -p no:cacheprovider 2>&1 | grep -v '^\.*\s*\[\s*[0-9]*%\]$'
     status=${PIPESTATUS[0]}
     echo "# exit $status; wall time from the command's start: $(( ($(date +%s) - started) / 60 )) min" \
