@@ -690,20 +690,32 @@ def convert_original(args: argparse.Namespace) -> int:
     from .convert import ConversionError, convert_original, write_converted
     from .model_card import push_model
     from .btc import RELEASED_WEIGHTS
-    from .released import RELEASED_REPO, ReleasedModelError, ReleasedReference, fetch_release_file, parse_reference
+    from .released import (
+        BACKBONE_REPO,
+        RELEASED_REPO,
+        ReleasedModelError,
+        ReleasedReference,
+        fetch_release_file,
+        parse_reference,
+    )
 
     out = Path(args.out)
     _new_folder(out, "--out")  # before the download and the conversion
     try:
         reference = parse_reference(args.checkpoint)
         checkpoint, source = args.checkpoint, None
+        # All three from the Hub: a file missing offline is named with the others (not one failed run at a time).
+        all_from_hub = reference is not None and args.btc is None and args.backbone == BACKBONE_REPO
+        instead = "give the files themselves: the checkpoint's path, --btc FILE and --backbone DIR"
         if reference is not None:
-            checkpoint, commit = fetch_release_file(reference, alone="give a downloaded checkpoint file instead")
+            checkpoint, commit = fetch_release_file(reference, instead=instead) if all_from_hub else \
+                fetch_release_file(reference, alone="give a downloaded checkpoint file instead")
             reference = ReleasedReference(reference.checkpoint, commit, reference.repo)
             source = {"repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename,
                       "revision": commit, "btc": RELEASED_WEIGHTS, "backbone": {"repo": args.backbone}}
-        btc = args.btc or fetch_release_file(reference or parse_reference(RELEASED_REPO), RELEASED_WEIGHTS,
-                                             alone="give BTC's weights file with --btc")[0]
+        btc = args.btc or (fetch_release_file(reference, RELEASED_WEIGHTS, instead=instead) if all_from_hub else
+                           fetch_release_file(reference or parse_reference(RELEASED_REPO), RELEASED_WEIGHTS,
+                                              alone="give BTC's weights file with --btc"))[0]
         model, extractor, details = convert_original(checkpoint, args.backbone, btc)
     except (ConversionError, ReleasedModelError, OSError) as error:
         raise CommandError(str(error)) from error
@@ -742,7 +754,7 @@ def card_or_push(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import DEFAULT_MODEL_ID
     from .runtimes import PRECISIONS, RUNTIMES
-    from .released import CHECKPOINTS, DEFAULT_CHECKPOINT, RELEASED_REPO
+    from .released import BACKBONE_REPO, CHECKPOINTS, DEFAULT_CHECKPOINT, RELEASED_REPO
 
     parser = argparse.ArgumentParser(prog="music2emo", description="Music emotion recognition: moods and valence/arousal.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -843,15 +855,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     d.set_defaults(run=prepare_data)
 
-    from .convert import DEFAULT_BACKBONE
-
     c = commands.add_parser("convert-original", help="convert a released Music2Emo checkpoint (J_all.ckpt ...) into a "
                             "model folder")
     c.add_argument("checkpoint", help="the authors' Lightning .ckpt (read as tensors only, never unpickled freely), or "
                    f"a released one by name, {RELEASED_REPO}[:NAME][@REVISION] (downloaded)")
     c.add_argument("--out", required=True, help="where to write the model")
-    c.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"MERT-v1-95M weights: Hub id or local folder "
-                   f"(default {DEFAULT_BACKBONE})")
+    c.add_argument("--backbone", default=BACKBONE_REPO, help=f"MERT-v1-95M weights: Hub id or local folder "
+                   f"(default {BACKBONE_REPO})")
     c.add_argument("--btc", help="BTC's chord weights, the authors' btc_model_large_voca.pt (default: fetched from "
                    f"{RELEASED_REPO}, at the checkpoint's revision when it is named by release)")
     c.add_argument("--template", help="a model card template (default: the generic one; hub_configs/NAME/README.md)")

@@ -19,9 +19,9 @@ import torch
 from .configuration_music2emo import Music2EmoConfig, corpus_task
 from .hub import first_line
 from .labels import ORIGINAL_CHORD_QUALITIES
+from .released import BACKBONE_REPO
 
 PREFIX = "model."
-DEFAULT_BACKBONE = "m-a-p/MERT-v1-95M"
 # Original module -> ours. The heads' second Linear is index 2 there (Linear, ReLU, Linear) and 3 here (a Dropout
 # sits between ReLU and Linear).
 RENAMES = (
@@ -132,7 +132,7 @@ def faithful_config(tasks: list[dict[str, Any]]) -> Music2EmoConfig:
     """The configuration the released checkpoints fit (hub_configs/music2emo-mert95m; the backbone is MERT-v1-95M,
     the configuration's default)."""
     return Music2EmoConfig(
-        backbone_name_or_path=DEFAULT_BACKBONE,
+        backbone_name_or_path=BACKBONE_REPO,
         pooled_layers=[6, 7],
         chunk_seconds=30.0,
         pooling="mean",
@@ -201,7 +201,7 @@ def check_backbone_rate(backbone: str, rate: int) -> None:
         )
 
 
-def convert_original(checkpoint_path: str | os.PathLike, backbone: str = DEFAULT_BACKBONE,
+def convert_original(checkpoint_path: str | os.PathLike, backbone: str = BACKBONE_REPO,
                      btc_weights: str | os.PathLike | None = None):
     """(model, feature extractor, details) for a released checkpoint, its backbone from `backbone` (a Hub id, or a
     folder with MERT-v1's config.json and weights). `btc_weights`, the authors' `btc_model_large_voca.pt`, is
@@ -259,7 +259,6 @@ def write_converted(model, extractor, details: dict[str, Any], out: str | os.Pat
 
 __all__ = [
     "ConversionError",
-    "DEFAULT_BACKBONE",
     "DIFFERENCES",
     "check_backbone_rate",
     "checkpoint_tasks",

@@ -238,15 +238,17 @@ def _download(repo: str, filename: str, revision: str, online: bool, say) -> str
             disable_progress_bars()
 
 
-def _missing(reference: ReleasedReference, only: str | None = None,
-             instead: str = "use a converted model folder (--model DIR; model=DIR in Python)",
+def _missing(reference: ReleasedReference, only: str | None = None, instead: str | None = None,
              failure: str | None = None) -> ReleasedModelError:
     """Every file the released model needs that the Hub cache lacks (or the one file `only`), and the commands that
-    fetch them all at once: an offline user should not have to find them one failed run at a time. `failure`: why a
-    download from a Hub that answered failed (a certificate a proxy replaced, say)."""
+    fetch them all at once: an offline user should not have to find them one failed run at a time. `instead`: what
+    the user can do without them (default: use a converted model folder); `failure`: why a download from a Hub that
+    answered failed (a certificate a proxy replaced, say)."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     from .btc import RELEASED_WEIGHTS
+
+    instead = instead or "use a converted model folder (--model DIR; model=DIR in Python)"
 
     sizes = {reference.filename: ESTIMATED_MB["checkpoint"], RELEASED_WEIGHTS: ESTIMATED_MB["btc"],
              "pytorch_model.bin": ESTIMATED_MB["backbone"]}
@@ -353,11 +355,12 @@ def _as_reference(reference: str | ReleasedReference) -> ReleasedReference:
 
 
 def fetch_release_file(reference: str | ReleasedReference, filename: str | None = None,
-                       say: Callable[[str], None] = note, alone: str | None = None) -> tuple[str, str]:
+                       say: Callable[[str], None] = note, alone: str | None = None,
+                       instead: str | None = None) -> tuple[str, str]:
     """(path in the Hub cache, commit) of a file of the release at the reference's revision (default: its
     checkpoint; BTC's weights are `btc.RELEASED_WEIGHTS`), downloaded if it is not cached. When it cannot be had,
-    the error names every file the converted model needs, or, with `alone` (what the caller can do instead), this
-    file only."""
+    the error names every file the converted model needs (and `instead`, what the caller can do without them), or,
+    with `alone` (what the caller can do instead of this file), this file only."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         LocalEntryNotFoundError,
@@ -372,8 +375,8 @@ def fetch_release_file(reference: str | ReleasedReference, filename: str | None 
         path = _download(reference.repo, filename, reference.revision, online, say)
     except LocalEntryNotFoundError as error:
         failure = _why_failed(error, online)
-        raise (_missing(reference, filename, alone, failure) if alone else _missing(reference, failure=failure)) \
-            from None
+        raise (_missing(reference, filename, alone, failure) if alone
+               else _missing(reference, instead=instead, failure=failure)) from None
     except RevisionNotFoundError:  # its first line is only "404 Client Error."
         raise ReleasedModelError(f"{reference}: the Hub has no revision {reference.revision!r} of {reference.repo}; "
                                  "give a branch, tag or commit it has, or leave @REVISION out.") from None

@@ -404,6 +404,29 @@ def test_offline_without_the_files_says_what_is_missing_and_how_to_get_it(hub, t
     assert "run `hf download m-a-p/MERT-v1-95M config.json pytorch_model.bin`, then" in error
 
 
+def test_convert_original_offline_names_every_missing_file_at_once(tmp_path, monkeypatch, capsys):
+    """With the checkpoint, BTC's weights and the backbone all to come from the Hub, it named the checkpoint alone;
+    the next run BTC's weights, the one after the backbone."""
+    from huggingface_hub import constants
+
+    from music2emo_hf.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    assert main(["convert-original", "amaai-lab/music2emo", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert ("amaai-lab/music2emo saved_models/J_all.ckpt (about 13 MB), inference/data/btc_model_large_voca.pt "
+            "(about 12 MB) and m-a-p/MERT-v1-95M config.json, pytorch_model.bin (about 380 MB) are not in the "
+            "Hugging Face cache") in error
+    assert error.rstrip().endswith("then copy the cache here, or give the files themselves: the checkpoint's path, "
+                                   "--btc FILE and --backbone DIR.")
+    assert main(["convert-original", "amaai-lab/music2emo", "--out", str(tmp_path / "out"), "--btc",
+                 str(tmp_path / "btc.pt")]) == 2  # what it can do without, it does not ask for
+    error = capsys.readouterr().err
+    assert "saved_models/J_all.ckpt (about 13 MB) is not in" in error and "MERT" not in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_file_fetched_alone_names_only_itself_and_the_way_around_it(tmp_path, monkeypatch):
     """convert-original with a local checkpoint needs BTC's weights alone, not the whole model, and has no --model."""
     from huggingface_hub import constants
