@@ -33,6 +33,14 @@ AudioInput = Union[str, os.PathLike, bytes, io.IOBase, np.ndarray, dict]
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".rf64", ".caf",
                     ".au")
 DECODED_FORMATS = "WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, CAF, AU"  # AUDIO_EXTENSIONS' formats, in words
+
+
+def passed_over(name: str) -> bool:
+    """Whether a file or folder met while walking a folder is left out: hidden ones, as the `._song.mp3`
+    AppleDouble companions macOS writes on drives of other formats, and zips' `__MACOSX` folders of them."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 # Audio no decoder of this package's reads (AAC, ALAC, WMA): named, so that a folder's files of these types are
 # reported with the way around, not passed over. Not .mp4: in a music folder, those are mostly videos.
 UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".aac", ".wma")
@@ -854,4 +862,5 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 __all__ = ["AUDIO_EXTENSIONS", "CONVERT_FIRST", "DECODED_FORMATS", "UNDECODED_EXTENSIONS", "AudioDecodeError",
-           "AudioInput", "AudioStream", "ahead", "describe", "load_audio", "open_audio", "resample", "why_missing", "why_unreadable"]
+           "AudioInput", "AudioStream", "ahead", "describe", "load_audio", "open_audio", "passed_over", "resample",
+           "why_missing", "why_unreadable"]

@@ -25,10 +25,10 @@ EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
-    """Files as given, and the audio files under folders (recursive, through linked folders, sorted). Problems go
-    to `report`: a missing path, a folder without audio, a folder that cannot be read, audio of a type no decoder
-    here reads (an iTunes library's .m4a files)."""
-    from .audio import AUDIO_EXTENSIONS, CONVERT_FIRST, UNDECODED_EXTENSIONS, why_missing
+    """Files as given, and the audio files under folders (recursive, through linked folders, sorted; hidden files and
+    folders left out: `audio.passed_over`). Problems go to `report`: a missing path, a folder without audio, a folder that cannot be read,
+    audio of a type no decoder here reads (an iTunes library's .m4a files)."""
+    from .audio import AUDIO_EXTENSIONS, CONVERT_FIRST, UNDECODED_EXTENSIONS, passed_over, why_missing
 
     def unreadable(error: OSError) -> None:
         report(error.filename, f"this folder cannot be read ({error.strerror}); check its permissions")
@@ -42,6 +42,8 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
                     folders.clear()
                     continue
                 seen.add(real)
+                folders[:] = [name for name in folders if not passed_over(name)]
+                names = [name for name in names if not passed_over(name)]
                 found += [os.path.join(root, name) for name in names if name.lower().endswith(AUDIO_EXTENSIONS)]
                 undecoded += [os.path.join(root, name) for name in names if name.lower().endswith(UNDECODED_EXTENSIONS)]
             for name in sorted(undecoded):

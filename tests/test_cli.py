@@ -199,6 +199,24 @@ def test_folders_are_walked_through_linked_folders_once(tmp_path):
                      str(library / "own.wav")] and not problems
 
 
+def test_a_library_copied_from_a_mac_is_analysed_without_its_hidden_companions(tiny_model_dir, write_wav, tmp_path,
+                                                                                capsys):
+    """macOS writes a `._NAME` AppleDouble file (its metadata, not audio) beside each file on a drive of another
+    format, and zips a `__MACOSX` folder of them: each was reported as not audio, and the run exited 1."""
+    library = write_wav("library/song.wav", tone(1.0)).parent
+    apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4050)  # its magic and version
+    (library / "._song.wav").write_bytes(apple_double)
+    (library / "__MACOSX").mkdir()
+    (library / "__MACOSX" / "._song.wav").write_bytes(apple_double)
+    write_wav("library/.Trashes/501/deleted.wav", tone(1.0))
+    output = tmp_path / "moods.jsonl"
+    assert main(["predict", str(library), "--model", str(tiny_model_dir), "--output", str(output)]) == 0, \
+        capsys.readouterr().err
+    assert [Path(record["file"]).name for record in records(output)] == ["song.wav"]
+    assert main(["predict", str(library / "._song.wav"), "--model", str(tiny_model_dir)]) == 1  # named: tried
+    assert "._song.wav: not audio" in capsys.readouterr().err
+
+
 def test_a_file_retried_alone_keeps_a_name_that_looks_like_an_option(tmp_path, monkeypatch):
     """The command line of a file analysed again in a process of its own (after a crash) names it so that a name
     such as `-a.mp3` is read as the file, with the run's options, a value starting with "-" among them, and its

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import file_sha256, write_atomic
-from ..audio import AUDIO_EXTENSIONS, header_facts, why_unreadable
+from ..audio import AUDIO_EXTENSIONS, header_facts, passed_over, why_unreadable
 from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
@@ -225,7 +225,8 @@ def probe_audio(path: str) -> dict[str, Any]:
 
 
 def _audio_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+                  and not any(passed_over(part) for part in p.relative_to(root).parts))
 
 
 def _orphans(root: Path, used: set[str]) -> list[str]:

@@ -25,8 +25,8 @@ EMOMUSIC_CSVS = ("static_annotations.csv", "songs_info.csv", "valence_cont_avera
 
 
 def emomusic_download(root: Path) -> Path:
-    """The official layout with three real clips, plus planted problems: song 5's file is not audio, and a
-    recording nobody labelled."""
+    """The official layout with three real clips, plus planted problems: song 5's file is not audio, a recording
+    nobody labelled, and the AppleDouble file macOS writes beside a copied one."""
     root.mkdir(parents=True)
     for name in EMOMUSIC_CSVS:
         (root / name).symlink_to(require_fixtures("emomusic", name))
@@ -36,6 +36,7 @@ def emomusic_download(root: Path) -> Path:
         shutil.copy(require_fixtures("emomusic", "audio", f"{song}.mp3"), clips / f"{song}.mp3")
     (clips / "5.mp3").write_bytes(b"ID3 but then nothing an mp3 decoder accepts")
     shutil.copy(clips / "3.mp3", clips / "outtake.mp3")
+    (clips / "._3.mp3").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")  # macOS's companion: not listed
     return root
 
 
