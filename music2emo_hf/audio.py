@@ -176,7 +176,7 @@ class AudioStream:
             source, heard = native, None
             if heard_rate is not None:
                 source, for_heard = itertools.tee(native)
-                heard = _soxr_stream(for_heard, self.native_rate, heard_rate)
+                heard = _soxr_stream(for_heard, self.native_rate, heard_rate, as_librosa=True)
             if resampler == "sinc" and self.native_rate != sampling_rate:
                 whole = list(source)
                 source = [sinc_resample(np.concatenate(whole) if whole else np.zeros(0, np.float32), self.native_rate,
@@ -194,15 +194,26 @@ class AudioStream:
             raise AudioDecodeError(f"{self.name}: the audio contains no samples.")
 
 
-def _soxr_stream(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int) -> Iterator[np.ndarray]:
-    """`blocks` of one signal resampled as one soxr (high quality) stream: what one resample of the whole gives."""
+def _soxr_stream(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int,
+                 as_librosa: bool = False) -> Iterator[np.ndarray]:
+    """`blocks` of one signal resampled as one soxr (high quality) stream: what one resample of the whole gives.
+    `as_librosa`: with zeros after it up to the length `librosa.resample` gives (it pads soxr's rounded length to
+    the ceiling of the samples times the ratio, computed in floating point), as the authors' `librosa.load` did."""
     if from_rate == to_rate:
         yield from blocks
         return
     stream = soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32", quality="HQ")
+    taken = given = 0
     for block in blocks:
-        yield stream.resample_chunk(block)
-    yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        taken += len(block)
+        out = stream.resample_chunk(block)
+        given += len(out)
+        yield out
+    out = stream.resample_chunk(np.zeros(0, np.float32), last=True)
+    given += len(out)
+    yield out
+    if as_librosa:
+        yield np.zeros(max(0, int(np.ceil(taken * (float(to_rate) / from_rate))) - given), np.float32)
 
 
 def _rechunked(pieces: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -851,7 +862,9 @@ def sinc_resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray
     kernel = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * window * (base / orig)
     padded = torch.nn.functional.pad(torch.as_tensor(audio, dtype=torch.float32)[None, None], (width, width + orig))
     out = torch.nn.functional.conv1d(padded, kernel.float(), stride=orig).transpose(1, 2).reshape(-1)
-    return out[: math.ceil(new * len(audio) / orig)].numpy()
+    # torchaudio's length: the quotient rounded to float32 before its ceiling (one sample fewer than the exact
+    # ceiling for a third of 44.1 kHz tracks of minutes).
+    return out[: int(torch.ceil(torch.tensor(new * len(audio) / orig, dtype=torch.float32)))].numpy()
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

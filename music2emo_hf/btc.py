@@ -552,8 +552,9 @@ class BTCChordRecognizer:
     """Chord segments of mono 22,050 Hz audio with the authors' BTC weights."""
 
     def __init__(self, weights: str | os.PathLike, device: str | torch.device = "cpu", cqt: str | None = None):
-        """`cqt`: "librosa" (the authors' features to the last bit), "torch" (`cqt.py`, within about 1e-6), or None:
-        librosa's on the CPU, where it is faster, torch's on another device."""
+        """`cqt`: "librosa" (the authors' features to the last bit), "torch" (`cqt.py`, within about 1e-6 of the largest
+        magnitude; bins near silence differ more after the log), or None: librosa's on the CPU, where it is faster,
+        torch's on another device."""
         from .harmony import _cqt_backend
 
         state, self.mean, self.std = read_btc_weights(weights)

@@ -35,12 +35,18 @@ TRAINING_ONLY = ("loss_fn",)  # a bare state dict (no `model.` prefix) may still
 # How the converted model's answers are made, and what differs from the authors' inference code, for the card.
 DIFFERENCES = (
     "Chords come from BTC with the authors' weights (shipped in the model folder as btc.safetensors), on the same "
-    "features (the track resampled once from its own rate to 22,050 Hz with soxr, as their librosa.load did; CQT in "
-    "10 s blocks) and merged into segments as their inference merged them; the key is music21's analysis of those "
-    "chords' tones, as they got it (MIDI rendering in memory instead of files).",
+    "features (the track resampled once from its own rate to 22,050 Hz with soxr and padded to the length "
+    "librosa.load gave them; CQT in 10 s blocks) and merged into segments as their inference merged them; the key is "
+    "music21's analysis of those chords' tones, as they got it (music21's reading of the chords' MIDI done in "
+    "memory, with music21's own arithmetic; music21 itself where two keys tie).",
+    "Where the chord network runs on a GPU, the CQT is computed there, in float32 (music2emo_hf/cqt.py): within 1e-5 "
+    "of librosa's largest magnitude, but bins near silence differ after the log, which can move a chord frame now "
+    "and then. On a CPU it is librosa's, as theirs.",
     "The key's real mode is fed to the network (the authors' inference always fed 'major'; their training used the "
     "real mode).",
     "A `minmaj7` chord, which the authors' token table lacks (their inference stopped with an error), becomes `min7`.",
+    "A last 30 s chunk under 30 ms, on which their inference stopped with an error, is analysed from 400 samples "
+    "(MERT's first frame) and left out below; a mood passes a threshold at `>=` (theirs: `>`).",
     "Audio is decoded once with soundfile, and MERT's input resampled to 24 kHz with soxr (the authors: torchaudio); "
     "`resampler=\"sinc\"` (CLI `--resampler sinc`) resamples it with torchaudio's resampler instead.",
 )

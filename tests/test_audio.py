@@ -77,22 +77,25 @@ def test_streamed_blocks_equal_a_single_resample():
     np.testing.assert_array_equal(streamed, resample(x, 44100, 24000))
 
 
-@pytest.mark.parametrize("resampler", ["soxr", "sinc"])
-def test_each_chunk_comes_with_its_span_of_the_input_resampled_once_to_the_harmonys_rate(write_wav, resampler):
+@pytest.mark.parametrize("resampler, rate, last", [("soxr", 44100, 110254), ("sinc", 44100, 110254),
+                                                   ("soxr", 48000, 110251), ("soxr", 16000, 110255)])
+def test_each_chunk_comes_with_its_span_of_the_input_resampled_once_to_the_harmonys_rate(write_wav, resampler, rate,
+                                                                                        last):
     """The chord path's audio is the whole input resampled from its native rate in one stream, whatever the
     backbone's resampler, cut where the chunks end: joined, it is what the authors' `librosa.load(path, sr=22050)`
-    gave their chord model, bit for bit."""
+    gave their chord model, bit for bit (at 48 and 16 kHz one sample longer than soxr gives: librosa pads it)."""
     import librosa
 
     from music2emo_hf.feature_extraction_music2emo import Music2EmoFeatureExtractor
 
-    stereo = np.random.default_rng(2).standard_normal((44100 * 25 + 7, 2)).astype(np.float32)
-    path = write_wav("noise.wav", stereo, 44100)
+    extra = {44100: 7, 48000: 1, 16000: 3}[rate]
+    stereo = np.random.default_rng(2).standard_normal((rate * 25 + extra, 2)).astype(np.float32)
+    path = write_wav("noise.wav", stereo, rate)
     extractor = Music2EmoFeatureExtractor(chunk_seconds=10.0, resampler=resampler)
     pairs = list(extractor.iter_chunks(str(path), heard_rate=22050))
     for (chunk, _), alone in zip(pairs, extractor.iter_chunks(str(path)), strict=True):
         np.testing.assert_array_equal(chunk, alone)  # the backbone's chunks are unchanged
-    assert [len(heard) for _, heard in pairs] == [220500, 220500, 110254]  # 10 s, 10 s, what is left
+    assert [len(heard) for _, heard in pairs] == [220500, 220500, last]  # 10 s, 10 s, what is left
     authors, _ = librosa.load(str(path), sr=22050)
     np.testing.assert_array_equal(np.concatenate([heard for _, heard in pairs]), authors)
 
@@ -433,6 +436,15 @@ def test_the_sinc_resampler_is_torchaudios():
         # Equal to the last bits on the CPU that made the reference (AVX2); float32 sums in other orders (AVX-512)
         # move them by a few units in the last place, as they move torchaudio's own: far below 16-bit audio's step.
         np.testing.assert_allclose(ours, np.array(expected, dtype=np.float32), rtol=0, atol=1e-6, err_msg=pair)
+
+
+def test_the_sinc_resampler_is_as_long_as_torchaudios():
+    """torchaudio rounds new * length / orig to float32 before its ceiling: 3 min 0.0000454 s at 44.1 kHz gives
+    4,320,001 samples at 24 kHz there, where the exact ceiling is 4,320,002."""
+    from music2emo_hf.audio import sinc_resample
+
+    assert len(sinc_resample(np.zeros(7_938_002, np.float32), 44100, 24000)) == 4_320_001
+    assert len(sinc_resample(np.zeros(44_101, np.float32), 44100, 24000)) == 24_001  # an exact ceiling stays one
 
 
 def test_the_sinc_resampler_feeds_the_chunks_of_a_file(write_wav):
