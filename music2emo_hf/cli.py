@@ -217,7 +217,7 @@ def _run_job(args: argparse.Namespace, job) -> int:
 # The options that change what a record says (not where or how fast it is computed). Each record names those it was
 # made with that differ from the defaults, and a rerun onto the same output must give the same.
 _RECORDED_OPTIONS = ("model", "top_k", "threshold", "segments", "harmony", "embedding", "labels", "hypothesis_template",
-                     "precision", "resampler", "harmony_ensemble")
+                     "precision", "resampler", "harmony_ensemble", "cqt")
 
 
 def recorded_options(args: argparse.Namespace) -> dict:
@@ -419,7 +419,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
     with job.state.main_process_first() if job.state else contextlib.nullcontext():
         pipe = _load_pipeline(args.model, device, job.is_main, precision=args.precision, runtime=args.runtime,
                               harmony_ensemble=args.harmony_ensemble, harmony_workers=args.harmony_workers,
-                              resampler=args.resampler)
+                              resampler=args.resampler, harmony_cqt=args.cqt)
     if pipe.model.config.untrained and job.is_main:
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
@@ -819,6 +819,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resampler", choices=("soxr", "sinc"), default="soxr", help="soxr (default: streamed, bounded "
                    "memory) or sinc (torchaudio's resampler, as the authors' inference resampled for MERT; holds each "
                    "track in memory)")
+    p.add_argument("--cqt", choices=("librosa", "torch"), help="the chord analysis's CQT: librosa (on the CPU, the "
+                   "authors' features to the last bit) or torch (on the device, float32: faster on a GPU, and bins near "
+                   "silence differ, which can move a chord frame now and then); default: librosa on a CPU, torch on a "
+                   "GPU")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="also show the audio decoders' own notes (e.g. mpg123's "
                    "'Trying to resync...' on a damaged file), and where an unexpected error arose (its traceback)")

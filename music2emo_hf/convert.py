@@ -41,7 +41,8 @@ DIFFERENCES = (
     "memory, with music21's own arithmetic; music21 itself where two keys tie).",
     "Where the chord network runs on a GPU, the CQT is computed there, in float32 (music2emo_hf/cqt.py): within 1e-5 "
     "of librosa's largest magnitude, but bins near silence differ after the log, which can move a chord frame now "
-    "and then. On a CPU it is librosa's, as theirs.",
+    "and then. On a CPU it is librosa's, as theirs, and harmony_cqt=\"librosa\" (CLI --cqt librosa) keeps it so on "
+    "a GPU.",
     "The key's real mode is fed to the network (the authors' inference always fed 'major'; their training used the "
     "real mode).",
     "A `minmaj7` chord, which the authors' token table lacks (their inference stopped with an error), becomes `min7`.",

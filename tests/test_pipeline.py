@@ -635,3 +635,27 @@ def test_the_sinc_resampler_is_an_option_of_the_pipeline(tiny_model_dir, write_w
     from_file = pipe(str(path), return_embedding=True)
     from_array = pipe({"array": sinc_resample(audio, 44100, 24000), "sampling_rate": 24000}, return_embedding=True)
     assert from_file["embedding"] == from_array["embedding"]
+
+
+def test_the_chord_cqt_is_an_option_of_the_pipeline_and_the_command(tiny_model_dir, write_wav, tmp_path):
+    """`harmony_cqt` / `--cqt`: librosa's CQT (the authors' features) or torch's, which a GPU takes by default; a run
+    that chose one records it, so that a rerun with the other is not mixed into the same output."""
+    import transformers
+
+    from music2emo_hf.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"harmony_cqt must be one of \('librosa', 'torch'\) or None"):
+            transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", harmony_cqt="nnAudio")
+        pipes = {cqt: transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu",
+                                            harmony_ensemble=1, harmony_cqt=cqt) for cqt in (None, "torch")}
+    assert pipes[None].harmony.cqt is None and pipes["torch"].harmony.cqt == "torch"
+    answers = {cqt: pipe(tone(12.0, freq=220), return_harmony=True) for cqt, pipe in pipes.items()}
+    assert answers["torch"]["chords"] == answers[None]["chords"] and answers["torch"]["key"] == answers[None]["key"]
+    path = write_wav("x.wav", tone(3.0))
+    output = tmp_path / "moods.jsonl"
+    argv = ["predict", str(path), "--model", str(tiny_model_dir), "--harmony-ensemble", "1", "--output", str(output)]
+    assert main([*argv, "--cqt", "torch"]) == 0
+    assert json.loads(output.read_text())["options"]["--cqt"] == "torch"
+    assert main([*argv, "--cqt", "librosa"]) == 2  # other options than the output's records: refused
