@@ -84,6 +84,20 @@ def folder_in_place(folder: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def replace_folder(new: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Put the finished folder `new` in the place of `folder`, an earlier version of it (a model saved again): the
+    old one is renamed aside (`.NAME.old`) first and removed last. Removing it first left, after a kill during the
+    removal, half a model under the final name; now a kill leaves `folder` whole, old or new, or for the instant
+    between two renames absent, with both versions whole beside it."""
+    new, folder = Path(new), Path(folder)
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)  # what a killed run left
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def clear_partials(folder: str | os.PathLike) -> None:
     """Remove what killed runs left while making `folder` or a file in it (`.NAME.partial-*` beside `folder` and in
     it). Only for whoever holds the lock under which `folder` is made: a partial may be another process's work."""
@@ -95,4 +109,4 @@ def clear_partials(folder: str | os.PathLike) -> None:
             stale.unlink(missing_ok=True)
 
 
-__all__ = ["clear_partials", "file_sha256", "folder_in_place", "umask", "write_atomic"]
+__all__ = ["clear_partials", "file_sha256", "folder_in_place", "replace_folder", "umask", "write_atomic"]

@@ -1,11 +1,15 @@
-"""The one atomic writer (atomic.py), which the data code, training and the shared model caches all use."""
+"""The atomic writers (atomic.py), which the data code, training and the shared model caches all use."""
 
 from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from music2emo_hf.atomic import umask, write_atomic
+import pytest
+
+from music2emo_hf import atomic
+from music2emo_hf.atomic import replace_folder, umask, write_atomic
 
 
 def test_concurrent_writes_of_one_file_each_land_whole_and_leave_nothing_behind(tmp_path):
@@ -31,3 +35,35 @@ def test_a_rerun_overwrites_what_a_killed_write_left(tmp_path):
     write_atomic(target, b"whole")
     assert [path.name for path in tmp_path.iterdir()] == ["2.safetensors"]
     assert target.read_bytes() == b"whole"
+
+
+def test_a_model_saved_again_is_never_half_deleted_by_a_kill(tmp_path, monkeypatch):
+    """Training saves `best/` again whenever validation improves. It removed the old folder, then renamed the new
+    one in: a kill during the removal left `best/` without its weights. Here the removal is killed after one file."""
+    def save(version: str):
+        new = tmp_path / "best.tmp"
+        new.mkdir()
+        for name in ("config.json", "model.safetensors"):
+            (new / name).write_text(version)
+        return new
+
+    replace_folder(save("first"), tmp_path / "best")
+    removing = atomic.shutil.rmtree
+
+    def killed_while_removing(path, *args, **kwargs):
+        files = sorted(Path(path).glob("*")) if Path(path).is_dir() else []
+        if files:
+            files[0].unlink()
+            raise KeyboardInterrupt
+        removing(path, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", killed_while_removing)
+    with pytest.raises(KeyboardInterrupt):
+        replace_folder(save("second"), tmp_path / "best")
+    monkeypatch.setattr(atomic.shutil, "rmtree", removing)
+    best = tmp_path / "best"
+    assert {path.name: path.read_text() for path in best.iterdir()} == {"config.json": "second",
+                                                                       "model.safetensors": "second"}
+    replace_folder(save("third"), best)  # the next save clears what the kill left
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best"]
+    assert (best / "model.safetensors").read_text() == "third"

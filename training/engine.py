@@ -50,7 +50,7 @@ from music2emo_hf import (
 from music2emo_hf.configuration_music2emo import Music2EmoConfig, corpus_task
 from music2emo_hf.data.cached import CachedCorpus, collate, crop_chunks, label_priors
 from music2emo_hf.data.features import check_cache_fits
-from music2emo_hf.atomic import write_atomic
+from music2emo_hf.atomic import replace_folder, write_atomic
 from music2emo_hf.data.layout import DATA_DIR, FEATURES_DIR, SPLITS
 from music2emo_hf.losses import (
     KD_MODES,
@@ -580,8 +580,7 @@ class Trainer:
                     del model.backbone
             info = {**self.info, "recipe": asdict(self.recipe), "corpora": [c.name for c in self.corpora], **extra}
             write_atomic(temporary / TRAINING_INFO, json.dumps(info, indent=1) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)
+            replace_folder(temporary, final)
         accelerator.wait_for_everyone()
 
     def _checkpoint(self, state: TrainerState) -> None:
@@ -595,8 +594,7 @@ class Trainer:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             write_atomic(temporary / TRAINER_STATE, json.dumps(asdict(state)) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)
+            replace_folder(temporary, final)
             for old in checkpoints(self.output_dir)[: -self.recipe.keep_checkpoints]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
