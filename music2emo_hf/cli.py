@@ -506,10 +506,9 @@ def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
     if args.chunk_batch_size is not None:
         options["chunk_batch_size"] = args.chunk_batch_size
     try:
-        checked = pipe._sanitize_parameters(**options)[2]
+        checked = pipe._sanitize_parameters(**options)[2]  # labels the encoder cannot read fail here, not per file
         if "candidate_labels" in checked:
             options["candidate_labels"] = checked["candidate_labels"]
-            pipe.label_embeddings(checked["candidate_labels"], checked["hypothesis_template"])  # fails here, not per file
     except (ValueError, RuntimeError) as error:  # worded for Python: named here by the options
         raise CommandError(_PARAMETER.sub(lambda found: found[1] or _OPTION_OF[found[2]], str(error))) from error
     return options
@@ -814,15 +813,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "on a GPU). Inputs longer than N chunks still run alone")
     p.add_argument("--chunk-batch-size", type=_positive_int, metavar="N",
                    help="a long file's chunks (the model's chunk_seconds each) analysed N at a time in one backbone "
-                   "call (default: 1 on a CPU, --batch-size on a GPU; there 8 was fastest, see "
+                   "call (default: the --batch-size; on a GPU 8 was fastest, see "
                    "docs/speed-and-memory.md)")
     p.add_argument("--resampler", choices=("soxr", "sinc"), default="soxr", help="soxr (default: streamed, bounded "
                    "memory) or sinc (torchaudio's resampler, as the authors' inference resampled for MERT; holds each "
                    "track in memory)")
     p.add_argument("--cqt", choices=("librosa", "torch"), help="the chord analysis's CQT: librosa (on the CPU, the "
                    "authors' features to the last bit) or torch (on the device, float32: faster on a GPU, and bins near "
-                   "silence differ, which can move a chord frame now and then); default: librosa on a CPU, torch on a "
-                   "GPU")
+                   "silence differ, which can move a chord frame now and then); default: torch where the chord "
+                   "networks run on a GPU, else librosa. Recorded in the records' options when given")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="also show the audio decoders' own notes (e.g. mpg123's "
                    "'Trying to resync...' on a damaged file), and where an unexpected error arose (its traceback)")
@@ -927,6 +926,13 @@ def _stderr_apart_from_decoders():
             sys.stderr = original
 
 
+def _again(args: argparse.Namespace) -> str:
+    """What running a stopped command again does: `predict` and `prepare-data` go on where they stopped; the others,
+    which leave nothing behind, start over."""
+    resumes = args.run in (predict, prepare_data)
+    return "run the same command again to go on where it stopped" if resumes else "nothing was written; run it again"
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
@@ -938,11 +944,11 @@ def main(argv: list[str] | None = None) -> int:
         with _stderr_apart_from_decoders():
             return args.run(args)
     except KeyboardInterrupt:
-        print("music2emo: interrupted; run the same command again to go on where it stopped", file=sys.stderr)
+        print(f"music2emo: interrupted; {_again(args)}", file=sys.stderr)
         return 130
     except SystemExit as stop:
         if stop.code == 128 + signal.SIGTERM:  # `jobs` ends a run so (kill, a launcher stopping its processes)
-            print("music2emo: terminated; run the same command again to go on where it stopped", file=sys.stderr)
+            print(f"music2emo: terminated; {_again(args)}", file=sys.stderr)
         raise
     except BrokenPipeError:  # what reads the records went away (`| head`): stop quietly, as a Unix tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fail flushing at exit

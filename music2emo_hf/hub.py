@@ -91,8 +91,11 @@ def unreadable_weights(error: BaseException) -> str | None:
 
     from safetensors import SafetensorError
 
-    why = None
-    while error is not None:
+    why, seen = None, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):
+            return None  # whole, but holding an object torch refuses to load without running code: not damage
         if isinstance(error, (SafetensorError, EOFError, pickle.UnpicklingError)) or (
                 isinstance(error, RuntimeError) and str(error).startswith("PytorchStreamReader")):
             why = first_line(error)

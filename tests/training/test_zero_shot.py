@@ -140,6 +140,14 @@ def test_bad_candidate_labels_are_explained(projector, tiny_pipeline):
     cached = pipe.label_embeddings(["calm", "tense"], "music that feels {}")
     assert pipe.label_embeddings(["calm", "tense"], "music that feels {}") is cached  # embedded once per label set
 
+    def inputs():  # a label the encoder cannot read fails the call: no input is taken (each was analysed, then failed)
+        raise AssertionError("an input was taken")
+        yield
+
+    with pytest.raises(ValueError, match="word pieces, and the label encoder reads 256 at most; shorten the label, or "
+                                         "the template it is worded in"):
+        pipe.stream(inputs(), candidate_labels=["calm " + "!" * 300])
+
 
 def test_cluster_targets_are_each_cluster_once_so_negatives_and_top_k_never_pick_a_positives_twin():
     """Six of MTG-Jamendo's labels (action, adventure, dramatic, emotional, love, romantic) shared love's centre when
