@@ -427,9 +427,9 @@ class MusicEmotionPipeline(Pipeline):
     def stream(self, inputs: Iterable, batch_size: int | None = None, num_workers: int | None = None,
                **parameters) -> Iterator[dict | Exception]:
         """The answer for each of many inputs in input order, each as soon as it is ready; an input that cannot be
-        analysed gives its exception in its place and the others go on. `batch_size` 1 (the default on a CPU, where
-        batching costs memory for little or no speed) analyses one input at a time, as calls do. For a GPU, which
-        that leaves idle (default 16 there): `num_workers` threads (by default up to 8, one core
+        analysed gives its exception in its place and the others go on. `batch_size` (default: the pipeline's own,
+        else 1 on a CPU, where batching costs memory for little or no speed, and 16 on a GPU) 1 analyses one input
+        at a time, as calls do. For a GPU, which that leaves idle: `num_workers` threads (by default up to 8, one core
         left free) decode the next `batch_size` inputs while `batch_size` inputs are analysed together, their chunks
         in backbone calls of up to `batch_size` (or `chunk_batch_size`) chunks of equal length, their chord windows
         in the `harmony_workers` threads beside the backbone. An input longer than `batch_size` chunks runs alone,
@@ -441,8 +441,9 @@ class MusicEmotionPipeline(Pipeline):
         if many is None:
             raise TypeError(f"stream takes many inputs (a list, a generator, a dataset), got one input "
                             f"({type(inputs).__name__}); call the pipeline on it instead: pipe(input).")
-        batch_size = _positive_int((1 if self.model.device.type == "cpu" else 16) if batch_size is None else batch_size,
-                                   "batch_size")
+        if batch_size is None:  # the pipeline's own (`pipeline(..., batch_size=N)`), else by device
+            batch_size = self._batch_size or (1 if self.model.device.type == "cpu" else 16)
+        batch_size = _positive_int(batch_size, "batch_size")
         num_workers = _positive_int(max(1, min(8, usable_cores() - 1)) if num_workers is None else num_workers,
                                     "num_workers (decoding threads)")
         preprocess, forward, postprocess = self._sanitize_parameters(**parameters)

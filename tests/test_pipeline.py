@@ -149,8 +149,11 @@ def test_many_inputs_are_many_whatever_holds_them_and_one_input_is_not_streamed(
             tiny_pipeline.stream(one, batch_size=2)
 
 
-def test_a_stream_on_the_cpu_takes_one_input_at_a_time_by_default(tiny_pipeline):
-    """As the command does: on a CPU batching costs memory for little or no speed (it read 32 inputs ahead)."""
+def test_a_stream_on_the_cpu_takes_one_input_at_a_time_by_default(tiny_pipeline, tiny_model_dir):
+    """As the command does: on a CPU batching costs memory for little or no speed (it read 32 inputs ahead). A
+    pipeline made with a batch size streams with that one."""
+    import transformers
+
     taken = []
 
     def inputs():
@@ -161,6 +164,14 @@ def test_a_stream_on_the_cpu_takes_one_input_at_a_time_by_default(tiny_pipeline)
     answers = tiny_pipeline.stream(inputs())
     next(answers)
     assert taken == [0]
+    answers.close()
+    taken.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batched = transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu", batch_size=2)
+    answers = batched.stream(inputs())
+    next(answers)
+    assert len(taken) == 4  # two analysed together, the next two taken to decode meanwhile
     answers.close()
 
 
