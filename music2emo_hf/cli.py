@@ -35,13 +35,14 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
 
     for path in paths:
         if os.path.isdir(path):
-            found, undecoded, seen = [], [], set()
+            found, undecoded, seen, hidden = [], [], set(), 0
             for root, folders, names in os.walk(path, onerror=unreadable, followlinks=True):
                 real = os.path.realpath(root)
                 if real in seen:  # a link back up the tree, or a second way into a folder
                     folders.clear()
                     continue
                 seen.add(real)
+                hidden += sum(passed_over(name) for name in (*folders, *names))
                 folders[:] = [name for name in folders if not passed_over(name)]
                 names = [name for name in names if not passed_over(name)]
                 found += [os.path.join(root, name) for name in names if name.lower().endswith(AUDIO_EXTENSIONS)]
@@ -50,7 +51,9 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
                 report(name, f"{os.path.splitext(name)[1]} audio is not decoded by this package: {CONVERT_FIRST}")
             found.sort()
             if not found and not undecoded:
-                report(path, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+                passed = (f"; {hidden} hidden file(s) or folder(s) passed over (names starting with a dot)"
+                          if hidden else "")
+                report(path, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder{passed}")
             yield from found
         elif os.path.exists(path):
             yield path

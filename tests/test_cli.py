@@ -215,6 +215,10 @@ def test_a_library_copied_from_a_mac_is_analysed_without_its_hidden_companions(t
     assert [Path(record["file"]).name for record in records(output)] == ["song.wav"]
     assert main(["predict", str(library / "._song.wav"), "--model", str(tiny_model_dir)]) == 1  # named: tried
     assert "._song.wav: not audio" in capsys.readouterr().err
+    (library / "song.wav").unlink()  # hidden files only: the folder's report says they were passed over
+    assert main(["predict", str(library), "--model", str(tiny_model_dir)]) == 1
+    assert "in this folder; 3 hidden file(s) or folder(s) passed over (names starting with a dot)" in \
+        capsys.readouterr().err
 
 
 def test_a_file_retried_alone_keeps_a_name_that_looks_like_an_option(tmp_path, monkeypatch):
