@@ -26,8 +26,8 @@ EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
 
 def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
     """Files as given, and the audio files under folders (recursive, through linked folders, sorted; hidden files and
-    folders left out: `audio.passed_over`). Problems go to `report`: a missing path, a folder without audio, a folder that cannot be read,
-    audio of a type no decoder here reads (an iTunes library's .m4a files)."""
+    folders left out: `audio.passed_over`). Problems go to `report`: a missing path, a folder without audio, a folder
+    that cannot be read, audio of a type no decoder here reads (an iTunes library's .m4a files)."""
     from .audio import AUDIO_EXTENSIONS, CONVERT_FIRST, UNDECODED_EXTENSIONS, passed_over, why_missing
 
     def unreadable(error: OSError) -> None:
@@ -448,7 +448,6 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
                     **{name: value for name, value in answer.items() if name != "file"},
                     "options": recorded})  # the child's lack what it was not given (the dataset)
 
-
     def analyse(keys):
         taken = collections.deque()
 
@@ -708,18 +707,19 @@ def convert_original(args: argparse.Namespace) -> int:
     try:
         reference = parse_reference(args.checkpoint)
         checkpoint, source = args.checkpoint, None
-        # All three from the Hub: a file missing offline is named with the others (not one failed run at a time).
+        # All three from the Hub: a file missing offline is named with the others (not one failed run at a time);
+        # otherwise the file alone, with what to give instead of it.
         all_from_hub = reference is not None and args.btc is None and args.backbone == BACKBONE_REPO
         instead = "give the files themselves: the checkpoint's path, --btc FILE and --backbone DIR"
         if reference is not None:
-            checkpoint, commit = fetch_release_file(reference, instead=instead) if all_from_hub else \
-                fetch_release_file(reference, alone="give a downloaded checkpoint file instead")
+            checkpoint, commit = fetch_release_file(
+                reference, alone=None if all_from_hub else "give a downloaded checkpoint file instead", instead=instead)
             reference = ReleasedReference(reference.checkpoint, commit, reference.repo)
             source = {"repo": reference.repo, "checkpoint": reference.checkpoint, "file": reference.filename,
                       "revision": commit, "btc": RELEASED_WEIGHTS, "backbone": {"repo": args.backbone}}
-        btc = args.btc or (fetch_release_file(reference, RELEASED_WEIGHTS, instead=instead) if all_from_hub else
-                           fetch_release_file(reference or parse_reference(RELEASED_REPO), RELEASED_WEIGHTS,
-                                              alone="give BTC's weights file with --btc"))[0]
+        btc = args.btc or fetch_release_file(
+            reference or parse_reference(RELEASED_REPO), RELEASED_WEIGHTS,
+            alone=None if all_from_hub else "give BTC's weights file with --btc", instead=instead)[0]
         model, extractor, details = convert_original(checkpoint, args.backbone, btc)
     except (ConversionError, ReleasedModelError, OSError) as error:
         raise CommandError(str(error)) from error
