@@ -24,13 +24,18 @@ import numpy as np
 from .labels import RatingScale
 
 
-def _tag_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
-    truth = np.asarray(y_true)
+def _tag_scores(y_score) -> np.ndarray:
     score = np.asarray(y_score, dtype=np.float64)
-    if truth.ndim != 2 or truth.shape != score.shape:
-        raise ValueError(f"tag metrics need (tracks, tags) arrays of one shape, got {truth.shape} and {score.shape}")
     if not np.isfinite(score).all():
         raise ValueError("tag scores contain NaN or infinity")
+    return score
+
+
+def _tag_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    truth, score = np.asarray(y_true), np.asarray(y_score)
+    if truth.ndim != 2 or truth.shape != score.shape:
+        raise ValueError(f"tag metrics need (tracks, tags) arrays of one shape, got {truth.shape} and {score.shape}")
+    score = _tag_scores(score)
     if truth.dtype != bool and not np.isin(truth, (0, 1)).all():  # NaN and 0.05 would count as positives
         odd = truth[~np.isin(truth, (0, 1))].ravel()[:3].tolist()
         raise ValueError(f"tag references must be 0 or 1 (or booleans), got values such as {odd}; leave out tracks "
@@ -87,11 +92,10 @@ def tag_metrics(y_true, y_score) -> dict[str, float]:
 
 def top_k_decisions(y_score, k: int) -> np.ndarray:
     """The k highest-scoring tags of each row as a boolean matrix (ties broken by tag order)."""
-    score = np.asarray(y_score, dtype=np.float64)
+    score = np.asarray(y_score)
     if score.ndim != 2:
         raise ValueError(f"top-k decisions need a (tracks, tags) array of scores, got shape {score.shape}")
-    if not np.isfinite(score).all():
-        raise ValueError("tag scores contain NaN or infinity")
+    score = _tag_scores(score)
     if not 1 <= k <= score.shape[1]:
         raise ValueError(f"k must be in 1..{score.shape[1]}, got {k}")
     decisions = np.zeros(score.shape, dtype=bool)
