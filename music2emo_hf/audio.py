@@ -126,12 +126,19 @@ def check_rate(rate: Any, name: str) -> int:
 
 @dataclass
 class AudioStream:
-    """A decodable input: its display name, native rate, and a way to read mono float32 frames in order."""
+    """A decodable input: its display name, native rate, and a way to read mono float32 frames in order.
+    `warning`: how the file holds less than its whole audio (cut short, or damaged where decoding stopped), once
+    known (at opening, or once the last block is read), or None: what a batch's record of the input says."""
 
     name: str
     native_rate: int
     _file: _ReadForward | None = None
     _array: np.ndarray | None = None
+    warning: str | None = None
+
+    def _warn(self, message: str) -> None:
+        self.warning = message
+        warnings.warn(AudioCutShortWarning(f"{self.name}: {message}"), stacklevel=3)
 
     def _native_blocks(self) -> Iterator[np.ndarray]:
         if self._array is not None:
@@ -147,7 +154,8 @@ class AudioStream:
                     raise AudioDecodeError(f"{self.name}: decoding failed part-way ({error}); the file is damaged: "
                                            "download or export it again.") from error
                 if not len(block):
-                    _stopped_early(self._file, self.name)
+                    if stopped := _stopped_early(self._file):
+                        self._warn(stopped)
                     return
                 block = _channel_mean(block, 1) if block.shape[1] > 1 else block[:, 0]
                 _check_finite(block, self.name)
@@ -324,6 +332,8 @@ def undecoded_audio(value: dict) -> bytes | str | None:
 
 def describe(audio: AudioInput) -> str:
     """A short name for an input, for messages and output records."""
+    if isinstance(audio, AudioStream):
+        return audio.name
     if isinstance(audio, (str, os.PathLike)):
         return os.fspath(audio)
     if isinstance(audio, bytes):
@@ -431,28 +441,28 @@ def _open_file(source: Any, name: str) -> AudioStream:
     except AudioDecodeError:
         handle.close()
         raise
+    stream = AudioStream(name, handle.samplerate, _file=handle)
     announced = _cut_short(source, handle)
     if announced is not None:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in _COUNTED else \
             "what it holds"
-        warnings.warn(AudioCutShortWarning(f"{name}: cut short: {_announced(announced)} (not downloaded or copied "
-                                           f"whole); {held} is analysed."), stacklevel=2)
+        stream._warn(f"cut short: {_announced(announced)} (not downloaded or copied whole); {held} is analysed.")
     elif handle.format not in _COUNTED and handle.frames not in (0, _UNSTATED):  # see `_stopped_early`
         with _bytes_of(source) as data:
             head = data.read(12)
             if handle.format != "MP3" or _has_xing_frame_count(data, _id3_end(head) or 0):
                 handle.stated_frames = handle.frames
-    return AudioStream(name, handle.samplerate, _file=handle)
+    return stream
 
 
-def _stopped_early(handle: _ReadForward, name: str) -> None:
-    """Warns when a decoder ended more than 0.1 s before the length its header states: an MP3's decoder gives up
-    on damage in the middle of a whole file (a resync that finds no frame) as if the file ended there."""
+def _stopped_early(handle: _ReadForward) -> str | None:
+    """What to say when a decoder ended more than 0.1 s before the length its header states: an MP3's decoder gives
+    up on damage in the middle of a whole file (a resync that finds no frame) as if the file ended there."""
     if handle.stated_frames is not None and handle.stated_frames - handle.read_frames > 0.1 * handle.samplerate:
-        warnings.warn(AudioCutShortWarning(
-            f"{name}: decoding stopped at {handle.read_frames / handle.samplerate:.1f} s of the "
-            f"{handle.stated_frames / handle.samplerate:.1f} s its header announces (the file is damaged there); "
-            "what precedes is analysed. Download or export it again."), stacklevel=3)
+        return (f"decoding stopped at {handle.read_frames / handle.samplerate:.1f} s of the "
+                f"{handle.stated_frames / handle.samplerate:.1f} s its header announces (the file is damaged there); "
+                "what precedes is analysed. Download or export it again.")
+    return None
 
 
 def _announced(seconds: float) -> str:
@@ -753,7 +763,10 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
     """Validate an input and prepare it for streaming.
 
     `sampling_rate` is the rate of a bare waveform; without it a waveform is taken to be at `default_rate`
-    (the model's rate), as transformers' audio pipelines do."""
+    (the model's rate), as transformers' audio pipelines do. A stream already open is itself (its reader can ask it
+    afterwards whether the file was whole: `AudioStream.warning`)."""
+    if isinstance(audio, AudioStream):
+        return audio
     name = describe(audio)
     if isinstance(audio, dict) and _waveform(audio) is None and undecoded_audio(audio):
         name = audio.get("path") or describe(undecoded_audio(audio))

@@ -279,6 +279,10 @@ def _check_same_options(output, options: dict) -> None:
         raise CommandError(f"{output.described} holds records of an older version of music2emo, which did not name "
                            "the dataset and split of their rows: choose a new --output-dataset (or remove its "
                            ".records.jsonl to analyse its rows again).")
+    if "audio_warning" not in output.first:
+        raise CommandError(f"{output.described} holds records of an older version of music2emo, without the "
+                           "audio_warning field this one writes in each: choose another output (or finish it with "
+                           "the version that wrote it).")
     if earlier != options:
         raise CommandError(f"{output.described} holds records made with {_as_flags(earlier)}; this run has "
                            f"{_as_flags(options)}. Choose another output, or run with the options that wrote it.")
@@ -443,10 +447,8 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
                 if not isinstance(files[key], str):
                     yield files[key]
                     continue
-                answer = next(answers)
-                yield answer if isinstance(answer, Exception) else inputs.record(key, {
-                    **{name: value for name, value in answer.items() if name != "file"},
-                    "options": recorded})  # the child's lack what it was not given (the dataset)
+                answer = next(answers)  # a record of the child's, lacking what it was not given (the dataset)
+                yield answer if isinstance(answer, Exception) else inputs.record(key, _record_fields(answer, recorded))
 
     def analyse(keys):
         taken = collections.deque()
@@ -458,7 +460,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
 
         for answer in pipe.stream(audio(), args.batch_size, **options):
             key = taken.popleft()
-            yield answer if isinstance(answer, Exception) else inputs.record(key, {**answer, "options": recorded})
+            yield answer if isinstance(answer, Exception) else inputs.record(key, _record_fields(answer, recorded))
 
     with tqdm(total=plan.total, desc="music2emo", unit=noun, file=sys.stderr, disable=not job.is_main) as bar, \
             _cut_short_files_noted(bar):
@@ -471,6 +473,13 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
         )
         job.wait_for_all()
     return pipe
+
+
+def _record_fields(answer: dict, recorded: dict) -> dict:
+    """An answer as a record's fields, all records alike (a file, a CSV, resumed, holds one kind): `audio_warning`
+    in every one (null for a whole file), then the run's options."""
+    fields = {name: value for name, value in answer.items() if name not in ("file", "audio_warning")}
+    return {**fields, "audio_warning": answer.get("audio_warning"), "options": recorded}
 
 
 @contextlib.contextmanager

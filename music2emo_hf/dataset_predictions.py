@@ -72,7 +72,8 @@ def row_record(index: int, example: Mapping[str, Any], ids: Sequence[str], answe
     `output_row`), or with the prefix itself, is kept as `input:<name>`: a corpus's own `valence` neither overwrites
     nor retypes the predicted one."""
     def kept_as(name: str) -> str:
-        taken = name in ("row", *_PER_DATASET) or name in answer or name.startswith(("mood:", INPUT_PREFIX))
+        taken = name in ("row", "audio_warning", *_PER_DATASET) or name in answer or name.startswith(
+            ("mood:", INPUT_PREFIX))
         return INPUT_PREFIX + name if taken else name
 
     return {"row": index, **{kept_as(name): example[name] for name in ids}, **answer}
@@ -106,8 +107,10 @@ def _fetched(source: Any) -> Any:
 
 def output_row(record: Mapping[str, Any], mood_labels: Sequence[str]) -> dict[str, Any]:
     """A predictions record as an output row: the moods also one float column each (None when left out by top_k or
-    threshold); what every row shares is left for the card."""
-    row = {key: value for key, value in record.items() if key not in _PER_DATASET}
+    threshold); what every row shares is left for the card. `audio_warning` is in every row: null for a whole file,
+    else how it was cut short or damaged (the pipeline's answer has it for such a file alone)."""
+    row = {key: value for key, value in record.items() if key not in (*_PER_DATASET, "audio_warning")}
+    row["audio_warning"] = record.get("audio_warning")
     scores = {mood["label"]: mood["score"] for mood in record.get("moods", ())}
     row.update({f"mood:{label}": scores.get(label) for label in mood_labels})
     return row
@@ -142,6 +145,8 @@ def output_features(first_row: Mapping[str, Any], input_features: Mapping[str, A
             features[name] = input_features[name[len(INPUT_PREFIX):]]
         elif name in input_features and name != "row" and INPUT_PREFIX + name not in first_row:
             features[name] = input_features[name]
+        elif name == "audio_warning":
+            features[name] = Value("string")  # null in a first row from a whole file
         elif name.startswith("mood:") and name[5:] in mood_labels:
             features[name] = Value("float32")  # one column per label of the model: half the size, 7 digits
         else:
@@ -212,7 +217,7 @@ def written_here(folder: str | os.PathLike) -> bool:
 def _write_card(out: Path, split: str, count: int, features, about: Mapping[str, Any], data_file: str) -> None:
     from .atomic import write_atomic
 
-    columns = "\n".join(f"- `{name}`" for name in features if not name.startswith("mood:"))
+    columns = "\n".join(f"- `{name}`" for name in features if not name.startswith("mood:") and name != "audio_warning")
     notes = f"\n**{about['warning']}**\n" if about.get("warning") else ""
     body = f"""---
 configs:
@@ -235,6 +240,7 @@ Each row is one input row; `row` is its index there. Columns:
 {columns}
 - `mood:<label>`: the probability of each of the model's {sum(name.startswith("mood:") for name in features)} mood labels
   (empty where `top_k` or `threshold` left it out of `moods`)
+- `audio_warning`: empty for a whole file, else how it was cut short or damaged (what it held was analysed)
 
 Pipeline options: `{json.dumps(about.get('options', {}), sort_keys=True)}`. The model's provenance:
 `{json.dumps(about.get('provenance', {}), sort_keys=True)}`. The scale of valence and arousal:

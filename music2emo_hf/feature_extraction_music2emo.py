@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from transformers import BatchFeature, FeatureExtractionMixin
 
-from .audio import RESAMPLERS, AudioDecodeError, AudioInput, check_rate, describe, open_audio
+from .audio import RESAMPLERS, AudioDecodeError, AudioInput, AudioStream, check_rate, open_audio
 
 # The receptive field of MERT's convolutional front end (kernel 10 stride 5, then 3/2 x4, 2/2 x2): fewer samples give
 # zero frames. A last piece shorter than this (under 17 ms) is dropped; a whole input shorter than this is an error.
@@ -47,12 +47,18 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
     def chunk_samples(self) -> int:
         return round(self.chunk_seconds * self.sampling_rate)
 
+    def open_audio(self, audio: AudioInput, sampling_rate: int | None = None) -> AudioStream:
+        """`audio` opened to be read once (a bare waveform is at `sampling_rate`, else at the model's): a stream to
+        give `iter_chunks`, and to ask afterwards whether the file was whole (`AudioStream.warning`). The pipeline
+        opens its inputs here: a model's remote code holds its own copy of the audio module, and of its stream."""
+        return open_audio(audio, sampling_rate=sampling_rate, default_rate=self.sampling_rate)
+
     def iter_chunks(self, audio: AudioInput, sampling_rate: int | None = None,
                     heard_rate: int | None = None) -> Iterator:
         """Stream the chunks of one input; only one chunk's worth of audio is held at a time. With `heard_rate` (the
         harmony's), each chunk comes as a pair with its span of the input resampled to that rate from the native
-        one (`AudioStream.blocks`)."""
-        stream = open_audio(audio, sampling_rate=sampling_rate, default_rate=self.sampling_rate)
+        one (`AudioStream.blocks`). `audio` may be a stream `self.open_audio` gave."""
+        stream = self.open_audio(audio, sampling_rate)
         emitted = 0
         for item in stream.blocks(self.sampling_rate, self.chunk_samples, self.resampler, heard_rate):
             chunk = item if heard_rate is None else item[0]
@@ -60,7 +66,7 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
                 if emitted:
                     return
                 raise AudioDecodeError(
-                    f"{describe(audio)}: the audio is {1000 * len(chunk) / self.sampling_rate:.2f} ms long; at least "
+                    f"{stream.name}: the audio is {1000 * len(chunk) / self.sampling_rate:.2f} ms long; at least "
                     f"{1000 * MIN_CHUNK_SAMPLES / self.sampling_rate:.1f} ms is needed."
                 )
             emitted += 1

