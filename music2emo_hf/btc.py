@@ -620,7 +620,12 @@ class BTCHarmonyAnalyzer:
         them all), 1 with librosa's, on the CPU, where batching buys nothing."""
         from .harmony import WINDOW_BATCH
 
-        return WINDOW_BATCH if self.recognizer.cqt == "torch" else 1
+        return WINDOW_BATCH if self.cqt_in_use == "torch" else 1
+
+    @property
+    def cqt_in_use(self) -> str:
+        """The CQT the windows get: "librosa" (the authors' features) or "torch" (given, or the default on a GPU)."""
+        return self.recognizer.cqt
 
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0):
         return self.analyze_windows([audio], sampling_rate, [offset])[0]

@@ -174,17 +174,18 @@ def _run_job(args: argparse.Namespace, job) -> int:
     """`predict` once its job holds its output: plan, analyse, merge, report."""
     from tqdm import tqdm
 
-    recorded = recorded_options(args)  # what each record says it was made with
-    dataset = _dataset_inputs(args) if args.dataset else None
-    if dataset is not None:
-        recorded.update(dataset.identity())
-    if job.is_main:
-        _check_same_options(job.output_writer, recorded)
     if job.processes > 1 and args.device not in (None, "cpu"):
         raise CommandError(f"--device {args.device}: with several processes each runs on the device its launcher "
                            "gives it; leave --device out (or pass --device cpu).")
     device = str(job.device) if job.device is not None else (args.device or _default_device(args))
-    _check_device_options(args, device)
+    arithmetic = _check_device_options(args, device)
+    recorded = _computed(recorded_options(args), "--precision", arithmetic, "float32")  # what each record names
+    recorded = _computed(recorded, "--cqt", args.cqt or "librosa", "librosa")
+    dataset = _dataset_inputs(args) if args.dataset else None
+    if dataset is not None:
+        recorded.update(dataset.identity())
+    if job.is_main:
+        _check_same_options(job.output_writer, recorded, known_once_loaded=None if args.cqt else "--cqt")
     _set_threads(args.threads, device)
     listing_problems: list[dict] = []
 
@@ -226,7 +227,8 @@ _RECORDED_OPTIONS = ("model", "top_k", "threshold", "segments", "harmony", "embe
 def recorded_options(args: argparse.Namespace) -> dict:
     """This run's `_RECORDED_OPTIONS` that differ from the defaults, as flags (`{"--top-k": 3}`), each in one spelling:
     a released checkpoint as `REPO:CHECKPOINT[@REVISION]` (the default one, however named, is the default), another
-    model as its answers name it, labels as the clean list the pipeline scores."""
+    model as its answers name it, labels as the clean list the pipeline scores. `--precision` and `--cqt` are named
+    as given here: `_run_job` names them as computed (`_computed`)."""
     from .zero_shot import check_labels
 
     options = {}
@@ -262,9 +264,21 @@ def _recorded_model(model: str) -> str | None:
     return None if released == ReleasedReference() else str(released)
 
 
-def _check_same_options(output, options: dict) -> None:
+def _computed(recorded: dict, flag: str, value, default) -> dict:
+    """`recorded` with `flag` as this machine computes it (what --precision auto came to, the CQT the device took):
+    left out where that is the default's arithmetic, so that runs that compute alike name the same options."""
+    options = dict(recorded)
+    if value == default:
+        options.pop(flag, None)
+    else:
+        options[flag] = value
+    return options
+
+
+def _check_same_options(output, options: dict, known_once_loaded: str | None = None) -> None:
     """A rerun onto an output made with other options is refused before the model loads, whether or not it has
-    anything left to analyse: its records would not be this run's (and a finished output would answer "skipped")."""
+    anything left to analyse: its records would not be this run's (and a finished output would answer "skipped").
+    `known_once_loaded`: an option compared only once the model has loaded (the CQT its chord analysis takes)."""
     if output is None or output.first is None:
         return
     earlier = output.field(output.first, "options")
@@ -283,6 +297,9 @@ def _check_same_options(output, options: dict) -> None:
         raise CommandError(f"{output.described} holds records of an older version of music2emo, without the "
                            "audio_warning field this one writes in each: choose another output (or finish it with "
                            "the version that wrote it).")
+    if known_once_loaded:
+        earlier, options = ({name: value for name, value in both.items() if name != known_once_loaded}
+                            for both in (earlier, options))
     if earlier != options:
         raise CommandError(f"{output.described} holds records made with {_as_flags(earlier)}; this run has "
                            f"{_as_flags(options)}. Choose another output, or run with the options that wrote it.")
@@ -382,22 +399,23 @@ def _on_cpu(args: argparse.Namespace) -> bool:
     return args.device == "cpu" or args.device is None and _cpu_only_options(args)
 
 
-def _check_device_options(args: argparse.Namespace, device: str) -> None:
+def _check_device_options(args: argparse.Namespace, device: str) -> str:
     """A device this torch cannot use, or a runtime the options rule out there, is named as the problem before the
-    model loads, which would otherwise be blamed for it."""
+    model loads, which would otherwise be blamed for it. Returns the backbone's arithmetic there (`obstacles`)."""
     from .runtimes import obstacles, unusable_device
 
     why = unusable_device(device, "--device cpu")
     if why:
         raise CommandError(f"--device {device}: {why}")
     try:
-        _, reasons = obstacles(args.runtime, args.precision, device)
+        arithmetic, reasons = obstacles(args.runtime, args.precision, device)
     except ValueError:
         raise CommandError(f"--precision {args.precision}: runs on the CPU only; with --device {device} use "
                            "--precision bfloat16 or auto.") from None
     if reasons:
         raise CommandError(f"--runtime {args.runtime} cannot run with --device {device} --precision {args.precision}: "
                            f"{'; '.join(reasons)}; leave --runtime out (auto) or choose another.")
+    return arithmetic
 
 
 def _set_threads(threads: int | None, device: str) -> None:
@@ -430,6 +448,9 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
     if pipe.model.config.untrained and job.is_main:
         print(f"warning: {args.model} is an untrained model (random weights): its outputs are not predictions",
               file=sys.stderr)
+    recorded = _computed(recorded, "--cqt", pipe.harmony.cqt_in_use, "librosa")
+    if job.is_main:
+        _check_same_options(job.output_writer, recorded)
     options = _pipeline_options(args, pipe)
     mood_labels = pipe.model.config.mood_labels
 
@@ -833,7 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cqt", choices=("librosa", "torch"), help="the chord analysis's CQT: librosa (on the CPU, the "
                    "authors' features to the last bit) or torch (on the device, float32: faster on a GPU, and bins near "
                    "silence differ, which can move a chord frame now and then); default: torch where the chord "
-                   "networks run on a GPU, else librosa. Recorded in the records' options when given")
+                   "networks run on a GPU, else librosa. Records name torch's wherever it ran")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="also show the audio decoders' own notes (e.g. mpg123's "
                    "'Trying to resync...' on a damaged file), and where an unexpected error arose (its traceback)")

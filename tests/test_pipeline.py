@@ -666,12 +666,17 @@ def test_the_sinc_resampler_is_an_option_of_the_pipeline(tiny_model_dir, write_w
     assert from_file["embedding"] == from_array["embedding"]
 
 
-def test_the_chord_cqt_is_an_option_of_the_pipeline_and_the_command(tiny_model_dir, write_wav, tmp_path):
+def test_the_chord_cqt_is_an_option_of_the_pipeline_and_the_command(tiny_model_dir, write_wav, tmp_path,
+                                                                    monkeypatch):
     """`harmony_cqt` / `--cqt`: librosa's CQT (the authors' features) or torch's, which a GPU takes by default; a run
     that chose one records it, so that a rerun with the other is not mixed into the same output."""
     import transformers
 
+    from music2emo_hf import hub
     from music2emo_hf.cli import main
+
+    made, load = [], hub.load_pipeline
+    monkeypatch.setattr(hub, "load_pipeline", lambda *args, **options: made.append(load(*args, **options)) or made[-1])
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -686,5 +691,40 @@ def test_the_chord_cqt_is_an_option_of_the_pipeline_and_the_command(tiny_model_d
     output = tmp_path / "moods.jsonl"
     argv = ["predict", str(path), "--model", str(tiny_model_dir), "--harmony-ensemble", "1", "--output", str(output)]
     assert main([*argv, "--cqt", "torch"]) == 0
-    assert json.loads(output.read_text())["options"]["--cqt"] == "torch"
+    assert json.loads(output.read_text())["options"]["--cqt"] == "torch" and made[-1].harmony.cqt == "torch"
     assert main([*argv, "--cqt", "librosa"]) == 2  # other options than the output's records: refused
+
+
+def test_records_name_what_the_machine_computed_so_a_resumed_run_never_mixes_two_kinds(tiny_model_dir, write_wav,
+                                                                                       tmp_path, monkeypatch, capsys):
+    """A job started on a GPU (torch's CQT by default) and resumed on a laptop (librosa's) would hold records of
+    both under the same options; `--precision auto` likewise. Records name what was computed, not what was typed."""
+    from music2emo_hf import harmony, runtimes
+    from music2emo_hf.cli import main
+
+    paths = [str(write_wav(f"{name}.wav", tone(3.0, freq=freq))) for name, freq in (("a", 220), ("b", 330))]
+    argv = ["--model", str(tiny_model_dir), "--harmony-ensemble", "1", "--output"]
+    gpu_made = tmp_path / "gpu.jsonl"
+    default_backend = harmony._cqt_backend
+    monkeypatch.setattr(harmony, "_cqt_backend", lambda cqt, device: default_backend(cqt, torch.device("cuda")))
+    assert main(["predict", paths[0], *argv, str(gpu_made)]) == 0  # the chord networks' CQT as on a GPU
+    assert json.loads(gpu_made.read_text())["options"]["--cqt"] == "torch"
+    monkeypatch.setattr(harmony, "_cqt_backend", default_backend)
+    capsys.readouterr()
+    assert main(["predict", *paths, *argv, str(gpu_made)]) == 2
+    said = capsys.readouterr().err
+    assert "--cqt torch; this run has" in said and "--cqt" not in said.split("this run has")[1], said
+    assert main(["predict", *paths, *argv, str(gpu_made), "--cqt", "torch"]) == 0  # what the error says to do
+    assert [json.loads(line)["options"]["--cqt"] for line in gpu_made.read_text().splitlines()] == ["torch"] * 2
+
+    monkeypatch.setattr(runtimes, "native_bfloat16", lambda device: False)
+    auto = tmp_path / "auto.jsonl"
+    assert main(["predict", paths[0], *argv, str(auto), "--precision", "auto", "--cqt", "librosa"]) == 0
+    assert json.loads(auto.read_text())["options"] == {  # float32 here, with librosa's CQT: the defaults
+        "--model": str(tiny_model_dir), "--harmony-ensemble": 1}
+    assert main(["predict", *paths, *argv, str(auto)]) == 0 and len(auto.read_text().splitlines()) == 2
+    monkeypatch.setattr(runtimes, "native_bfloat16", lambda device: True)
+    capsys.readouterr()
+    assert main(["predict", *paths, *argv, str(auto), "--precision", "auto"]) == 2  # bfloat16 where it is native
+    said = capsys.readouterr().err
+    assert "--precision" not in said.split("this run has")[0] and "--precision bfloat16" in said.split("this run has")[1]
