@@ -181,7 +181,7 @@ def _run_job(args: argparse.Namespace, job) -> int:
     arithmetic = _check_device_options(args, device)
     recorded = _computed(recorded_options(args), "--precision", arithmetic, "float32")  # what each record names
     recorded = _computed(recorded, "--cqt", args.cqt or "librosa", "librosa")
-    dataset = _dataset_inputs(args) if args.dataset else None
+    dataset = _dataset_inputs(args, job.is_main) if args.dataset else None
     if dataset is not None:
         recorded.update(dataset.identity())
     if job.is_main:
@@ -340,14 +340,15 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise CommandError("--hypothesis-template words the --labels; give --labels too.")
 
 
-def _dataset_inputs(args: argparse.Namespace):
+def _dataset_inputs(args: argparse.Namespace, say: bool):
+    """The --dataset's rows for this process; `say` (the main process): which columns are not kept."""
     from .dataset_predictions import DatasetSource
 
     try:
         source = DatasetSource(args.dataset, args.config, args.split, args.audio_column)
     except (ValueError, OSError) as error:
         raise CommandError(str(error).splitlines()[0]) from error
-    if source.left_out:
+    if source.left_out and say:
         kinds = ", ".join(f"{name} ({source.features[name].dtype})" for name in source.left_out)
         print(f"music2emo: the column(s) {kinds} are not copied into the predictions (the job's records hold JSON "
               "values: numbers, strings, booleans; use predict_dataset in Python to keep them)", file=sys.stderr)

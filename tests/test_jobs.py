@@ -341,6 +341,26 @@ def test_two_processes_killed_midway_finish_on_rerun_with_the_records_of_one(tin
     assert sum("music2emo: loading model" in line for line in rerun.stderr.splitlines()) == 1  # said once, by rank 0
 
 
+@pytest.mark.slow
+def test_a_dataset_job_across_two_processes_writes_its_rows_in_order_and_says_its_notes_once(tiny_model_dir, tmp_path):
+    """The rows of a dataset shared by two ranks come out as one predictions dataset in row order; the note on
+    columns left out (bytes here) is the main process's, once, not once per process."""
+    from datasets import Dataset, load_dataset
+
+    saved = tmp_path / "saved"
+    Dataset.from_dict({"audio": [{"array": tone(1.0 + i / 2, freq=200.0 + 50 * i).tolist(), "sampling_rate": 24000}
+                                 for i in range(4)],
+                       "title": [f"t{i}" for i in range(4)], "cover": [b"\x89PNG"] * 4}).save_to_disk(str(saved))
+    out = tmp_path / "out"
+    run = subprocess.run(_predict_command(2, "--dataset", str(saved), "--output-dataset", str(out), "--model",
+                                          str(tiny_model_dir), "--harmony-ensemble", "1"),
+                         env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("the column(s) cover (binary) are not copied into the predictions") == 1, run.stderr
+    rows = load_dataset(str(out), split="train")
+    assert rows["row"] == [0, 1, 2, 3] and rows["title"] == ["t0", "t1", "t2", "t3"]
+
+
 def _parent_of(pid: int) -> int | None:
     """The parent pid of a live process, from /proc; None once it is gone or a zombie."""
     try:
