@@ -9,8 +9,8 @@ content, so a new process, or another folder holding the same model, pays nothin
 compiled form there. The cache is `$MUSIC2EMO_COMPILED_CACHE`, or `music2emo-hf/compiled` under HF_HOME.
 
 An exported runtime is used only once its float32 graph has matched PyTorch float32 on a probe signal (every pooled
-embedding at a cosine >= EXACT_COSINE), which also vouches for the int8 graph made from it (approximate by design:
-its fidelity is what benchmarks/inference.py reports); OpenVINO's bfloat16 run of the graph is checked too, to
+embedding at a cosine >= EXACT_COSINE); the int8 graph made from it is checked too, to INT8_COSINE (approximate by
+design: its fidelity is what benchmarks/inference.py reports), and OpenVINO's bfloat16 run of the graph to
 BFLOAT16_COSINE. The checks are recorded in the cache entry per runtime version. `runtime="auto"` takes, on a CPU,
 the first installed runtime of CPU_RUNTIMES that passes (ONNX Runtime for int8, OpenVINO for bfloat16 where the CPU
 has it natively), and PyTorch otherwise (GPUs, bfloat16 emulated).
@@ -50,6 +50,9 @@ EXACT_COSINE = 0.99999
 # bfloat16 keeps 8 bits of mantissa: PyTorch's own bfloat16 autocast gives 0.9999 to 0.99999 (tiny-random, MERT-95M)
 # against float32; a graph of other weights gave -0.9997 (tests/test_runtimes.py)
 BFLOAT16_COSINE = 0.999
+# int8 gave 0.99998 on the probe (tiny-random) and 0.9998 to 0.9999 on MERT-95M's real clips (benchmarks); the check
+# catches a wrong graph (another model's int8 graph in the entry gave -0.9998), not the approximation
+INT8_COSINE = 0.99
 # Raised when the exported graphs change, so that entries made by an older exporter are made again.
 EXPORT_FORMAT = 2
 FRONT_END, ENCODER, ENCODER_INT8 = "front_end.onnx", "encoder.onnx", "encoder-int8.onnx"
@@ -105,10 +108,17 @@ def cache_root() -> Path:
 
 def fingerprint(model) -> str:
     """The cache key of `model`'s pooled stage: the content of the backbone weights it uses (not those of the layers
-    past the deepest pooled one, which never run) and the layers it pools."""
+    past the deepest pooled one, which never run), the layers it pools, the backbone's settings (an activation, a
+    stride: the same weights computed otherwise; not where it was loaded from), and the versions of torch and
+    transformers, whose code the graph was traced from."""
+    from importlib.metadata import version
+
     depth = max(model.config.pooled_layers)
     unused = tuple(f"encoder.layers.{i}." for i in range(depth, len(model.backbone.encoder.layers)))
-    digest = hashlib.sha256(json.dumps([EXPORT_FORMAT, model.config.pooled_layers]).encode())
+    settings = {name: value for name, value in model.backbone.config.to_dict().items()
+                if not name.startswith("_") and name not in ("transformers_version", "architectures")}
+    digest = hashlib.sha256(json.dumps([EXPORT_FORMAT, model.config.pooled_layers, settings, torch.__version__,
+                                        version("transformers")], sort_keys=True, default=str).encode())
     for name, tensor in model.backbone.state_dict().items():
         if not name.startswith(unused):
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -253,14 +263,19 @@ class ExportedRuntime:
     @property
     def key(self) -> str:
         """What its check is recorded under: the runtime, its version, the encoder's graph and, when it is not float32
-        from the graph, the arithmetic."""
-        from importlib.metadata import version
+        from the graph, the arithmetic. The version is the module's own: its distribution may have another name
+        (onnxruntime-gpu, openvino-nightly)."""
+        import importlib
 
-        return f"{self.name} {version(self.package)} {self.encoder_path.name}" + (
+        try:
+            runtime_version = importlib.import_module(self.package).__version__
+        except Exception as error:  # noqa: BLE001  (a broken install raises anything on import)
+            raise RuntimeUnavailable(f"{self.name} could not be imported ({type(error).__name__}: {error})") from error
+        return f"{self.name} {runtime_version} {self.encoder_path.name}" + (
             f" {self.arithmetic}" if self.arithmetic == "bfloat16" else "")
 
     def ready(self) -> ExportedRuntime:
-        """Loaded (once): a float32 graph that only vouches for its int8 graph by a recorded check is never loaded."""
+        """Loaded (once), when first run: the float32 graph of an int8 run, checked before, is not loaded again."""
         if self.sessions is None:
             try:
                 self.sessions = [self._session(path) for path in (self.front_end_path, self.encoder_path)]
@@ -351,7 +366,8 @@ def _exported_or_unavailable(model, say: Callable[[str], None], int8: bool) -> P
 def _checked(runtime: ExportedRuntime, model, least_cosine: float = EXACT_COSINE) -> ExportedRuntime:
     """`runtime`, once it has matched PyTorch float32 on the probe to `least_cosine` (recorded in the cache entry,
     under the entry's lock: processes share the cache, and each adds its checks to the others'). A check already
-    recorded is read without the lock, so that a cache made read-only (shared, or on a read-only volume) serves."""
+    recorded is read without the lock, so that a cache made read-only (shared, or on a read-only volume) serves; one
+    it lacks (a runtime upgraded since) is made for this process alone."""
     from filelock import FileLock
 
     folder = runtime.encoder_path.parent
@@ -363,19 +379,25 @@ def _checked(runtime: ExportedRuntime, model, least_cosine: float = EXACT_COSINE
         except (OSError, ValueError):  # gone or damaged: the checks are made again
             return {}
 
+    def check() -> dict:
+        probe = _probe(model)
+        with torch.no_grad(), _evaluating(model):
+            reference = model.embed_equal_chunks(probe)
+        answer = runtime(probe)
+        return {"cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
+                "max_abs_difference": (answer - reference).abs().max().item()}
+
     checks = recorded()
     if runtime.key not in checks:
-        with FileLock(str(folder) + ".lock"):
-            checks = recorded()  # another process may have made it meanwhile
+        try:
+            with FileLock(str(folder) + ".lock"):
+                checks = recorded()  # another process may have made it meanwhile
+                if runtime.key not in checks:
+                    checks[runtime.key] = check()
+                    write_atomic(checks_file, json.dumps(checks, indent=2) + "\n", concurrent=True)
+        except OSError:  # a cache that cannot be written (read-only, shared): checked for this process alone
             if runtime.key not in checks:
-                probe = _probe(model)
-                with torch.no_grad(), _evaluating(model):
-                    reference = model.embed_equal_chunks(probe)
-                answer = runtime(probe)
-                checks[runtime.key] = {
-                    "cosine": torch.nn.functional.cosine_similarity(answer, reference, dim=-1).min().item(),
-                    "max_abs_difference": (answer - reference).abs().max().item()}
-                write_atomic(checks_file, json.dumps(checks, indent=2) + "\n", concurrent=True)
+                checks[runtime.key] = check()
     if checks[runtime.key]["cosine"] < least_cosine:
         raise RuntimeUnavailable(f"{runtime.key} does not reproduce PyTorch on this model (cosine "
                                  f"{checks[runtime.key]['cosine']:.6f} < {least_cosine}); use runtime='torch'")
@@ -468,11 +490,10 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
         for name in candidates:
             try:
                 folder = _exported_or_unavailable(model, say, int8=arithmetic == "int8")  # one weights hash
-                exported_runtime = _checked(_EXPORTED[name](model, folder), model)  # float32 vouches for the rest
+                exported_runtime = _checked(_EXPORTED[name](model, folder), model)  # the graph, then how it is run
                 if arithmetic != "float32":
-                    exported_runtime = _EXPORTED[name](model, folder, arithmetic)
-                if arithmetic == "bfloat16":
-                    _checked(exported_runtime, model, BFLOAT16_COSINE)
+                    exported_runtime = _checked(_EXPORTED[name](model, folder, arithmetic), model,
+                                                INT8_COSINE if arithmetic == "int8" else BFLOAT16_COSINE)
                 exported_runtime.ready()
                 _page_out(model.backbone)
                 return exported_runtime
@@ -484,6 +505,6 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
                         torch.bfloat16 if arithmetic == "bfloat16" else None)
 
 
-__all__ = ["BFLOAT16_COSINE", "CPU_RUNTIMES", "EXACT_COSINE", "PRECISIONS", "RUNTIMES", "RuntimeUnavailable",
+__all__ = ["BFLOAT16_COSINE", "CPU_RUNTIMES", "EXACT_COSINE", "INT8_COSINE", "PRECISIONS", "RUNTIMES", "RuntimeUnavailable",
            "backbone_runtime", "cache_root", "exported", "fingerprint", "installed", "native_bfloat16",
            "obstacles", "quantize_backbone"]

@@ -145,6 +145,34 @@ def test_onnxruntime_int8_stays_close_to_float32(model_dir):
     assert abs(answer["valence"] - reference["valence"]) <= 0.05
 
 
+@pytest.mark.skipif(not installed("onnxruntime"), reason="onnxruntime is not installed")
+def test_an_int8_graph_that_does_not_reproduce_torch_is_refused(model_dir, monkeypatch):
+    """The int8 graph is checked itself, not vouched for by its float32 graph: another model's in the entry (a damaged
+    or tampered cache) is caught. The runtime's version is read from its module: an install under another
+    distribution name (onnxruntime-gpu) has no "onnxruntime" distribution to ask."""
+    from importlib import metadata
+
+    from music2emo_hf.runtimes import INT8_COSINE
+
+    other = Music2EmoModel.from_pretrained(model_dir).eval()
+    model = Music2EmoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        model.backbone.feature_projection.projection.weight.mul_(-1.0)
+    backbone_runtime(other, "onnxruntime", "int8", say=lambda _: None)
+    backbone_runtime(model, "onnxruntime", "int8", say=lambda _: None)
+    folder = cache_root() / fingerprint(model)
+    shutil.copy(cache_root() / fingerprint(other) / "encoder-int8.onnx", folder / "encoder-int8.onnx")
+    checks = json.loads((folder / "checks.json").read_text())
+    (folder / "checks.json").write_text(json.dumps({key: value for key, value in checks.items() if "int8" not in key}))
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: real_version("onnxruntime-gpu" if name == "onnxruntime"
+                                                                       else name))
+    with pytest.raises(RuntimeUnavailable, match=rf"encoder-int8.onnx does not reproduce PyTorch on this model "
+                                                 rf"\(cosine -?0\.\d+ < {INT8_COSINE}\)"):
+        backbone_runtime(model, "onnxruntime", "int8", say=lambda _: None)
+    shutil.rmtree(folder)
+
+
 def test_an_unknown_runtime_is_named(model_dir):
     with pytest.raises(ValueError, match="runtime must be one of .*'onnxruntime'.*got 'tensorrt'"):
         backbone_runtime(Music2EmoModel.from_pretrained(model_dir), "tensorrt")
@@ -177,6 +205,10 @@ def test_the_export_is_made_once_and_kept_on_disk(model_dir, runtime, capsys):
     lock.mkdir()  # no lock file can be made there, as in a cache on a read-only volume: a made check is only read
     try:
         assert backbone_runtime(again, runtime, say=print).name == runtime
+        recorded = (folder / "checks.json").read_text()
+        (folder / "checks.json").write_text(recorded.replace(f'"{runtime} ', f'"{runtime} 0.0.1-older '))
+        assert backbone_runtime(again, runtime, say=print).name == runtime  # upgraded since: checked, not recorded
+        assert "0.0.1-older" in (folder / "checks.json").read_text()
     finally:
         lock.rmdir()
 
@@ -194,6 +226,11 @@ def test_the_cache_key_follows_the_weights_the_stage_runs(model_dir):
     with torch.no_grad():  # layers past the deepest pooled one never run, so they are not part of the key
         model.backbone.encoder.layers[1].attention.q_proj.weight.mul_(1.5)
     assert fingerprint(model) == changed
+    model.backbone.config.hidden_act = "relu"  # the same weights computed otherwise: another graph
+    assert fingerprint(model) != changed
+    elsewhere = model_dir.parent / "the-same-model"
+    shutil.copytree(model_dir, elsewhere, dirs_exist_ok=True)  # the same model in another folder: the same entry
+    assert fingerprint(Music2EmoModel.from_pretrained(elsewhere)) == fingerprint(Music2EmoModel.from_pretrained(model_dir))
 
 
 @pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
