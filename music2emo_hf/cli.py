@@ -498,9 +498,10 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
 
 
 def _record_fields(answer: dict, recorded: dict) -> dict:
-    """An answer as a record's fields, all records alike (a file, a CSV, resumed, holds one kind): `audio_warning`
-    in every one (null for a whole file), then the run's options."""
-    fields = {name: value for name, value in answer.items() if name not in ("file", "audio_warning")}
+    """An answer (or a record of a child's, analysing files alone) as a record's fields, all records alike, in one
+    order (a file, a CSV, resumed, holds one kind): `audio_warning` in every one (null for a whole file), then the
+    run's options."""
+    fields = {name: value for name, value in answer.items() if name not in ("file", "audio_warning", "options")}
     return {**fields, "audio_warning": answer.get("audio_warning"), "options": recorded}
 
 

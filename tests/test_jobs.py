@@ -3,6 +3,7 @@ input order, and finished by a rerun after a process is killed or an input crash
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -359,6 +360,23 @@ def test_a_dataset_job_across_two_processes_writes_its_rows_in_order_and_says_it
     assert run.stderr.count("the column(s) cover (binary) are not copied into the predictions") == 1, run.stderr
     rows = load_dataset(str(out), split="train")
     assert rows["row"] == [0, 1, 2, 3] and rows["title"] == ["t0", "t1", "t2", "t3"]
+
+
+def test_a_csv_job_resumed_after_a_kill_takes_the_records_of_the_files_redone_alone(tiny_model_dir, songs, tmp_path):
+    """The files in flight when a run was killed are analysed again in a child process; its records must be the
+    main process's kind, field for field and in the same order, or the CSV refused them ("columns in another order")
+    and the job could not finish."""
+    output = tmp_path / "out.csv"
+    args = ["--model", str(tiny_model_dir), "--harmony-ensemble", "1", "-o", str(output)]
+    assert main(["predict", str(songs[0]), *args]) == 0
+    parts = Path(f"{output}.parts")
+    parts.mkdir()
+    (parts / "rank-0.inflight").write_text(json.dumps({"key": str(songs[1]), "input": str(songs[1]), "pid": 1}) + "\n")
+    assert main(["predict", str(songs[0]), str(songs[1]), str(songs[2]), *args]) == 0
+    with output.open(newline="") as file:
+        rows = list(csv.reader(file))
+    assert [row[0] for row in rows] == ["file", *map(str, songs[:3])] and len({len(row) for row in rows}) == 1
+    assert rows[0][-2:] == ["audio_warning", "options"]
 
 
 def _parent_of(pid: int) -> int | None:
