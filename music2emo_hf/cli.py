@@ -185,7 +185,8 @@ def _run_job(args: argparse.Namespace, job) -> int:
     if dataset is not None:
         recorded.update(dataset.identity())
     if job.is_main:
-        _check_same_options(job.output_writer, recorded, known_once_loaded=None if args.cqt else "--cqt")
+        _check_same_options(job.output_writer, recorded, known_once_loaded=None if args.cqt else "--cqt",
+                            leftover=job.left_by_a_killed_run())
     _set_threads(args.threads, device)
     listing_problems: list[dict] = []
 
@@ -275,33 +276,40 @@ def _computed(recorded: dict, flag: str, value, default) -> dict:
     return options
 
 
-def _check_same_options(output, options: dict, known_once_loaded: str | None = None) -> None:
+def _check_same_options(output, options: dict, known_once_loaded: str | None = None,
+                        leftover: dict | None = None) -> None:
     """A rerun onto an output made with other options is refused before the model loads, whether or not it has
     anything left to analyse: its records would not be this run's (and a finished output would answer "skipped").
-    `known_once_loaded`: an option compared only once the model has loaded (the CQT its chord analysis takes)."""
-    if output is None or output.first is None:
+    `known_once_loaded`: an option compared only once the model has loaded (the CQT its chord analysis takes by
+    default), so not by a run with nothing left to analyse, which writes nothing.
+    `leftover`: a record a killed run left unmerged, compared where the output holds none (merged, it would refuse
+    this run's first record, and every rerun's)."""
+    if output is None or output.first is None and leftover is None:
         return
-    earlier = output.field(output.first, "options")
+    first, described = output.first, output.described
+    if first is None:
+        first, described = leftover, f"{output.described} (what a killed run left unmerged in its .parts folder)"
+    earlier = output.field(first, "options")
     if earlier is None:
-        raise CommandError(f"{output.described} holds records without the options they were made with (written by an "
+        raise CommandError(f"{described} holds records without the options they were made with (written by an "
                            "older version of music2emo, or not by music2emo): choose another output.")
     if "--model" in earlier:  # older versions recorded a released name as typed: compared in today's spelling
         earlier = {**earlier, "--model": _recorded_model(earlier["--model"])}
         if earlier["--model"] is None:
             del earlier["--model"]
     if "--dataset" in options and "--dataset" not in earlier:
-        raise CommandError(f"{output.described} holds records of an older version of music2emo, which did not name "
+        raise CommandError(f"{described} holds records of an older version of music2emo, which did not name "
                            "the dataset and split of their rows: choose a new --output-dataset (or remove its "
                            ".records.jsonl to analyse its rows again).")
-    if "audio_warning" not in output.first:
-        raise CommandError(f"{output.described} holds records of an older version of music2emo, without the "
+    if "audio_warning" not in first:
+        raise CommandError(f"{described} holds records of an older version of music2emo, without the "
                            "audio_warning field this one writes in each: choose another output (or finish it with "
                            "the version that wrote it).")
     if known_once_loaded:
         earlier, options = ({name: value for name, value in both.items() if name != known_once_loaded}
                             for both in (earlier, options))
     if earlier != options:
-        raise CommandError(f"{output.described} holds records made with {_as_flags(earlier)}; this run has "
+        raise CommandError(f"{described} holds records made with {_as_flags(earlier)}; this run has "
                            f"{_as_flags(options)}. Choose another output, or run with the options that wrote it.")
 
 
@@ -451,7 +459,7 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
               file=sys.stderr)
     recorded = _computed(recorded, "--cqt", pipe.harmony.cqt_in_use, "librosa")
     if job.is_main:
-        _check_same_options(job.output_writer, recorded)
+        _check_same_options(job.output_writer, recorded, leftover=job.left_by_a_killed_run())
     options = _pipeline_options(args, pipe)
     mood_labels = pipe.model.config.mood_labels
 

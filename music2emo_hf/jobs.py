@@ -400,6 +400,15 @@ class Job:
         self._watcher: _ProgressWatcher | None = None
         self._leftovers = 0  # records that a killed run left in its parts
 
+    def left_by_a_killed_run(self) -> dict | None:
+        """The first record a killed run left in the parts and no run has merged into the output yet, or None: what
+        this run's records must be like where the output holds none."""
+        for part in sorted([*self.parts.glob("leftover-*.jsonl"), *self.parts.glob("rank-*.jsonl")]) if self.parts \
+                else ():
+            if not part.name.endswith(".errors.jsonl") and (head := next(read_jsonl_stream(part), None)):
+                return head
+        return None
+
     @property
     def device(self):
         """The device the launcher gave this process (None when run plainly)."""

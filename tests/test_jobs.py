@@ -379,6 +379,30 @@ def test_a_csv_job_resumed_after_a_kill_takes_the_records_of_the_files_redone_al
     assert rows[0][-2:] == ["audio_warning", "options"]
 
 
+def test_records_a_killed_run_left_unmerged_are_compared_before_the_model_loads(tiny_model_dir, songs, tmp_path,
+                                                                                capsys):
+    """A run killed before its merge leaves its records in the parts alone. A rerun with other options (or a newer
+    version) used to load the model, merge them and refuse its own first record; then every rerun was refused."""
+    output = tmp_path / "out.jsonl"
+    args = [str(songs[0]), str(songs[1]), "--model", str(tiny_model_dir), "--harmony-ensemble", "1", "-o", str(output)]
+    assert main(["predict", *args]) == 0
+    parts = Path(f"{output}.parts")
+    parts.mkdir()
+    record = json.loads(output.read_text().splitlines()[0])
+    output.unlink()  # killed before the merge: its records are in its part alone
+    (parts / "rank-0.jsonl").write_text(json.dumps(record) + "\n")
+    capsys.readouterr()
+    assert main(["predict", *args, "--top-k", "3"]) == 2
+    said = capsys.readouterr().err
+    assert "(what a killed run left unmerged in its .parts folder) holds records made with" in said, said
+    assert "loading model" not in said and not output.exists()
+    (parts / "rank-0.jsonl").write_text(json.dumps({k: v for k, v in record.items() if k != "audio_warning"}) + "\n")
+    assert main(["predict", *args]) == 2
+    assert "holds records of an older version of music2emo, without the audio_warning" in capsys.readouterr().err
+    (parts / "rank-0.jsonl").write_text(json.dumps(record) + "\n")  # the same kind: kept, and the job finishes
+    assert main(["predict", *args]) == 0 and [line["file"] for line in lines(output)] == [str(songs[0]), str(songs[1])]
+
+
 def _parent_of(pid: int) -> int | None:
     """The parent pid of a live process, from /proc; None once it is gone or a zombie."""
     try:
