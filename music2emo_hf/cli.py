@@ -597,6 +597,8 @@ def init(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     config = Music2EmoConfig.from_pretrained(source)
     config.untrained = True
+    if not args.backbone:  # random weights: no backbone's weights (and terms) to name in its card
+        config.backbone_name_or_path = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
         model = Music2EmoModel.from_backbone(args.backbone, config) if args.backbone else Music2EmoModel(config)
@@ -773,11 +775,21 @@ def convert_original(args: argparse.Namespace) -> int:
 
 
 def card_or_push(args: argparse.Namespace) -> int:
-    """`card` writes the folder's README.md; `push` does that and publishes the folder."""
+    """`card` writes the folder's README.md; `push` publishes the folder, with the card written first unless the
+    folder holds one already (convert-original's, `card`'s, or edited by hand) and no --results or --template asks
+    for another."""
+    from .hub import incomplete_model
     from .model_card import build_card, push_model
 
-    if not (Path(args.model_dir) / "config.json").is_file():
+    folder = Path(args.model_dir)
+    if not (folder / "config.json").is_file():
         raise CommandError(f"{args.model_dir}: not a model folder (no config.json).")
+    if args.command == "push" and (why := incomplete_model(folder)):
+        raise CommandError(f"{args.model_dir}: {why} Nothing was published.")
+    if args.command == "push" and (folder / "README.md").is_file() and not args.results and not args.template:
+        print(f"publishing {folder / 'README.md'} as it is (music2emo card writes a new one)", file=sys.stderr)
+        print(push_model(args.model_dir, args.repo_id, private=args.private), file=sys.stderr)
+        return EXIT_OK
     results = None
     if args.results:
         try:

@@ -100,8 +100,11 @@ def unreadable_weights(error: BaseException) -> str | None:
                 isinstance(error, RuntimeError) and str(error).startswith("PytorchStreamReader")):
             why = first_line(error)
         error = error.__cause__ or error.__context__
-    return None if why is None else (f"its weights file cannot be read ({why}): it is damaged or cut short; copy or "
-                                     "download it again")
+    return None if why is None else _damaged(why)
+
+
+def _damaged(why: str) -> str:
+    return f"its weights file cannot be read ({why}): it is damaged or cut short; copy or download it again"
 
 
 class ModelLoadError(RuntimeError):
@@ -120,6 +123,7 @@ def load_pipeline(model: str, **options):
 
     from .released import resolve_model
 
+    location = model
     try:
         location = resolve_model(model)
         offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}
@@ -127,23 +131,48 @@ def load_pipeline(model: str, **options):
         pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
         return pipe
     except Exception as error:  # whatever stops a model from loading becomes one line for the user
-        reason = _incomplete(model) or unreadable_weights(error) or first_line(error)
+        reason = ((incomplete_model(location) if os.path.isdir(location) else _not_in_cache(location))
+                  or unreadable_weights(error) or first_line(error))
         raise ModelLoadError(model, reason) from error
 
 
-def _incomplete(folder: str) -> str | None:
-    """What a model folder lacks for this process, as the reason it did not load (transformers says it found no
-    weights, or "See the original errors:" and nothing after): a file it cannot read, or no weights at all."""
-    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
-    weights = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)  # the names it reads
+
+def incomplete_model(folder: str | os.PathLike) -> str | None:
+    """What a model folder lacks for this process, as the reason it did not load (transformers says it found no
+    weights, or "See the original errors:" and nothing after) or is not published: a file it cannot read, no weights
+    at all, or a weights file cut short (a copy that stopped)."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
     with contextlib.suppress(OSError):
-        for path in Path(folder).iterdir():
+        for path in folder.iterdir():
             if path.is_file() and not os.access(path, os.R_OK):
                 return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)."
-        if (Path(folder) / "config.json").is_file() and not any((Path(folder) / name).is_file() for name in weights):
-            return (f"it holds config.json but no weights ({SAFE_WEIGHTS_NAME}): save the model there again "
+        if (folder / "config.json").is_file() and not any((folder / name).is_file() for name in _WEIGHTS):
+            return (f"it holds config.json but no weights ({_WEIGHTS[0]}): save the model there again "
                     "(save_pretrained, music2emo init), or copy or download the folder whole.")
+        for path in folder.glob("*.safetensors"):
+            try:
+                safe_open(str(path), "pt").keys()
+            except SafetensorError as error:
+                return _damaged(f"{path.name}: {first_line(error)}")
+    return None
+
+
+def _not_in_cache(repo: str) -> str | None:
+    """Why a Hub model did not load from the local cache (offline): its weights were never fetched into the snapshot
+    its config is in (an offline try leaves a `.no_exist` marker instead); None where that is not it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    with contextlib.suppress(Exception):  # not a repo id at all: transformers' own message says so
+        config = try_to_load_from_cache(repo, "config.json")
+        if isinstance(config, str) and not any((Path(config).parent / name).is_file() for name in _WEIGHTS):
+            return (f"its weights ({_WEIGHTS[0]}) are not in the local Hugging Face cache, and the Hub could not be "
+                    f"reached; fetch them where it can: hf download {repo}")
+        if isinstance(config, str):
+            return incomplete_model(Path(config).parent)
     return None
 
 
@@ -156,10 +185,13 @@ def push_folder(
 
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    if private and not api.repo_info(repo_id, repo_type=repo_type).private:  # it existed: its visibility stays
+        raise PermissionError(f"{repo_id} exists and is public, so --private cannot keep this upload private: make it "
+                              "private in its settings on the Hub first, or name another repo. Nothing was uploaded.")
     commit = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
                                ignore_patterns=ignore_patterns, commit_message=commit_message)
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["ModelLoadError", "first_line", "hub_reachable", "load_pipeline", "loaded_commit", "package_cache",
-           "push_folder", "snapshot_commit", "unreadable_weights"]
+__all__ = ["ModelLoadError", "first_line", "hub_reachable", "incomplete_model", "load_pipeline", "loaded_commit",
+           "package_cache", "push_folder", "snapshot_commit", "unreadable_weights"]

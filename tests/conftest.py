@@ -119,14 +119,15 @@ def tiny_pipeline(tiny_model_dir):
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
     """`huggingface_hub.HfApi` replaced by a stand-in that records the calls and copies what would be uploaded
-    (after the ignore patterns) to `.remote`: nothing reaches the network."""
+    (after the ignore patterns) to `.remote`, and keeps each repo's visibility (`.private`): nothing reaches the
+    network."""
     import shutil
     from types import SimpleNamespace
 
     import huggingface_hub
     from huggingface_hub.utils import filter_repo_objects
 
-    hub = SimpleNamespace(remote=tmp_path / "remote", calls=[])
+    hub = SimpleNamespace(remote=tmp_path / "remote", calls=[], private={})  # repo id -> private, once created
 
     class FakeHfApi:
         def __init__(self, token=None):
@@ -134,6 +135,10 @@ def fake_hub(tmp_path, monkeypatch):
 
         def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
             hub.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
+            hub.private.setdefault(repo_id, private)  # as the Hub: an existing repo keeps its visibility
+
+        def repo_info(self, repo_id, repo_type=None):
+            return SimpleNamespace(private=hub.private[repo_id])
 
         def upload_folder(self, repo_id, repo_type, folder_path, ignore_patterns, commit_message):
             hub.calls.append(("upload_folder", repo_id, repo_type))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import warnings
 
 import pytest
@@ -12,7 +14,7 @@ from huggingface_hub import ModelCard
 from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoModel
 from music2emo_hf.model_card import build_card
 
-from .conftest import ROOT, tone
+from .conftest import ROOT, TINY_CONFIG, tone
 
 HUB_CONFIGS = ROOT / "hub_configs"
 VARIANTS = sorted(folder.name for folder in HUB_CONFIGS.iterdir() if folder.is_dir())
@@ -54,3 +56,55 @@ def test_a_variants_card_template_renders(name, tiny_model_dir):
     first_line = template.read_text().split("# {{ model_id }}\n\n")[1].splitlines()[0]
     assert f"# music2emo-hf/{name}" in str(card) and first_line in str(card)
     assert "{{" not in str(card)  # every placeholder filled
+
+
+def test_push_publishes_a_whole_model_and_nothing_else(tiny_model_dir, tmp_path, fake_hub, capsys):
+    """From a review: a folder holding config.json alone was published (exit 0), hidden files (`.env`, a notebook's
+    checkpoints) went with it, a card written by hand was replaced, and --private onto an existing public repo
+    published anyway (the Hub keeps an existing repo's visibility)."""
+    from music2emo_hf.cli import main
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    (folder / ".env").write_text("HF_TOKEN=hf_secret\n")
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / ".ipynb_checkpoints" / "notes.ipynb").write_text("{}")
+    (folder / "README.md").write_text("my own card\n")
+    assert main(["push", str(folder), "someone/mine"]) == 0
+    published = {path.relative_to(fake_hub.remote).as_posix() for path in fake_hub.remote.rglob("*") if path.is_file()}
+    assert {"config.json", "model.safetensors", "README.md"} <= published
+    assert not any(name.startswith(".") or "/." in name for name in published), published
+    assert (fake_hub.remote / "README.md").read_text() == "my own card\n"
+    assert main(["push", str(folder), "someone/mine", "--template", str(TINY_CONFIG / "README.md")]) == 0
+    assert (fake_hub.remote / "README.md").read_text().startswith("---\n")  # a card asked for: written, then sent
+
+    calls = len(fake_hub.calls)
+    capsys.readouterr()
+    assert main(["push", str(folder), "someone/mine", "--private"]) == 2
+    assert "someone/mine exists and is public, so --private cannot keep this upload private" in capsys.readouterr().err
+    assert [call[0] for call in fake_hub.calls[calls:]] == ["create_repo"]  # nothing uploaded
+
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(folder / "config.json", half)
+    weights = (folder / "model.safetensors").read_bytes()
+    for kept in (None, weights[: len(weights) // 2]):  # no weights yet; weights cut short
+        if kept is not None:
+            (half / "model.safetensors").write_bytes(kept)
+        assert main(["push", str(half), "someone/half"]) == 2
+        said = capsys.readouterr().err
+        assert ("no weights" if kept is None else "it is damaged or cut short") in said and "Nothing was published" in said
+    assert "someone/half" not in fake_hub.private
+
+
+def test_a_random_model_made_from_a_variant_names_no_backbone_weights(tmp_path):
+    """`init` without --backbone: random weights throughout, so its card must not claim MERT's weights (and their
+    terms), as the variant's config names them for `--backbone`."""
+    from music2emo_hf.cli import main
+
+    variant = shutil.copytree(TINY_CONFIG, tmp_path / "variant")
+    config = json.loads((variant / "config.json").read_text())
+    (variant / "config.json").write_text(json.dumps({**config, "backbone_name_or_path": "m-a-p/MERT-v1-95M"}))
+    assert main(["init", "--config", str(variant), str(tmp_path / "model")]) == 0
+    assert Music2EmoConfig.from_pretrained(tmp_path / "model").backbone_name_or_path is None
+    card = build_card(tmp_path / "model", "someone/random").text
+    assert "MERT-v1-95M" not in card and "random" in card
