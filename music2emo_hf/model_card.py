@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,8 @@ METRICS = {
     "r2_arousal": ("r2", "R² arousal"),
     "rmse_valence": ("rmse", "RMSE valence (1-9)"),
     "rmse_arousal": ("rmse", "RMSE arousal (1-9)"),
-    "f1_macro_segment": ("f1", "zero-shot macro-F1 (segments)"),
-    "f1_macro_song": ("f1", "zero-shot macro-F1 (songs)"),
+    "f1_macro_segment": ("f1", "macro-F1 in the label space (segments)"),
+    "f1_macro_song": ("f1", "macro-F1 in the label space (songs)"),
 }
 
 DEFAULT_TEMPLATE = """---
@@ -96,49 +97,62 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: not valid JSON ({error}); write it again with the script that made it.") from None
 
 
-def results_by_corpus(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """corpus -> metrics, from a training script's results.json ({"best": {"test": ..., "zero_shot": ...}}) or an
-    evaluate_models.py JSON ({"rows": [{"metrics": ...}]}, one row)."""
-    if "best" in results:
-        found = dict(results["best"].get("test", {}))
-        found.update(results["best"].get("zero_shot", {}))
-        return found
-    rows = results.get("rows", [])
-    if len(rows) != 1:
-        raise ValueError(f"an evaluation JSON for one model card must hold one row, it holds {len(rows)}; "
+@dataclass(frozen=True)
+class Scored:
+    """One corpus's metrics for the card: on which split, and whether zero-shot (a corpus the model never saw)."""
+
+    corpus: str
+    metrics: Mapping[str, float]
+    split: str = "test"
+    zero_shot: bool = False
+
+
+def results_by_corpus(results: Mapping[str, Any], folder_name: str = "best") -> list[Scored]:
+    """The scores of the model in a folder named `folder_name`, from a training script's results.json (its block of
+    that name, `best-<corpus>` for a per-corpus export, else `best`: {"test": ..., "zero_shot": ...}) or an
+    evaluate_models.py JSON of this one model (one row of one model, on its split)."""
+    if "rows" not in results:
+        block = results.get(folder_name, results.get("best", {}))
+        return ([Scored(corpus, metrics) for corpus, metrics in block.get("test", {}).items()]
+                + [Scored(corpus, metrics, zero_shot=True) for corpus, metrics in block.get("zero_shot", {}).items()])
+    rows = results["rows"]
+    if len(rows) != 1 or len(rows[0].get("models", [None])) != 1:
+        count = f"{len(rows)} rows" if len(rows) != 1 else f"a row of {len(rows[0]['models'])} models"
+        raise ValueError(f"an evaluation JSON for one model card must hold one row of one model, it holds {count}; "
                          "evaluate the model alone (training/evaluate_models.py --model LABEL=DIR).")
-    return dict(rows[0]["metrics"])
+    return [Scored(corpus, metrics, results.get("split", "test")) for corpus, metrics in rows[0]["metrics"].items()]
 
 
-def eval_results(by_corpus: Mapping[str, Mapping[str, float]]) -> list:
-    """model-index entries: one per corpus and reported metric, on its test split."""
+def eval_results(scores: list[Scored]) -> list:
+    """model-index entries: one per corpus and reported metric, on the split it was scored on."""
     from huggingface_hub import EvalResult
 
     entries = []
-    for corpus, metrics in by_corpus.items():
-        name = CORPORA.get(corpus, (corpus, ""))[0]
-        zero_shot = "f1_macro_segment" in metrics
+    for scored in scores:
+        name = CORPORA.get(scored.corpus, (scored.corpus, ""))[0]
         for key, (metric_type, metric_name) in METRICS.items():
-            if key not in metrics:
+            if key not in scored.metrics:
                 continue
             tags = key.startswith(("pr_auc", "roc_auc", "f1"))
             entries.append(EvalResult(
                 task_type="audio-classification" if tags else "other",
-                task_name=("Zero-shot mood tagging" if zero_shot else "Mood tagging") if tags else "Valence/arousal regression",
-                dataset_type=corpus, dataset_name=f"{name} (test)", dataset_split="test",
-                metric_type=metric_type, metric_name=metric_name, metric_value=round(float(metrics[key]), 6),
+                task_name=("Zero-shot mood tagging" if scored.zero_shot else "Mood tagging") if tags
+                else "Valence/arousal regression",
+                dataset_type=scored.corpus, dataset_name=f"{name} ({scored.split})", dataset_split=scored.split,
+                metric_type=metric_type, metric_name=metric_name, metric_value=round(float(scored.metrics[key]), 6),
             ))
     return entries
 
 
-def _results_table(by_corpus: Mapping[str, Mapping[str, float]]) -> str:
-    if not by_corpus:
+def _results_table(scores: list[Scored]) -> str:
+    if not scores:
         return "No evaluation results were supplied with this model, so none are claimed."
-    lines = ["| Corpus | Metric | Value |", "|---|---|---|"]
-    for corpus, metrics in by_corpus.items():
+    lines = ["| Corpus | Split | Metric | Value |", "|---|---|---|---|"]
+    for scored in scores:
+        corpus = CORPORA.get(scored.corpus, (scored.corpus, ""))[0] + (" (zero-shot)" if scored.zero_shot else "")
         for key, (_, metric_name) in METRICS.items():
-            if key in metrics:
-                lines.append(f"| {CORPORA.get(corpus, (corpus, ''))[0]} | {metric_name} | {metrics[key]:.4f} |")
+            if key in scored.metrics:
+                lines.append(f"| {corpus} | {scored.split} | {metric_name} | {scored.metrics[key]:.4f} |")
     return "\n".join(lines)
 
 
@@ -230,8 +244,8 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
     training = _read_json(folder / TRAINING_INFO)
     conversion = _read_json(folder / CONVERSION_INFO)
     results = results if results is not None else _read_json(folder / RESULTS)
-    by_corpus = results_by_corpus(results) if results else {}
-    corpora = list((training or {}).get("corpora", [])) or list(by_corpus)
+    scores = results_by_corpus(results, folder.resolve().name) if results else []
+    corpora = list((training or {}).get("corpora", [])) or [scored.corpus for scored in scores if not scored.zero_shot]
     only_ours = not config.backbone_name_or_path and not corpora  # no third-party weights or labels in the model
     card_data = ModelCardData(
         library_name="transformers",
@@ -240,7 +254,7 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
         tags=["music", "emotion", "mood", "valence-arousal", "music2emo-hf"]
         + (["zero-shot"] if config.label_embedding_dim else []) + (["untrained"] if config.untrained else []),
         model_name=repo_id,
-        eval_results=eval_results(by_corpus) or None,
+        eval_results=eval_results(scores) or None,
     )
     limits = (
         "For research on music emotion and for tagging music libraries. Emotion labels are subjective: the corpora's "
@@ -251,7 +265,7 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
     text = Path(template).read_text(encoding="utf-8") if template else DEFAULT_TEMPLATE
     return ModelCard.from_template(
         card_data, template_str=text, model_id=repo_id, description=_description(config), outputs=_outputs(config),
-        provenance=_provenance(training, conversion, config), results=_results_table(by_corpus), limits=limits,
+        provenance=_provenance(training, conversion, config), results=_results_table(scores), limits=limits,
         licences=_licences(config, corpora),
         zero_shot_example=', candidate_labels=["nostalgic", "tense"]' if config.label_embedding_dim else "",
     )
@@ -269,6 +283,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "RESULTS",
     "TRAINING_INFO",
+    "Scored",
     "build_card",
     "eval_results",
     "push_model",

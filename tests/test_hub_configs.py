@@ -70,7 +70,8 @@ def test_push_publishes_a_whole_model_and_nothing_else(tiny_model_dir, tmp_path,
     (folder / ".ipynb_checkpoints" / "notes.ipynb").write_text("{}")
     (folder / "README.md").write_text("my own card\n")
     assert main(["push", str(folder), "someone/mine"]) == 0
-    published = {path.relative_to(fake_hub.remote).as_posix() for path in fake_hub.remote.rglob("*") if path.is_file()}
+    published = {path.relative_to(fake_hub.remote).as_posix() for path in fake_hub.remote.rglob("*")
+                 if path.is_file()}
     assert {"config.json", "model.safetensors", "README.md"} <= published
     assert not any(name.startswith(".") or "/." in name for name in published), published
     assert (fake_hub.remote / "README.md").read_text() == "my own card\n"
@@ -92,7 +93,8 @@ def test_push_publishes_a_whole_model_and_nothing_else(tiny_model_dir, tmp_path,
             (half / "model.safetensors").write_bytes(kept)
         assert main(["push", str(half), "someone/half"]) == 2
         said = capsys.readouterr().err
-        assert ("no weights" if kept is None else "it is damaged or cut short") in said and "Nothing was published" in said
+        assert ("no weights" if kept is None else "it is damaged or cut short") in said
+        assert "Nothing was published" in said
     assert "someone/half" not in fake_hub.private
 
 
@@ -108,3 +110,29 @@ def test_a_random_model_made_from_a_variant_names_no_backbone_weights(tmp_path):
     assert Music2EmoConfig.from_pretrained(tmp_path / "model").backbone_name_or_path is None
     card = build_card(tmp_path / "model", "someone/random").text
     assert "MERT-v1-95M" not in card and "random" in card
+
+
+def test_a_card_claims_each_score_for_the_split_and_the_model_it_belongs_to(tiny_model_dir, tmp_path):
+    """From a review: corpora a zero-shot model was trained on were called "zero-shot", a validation split was
+    published as the test split, a table row of two models as this one's figures, and a per-corpus export
+    (`best-deam/`) got best/'s figures."""
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "best-deam")
+
+    def entries(results) -> set[tuple]:
+        card = build_card(folder, "someone/model", results=results)
+        return {(r.task_name, r.dataset_type, r.dataset_split, r.metric_name, r.metric_value)
+                for r in card.data.eval_results}
+
+    trained = {"best": {"test": {"mtg_jamendo": {"f1_macro_segment": 0.3}},
+                        "zero_shot": {"cal500": {"f1_macro_song": 0.2}}},
+               "best-deam": {"test": {"deam": {"r2_valence": 0.5}}}}
+    assert entries(trained) == {("Valence/arousal regression", "deam", "test", "R² valence", 0.5)}
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "best", dirs_exist_ok=True)
+    assert entries(trained) == {
+        ("Mood tagging", "mtg_jamendo", "test", "macro-F1 in the label space (segments)", 0.3),
+        ("Zero-shot mood tagging", "cal500", "test", "macro-F1 in the label space (songs)", 0.2)}
+    table = {"split": "validation",
+             "rows": [{"label": "mine", "models": ["/x/best"], "metrics": {"pmemo": {"r2_arousal": 0.6}}}]}
+    assert entries(table) == {("Valence/arousal regression", "pmemo", "validation", "R² arousal", 0.6)}
+    with pytest.raises(ValueError, match="must hold one row of one model, it holds a row of 2 models"):
+        build_card(folder, "someone/model", results={**table, "rows": [{**table["rows"][0], "models": ["/a", "/b"]}]})
