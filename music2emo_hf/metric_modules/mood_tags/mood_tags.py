@@ -9,8 +9,8 @@ from music2emo_hf.metrics import f1_scores, metric_info, tag_metrics, top_k_deci
 
 _DESCRIPTION = """Multi-label tag metrics: `roc_auc_macro` (mean over tags that have both positive and negative tracks;
 `tags_scored` says how many), `pr_auc_macro` (mean over tags that have a positive track), `roc_auc_micro`,
-`pr_auc_micro` (all decisions pooled), equal to scikit-learn's, which the MediaEval 2019-2021 Emotion and Theme task's
-evaluation script uses."""
+`pr_auc_micro` (all decisions pooled), equal to scikit-learn's wherever every tag has positive and negative
+tracks (as in the MediaEval 2019-2021 Emotion and Theme task, whose evaluation script uses it)."""
 
 _INPUTS = """
 Args:
