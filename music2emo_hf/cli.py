@@ -208,7 +208,7 @@ def _run_job(args: argparse.Namespace, job) -> int:
     for entry in plan.crashed_before if job.is_main else ():
         print(f"skipped: {entry['input']}: it crashed the analysis before ({entry['error']}); remove its line from "
               f"{job.errors_file} to try it again", file=sys.stderr)
-    pipe = _analyse(args, job, plan, inputs, device, noun, recorded) if plan.total else None
+    pipe = _analyse(args, job, plan, inputs, device, noun, recorded) if plan.to_run else None
     written, failures = job.finish(inputs.keys, listing_problems)
     if not job.is_main:
         return EXIT_OK  # the main process reports the whole job; a failing status here would stop the launcher

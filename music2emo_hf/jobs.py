@@ -368,6 +368,13 @@ class Plan:
     already_done: int = 0  # inputs whose records the output holds already
     crashed_before: list[dict] = field(default_factory=list)  # failures marked "crashed" by an earlier run: skipped
     discarded: int = 0  # records a refused run of several processes left in its parts: of another kind than the output's
+    leftovers: int = 0  # records a killed run left in its parts, not in the output yet: merged by `run`
+
+    @property
+    def to_run(self) -> bool:
+        """Whether `run` has anything to do: inputs to analyse, or a killed run's records to merge (with nothing of
+        either, no process runs, and the main one does not wait for the others)."""
+        return bool(self.total or self.leftovers)
 
 
 class Job:
@@ -399,6 +406,7 @@ class Job:
         self._crashed_before: list[dict] = []
         self._watcher: _ProgressWatcher | None = None
         self._leftovers = 0  # records that a killed run left in its parts
+        self._ran = False  # `run` was called: with several processes, each marks its end for `finish` to wait for
 
     def left_by_a_killed_run(self) -> dict | None:
         """The first record a killed run left in the parts and no run has merged into the output yet, or None: what
@@ -452,7 +460,7 @@ class Job:
         weights = [weight(key) for key in todo] if self.processes > 1 else [1.0] * len(todo)
         shares = [[todo[i] for i in share] for share in balanced_shares(weights, self.processes)]
         skipped = [entry for entry in self._crashed_before if entry["key"] in set(keys)]
-        return Plan(shares, suspects & set(todo), len(todo), len(done), skipped, discarded)
+        return Plan(shares, suspects & set(todo), len(todo), len(done), skipped, discarded, len(leftovers))
 
     def _discard_unlike_leftovers(self) -> int:
         """Removes the leftover parts whose records come from another model or options than the output's: a run of
@@ -478,6 +486,7 @@ class Job:
         names the input in messages; `progress` is a tqdm bar (disabled on all but the main process, where it counts
         the whole job). `mood_labels` are the model's (the CSV columns)."""
         self.mood_labels = mood_labels
+        self._ran = True
         if self.parts:
             try:
                 self.parts.mkdir(exist_ok=True)
@@ -574,7 +583,7 @@ class Job:
         if not self.is_main or not self.parts:
             return self.written, self.failures
         written = self.written
-        if self.processes > 1:
+        if self.processes > 1 and self._ran:
             self.wait_for_all()
             written = self._merge(keys, "*.jsonl") - self._leftovers  # a killed run's records with this run's
         self.output_writer.settle()  # a record a kill cut short, where this run wrote none after it
@@ -585,7 +594,8 @@ class Job:
             _replace(self.errors_file, "".join(json_line(entry) for entry in [*kept, *unlisted, *failures]))
         elif self.errors_file.exists():
             self.errors_file.unlink()
-        shutil.rmtree(self.parts, ignore_errors=True)
+        if not any(self.parts.glob("leftover-*.jsonl")):  # never a killed run's records not merged yet
+            shutil.rmtree(self.parts, ignore_errors=True)
         return written, failures
 
     def release(self) -> None:

@@ -403,6 +403,28 @@ def test_records_a_killed_run_left_unmerged_are_compared_before_the_model_loads(
     assert main(["predict", *args]) == 0 and [line["file"] for line in lines(output)] == [str(songs[0]), str(songs[1])]
 
 
+def test_a_rerun_with_nothing_to_analyse_merges_what_a_killed_run_left_and_ends(tiny_model_dir, songs, tmp_path,
+                                                                                  capsys):
+    """From a review: killed after its last record but before the merge, a job left every record in its parts; the
+    rerun, having nothing to analyse, removed them (exit 0, no output). With several processes and nothing to do at
+    all, the main process waited for the others' end markers forever."""
+    args = [str(songs[0]), str(songs[1]), "--model", str(tiny_model_dir), "--harmony-ensemble", "1"]
+    reference = tmp_path / "one.jsonl"
+    assert main(["predict", *args, "-o", str(reference)]) == 0
+    output = tmp_path / "out.jsonl"
+    parts = Path(f"{output}.parts")
+    parts.mkdir()
+    (parts / "rank-1.jsonl").write_text(reference.read_text())  # every record, none merged
+    capsys.readouterr()
+    assert main(["predict", *args, "-o", str(output)]) == 0
+    assert lines(output) == lines(reference) and not parts.exists()
+
+    two = subprocess.run(_predict_command(2, *args, "-o", str(output)), env=_env(), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)  # all done: it ends, saying so
+    assert two.returncode == 0 and "2 file(s) already in" in two.stderr, two.stderr[-3000:]
+    assert lines(output) == lines(reference)
+
+
 def _parent_of(pid: int) -> int | None:
     """The parent pid of a live process, from /proc; None once it is gone or a zombie."""
     try:
