@@ -83,6 +83,8 @@ class RecordWriter:
         self.described = described or (f"--output {path}" if path else "the standard output")  # in messages
         self.done: set[str] = set()
         self.format = "csv" if path and path.lower().endswith(".csv") else "jsonl"
+        if path and os.path.isdir(path):
+            raise CommandError(f"--output {path}: is a folder; name a file in it, e.g. {os.path.join(path, 'moods.jsonl')}.")
         if path and not path.lower().endswith((".csv", ".jsonl")):
             raise CommandError(f"--output {path}: use a .jsonl (one JSON record per line) or .csv file name.")
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -90,8 +92,6 @@ class RecordWriter:
         if path and not os.path.isdir(os.path.dirname(os.path.realpath(path))):  # a link to a file in no folder
             raise CommandError(f"--output {path}: it links to {os.path.realpath(path)}, whose folder does not exist; "
                                "create it, or name another file.")
-        if path and os.path.isdir(path):
-            raise CommandError(f"--output {path}: is a folder; name a file in it, e.g. {os.path.join(path, 'moods.jsonl')}.")
         if path and os.path.exists(path) and not os.path.isfile(path):  # a device or a pipe, maybe through a link
             raise CommandError(f"--output {path}: is not a regular file (a device or a pipe); name a file.")
         self.header: list[str] | None = None
@@ -358,6 +358,9 @@ def balanced_shares(weights: Sequence[float], processes: int) -> list[list[int]]
     return [sorted(share) for share in shares]
 
 
+SUSPECTS = "suspects.keys"  # in OUTPUT.parts, JSON lines: inputs a process died on, analysed alone until recorded
+
+
 @dataclass
 class Plan:
     """What the main process decided for this run, sent to every process."""
@@ -435,7 +438,10 @@ class Job:
     def _plan_on_main(self, keys, weight) -> Plan:
         if not self.output:
             return Plan([list(keys)], total=len(keys))
-        suspects = {record["key"] for marker in self.parts.glob("rank-*.inflight") for record in read_jsonl_stream(marker)}
+        # In flight when a process died: in its marker, and kept in SUSPECTS until analysed, however often the runs
+        # that would analyse them are stopped before they mark them again (a kill during the model's load).
+        suspects = {record["key"] for marker in [*self.parts.glob("rank-*.inflight"), self.parts / SUSPECTS]
+                    for record in read_jsonl_stream(marker)}
         crashed_then = []
         for number, part in enumerate(sorted(self.parts.glob("rank-*.jsonl"))):  # what a killed run left
             if part.name.endswith(".errors.jsonl"):  # its failures are tried again, but for those that crashed it
@@ -457,6 +463,10 @@ class Job:
         crashed = {entry["key"]: entry for entry in read_jsonl(self.errors_file) if entry.get("crashed")}
         self._crashed_before = [entry for key, entry in crashed.items() if key not in done]
         todo = [key for key in keys if key not in done and key not in crashed]
+        if suspects & set(todo):
+            _replace(self.parts / SUSPECTS, "".join(json_line({"key": key}) for key in sorted(suspects & set(todo))))
+        else:
+            (self.parts / SUSPECTS).unlink(missing_ok=True)
         weights = [weight(key) for key in todo] if self.processes > 1 else [1.0] * len(todo)
         shares = [[todo[i] for i in share] for share in balanced_shares(weights, self.processes)]
         skipped = [entry for entry in self._crashed_before if entry["key"] in set(keys)]

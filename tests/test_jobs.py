@@ -425,6 +425,27 @@ def test_a_rerun_with_nothing_to_analyse_merges_what_a_killed_run_left_and_ends(
     assert lines(output) == lines(reference)
 
 
+def test_a_file_in_flight_when_a_run_died_stays_a_suspect_until_it_is_analysed(tmp_path):
+    """From a review: the in-flight markers were removed when the next run planned, so a run stopped before it
+    marked the suspect again (killed while the model loaded) left no trace, and the one after analysed it in the main
+    process: a file that crashes the analysis could take the job down twice."""
+    from music2emo_hf.jobs import Job
+
+    output = tmp_path / "out.jsonl"
+    parts = Path(f"{output}.parts")
+    parts.mkdir()
+    (parts / "rank-0.inflight").write_text(json.dumps({"key": "/b.wav", "input": "/b.wav", "pid": 1}) + "\n")
+    keys = ["/a.wav", "/b.wav", "/c.wav"]
+    for _ in range(2):  # planned, then stopped before anything is analysed: twice
+        job = Job(str(output))
+        assert job.plan(keys, lambda key: 1.0).suspects == {"/b.wav"}
+        job.release()
+    output.write_text(json.dumps({"file": "/b.wav"}) + "\n")  # analysed at last
+    job = Job(str(output))
+    assert job.plan(keys, lambda key: 1.0).suspects == set()
+    job.release()
+
+
 def _parent_of(pid: int) -> int | None:
     """The parent pid of a live process, from /proc; None once it is gone or a zombie."""
     try:
