@@ -728,7 +728,7 @@ def analyse_in_child(argv: list[str], paths: Sequence[str], folder: str | os.Pat
         with tempfile.TemporaryDirectory(prefix="music2emo-alone-", dir=folder) as temporary:
             output = os.path.join(temporary, "records.jsonl")
             done = subprocess.run(child_command(argv, [paths[i] for i in pending], output), env=environment,
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, errors="replace")  # a decoder's note: any bytes
             records = {record["file"]: record for record in read_jsonl(output)}
             parts = Path(f"{output}.parts")
             errors = {entry["key"]: entry["error"] for path in [Path(f"{output}.errors.jsonl"),
