@@ -779,7 +779,7 @@ def card_or_push(args: argparse.Namespace) -> int:
     folder holds one already (convert-original's, `card`'s, or edited by hand) and no --results or --template asks
     for another."""
     from .hub import incomplete_model
-    from .model_card import build_card, push_model
+    from .model_card import push_model
 
     folder = Path(args.model_dir)
     if not (folder / "config.json").is_file():
@@ -788,8 +788,17 @@ def card_or_push(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.model_dir}: {why} Nothing was published.")
     if args.command == "push" and (folder / "README.md").is_file() and not args.results and not args.template:
         print(f"publishing {folder / 'README.md'} as it is (music2emo card writes a new one)", file=sys.stderr)
+    else:
+        _write_card(args, folder / "README.md")
+    if args.command == "push":
         print(push_model(args.model_dir, args.repo_id, private=args.private), file=sys.stderr)
-        return EXIT_OK
+    return EXIT_OK
+
+
+def _write_card(args: argparse.Namespace, card_file: Path) -> None:
+    """The model card of `args.model_dir` (from its --results and --template), written to `card_file`."""
+    from .model_card import build_card
+
     results = None
     if args.results:
         try:
@@ -800,11 +809,8 @@ def card_or_push(args: argparse.Namespace) -> int:
         card = build_card(args.model_dir, args.repo_id, results=results, template=args.template)
     except (ValueError, KeyError) as error:
         raise CommandError(str(error)) from error
-    card.save(Path(args.model_dir) / "README.md")
-    print(f"wrote {Path(args.model_dir) / 'README.md'}", file=sys.stderr)
-    if args.command == "push":
-        print(push_model(args.model_dir, args.repo_id, private=args.private), file=sys.stderr)
-    return EXIT_OK
+    card.save(card_file)
+    print(f"wrote {card_file}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
