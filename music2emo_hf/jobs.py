@@ -408,8 +408,7 @@ class Job:
         self.failures: list[dict] = []
         self._crashed_before: list[dict] = []
         self._watcher: _ProgressWatcher | None = None
-        self._leftovers = 0  # records that a killed run left in its parts
-        self._ran = False  # `run` was called: with several processes, each marks its end for `finish` to wait for
+        self.planned: Plan | None = None  # this run's plan, the same on every process (`plan`)
 
     def left_by_a_killed_run(self) -> dict | None:
         """The first record a killed run left in the parts and no run has merged into the output yet, or None: what
@@ -433,6 +432,7 @@ class Job:
             from accelerate.utils import broadcast_object_list
 
             plan = broadcast_object_list([plan])[0]
+        self.planned = plan
         return plan
 
     def _plan_on_main(self, keys, weight) -> Plan:
@@ -458,7 +458,6 @@ class Job:
         in_output = set(self.output_writer.done)
         leftovers = {self.normalise(record[self.key_field]) for part in self.parts.glob("leftover-*.jsonl")
                      for record in read_jsonl(part)} - in_output
-        self._leftovers = len(leftovers)
         done = (in_output | leftovers) & set(keys)
         crashed = {entry["key"]: entry for entry in read_jsonl(self.errors_file) if entry.get("crashed")}
         self._crashed_before = [entry for key, entry in crashed.items() if key not in done]
@@ -496,7 +495,6 @@ class Job:
         names the input in messages; `progress` is a tqdm bar (disabled on all but the main process, where it counts
         the whole job). `mood_labels` are the model's (the CSV columns)."""
         self.mood_labels = mood_labels
-        self._ran = True
         if self.parts:
             try:
                 self.parts.mkdir(exist_ok=True)
@@ -593,9 +591,9 @@ class Job:
         if not self.is_main or not self.parts:
             return self.written, self.failures
         written = self.written
-        if self.processes > 1 and self._ran:
+        if self.processes > 1 and self.planned.to_run:  # else no process ran, and none marks its end
             self.wait_for_all()
-            written = self._merge(keys, "*.jsonl") - self._leftovers  # a killed run's records with this run's
+            written = self._merge(keys, "*.jsonl") - self.planned.leftovers  # a killed run's records with this run's
         self.output_writer.settle()  # a record a kill cut short, where this run wrote none after it
         failures = [entry for path in sorted(self.parts.glob("rank-*.errors.jsonl")) for entry in read_jsonl(path)]
         retried = {entry["key"] for entry in failures}
