@@ -136,7 +136,12 @@ def load_pipeline(model: str, **options):
         raise ModelLoadError(model, reason) from error
 
 
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+def _weights_in(folder: Path) -> bool:
+    """Whether `folder` holds a weights file of a name transformers reads."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    return any((folder / name).is_file()
+               for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME))
 
 
 def incomplete_model(folder: str | os.PathLike) -> str | None:
@@ -150,8 +155,8 @@ def incomplete_model(folder: str | os.PathLike) -> str | None:
         for path in folder.iterdir():
             if path.is_file() and not os.access(path, os.R_OK):
                 return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)."
-        if (folder / "config.json").is_file() and not any((folder / name).is_file() for name in _WEIGHTS):
-            return (f"it holds config.json but no weights ({_WEIGHTS[0]}): save the model there again "
+        if (folder / "config.json").is_file() and not _weights_in(folder):
+            return ("it holds config.json but no weights (model.safetensors): save the model there again "
                     "(save_pretrained, music2emo init), or copy or download the folder whole.")
         for path in folder.glob("*.safetensors"):
             try:
@@ -163,16 +168,18 @@ def incomplete_model(folder: str | os.PathLike) -> str | None:
 
 def _not_in_cache(repo: str) -> str | None:
     """Why a Hub model did not load from the local cache (offline): its weights were never fetched into the snapshot
-    its config is in (an offline try leaves a `.no_exist` marker instead); None where that is not it."""
+    its config is in (the config alone was downloaded), or one of its files is damaged; None where that is not it."""
     from huggingface_hub import try_to_load_from_cache
 
     with contextlib.suppress(Exception):  # not a repo id at all: transformers' own message says so
         config = try_to_load_from_cache(repo, "config.json")
-        if isinstance(config, str) and not any((Path(config).parent / name).is_file() for name in _WEIGHTS):
-            return (f"its weights ({_WEIGHTS[0]}) are not in the local Hugging Face cache, and the Hub could not be "
-                    f"reached; fetch them where it can: hf download {repo}")
-        if isinstance(config, str):
-            return incomplete_model(Path(config).parent)
+        if not isinstance(config, str):
+            return None
+        snapshot = Path(config).parent
+        if not _weights_in(snapshot):
+            return ("its weights (model.safetensors) are not in the local Hugging Face cache, and the Hub could not "
+                    f"be reached; fetch them where it can: hf download {repo}")
+        return incomplete_model(snapshot)
     return None
 
 
