@@ -721,26 +721,6 @@ def test_a_model_folder_that_is_not_there_is_named_as_a_folder(tmp_path, write_w
         assert "Repo id" not in error  # not the Hub's naming rules
 
 
-def test_a_hub_model_whose_weights_are_not_in_the_cache_offline_is_said_to_lack_them(tiny_model_dir, tmp_path,
-                                                                                     write_wav, monkeypatch, capsys):
-    """A Hub id whose config was fetched but not its weights (an offline try leaves huggingface_hub's `.no_exist`
-    marker): transformers said "See the original errors:" and nothing after it."""
-    from huggingface_hub import constants
-
-    from .originals import hub_cache_repo
-
-    commit = "c" * 40
-    repo = hub_cache_repo(tmp_path / "hub", "you/tiny", {name: tiny_model_dir / name for name in
-                                                           ("config.json", "preprocessor_config.json")}, commit)
-    (repo / ".no_exist" / commit).mkdir(parents=True)
-    (repo / ".no_exist" / commit / "model.safetensors").touch()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", "you/tiny", "--device", "cpu"]) == 2
-    assert ("its weights (model.safetensors) are not in the local Hugging Face cache, and the Hub could not be "
-            "reached; fetch them where it can: hf download you/tiny") in capsys.readouterr().err
-
-
 def test_a_model_folder_without_its_weights_is_said_to_lack_them(tiny_model_dir, tmp_path, write_wav, capsys):
     """transformers' own words were "Could not load model ... with any of the following classes: (<class ...>,).
     See the original errors:" and nothing after."""

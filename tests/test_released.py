@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 
 from music2emo_hf import released
@@ -598,3 +599,25 @@ def test_the_first_use_downloads_the_release_and_later_runs_need_no_network(hub,
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     later = []
     assert released.resolve("amaai-lab/music2emo", say=later.append) == folder and later == []
+
+
+def test_a_hub_model_whose_weights_are_not_in_the_cache_offline_is_said_to_lack_them(tiny_model_dir, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """A Hub model of which huggingface_hub fetched the config alone (`hf download REPO config.json`), then loaded
+    offline: transformers said "See the original errors:" and nothing after it."""
+    from huggingface_hub import constants, hf_hub_download
+
+    from music2emo_hf.cli import main
+
+    hub_cache_repo(tmp_path / "served", "you/tiny", {name: tiny_model_dir / name for name in
+                                                     ("config.json", "preprocessor_config.json", "model.safetensors")},
+                   COMMIT)
+    with serving_hub(tmp_path / "served") as (endpoint, _):
+        online_at(monkeypatch, endpoint, tmp_path / "cache")
+        for name in ("config.json", "preprocessor_config.json"):
+            hf_hub_download("you/tiny", name)  # written by huggingface_hub, as a user's partial download is
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    sf.write(tmp_path / "x.wav", tone(1.0), 24000)
+    assert main(["predict", str(tmp_path / "x.wav"), "--model", "you/tiny", "--device", "cpu"]) == 2
+    assert ("its weights (model.safetensors) are not in the local Hugging Face cache, and the Hub could not be "
+            "reached; fetch them where it can: hf download you/tiny") in capsys.readouterr().err
