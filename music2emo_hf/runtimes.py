@@ -505,6 +505,6 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
                         torch.bfloat16 if arithmetic == "bfloat16" else None)
 
 
-__all__ = ["BFLOAT16_COSINE", "CPU_RUNTIMES", "EXACT_COSINE", "INT8_COSINE", "PRECISIONS", "RUNTIMES", "RuntimeUnavailable",
-           "backbone_runtime", "cache_root", "exported", "fingerprint", "installed", "native_bfloat16",
-           "obstacles", "quantize_backbone"]
+__all__ = ["BFLOAT16_COSINE", "CPU_RUNTIMES", "EXACT_COSINE", "INT8_COSINE", "PRECISIONS", "RUNTIMES",
+           "RuntimeUnavailable", "backbone_runtime", "cache_root", "exported", "fingerprint", "installed",
+           "native_bfloat16", "obstacles", "quantize_backbone"]
