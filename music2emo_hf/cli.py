@@ -785,7 +785,7 @@ def card_or_push(args: argparse.Namespace) -> int:
     if not (folder / "config.json").is_file():
         raise CommandError(f"{args.model_dir}: not a model folder (no config.json).")
     if args.command == "push" and (why := incomplete_model(folder)):
-        raise CommandError(f"{args.model_dir}: {why} Nothing was published.")
+        raise CommandError(f"{args.model_dir}: {why.rstrip('.')}. Nothing was published.")
     if args.command == "push" and (folder / "README.md").is_file() and not args.results and not args.template:
         print(f"publishing {folder / 'README.md'} as it is (music2emo card writes a new one)", file=sys.stderr)
     else:
