@@ -917,7 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of the stratified splits (default 0)")
     d.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
                    help=f"mean-shift bandwidth quantile of the label alignment (default {DEFAULT_QUANTILE})")
-    d.add_argument("--push-to-hub", metavar="REPO", help="publish the folder as this Hub dataset repo")
+    d.add_argument("--push-to-hub", metavar="REPO", help="publish the folder as this Hub dataset repo (which then "
+                   "holds the folder as it is: files it lacks, such as shards of an earlier preparation, are removed)")
     d.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     d.set_defaults(run=prepare_data)
 
@@ -936,7 +937,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(run=convert_original)
 
     for name, help_text in (("card", "write a model folder's README.md (its model card) from its results"),
-                            ("push", "publish a model folder to the Hub with its model card")):
+                            ("push", "publish a model folder to the Hub with its model card (the repo then "
+                                     "holds the folder as it is: files it lacks are removed there)")):
         m = commands.add_parser(name, help=help_text)
         m.add_argument("model_dir", help="a model folder (from training, convert-original or init)")
         m.add_argument("repo_id", help="the Hub repo it is (or will be) published as, e.g. you/music2emo-mine")

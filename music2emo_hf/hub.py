@@ -187,7 +187,9 @@ def push_folder(
     folder: str | os.PathLike, repo_id: str, repo_type: str, ignore_patterns: list[str], commit_message: str,
     private: bool = False, token: str | None = None,
 ) -> str:
-    """Create the Hub repo if needed and upload the folder as it is; returns the commit URL."""
+    """Create the Hub repo if needed and make it hold the folder as it is, in one commit: files the repo has and the
+    folder lacks (a shard of an earlier split, an old weights file) are removed, its history keeping them, so the
+    repo never mixes two versions. Returns the commit URL."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
@@ -196,7 +198,7 @@ def push_folder(
         raise PermissionError(f"{repo_id} exists and is public, so --private cannot keep this upload private: make it "
                               "private in its settings on the Hub first, or name another repo. Nothing was uploaded.")
     commit = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
-                               ignore_patterns=ignore_patterns, commit_message=commit_message)
+                               ignore_patterns=ignore_patterns, delete_patterns="*", commit_message=commit_message)
     return str(getattr(commit, "commit_url", commit))
 
 

@@ -118,9 +118,10 @@ def tiny_pipeline(tiny_model_dir):
 
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
-    """`huggingface_hub.HfApi` replaced by a stand-in that records the calls and copies what would be uploaded
-    (after the ignore patterns) to `.remote`, and keeps each repo's visibility (`.private`): nothing reaches the
-    network."""
+    """`huggingface_hub.HfApi` replaced by a stand-in that keeps one repo's files in `.remote` (a new repo's
+    `.gitattributes` first, as the Hub commits it), records the calls, removes from `.remote` what an upload would
+    delete (after the delete patterns, never `.gitattributes`), copies there what it would upload (after the ignore
+    patterns), and keeps each repo's visibility (`.private`): nothing reaches the network."""
     import shutil
     from types import SimpleNamespace
 
@@ -135,13 +136,20 @@ def fake_hub(tmp_path, monkeypatch):
 
         def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
             hub.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
+            if repo_id not in hub.private:  # the Hub's first commit of a repo holds its .gitattributes
+                hub.remote.mkdir(parents=True, exist_ok=True)
+                (hub.remote / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
             hub.private.setdefault(repo_id, private)  # as the Hub: an existing repo keeps its visibility
 
         def repo_info(self, repo_id, repo_type=None):
             return SimpleNamespace(private=hub.private[repo_id])
 
-        def upload_folder(self, repo_id, repo_type, folder_path, ignore_patterns, commit_message):
+        def upload_folder(self, repo_id, repo_type, folder_path, ignore_patterns, commit_message, delete_patterns=None):
             hub.calls.append(("upload_folder", repo_id, repo_type))
+            remote = [p.relative_to(hub.remote).as_posix() for p in hub.remote.rglob("*") if p.is_file()]
+            for name in filter_repo_objects(remote, allow_patterns=delete_patterns) if delete_patterns else ():
+                if name != ".gitattributes":  # as upload_folder: kept whatever the patterns
+                    (hub.remote / name).unlink()
             files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
             for name in filter_repo_objects(files, ignore_patterns=ignore_patterns):
                 (hub.remote / name).parent.mkdir(parents=True, exist_ok=True)

@@ -60,23 +60,28 @@ def test_a_variants_card_template_renders(name, tiny_model_dir):
 
 def test_push_publishes_a_whole_model_and_nothing_else(tiny_model_dir, tmp_path, fake_hub, capsys):
     """From a review: a folder holding config.json alone was published (exit 0), hidden files (`.env`, a notebook's
-    checkpoints) went with it, a card written by hand was replaced, and --private onto an existing public repo
-    published anyway (the Hub keeps an existing repo's visibility)."""
+    checkpoints) went with it, a card written by hand was replaced, --private onto an existing public repo
+    published anyway (the Hub keeps an existing repo's visibility), and a file removed from the folder stayed on the
+    Hub beside the new ones."""
     from music2emo_hf.cli import main
+
+    def published() -> set[str]:
+        return {path.relative_to(fake_hub.remote).as_posix() for path in fake_hub.remote.rglob("*") if path.is_file()}
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     (folder / ".env").write_text("HF_TOKEN=hf_secret\n")
     (folder / ".ipynb_checkpoints").mkdir()
     (folder / ".ipynb_checkpoints" / "notes.ipynb").write_text("{}")
     (folder / "README.md").write_text("my own card\n")
+    (folder / "results.json").write_text("{}")
     assert main(["push", str(folder), "someone/mine"]) == 0
-    published = {path.relative_to(fake_hub.remote).as_posix() for path in fake_hub.remote.rglob("*")
-                 if path.is_file()}
-    assert {"config.json", "model.safetensors", "README.md"} <= published
-    assert not any(name.startswith(".") or "/." in name for name in published), published
+    assert {"config.json", "model.safetensors", "README.md", "results.json"} <= published()
+    assert not any(name.startswith(".") or "/." in name for name in published() - {".gitattributes"}), published()
     assert (fake_hub.remote / "README.md").read_text() == "my own card\n"
+    (folder / "results.json").unlink()  # the scores of an earlier training: no longer this model's
     assert main(["push", str(folder), "someone/mine", "--template", str(TINY_CONFIG / "README.md")]) == 0
     assert (fake_hub.remote / "README.md").read_text().startswith("---\n")  # a card asked for: written, then sent
+    assert "results.json" not in published() and {".gitattributes", "model.safetensors"} <= published()
 
     calls = len(fake_hub.calls)
     capsys.readouterr()

@@ -237,13 +237,20 @@ def test_interrupted_run_resumes_to_the_same_output(tmp_path, monkeypatch):
     assert published(resumed) == published(clean)
 
 
-def test_push_to_hub_publishes_the_folder_without_local_files(downloads, tmp_path, fake_hub):
+def test_push_to_hub_publishes_the_folder_without_local_files(downloads, tmp_path, fake_hub, monkeypatch):
+    """The repo holds the folder as it is: shards of an earlier preparation (here cut into one row each) are gone,
+    or `load_dataset` would read every row twice."""
     remote, calls = fake_hub.remote, fake_hub.calls
     out = tmp_path / "out"
     args = ["prepare-data", "--corpus", "cal500", "--source", str(downloads["cal500"]), "--out", str(out)]
+    with monkeypatch.context() as patch:
+        patch.setattr(prepare, "SHARD_ROWS", 1)
+        assert main(args + ["--push-to-hub", "someone/emotion-benchmark", "--private"]) == 0
+    assert len(list(remote.glob("data/cal500/*.parquet"))) == 2
     assert main(args + ["--push-to-hub", "someone/emotion-benchmark", "--private"]) == 0
-    assert calls[0] == ("create_repo", "someone/emotion-benchmark", "dataset", True, True)
-    assert calls[1] == ("upload_folder", "someone/emotion-benchmark", "dataset")
+    assert len(list(remote.glob("data/cal500/*.parquet"))) == 1 and (remote / ".gitattributes").is_file()
+    assert calls[-2:] == [("create_repo", "someone/emotion-benchmark", "dataset", True, True),
+                          ("upload_folder", "someone/emotion-benchmark", "dataset")]
     assert not (remote / "sources.json").exists() and not (remote / ".cache").exists()
     assert (remote / "README.md").read_bytes() == (out / "README.md").read_bytes()
     published = load(remote, "cal500")
