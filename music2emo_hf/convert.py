@@ -31,6 +31,9 @@ RENAMES = (
     ("input_proj.0.", "input_proj.0."),
 )
 HEAD_MODULES = {"classification_branch": "moods", "regression_branch": "valence_arousal", "output_proj": None}
+# The corpora heads learnt from, for the card's licences: every released student is the authors' J+D+E+P recipe; a
+# mood teacher is MTG-Jamendo's; which corpus a valence/arousal teacher learnt from its checkpoint does not say.
+TRAINED_ON = {("moods", "valence_arousal"): ["mtg_jamendo", "deam", "emomusic", "pmemo"], ("moods",): ["mtg_jamendo"]}
 TRAINING_ONLY = ("loss_fn",)  # a bare state dict (no `model.` prefix) may still hold the losses' buffers
 # How the converted model's answers are made, and what differs from the authors' inference code, for the card.
 DIFFERENCES = (
@@ -241,6 +244,7 @@ def convert_original(checkpoint_path: str | os.PathLike, backbone: str = BACKBON
     details = {
         "checkpoint": Path(checkpoint_path).name,
         "tasks": [task["name"] for task in tasks],
+        "corpora": TRAINED_ON.get(tuple(task["name"] for task in tasks), []),
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "lightning_version": checkpoint.get("pytorch-lightning_version"),

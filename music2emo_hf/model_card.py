@@ -31,10 +31,10 @@ CORPORA = {
     "cal500": ("CAL500", "research use"),
     "emotify": ("Emotify", "research use"),
 }
-# Backbones whose licence is known -> what it allows.
+# Backbones whose licence is known -> (its Hub licence id, what it allows).
 BACKBONE_LICENCES = {
-    "m-a-p/MERT-v1-95M": "CC-BY-NC-4.0 (non-commercial use only)",
-    "m-a-p/MERT-v1-330M": "CC-BY-NC-4.0 (non-commercial use only)",
+    "m-a-p/MERT-v1-95M": ("cc-by-nc-4.0", "CC-BY-NC-4.0 (non-commercial use only)"),
+    "m-a-p/MERT-v1-330M": ("cc-by-nc-4.0", "CC-BY-NC-4.0 (non-commercial use only)"),
 }
 # Metric key of our results -> (model-index type, name shown).
 METRICS = {
@@ -212,15 +212,39 @@ def _provenance(training: Mapping[str, Any] | None, conversion: Mapping[str, Any
     return "This folder records no training or conversion details."
 
 
+def _base_model(config: Music2EmoConfig) -> str | None:
+    """The Hub model whose weights the backbone holds, where known: the one named, or MERT-v1-95M for the authors'
+    heads (trained on it) whatever copy of it the folder names; None for random or unknown local weights."""
+    name = config.backbone_name_or_path
+    if not name:
+        return None
+    if name in BACKBONE_LICENCES:
+        return name
+    if config.harmony == "btc":
+        return "m-a-p/MERT-v1-95M"
+    return None if os.path.exists(name) or name.count("/") != 1 else name
+
+
+def _licence_metadata(config: Music2EmoConfig, corpora: Sequence[str]) -> dict[str, str]:
+    """The card's `license` fields: Apache-2.0 where every part is ours, the backbone's licence where it is the only
+    other part and a Hub licence id, else `other`, linked to the card's Licences section (README.md)."""
+    base = _base_model(config)
+    if not config.backbone_name_or_path and not corpora:
+        return {"license": "apache-2.0"}
+    if base in BACKBONE_LICENCES and not corpora:
+        return {"license": BACKBONE_LICENCES[base][0]}
+    return {"license": "other", "license_name": "backbone-and-data-terms", "license_link": "README.md"}
+
+
 def _licences(config: Music2EmoConfig, corpora: Sequence[str]) -> str:
     data = "; ".join(f"{CORPORA[c][0]}: {CORPORA[c][1]}" for c in corpora if c in CORPORA)
     lines = ["- Code: Apache-2.0 (music2emo-hf)."]
-    if config.backbone_name_or_path in BACKBONE_LICENCES:
-        lines.append(f"- Backbone weights: `{config.backbone_name_or_path}`, "
-                     f"{BACKBONE_LICENCES[config.backbone_name_or_path]}, which applies to this model too.")
-    elif config.backbone_name_or_path and config.harmony == "btc":  # the authors' heads, trained on MERT-v1-95M
+    base = _base_model(config)
+    if base in BACKBONE_LICENCES and base == config.backbone_name_or_path:
+        lines.append(f"- Backbone weights: `{base}`, {BACKBONE_LICENCES[base][1]}, which applies to this model too.")
+    elif base in BACKBONE_LICENCES:  # the authors' heads, trained on MERT-v1-95M
         lines.append(f"- Backbone weights: from `{config.backbone_name_or_path}`, which for these heads are "
-                     f"MERT-v1-95M's: {BACKBONE_LICENCES['m-a-p/MERT-v1-95M']}, which applies to this model too.")
+                     f"MERT-v1-95M's: {BACKBONE_LICENCES[base][1]}, which applies to this model too.")
     elif config.backbone_name_or_path:
         lines.append(f"- Backbone weights: those of `{config.backbone_name_or_path}`, under the licence on its model "
                      "card, which applies to this model too.")
@@ -245,12 +269,13 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
     conversion = _read_json(folder / CONVERSION_INFO)
     results = results if results is not None else _read_json(folder / RESULTS)
     scores = results_by_corpus(results, folder.resolve().name) if results else []
-    corpora = list((training or {}).get("corpora", [])) or [scored.corpus for scored in scores if not scored.zero_shot]
-    only_ours = not config.backbone_name_or_path and not corpora  # no third-party weights or labels in the model
+    corpora = (list((training or conversion or {}).get("corpora", []))
+               or [scored.corpus for scored in scores if not scored.zero_shot])
     card_data = ModelCardData(
         library_name="transformers",
-        license="apache-2.0" if only_ours else "other",
-        license_name=None if only_ours else "backbone-and-data-terms",
+        pipeline_tag="audio-classification",
+        base_model=_base_model(config),
+        **_licence_metadata(config, corpora),
         tags=["music", "emotion", "mood", "valence-arousal", "music2emo-hf"]
         + (["zero-shot"] if config.label_embedding_dim else []) + (["untrained"] if config.untrained else []),
         model_name=repo_id,

@@ -114,6 +114,8 @@ def test_a_student_converts_to_the_originals_outputs(tmp_path, mert_folder, caps
     card = (out / "README.md").read_text()
     assert "Converted with `music2emo convert-original`" in card and "`J_all.ckpt`" in card
     assert "BTC with the authors' weights" in card and "real mode" in card and "license: other" in card
+    assert "license_link: README.md" in card and "base_model: m-a-p/MERT-v1-95M" in card
+    assert "MTG-Jamendo mood/theme: metadata CC BY-NC-SA 4.0; DEAM" in card  # J_all: the J+D+E+P recipe's corpora
     assert (f"- Backbone weights: from `{mert_folder}`, which for these heads are MERT-v1-95M's: CC-BY-NC-4.0 "
             "(non-commercial use only)") in card  # a local copy of MERT keeps its licence
     assert (out / "btc.safetensors").is_file() and model.config.harmony == "btc"

@@ -117,6 +117,27 @@ def test_a_random_model_made_from_a_variant_names_no_backbone_weights(tmp_path):
     assert "MERT-v1-95M" not in card and "random" in card
 
 
+def test_a_cards_metadata_names_the_licence_and_the_base_model_its_parts_bring(tiny_model_dir, tmp_path):
+    """From a review: every card but an all-ours one said `license: other` with nothing to follow, and none named the
+    backbone it builds on. Ours alone: Apache-2.0; MERT's weights: MERT's licence and MERT as base model; heads
+    learnt from the corpora too: `other`, linked to the card's Licences section."""
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "best")
+
+    def metadata() -> tuple:
+        data = ModelCard(str(build_card(folder, "someone/model"))).data
+        return data.license, data.license_name, data.license_link, data.base_model, data.pipeline_tag
+
+    assert metadata() == ("apache-2.0", None, None, None, "audio-classification")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "backbone_name_or_path": "m-a-p/MERT-v1-330M"}))
+    assert metadata() == ("cc-by-nc-4.0", None, None, "m-a-p/MERT-v1-330M", "audio-classification")
+    (folder / "training.json").write_text(json.dumps({"script": "train", "corpora": ["deam", "pmemo"]}))
+    assert metadata() == ("other", "backbone-and-data-terms", "README.md", "m-a-p/MERT-v1-330M",
+                          "audio-classification")
+    (folder / "config.json").write_text(json.dumps({**config, "backbone_name_or_path": str(tmp_path)}))
+    assert metadata()[3] is None  # weights from a folder of unknown origin: no base model claimed
+
+
 def test_a_card_claims_each_score_for_the_split_and_the_model_it_belongs_to(tiny_model_dir, tmp_path):
     """From a review: corpora a zero-shot model was trained on were called "zero-shot", a validation split was
     published as the test split, a table row of two models as this one's figures, and a per-corpus export
