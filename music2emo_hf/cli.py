@@ -344,6 +344,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
     for option in ("output_dataset", "config", "split", "push_to_hub"):
         if getattr(args, option) and not args.dataset:
             raise CommandError(f"--{option.replace('_', '-')} goes with --dataset.")
+    if args.push_to_hub and args.push_to_hub == args.dataset:
+        raise CommandError(f"--push-to-hub {args.push_to_hub} is the input dataset: the repo would then hold the "
+                           "predictions instead of its files. Name another repo, e.g. "
+                           f"{args.push_to_hub}-moods.")
     if args.labels is None and args.hypothesis_template != args.command_parser.get_default("hypothesis_template"):
         raise CommandError("--hypothesis-template words the --labels; give --labels too.")
 
@@ -838,7 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dataset", metavar="DIR", help="with --dataset: write the predictions as a dataset "
                    "(Parquet + card; reruns resume); the input's scalar columns are kept as ids")
     p.add_argument("--push-to-hub", metavar="REPO", help="with --dataset: publish the predictions dataset as this "
-                   "Hub dataset repo")
+                   "Hub dataset repo (another than the input's: the repo then holds the predictions alone)")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.add_argument("--top-k", type=_positive_int, help="moods per record (default: all, sorted by probability)")
     p.add_argument("--threshold", type=_thresholds, metavar="P|MOOD=P,...",
