@@ -147,13 +147,13 @@ class AudioStream:
             return
         with self._file:
             while True:
-                try:
-                    with _notes_hidden_while_decoding():
-                        block = self._file.read_block(_READ_FRAMES)
-                except (sf.LibsndfileError, RuntimeError) as error:
-                    raise AudioDecodeError(f"{self.name}: decoding failed part-way ({error}); the file is damaged: "
-                                           "download or export it again.") from error
+                with _notes_hidden_while_decoding():
+                    block = self._file.read_block(_READ_FRAMES)
                 if not len(block):
+                    failure = self._file.failure
+                    if failure is not None and not self._file.read_frames:
+                        raise AudioDecodeError(f"{self.name}: decoding failed at its start ({failure}); the file is "
+                                               "damaged: download or export it again.") from failure
                     if stopped := _stopped_early(self._file):
                         self._warn(stopped)
                     return
@@ -401,6 +401,7 @@ class _ReadForward(sf.SoundFile):
 
     read_frames = 0
     stated_frames: int | None = None  # the length the header states exactly (not an MP3's estimate), once checked
+    failure: RuntimeError | None = None  # the decoder's error that ended the reading before the stated length
 
     def seekable(self) -> bool:
         return False
@@ -410,18 +411,23 @@ class _ReadForward(sf.SoundFile):
         reads, as soundfile bounds a file's (a FLAC's decoder asked past its last frame reads a tag after it, ID3v1
         or APE, as a lost sync). Where the header does not state the length, libsndfile's FLAC decoder reports a
         lost sync once it has read the last frame: that ends the file (one cut short ends where it was cut, as a WAV
-        streamed to a pipe does)."""
+        streamed to a pipe does). Where it does, a decoder's error is damage (a FLAC frame that lost its sync, an
+        MP3's bytes that are no frame): the reading ends there, what was decoded before it kept (`failure`)."""
         stated = self.frames != _UNSTATED
         if stated:
             frames = max(0, min(frames, self.frames - self.read_frames))
+        if self.failure is not None:
+            frames = 0
         out = np.empty((frames, self.channels), np.float32)
         try:
             block = self.read(out=out)
-        except sf.LibsndfileError:
+        except RuntimeError as error:  # soundfile's LibsndfileError, or its own complaint
+            try:
+                block = out[: self.tell() - self.read_frames]  # what the failing read gave
+            except RuntimeError:  # the codecs that cannot seek (GSM 6.10, G.721 WAVs) refuse `tell`
+                block = out[:0]
             if stated:
-                raise
-            block = out[: self.tell() - self.read_frames]  # what the failing read gave (tell: the codecs that
-            # cannot seek, GSM 6.10 or G.721 WAVs, refuse it, and always state their length)
+                self.failure = error
         self.read_frames += len(block)
         return block
 
@@ -450,19 +456,24 @@ def _open_file(source: Any, name: str) -> AudioStream:
     elif handle.format not in _COUNTED and handle.frames not in (0, _UNSTATED):  # see `_stopped_early`
         with _bytes_of(source) as data:
             head = data.read(12)
-            if handle.format != "MP3" or _has_xing_frame_count(data, _id3_end(head) or 0):
+            if handle.format != "MP3" or _xing_counts(data, _id3_end(head) or 0)[0] is not None:
                 handle.stated_frames = handle.frames
     return stream
 
 
 def _stopped_early(handle: _ReadForward) -> str | None:
     """What to say when a decoder ended more than 0.1 s before the length its header states: an MP3's decoder gives
-    up on damage in the middle of a whole file (a resync that finds no frame) as if the file ended there."""
-    if handle.stated_frames is not None and handle.stated_frames - handle.read_frames > 0.1 * handle.samplerate:
-        return (f"decoding stopped at {handle.read_frames / handle.samplerate:.1f} s of the "
-                f"{handle.stated_frames / handle.samplerate:.1f} s its header announces (the file is damaged there); "
-                "what precedes is analysed. Download or export it again.")
-    return None
+    up on damage in the middle of a whole file (a resync that finds no frame) as if the file ended there, or fails
+    there with an error, as a FLAC's does (`_ReadForward.failure`)."""
+    total = handle.stated_frames
+    if total is None and handle.failure is not None:
+        total = handle.frames  # an MP3's length estimated from its first frame, or a format's counted frames
+    if total is None or total - handle.read_frames <= 0.1 * handle.samplerate:
+        return None
+    announced = "its header announces" if handle.stated_frames is not None else "its header suggests"
+    return (f"decoding stopped at {handle.read_frames / handle.samplerate:.1f} s of the "
+            f"{total / handle.samplerate:.1f} s {announced} (the file is damaged or cut short there); what precedes "
+            "is analysed. Download or export it again.")
 
 
 def _announced(seconds: float) -> str:
@@ -492,8 +503,9 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     libsndfile's decoder takes its length from it; without it the length is an estimate from the file's size) is
     sought near that end, in a handle of its own (a seek and back in `handle` would change its decoding in the last
     bits). The same byte count is made for RF64, W64 and AIFF (AIFF-C), whose headers state their data's size
-    too. Other formats are not checked: a cut FLAC fails to decode (one of unstated length ends where it was cut,
-    see `_ReadForward`)."""
+    too. An MP3 whose Xing header counts its bytes is sought only when it holds fewer: damage in a whole one makes
+    the seek fail too. Other formats are not checked: a cut FLAC fails to decode where it was cut (see
+    `_ReadForward`)."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
         layout = _pcm_layout(data, head, size, handle.samplerate)
@@ -503,8 +515,12 @@ def _cut_short(source: Any, handle: Any) -> float | None:
             if not byte_rate or missing <= max(block, 0.1 * byte_rate):
                 return None
             return declared / byte_rate
-        if handle.format != "MP3" or handle.frames <= 0 or not _has_xing_frame_count(data, _id3_end(head) or 0):
+        if handle.format != "MP3" or handle.frames <= 0:
             return None
+        frames, stream_end = _xing_counts(data, _id3_end(head) or 0)
+        tolerance = 0.1 * handle.samplerate / handle.frames  # 0.1 s, as a share of the stream
+        if frames is None or (stream_end is not None and size >= stream_end * (1 - tolerance)):
+            return None  # the whole stream is there (damage in it does not make it shorter)
     last = int((handle.frames / handle.samplerate - 0.1) * handle.samplerate)
     try:
         with _decoder_notes_hidden(), sf.SoundFile(
@@ -576,7 +592,7 @@ def _refuse_misread_mp3(source: Any, handle: Any, name: str) -> None:
         return
     with _bytes_of(source) as data:
         start = _id3_end(data.read(10)) or 0
-        if _has_xing_frame_count(data, start):
+        if _xing_counts(data, start)[0] is not None:
             return
         data.seek(0)
         walked = _mpeg_seconds(data.read(), start)
@@ -587,15 +603,20 @@ def _refuse_misread_mp3(source: Any, handle: Any, name: str) -> None:
             f"Convert it first (e.g. `ffmpeg -i IN.mp3 OUT.flac`).")
 
 
-def _has_xing_frame_count(data: io.IOBase, start: int) -> bool:
-    """Whether the first MPEG audio frame from `start` holds a Xing or Info header with its frame count (flag 1)."""
+def _xing_counts(data: io.IOBase, start: int) -> tuple[int | None, int | None]:
+    """What the Xing or Info header of the first MPEG audio frame from `start` counts, where it does: the stream's
+    frames (flag 1), and where in the file the stream ends, from its bytes counted from that frame (flag 2). LAME
+    writes both."""
     data.seek(start)
     first = data.read(4096)
     sync = next((i for i in range(len(first) - 1) if first[i] == 0xFF and first[i + 1] & 0xE0 == 0xE0), None)
-    if sync is None:
-        return False
-    at = max(first.find(b"Xing", sync, sync + 64), first.find(b"Info", sync, sync + 64))
-    return at >= 0 and bool(int.from_bytes(first[at + 4 : at + 8], "big") & 1)
+    at = -1 if sync is None else max(first.find(b"Xing", sync, sync + 64), first.find(b"Info", sync, sync + 64))
+    if at < 0:
+        return None, None
+    flags, fields = int.from_bytes(first[at + 4 : at + 8], "big"), iter(range(at + 8, at + 16, 4))
+    frames = int.from_bytes(first[(i := next(fields)) : i + 4], "big") if flags & 1 else None
+    stream = int.from_bytes(first[(i := next(fields)) : i + 4], "big") if flags & 2 else None
+    return frames, None if stream is None else stream + start + sync
 
 
 def _why_not_audio(source: Any) -> str:

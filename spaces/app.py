@@ -343,9 +343,11 @@ def analyse(audio: str | None, model: str, labels: str):
     ]
     if "moods" not in result:
         summary.insert(2, f"no mood tags: {model_name(model)} was trained on valence/arousal alone")
-    if seconds - heard > 1.0:
-        summary.insert(1, f"⚠️ only {heard:.1f} s of the {seconds:.1f} s its header states could be decoded: the file "
-                          "is cut short, or its header misstates its length")
+    if "audio_warning" in result:  # cut short, or damaged where decoding stopped: the package's own words
+        summary.insert(1, f"⚠️ {result['audio_warning']}")
+    elif seconds - heard > 1.0:
+        summary.insert(1, f"⚠️ only {heard:.1f} s of the {seconds:.1f} s its header states could be decoded: its "
+                          "header misstates its length")
     if "warning" in result:
         summary.insert(0, f"### ⚠️ {result['warning'][:1].upper()}{result['warning'][1:]}.")
     if "zero_shot" in result:
