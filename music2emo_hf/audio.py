@@ -453,6 +453,11 @@ def _open_file(source: Any, name: str) -> AudioStream:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in _COUNTED else \
             "what it holds"
         stream._warn(f"cut short: {_announced(announced)} (not downloaded or copied whole); {held} is analysed.")
+    elif (unannounced := _unannounced(source, handle)) is not None:
+        stream._warn(f"its header announces {handle.frames / handle.samplerate:.1f} s of audio, and about "
+                     f"{unannounced:.1f} s more follow it in the file (a header last written before the recording "
+                     f"ended); the {handle.frames / handle.samplerate:.1f} s announced is analysed. Repair the header "
+                     "to analyse it all (e.g. `sox --ignore-length IN.wav OUT.wav`).")
     elif handle.format not in _COUNTED and handle.frames not in (0, _UNSTATED):  # see `_stopped_early`
         with _bytes_of(source) as data:
             head = data.read(12)
@@ -530,6 +535,24 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     except (sf.LibsndfileError, RuntimeError):
         return None
     return handle.frames / handle.samplerate if ends else None
+
+
+def _unannounced(source: Any, handle: Any) -> float | None:
+    """The seconds of audio a WAV holds after the data its header announces, where more than 0.1 s of bytes follow
+    that are not a chunk (a recorder that rewrites its header as it goes, stopped before the last rewrite); None
+    otherwise. libsndfile reads what the header announces."""
+    with _bytes_of(source) as data:
+        head, size = data.read(12), data.seek(0, os.SEEK_END)
+        layout = _pcm_layout(data, head, size, handle.samplerate) if head[:4] == b"RIFF" else None
+        if layout is None or not layout[2]:
+            return None
+        start, declared, byte_rate, _ = layout
+        end = start + declared + declared % 2
+        data.seek(end)
+        after = data.read(8)
+        chunk = len(after) == 8 and all(0x20 <= byte < 0x7F for byte in after[:4]) and \
+            int.from_bytes(after[4:], "little") <= size - end - 8
+    return None if chunk or size - end <= 0.1 * byte_rate else (size - end) / byte_rate
 
 
 def _refuse_unfinished_wav(source: Any, handle: Any, name: str) -> None:

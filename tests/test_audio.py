@@ -510,3 +510,28 @@ def test_a_flac_damaged_part_way_is_analysed_up_to_the_damage_and_one_damaged_fr
             "download or export it again.")):
         load_audio(str(path), 24000)
     assert not [thread for thread in threading.enumerate() if thread.name == "music2emo-read"]
+
+
+def test_a_wav_holding_more_than_its_header_announces_says_so(tmp_path):
+    """A recorder that rewrites its header as it goes, stopped before the last rewrite, leaves a data size of 10 s
+    before 20 s of audio: libsndfile reads the 10 s, and the other half passed unsaid (from a review). A chunk after
+    the data (LIST, as taggers write it) is no such audio."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(20.0), 24000, format="WAV", subtype="PCM_16")
+    data = bytearray(whole.getvalue())
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = (10 * 24000 * 2).to_bytes(4, "little")
+    data[4:8] = (at + 8 + 10 * 24000 * 2 - 8).to_bytes(4, "little")
+    stale = tmp_path / "stale.wav"
+    stale.write_bytes(bytes(data))
+    with pytest.warns(AudioCutShortWarning, match=re.escape(
+            "stale.wav: its header announces 10.0 s of audio, and about 10.0 s more follow it in the file (a header "
+            "last written before the recording ended); the 10.0 s announced is analysed. Repair the header to "
+            "analyse it all (e.g. `sox --ignore-length IN.wav OUT.wav`).")):
+        assert len(load_audio(str(stale), 24000)) == 10 * 24000
+    tagged = tmp_path / "tagged.wav"
+    info = b"INFOINAM" + (24_000).to_bytes(4, "little") + bytes(24_000)  # a title chunk longer than 0.1 s of audio
+    tagged.write_bytes(whole.getvalue() + b"LIST" + len(info).to_bytes(4, "little") + info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(str(tagged), 24000)) == 20 * 24000
