@@ -30,8 +30,8 @@ AudioInput = Union[str, os.PathLike, bytes, io.IOBase, np.ndarray, dict]
 "sampling_rate": int}`, or `datasets`' undecoded audio `{"bytes", "path"}`."""
 
 # What a folder walk takes: every container libsndfile decodes (W64, RF64, CAF, AU among them, which were passed over).
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".rf64", ".caf",
-                    ".au")
+AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".rf64",
+                    ".caf", ".au")
 DECODED_FORMATS = "WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, CAF, AU"  # AUDIO_EXTENSIONS' formats, in words
 
 
@@ -41,9 +41,9 @@ def passed_over(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-# Audio no decoder of this package's reads (AAC, ALAC, WMA): named, so that a folder's files of these types are
-# reported with the way around, not passed over. Not .mp4: in a music folder, those are mostly videos.
-UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".aac", ".wma")
+# Audio no decoder of this package's reads (AAC, ALAC, WMA, Monkey's Audio, WavPack): named, so that a folder's files
+# of these types are reported with the way around, not passed over. Not .mp4: in a music folder, those are mostly videos.
+UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".aac", ".wma", ".ape", ".wv")
 _ASF_HEADER = bytes.fromhex("3026b2758e66cf11")  # the start of a WMA file's header object's GUID
 CONVERT_FIRST = "convert it to FLAC or WAV first (e.g. `ffmpeg -i IN.m4a OUT.flac`)"
 RESAMPLERS = ("soxr", "sinc")  # see AudioStream.blocks
@@ -666,6 +666,8 @@ def _why_not_audio(source: Any) -> str:
         return f"an AAC file, which this package does not decode: {CONVERT_FIRST}."
     if head[:8] == _ASF_HEADER:
         return f"a WMA file, which this package does not decode: {CONVERT_FIRST}."
+    if head[:4] == b"wvpk":  # a WavPack block header
+        return f"a WavPack file, which this package does not decode: {CONVERT_FIRST}."
     return f"not audio: it could not be decoded as any supported format ({DECODED_FORMATS})."
 
 

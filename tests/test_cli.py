@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from music2emo_hf import DEFAULT_MODEL_ID
@@ -125,12 +126,16 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
 
 def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_model_dir, tmp_path, write_wav,
                                                                           capsys):
-    """An iTunes folder's .m4a files are not passed over in silence: each is reported and listed, with how to convert
-    it; an MP4 named otherwise is recognised when decoded. Other files (covers, playlists) are not audio. The files
-    were encoded by FFmpeg (tests/undecoded/make.py), as a music library's are."""
+    """An iTunes folder's .m4a files (or a lossless collection's WavPack) are not passed over in silence: each is
+    reported and listed, with how to convert it; an MP4 or WavPack file named otherwise is recognised when decoded.
+    Other files (covers, playlists) are not audio; a WAV named .wave is. The files were encoded by FFmpeg
+    (tests/undecoded/make.py), as a music library's are."""
     encoded = ROOT / "tests" / "undecoded"
     write_wav("album/01.wav", tone(2.0))
     shutil.copy(encoded / "tone.m4a", tmp_path / "album" / "02.m4a")
+    shutil.copy(encoded / "tone.wv", tmp_path / "album" / "03.wv")
+    sf.write(tmp_path / "album" / "04.wave", tone(2.0), 24000, format="WAV")
+    shutil.copy(encoded / "tone.wv", tmp_path / "lossless.flac")
     (tmp_path / "album" / "cover.jpg").write_bytes(b"\xff\xd8\xff")
     shutil.copy(encoded / "tone.m4a", tmp_path / "renamed.mp3")
     shutil.copy(encoded / "tone.aac", tmp_path / "tune.aac")
@@ -138,8 +143,8 @@ def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_m
     out = tmp_path / "out.jsonl"
     status, stderr = predict_here(capsys, str(tmp_path / "album"), str(tmp_path / "renamed.mp3"),
                                   str(tmp_path / "tune.aac"), str(tmp_path / "old.wma"),
-                                  "--model", str(tiny_model_dir), "-o", str(out))
-    assert status == 1 and [Path(r["file"]).name for r in records(out)] == ["01.wav"]
+                                  str(tmp_path / "lossless.flac"), "--model", str(tiny_model_dir), "-o", str(out))
+    assert status == 1 and [Path(r["file"]).name for r in records(out)] == ["01.wav", "04.wave"]
     failed = {Path(entry["input"]).name: entry["error"] for entry in records(Path(f"{out}.errors.jsonl"))}
     assert failed == {
         "02.m4a": ".m4a audio is not decoded by this package: convert it to FLAC or WAV first (e.g. `ffmpeg -i "
@@ -150,6 +155,10 @@ def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_m
                     "-i IN.m4a OUT.flac`).",
         "old.wma": "a WMA file, which this package does not decode: convert it to FLAC or WAV first (e.g. `ffmpeg -i "
                    "IN.m4a OUT.flac`).",
+        "03.wv": ".wv audio is not decoded by this package: convert it to FLAC or WAV first (e.g. `ffmpeg -i "
+                 "IN.m4a OUT.flac`)",
+        "lossless.flac": "a WavPack file, which this package does not decode: convert it to FLAC or WAV first (e.g. "
+                         "`ffmpeg -i IN.m4a OUT.flac`).",
     }
     assert "cover.jpg" not in stderr
 

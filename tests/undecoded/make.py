@@ -11,7 +11,8 @@ import av
 import numpy as np
 
 RATE = 44100
-FILES = {"tone.m4a": ("ipod", "aac"), "tone.aac": ("adts", "aac"), "tone.wma": ("asf", "wmav2")}
+FILES = {"tone.m4a": ("ipod", "aac"), "tone.aac": ("adts", "aac"), "tone.wma": ("asf", "wmav2"),
+         "tone.wv": ("wv", "wavpack")}
 
 
 def main() -> None:
