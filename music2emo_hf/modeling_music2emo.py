@@ -8,8 +8,10 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -164,6 +166,82 @@ def adapted_backbone(backbone: HubertModel) -> HubertModel:
     backbone.encoder.pos_conv_embed.__class__ = Float32PositionalConvEmbedding
     backbone.feature_extractor.__class__ = SegmentedFeatureEncoder
     return backbone
+
+
+@dataclass
+class _LayerStates:
+    """The hidden states of one call of the backbone's layers, up to `depth` of them: the layers' input, and each
+    layer's output by its index (a layer LayerDrop skipped has none: it passed its input on)."""
+
+    depth: int
+    first_input: torch.Tensor | None = None
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def hidden_states(self) -> list[torch.Tensor]:
+        """`hidden_states[: depth + 1]`, as the backbone's `output_hidden_states` indexes them."""
+        states = [self.first_input]
+        for index in range(self.depth):
+            states.append(self.outputs.get(index, states[-1]))
+        return states
+
+
+class _PastDeepestLayer(Exception):
+    """Raised before the first layer a call does not need, so that the backbone runs no further."""
+
+
+_LAYER_STATES: ContextVar[_LayerStates | None] = ContextVar("music2emo_layer_states", default=None)  # per thread
+_HOOKING = threading.Lock()
+
+
+def _before_layers(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    states = _LAYER_STATES.get()  # None: a call of the backbone of its own
+    if states is not None:
+        states.first_input = output  # the encoder's dropout, the last step before its layers (in both layouts)
+
+
+def _before_layer(index: int, module: nn.Module, args: tuple) -> None:
+    states = _LAYER_STATES.get()
+    if states is not None and index >= states.depth:
+        raise _PastDeepestLayer
+
+
+def _after_layer(index: int, module: nn.Module, args: tuple, output) -> None:
+    states = _LAYER_STATES.get()
+    if states is not None:
+        states.outputs[index] = output[0] if isinstance(output, tuple) else output
+
+
+def _hook_layers(backbone: HubertModel) -> None:
+    """Hooks on each encoder layer that record a `run_layers` call's hidden states and end it past its depth: the
+    backbone itself is left whole (shortening its layer list for a call broke its own `output_hidden_states`, and a
+    thread's call could leave another's short list in place, and a checkpoint saved then without those layers)."""
+    encoder = backbone.encoder
+    with _HOOKING:
+        if not getattr(encoder.dropout, "_music2emo_hooked", False):
+            encoder.dropout.register_forward_hook(_before_layers)
+            encoder.dropout._music2emo_hooked = True
+        for index, layer in enumerate(encoder.layers):
+            if not getattr(layer, "_music2emo_hooked", False):
+                layer.register_forward_pre_hook(partial(_before_layer, index))
+                layer.register_forward_hook(partial(_after_layer, index))
+                layer._music2emo_hooked = True
+
+
+def run_layers(backbone: HubertModel, inputs: torch.Tensor, depth: int) -> list[torch.Tensor]:
+    """`backbone(inputs, output_hidden_states=True).hidden_states[: depth + 1]`, running only its first `depth`
+    layers: the ones after the deepest pooled layer cannot change the pooled features, and they are 5 of
+    MERT-v1-95M's 12 for Music2Emo's layers 6-7. A layer LayerDrop skips in training passes its input on, as in the
+    backbone."""
+    _hook_layers(backbone)
+    states = _LayerStates(depth)
+    token = _LAYER_STATES.set(states)
+    try:
+        backbone(inputs)
+    except _PastDeepestLayer:
+        pass
+    finally:
+        _LAYER_STATES.reset(token)
+    return states.hidden_states()
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -414,19 +492,6 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             hf_logging.set_verbosity(verbosity)
         return model
 
-    @contextmanager
-    def _backbone_up_to(self, depth: int):
-        """Run only the backbone's first `depth` transformer layers: the ones after the deepest pooled layer cannot
-        change the pooled features (a truncated encoder gives bit-identical `hidden_states[:depth + 1]`), and they
-        are 5 of MERT-v1-95M's 12 for Music2Emo's layers 6-7."""
-        encoder = self.backbone.encoder
-        layers = encoder.layers
-        encoder.layers = nn.ModuleList(list(layers)[:depth])
-        try:
-            yield
-        finally:
-            encoder.layers = layers
-
     def embed_chunks(
         self, input_values: torch.Tensor, chunk_lengths: torch.Tensor, layers: Sequence[int] | None = None
     ) -> torch.Tensor:
@@ -448,14 +513,7 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         (chunks, samples) audio, or the (chunks, channels, frames) features of the backbone's front end: from those,
         the graph that inference runtimes export (`runtimes.py`)."""
         layers = self.config.pooled_layers if layers is None else list(layers)
-        depth = max(layers)
-        with self._backbone_up_to(depth):
-            hidden_states = self.backbone(input_values, output_hidden_states=True).hidden_states
-        if len(hidden_states) != depth + 1:
-            raise RuntimeError(
-                "the backbone skipped layers (LayerDrop in training mode), so hidden_states indices no "
-                "longer name layers; set config.backbone_config.layerdrop = 0 to train through the backbone."
-            )
+        hidden_states = run_layers(self.backbone, input_values, max(layers))
         return torch.cat([hidden_states[i].mean(dim=1) for i in layers], dim=-1)
 
     def harmony_inputs(self, harmonies: Sequence, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:

@@ -295,6 +295,57 @@ def test_the_backbone_stops_at_the_deepest_pooled_layer_with_identical_features(
     assert torch.equal(early, full[1].mean(dim=1))
 
 
+def _four_layer_model(**backbone) -> Music2EmoModel:
+    config = Music2EmoConfig.from_pretrained(TINY_CONFIG)
+    config.backbone_config.num_hidden_layers = 4
+    for name, value in backbone.items():
+        setattr(config.backbone_config, name, value)
+    config.pooled_layers = [1, 2]
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        return Music2EmoModel(config).eval()
+
+
+def test_the_backbone_stays_whole_for_its_own_calls_and_for_threads_sharing_the_model():
+    """From a review: the pooled stage shortened the backbone's layer list for each call, so transformers' hidden-state
+    recorders, set up at the first call, missed the later layers for good (its own `output_hidden_states` gave 3 of
+    5 states, and deeper `layers` were refused), and a thread could put back another's short list: the model was then
+    saved without those layers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = _four_layer_model()
+    audio = torch.from_numpy(tone(1.0))[None]
+    lengths = torch.tensor([24000])
+    with torch.no_grad():
+        model.embed_chunks(audio, lengths)  # layers 1-2: two of four run
+        full = model.backbone(audio, output_hidden_states=True).hidden_states
+        assert len(full) == 5
+        deep = model.embed_chunks(audio, lengths, layers=[3, 4])
+        assert torch.equal(deep, torch.cat([full[3].mean(dim=1), full[4].mean(dim=1)], dim=-1))
+        keys = set(model.state_dict())
+        asks = [[1], [4], [2, 3], [0]] * 16
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda layers: model.embed_chunks(audio, lengths, layers=layers), asks))
+    for layers, answer in zip(asks, answers):
+        assert torch.equal(answer, torch.cat([full[i].mean(dim=1) for i in layers], dim=-1)), layers
+    assert set(model.state_dict()) == keys and len(model.backbone.encoder.layers) == 4
+
+
+def test_a_layer_layerdrop_skips_in_training_passes_its_input_on():
+    """MERT-v1-95M's configuration has LayerDrop 0.05: training through the backbone outside the training scripts
+    (which turn it off) failed on about a third of the steps ("the backbone skipped layers"). A skipped layer's hidden
+    state is its input, as in the backbone: with every layer skipped, all pooled layers are the first's input."""
+    model = _four_layer_model(layerdrop=1.0, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                              feat_proj_dropout=0.0, apply_spec_augment=False).train()
+    pooled = model.embed_chunks(torch.from_numpy(tone(1.0))[None], torch.tensor([24000]), layers=[0, 1, 2])
+    width = model.config.backbone_config.hidden_size
+    assert torch.equal(pooled[:, :width], pooled[:, width : 2 * width])
+    assert torch.equal(pooled[:, :width], pooled[:, 2 * width :])
+    pooled.sum().backward()  # and it trains
+    assert model.backbone.feature_projection.projection.weight.grad is not None
+
+
 @pytest.mark.parametrize("norm", ["group", "layer"])
 def test_the_front_end_runs_in_segments_and_gives_the_whole_chunks_features(tiny_config, norm):
     """At inference no activation of a whole chunk is held (the memory a 30 s chunk took), and the features are

@@ -378,7 +378,7 @@ class Trainer:
         # no DDP buckets, no checkpoint space) and put back whenever the model is saved.
         self.backbone = None
         if recipe.finetune_backbone and model.config.backbone_config.layerdrop:
-            # A layer LayerDrop skips records no hidden state, and the pooled layers' indices would shift.
+            # A layer LayerDrop skips passes its input on: a pooled layer would at times be the one before it.
             model.config.backbone_config.layerdrop = 0.0
             self._log("LayerDrop is off while the backbone trains: the pooled layers must all run")
         if not recipe.finetune_backbone:
