@@ -34,7 +34,8 @@ from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .harmony import CQT_BACKENDS, HarmonyAnalyzer, check_ensemble_size
 from .hub import first_line
 from .labels import check_template
-from .runtimes import backbone_runtime, unusable_device
+from .released import note
+from .runtimes import TorchRuntime, backbone_runtime, unusable_device, weights_state
 from .zero_shot import LabelEmbeddings, check_labels, rank_labels
 
 UNTRAINED_NOTE = "untrained model: random weights, these scores are not predictions"
@@ -222,7 +223,16 @@ class MusicEmotionPipeline(Pipeline):
         self._harmony, self._harmony_ensemble, self._harmony_cqt = harmony, harmony_ensemble, harmony_cqt
         self.label_embeddings = LabelEmbeddings(config.label_encoder)
         self.provenance = model_provenance(self.model)
-        self.backbone_runtime = backbone_runtime(self.model, runtime, precision)  # last: it may export (seconds)
+        self._runtime_options = (runtime, precision)
+        self._make_backbone_runtime()  # last: it may export (seconds)
+
+    def _make_backbone_runtime(self) -> None:
+        """The backbone's runtime, and the weights it was made from where it does not run the model's own: an
+        exported graph or an int8 copy answers with those until it is made again (`_embed_equal`)."""
+        self.backbone_runtime = backbone_runtime(self.model, *self._runtime_options)
+        runtime = self.backbone_runtime
+        live = isinstance(runtime, TorchRuntime) and runtime.model is self.model
+        self._runtime_made_from = None if live else (self.model, weights_state(self.model.backbone))
 
     @property
     def harmony(self):
@@ -390,7 +400,13 @@ class MusicEmotionPipeline(Pipeline):
                                    stream.warning)
 
     def _embed_equal(self, chunks: list[np.ndarray]) -> torch.Tensor:
-        """The pooled embeddings of equal-length chunks, in one backbone call, on the model's device."""
+        """The pooled embeddings of equal-length chunks, in one backbone call, on the model's device. A runtime made
+        from other weights than the model's now (changed in place, loaded, or another model) is made again first:
+        `pipe.model` is what answers, as in transformers."""
+        if self._runtime_made_from not in (None, (self.model, weights_state(self.model.backbone))):
+            note(f"the backbone's weights changed since its {self.backbone_runtime.name} runtime was made: making it "
+                 "again from them")
+            self._make_backbone_runtime()
         embeddings = self.backbone_runtime(torch.from_numpy(np.stack(chunks))).to(self.model.device)
         if _MALLOC_TRIM is not None and self.model.device.type == "cpu":
             _MALLOC_TRIM(0)

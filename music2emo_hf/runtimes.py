@@ -100,6 +100,16 @@ def quantize_backbone(model: torch.nn.Module) -> torch.nn.Module:
         )
 
 
+def weights_state(module: torch.nn.Module) -> tuple | None:
+    """Which weights `module` holds now, cheaply: each tensor's memory and count of changes in place (an optimiser
+    step, `load_state_dict`, `.to()`), so that a runtime made from them can tell it is out of date. None where
+    torch keeps no count (tensors made under `torch.inference_mode`)."""
+    try:
+        return tuple((tensor.data_ptr(), tensor._version) for tensor in (*module.parameters(), *module.buffers()))
+    except RuntimeError:
+        return None
+
+
 def cache_root() -> Path:
     from .hub import package_cache
 
@@ -507,4 +517,4 @@ def backbone_runtime(model, runtime: str = "auto", precision: str = "float32", s
 
 __all__ = ["BFLOAT16_COSINE", "CPU_RUNTIMES", "EXACT_COSINE", "INT8_COSINE", "PRECISIONS", "RUNTIMES",
            "RuntimeUnavailable", "backbone_runtime", "cache_root", "exported", "fingerprint", "installed",
-           "native_bfloat16", "obstacles", "quantize_backbone"]
+           "native_bfloat16", "obstacles", "quantize_backbone", "weights_state"]

@@ -97,6 +97,30 @@ def test_one_pipeline_called_from_several_threads_answers_each_call_as_alone(mod
     assert together == alone
 
 
+@pytest.mark.parametrize("runtime, precision", [
+    *(pytest.param(name, "float32", marks=pytest.mark.skipif(not installed(name), reason=f"{name} is not installed"))
+      for name in ("openvino", "onnxruntime")), ("torch", "int8")])
+def test_a_runtime_follows_the_models_weights_when_they_change(model_dir, runtime, precision, capsys):
+    """From a review: weights changed after the pipeline was made (fine-tuning, `load_state_dict`) were not used by an
+    exported graph or an int8 copy, which kept answering for the old ones. `pipe.model` is what answers."""
+    pipe = make_pipeline(model_dir, runtime=runtime, precision=precision)
+    clip = tone(4, freq=220.0)
+    before = pipe(clip, return_embedding=True)["embedding"]
+    with torch.no_grad():
+        for weight in pipe.model.backbone.parameters():
+            weight.mul_(1.5)
+    capsys.readouterr()
+    after = pipe(clip, return_embedding=True)["embedding"]
+    assert "the backbone's weights changed since its" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = transformers.pipeline("music-emotion", model=pipe.model, feature_extractor=pipe.feature_extractor,
+                                      device="cpu", runtime=runtime, precision=precision)  # made from the new weights
+    expected = fresh(clip, return_embedding=True)["embedding"]
+    assert np.dot(after, expected) / np.linalg.norm(after) / np.linalg.norm(expected) >= EXACT_COSINE
+    assert np.dot(before, expected) / np.linalg.norm(before) / np.linalg.norm(expected) < EXACT_COSINE
+
+
 @pytest.mark.skipif(not (installed("openvino") and installed("onnxruntime")), reason="needs both runtimes")
 def test_auto_takes_the_fastest_runtime_for_the_arithmetic(model_dir):
     assert make_pipeline(model_dir).backbone_runtime.name == "openvino"
