@@ -6,7 +6,7 @@ Importing the package registers the `music-emotion` pipeline task and the Auto c
 
 from collections.abc import Mapping
 
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_music2emo import Music2EmoConfig
@@ -47,6 +47,7 @@ class _ReleasedDefault(Mapping):
 AutoConfig.register(Music2EmoConfig.model_type, Music2EmoConfig, exist_ok=True)
 AutoModel.register(Music2EmoConfig, Music2EmoModel, exist_ok=True)
 AutoFeatureExtractor.register(Music2EmoConfig, Music2EmoFeatureExtractor, exist_ok=True)
+AutoProcessor.register(Music2EmoConfig, Music2EmoFeatureExtractor, exist_ok=True)  # its processor: nothing else to ask
 # The task is registered twice. "music-emotion" is what users ask for with this package installed. A saved model records
 # the task of the pipeline's last registration in `custom_pipelines`, and transformers demands trust_remote_code for any
 # task named there, so that record gets its own name: `pipeline(model=dir, trust_remote_code=True)` (no task named)

@@ -572,7 +572,8 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         chord_mask: torch.Tensor | None = None,
         mode_ids: torch.LongTensor | None = None,
         labels: dict[str, torch.Tensor] | None = None,
-    ) -> Music2EmoOutput:
+        return_dict: bool | None = None,
+    ) -> Music2EmoOutput | tuple:
         r"""
         input_values (`(batch, chunks, samples)`): audio chunks at `config.sampling_rate` (from the feature extractor).
         chunk_mask (`(batch, chunks)`): 1 for real chunks, 0 for padding chunks.
@@ -582,6 +583,7 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             `harmony_inputs`. Omitted, the track is treated as 'no chords, major'.
         labels (`dict[str, Tensor]`): per task name, (batch, labels) targets (multi-hot, or native-scale values);
             NaN marks a missing value (a row of NaN: not labelled for that task).
+        return_dict (default `config.return_dict`): False gives the output's fields that are set, as a tuple.
         """
         if (input_values is None) == (chunk_embeddings is None):
             raise ValueError("Pass exactly one of input_values (audio chunks) or chunk_embeddings (precomputed).")
@@ -622,7 +624,7 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             label_embedding = self.projector(features, weights, harmony)
             chunk_label_embeddings = self.projector.project_chunks(features, real, harmony)
         loss, task_losses = self._loss(logits, regression, labels) if labels is not None else (None, None)
-        return Music2EmoOutput(
+        output = Music2EmoOutput(
             loss=loss,
             task_losses=task_losses,
             logits=logits,
@@ -634,6 +636,7 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
             label_embedding=label_embedding,
             chunk_label_embeddings=chunk_label_embeddings,
         )
+        return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
 
 
 def _check_inputs(**tensors: torch.Tensor | None) -> None:

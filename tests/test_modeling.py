@@ -414,3 +414,23 @@ def test_from_pretrained_keeps_transformers_call_forms_and_a_folder_has_no_hub_c
         again = Music2EmoModel.from_pretrained(None, config=model.config, state_dict=model.state_dict())
     assert again.hub_commit is None
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+
+
+def test_the_auto_classes_and_return_dict_behave_as_in_transformers(tiny_model_dir, capfd):
+    """From a review: `AutoProcessor` stopped at "Do you wish to run the custom code? [y/N]" (a notebook waits
+    for ever), and `return_dict=False` was refused as an unknown argument."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        model = AutoModel.from_pretrained(tiny_model_dir).eval()
+    assert isinstance(AutoConfig.from_pretrained(tiny_model_dir), Music2EmoConfig) and isinstance(model, Music2EmoModel)
+    for auto in (AutoFeatureExtractor, AutoProcessor):
+        assert isinstance(auto.from_pretrained(tiny_model_dir), Music2EmoFeatureExtractor)
+    assert "custom code" not in capfd.readouterr().out  # no question asked
+    inputs = _inputs([tone(1.5)])
+    with torch.no_grad():
+        output, as_tuple = model(**inputs), model(**inputs, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(output.to_tuple())
+    assert all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a.keys() == b.keys()
+               for a, b in zip(as_tuple, output.to_tuple()))
