@@ -863,6 +863,8 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
                 "or datasets' undecoded audio {'bytes' or 'path': ...}."
             )
         sampling_rate = audio["sampling_rate"]
+        if sampling_rate is None:  # else the model's rate would be taken: the waveform's own is unknown
+            raise AudioDecodeError(f"{name}: its 'sampling_rate' is None; give the waveform's rate in Hz.")
         audio = array if hasattr(array, "detach") else np.asarray(array)  # a tensor as below; a list (datasets')
     if hasattr(audio, "detach") and hasattr(audio, "cpu"):  # a torch tensor: off the graph and the GPU
         audio = audio.detach().cpu()

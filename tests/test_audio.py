@@ -182,6 +182,10 @@ def test_bad_inputs_raise_a_clear_error(bad, message):
 def test_bad_sampling_rate_is_refused():
     with pytest.raises(AudioDecodeError, match="sampling rate"):
         load_audio({"array": np.zeros(100), "sampling_rate": 0}, 24000)
+    for given in (None, 44100):  # from a review: read as the model's 24 kHz, whatever the call said
+        with pytest.raises(AudioDecodeError, match=re.escape("<audio dict>: its 'sampling_rate' is None; give the "
+                                                             "waveform's rate in Hz.")):
+            load_audio({"array": np.zeros(1000), "sampling_rate": None}, 24000, given)
 
 
 def test_file_errors_name_the_file(tmp_path):
