@@ -379,6 +379,20 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
             pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("cache_dir"))
         return loaded
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As transformers saves a model, plus the feature extractor its config implies where the folder has none (as
+        `Trainer` saves a model alone): without it, the pipeline could not load the folder."""
+        from transformers.utils import FEATURE_EXTRACTOR_NAME
+
+        from .feature_extraction_music2emo import Music2EmoFeatureExtractor
+
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and not os.path.isfile(os.path.join(save_directory,
+                                                                                    FEATURE_EXTRACTOR_NAME)):
+            Music2EmoFeatureExtractor(self.config.sampling_rate, self.config.chunk_seconds).save_pretrained(
+                save_directory)
+        return saved
+
     @classmethod
     def is_custom_code(cls) -> bool:
         """transformers skips initialising parameter-less modules of custom code, in case their `_init_weights` writes

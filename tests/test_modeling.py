@@ -206,6 +206,22 @@ def test_save_and_load_give_identical_outputs(model, tmp_path):
     torch.testing.assert_close(a.regression["valence_arousal"], b.regression["valence_arousal"], rtol=1e-6, atol=1e-6)
 
 
+def test_a_model_saved_alone_is_a_folder_the_pipeline_loads(model, tmp_path):
+    """From a review: `model.save_pretrained` (what `Trainer` writes) left no preprocessor_config.json, and
+    `pipeline("music-emotion", model=folder)` could not load it. A feature extractor already there is kept."""
+    import transformers
+
+    model.save_pretrained(tmp_path / "alone")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        pipe = transformers.pipeline("music-emotion", model=str(tmp_path / "alone"), runtime="torch")
+    assert pipe.feature_extractor.chunk_seconds == model.config.chunk_seconds and "valence" in pipe(tone(1.5))
+    Music2EmoFeatureExtractor(chunk_seconds=model.config.chunk_seconds, resampler="sinc").save_pretrained(
+        tmp_path / "kept")
+    model.save_pretrained(tmp_path / "kept")
+    assert Music2EmoFeatureExtractor.from_pretrained(tmp_path / "kept").resampler == "sinc"
+
+
 def test_untrained_models_warn():
     config = Music2EmoConfig.from_pretrained(TINY_CONFIG)
     config.untrained = True
