@@ -30,8 +30,8 @@ AudioInput = Union[str, os.PathLike, bytes, io.IOBase, np.ndarray, dict]
 "sampling_rate": int}`, or `datasets`' undecoded audio `{"bytes", "path"}`."""
 
 # What a folder walk takes: every container libsndfile decodes (W64, RF64, CAF, AU among them, which were passed over).
-AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".rf64",
-                    ".caf", ".au")
+AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64",
+                    ".rf64", ".caf", ".au")
 DECODED_FORMATS = "WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, CAF, AU"  # AUDIO_EXTENSIONS' formats, in words
 
 
@@ -41,15 +41,16 @@ def passed_over(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-# Audio no decoder of this package's reads (AAC, ALAC, WMA, Monkey's Audio, WavPack): named, so that a folder's files
-# of these types are reported with the way around, not passed over. Not .mp4: in a music folder, those are mostly videos.
+# Audio no decoder of this package's reads (AAC, ALAC, WMA, Monkey's Audio, WavPack): named, so that a folder's
+# files of these types are reported with the way around, not passed over. Not .mp4: in a music folder, mostly videos.
 UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".aac", ".wma", ".ape", ".wv")
 _ASF_HEADER = bytes.fromhex("3026b2758e66cf11")  # the start of a WMA file's header object's GUID
 CONVERT_FIRST = "convert it to FLAC or WAV first (e.g. `ffmpeg -i IN.m4a OUT.flac`)"
 RESAMPLERS = ("soxr", "sinc")  # see AudioStream.blocks
 _READ_FRAMES = 1 << 16
 _MIN_RATE, _MAX_RATE = 1_000, 768_000
-_COUNTED = ("WAV", "WAVEX", "RF64", "W64", "AIFF")  # formats of which libsndfile counts a cut file's frames as held
+_COUNTED = ("WAV", "WAVEX", "RF64", "W64", "AIFF", "AU")  # formats whose cut files libsndfile counts the frames held of
+_AU_SAMPLE_BYTES = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}  # AU's encodings of fixed size: µ-law ... A-law
 _UNSTATED = 2**63 - 1  # libsndfile's frame count (SF_COUNT_MAX) for a header that does not state the file's length
 
 
@@ -507,7 +508,7 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     a writer streaming to a pipe); an MP3 with a Xing or Info header holding its frame count (LAME writes one, and
     libsndfile's decoder takes its length from it; without it the length is an estimate from the file's size) is
     sought near that end, in a handle of its own (a seek and back in `handle` would change its decoding in the last
-    bits). The same byte count is made for RF64, W64 and AIFF (AIFF-C), whose headers state their data's size
+    bits). The same byte count is made for RF64, W64, AIFF (AIFF-C) and AU, whose headers state their data's size
     too. An MP3 whose Xing header counts its bytes is sought only when it holds fewer: damage in a whole one makes
     the seek fail too. Other formats are not checked: a cut FLAC fails to decode where it was cut (see
     `_ReadForward`)."""
@@ -672,7 +673,7 @@ def _why_not_audio(source: Any) -> str:
 
 
 def _pcm_layout(data: io.IOBase, head: bytes, size: int, rate: int) -> tuple[int, int, float, float] | None:
-    """Of a file whose header states the size of its sample data (WAV, RF64, W64, AIFF and AIFF-C): where the data
+    """Of a file whose header states the size of its sample data (WAV, RF64, W64, AIFF and AIFF-C, AU): where the data
     starts, its size as declared, bytes per second and per frame. None for other files, and for a size left unset
     by a writer streaming to a pipe."""
     def field(at: int, length: int, order: str = "little") -> int:
@@ -700,6 +701,12 @@ def _pcm_layout(data: io.IOBase, head: bytes, size: int, rate: int) -> tuple[int
             return None
         fmt = found[b"fmt "] + 24
         return found[b"data"] + 24, field(found[b"data"] + 16, 8) - 24, field(fmt + 8, 4), field(fmt + 12, 2)
+    if head[:4] == b".snd" and size >= 24:  # Sun AU: big-endian offset, data size (all ones: unstated), encoding
+        offset, declared, encoding, _, channels = (field(at, 4, "big") for at in range(4, 24, 4))
+        sample = _AU_SAMPLE_BYTES.get(encoding)
+        if declared == 0xFFFFFFFF or sample is None:
+            return None
+        return offset, declared, sample * channels * rate, sample * channels
     if head[:4] == b"FORM" and head[8:] in (b"AIFF", b"AIFC"):  # big-endian chunks, bodies padded to even
         at, found = 12, {}
         while at + 8 <= size and b"SSND" not in found:

@@ -221,9 +221,9 @@ def test_truncated_mp3_decodes_what_is_there(tmp_path):
     assert 2.0 < len(audio) / 24000 < 30.0  # what the first third holds (after its ID3 tag): not all 45 s, not nothing
 
 
-@pytest.mark.parametrize("kind", ["WAV", "MP3", "AIFF", "W64", "RF64"])
+@pytest.mark.parametrize("kind", ["WAV", "MP3", "AIFF", "W64", "RF64", "AU"])
 def test_a_file_cut_short_is_analysed_with_a_warning_naming_what_its_header_announced(tmp_path, kind):
-    """libsndfile reads a WAV, AIFF, W64, RF64 or an MP3 (LAME's, with its Xing header, as libsndfile writes it) cut
+    """libsndfile reads a WAV, AIFF, W64, RF64, AU or an MP3 (LAME's, with its Xing header, as libsndfile writes it) cut
     short up to where it ends without a word: 60 % of a track would pass for the track."""
     whole = io.BytesIO()
     sf.write(whole, tone(4.0), 24000, format=kind, subtype=None if kind == "MP3" else "PCM_16")
