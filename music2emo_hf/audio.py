@@ -454,6 +454,8 @@ def _open_file(source: Any, name: str) -> AudioStream:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in _COUNTED else \
             "what it holds"
         stream._warn(f"cut short: {_announced(announced)} (not downloaded or copied whole); {held} is analysed.")
+    elif _ogg_unfinished(source, handle):
+        stream._warn(f"cut short: {_OGG_CUT} (not downloaded or copied whole); what it holds is analysed.")
     elif (unannounced := _unannounced(source, handle)) is not None:
         stream._warn(f"its header announces {handle.frames / handle.samplerate:.1f} s of audio, and about "
                      f"{unannounced:.1f} s more follow it in the file (a header last written before the recording "
@@ -480,6 +482,9 @@ def _stopped_early(handle: _ReadForward) -> str | None:
     return (f"decoding stopped at {handle.read_frames / handle.samplerate:.1f} s of the "
             f"{total / handle.samplerate:.1f} s {announced} (the file is damaged or cut short there); what precedes "
             "is analysed. Download or export it again.")
+
+
+_OGG_CUT = "the Ogg stream ends before its last page"
 
 
 def _announced(seconds: float) -> str:
@@ -554,6 +559,29 @@ def _unannounced(source: Any, handle: Any) -> float | None:
         chunk = len(after) == 8 and all(0x20 <= byte < 0x7F for byte in after[:4]) and \
             int.from_bytes(after[4:], "little") <= size - end - 8
     return None if chunk or size - end <= 0.1 * byte_rate else (size - end) / byte_rate
+
+
+def _ogg_unfinished(source: Any, handle: Any) -> bool:
+    """Whether an Ogg file (Vorbis, Opus) ends before its last page: its header states no length, but its pages, walked
+    by their headers from the start, end with one marked end-of-stream in a whole file (a chained file: its last
+    stream's); a file that stops part-way ends in a page cut short or unmarked. False where the walk meets anything
+    but a page (damage: not what this tells)."""
+    if handle.format != "OGG":
+        return False
+    with _bytes_of(source) as data:
+        size, at, flags = data.seek(0, os.SEEK_END), 0, 0
+        while at < size:
+            data.seek(at)
+            header = data.read(27)
+            if len(header) < 27:
+                return True
+            if header[:4] != b"OggS":
+                return False
+            segments = data.read(header[26])
+            if len(segments) < header[26]:
+                return True
+            at, flags = at + 27 + header[26] + sum(segments), header[5]
+        return at > size or not flags & 0x04
 
 
 def _refuse_unfinished_wav(source: Any, handle: Any, name: str) -> None:
@@ -801,7 +829,7 @@ def header_facts(path: str | os.PathLike, stop_after: float = math.inf) -> tuple
     _refuse_misread_mp3(os.fspath(path), info, os.fspath(path))
     announced = _cut_short(os.fspath(path), info)
     if announced is None:
-        return duration, None
+        return duration, _OGG_CUT if _ogg_unfinished(os.fspath(path), info) else None
     return announced, _announced(announced)
 
 

@@ -539,3 +539,26 @@ def test_a_wav_holding_more_than_its_header_announces_says_so(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_audio(str(tagged), 24000)) == 20 * 24000
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_an_ogg_file_cut_short_is_named_as_such(tmp_path, subtype):
+    """An Ogg header states no length, so a download that stopped was analysed in part without a word (from a
+    review): a whole stream ends with a page marked end-of-stream, a cut one does not. A chained file (two streams
+    one after the other, as `cat` makes it) is whole."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(6.0, rate=48000), 48000, format="OGG", subtype=subtype)
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 6 // 10])
+    with pytest.warns(AudioCutShortWarning, match=re.escape(
+            f"{cut}: cut short: the Ogg stream ends before its last page (not downloaded or copied whole); what it "
+            "holds is analysed.")):
+        assert 0 < len(load_audio(str(cut), 24000)) < 6 * 24000
+    assert header_facts(cut)[1] == "the Ogg stream ends before its last page"
+    chained = tmp_path / "chained.ogg"
+    chained.write_bytes(whole.getvalue() * 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(whole.getvalue(), 24000)) == 6 * 24000
+        load_audio(str(chained), 24000)
+    assert header_facts(chained)[1] is None

@@ -208,7 +208,8 @@ class _ProbeCache:
         self.handle.close()
 
 
-PROBE = 2  # what `probe_audio` finds; raised when it finds more (2: files cut short), so earlier entries are redone
+PROBE = 3  # what `probe_audio` finds; raised when it finds more (2: files cut short; 3: AU and Ogg files cut short),
+# so earlier entries are redone
 
 
 def probe_audio(path: str) -> dict[str, Any]:
