@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import warnings
 from collections.abc import Sequence
-import threading
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
@@ -379,19 +379,27 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
             pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("cache_dir"))
         return loaded
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def save_pretrained(self, save_directory, is_main_process: bool = True, *args, **kwargs):
         """As transformers saves a model, plus the feature extractor its config implies where the folder has none (as
         `Trainer` saves a model alone): without it, the pipeline could not load the folder."""
+        saved = super().save_pretrained(save_directory, is_main_process, *args, **kwargs)
+        if is_main_process:
+            self._write_feature_extractor(save_directory)
+        return saved
+
+    def _upload_modified_files(self, working_dir, *args, **kwargs):
+        """transformers' upload of a folder it saved (`push_to_hub`): its feature extractor is written first, so that
+        it is published too (`save_pretrained` writes it only after transformers' own save, and upload, end)."""
+        self._write_feature_extractor(working_dir)
+        return super()._upload_modified_files(working_dir, *args, **kwargs)
+
+    def _write_feature_extractor(self, folder) -> None:
         from transformers.utils import FEATURE_EXTRACTOR_NAME
 
         from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 
-        saved = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and not os.path.isfile(os.path.join(save_directory,
-                                                                                    FEATURE_EXTRACTOR_NAME)):
-            Music2EmoFeatureExtractor(self.config.sampling_rate, self.config.chunk_seconds).save_pretrained(
-                save_directory)
-        return saved
+        if not os.path.isfile(os.path.join(folder, FEATURE_EXTRACTOR_NAME)):
+            Music2EmoFeatureExtractor(self.config.sampling_rate, self.config.chunk_seconds).save_pretrained(folder)
 
     @classmethod
     def is_custom_code(cls) -> bool:

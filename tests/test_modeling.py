@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,6 +222,28 @@ def test_a_model_saved_alone_is_a_folder_the_pipeline_loads(model, tmp_path):
         tmp_path / "kept")
     model.save_pretrained(tmp_path / "kept")
     assert Music2EmoFeatureExtractor.from_pretrained(tmp_path / "kept").resampler == "sinc"
+    model.save_pretrained(tmp_path / "other-rank", False)  # is_main_process, as transformers' second argument
+    assert not (tmp_path / "other-rank" / "preprocessor_config.json").exists()
+
+
+def test_a_model_pushed_by_transformers_publishes_its_feature_extractor(model, tmp_path, monkeypatch):
+    """From a review: with `save_pretrained(push_to_hub=True)` transformers uploads before the save returns, so the
+    feature extractor written after it stayed here. The Hub's side is stood in for: the repo, and what the upload
+    finds in the folder."""
+    from types import SimpleNamespace
+
+    from transformers import modeling_utils
+    from transformers.utils.hub import PushToHubMixin
+
+    uploaded = []
+    monkeypatch.setattr(modeling_utils, "hf_api", lambda: SimpleNamespace(
+        create_repo=lambda repo_id, **_: SimpleNamespace(repo_id=repo_id)))
+    monkeypatch.setattr(modeling_utils, "create_and_tag_model_card",
+                        lambda *_, **__: SimpleNamespace(save=lambda path: Path(path).write_text("card")))
+    monkeypatch.setattr(PushToHubMixin, "_upload_modified_files",
+                        lambda self, folder, *_, **__: uploaded.extend(sorted(os.listdir(folder))))
+    model.save_pretrained(tmp_path / "pushed", push_to_hub=True, repo_id="someone/model")
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= set(uploaded)
 
 
 def test_untrained_models_warn():
