@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 import warnings
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -190,11 +189,10 @@ class _PastDeepestLayer(Exception):
 
 
 _LAYER_STATES: ContextVar[_LayerStates | None] = ContextVar("music2emo_layer_states", default=None)  # per thread
-_HOOKING = threading.Lock()
 
 
 def _before_layers(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-    states = _LAYER_STATES.get()  # None: a call of the backbone of its own
+    states = _LAYER_STATES.get()  # None: another thread's call of the backbone, while this one's hooks are on it
     if states is not None:
         states.first_input = output  # the encoder's dropout, the last step before its layers (in both layouts)
 
@@ -211,29 +209,18 @@ def _after_layer(index: int, module: nn.Module, args: tuple, output) -> None:
         states.outputs[index] = output[0] if isinstance(output, tuple) else output
 
 
-def _hook_layers(backbone: HubertModel) -> None:
-    """Hooks on each encoder layer that record a `run_layers` call's hidden states and end it past its depth: the
-    backbone itself is left whole (shortening its layer list for a call broke its own `output_hidden_states`, and a
-    thread's call could leave another's short list in place, and a checkpoint saved then without those layers)."""
-    encoder = backbone.encoder
-    with _HOOKING:
-        if not getattr(encoder.dropout, "_music2emo_hooked", False):
-            encoder.dropout.register_forward_hook(_before_layers)
-            encoder.dropout._music2emo_hooked = True
-        for index, layer in enumerate(encoder.layers):
-            if not getattr(layer, "_music2emo_hooked", False):
-                layer.register_forward_pre_hook(partial(_before_layer, index))
-                layer.register_forward_hook(partial(_after_layer, index))
-                layer._music2emo_hooked = True
-
-
 def run_layers(backbone: HubertModel, inputs: torch.Tensor, depth: int) -> list[torch.Tensor]:
     """`backbone(inputs, output_hidden_states=True).hidden_states[: depth + 1]`, running only its first `depth`
     layers: the ones after the deepest pooled layer cannot change the pooled features, and they are 5 of
-    MERT-v1-95M's 12 for Music2Emo's layers 6-7. A layer LayerDrop skips in training passes its input on, as in the
-    backbone."""
-    _hook_layers(backbone)
-    states = _LayerStates(depth)
+    MERT-v1-95M's 12 for Music2Emo's layers 6-7. Hooks on its layers, for this call only, record the states and end
+    the call past `depth`; the backbone itself is left whole (shortening its layer list for a call broke its own
+    `output_hidden_states`, and a thread's call could leave another's short list in place, to be saved so). A layer
+    LayerDrop skips in training passes its input on, as in the backbone."""
+    encoder, states = backbone.encoder, _LayerStates(depth)
+    hooks = [encoder.dropout.register_forward_hook(_before_layers)]
+    for index, layer in enumerate(encoder.layers):
+        hooks.append(layer.register_forward_pre_hook(partial(_before_layer, index)))
+        hooks.append(layer.register_forward_hook(partial(_after_layer, index)))
     token = _LAYER_STATES.set(states)
     try:
         backbone(inputs)
@@ -241,6 +228,8 @@ def run_layers(backbone: HubertModel, inputs: torch.Tensor, depth: int) -> list[
         pass
     finally:
         _LAYER_STATES.reset(token)
+        for hook in hooks:
+            hook.remove()
     return states.hidden_states()
 
 

@@ -361,6 +361,8 @@ def test_the_backbone_stays_whole_for_its_own_calls_and_for_threads_sharing_the_
         model.embed_chunks(audio, lengths)  # layers 1-2: two of four run
         full = model.backbone(audio, output_hidden_states=True).hidden_states
         assert len(full) == 5
+        hooks = [len(m._forward_hooks) + len(m._forward_pre_hooks)  # transformers' own hidden-state recorders
+                 for m in (model.backbone.encoder.dropout, *model.backbone.encoder.layers)]
         deep = model.embed_chunks(audio, lengths, layers=[3, 4])
         assert torch.equal(deep, torch.cat([full[3].mean(dim=1), full[4].mean(dim=1)], dim=-1))
         keys = set(model.state_dict())
@@ -370,6 +372,14 @@ def test_the_backbone_stays_whole_for_its_own_calls_and_for_threads_sharing_the_
     for layers, answer in zip(asks, answers):
         assert torch.equal(answer, torch.cat([full[i].mean(dim=1) for i in layers], dim=-1)), layers
     assert set(model.state_dict()) == keys and len(model.backbone.encoder.layers) == 4
+    modules = [model.backbone.encoder.dropout, *model.backbone.encoder.layers]
+    assert [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules] == hooks  # none of ours left on it
+    encoder = model.backbone.encoder
+    encoder.layers = torch.nn.ModuleList([encoder.layers[0], encoder.layers[2], encoder.layers[3]])  # one pruned
+    with torch.no_grad():
+        pruned = model.backbone(audio, output_hidden_states=True).hidden_states
+        assert torch.equal(model.embed_chunks(audio, lengths, layers=[1, 2]),
+                           torch.cat([pruned[1].mean(dim=1), pruned[2].mean(dim=1)], dim=-1))
 
 
 def test_a_layer_layerdrop_skips_in_training_passes_its_input_on():
