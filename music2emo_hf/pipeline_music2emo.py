@@ -227,12 +227,16 @@ class MusicEmotionPipeline(Pipeline):
         self._make_backbone_runtime()  # last: it may export (seconds)
 
     def _make_backbone_runtime(self) -> None:
-        """The backbone's runtime, and the weights it was made from where it does not run the model's own: an
-        exported graph or an int8 copy answers with those until it is made again (`_embed_equal`)."""
-        self.backbone_runtime = backbone_runtime(self.model, *self._runtime_options)
-        runtime = self.backbone_runtime
+        """The backbone's runtime, and what it was made from: the model, and its weights where the runtime does not
+        run the model's own (an exported graph or an int8 copy answers with those until it is made again)."""
+        self.backbone_runtime = runtime = backbone_runtime(self.model, *self._runtime_options)
         live = isinstance(runtime, TorchRuntime) and runtime.model is self.model
-        self._runtime_made_from = None if live else (self.model, weights_state(self.model.backbone))
+        self._runtime_made_from = (self.model, None if live else weights_state(self.model.backbone))
+
+    def _runtime_out_of_date(self) -> bool:
+        """Whether `pipe.model` is another model, or its backbone's weights changed under a runtime of their own."""
+        model, weights = self._runtime_made_from
+        return model is not self.model or weights not in (None, weights_state(self.model.backbone))
 
     @property
     def harmony(self):
@@ -403,9 +407,9 @@ class MusicEmotionPipeline(Pipeline):
         """The pooled embeddings of equal-length chunks, in one backbone call, on the model's device. A runtime made
         from other weights than the model's now (changed in place, loaded, or another model) is made again first:
         `pipe.model` is what answers, as in transformers."""
-        if self._runtime_made_from not in (None, (self.model, weights_state(self.model.backbone))):
-            note(f"the backbone's weights changed since its {self.backbone_runtime.name} runtime was made: making it "
-                 "again from them")
+        if self._runtime_out_of_date():
+            note(f"the model or its backbone's weights changed since its {self.backbone_runtime.name} runtime was "
+                 "made: making it again from them")
             self._make_backbone_runtime()
         embeddings = self.backbone_runtime(torch.from_numpy(np.stack(chunks))).to(self.model.device)
         if _MALLOC_TRIM is not None and self.model.device.type == "cpu":

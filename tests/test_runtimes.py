@@ -111,7 +111,7 @@ def test_a_runtime_follows_the_models_weights_when_they_change(model_dir, runtim
             weight.mul_(1.5)
     capsys.readouterr()
     after = pipe(clip, return_embedding=True)["embedding"]
-    assert "the backbone's weights changed since its" in capsys.readouterr().err
+    assert "the model or its backbone's weights changed since its" in capsys.readouterr().err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fresh = transformers.pipeline("music-emotion", model=pipe.model, feature_extractor=pipe.feature_extractor,
@@ -119,6 +119,20 @@ def test_a_runtime_follows_the_models_weights_when_they_change(model_dir, runtim
     expected = fresh(clip, return_embedding=True)["embedding"]
     assert np.dot(after, expected) / np.linalg.norm(after) / np.linalg.norm(expected) >= EXACT_COSINE
     assert np.dot(before, expected) / np.linalg.norm(before) / np.linalg.norm(expected) < EXACT_COSINE
+
+
+def test_another_model_set_on_a_torch_pipeline_is_the_one_that_answers(model_dir):
+    """From a review: `pipe.model = other` kept PyTorch's runtime on the first model's backbone, under the other's
+    heads."""
+    pipe, other = make_pipeline(model_dir, runtime="torch"), make_pipeline(model_dir, runtime="torch")
+    with torch.no_grad():
+        for weight in other.model.parameters():
+            weight.mul_(1.5)
+    clip = tone(4, freq=220.0)
+    expected = other(clip, return_embedding=True)
+    pipe.model = other.model
+    answer = pipe(clip, return_embedding=True)
+    assert answer["embedding"] == expected["embedding"] and answer["valence"] == expected["valence"]
 
 
 @pytest.mark.skipif(not (installed("openvino") and installed("onnxruntime")), reason="needs both runtimes")
