@@ -427,6 +427,7 @@ class MusicEmotionPipeline(Pipeline):
                 chunk_embeddings=embeddings[None],
                 chunk_durations=torch.tensor([durations], device=model.device),
                 **model.harmony_inputs([harmony]),
+                return_dict=True,  # whatever the config says: the fields are read by name below
             )
         return {"outputs": outputs, "durations": durations, "harmony": harmony, "timings": timings,
                 "audio_warning": audio_warning}

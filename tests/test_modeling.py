@@ -469,6 +469,7 @@ def test_from_pretrained_keeps_transformers_call_forms_and_a_folder_has_no_hub_c
 def test_the_auto_classes_and_return_dict_behave_as_in_transformers(tiny_model_dir, capfd):
     """From a review: `AutoProcessor` stopped at "Do you wish to run the custom code? [y/N]" (a notebook waits
     for ever), and `return_dict=False` was refused as an unknown argument."""
+    import transformers
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 
     with warnings.catch_warnings():
@@ -484,3 +485,8 @@ def test_the_auto_classes_and_return_dict_behave_as_in_transformers(tiny_model_d
     assert isinstance(as_tuple, tuple) and len(as_tuple) == len(output.to_tuple())
     assert all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a.keys() == b.keys()
                for a, b in zip(as_tuple, output.to_tuple()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        pipe = transformers.pipeline("music-emotion", model=str(tiny_model_dir), runtime="torch",
+                                     model_kwargs={"return_dict": False})
+    assert not pipe.model.config.return_dict and "valence" in pipe(tone(1.5))  # the pipeline reads fields by name

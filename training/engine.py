@@ -519,7 +519,7 @@ class Trainer:
     def _train_step(self, step: Mapping[str, np.ndarray], state: TrainerState) -> float:
         batch, rows, targets = self._batch(step, state)
         self.model.train()
-        output = self.model(**batch)
+        output = self.model(**batch, return_dict=True)
         teacher_outputs = {}
         if self.teachers:
             with torch.no_grad():
@@ -733,7 +733,7 @@ def collect(model: Music2EmoModel, dataset, select, accelerator: Accelerator, ba
     for start in range(0, len(mine), batch_size):
         indices = mine[start : start + batch_size]
         batch = _to(_model_inputs(collate([dataset[i] for i in indices])), accelerator.device)
-        values = select(model(**batch), batch).float().cpu().numpy()
+        values = select(model(**batch, return_dict=True), batch).float().cpu().numpy()
         pairs += list(zip(indices, values))
     gathered = gather_object(pairs) if accelerator.num_processes > 1 else pairs
     out: list = [None] * len(dataset)
