@@ -449,7 +449,7 @@ def _open_file(source: Any, name: str) -> AudioStream:
         handle.close()
         raise
     stream = AudioStream(name, handle.samplerate, _file=handle)
-    announced = _cut_short(source, handle)
+    announced = _cut_short(source, handle, probe=False)  # a cut file not told here is, once decoded
     if announced is not None:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in _COUNTED else \
             "what it holds"
@@ -506,7 +506,7 @@ def _bytes_of(source: Any):
             yield data
 
 
-def _cut_short(source: Any, handle: Any) -> float | None:
+def _cut_short(source: Any, handle: Any, probe: bool = True) -> float | None:
     """The duration the header announces, when the file holds less than that by more than 0.1 s (a copy or download
     that stopped); None when it does not, or cannot be told. `handle`: the open SoundFile, or `sf.info`'s answer.
     A WAV's (or WAVEX's) data size is compared in bytes with what the file holds (unless the size was left unset by
@@ -514,8 +514,9 @@ def _cut_short(source: Any, handle: Any) -> float | None:
     libsndfile's decoder takes its length from it; without it the length is an estimate from the file's size) is
     sought near that end, in a handle of its own (a seek and back in `handle` would change its decoding in the last
     bits). The same byte count is made for RF64, W64, AIFF (AIFF-C) and AU, whose headers state their data's size
-    too. An MP3 whose Xing header counts its bytes is sought only when it holds fewer: damage in a whole one makes
-    the seek fail too. Other formats are not checked: a cut FLAC fails to decode where it was cut (see
+    too. An MP3 whose Xing header counts its bytes too is compared with the file's size instead, and one that does
+    not is sought only with `probe` (damage in a whole file makes the seek fail too: decoding it tells them apart,
+    see `_stopped_early`). Other formats are not checked: a cut FLAC fails to decode where it was cut (see
     `_ReadForward`)."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
@@ -528,10 +529,14 @@ def _cut_short(source: Any, handle: Any) -> float | None:
             return declared / byte_rate
         if handle.format != "MP3" or handle.frames <= 0:
             return None
-        frames, stream_end = _xing_counts(data, _id3_end(head) or 0)
-        tolerance = 0.1 * handle.samplerate / handle.frames  # 0.1 s, as a share of the stream
-        if frames is None or (stream_end is not None and size >= stream_end * (1 - tolerance)):
-            return None  # the whole stream is there (damage in it does not make it shorter)
+        frames, stream_bytes = _xing_counts(data, _id3_end(head) or 0)
+        if frames is None:
+            return None
+        if stream_bytes is not None:  # fewer bytes in the whole file than in the stream: cut (damage keeps the size)
+            short = size < stream_bytes * (1 - 0.1 * handle.samplerate / handle.frames)  # by more than 0.1 s
+            return handle.frames / handle.samplerate if short else None
+        if not probe:
+            return None
     last = int((handle.frames / handle.samplerate - 0.1) * handle.samplerate)
     try:
         with _decoder_notes_hidden(), sf.SoundFile(
@@ -545,20 +550,23 @@ def _cut_short(source: Any, handle: Any) -> float | None:
 
 def _unannounced(source: Any, handle: Any) -> float | None:
     """The seconds of audio a WAV holds after the data its header announces, where more than 0.1 s of bytes follow
-    that are not a chunk (a recorder that rewrites its header as it goes, stopped before the last rewrite); None
-    otherwise. libsndfile reads what the header announces."""
+    that are neither a chunk nor zeros (a recorder that rewrites its header as it goes, stopped before the last
+    rewrite); None otherwise. libsndfile reads what the header announces."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
         layout = _pcm_layout(data, head, size, handle.samplerate) if head[:4] == b"RIFF" else None
         if layout is None or not layout[2]:
             return None
         start, declared, byte_rate, _ = layout
-        end = start + declared + declared % 2
+        end = start + declared
+        if size - end - declared % 2 <= 0.1 * byte_rate:
+            return None
         data.seek(end)
-        after = data.read(8)
-        chunk = len(after) == 8 and all(0x20 <= byte < 0x7F for byte in after[:4]) and \
-            int.from_bytes(after[4:], "little") <= size - end - 8
-    return None if chunk or size - end <= 0.1 * byte_rate else (size - end) / byte_rate
+        after = data.read(1 << 16)
+    # A chunk's id after the data, where its pad byte is or where a writer left it out (the chunk may be cut short);
+    # or zeros, a writer's padding: no audio.
+    chunk = any(all(0x20 <= byte < 0x7F for byte in after[at : at + 4]) for at in {0, declared % 2})
+    return None if chunk or not after.strip(b"\0") else (size - end) / byte_rate
 
 
 def _ogg_unfinished(source: Any, handle: Any) -> bool:
@@ -657,8 +665,7 @@ def _refuse_misread_mp3(source: Any, handle: Any, name: str) -> None:
 
 def _xing_counts(data: io.IOBase, start: int) -> tuple[int | None, int | None]:
     """What the Xing or Info header of the first MPEG audio frame from `start` counts, where it does: the stream's
-    frames (flag 1), and where in the file the stream ends, from its bytes counted from that frame (flag 2). LAME
-    writes both."""
+    frames (flag 1) and bytes (flag 2, from that frame on; LAME writes both; 0 is a count never filled in)."""
     data.seek(start)
     first = data.read(4096)
     sync = next((i for i in range(len(first) - 1) if first[i] == 0xFF and first[i + 1] & 0xE0 == 0xE0), None)
@@ -668,7 +675,7 @@ def _xing_counts(data: io.IOBase, start: int) -> tuple[int | None, int | None]:
     flags, fields = int.from_bytes(first[at + 4 : at + 8], "big"), iter(range(at + 8, at + 16, 4))
     frames = int.from_bytes(first[(i := next(fields)) : i + 4], "big") if flags & 1 else None
     stream = int.from_bytes(first[(i := next(fields)) : i + 4], "big") if flags & 2 else None
-    return frames, None if stream is None else stream + start + sync
+    return frames, stream or None
 
 
 def _why_not_audio(source: Any) -> str:

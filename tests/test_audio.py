@@ -519,7 +519,8 @@ def test_a_flac_damaged_part_way_is_analysed_up_to_the_damage_and_one_damaged_fr
 def test_a_wav_holding_more_than_its_header_announces_says_so(tmp_path):
     """A recorder that rewrites its header as it goes, stopped before the last rewrite, leaves a data size of 10 s
     before 20 s of audio: libsndfile reads the 10 s, and the other half passed unsaid (from a review). A chunk after
-    the data (LIST, as taggers write it) is no such audio."""
+    the data (LIST, as taggers write it; cut short; after an odd data size whose pad byte was left out) or zeros are
+    no such audio."""
     whole = io.BytesIO()
     sf.write(whole, tone(20.0), 24000, format="WAV", subtype="PCM_16")
     data = bytearray(whole.getvalue())
@@ -533,12 +534,18 @@ def test_a_wav_holding_more_than_its_header_announces_says_so(tmp_path):
             "last written before the recording ended); the 10.0 s announced is analysed. Repair the header to "
             "analyse it all (e.g. `sox --ignore-length IN.wav OUT.wav`).")):
         assert len(load_audio(str(stale), 24000)) == 10 * 24000
-    tagged = tmp_path / "tagged.wav"
     info = b"INFOINAM" + (24_000).to_bytes(4, "little") + bytes(24_000)  # a title chunk longer than 0.1 s of audio
-    tagged.write_bytes(whole.getvalue() + b"LIST" + len(info).to_bytes(4, "little") + info)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert len(load_audio(str(tagged), 24000)) == 20 * 24000
+    odd = io.BytesIO()
+    sf.write(odd, tone(2.0)[:-1], 24000, format="WAV", subtype="PCM_U8")  # an odd data size: a pad byte due
+    after = {"tagged": whole.getvalue() + b"LIST" + len(info).to_bytes(4, "little") + info,
+             "tag-cut": whole.getvalue() + (b"LIST" + len(info).to_bytes(4, "little") + info)[:10_000],
+             "zeros": whole.getvalue() + bytes(24_000),  # a writer's padding
+             "no-pad": odd.getvalue() + b"id3 " + (10_000).to_bytes(4, "little") + bytes(10_000)}  # pad left out
+    for name, data in after.items():
+        (tmp_path / f"{name}.wav").write_bytes(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert len(load_audio(str(tmp_path / f"{name}.wav"), 24000)) in (20 * 24000, 2 * 24000 - 1), name
 
 
 @pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
