@@ -19,7 +19,7 @@ import torch
 from .configuration_music2emo import Music2EmoConfig, corpus_task
 from .hub import first_line
 from .labels import ORIGINAL_CHORD_QUALITIES
-from .released import BACKBONE_REPO
+from .released import BACKBONE_REPO, CHECKPOINT_CORPORA
 
 PREFIX = "model."
 # Original module -> ours. The heads' second Linear is index 2 there (Linear, ReLU, Linear) and 3 here (a Dropout
@@ -31,9 +31,6 @@ RENAMES = (
     ("input_proj.0.", "input_proj.0."),
 )
 HEAD_MODULES = {"classification_branch": "moods", "regression_branch": "valence_arousal", "output_proj": None}
-# The corpora heads learnt from, for the card's licences: every released student is the authors' J+D+E+P recipe; a
-# mood teacher is MTG-Jamendo's; which corpus a valence/arousal teacher learnt from its checkpoint does not say.
-TRAINED_ON = {("moods", "valence_arousal"): ["mtg_jamendo", "deam", "emomusic", "pmemo"], ("moods",): ["mtg_jamendo"]}
 TRAINING_ONLY = ("loss_fn",)  # a bare state dict (no `model.` prefix) may still hold the losses' buffers
 # How the converted model's answers are made, and what differs from the authors' inference code, for the card.
 DIFFERENCES = (
@@ -244,7 +241,7 @@ def convert_original(checkpoint_path: str | os.PathLike, backbone: str = BACKBON
     details = {
         "checkpoint": Path(checkpoint_path).name,
         "tasks": [task["name"] for task in tasks],
-        "corpora": TRAINED_ON.get(tuple(task["name"] for task in tasks), []),
+        "corpora": CHECKPOINT_CORPORA.get(Path(checkpoint_path).stem),  # None: a file of another name
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "lightning_version": checkpoint.get("pytorch-lightning_version"),

@@ -225,18 +225,19 @@ def _base_model(config: Music2EmoConfig) -> str | None:
     return None if os.path.exists(name) or name.count("/") != 1 else name
 
 
-def _licence_metadata(config: Music2EmoConfig, corpora: Sequence[str]) -> dict[str, str]:
+def _licence_metadata(config: Music2EmoConfig, learnt: bool) -> dict[str, str]:
     """The card's `license` fields: Apache-2.0 where every part is ours, the backbone's licence where it is the only
-    other part and a Hub licence id, else `other`, linked to the card's Licences section (README.md)."""
+    other part and a Hub licence id, else (heads `learnt` from corpora) `other`, linked to the card's Licences
+    section (README.md)."""
     base = _base_model(config)
-    if not config.backbone_name_or_path and not corpora:
+    if not config.backbone_name_or_path and not learnt:
         return {"license": "apache-2.0"}
-    if base in BACKBONE_LICENCES and not corpora:
+    if base in BACKBONE_LICENCES and not learnt:
         return {"license": BACKBONE_LICENCES[base][0]}
     return {"license": "other", "license_name": "backbone-and-data-terms", "license_link": "README.md"}
 
 
-def _licences(config: Music2EmoConfig, corpora: Sequence[str]) -> str:
+def _licences(config: Music2EmoConfig, corpora: Sequence[str], learnt: bool) -> str:
     data = "; ".join(f"{CORPORA[c][0]}: {CORPORA[c][1]}" for c in corpora if c in CORPORA)
     lines = ["- Code: Apache-2.0 (music2emo-hf)."]
     base = _base_model(config)
@@ -251,6 +252,9 @@ def _licences(config: Music2EmoConfig, corpora: Sequence[str]) -> str:
     if config.source:
         lines.append(f"- Head weights: converted from `{config.source['repo']}` (`{config.source['file']}`, revision "
                      f"`{config.source['revision']}`), Apache-2.0.")
+    if learnt and not data:
+        lines.append("- Training data terms: the head weights are learnt from corpora this model's files do not name; "
+                     "the authors' (MTG-Jamendo, DEAM, EmoMusic, PMEmo) are for research, mostly non-commercial, use.")
     if data:
         lines.append(f"- Training data terms ({data}): the head weights are learnt from corpora whose annotations are "
                      "for research, mostly non-commercial, use.")
@@ -269,13 +273,14 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
     conversion = _read_json(folder / CONVERSION_INFO)
     results = results if results is not None else _read_json(folder / RESULTS)
     scores = results_by_corpus(results, folder.resolve().name) if results else []
-    corpora = (list((training or conversion or {}).get("corpora", []))
+    corpora = (list((training or conversion or {}).get("corpora") or [])
                or [scored.corpus for scored in scores if not scored.zero_shot])
+    learnt = bool(corpora) or conversion is not None  # a converted checkpoint's heads learnt from some corpus
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="audio-classification",
         base_model=_base_model(config),
-        **_licence_metadata(config, corpora),
+        **_licence_metadata(config, learnt),
         tags=["music", "emotion", "mood", "valence-arousal", "music2emo-hf"]
         + (["zero-shot"] if config.label_embedding_dim else []) + (["untrained"] if config.untrained else []),
         model_name=repo_id,
@@ -291,7 +296,7 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
     return ModelCard.from_template(
         card_data, template_str=text, model_id=repo_id, description=_description(config), outputs=_outputs(config),
         provenance=_provenance(training, conversion, config), results=_results_table(scores), limits=limits,
-        licences=_licences(config, corpora),
+        licences=_licences(config, corpora, learnt),
         zero_shot_example=', candidate_labels=["nostalgic", "tense"]' if config.label_embedding_dim else "",
     )
 

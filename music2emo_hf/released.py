@@ -46,6 +46,11 @@ CHECKPOINTS = {
     "emomusic_best": "teacher: EmoMusic valence/arousal only",
     "pmemo_best": "teacher: PMEmo valence/arousal only",
 }
+# The corpora each released file's heads learnt from (for a model card's licences).
+CHECKPOINT_CORPORA = {
+    **dict.fromkeys(("J_all", "D_all", "E_all", "P_all"), ["mtg_jamendo", "deam", "emomusic", "pmemo"]),
+    "jamendo_best": ["mtg_jamendo"], "deam_best": ["deam"], "emomusic_best": ["emomusic"], "pmemo_best": ["pmemo"],
+}
 # Sizes for messages when the Hub cannot say (offline): from the networks' parameter counts, float32, with
 # Lightning's optimizer state (Adam keeps two more copies) for the checkpoints.
 ESTIMATED_MB = {"checkpoint": 13, "backbone": 380, "btc": 12}
@@ -457,6 +462,7 @@ def resolve_model(model: str) -> str:
 __all__ = [
     "BACKBONE_REPO",
     "CHECKPOINTS",
+    "CHECKPOINT_CORPORA",
     "DEFAULT_CHECKPOINT",
     "LICENCES",
     "RELEASED_REPO",

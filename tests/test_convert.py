@@ -157,6 +157,13 @@ def test_a_teacher_converts_to_its_one_head(tmp_path, mert_folder):
         ours = model(chunk_embeddings=x_mert[:, None], chunk_durations=torch.ones(3, 1), chord_root_ids=roots,
                      chord_quality_ids=attrs, mode_ids=key[:, 0])
     assert (ours.regression["valence_arousal"] - va).abs().max() <= 1e-5
+    card = (out / "README.md").read_text()  # from a review: a teacher's card claimed MERT's licence alone
+    assert "license: other" in card and "- Training data terms (DEAM: annotations CC BY-NC)" in card
+    (tmp_path / "deam_best.ckpt").rename(tmp_path / "mine.ckpt")  # a name not released: its corpus unknown
+    shutil.rmtree(out)
+    code, out = convert(tmp_path, tmp_path / "mine.ckpt", mert_folder)
+    card = (out / "README.md").read_text()
+    assert code == 0 and "license: other" in card and "learnt from corpora this model's files do not name" in card
 
 
 def test_nothing_in_the_file_runs(tmp_path, mert_folder, capsys):
