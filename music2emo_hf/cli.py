@@ -344,7 +344,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
     for option in ("output_dataset", "config", "split", "push_to_hub"):
         if getattr(args, option) and not args.dataset:
             raise CommandError(f"--{option.replace('_', '-')} goes with --dataset.")
-    if args.push_to_hub and args.push_to_hub == args.dataset:
+    if args.push_to_hub and args.push_to_hub.casefold() == (args.dataset or "").casefold():  # the Hub: case aside
         raise CommandError(f"--push-to-hub {args.push_to_hub} is the input dataset: the repo would then hold the "
                            "predictions instead of its files. Name another repo, e.g. "
                            f"{args.push_to_hub}-moods.")

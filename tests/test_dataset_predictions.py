@@ -155,8 +155,8 @@ def test_wrong_dataset_options_are_refused_in_one_line(tmp_path, capsys, clips):
          "has no column 'sound' (its columns: audio, track_id, year)"),
         (["--dataset", str(source), "--output-dataset", str(tmp_path / "o"), "--split", "test"], "no split 'test'"),
         ([clips[0], "--output-dataset", str(tmp_path / "o")], "--output-dataset goes with --dataset"),
-        (["--dataset", "you/music", "--output-dataset", str(tmp_path / "o"), "--push-to-hub", "you/music"],
-         "--push-to-hub you/music is the input dataset"),  # publishing would replace the input's files
+        (["--dataset", "you/music", "--output-dataset", str(tmp_path / "o"), "--push-to-hub", "You/Music"],
+         "--push-to-hub You/Music is the input dataset"),  # publishing would replace the input's files
         ([], "give audio files or folders, or --dataset"),
     ]:
         assert main(["predict", *argv, "--model", str(tmp_path / "no-model")]) == 2
