@@ -236,7 +236,7 @@ class MusicEmotionPipeline(Pipeline):
     def _runtime_out_of_date(self) -> bool:
         """Whether `pipe.model` is another model, or its backbone's weights changed under a runtime of their own."""
         model, weights = self._runtime_made_from
-        return model is not self.model or weights not in (None, weights_state(self.model.backbone))
+        return model is not self.model or (weights is not None and weights != weights_state(self.model.backbone))
 
     @property
     def harmony(self):
