@@ -45,13 +45,17 @@ def passed_over(name: str) -> bool:
 # files of these types are reported with the way around, not passed over. Not .mp4: in a music folder, mostly videos.
 UNDECODED_EXTENSIONS = (".m4a", ".m4b", ".aac", ".wma", ".ape", ".wv")
 _ASF_HEADER = bytes.fromhex("3026b2758e66cf11")  # the start of a WMA file's header object's GUID
-CONVERT_FIRST = "convert it to FLAC or WAV first (e.g. `ffmpeg -i IN.m4a OUT.flac`)"
 RESAMPLERS = ("soxr", "sinc")  # see AudioStream.blocks
 _READ_FRAMES = 1 << 16
 _MIN_RATE, _MAX_RATE = 1_000, 768_000
 _COUNTED = ("WAV", "WAVEX", "RF64", "W64", "AIFF", "AU")  # formats whose cut files libsndfile counts the frames held of
 _AU_SAMPLE_BYTES = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}  # AU's encodings of fixed size: µ-law ... A-law
 _UNSTATED = 2**63 - 1  # libsndfile's frame count (SF_COUNT_MAX) for a header that does not state the file's length
+
+
+def convert_first(extension: str) -> str:
+    """How to get a file of a type this package does not decode (`extension`: its own, ".m4a") into one it does."""
+    return f"convert it to FLAC or WAV first (e.g. `ffmpeg -i IN{extension} OUT.flac`)"
 
 
 class AudioDecodeError(ValueError):
@@ -697,13 +701,13 @@ def _why_not_audio(source: Any) -> str:
         if after < _MP3_FRAME_BYTES:
             return f"cut short: the file ends {where}, before any audio; it was not downloaded or copied whole."
     if head[4:8] == b"ftyp":
-        return f"an MP4/M4A file (AAC or ALAC audio), which this package does not decode: {CONVERT_FIRST}."
+        return f"an MP4/M4A file (AAC or ALAC audio), which this package does not decode: {convert_first('.m4a')}."
     if head[:1] == b"\xff" and len(head) > 1 and head[1] & 0xF6 == 0xF0:  # ADTS: MPEG's sync word, "layer" 0
-        return f"an AAC file, which this package does not decode: {CONVERT_FIRST}."
+        return f"an AAC file, which this package does not decode: {convert_first('.aac')}."
     if head[:8] == _ASF_HEADER:
-        return f"a WMA file, which this package does not decode: {CONVERT_FIRST}."
+        return f"a WMA file, which this package does not decode: {convert_first('.wma')}."
     if head[:4] == b"wvpk":  # a WavPack block header
-        return f"a WavPack file, which this package does not decode: {CONVERT_FIRST}."
+        return f"a WavPack file, which this package does not decode: {convert_first('.wv')}."
     return f"not audio: it could not be decoded as any supported format ({DECODED_FORMATS})."
 
 
@@ -977,6 +981,6 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(audio, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-__all__ = ["AUDIO_EXTENSIONS", "CONVERT_FIRST", "DECODED_FORMATS", "UNDECODED_EXTENSIONS", "AudioDecodeError",
-           "AudioInput", "AudioStream", "ahead", "describe", "load_audio", "open_audio", "passed_over", "resample",
+__all__ = ["AUDIO_EXTENSIONS", "DECODED_FORMATS", "UNDECODED_EXTENSIONS", "AudioDecodeError", "AudioInput",
+           "AudioStream", "ahead", "convert_first", "describe", "load_audio", "open_audio", "passed_over", "resample",
            "why_missing", "why_unreadable"]

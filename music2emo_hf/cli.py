@@ -28,7 +28,7 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
     """Files as given, and the audio files under folders (recursive, through linked folders, sorted; hidden files and
     folders left out: `audio.passed_over`). Problems go to `report`: a missing path, a folder without audio, a folder
     that cannot be read, audio of a type no decoder here reads (an iTunes library's .m4a files)."""
-    from .audio import AUDIO_EXTENSIONS, CONVERT_FIRST, UNDECODED_EXTENSIONS, passed_over, why_missing
+    from .audio import AUDIO_EXTENSIONS, UNDECODED_EXTENSIONS, convert_first, passed_over, why_missing
 
     def unreadable(error: OSError) -> None:
         report(error.filename, f"this folder cannot be read ({error.strerror}); check its permissions")
@@ -48,7 +48,8 @@ def iter_audio_files(paths: Iterable[str], report) -> Iterator[str]:
                 found += [os.path.join(root, name) for name in names if name.lower().endswith(AUDIO_EXTENSIONS)]
                 undecoded += [os.path.join(root, name) for name in names if name.lower().endswith(UNDECODED_EXTENSIONS)]
             for name in sorted(undecoded):
-                report(name, f"{os.path.splitext(name)[1]} audio is not decoded by this package: {CONVERT_FIRST}")
+                extension = os.path.splitext(name)[1]
+                report(name, f"{extension} audio is not decoded by this package: {convert_first(extension)}")
             found.sort()
             if not found and not undecoded:
                 passed = (f"; {hidden} hidden file(s) or folder(s) passed over (names starting with a dot)"

@@ -152,13 +152,13 @@ def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_m
         "renamed.mp3": "an MP4/M4A file (AAC or ALAC audio), which this package does not decode: convert it to FLAC "
                        "or WAV first (e.g. `ffmpeg -i IN.m4a OUT.flac`).",
         "tune.aac": "an AAC file, which this package does not decode: convert it to FLAC or WAV first (e.g. `ffmpeg "
-                    "-i IN.m4a OUT.flac`).",
+                    "-i IN.aac OUT.flac`).",
         "old.wma": "a WMA file, which this package does not decode: convert it to FLAC or WAV first (e.g. `ffmpeg -i "
-                   "IN.m4a OUT.flac`).",
+                   "IN.wma OUT.flac`).",
         "03.wv": ".wv audio is not decoded by this package: convert it to FLAC or WAV first (e.g. `ffmpeg -i "
-                 "IN.m4a OUT.flac`)",
+                 "IN.wv OUT.flac`)",
         "lossless.flac": "a WavPack file, which this package does not decode: convert it to FLAC or WAV first (e.g. "
-                         "`ffmpeg -i IN.m4a OUT.flac`).",
+                         "`ffmpeg -i IN.wv OUT.flac`).",
     }
     assert "cover.jpg" not in stderr
 
