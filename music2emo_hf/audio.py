@@ -689,6 +689,9 @@ def _why_not_audio(source: Any) -> str:
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
         if head[:4] == b"RIFF" and head[8:] == b"WAVE" and b"data" not in dict(_wav_chunks(data, size)):
+            if b"data" in dict(_wav_chunks(data, size, padded=False)):
+                return ("its audio data is there, but an odd-sized chunk before it lacks the pad byte WAV requires (a "
+                        "writer's fault, not a cut), so the decoder cannot find it; export the file again.")
             return (f"cut short: the WAV file ends in its header ({size:,} bytes), before its audio data; it was not "
                     "downloaded or copied whole.")
     tag_end = _id3_end(head)
@@ -763,9 +766,9 @@ def _pcm_layout(data: io.IOBase, head: bytes, size: int, rate: int) -> tuple[int
     return None
 
 
-def _wav_chunks(data: io.IOBase, size: int) -> Iterator[tuple[bytes, tuple[int, bytes]]]:
+def _wav_chunks(data: io.IOBase, size: int, padded: bool = True) -> Iterator[tuple[bytes, tuple[int, bytes]]]:
     """(id, (offset, size field)) of each chunk header of a RIFF/WAVE file (id, little-endian size, body padded to
-    even) that the file holds, up to its `data` chunk."""
+    even, unless not `padded`: as a faulty writer leaves it) that the file holds, up to its `data` chunk."""
     at = 12
     while at + 8 <= size:
         data.seek(at)
@@ -773,7 +776,7 @@ def _wav_chunks(data: io.IOBase, size: int) -> Iterator[tuple[bytes, tuple[int, 
         yield header[:4], (at, header[4:])
         if header[:4] == b"data":
             return
-        at += 8 + int.from_bytes(header[4:], "little") + (header[4] & 1)
+        at += 8 + int.from_bytes(header[4:], "little") + (header[4] & 1 if padded else 0)
 
 
 def _id3_end(head: bytes) -> int | None:
