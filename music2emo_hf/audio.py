@@ -684,8 +684,8 @@ def _xing_counts(data: io.IOBase, start: int) -> tuple[int | None, int | None]:
 
 def _why_not_audio(source: Any) -> str:
     """What to tell of a file no decoder opens. An MP3 cut short in or just after its ID3 tag (cover art can fill the
-    first hundreds of KB) holds no whole audio frame, and a WAV cut short in its header holds no audio data: an
-    incomplete download or copy, not a file of another kind."""
+    first hundreds of KB) holds no whole audio frame, a WAV cut short in its header holds no audio data, and libsndfile
+    refuses a CAF whose audio data ends early: an incomplete download or copy, not a file of another kind."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
         if head[:4] == b"RIFF" and head[8:] == b"WAVE" and b"data" not in dict(_wav_chunks(data, size)):
@@ -694,6 +694,10 @@ def _why_not_audio(source: Any) -> str:
                         "writer's fault, not a cut), so the decoder cannot find it; export the file again.")
             return (f"cut short: the WAV file ends in its header ({size:,} bytes), before its audio data; it was not "
                     "downloaded or copied whole.")
+        if head[:4] == b"caff" and (data_chunk := dict(_caf_chunks(data, size)).get(b"data")) is not None:
+            if data_chunk[1] > size - data_chunk[0] - 12:
+                return (f"cut short: the CAF file ends before the audio data its header announces ({size:,} of "
+                        f"{data_chunk[0] + 12 + data_chunk[1]:,} bytes); it was not downloaded or copied whole.")
     tag_end = _id3_end(head)
     if tag_end is not None:
         after = size - tag_end
@@ -777,6 +781,20 @@ def _wav_chunks(data: io.IOBase, size: int, padded: bool = True) -> Iterator[tup
         if header[:4] == b"data":
             return
         at += 8 + int.from_bytes(header[4:], "little") + (header[4] & 1 if padded else 0)
+
+
+def _caf_chunks(data: io.IOBase, size: int) -> Iterator[tuple[bytes, tuple[int, int]]]:
+    """(type, (offset, size)) of each chunk header of a CAF file (big-endian 8-byte sizes; -1: the data's, unstated)
+    that the file holds, up to its `data` chunk."""
+    at = 8
+    while at + 12 <= size:
+        data.seek(at)
+        header = data.read(12)
+        chunk = int.from_bytes(header[4:], "big", signed=True)
+        yield header[:4], (at, chunk)
+        if header[:4] == b"data" or chunk < 0:
+            return
+        at += 12 + chunk
 
 
 def _id3_end(head: bytes) -> int | None:

@@ -584,3 +584,18 @@ def test_a_wav_whose_chunk_lacks_its_pad_byte_is_not_called_cut_short(tmp_path):
     with pytest.raises(AudioDecodeError, match=re.escape(
             "faulty.wav: its audio data is there, but an odd-sized chunk before it lacks the pad byte WAV requires")):
         load_audio(str(tmp_path / "faulty.wav"), 24000)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "ALAC_16"])
+def test_a_caf_cut_short_is_called_incomplete_not_other_than_audio(tmp_path, subtype):
+    """libsndfile refuses to open a CAF whose audio data ends before its header says: it was called "not audio"
+    (from a review)."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(4.0, rate=48000), 48000, format="CAF", subtype=subtype)
+    cut = tmp_path / "cut.caf"
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 6 // 10])
+    with pytest.raises(AudioDecodeError, match=re.escape(
+            f"cut.caf: cut short: the CAF file ends before the audio data its header announces ({cut.stat().st_size:,} "
+            "of ") + r"[\d,]+ bytes\); it was not downloaded or copied whole\."):
+        load_audio(str(cut), 24000)
+    assert len(load_audio(whole.getvalue(), 24000)) == 4 * 24000
