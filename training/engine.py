@@ -523,7 +523,8 @@ class Trainer:
         teacher_outputs = {}
         if self.teachers:
             with torch.no_grad():
-                teacher_outputs = {name: teacher(**batch) for name, teacher in self.teachers.items()}
+                teacher_outputs = {name: teacher(**batch, return_dict=True)  # as the student's, whatever its config
+                                   for name, teacher in self.teachers.items()}
         loss = self._step_loss(output, rows, targets, teacher_outputs, state)
         self.accelerator.backward(loss)
         if self.recipe.gradient_clip:
