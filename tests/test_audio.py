@@ -6,6 +6,7 @@ import io
 import os
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,14 +222,21 @@ def test_truncated_mp3_decodes_what_is_there(tmp_path):
     assert 2.0 < len(audio) / 24000 < 30.0  # what the first third holds (after its ID3 tag): not all 45 s, not nothing
 
 
+def _written_and_cut(cut: Path, audio: np.ndarray, rate: int, **format) -> bytes:
+    """`audio` as libsndfile writes a file in `format` (returned whole), and its first 60 % at `cut`: a copy or
+    download that stopped."""
+    whole = io.BytesIO()
+    sf.write(whole, audio, rate, **format)
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 6 // 10])
+    return whole.getvalue()
+
+
 @pytest.mark.parametrize("kind", ["WAV", "MP3", "AIFF", "W64", "RF64", "AU"])
 def test_a_file_cut_short_is_analysed_with_a_warning_naming_what_its_header_announced(tmp_path, kind):
     """libsndfile reads a WAV, AIFF, W64, RF64, AU or an MP3 (LAME's, with its Xing header, as libsndfile writes it) cut
     short up to where it ends without a word: 60 % of a track would pass for the track."""
-    whole = io.BytesIO()
-    sf.write(whole, tone(4.0), 24000, format=kind, subtype=None if kind == "MP3" else "PCM_16")
     cut = tmp_path / f"cut.{kind.lower()}"
-    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 6 // 10])
+    whole = _written_and_cut(cut, tone(4.0), 24000, format=kind, subtype=None if kind == "MP3" else "PCM_16")
     held = "what it holds" if kind == "MP3" else "the 2.4 s it holds"
     message = f"{cut}: cut short: its header announces 4.0 s of audio and the file ends before that (not downloaded " \
               f"or copied whole); {held} is analysed."
@@ -239,7 +247,7 @@ def test_a_file_cut_short_is_analysed_with_a_warning_naming_what_its_header_anno
         load_audio(cut.read_bytes(), 24000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(load_audio(whole.getvalue(), 24000)) == 4 * 24000  # whole: no warning
+        assert len(load_audio(whole, 24000)) == 4 * 24000  # whole: no warning
 
 
 @pytest.mark.parametrize("size", [0xFFFFFFFF, 0x7FFFEFFC])
@@ -553,20 +561,18 @@ def test_an_ogg_file_cut_short_is_named_as_such(tmp_path, subtype):
     """An Ogg header states no length, so a download that stopped was analysed in part without a word (from a
     review): a whole stream ends with a page marked end-of-stream, a cut one does not. A chained file (two streams
     one after the other, as `cat` makes it) is whole."""
-    whole = io.BytesIO()
-    sf.write(whole, tone(6.0, rate=48000), 48000, format="OGG", subtype=subtype)
     cut = tmp_path / "cut.ogg"
-    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 6 // 10])
+    whole = _written_and_cut(cut, tone(6.0, rate=48000), 48000, format="OGG", subtype=subtype)
     with pytest.warns(AudioCutShortWarning, match=re.escape(
             f"{cut}: cut short: the Ogg stream ends before its last page (not downloaded or copied whole); what it "
             "holds is analysed.")):
         assert 0 < len(load_audio(str(cut), 24000)) < 6 * 24000
     assert header_facts(cut)[1] == "the Ogg stream ends before its last page"
     chained = tmp_path / "chained.ogg"
-    chained.write_bytes(whole.getvalue() * 2)
+    chained.write_bytes(whole * 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(load_audio(whole.getvalue(), 24000)) == 6 * 24000
+        assert len(load_audio(whole, 24000)) == 6 * 24000
         load_audio(str(chained), 24000)
     assert header_facts(chained)[1] is None
 
@@ -590,12 +596,10 @@ def test_a_wav_whose_chunk_lacks_its_pad_byte_is_not_called_cut_short(tmp_path):
 def test_a_caf_cut_short_is_called_incomplete_not_other_than_audio(tmp_path, subtype):
     """libsndfile refuses to open a CAF whose audio data ends before its header says: it was called "not audio"
     (from a review)."""
-    whole = io.BytesIO()
-    sf.write(whole, tone(4.0, rate=48000), 48000, format="CAF", subtype=subtype)
     cut = tmp_path / "cut.caf"
-    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 6 // 10])
+    whole = _written_and_cut(cut, tone(4.0, rate=48000), 48000, format="CAF", subtype=subtype)
     with pytest.raises(AudioDecodeError, match=re.escape(
             f"cut.caf: cut short: the CAF file ends before the audio data its header announces ({cut.stat().st_size:,} "
             "of ") + r"[\d,]+ bytes\); it was not downloaded or copied whole\."):
         load_audio(str(cut), 24000)
-    assert len(load_audio(whole.getvalue(), 24000)) == 4 * 24000
+    assert len(load_audio(whole, 24000)) == 4 * 24000
