@@ -453,7 +453,7 @@ def _open_file(source: Any, name: str) -> AudioStream:
         handle.close()
         raise
     stream = AudioStream(name, handle.samplerate, _file=handle)
-    announced = _cut_short(source, handle, probe=False)  # a cut file not told here is, once decoded
+    announced = _cut_short(source, handle)  # a cut file not told here is, once decoded
     if announced is not None:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in _COUNTED else \
             "what it holds"
@@ -510,18 +510,17 @@ def _bytes_of(source: Any):
             yield data
 
 
-def _cut_short(source: Any, handle: Any, probe: bool = True) -> float | None:
+def _cut_short(source: Any, handle: Any) -> float | None:
     """The duration the header announces, when the file holds less than that by more than 0.1 s (a copy or download
     that stopped); None when it does not, or cannot be told. `handle`: the open SoundFile, or `sf.info`'s answer.
     A WAV's (or WAVEX's) data size is compared in bytes with what the file holds (unless the size was left unset by
-    a writer streaming to a pipe); an MP3 with a Xing or Info header holding its frame count (LAME writes one, and
+    a writer streaming to a pipe); the same byte count is made for RF64, W64, AIFF (AIFF-C) and AU, whose headers
+    state their data's size too. An MP3 with a Xing or Info header holding its frame count (LAME writes one, and
     libsndfile's decoder takes its length from it; without it the length is an estimate from the file's size) is
-    sought near that end, in a handle of its own (a seek and back in `handle` would change its decoding in the last
-    bits). The same byte count is made for RF64, W64, AIFF (AIFF-C) and AU, whose headers state their data's size
-    too. An MP3 whose Xing header counts its bytes too is compared with the file's size instead, and one that does
-    not is sought only with `probe` (damage in a whole file makes the seek fail too: decoding it tells them apart,
-    see `_stopped_early`). Other formats are not checked: a cut FLAC fails to decode where it was cut (see
-    `_ReadForward`)."""
+    compared with the file's size where that header counts the stream's bytes too; where it does not, its frame
+    headers are walked: a cut stream runs into the file's end short of its count, where damage in a whole file
+    breaks the walk before the end (decoding tells how far it reads, see `_stopped_early`). Other formats are not
+    checked: a cut FLAC fails to decode where it was cut (see `_ReadForward`)."""
     with _bytes_of(source) as data:
         head, size = data.read(12), data.seek(0, os.SEEK_END)
         layout = _pcm_layout(data, head, size, handle.samplerate)
@@ -533,23 +532,16 @@ def _cut_short(source: Any, handle: Any, probe: bool = True) -> float | None:
             return declared / byte_rate
         if handle.format != "MP3" or handle.frames <= 0:
             return None
-        frames, stream_bytes = _xing_counts(data, _id3_end(head) or 0)
+        start = _id3_end(head) or 0
+        frames, stream_bytes = _xing_counts(data, start)
         if frames is None:
             return None
         if stream_bytes is not None:  # fewer bytes in the whole file than in the stream: cut (damage keeps the size)
             short = size < stream_bytes * (1 - 0.1 * handle.samplerate / handle.frames)  # by more than 0.1 s
-            return handle.frames / handle.samplerate if short else None
-        if not probe:
-            return None
-    last = int((handle.frames / handle.samplerate - 0.1) * handle.samplerate)
-    try:
-        with _decoder_notes_hidden(), sf.SoundFile(
-                os.fsencode(source) if isinstance(source, str) else io.BytesIO(source.getvalue())) as probe:
-            probe.seek(last)
-            ends = not len(probe.read(1, dtype="float32"))  # a seek past its end reads nothing
-    except (sf.LibsndfileError, RuntimeError):
-        return None
-    return handle.frames / handle.samplerate if ends else None
+        else:
+            walked, ran_out = _mpeg_walk(data, start)
+            short = ran_out and walked < handle.frames / handle.samplerate - 0.1
+    return handle.frames / handle.samplerate if short else None
 
 
 def _unannounced(source: Any, handle: Any) -> float | None:
@@ -626,15 +618,22 @@ _MPEG_KBITS = {
 _MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 
 
-def _mpeg_seconds(data: bytes, start: int) -> float:
-    """The duration of the MPEG audio frames chained from `start`, by their headers (the walk stops at anything
-    else: a trailing tag, damage, a free-format frame), so never more than the stream holds."""
-    at, seconds = start, 0.0
-    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] & 0xE0 == 0xE0:
-        version, layer, kbits, rate, padding = (data[at + 1] >> 3) & 3, 4 - ((data[at + 1] >> 1) & 3), \
-            data[at + 2] >> 4, (data[at + 2] >> 2) & 3, (data[at + 2] >> 1) & 1
+def _mpeg_walk(data: io.IOBase, start: int) -> tuple[float, bool]:
+    """The MPEG audio frames chained from `start` by their headers: their duration, and whether the walk
+    ran into the file's end (a header or a frame cut short there). It stops at anything else, a trailing tag, damage,
+    a free-format frame, so it never counts more than the stream holds."""
+    at, seconds, end = start, 0.0, data.seek(0, os.SEEK_END)
+    while True:
+        data.seek(at)
+        header = data.read(4)
+        if len(header) < 4:
+            return seconds, True
+        if header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+            return seconds, False
+        version, layer, kbits, rate, padding = (header[1] >> 3) & 3, 4 - ((header[1] >> 1) & 3), \
+            header[2] >> 4, (header[2] >> 2) & 3, (header[2] >> 1) & 1
         if version == 1 or layer == 4 or kbits in (0, 15) or rate == 3:
-            break
+            return seconds, False
         mpeg1, rate = version == 3, _MPEG_RATES[version][rate]
         bits = _MPEG_KBITS[(mpeg1, layer)][kbits - 1] * 1000
         if layer == 1:
@@ -642,9 +641,9 @@ def _mpeg_seconds(data: bytes, start: int) -> float:
         else:
             size, samples = (144 if mpeg1 or layer == 2 else 72) * bits // rate + padding, \
                 1152 if mpeg1 or layer == 2 else 576
-        seconds += samples / rate
-        at += size
-    return seconds
+        if at + size > end:
+            return seconds, True
+        seconds, at = seconds + samples / rate, at + size
 
 
 def _refuse_misread_mp3(source: Any, handle: Any, name: str) -> None:
@@ -658,8 +657,7 @@ def _refuse_misread_mp3(source: Any, handle: Any, name: str) -> None:
         start = _id3_end(data.read(10)) or 0
         if _xing_counts(data, start)[0] is not None:
             return
-        data.seek(0)
-        walked = _mpeg_seconds(data.read(), start)
+        walked = _mpeg_walk(data, start)[0]
     if walked > handle.frames / handle.samplerate + 1.0:
         raise AudioDecodeError(
             f"{name}: only its first {handle.frames / handle.samplerate:.1f} s of {walked:.1f} s can be decoded: a "

@@ -421,6 +421,34 @@ def test_an_mp3_damaged_in_its_body_is_read_past_small_damage_and_up_to_large_da
                             "it again."]
 
 
+def test_an_mp3_whose_xing_header_counts_no_bytes_is_told_cut_short_from_damaged_by_its_frames(tmp_path):
+    """A real LAME MP3 whose Xing header holds its frame count but no byte count (left 0, as by a writer that never
+    filled it in): cut at 60 %, its frame headers run into the file's end short of the count, and opening it or
+    prepare-data's probe says it was cut short; with a 16 KB hole in it (a download piece never written) they do not
+    (the probe said "the file ends before that" of a whole file), and decoding says how far it reads."""
+    source = require_fixtures("emomusic", "audio", "4.mp3")
+    data = bytearray(source.read_bytes())
+    xing = data.index(b"Info", 109_900)
+    assert int.from_bytes(data[xing + 4 : xing + 8], "big") == 0x0F  # frames, bytes, table of contents, quality
+    data[xing + 12 : xing + 16] = bytes(4)
+    uncounted, cut, holed = tmp_path / "uncounted.mp3", tmp_path / "cut.mp3", tmp_path / "holed.mp3"
+    uncounted.write_bytes(bytes(data))
+    cut.write_bytes(bytes(data[: len(data) * 6 // 10]))
+    data[400_000 : 400_000 + 16_384] = bytes(16_384)
+    holed.write_bytes(bytes(data))
+
+    assert header_facts(uncounted) == (pytest.approx(45.02, abs=0.01), None)
+    assert header_facts(holed) == (pytest.approx(45.02, abs=0.01), None)
+    assert header_facts(cut) == (pytest.approx(45.02, abs=0.01),
+                                 "its header announces 45.0 s of audio and the file ends before that")
+    with pytest.warns(AudioCutShortWarning, match=re.escape(
+            f"{cut}: cut short: its header announces 45.0 s of audio and the file ends before that (not downloaded "
+            "or copied whole); what it holds is analysed.")):
+        assert 20 < len(load_audio(str(cut), 24000)) / 24000 < 23
+    with pytest.warns(AudioCutShortWarning, match=re.escape(f"{holed}: decoding stopped at 35.7 s of the 45.0 s")):
+        load_audio(str(holed), 24000)
+
+
 def test_long_files_stream_in_bounded_memory(write_wav):
     """60 minutes of audio pass through the chunk stream while only about one chunk is held."""
     import tracemalloc
