@@ -407,6 +407,7 @@ class _ReadForward(sf.SoundFile):
     read_frames = 0
     stated_frames: int | None = None  # the length the header states exactly (not an MP3's estimate), once checked
     failure: RuntimeError | None = None  # the decoder's error that ended the reading before the stated length
+    last_frame: tuple[int, int] | None = None  # a FLAC of unstated length: its last frame's first sample and size
 
     def seekable(self) -> bool:
         return False
@@ -415,9 +416,10 @@ class _ReadForward(sf.SoundFile):
         """The next `frames` frames (fewer at the end) as float32 [frames, channels]. A stated length bounds the
         reads, as soundfile bounds a file's (a FLAC's decoder asked past its last frame reads a tag after it, ID3v1
         or APE, as a lost sync). Where the header does not state the length, libsndfile's FLAC decoder reports a
-        lost sync once it has read the last frame: that ends the file (one cut short ends where it was cut, as a WAV
-        streamed to a pipe does). Where it does, a decoder's error is damage (a FLAC frame that lost its sync, an
-        MP3's bytes that are no frame): the reading ends there, what was decoded before it kept (`failure`)."""
+        lost sync once it has read the last frame: that ends the file, unless it comes before the end of the last
+        frame the file holds (`last_frame`): damage, or a cut inside that frame. Where it does, a decoder's error is
+        damage (a FLAC frame that lost its sync, an MP3's bytes that are no frame): the reading ends there, what was
+        decoded before it kept (`failure`)."""
         stated = self.frames != _UNSTATED
         if stated:
             frames = max(0, min(frames, self.frames - self.read_frames))
@@ -431,16 +433,26 @@ class _ReadForward(sf.SoundFile):
                 block = out[: self.tell() - self.read_frames]  # what the failing read gave
             except RuntimeError:  # the codecs that cannot seek (GSM 6.10, G.721 WAVs) refuse `tell`
                 block = out[:0]
-            if stated:
+            if stated or (self.last_frame is not None and self.read_frames + len(block) < sum(self.last_frame)):
                 self.failure = error
         self.read_frames += len(block)
         return block
 
 
+def _open_reader(source: Any) -> _ReadForward:
+    """`source` (a path, or a BytesIO) opened for reading through, with where a FLAC's last frame is when its header
+    states no length (see `_stopped_early`). Raises what soundfile raises for a file that is not audio."""
+    with _decoder_notes_hidden():
+        handle = _ReadForward(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
+    if handle.format == "FLAC" and handle.frames == _UNSTATED:
+        with _bytes_of(source) as data:
+            handle.last_frame = _flac_last_frame(data)
+    return handle
+
+
 def _open_file(source: Any, name: str) -> AudioStream:
     try:
-        with _decoder_notes_hidden():
-            handle = _ReadForward(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
+        handle = _open_reader(source)
     except (sf.LibsndfileError, RuntimeError, TypeError):
         raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
     try:
@@ -476,7 +488,18 @@ def _open_file(source: Any, name: str) -> AudioStream:
 def _stopped_early(handle: _ReadForward) -> str | None:
     """What to say when a decoder ended more than 0.1 s before the length its header states: an MP3's decoder gives
     up on damage in the middle of a whole file (a resync that finds no frame) as if the file ended there, or fails
-    there with an error, as a FLAC's does (`_ReadForward.failure`)."""
+    there with an error, as a FLAC's does (`_ReadForward.failure`). A FLAC whose header states no length is
+    measured against its last frame: decoding that stopped inside it met a file cut short (or damaged at its end),
+    one that stopped before it, damage."""
+    if handle.frames == _UNSTATED:
+        if handle.failure is None or handle.last_frame is None:
+            return None
+        start, rate = handle.last_frame[0], handle.samplerate
+        if handle.read_frames >= start - 0.1 * rate:
+            return (f"cut short: the file ends inside its frame at {start / rate:.1f} s (not downloaded or copied "
+                    "whole, or damaged at its end); what precedes is analysed.")
+        return (f"decoding stopped at {handle.read_frames / rate:.1f} s of the {sum(handle.last_frame) / rate:.1f} s "
+                "its frames reach (the file is damaged there); what precedes is analysed. Download or export it again.")
     total = handle.stated_frames
     if total is None and handle.failure is not None:
         total = handle.frames  # an MP3's length estimated from its first frame, or a format's counted frames
@@ -644,6 +667,66 @@ def _mpeg_walk(data: io.IOBase, start: int) -> tuple[float, bool]:
         if at + size > end:
             return seconds, True
         seconds, at = seconds + samples / rate, at + size
+
+
+_FLAC_BLOCK_SIZES = {1: 192, **{code: 576 << (code - 2) for code in range(2, 6)},
+                     **{code: 256 << (code - 8) for code in range(8, 16)}}  # by the frame header's code; 6, 7: stated
+_FLAC_TAIL = 1 << 20  # bytes of a FLAC's end searched for its last frames (4096 24-bit stereo samples: 24 KB)
+
+
+def _crc8(data: bytes) -> int:
+    """FLAC's CRC-8 of a frame header (polynomial x^8 + x^2 + x + 1)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc << 1 ^ 0x07 if crc & 0x80 else crc << 1) & 0xFF
+    return crc
+
+
+def _flac_frame_header(data: bytes, at: int) -> tuple[int, int] | None:
+    """The header at `at` of a FLAC frame of fixed block size, where one is (its fields valid and its CRC-8 right):
+    (its frame number, its block size)."""
+    if len(data) < at + 6 or data[at] != 0xFF or data[at + 1] != 0xF8:
+        return None
+    size_code, rate_code, layout = data[at + 2] >> 4, data[at + 2] & 0x0F, data[at + 3]
+    if not size_code or rate_code == 15 or layout >> 4 > 10 or layout >> 1 & 7 == 3 or layout & 1:
+        return None
+    first, end = data[at + 4], at + 5
+    ones = 8 - (first ^ 0xFF).bit_length()  # a UTF-8-like code: the first byte's leading ones count its bytes
+    if ones == 1 or ones == 8:
+        return None
+    number = first & (0x7F >> ones)
+    for _ in range(max(ones - 1, 0)):
+        if end >= len(data) or data[end] & 0xC0 != 0x80:
+            return None
+        number, end = number << 6 | data[end] & 0x3F, end + 1
+    block = _FLAC_BLOCK_SIZES.get(size_code)
+    if block is None:  # stated after the number, less one
+        width = 1 if size_code == 6 else 2
+        block, end = int.from_bytes(data[end : end + width], "big") + 1, end + width
+    end += {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    if end >= len(data) or _crc8(data[at:end]) != data[end]:
+        return None
+    return number, block
+
+
+def _flac_last_frame(data: io.IOBase) -> tuple[int, int] | None:
+    """(first sample, block size) of the last frame a FLAC file of fixed block size holds (as libFLAC, libsndfile
+    and ffmpeg write them), found by its header near the file's end and confirmed by the header of a frame shortly
+    before it (the frame number before its own); None where the end holds no such pair. Each header's CRC-8 rules out
+    most chance matches in the audio data; the pair, the rest."""
+    size = data.seek(0, os.SEEK_END)
+    data.seek(max(0, size - _FLAC_TAIL))
+    tail = data.read()
+    headers = [header for match in re.finditer(rb"\xff\xf8", tail)  # 0xF9: variable block sizes, not checked
+               if (header := _flac_frame_header(tail, match.start())) is not None]
+    for index in range(len(headers) - 1, 0, -1):
+        number, block = headers[index]
+        for earlier_number, earlier_block in headers[max(0, index - 3) : index]:
+            if number == earlier_number + 1:
+                return number * earlier_block, block
+    return None
 
 
 def _refuse_misread_mp3(source: Any, handle: Any, name: str) -> None:
@@ -815,25 +898,26 @@ def decoded_seconds(path: str | os.PathLike, stop_after: float = math.inf) -> fl
     """A file's duration by decoding it, stopping once past `stop_after` seconds: for a header that does not state
     it, or may misstate it (an MP3's without a Xing header is estimated from the file's size). Raises what soundfile
     raises for a file that is not audio or fails to decode."""
-    with _decoder_notes_hidden():
-        handle = _ReadForward(os.fsencode(path))
-    with handle:
-        frames = 0
-        while frames <= stop_after * handle.samplerate:
+    reader = _read_through(path, stop_after)
+    return reader.read_frames / reader.samplerate
+
+
+def _read_through(path: str | os.PathLike, stop_after: float = math.inf) -> _ReadForward:
+    """The file decoded as far as just past `stop_after` seconds, then closed: how far it read (`read_frames`), and
+    where it stopped early, why (`_stopped_early`)."""
+    with _open_reader(os.fspath(path)) as reader:
+        while reader.read_frames <= stop_after * reader.samplerate:
             with _notes_hidden_while_decoding():
-                block = handle.read_block(1 << 18)
-            if not len(block):
-                break
-            frames += len(block)
-        return frames / handle.samplerate
+                if not len(reader.read_block(1 << 18)):
+                    break
+    return reader
 
 
-def _duration(path: str | os.PathLike, info: Any, stop_after: float = math.inf) -> float | None:
-    """The duration `info` (sf.info's answer) states, decoded where it states none (stopping once past
-    `stop_after`); None when it holds no samples."""
+def _duration(path: str | os.PathLike, info: Any) -> float | None:
+    """The duration `info` (sf.info's answer) states, decoded where it states none; None when it holds no samples."""
     if info.samplerate <= 0:
         return None
-    seconds = decoded_seconds(path, stop_after) if info.frames == _UNSTATED else info.frames / info.samplerate
+    seconds = decoded_seconds(path) if info.frames == _UNSTATED else info.frames / info.samplerate
     return seconds if seconds > 0 else None
 
 
@@ -849,18 +933,21 @@ def header_facts(path: str | os.PathLike, stop_after: float = math.inf) -> tuple
     "its header announces 45.0 s of audio and the file ends before that", None when whole or of a format whose
     header is not checked, see `_cut_short`). A cut file's duration is the one its header announces, not the part
     libsndfile counts from a WAV's size; one the header does not state is decoded, as far as just past `stop_after`
-    seconds (a longer file is then only known to be longer). Raises what soundfile raises for
-    a file that is not audio, and AudioDecodeError for one `open_audio` refuses for its header (a variable-bitrate
-    MP3 without a Xing header)."""
+    seconds (a longer file is then only known to be longer), and a FLAC's decoding that stopped early says so as
+    analysing it does (`_stopped_early`). Raises what soundfile raises for a file that is not audio, and
+    AudioDecodeError for one `open_audio` refuses for its header (a variable-bitrate MP3 without a Xing header)."""
     info = _info(path)
-    duration = _duration(path, info, stop_after)
+    reader = _read_through(path, stop_after) if info.frames == _UNSTATED and info.samplerate > 0 else None
+    duration = _duration(path, info) if reader is None else reader.read_frames / reader.samplerate or None
     if duration is None:
         return None, None
     _refuse_misread_mp3(os.fspath(path), info, os.fspath(path))
     announced = _cut_short(os.fspath(path), info)
-    if announced is None:
-        return duration, _OGG_CUT if _ogg_unfinished(os.fspath(path), info) else None
-    return announced, _announced(announced)
+    if announced is not None:
+        return announced, _announced(announced)
+    if reader is not None:
+        return duration, _stopped_early(reader)
+    return duration, _OGG_CUT if _ogg_unfinished(os.fspath(path), info) else None
 
 
 def why_missing(path: str, what: str = "file") -> str:

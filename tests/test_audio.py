@@ -280,9 +280,11 @@ def test_a_wav_whose_data_size_was_left_0_is_refused_saying_how_to_repair_it(tmp
         load_audio(str(tmp_path / "unfinished.wav"), 24000)
 
 
-def test_a_flac_streamed_without_its_length_is_read_whole(tmp_path):
+def test_a_flac_streamed_without_its_length_is_read_whole_and_one_cut_or_damaged_says_so(tmp_path):
     """Whole files like these failed as "damaged" at their last block: soundfile seeks after each read, and
-    libsndfile's FLAC decoder cannot seek at the end of a file of unstated length."""
+    libsndfile's FLAC decoder cannot seek at the end of a file of unstated length. Its decoder ends such a file at
+    any lost sync, so one cut short or damaged was analysed in part without a word (half of it, for one flipped
+    byte in the middle): its last frame's header tells how far its frames reach."""
     signal = tone(20.0, rate=22050)
     streamed = tmp_path / "streamed.flac"
     streamed.write_bytes(through_a_pipe(signal, 22050))
@@ -293,11 +295,25 @@ def test_a_flac_streamed_without_its_length_is_read_whole(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(load_audio(str(streamed), 24000), load_audio(str(stated), 24000))
-    cut = tmp_path / "cut.flac"  # cut short, it ends where it was cut, as a WAV streamed to a pipe does
+    cut = tmp_path / "cut.flac"
     cut.write_bytes(streamed.read_bytes()[: streamed.stat().st_size // 2])
-    part = load_audio(str(cut), 24000)
-    assert 5 * 24000 < len(part) < 15 * 24000
+    with pytest.warns(AudioCutShortWarning, match=re.escape(
+            f"{cut}: cut short: the file ends inside its frame at 9.8 s (not downloaded or copied whole, or damaged "
+            "at its end); what precedes is analysed.")):
+        part = load_audio(str(cut), 24000)
+    assert len(part) == pytest.approx(9.8 * 24000, abs=0.05 * 24000)
     np.testing.assert_allclose(part[: 4 * 24000], load_audio(str(stated), 24000)[: 4 * 24000], atol=1e-6)
+    damaged = tmp_path / "damaged.flac"
+    data = bytearray(streamed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.warns(AudioCutShortWarning, match=re.escape(
+            f"{damaged}: decoding stopped at 9.8 s of the 20.0 s its frames reach (the file is damaged there); what "
+            "precedes is analysed. Download or export it again.")):
+        assert len(load_audio(str(damaged), 24000)) == len(part)
+    assert header_facts(cut) == (pytest.approx(9.8, abs=0.05), "cut short: the file ends inside its frame at 9.8 s "
+                                 "(not downloaded or copied whole, or damaged at its end); what precedes is analysed.")
+    assert header_facts(damaged)[1].startswith("decoding stopped at 9.8 s of the 20.0 s its frames reach")
 
 
 def test_a_variable_bitrate_mp3_without_a_xing_header_is_refused_not_analysed_in_part(tmp_path):

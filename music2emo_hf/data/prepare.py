@@ -209,8 +209,8 @@ class _ProbeCache:
 
 
 PROBE = 4  # what `probe_audio` finds; raised when it finds more (2: files cut short; 3: AU and Ogg files cut short;
-# 4: an MP3 whose Xing header counts no bytes, damaged mid-file, is no longer called cut short), so earlier entries
-# are redone
+# 4: an MP3 whose Xing header counts no bytes, damaged mid-file, is no longer called cut short; a FLAC streamed without
+# its length, cut short or damaged, is), so earlier entries are redone
 
 
 def probe_audio(path: str) -> dict[str, Any]:
