@@ -65,6 +65,7 @@ from music2emo_hf.pipeline_music2emo import save_model
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TRAINER_STATE = "trainer_state.json"
+TRAIN_TRACKS = "train_tracks.json"  # in a saved model: per corpus, the ids of the tracks it learnt from
 HISTORY = "history.jsonl"
 
 
@@ -581,6 +582,8 @@ class Trainer:
                     del model.backbone
             info = {**self.info, "recipe": asdict(self.recipe), "corpora": [c.name for c in self.corpora], **extra}
             write_atomic(temporary / TRAINING_INFO, json.dumps(info, indent=1) + "\n")
+            learnt = {corpus.name: corpus.splits["train"].track_ids for corpus in self.corpora}
+            write_atomic(temporary / TRAIN_TRACKS, json.dumps(learnt) + "\n")
             replace_folder(temporary, final)
         accelerator.wait_for_everyone()
 
@@ -811,27 +814,36 @@ def teacher_paths(specs: Sequence[str]) -> dict[str, str]:
     return paths
 
 
-def check_teacher_tracks(corpus: Corpus, teacher: str | os.PathLike, dataset_dir: str | os.PathLike) -> None:
-    """Refuses a teacher trained on tracks the student is tested on: one trained from another dataset folder, which
-    split the corpus otherwise (its training.json names the folder; a teacher from this folder shares its splits)."""
-    info_file = Path(teacher) / TRAINING_INFO
-    if not info_file.is_file():
+def refuse_seen_tracks(model_dir: str | os.PathLike, corpus: Corpus, split: str, dataset_dir: str | os.PathLike,
+                       named: str, unfair: str) -> None:
+    """Refuses a trained model that learnt from tracks of `corpus`'s `split` it is to be scored on, or to teach a
+    student scored on: its train_tracks.json names them; a model saved before that record is checked against the
+    train split of the dataset folder its training.json names, where that is another folder than `dataset_dir` (one
+    from this folder is taken to share its splits; a folder split again since, with `prepare-data --seed`, is only
+    told by the record). `named`: the option that named it; `unfair`: whose scores would not be fair."""
+    model_dir = Path(model_dir)
+    if split not in corpus.splits or not (model_dir / TRAINING_INFO).is_file():
         return
-    theirs = Path(json.loads(info_file.read_text(encoding="utf-8"))["dataset"])
-    if theirs == Path(dataset_dir).resolve():
-        return
-    shards = sorted((theirs / DATA_DIR / corpus.name).glob("train-*.parquet"))
-    if not shards:
-        warnings.warn(f"--teacher {corpus.name}: it was trained on {theirs}, which no longer holds {corpus.name}'s "
-                      "splits: whether it saw this run's test tracks cannot be checked.", stacklevel=2)
-        return
-    trained_on = {track for shard in shards for track in pq.read_table(shard, columns=["track_id"])["track_id"].to_pylist()}
-    seen = sorted(trained_on & set(corpus.splits["test"].track_ids)) if "test" in corpus.splits else []
+    where = ""
+    if (model_dir / TRAIN_TRACKS).is_file():
+        learnt = json.loads((model_dir / TRAIN_TRACKS).read_text(encoding="utf-8")).get(corpus.name, [])
+    else:
+        theirs = Path(json.loads((model_dir / TRAINING_INFO).read_text(encoding="utf-8"))["dataset"])
+        if theirs == Path(dataset_dir).resolve():
+            return
+        shards = sorted((theirs / DATA_DIR / corpus.name).glob("train-*.parquet"))
+        if not shards:
+            warnings.warn(f"{named}: it was trained on {theirs}, which no longer holds {corpus.name}'s splits: "
+                          f"whether it saw this run's {split} tracks cannot be checked.", stacklevel=2)
+            return
+        learnt = [track for shard in shards for track in pq.read_table(shard, columns=["track_id"])["track_id"].to_pylist()]
+        where = f" (in {theirs})"
+    seen = sorted(set(learnt) & set(corpus.splits[split].track_ids))
     if seen:
         raise ValueError(
-            f"--teacher {corpus.name}: it was trained on {len(seen)} of the tracks this run tests {corpus.name} on "
-            f"(e.g. {seen[:3]}; its dataset {theirs} splits the corpus otherwise), so the student's test scores "
-            "would not be fair. Train the teacher on this dataset folder."
+            f"{named}: it learnt from {len(seen)} of the {len(corpus.splits[split])} {corpus.name} tracks of the "
+            f"{split} split of {Path(dataset_dir).resolve()} (e.g. {seen[:3]}; the corpus was split otherwise when it "
+            f"was trained{where}), so {unfair} would not be fair. Train it on this dataset folder's splits."
         )
 
 
@@ -926,7 +938,8 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
         teachers = {corpus: load_teacher(path, cache) for corpus, path in paths.items()}
         for corpus in trained:
             if corpus.name in paths:
-                check_teacher_tracks(corpus, paths[corpus.name], args.dataset)
+                refuse_seen_tracks(paths[corpus.name], corpus, "test", args.dataset, f"--teacher {corpus.name}",
+                                   "the student's test scores")
         info = {
             "script": "distill" if distill else "train_teacher",
             "dataset": str(Path(args.dataset).resolve()),

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from accelerate import Accelerator
 from engine import (TRAINING_INFO, corpus_metrics, exit_with, load_corpora, load_teacher, pick_cache, predict,
-                    teacher_paths)
+                    refuse_seen_tracks, teacher_paths)
 from train_zero_shot import read_leave_one_out, table_row, zero_shot_table
 
 from music2emo_hf import Music2EmoModel
@@ -83,6 +83,8 @@ def evaluate(
         row = rows.setdefault(label, {"label": label, "models": [], "metrics": {}, "teacher_distance": {}})
         row["models"].append(str(path))
         for corpus in load_corpora(dataset, cache, trained_on, model, splits=[split]):
+            if split != "train":
+                refuse_seen_tracks(path, corpus, split, dataset, f"--model {label}={path}", "its scores")
             part = corpus.splits[split]
             if part.without_audio or part.without_features:
                 left_out[corpus.name] = {"scored": len(part), "without_audio": len(part.without_audio),

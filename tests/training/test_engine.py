@@ -141,7 +141,8 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     pq.write_table(pa.table({"track_id": test_ids}), other / "data" / "deam" / "train-00000-of-00001.parquet")
     (teacher / "training.json").write_text(json.dumps({"dataset": str(other)}))
     code, err = run(*base, "--corpus", "deam", "--teacher", f"deam={teacher}")
-    assert code == 2 and f"--teacher deam: it was trained on {len(test_ids)} of the tracks this run tests deam on" in err
+    assert code == 2 and f"--teacher deam: it learnt from {len(test_ids)} of the {len(test_ids)} deam tracks of the " \
+        f"test split of {synthetic.data} (e.g. " in err and f"the corpus was split otherwise when it was trained (in {other})" in err
     (tmp_path / "run" / "best").mkdir(parents=True)
     (tmp_path / "run" / "best" / "config.json").write_text("{}")
     code, err = run(*base, "--corpus", "deam", "--teacher", f"deam={tmp_path / 'run'}")

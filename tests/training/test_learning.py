@@ -12,10 +12,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import transformers
 
 import music2emo_hf  # noqa: F401  (registers the task)
+from music2emo_hf.cli import main as music2emo
 from tests.conftest import ROOT
 from tests.synthetic import RATE, Traits, synthesize
 
@@ -139,14 +141,38 @@ def test_pseudo_labels_teach_a_head_whose_corpus_the_student_never_sees(syntheti
     assert run_quietly(lambda a: engine.run_script(a, "", distill=True), without) == 2  # says to set the weight
 
 
+def test_a_model_is_refused_as_teacher_or_in_a_table_on_tracks_it_learnt_from(synthetic, teachers, tmp_path, capsys):
+    """From a review: DEAM split again in the same folder (`prepare-data --seed 1`) made some of the DEAM teacher's
+    training tracks test tracks, and both distillation and the table took it without a word (inflated scores). A
+    saved model lists the tracks it learnt from; both refuse it on them."""
+    learnt = json.loads((teachers["deam"] / "train_tracks.json").read_text())
+    shards = sorted((synthetic.data / "data" / "deam").glob("train-*.parquet"))
+    assert learnt == {"deam": [track for shard in shards for track in pq.read_table(shard)["track_id"].to_pylist()]}
+    data = tmp_path / "data"
+    shutil.copytree(synthetic.data, data)
+    assert run_quietly(music2emo, ["prepare-data", "--corpus", "deam", "--source", str(synthetic.root / "downloads" /
+                                   "deam"), "--out", str(data), "--fractions", "train=0.6,validation=0.2,test=0.2",
+                                   "--seed", "1"]) == 0
+    capsys.readouterr()
+    argv = ["--config", "improved", "--corpus", "deam", "--dataset", str(data), "--model", str(synthetic.init),
+            "--output-dir", str(tmp_path / "student"), f"--teacher=deam={teachers['deam']}"]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=True), argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --teacher deam: it learnt from ")
+    assert f"of the 32 deam tracks of the test split of {data} (e.g. " in err
+    assert "so the student's test scores would not be fair. Train it on this dataset folder's splits." in err
+    table = ["--dataset", str(data), "--model", f"single={teachers['deam']}", "--output", str(tmp_path / "table")]
+    assert run_quietly(evaluate_models.main, table) == 2
+    assert f"error: --model single={teachers['deam']}: it learnt from" in capsys.readouterr().err
+    assert not (tmp_path / "table.md").exists()
+
+
 def test_a_trained_model_is_published_with_a_card_of_its_real_results(synthetic, teachers, tmp_path, fake_hub):
     from huggingface_hub import ModelCard
 
-    from music2emo_hf.cli import main
-
     teacher = teachers["deam"]
     results = json.loads((teacher / "results.json").read_text())["best"]["test"]["deam"]
-    assert run_quietly(main, ["push", str(teacher), "someone/deam-teacher", "--private"]) == 0
+    assert run_quietly(music2emo, ["push", str(teacher), "someone/deam-teacher", "--private"]) == 0
     assert fake_hub.calls[-1] == ("upload_folder", "someone/deam-teacher", "model")
     card = ModelCard.load(fake_hub.remote / "README.md")
     reported = {(r.dataset_type, r.metric_name): r.metric_value for r in card.data.eval_results}
@@ -158,6 +184,6 @@ def test_a_trained_model_is_published_with_a_card_of_its_real_results(synthetic,
     output = tmp_path / "deam-alone"
     argv = ["--dataset", str(synthetic.data), "--model", f"teacher={teacher}", "--output", str(output)]
     assert run_quietly(evaluate_models.main, argv) == 0
-    assert run_quietly(main, ["card", str(teacher), "someone/deam-teacher", "--results", str(output) + ".json"]) == 0
+    assert run_quietly(music2emo, ["card", str(teacher), "someone/deam-teacher", "--results", str(output) + ".json"]) == 0
     again = ModelCard.load(teacher / "README.md")
     assert {(r.dataset_type, r.metric_name): r.metric_value for r in again.data.eval_results} == reported
