@@ -673,7 +673,8 @@ class Trainer:
                 if self._improved(corpus_metrics_["loss"], state.corpus_best.get(name), lower_is_better=True):
                     state.corpus_best[name] = corpus_metrics_["loss"]
                     self._save_model(f"best-{name}", {"selected_epoch": state.epoch, "selection": f"{name} validation loss",
-                                                      "selection_value": corpus_metrics_["loss"], "validation": metrics})
+                                                      "selection_value": corpus_metrics_["loss"], "validation": metrics,
+                                                      "selected_for": name})
         state.history.append(record)
         if self.accelerator.is_main_process:  # rewritten whole: a replayed epoch does not appear twice
             write_atomic(self.output_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in state.history))
@@ -836,7 +837,8 @@ def refuse_seen_tracks(model_dir: str | os.PathLike, corpus: Corpus, split: str,
             warnings.warn(f"{named}: it was trained on {theirs}, which no longer holds {corpus.name}'s splits: "
                           f"whether it saw this run's {split} tracks cannot be checked.", stacklevel=2)
             return
-        learnt = [track for shard in shards for track in pq.read_table(shard, columns=["track_id"])["track_id"].to_pylist()]
+        learnt = [track for shard in shards
+                  for track in pq.read_table(shard, columns=["track_id"])["track_id"].to_pylist()]
         where = f" (in {theirs})"
     seen = sorted(set(learnt) & set(corpus.splits[split].track_ids))
     if seen:

@@ -3,14 +3,16 @@ column per corpus (tags: PR-AUC / ROC-AUC, macro; valence/arousal: R² V / R² A
 
     python training/evaluate_models.py --dataset DATA [--features NAME] [--split test] --output results/table \\
         --model "single=runs/teacher-mtg/best" --model "single=runs/teacher-deam/best" \\
-        --model "J+D+E+P (KD)=runs/student/best" [--teacher deam=runs/teacher-deam/best ...]
+        --model "J+D+E+P (KD)=runs/student/best-mtg_jamendo" --model "J+D+E+P (KD)=runs/student/best-deam" \\
+        [--teacher deam=runs/teacher-deam/best ...]
 
-Each model is scored on the corpora it was trained on (its training.json), so the single-corpus teachers fill one
-row together. With --teacher, a second table gives each model's distance to the teachers' outputs on their corpora
-(tags: mean binary KL between the two models' tag probabilities; valence/arousal: mean squared difference), which
-is what distillation should shrink. With --zero-shot LABEL=DIR (a train_zero_shot.py leave-one-out folder, repeat
-per method), the zero-shot table in the cross-dataset paper's layout follows. Writes OUTPUT.md and OUTPUT.json;
-prints the markdown.
+Each model is scored on the corpora it was trained on (its training.json), and a `best-<corpus>/` export on its corpus
+alone: the single-corpus teachers fill one row together, and so do a faithful student's exports, as Music2Emo's KD row
+was made (J_all scored on MTG-Jamendo, D_all on DEAM, ...). With --teacher, a second table gives each model's distance
+to the teachers' outputs on their corpora (tags: mean binary KL between the two models' tag probabilities;
+valence/arousal: mean squared difference), which is what distillation should shrink. With --zero-shot LABEL=DIR (a
+train_zero_shot.py leave-one-out folder, repeat per method), the zero-shot table in the cross-dataset paper's layout
+follows. Writes OUTPUT.md and OUTPUT.json; prints the markdown.
 """
 
 from __future__ import annotations
@@ -79,10 +81,11 @@ def evaluate(
     left_out: dict[str, dict[str, int]] = {}  # corpus -> tracks of the split not scored, by why
     for label, path in models:
         model = Music2EmoModel.from_pretrained(path).to(accelerator.device).eval()
-        trained_on = json.loads((path / TRAINING_INFO).read_text(encoding="utf-8"))["corpora"]
+        info = json.loads((path / TRAINING_INFO).read_text(encoding="utf-8"))
+        scored_on = [info["selected_for"]] if "selected_for" in info else info["corpora"]  # a best-<corpus>/ export
         row = rows.setdefault(label, {"label": label, "models": [], "metrics": {}, "teacher_distance": {}})
         row["models"].append(str(path))
-        for corpus in load_corpora(dataset, cache, trained_on, model, splits=[split]):
+        for corpus in load_corpora(dataset, cache, scored_on, model, splits=[split]):
             if split != "train":
                 refuse_seen_tracks(path, corpus, split, dataset, f"--model {label}={path}", "its scores")
             part = corpus.splits[split]
@@ -91,7 +94,7 @@ def evaluate(
                                          "without_features": len(part.without_features)}
             outputs = predict(model, part, corpus.task, accelerator, batch_size=16)
             if corpus.name in row["metrics"]:
-                raise ValueError(f"row {label!r}: two models were trained on {corpus.name}; give them different labels.")
+                raise ValueError(f"row {label!r}: two models are scored on {corpus.name}; give them different labels.")
             row["metrics"][corpus.name] = corpus_metrics(corpus.task, part.targets, outputs)
             if corpus.name in teachers:
                 teacher = load_teacher(teachers[corpus.name], cache).to(accelerator.device).eval()

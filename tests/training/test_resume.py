@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import ROOT
 
-from .conftest import TRAINING, cpu_env, run_quietly
+from .conftest import TRAINING, cpu_env, load_script, run_quietly
 
 import engine  # noqa: E402,I001  (training/, put on sys.path by conftest)
 
@@ -76,6 +76,17 @@ def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(synthetic, 
     capfd.readouterr()
     assert distill_here(command(synthetic, interrupted)[2:]) == 0  # a finished run, rerun: nothing more is trained
     assert json.loads((interrupted / "results.json").read_text()) == expected and "train loss" not in capfd.readouterr().err
+
+    # Music2Emo's KD row: each corpus's own export scored on it alone, one row (they were refused as sharing corpora).
+    table = tmp_path / "table"
+    row = [f"--model=J+D (KD)={interrupted / f'best-{corpus}'}" for corpus in ("mtg_jamendo", "deam")]
+    assert run_quietly(load_script("evaluate_models").main, ["--dataset", str(synthetic.data), *row,
+                                                             "--output", str(table)]) == 0
+    scored = json.loads(table.with_suffix(".json").read_text())["rows"]
+    assert [row["label"] for row in scored] == ["J+D (KD)"]
+    for corpus in ("mtg_jamendo", "deam"):  # the figures of results.json (its loss is the recipe's, weighted)
+        run_scores = {name: value for name, value in expected[f"best-{corpus}"]["test"][corpus].items() if name != "loss"}
+        assert {name: scored[0]["metrics"][corpus][name] for name in run_scores} == pytest.approx(run_scores, abs=1e-6)
 
 
 def test_restarting_with_other_settings_is_refused(synthetic, tmp_path, capsys):
