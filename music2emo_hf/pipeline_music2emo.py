@@ -623,7 +623,8 @@ class MusicEmotionPipeline(Pipeline):
         if threshold is not None:
             limits = threshold if isinstance(threshold, Mapping) else dict.fromkeys(labels, threshold)
             ranked = [(label, score) for label, score in ranked if score >= limits.get(label, 0.0)]
-        return [{"label": label, "score": round(score, 6)} for label, score in ranked[:top_k]]
+        # 6 significant digits, not decimals: a confident model's small probabilities (1e-7) stay ranked, not tied at 0
+        return [{"label": label, "score": float(f"{score:.6g}")} for label, score in ranked[:top_k]]
 
     def _answer(self, logits, regression, top_k, threshold) -> dict[str, Any]:
         config = self.model.config
