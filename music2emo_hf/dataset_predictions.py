@@ -299,7 +299,10 @@ class DatasetSource:
     def __init__(self, source: str, config: str | None, split: str | None, audio_column: str):
         from datasets import load_dataset, load_from_disk
 
+        from .data.layout import read_sources
+
         self.source, self.config, self.audio_column = source, config, audio_column
+        self.downloads = read_sources(source) if os.path.isdir(source) else {}  # a prepare-data folder's, by corpus
         saved = os.path.isdir(source) and (Path(source, "dataset_info.json").is_file()
                                            or Path(source, "dataset_dict.json").is_file())
         try:
@@ -375,12 +378,20 @@ class DatasetSource:
         return row_record(int(key), self.row(int(key)), self.ids, answer)
 
     def audio(self, key: str) -> Any:
-        return audio_input(self.row(int(key))[self.audio_column], int(key))
+        """Row `key`'s audio as the pipeline reads it. A folder made by `music2emo prepare-data` names each row's
+        file relative to its corpus's download folder, which the folder's sources.json records."""
+        from .data.layout import resolve_audio
+
+        example = self.row(int(key))
+        value, corpus = example[self.audio_column], example.get("corpus") or self.config
+        if isinstance(value, str) and corpus in self.downloads and not os.path.isabs(value):
+            value = resolve_audio(self.source, corpus, value)
+        return audio_input(value, int(key))
 
     def as_file(self, key: str, folder: str) -> str:
         """A row's audio as a file in `folder` (to analyse it alone in a child process)."""
         index = int(key)
-        value = audio_input(self.row(index)[self.audio_column], index)
+        value = self.audio(key)
         if isinstance(value, (str, os.PathLike)):
             return os.fspath(value)
         path = os.path.join(folder, f"row-{index}")

@@ -167,6 +167,31 @@ def test_a_model_is_refused_as_teacher_or_in_a_table_on_tracks_it_learnt_from(sy
     assert not (tmp_path / "table.md").exists()
 
 
+def test_a_models_predictions_from_audio_score_in_the_table_as_the_model_does_from_the_cache(synthetic, teachers,
+                                                                                            tmp_path, capsys):
+    """The way into the table for a model the feature cache cannot score (a released checkpoint, with the authors'
+    chord path): its predictions from `music2emo predict --dataset` on a corpus's test split. A teacher scored both
+    ways gets the same figures (its audio decoded and its chords heard again by the pipeline)."""
+    argv = ["--dataset", str(synthetic.data)]
+    for corpus in ("mtg_jamendo", "deam"):
+        assert run_quietly(music2emo, ["predict", "--dataset", str(synthetic.data), "--config", corpus, "--split",
+                                       "test", "--model", str(teachers[corpus]), "--harmony-ensemble", "1",
+                                       "--output-dataset", str(tmp_path / corpus)]) == 0  # chords as cached
+        argv += ["--model", f"cache={teachers[corpus]}", "--predictions", f"audio={tmp_path / corpus}"]
+    assert run_quietly(evaluate_models.main, [*argv, "--output", str(tmp_path / "table")]) == 0
+    rows = {row["label"]: row for row in json.loads((tmp_path / "table.json").read_text())["rows"]}
+    for corpus, figures in rows["cache"]["metrics"].items():
+        scored = {name: value for name, value in figures.items() if name != "loss"}  # from logits vs probabilities
+        assert {name: rows["audio"]["metrics"][corpus][name] for name in scored} == pytest.approx(scored, abs=2e-3)
+    assert rows["audio"]["models"] == [str(tmp_path / "mtg_jamendo"), str(tmp_path / "deam")]
+    capsys.readouterr()
+    assert run_quietly(evaluate_models.main, ["--dataset", str(synthetic.data), "--split", "validation",
+                                              "--predictions", f"audio={tmp_path / 'deam'}",
+                                              "--output", str(tmp_path / "other")]) == 2
+    assert "it holds predictions of the test split, not validation; predict with --split validation" in \
+        capsys.readouterr().err
+
+
 def test_a_trained_model_is_published_with_a_card_of_its_real_results(synthetic, teachers, tmp_path, fake_hub):
     from huggingface_hub import ModelCard
 
