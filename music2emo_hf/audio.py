@@ -477,7 +477,9 @@ def _open_file(source: Any, name: str) -> AudioStream:
                      f"{unannounced:.1f} s more follow it in the file (a header last written before the recording "
                      f"ended); the {handle.frames / handle.samplerate:.1f} s announced is analysed. Repair the header "
                      "to analyse it all (e.g. `sox --ignore-length IN.wav OUT.wav`).")
-    elif handle.format not in _COUNTED and handle.frames not in (0, _UNSTATED):  # see `_stopped_early`
+    elif handle.format in _COUNTED:  # whole now: a file cut short while it is read (a sync rewriting it) is told
+        handle.stated_frames = handle.frames
+    elif handle.frames not in (0, _UNSTATED):  # see `_stopped_early`
         with _bytes_of(source) as data:
             head = data.read(12)
             if handle.format != "MP3" or _xing_counts(data, _id3_end(head) or 0)[0] is not None:

@@ -465,6 +465,25 @@ def test_an_mp3_whose_xing_header_counts_no_bytes_is_told_cut_short_from_damaged
         load_audio(str(holed), 24000)
 
 
+@pytest.mark.parametrize("kind", ["WAV", "AIFF"])
+def test_a_file_cut_short_while_it_is_read_says_so(tmp_path, kind):
+    """From a review: a WAV or AIFF a sync client rewrote while it was analysed gave half a track without a word (a
+    FLAC said so); its header's length, whole when opened, now measures how far decoding went."""
+    path = tmp_path / f"long.{kind.lower()}"
+    sf.write(path, tone(60.0), 24000, format=kind, subtype="PCM_16")
+    blocks = open_audio(str(path)).blocks(24000, 24000)
+    next(blocks)
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.warns(AudioCutShortWarning, match=re.escape(
+            f"{path}: decoding stopped at 30.0 s of the 60.0 s its header announces (the file is damaged or cut short "
+            "there)")):
+        assert 29 < 1 + len(list(blocks)) < 31
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sf.write(path, tone(60.0), 24000, format=kind, subtype="PCM_16")
+        assert len(load_audio(str(path), 24000)) == 60 * 24000  # whole: no warning
+
+
 def test_long_files_stream_in_bounded_memory(write_wav):
     """60 minutes of audio pass through the chunk stream while only about one chunk is held."""
     import tracemalloc
