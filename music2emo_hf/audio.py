@@ -953,9 +953,16 @@ def header_facts(path: str | os.PathLike, stop_after: float = math.inf) -> tuple
 
 
 def why_missing(path: str, what: str = "file") -> str:
-    """What to say of a path where nothing is: a URL is not fetched (the user may expect it to be)."""
+    """What to say of a path where nothing is seen: a URL is not fetched (the user may expect it to be); a path
+    through a folder this user cannot enter may hold a file all the same."""
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
         return "a URL: only local files are read; download it first"
+    try:
+        os.stat(path)
+    except PermissionError:
+        return "cannot be reached: a folder on its path cannot be entered (permission denied); check its permissions"
+    except (OSError, ValueError):
+        pass
     return f"no such {what}"
 
 

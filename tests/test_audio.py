@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -482,6 +485,27 @@ def test_a_file_cut_short_while_it_is_read_says_so(tmp_path, kind):
         warnings.simplefilter("error")
         sf.write(path, tone(60.0), 24000, format=kind, subtype="PCM_16")
         assert len(load_audio(str(path), 24000)) == 60 * 24000  # whole: no warning
+
+
+def test_a_file_behind_a_folder_that_cannot_be_entered_is_not_called_missing(tmp_path):
+    """From a review: a service account without access to a folder was told its files do not exist. Root reads any
+    folder, so as root the check runs without the capabilities that allow it."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    sf.write(locked / "song.wav", tone(1.0), 24000)
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    if prefix and not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv (util-linux), which can drop root's right to read any folder")
+    locked.chmod(0)
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-c", "import sys; from music2emo_hf.audio import load_audio; "
+                               "load_audio(sys.argv[1], 24000)", str(locked / "song.wav")],
+                              capture_output=True, text=True, cwd=ROOT)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == (
+        f"FileNotFoundError: {locked / 'song.wav'}: cannot be reached: a folder on its path cannot be entered "
+        "(permission denied); check its permissions.")
 
 
 def test_long_files_stream_in_bounded_memory(write_wav):
