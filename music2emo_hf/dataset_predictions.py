@@ -325,6 +325,7 @@ class DatasetSource:
         self.left_out = [name for name in scalar if name not in self.ids]  # see `in_json`
         self._cursor: Iterator[tuple[int, dict]] | None = None
         self._at, self._example = -1, None
+        self._ids_read: dict[str, dict[str, Any]] = {}  # a row's ids, kept from its audio's reading until its record
 
     def identity(self) -> dict[str, str]:
         """Which rows these are, as the options of the records name them: row indices mean nothing without it (the
@@ -375,7 +376,10 @@ class DatasetSource:
         return 1.0  # lengths would need the audio: rows are shared out evenly
 
     def record(self, key: str, answer: Mapping[str, Any]) -> dict[str, Any]:
-        return row_record(int(key), self.row(int(key)), self.ids, answer)
+        """A row's record, with the ids kept when its audio was read: the pipeline reads rows ahead of the records,
+        and a stream asked for a row behind it would be read again from its start."""
+        ids = self._ids_read.pop(key, None)
+        return row_record(int(key), self.row(int(key)) if ids is None else ids, self.ids, answer)
 
     def audio(self, key: str) -> Any:
         """Row `key`'s audio as the pipeline reads it. A folder made by `music2emo prepare-data` names each row's
@@ -383,6 +387,7 @@ class DatasetSource:
         from .data.layout import resolve_audio
 
         example = self.row(int(key))
+        self._ids_read[key] = {name: example[name] for name in self.ids}
         value, corpus = example[self.audio_column], example.get("corpus") or self.config
         if isinstance(value, str) and corpus in self.downloads and not os.path.isabs(value):
             value = resolve_audio(self.source, corpus, value)

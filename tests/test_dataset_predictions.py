@@ -228,6 +228,34 @@ def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_comma
     assert answers[0] == answers[1]  # the archive's members are the same files
 
 
+def test_rows_read_ahead_for_a_batch_are_read_from_a_stream_once(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """From a review: with --batch-size above 1 the rows are read ahead of their records, and each record asked its
+    row of the stream again, which started the stream over from its first row: a streamed dataset (a Hub one, or a
+    folder) was read again and again, its cost growing with the square of its rows."""
+    import soundfile as sf
+    from datasets import IterableDataset, load_dataset
+
+    from .conftest import tone
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for index in range(6):
+        sf.write(folder / f"{index}.wav", tone(1.0, freq=200.0 + 50 * index), 24000)
+    (folder / "metadata.csv").write_text("file_name,title\n" + "".join(f"{i}.wav,track {i}\n" for i in range(6)))
+    starts = []
+    iterate = IterableDataset.__iter__
+    monkeypatch.setattr(IterableDataset, "__iter__", lambda self: starts.append(self) or iterate(self))
+    read = {}
+    for batch in (1, 4):
+        starts.clear()
+        out = tmp_path / f"out-{batch}"
+        assert main(["predict", "--dataset", str(folder), "--output-dataset", str(out), "--model", str(tiny_model_dir),
+                     "--harmony-ensemble", "1", "--batch-size", str(batch)]) == 0, capsys.readouterr().err
+        read[batch] = len(starts)
+        assert load_dataset(str(out), split="train")["title"] == [f"track {i}" for i in range(6)]
+    assert read[4] == read[1], read
+
+
 def _predict_as_one_of_two_ranks(dataset_dir: str, model_dir: str, expected: str) -> None:
     import json
 
