@@ -454,7 +454,16 @@ def _open_file(source: Any, name: str) -> AudioStream:
     try:
         handle = _open_reader(source)
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
+        frames_start = _mpeg_after_tags(source)
+        if frames_start is None:
+            raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
+        with _bytes_of(source) as data:  # its MPEG frames alone, which libsndfile finds without a .mp3 name to go by
+            data.seek(frames_start)
+            source = io.BytesIO(data.read())
+        try:
+            handle = _open_reader(source)
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
     try:
         if not _MIN_RATE <= handle.samplerate <= _MAX_RATE:
             raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; "
@@ -886,6 +895,27 @@ def _id3_end(head: bytes) -> int | None:
         tag_size = sum(byte << 7 * (3 - index) for index, byte in enumerate(head[6:10]))  # 7 bits a byte ("syncsafe")
         return 10 + tag_size + (10 if head[5] & 0x10 else 0)
     return None
+
+
+def _mpeg_after_tags(source: Any) -> int | None:
+    """Where the MPEG audio frames of an MP3 start that libsndfile cannot tell from its bytes alone: after ID3v2 tags
+    (one stacked on another, as two tagging tools leave them) or zeros after a tag (padding left outside it); with a
+    .mp3 name it scans past them. None where no chain of frames starts there."""
+    with _bytes_of(source) as data:
+        at = 0
+        while True:
+            data.seek(at)
+            end = _id3_end(data.read(10))
+            if end is None:
+                break
+            at += end
+        if not at:
+            return None
+        data.seek(at)
+        ahead = data.read(1 << 16)
+        at += len(ahead) - len(ahead.lstrip(b"\0"))
+        frames = 2 * 1152 / 48000  # two frames at least, not a chance match in what follows
+        return at if _mpeg_walk(data, at)[0] >= frames else None
 
 
 _MP3_FRAME_BYTES = 1441  # the largest MPEG-1 layer III frame (320 kbit/s at 32 kHz, padded): less is no whole frame

@@ -508,6 +508,22 @@ def test_a_file_behind_a_folder_that_cannot_be_entered_is_not_called_missing(tmp
         "(permission denied); check its permissions.")
 
 
+def test_an_mp3_with_zeros_or_a_second_tag_after_its_id3_tag_decodes_from_its_bytes_as_from_its_path(tmp_path):
+    """From a review: a real MP3 with padding left after its ID3v2 tag (outside the tag's size), or a second tag
+    stacked on the first, decoded from a .mp3 path (libsndfile scans past them, by the name) and was "not audio" as
+    bytes, an open file, a `datasets` dict or a file of another name: an upload or a Hub dataset's row."""
+    source = require_fixtures("emomusic", "audio", "3.mp3")
+    data = source.read_bytes()
+    tag_end = 10 + sum(byte << 7 * (3 - index) for index, byte in enumerate(data[6:10]))
+    padded = data[:tag_end] + bytes(4096) + data[tag_end:]
+    stacked = b"ID3\x03\x00\x00\x00\x00\x10\x00" + bytes(2048) + data  # an empty 2 KB tag before the real one
+    whole = load_audio(str(source), 24000)
+    renamed = tmp_path / "upload.bin"
+    renamed.write_bytes(padded)
+    for form in (padded, stacked, io.BytesIO(padded), {"bytes": padded, "path": None}, str(renamed)):
+        np.testing.assert_array_equal(load_audio(form, 24000), whole)
+
+
 def test_long_files_stream_in_bounded_memory(write_wav):
     """60 minutes of audio pass through the chunk stream while only about one chunk is held."""
     import tracemalloc
