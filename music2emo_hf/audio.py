@@ -353,8 +353,8 @@ def describe(audio: AudioInput) -> str:
 
 
 # The decoders (libsndfile's mpg123 among them) write notes such as "Note: Trying to resync..." straight to the
-# process's stderr while they probe and decode a file; they are kept off the terminal unless this is set
-# (`music2emo --verbose`).
+# process's stderr while they probe and decode a file; the command keeps them off the terminal unless this is set
+# (`music2emo --verbose`; see `_notes_hidden_while_decoding` for a process that imports the package).
 SHOW_DECODER_NOTES = False
 _DECODER_NOTES_LOCK = threading.Lock()
 _hiding = 0  # threads inside `_decoder_notes_hidden`
@@ -388,9 +388,11 @@ def _decoder_notes_hidden():
 
 
 def _notes_hidden_while_decoding() -> contextlib.AbstractContextManager:
-    """`_decoder_notes_hidden` for each block a file decodes where Python's own stderr writes elsewhere than
-    descriptor 2 (the `music2emo` command gives it a descriptor of its own; a notebook, a stream of its own), so no
-    message of another thread is lost; where it is descriptor 2, only opening a file is wrapped (a few ms)."""
+    """`_decoder_notes_hidden` for each file that opens and each block it decodes where Python's own stderr writes
+    elsewhere than descriptor 2 (the `music2emo` command gives it a descriptor of its own; a notebook, a stream of its
+    own), so no message of another thread is lost. Where it is descriptor 2, as in a service that imports the package,
+    nothing is hidden: pointing it at /dev/null, even for the few ms a file takes to open, lost the host's log lines
+    and its child processes' stderr written meanwhile; the decoders' notes show, as they do to soundfile's users."""
     try:
         apart = sys.stderr.fileno() != 2  # a copy of descriptor 2 (the command's) keeps writing where it did
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both: a stream without a descriptor
@@ -442,7 +444,7 @@ class _ReadForward(sf.SoundFile):
 def _open_reader(source: Any) -> _ReadForward:
     """`source` (a path, or a BytesIO) opened for reading through, with where a FLAC's last frame is when its header
     states no length (see `_stopped_early`). Raises what soundfile raises for a file that is not audio."""
-    with _decoder_notes_hidden():
+    with _notes_hidden_while_decoding():
         handle = _ReadForward(os.fsencode(source) if isinstance(source, str) else source)  # any name the OS has
     if handle.format == "FLAC" and handle.frames == _UNSTATED:
         with _bytes_of(source) as data:
@@ -922,7 +924,7 @@ _MP3_FRAME_BYTES = 1441  # the largest MPEG-1 layer III frame (320 kbit/s at 32 
 
 
 def _info(path: str | os.PathLike):
-    with _decoder_notes_hidden():
+    with _notes_hidden_while_decoding():
         return sf.info(os.fsencode(path))  # soundfile would encode a str as strict UTF-8: not every name is
 
 

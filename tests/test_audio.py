@@ -524,6 +524,19 @@ def test_an_mp3_with_zeros_or_a_second_tag_after_its_id3_tag_decodes_from_its_by
         np.testing.assert_array_equal(load_audio(form, 24000), whole)
 
 
+def test_a_process_that_imports_the_package_keeps_its_stderr_while_files_open(tmp_path):
+    """From a review: a service's log lines and its child processes' stderr, written while the package opened a file,
+    were lost (descriptor 2 pointed at /dev/null for those ms, the decoders' notes with them). Only the command, whose
+    own lines go out by a descriptor of their own, hides the notes."""
+    sf.write(tmp_path / "song.wav", tone(1.0), 24000)
+    script = ("import os, sys\nfrom music2emo_hf import audio\nmoved = []\nredirect = os.dup2\n"
+              "os.dup2 = lambda a, b, *rest: moved.append(b) or redirect(a, b, *rest)\n"
+              "audio.load_audio(sys.argv[1], 16000); audio.header_facts(sys.argv[1])\nprint(moved)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "song.wav")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
 def test_long_files_stream_in_bounded_memory(write_wav):
     """60 minutes of audio pass through the chunk stream while only about one chunk is held."""
     import tracemalloc
