@@ -452,20 +452,22 @@ def _open_reader(source: Any) -> _ReadForward:
     return handle
 
 
-def _open_file(source: Any, name: str) -> AudioStream:
+def _opened_or_none(source: Any) -> _ReadForward | None:
     try:
-        handle = _open_reader(source)
+        return _open_reader(source)
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        frames_start = _mpeg_after_tags(source)
-        if frames_start is None:
-            raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
+        return None
+
+
+def _open_file(source: Any, name: str) -> AudioStream:
+    handle = _opened_or_none(source)
+    if handle is None and (frames_start := _mpeg_after_tags(source)) is not None:
         with _bytes_of(source) as data:  # its MPEG frames alone, which libsndfile finds without a .mp3 name to go by
             data.seek(frames_start)
             source = io.BytesIO(data.read())
-        try:
-            handle = _open_reader(source)
-        except (sf.LibsndfileError, RuntimeError, TypeError):
-            raise AudioDecodeError(f"{name}: {_why_not_audio(source)}") from None
+        handle = _opened_or_none(source)
+    if handle is None:
+        raise AudioDecodeError(f"{name}: {_why_not_audio(source)}")
     try:
         if not _MIN_RATE <= handle.samplerate <= _MAX_RATE:
             raise AudioDecodeError(f"{name}: the file's sampling rate, {handle.samplerate} Hz, is not usable; "
