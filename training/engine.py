@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
@@ -51,7 +50,7 @@ from music2emo_hf.configuration_music2emo import Music2EmoConfig, corpus_task
 from music2emo_hf.data.cached import CachedCorpus, collate, crop_chunks, label_priors
 from music2emo_hf.data.features import check_cache_fits
 from music2emo_hf.atomic import replace_folder, write_atomic
-from music2emo_hf.data.layout import DATA_DIR, FEATURES_DIR, SPLITS
+from music2emo_hf.data.layout import FEATURES_DIR, SPLITS, split_rows
 from music2emo_hf.losses import (
     KD_MODES,
     class_balance_weights,
@@ -832,13 +831,11 @@ def refuse_seen_tracks(model_dir: str | os.PathLike, corpus: Corpus, split: str,
         theirs = Path(json.loads((model_dir / TRAINING_INFO).read_text(encoding="utf-8"))["dataset"])
         if theirs == Path(dataset_dir).resolve():
             return
-        shards = sorted((theirs / DATA_DIR / corpus.name).glob("train-*.parquet"))
-        if not shards:
+        learnt = [row["track_id"] for row in split_rows(theirs, corpus.name, "train", ["track_id"])]
+        if not learnt:
             warnings.warn(f"{named}: it was trained on {theirs}, which no longer holds {corpus.name}'s splits: "
                           f"whether it saw this run's {split} tracks cannot be checked.", stacklevel=2)
             return
-        learnt = [track for shard in shards
-                  for track in pq.read_table(shard, columns=["track_id"])["track_id"].to_pylist()]
         where = f" (in {theirs})"
     seen = sorted(set(learnt) & set(corpus.splits[split].track_ids))
     if seen:

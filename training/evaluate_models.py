@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from accelerate import Accelerator
-from engine import (DATA_DIR, TRAINING_INFO, corpus_metrics, corpus_task, exit_with, load_corpora, load_teacher,
+from engine import (TRAINING_INFO, corpus_metrics, corpus_task, exit_with, load_corpora, load_teacher,
                     pick_cache, predict, refuse_seen_tracks, teacher_paths)
 from train_zero_shot import read_leave_one_out, table_row, zero_shot_table
 
 from music2emo_hf import Music2EmoModel
 from music2emo_hf.atomic import write_atomic
 from music2emo_hf.data.cached import task_targets
+from music2emo_hf.data.layout import split_rows
 
 # Column order and headers: Music2Emo's J, D, E, P, then the tag corpora of the cross-dataset paper.
 COLUMNS = {
@@ -51,18 +51,18 @@ COLUMNS = {
 }
 
 
-def labelled(option: str, spec: str, example: str) -> tuple[str, Path]:
-    """`LABEL=PATH` (the label may hold "=", the path not)."""
+def labelled(option: str, spec: str, expected: str) -> tuple[str, Path]:
+    """`LABEL=PATH` (the label may hold "=", the path not); `expected` says what, with an example."""
     label, sep, path = spec.rpartition("=")
     if not sep or not label or not path:
-        raise ValueError(f"{option} {spec!r}: expected LABEL={example.split('=')[0].upper()}_DIR (e.g. '{example}').")
+        raise ValueError(f"{option} {spec!r}: expected {expected}.")
     return label, Path(path)
 
 
 def parse_models(specs: Sequence[str]) -> list[tuple[str, Path]]:
     models = []
     for spec in specs:
-        label, path = labelled("--model", spec, "single=runs/teacher-deam/best")
+        label, path = labelled("--model", spec, "LABEL=MODEL_DIR (e.g. 'single=runs/teacher-deam/best')")
         if not (Path(path) / TRAINING_INFO).is_file():
             raise FileNotFoundError(f"--model {spec}: {path} is not a model written by train_teacher.py or distill.py "
                                     f"(no {TRAINING_INFO}).")
@@ -71,9 +71,9 @@ def parse_models(specs: Sequence[str]) -> list[tuple[str, Path]]:
 
 
 def score_predictions(dataset: str, folder: Path, split: str) -> tuple[str, dict[str, float], int, int]:
-    """(the corpus, its metrics, the tracks scored, the split's tracks missing from them) of a `music2emo predict --dataset` output
-    folder made on `split` of one corpus of `dataset`: its scores (`mood:<label>` probabilities, or valence and
-    arousal) against the labels of the tracks it names."""
+    """(the corpus, its metrics, the tracks scored, the split's tracks missing from them) of a `music2emo predict
+    --dataset` output folder made on `split` of one corpus of `dataset`: its scores (`mood:<label>` probabilities, or
+    valence and arousal) against the labels of the tracks it names."""
     from datasets import load_dataset
 
     if not folder.is_dir():
@@ -89,8 +89,7 @@ def score_predictions(dataset: str, folder: Path, split: str) -> tuple[str, dict
         raise ValueError(f"--predictions {folder}: its rows name the corpora {corpora}, not one; predict one corpus "
                          f"of {dataset} (--config CORPUS).")
     corpus, task = corpora[0], corpus_task(corpora[0])
-    shards = sorted((Path(dataset) / DATA_DIR / corpus).glob(f"{split}-*.parquet"))
-    truth = {row["track_id"]: row for shard in shards for row in pq.read_table(shard).to_pylist()}
+    truth = {row["track_id"]: row for row in split_rows(dataset, corpus, split)}
     strays = [row["track_id"] for row in rows if row["track_id"] not in truth]
     if strays:
         raise ValueError(f"--predictions {folder}: {len(strays)} of its tracks are not in {corpus}'s {split} split "
@@ -102,7 +101,8 @@ def score_predictions(dataset: str, folder: Path, split: str) -> tuple[str, dict
                          f"that has {corpus}'s labels, without --top-k or --threshold.")
     scores = np.array([[row[name] for name in columns] for row in rows], dtype=np.float64)
     if task["type"] == "multilabel":  # probabilities, as logits (the metrics take the heads' outputs)
-        scores = np.log(np.clip(scores, 1e-7, 1 - 1e-7)) - np.log1p(-np.clip(scores, 1e-7, 1 - 1e-7))
+        probabilities = np.clip(scores, 1e-7, 1 - 1e-7)
+        scores = np.log(probabilities) - np.log1p(-probabilities)
     targets = np.stack([task_targets(truth[row["track_id"]], task) for row in rows])
     return corpus, corpus_metrics(task, targets, scores), len(rows), len(truth) - len({row["track_id"] for row in rows})
 
@@ -235,14 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results: dict[str, Any] = {}
         if args.models or args.predictions:
-            predictions = [labelled("--predictions", spec, "released=preds/D_all") for spec in args.predictions]
+            predictions = [labelled("--predictions", spec, "LABEL=DIR, a `music2emo predict --dataset` output "
+                                    "(e.g. 'released=preds/D_all')") for spec in args.predictions]
             results = evaluate(args.dataset, args.features, parse_models(args.models), args.split,
                                teacher_paths(args.teachers), accelerator, predictions)
         zero_shot_rows = []
         for spec in args.zero_shot:
-            label, sep, folder = spec.rpartition("=")
-            if not sep or not label:
-                raise ValueError(f"--zero-shot {spec!r}: expected LABEL=FOLDER (a train_zero_shot.py output folder).")
+            label, folder = labelled("--zero-shot", spec, "LABEL=FOLDER (a train_zero_shot.py output folder)")
             zero_shot_rows.append(table_row(label, read_leave_one_out(folder)))
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from ..configuration_music2emo import Music2EmoConfig
 from .features import damaged, feature_path, load_track_features
-from .layout import DATA_DIR, resolve_audio
+from .layout import resolve_audio, split_rows
 
 # What a collated batch holds besides the chunk axis: model inputs, plus `labels` and `index` (row numbers).
 _STACKED = ("chord_root_ids", "chord_quality_ids", "chord_mask", "mode_ids", "labels", "index")
@@ -60,8 +59,7 @@ class CachedCorpus(torch.utils.data.Dataset):
         self.corpus, self.split, self.task = corpus, split, dict(task)
         self.cache_dir, self.layers = Path(cache_dir), list(layers)
         self.feature_extractor = feature_extractor
-        shards = sorted((Path(dataset_dir) / DATA_DIR / corpus).glob(f"{split}-*.parquet"))
-        rows = [row for shard in shards for row in pq.read_table(shard).to_pylist()]
+        rows = split_rows(dataset_dir, corpus, split)
         self.without_audio = [row["track_id"] for row in rows if row["audio"] is None]
         rows = [row for row in rows if row["audio"] is not None]
         self.without_features = [

@@ -34,6 +34,16 @@ def read_sources(dataset_dir: str | os.PathLike) -> dict[str, str]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def split_rows(dataset_dir: str | os.PathLike, corpus: str, split: str,
+               columns: list[str] | None = None) -> list[dict]:
+    """The rows of `split` of `corpus` in a prepared folder (only `columns`, where given), in shard order; none where
+    the folder does not hold that split."""
+    import pyarrow.parquet as pq
+
+    shards = sorted((Path(dataset_dir) / DATA_DIR / corpus).glob(f"{split}-*.parquet"))
+    return [row for shard in shards for row in pq.read_table(shard, columns=columns).to_pylist()]
+
+
 def resolve_audio(dataset_dir: str | os.PathLike, corpus: str, audio: str | None) -> str | None:
     """Absolute path of a row's `audio` (None stays None) from the download folder `prepare-data` recorded."""
     if audio is None:
@@ -57,4 +67,5 @@ __all__ = [
     "SPLITS",
     "read_sources",
     "resolve_audio",
+    "split_rows",
 ]
