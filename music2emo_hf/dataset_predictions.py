@@ -309,11 +309,11 @@ class DatasetSource:
             if saved:  # a folder written by save_to_disk: memory-mapped, not streamed
                 dataset = load_from_disk(source)
                 if hasattr(dataset, "keys"):
-                    split = _one_split(split, list(dataset.keys()), source)
+                    split = _one_split(split, list(dataset.keys()))
                     dataset = dataset[split]
             else:
                 dataset = load_dataset(source, config, streaming=True)
-                split = _one_split(split, list(dataset.keys()), source)
+                split = _one_split(split, list(dataset.keys()))
                 dataset = dataset[split]
         except (FileNotFoundError, ValueError) as error:
             raise ValueError(f"--dataset {source}: {error}") from error
@@ -410,7 +410,7 @@ class DatasetSource:
         return path + ".wav"
 
 
-def _one_split(split: str | None, splits: list[str], source: str) -> str:
+def _one_split(split: str | None, splits: list[str]) -> str:
     if split is None:
         if len(splits) == 1:
             return splits[0]

@@ -185,14 +185,14 @@ def _not_in_cache(repo: str) -> str | None:
 
 def push_folder(
     folder: str | os.PathLike, repo_id: str, repo_type: str, ignore_patterns: list[str], commit_message: str,
-    private: bool = False, token: str | None = None,
+    private: bool = False,
 ) -> str:
     """Create the Hub repo if needed and make it hold the folder as it is, in one commit: files the repo has and the
     folder lacks (a shard of an earlier split, an old weights file) are removed, its history keeping them, so the
     repo never mixes two versions. Returns the commit URL."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=token)
+    api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     if private and not api.repo_info(repo_id, repo_type=repo_type).private:  # it existed: its visibility stays
         raise PermissionError(f"{repo_id} exists and is public, so --private cannot keep this upload private: make it "

@@ -119,7 +119,6 @@ def align_labels(
     quantile: float = DEFAULT_QUANTILE,
     template: str = DEFAULT_TEMPLATE,
     expand: bool = True,
-    encoder=None,
 ) -> LabelClusters:
     """Cluster the labels of `vocabularies` (corpus -> labels) by meaning; see the module docstring."""
     if not 0 < quantile <= 1:
@@ -140,10 +139,10 @@ def align_labels(
         "encoder": LABEL_ENCODER_ID,
         "template": template,
         "expansions_version": label_expansions()["version"] if expand else None,
-    }, encoder, quantile=quantile)
+    }, quantile=quantile)
 
 
-def realign(clusters: LabelClusters, corpora: Sequence[str], encoder=None) -> LabelClusters:
+def realign(clusters: LabelClusters, corpora: Sequence[str]) -> LabelClusters:
     """`clusters` cut to the labels of `corpora` and their texts clustered again with its bandwidth: a corpus left out
     (held out of training) shapes no cluster, as the paper clustered each pair of training corpora alone
     (ORIGINALS §2.3). The bandwidth is kept, not estimated again: mean shift over these few labels is a knife edge
@@ -155,18 +154,18 @@ def realign(clusters: LabelClusters, corpora: Sequence[str], encoder=None) -> La
     if missing:
         raise ValueError(f"the label alignment has no labels of {missing}; prepare those corpora into its folder.")
     return _clustered([(c, label) for c, label, _ in rows], [text for _, _, text in rows],
-                      {**clusters.parameters, "corpora": sorted(set(corpora))}, encoder,
+                      {**clusters.parameters, "corpora": sorted(set(corpora))},
                       bandwidth=float(clusters.parameters["bandwidth"]))
 
 
-def _clustered(rows: Sequence[tuple[str, str]], texts: Sequence[str], parameters: dict[str, Any], encoder,
+def _clustered(rows: Sequence[tuple[str, str]], texts: Sequence[str], parameters: dict[str, Any],
                quantile: float | None = None, bandwidth: float | None = None) -> LabelClusters:
     """Mean shift over the embeddings of the distinct `texts` (one per (corpus, label) row), with `bandwidth` or
     one estimated at `quantile`; `parameters` recorded with them."""
     from sklearn.cluster import MeanShift, estimate_bandwidth
 
     unique = list(dict.fromkeys(texts))
-    embeddings = embed_texts(unique, encoder)
+    embeddings = embed_texts(unique)
     if bandwidth is None:
         bandwidth = float(estimate_bandwidth(embeddings, quantile=quantile, n_samples=len(embeddings)))
         if bandwidth < 1e-6:  # each label's nearest neighbours are only itself (a rounding error above 0)

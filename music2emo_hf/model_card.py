@@ -301,11 +301,10 @@ def build_card(model_dir: str | os.PathLike, repo_id: str, results: Mapping[str,
     )
 
 
-def push_model(model_dir: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
+def push_model(model_dir: str | os.PathLike, repo_id: str, private: bool = False) -> str:
     """Publish a model folder (weights, config, code, and the card saved as its README.md); returns the commit URL.
     Hidden files and folders (`.env`, `.ipynb_checkpoints`, a `.cache`) and `*.tmp` files stay here."""
-    return push_folder(model_dir, repo_id, "model", [".*", "*/.*", "*.tmp"], "Upload with music2emo-hf", private,
-                       token)
+    return push_folder(model_dir, repo_id, "model", [".*", "*/.*", "*.tmp"], "Upload with music2emo-hf", private)
 
 
 __all__ = [

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object, parse_flag_from_env
@@ -45,8 +44,9 @@ from music2emo_hf.data.features import (
     manifest_for,
     save_track_features,
 )
-from music2emo_hf.data.layout import DATA_DIR, resolve_audio
+from music2emo_hf.data.layout import DATA_DIR, SPLITS, resolve_audio, split_rows
 from music2emo_hf.harmony import HarmonyAnalyzer
+from music2emo_hf.pipeline_music2emo import model_name
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -74,12 +74,6 @@ def default_name(model: str, layers: Sequence[int]) -> str:
     return f"{Path(model.rstrip('/')).name}-layers{'-'.join(str(layer) for layer in layers)}"
 
 
-def model_reference(model: str) -> str:
-    """A local folder by its absolute path (the same folder named from elsewhere is the same model); a Hub id as is."""
-    path = Path(model)
-    return str(path.resolve()) if path.is_dir() else model
-
-
 def read_rows(dataset_dir: str | Path, corpora: Sequence[str] | None = None) -> tuple[list[TrackRow], int]:
     """The rows with audio of the chosen corpora (default: all), sorted by (corpus, track_id), and how many rows had
     none. A track listed in several splits is extracted once."""
@@ -93,20 +87,19 @@ def read_rows(dataset_dir: str | Path, corpora: Sequence[str] | None = None) -> 
     rows: dict[tuple[str, str], TrackRow] = {}
     without_audio = 0
     for corpus in corpora or present:
-        for shard in sorted((data / corpus).glob("*.parquet")):
-            table = pq.read_table(shard, columns=["track_id", "corpus", "audio"]).to_pylist()
-            for record in table:
-                if record["audio"] is None:
-                    without_audio += 1
-                    continue
-                audio = resolve_audio(dataset_dir, record["corpus"], record["audio"])
-                row = TrackRow(record["corpus"], record["track_id"], audio)
-                previous = rows.setdefault((row.corpus, row.track_id), row)
-                if previous != row:
-                    raise ValueError(
-                        f"{shard}: {row.corpus} track {row.track_id!r} is listed with two audio files "
-                        f"({previous.audio}, {row.audio}); prepare the corpus again."
-                    )
+        for record in (record for split in SPLITS
+                       for record in split_rows(dataset_dir, corpus, split, ["track_id", "corpus", "audio"])):
+            if record["audio"] is None:
+                without_audio += 1
+                continue
+            audio = resolve_audio(dataset_dir, record["corpus"], record["audio"])
+            row = TrackRow(record["corpus"], record["track_id"], audio)
+            previous = rows.setdefault((row.corpus, row.track_id), row)
+            if previous != row:
+                raise ValueError(
+                    f"{data / corpus}: {row.corpus} track {row.track_id!r} is listed with two audio files "
+                    f"({previous.audio}, {row.audio}); prepare the corpus again."
+                )
     return [rows[key] for key in sorted(rows)], without_audio
 
 
@@ -132,7 +125,7 @@ def record_failure(errors_file: Path, row: TrackRow, error: Exception, removed: 
 
 def extract_features(
     dataset_dir: str | Path,
-    model_name: str,
+    model_id: str,
     name: str | None = None,
     layers: Sequence[int] | None = None,
     corpora: Sequence[str] | None = None,
@@ -142,15 +135,15 @@ def extract_features(
     """Extract this process's share of the tracks; returns the cache folder and the totals over all processes."""
     rows, without_audio = read_rows(dataset_dir, corpora)
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # `accelerate launch --cpu`, as Accelerator
-    model = Music2EmoModel.from_pretrained(model_name).to(state.device).eval()
+    model = Music2EmoModel.from_pretrained(model_id).to(state.device).eval()
     layers = check_layers(model, model.config.pooled_layers if layers is None else layers)
     extractor = Music2EmoFeatureExtractor(model.config.sampling_rate, model.config.chunk_seconds)
     harmony = HarmonyAnalyzer(harmony_ensemble, window_seconds=model.config.chunk_seconds,  # as the pipeline does
                               device=model.device)
-    directory = feature_dir(dataset_dir, name or default_name(model_name, layers))
+    directory = feature_dir(dataset_dir, name or default_name(model_id, layers))
 
     # Every process checks an existing manifest (so all stop alike); only the main one writes a new one.
-    manifest = manifest_for(model, extractor, harmony, model_reference(model_name), layers, dtype)
+    manifest = manifest_for(model, extractor, harmony, model_name(model_id), layers, dtype)
     check_manifest(directory, manifest, write=state.is_main_process)
     if state.is_main_process:
         for stale in directory.glob("errors-rank*.jsonl"):  # a rerun retries those tracks

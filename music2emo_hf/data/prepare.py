@@ -28,7 +28,7 @@ from ..audio import AUDIO_EXTENSIONS, header_facts, passed_over, why_unreadable
 from ..hub import push_folder
 from ..label_alignment import DEFAULT_QUANTILE, TAG_VOCABULARIES, LabelClusters, align_labels
 from . import READERS
-from .layout import CLUSTERS_FILE, DATA_DIR, LOCAL_ONLY, REPORTS_DIR, SOURCES_FILE, SPLITS, read_sources
+from .layout import CLUSTERS_FILE, DATA_DIR, LOCAL_ONLY, REPORTS_DIR, SOURCES_FILE, SPLITS, read_sources, split_rows
 from .schema import Track
 from .splits import DEFAULT_FRACTIONS, assign_splits, split_off
 
@@ -101,10 +101,10 @@ class Report:
         out = [f"{self.corpus}: {total} rows written ({', '.join(f'{k} {v}' for k, v in self.rows_per_split.items())})"]
         out.append(f"  splits: {self.splits}")
 
-        def listing(title: str, items: Sequence[str], hint: str = "") -> None:
+        def listing(title: str, items: Sequence[str]) -> None:
             if items:
                 shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
-                out.append(f"  {title}: {len(items)}{hint}: {shown}")
+                out.append(f"  {title}: {len(items)}: {shown}")
 
         listing("tracks in no split (not written)", self.not_in_any_split)
         listing("labelled tracks without their audio file (rows kept, audio null)", self.missing_audio)
@@ -387,10 +387,9 @@ def shared_test_songs(out: Path) -> list[str]:
     of the other: their test scores of a model trained on both are not fair."""
     ids: dict[str, dict[str, set[str]]] = {}
     for corpus in {corpus for pair in SHARED_SONGS for corpus in pair}:
-        for shard in sorted((out / DATA_DIR / corpus).glob("*.parquet")):
-            table = pq.read_table(shard, columns=["track_id", "split"])
-            for track_id, split in zip(table["track_id"].to_pylist(), table["split"].to_pylist()):
-                ids.setdefault(corpus, {}).setdefault(split, set()).add(track_id)
+        for split in SPLITS:
+            if rows := split_rows(out, corpus, split, ["track_id"]):
+                ids.setdefault(corpus, {})[split] = {row["track_id"] for row in rows}
     lines = []
     for pair in SHARED_SONGS:
         if not all(corpus in ids for corpus in pair):
@@ -497,9 +496,9 @@ and Emotify under their publishers' research terms). Check each corpus's terms b
     write_atomic(out / "README.md", "\n".join(yaml) + "\n" + body)
 
 
-def push_dataset(out: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
+def push_dataset(out: str | os.PathLike, repo_id: str, private: bool = False) -> str:
     """Publish the dataset folder (never its local-only files: `layout.LOCAL_ONLY`); returns the commit URL."""
-    return push_folder(out, repo_id, "dataset", list(LOCAL_ONLY), "Upload with music2emo prepare-data", private, token)
+    return push_folder(out, repo_id, "dataset", list(LOCAL_ONLY), "Upload with music2emo prepare-data", private)
 
 
 __all__ = ["OFFICIAL_SPLITS", "PrepareOptions", "Report", "prepare_corpus", "probe_audio", "push_dataset", "write_card"]
