@@ -226,21 +226,36 @@ def metric_demo(module):
     )
 
 
+def sigmoid(logits) -> np.ndarray:
+    """Tag probabilities of a head's logits, in float64 (float32 rounds the confident ones to 1.0, tying them)."""
+    return 1 / (1 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def task_metrics(task: Mapping, outputs, targets, top_k: int | None = None,
+                 threshold: float | None = None) -> dict[str, float]:
+    """One task's metrics from its head's outputs, by the `evaluate` modules: a multilabel task's AUCs (plus F1 of
+    top-k or thresholded probabilities when asked) over the tracks it labels (a row of NaN: a track of another
+    corpus, or one without tags); a regression task's R²/RMSE per label (RMSE also on [-1, 1] where the task has its
+    `scale`)."""
+    outputs, targets = np.asarray(outputs), np.asarray(targets, dtype=np.float64)
+    if task["type"] == "multilabel":
+        labelled = ~np.isnan(targets).any(axis=1)
+        return load_metric("mood_tags").compute(predictions=sigmoid(outputs[labelled]), references=targets[labelled],
+                                                top_k=top_k, threshold=threshold)
+    return load_metric("valence_arousal").compute(predictions=outputs, references=targets, names=task["labels"],
+                                                  scale=tuple(task["scale"]) if task.get("scale") else None)
+
+
 def compute_metrics_for(
     task: Mapping, scale: RatingScale | None = None, top_k: int | None = None, threshold: float | None = None
 ):
-    """A `compute_metrics` for `transformers.Trainer` on one task of a Music2Emo config, by the `evaluate` modules:
-    multilabel tasks get the AUCs (plus F1 of top-k / thresholded sigmoid scores when asked); regression tasks
-    R²/RMSE per label."""
+    """A `compute_metrics` for `transformers.Trainer` on one task of a Music2Emo config: `task_metrics` of the
+    evaluation's predictions (logits) and labels; `scale`, where given, the ratings' (else the task's own)."""
+    if scale is not None:
+        task = {**task, "scale": [scale.low, scale.high]}
 
     def compute_metrics(eval_pred) -> dict[str, float]:
-        predictions, labels = eval_pred.predictions, eval_pred.label_ids
-        if task["type"] == "multilabel":
-            scores = 1 / (1 + np.exp(-np.asarray(predictions, dtype=np.float64)))
-            return load_metric("mood_tags").compute(predictions=scores, references=labels, top_k=top_k,
-                                                    threshold=threshold)
-        return load_metric("valence_arousal").compute(predictions=predictions, references=labels, names=task["labels"],
-                                                      scale=None if scale is None else (scale.low, scale.high))
+        return task_metrics(task, eval_pred.predictions, eval_pred.label_ids, top_k, threshold)
 
     return compute_metrics
 
@@ -253,8 +268,10 @@ __all__ = [
     "metric_info",
     "metric_module_path",
     "regression_metrics",
+    "sigmoid",
     "song_level",
     "song_vote_decisions",
     "tag_metrics",
+    "task_metrics",
     "top_k_decisions",
 ]

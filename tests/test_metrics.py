@@ -171,6 +171,10 @@ def test_compute_metrics_for_the_trainer():
     out = moods(SimpleNamespace(predictions=np.array([[3.0, -3.0], [-3.0, 3.0], [2.0, 1.0]]),
                                 label_ids=np.array([[1, 0], [0, 1], [1, 0]])))
     assert out["roc_auc_macro"] == 1.0 and out["top1_f1_macro"] == 1.0 and out["threshold_f1_micro"] < 1.0
+    # The threshold applies to probabilities, not logits; a row without tags (NaN: unlabelled) is not scored.
+    near_zero = moods(SimpleNamespace(predictions=np.array([[0.2, -3.0], [-3.0, 3.0], [-0.2, 0.3], [5.0, 5.0]]),
+                                      label_ids=np.array([[1, 0], [0, 1], [0, 1], [np.nan, np.nan]])))
+    assert near_zero["threshold_f1_micro"] == 1.0 and near_zero["roc_auc_macro"] == 1.0
     va = compute_metrics_for({"type": "regression", "labels": ["valence", "arousal"]}, scale=VA_SCALE)
     out = va(SimpleNamespace(predictions=np.array([[5.0, 5.0], [6.0, 4.0]]), label_ids=np.array([[5.0, 5.0], [6.0, 4.0]])))
     assert out["r2_valence"] == 1.0 and out["rmse_arousal_normalized"] == 0.0

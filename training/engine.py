@@ -58,7 +58,7 @@ from music2emo_hf.losses import (
     regression_loss,
     tag_loss,
 )
-from music2emo_hf.metrics import load_metric
+from music2emo_hf.metrics import task_metrics
 from music2emo_hf.model_card import RESULTS, TRAINING_INFO
 from music2emo_hf.pipeline_music2emo import save_model
 
@@ -752,16 +752,12 @@ def corpus_metrics(
     """Metrics of one corpus, by the package's `evaluate` modules: AUCs (tags) or R²/RMSE (V/A), the task loss the
     recipe trains with (class-balanced BCE when `priors` are given), and a `score` for joint selection (macro ROC-AUC;
     mean R²)."""
+    metrics = task_metrics(task, outputs, targets)
     if task["type"] == "multilabel":
-        labelled = ~np.isnan(targets).any(axis=1)
-        metrics = load_metric("mood_tags").compute(predictions=1 / (1 + np.exp(-outputs[labelled])),
-                                                   references=targets[labelled])
         weights = class_balance_weights(priors) if priors is not None else (None, None)
         loss = tag_loss(torch.from_numpy(outputs).float(), torch.from_numpy(targets), *weights)
         metrics["score"] = metrics["roc_auc_macro"]
     else:
-        metrics = load_metric("valence_arousal").compute(predictions=outputs, references=targets, names=task["labels"],
-                                                         scale=tuple(task["scale"]))
         loss = regression_loss(torch.from_numpy(outputs).float(), torch.from_numpy(targets))
         metrics["score"] = float(np.mean([metrics[f"r2_{label}"] for label in task["labels"]]))
     metrics["loss"] = float(loss) if loss is not None else float("nan")

@@ -39,6 +39,7 @@ from music2emo_hf import Music2EmoModel
 from music2emo_hf.atomic import write_atomic
 from music2emo_hf.data.cached import task_targets
 from music2emo_hf.data.layout import split_rows
+from music2emo_hf.metrics import sigmoid
 
 # Column order and headers: Music2Emo's J, D, E, P, then the tag corpora of the cross-dataset paper.
 COLUMNS = {
@@ -107,7 +108,7 @@ def score_predictions(dataset: str, folder: Path, split: str) -> tuple[str, dict
     return corpus, corpus_metrics(task, targets, scores), len(rows), len(truth) - len({row["track_id"] for row in rows})
 
 
-def cell(corpus: str, metrics: Mapping[str, float] | None) -> str:
+def cell(metrics: Mapping[str, float] | None) -> str:
     if metrics is None:
         return "–"
     if "roc_auc_macro" in metrics:
@@ -159,7 +160,7 @@ def evaluate(
                 teacher = load_teacher(teachers[corpus.name], cache).to(accelerator.device).eval()
                 taught = predict(teacher, part, corpus.task, accelerator, batch_size=16)
                 row["teacher_distance"][corpus.name] = (
-                    binary_kl(1 / (1 + np.exp(-taught)), 1 / (1 + np.exp(-outputs)))
+                    binary_kl(sigmoid(taught), sigmoid(outputs))
                     if corpus.task["type"] == "multilabel"
                     else float(np.mean((outputs - taught) ** 2))
                 )
@@ -177,7 +178,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "|---|" + "---|" * len(present),
     ]
     for row in results["rows"]:
-        lines.append(f"| {row['label']} | " + " | ".join(cell(c, row["metrics"].get(c)) for c in present) + " |")
+        lines.append(f"| {row['label']} | " + " | ".join(cell(row["metrics"].get(c)) for c in present) + " |")
     reasons = {"without_audio": "without audio", "without_features": "without cached features",
                "not_predicted": "not in the predictions"}
     for name, counts in results["left_out"].items():
