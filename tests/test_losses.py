@@ -88,3 +88,6 @@ def test_the_alignment_regularizer_compares_tracks_sharing_no_cluster():
     clusters = torch.tensor([[True, False], [False, True], [True, True]])  # track 3 shares a cluster with both
     torch.testing.assert_close(alignment_regularizer(embeddings, clusters), torch.tensor(0.0))  # only 1 vs 2: cos 0
     assert alignment_regularizer(embeddings, torch.ones(3, 2, dtype=torch.bool)) is None
+    # A cosine, whatever the lengths, averaged over the rows that have a partner (track 3 has none).
+    apart = torch.tensor([[1.0, 0.0], [2.0, 2.0], [0.0, 1.0]])
+    torch.testing.assert_close(alignment_regularizer(apart, clusters), torch.tensor(2**-0.5))

@@ -18,6 +18,7 @@ from transformers import HubertModel
 from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
 
 from music2emo_hf import Music2EmoConfig, Music2EmoFeatureExtractor, Music2EmoModel, UntrainedModelWarning
+from music2emo_hf.harmony import ChordSegment, Harmony, Key
 from music2emo_hf.labels import ORIGINAL_CHORD_QUALITIES
 from music2emo_hf.modeling_music2emo import SEGMENT_FRAMES, Float32PositionalConvEmbedding
 
@@ -152,6 +153,26 @@ def test_chords_and_mode_change_the_answer(model):
         none = model(**inputs)
     assert not torch.allclose(major.logits["moods"], minor.logits["moods"])
     assert not torch.allclose(major.logits["moods"], none.logits["moods"])
+
+
+def test_a_tracks_harmony_enters_the_model_as_its_chord_tokens(model):
+    """`harmony_inputs` (the pipeline's door) gives the model each chord's root as a root and its quality as a
+    quality, and the key's mode, as `Harmony.tokens` (the authors' chordnorm) counts them."""
+    harmony = Harmony(Key(7, "minor"), [ChordSegment(0.0, 1.0, "G:min"), ChordSegment(1.0, 2.0, "D:7"),
+                                          ChordSegment(2.0, 3.0, "C:min")])
+    config = model.config
+    tokens = harmony.tokens(config.chord_roots, config.chord_qualities, config.max_chords)
+    given = model.harmony_inputs([harmony])
+    for name, key in [("chord_root_ids", "chord_root_ids"), ("chord_quality_ids", "chord_quality_ids"),
+                      ("chord_mask", "chord_mask"), ("mode_ids", "mode_id")]:
+        assert given[name].tolist() == [tokens[key].tolist()], name
+    assert given["mode_ids"].tolist() == [1] and given["chord_mask"].sum() == 3  # a minor key, three chords
+    with torch.no_grad():
+        through_the_door = model(**_inputs(tone(1.0)), **given)
+        spelled_out = model(**_inputs(tone(1.0)), chord_root_ids=torch.tensor([tokens["chord_root_ids"]]),
+                            chord_quality_ids=torch.tensor([tokens["chord_quality_ids"]]),
+                            chord_mask=torch.tensor([tokens["chord_mask"]]), mode_ids=torch.tensor([1]))
+    torch.testing.assert_close(through_the_door.logits["moods"], spelled_out.logits["moods"], rtol=0, atol=0)
 
 
 def test_chord_padding_is_masked(model):
