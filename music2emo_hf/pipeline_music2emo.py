@@ -619,12 +619,13 @@ class MusicEmotionPipeline(Pipeline):
 
     def _moods(self, logits: torch.Tensor, labels, top_k, threshold) -> list[dict[str, Any]]:
         scores = torch.sigmoid(logits.float()).tolist()
-        ranked = sorted(zip(labels, scores), key=lambda pair: -pair[1])
+        # 6 significant digits, not decimals: a confident model's small probabilities (1e-7) stay ranked, not tied at
+        # 0. Ranked before rounding, thresholded after: a threshold equal to a score the answer shows keeps that mood.
+        ranked = [(label, float(f"{score:.6g}")) for label, score in sorted(zip(labels, scores), key=lambda p: -p[1])]
         if threshold is not None:
             limits = threshold if isinstance(threshold, Mapping) else dict.fromkeys(labels, threshold)
             ranked = [(label, score) for label, score in ranked if score >= limits.get(label, 0.0)]
-        # 6 significant digits, not decimals: a confident model's small probabilities (1e-7) stay ranked, not tied at 0
-        return [{"label": label, "score": float(f"{score:.6g}")} for label, score in ranked[:top_k]]
+        return [{"label": label, "score": score} for label, score in ranked[:top_k]]
 
     def _answer(self, logits, regression, top_k, threshold) -> dict[str, Any]:
         config = self.model.config

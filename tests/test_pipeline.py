@@ -82,8 +82,10 @@ def test_top_k_and_thresholds(tiny_pipeline):
     audio = tone(2.0)
     everything = tiny_pipeline(audio)["moods"]
     assert [m["label"] for m in tiny_pipeline(audio, top_k=3)["moods"]] == [m["label"] for m in everything[:3]]
-    cut = everything[10]["score"]
-    assert tiny_pipeline(audio, threshold=cut)["moods"] == everything[:11]
+    for index in (0, 10, 30, 55):  # a threshold equal to a score shown keeps that mood (and those that tie with it)
+        kept = tiny_pipeline(audio, threshold=everything[index]["score"])["moods"]
+        assert kept == [mood for mood in everything if mood["score"] >= everything[index]["score"]]
+        assert kept[: index + 1] == everything[: index + 1]
     best, worst = everything[0]["label"], everything[-1]["label"]
     per_label = tiny_pipeline(audio, threshold={best: 1.0, worst: 0.0})["moods"]
     assert best not in [m["label"] for m in per_label] and worst in [m["label"] for m in per_label]
