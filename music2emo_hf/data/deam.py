@@ -36,13 +36,18 @@ def read_table(path: Path, corpus: str) -> tuple[list[str], list[tuple[int, list
     return header, body
 
 
-def parse_number(value: str, path: Path, line: int) -> float:
+def parse_number(value: str | None, path: Path, line: int, column: str | None = None) -> float:
+    """A cell's finite number (NaN and inf are refused: a NaN label is skipped by every loss, an inf one poisons it);
+    errors name the file, line and, where given, column. None: a row shorter than its header."""
+    where = f"{path}, line {line}" + (f", {column!r}" if column else "")
+    if value is None:
+        raise ValueError(f"{where}: no value (the row is shorter than the header)")
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"{path}, line {line}: {value!r} is not a number") from None
+        raise ValueError(f"{where}: {value!r} is not a number") from None
     if not math.isfinite(number):
-        raise ValueError(f"{path}, line {line}: {value!r} is not a finite number")
+        raise ValueError(f"{where}: {value!r} is not a finite number")
     return number
 
 

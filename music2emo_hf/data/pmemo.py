@@ -16,12 +16,11 @@ not documented).
 from __future__ import annotations
 
 import csv
-import math
 import os
 from pathlib import Path
 
 from ..labels import PMEMO_VA_SCALE, VA_SCALE, RatingScale
-from .deam import read_id_splits
+from .deam import parse_number, read_id_splits
 from .files import find_audio, required, utf8_text
 from .schema import Track
 
@@ -44,16 +43,6 @@ def _rows(path: Path):
         yield reader.fieldnames, None
         for row in reader:
             yield reader.line_num, row
-
-
-def _number(path: Path, line: int, row: dict, column: str) -> float:
-    try:
-        number = float(row[column])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"PMEmo: {path} line {line}: bad or missing {column!r} in {row}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"PMEmo: {path} line {line}: {column!r} is {row[column]!r}, not a finite number")
-    return number
 
 
 def _song_id(path: Path, line: int, value: str | None) -> str:
@@ -82,7 +71,7 @@ def _read_static(path: Path) -> tuple[dict[str, tuple[float, float]], RatingScal
         song = _song_id(path, line, row.get(id_col))
         if song in static:
             duplicates.append(song)
-        static[song] = (_number(path, line, row, v_col), _number(path, line, row, a_col))
+        static[song] = tuple(parse_number(row.get(column), path, line, column) for column in (v_col, a_col))
     if duplicates:
         raise ValueError(f"PMEmo: {path}: duplicate song ids {sorted(set(duplicates))}")
     return static, scale
@@ -95,11 +84,12 @@ def _read_dynamic(path: Path) -> dict[str, tuple[list[float], list[float], float
     next(rows)
     for line, row in rows:
         song = _song_id(path, line, row.get("musicId"))
-        time = _number(path, line, row, "frameTime")
+        time = parse_number(row.get("frameTime"), path, line, "frameTime")
         song_frames = frames.setdefault(song, {})
         if time in song_frames:
             raise ValueError(f"PMEmo: {path} line {line}: frame {time} s of song {song} repeats")
-        song_frames[time] = (_number(path, line, row, "Valence(mean)"), _number(path, line, row, "Arousal(mean)"))
+        song_frames[time] = tuple(parse_number(row.get(column), path, line, column)
+                                  for column in ("Valence(mean)", "Arousal(mean)"))
     series = {}
     for song, song_frames in frames.items():
         times = sorted(song_frames)
@@ -120,7 +110,7 @@ def _read_metadata(path: Path) -> dict[str, dict[str, str]]:
             raise ValueError(f"PMEmo: {path} line {line}: duplicate song id {song}")
         metadata[song] = {key: (value or "").strip() for key, value in row.items()}
         if metadata[song].get("duration"):
-            _number(path, line, row, "duration")
+            parse_number(row.get("duration"), path, line, "duration")
     return metadata
 
 

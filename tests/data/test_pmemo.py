@@ -73,14 +73,17 @@ def test_missing_file_duplicates_and_malformed_rows(pmemo_root):
     with pytest.raises(ValueError, match=r"duplicate song ids \['4'\]"):
         pmemo.read(pmemo_root)
     static.write_text(text.replace("\n4,", "\n4,abc,", 1))
-    with pytest.raises(ValueError, match=r"static_annotations.csv line 3"):
+    with pytest.raises(ValueError, match=r"static_annotations.csv, line 3, 'Arousal\(mean\)': 'abc' is not a number"):
         pmemo.read(pmemo_root)
     for bad in ("nan", "inf"):  # float() takes both; a NaN label would be skipped by every loss, an inf one poisons it
         static.write_text(text.replace("\n4,", f"\n4,{bad},", 1))
-        with pytest.raises(ValueError, match=rf"static_annotations.csv line 3: .* is '{bad}', not a finite number"):
+        with pytest.raises(ValueError, match=rf"line 3, 'Arousal\(mean\)': '{bad}' is not a finite number"):
             pmemo.read(pmemo_root)
     static.write_text(text.replace("\n4,", "\n4,1.5,", 1))
     with pytest.raises(ValueError, match=r"song 4's static .* 1.5 is off its annotation file's 0-1 scale"):
+        pmemo.read(pmemo_root)
+    static.write_text(text + "5,0.3\n")  # a row cut short
+    with pytest.raises(ValueError, match=r", 'Valence\(mean\)': no value \(the row is shorter than the header\)"):
         pmemo.read(pmemo_root)
     static.write_text("id,a,v\n1,0.1,0.2\n")
     with pytest.raises(ValueError, match="neither the original"):
