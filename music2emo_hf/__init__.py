@@ -13,13 +13,13 @@ from .configuration_music2emo import Music2EmoConfig
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
 from .modeling_music2emo import Music2EmoModel, Music2EmoOutput, UntrainedModelWarning
 from .pipeline_music2emo import MusicEmotionPipeline
-from .released import resolve_model
+from .released import RELEASED_REPO, resolve_model
 
 __version__ = "0.1.0"
 
 # The model the CLI, the pipeline and the Space use when none is named: the authors' released J_all checkpoint,
 # downloaded and converted on first use (see `released`), until this project publishes its own.
-DEFAULT_MODEL_ID = "amaai-lab/music2emo"
+DEFAULT_MODEL_ID = RELEASED_REPO
 # Where `music2emo push` publishes the faithful variant (hub_configs/music2emo-mert95m); not published yet.
 PUBLISHED_MODEL_ID = "music2emo-hf/music2emo-mert95m"
 REMOTE_CODE_TASK = "music-emotion-remote-code"

@@ -356,11 +356,12 @@ def _check_inputs(args: argparse.Namespace) -> None:
 def _dataset_inputs(args: argparse.Namespace, say: bool):
     """The --dataset's rows for this process; `say` (the main process): which columns are not kept."""
     from .dataset_predictions import DatasetSource
+    from .hub import first_line
 
     try:
         source = DatasetSource(args.dataset, args.config, args.split, args.audio_column)
     except (ValueError, OSError) as error:
-        raise CommandError(str(error).splitlines()[0]) from error
+        raise CommandError(first_line(error)) from error
     if source.left_out and say:
         kinds = ", ".join(f"{name} ({source.features[name].dtype})" for name in source.left_out)
         print(f"music2emo: the column(s) {kinds} are not copied into the predictions (the job's records hold JSON "

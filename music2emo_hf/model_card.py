@@ -18,6 +18,7 @@ from typing import Any
 
 from .configuration_music2emo import Music2EmoConfig
 from .hub import push_folder
+from .released import BACKBONE_REPO
 
 TRAINING_INFO = "training.json"
 RESULTS = "results.json"
@@ -33,7 +34,7 @@ CORPORA = {
 }
 # Backbones whose licence is known -> (its Hub licence id, what it allows).
 BACKBONE_LICENCES = {
-    "m-a-p/MERT-v1-95M": ("cc-by-nc-4.0", "CC-BY-NC-4.0 (non-commercial use only)"),
+    BACKBONE_REPO: ("cc-by-nc-4.0", "CC-BY-NC-4.0 (non-commercial use only)"),
     "m-a-p/MERT-v1-330M": ("cc-by-nc-4.0", "CC-BY-NC-4.0 (non-commercial use only)"),
 }
 # Metric key of our results -> (model-index type, name shown).
@@ -221,7 +222,7 @@ def _base_model(config: Music2EmoConfig) -> str | None:
     if name in BACKBONE_LICENCES:
         return name
     if config.harmony == "btc":
-        return "m-a-p/MERT-v1-95M"
+        return BACKBONE_REPO
     return None if os.path.exists(name) or name.count("/") != 1 else name
 
 
