@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .jobs import MOOD_PREFIX, mood_columns
+
 RECORDS = ".records.jsonl"  # the job's records in the output folder (hidden: load_dataset ignores it)
 _PER_DATASET = ("scale", "model", "warning", "options")  # the same in every record: said once, in the card
 
@@ -73,7 +75,7 @@ def row_record(index: int, example: Mapping[str, Any], ids: Sequence[str], answe
     nor retypes the predicted one."""
     def kept_as(name: str) -> str:
         taken = name in ("row", "audio_warning", *_PER_DATASET) or name in answer or name.startswith(
-            ("mood:", INPUT_PREFIX))
+            (MOOD_PREFIX, INPUT_PREFIX))
         return INPUT_PREFIX + name if taken else name
 
     return {"row": index, **{kept_as(name): example[name] for name in ids}, **answer}
@@ -111,8 +113,7 @@ def output_row(record: Mapping[str, Any], mood_labels: Sequence[str]) -> dict[st
     else how it was cut short or damaged (the pipeline's answer has it for such a file alone)."""
     row = {key: value for key, value in record.items() if key not in (*_PER_DATASET, "audio_warning")}
     row["audio_warning"] = record.get("audio_warning")
-    scores = {mood["label"]: mood["score"] for mood in record.get("moods", ())}
-    row.update({f"mood:{label}": scores.get(label) for label in mood_labels})
+    row.update(mood_columns(record.get("moods", ()), mood_labels, None))
     return row
 
 
@@ -147,7 +148,7 @@ def output_features(first_row: Mapping[str, Any], input_features: Mapping[str, A
             features[name] = input_features[name]
         elif name == "audio_warning":
             features[name] = Value("string")  # null in a first row from a whole file
-        elif name.startswith("mood:") and name[5:] in mood_labels:
+        elif name.startswith(MOOD_PREFIX) and name.removeprefix(MOOD_PREFIX) in mood_labels:
             features[name] = Value("float32")  # one column per label of the model: half the size, 7 digits
         else:
             features[name] = feature_of(value)
@@ -217,7 +218,9 @@ def written_here(folder: str | os.PathLike) -> bool:
 def _write_card(out: Path, split: str, count: int, features, about: Mapping[str, Any], data_file: str) -> None:
     from .atomic import write_atomic
 
-    columns = "\n".join(f"- `{name}`" for name in features if not name.startswith("mood:") and name != "audio_warning")
+    moods = sum(name.startswith(MOOD_PREFIX) for name in features)
+    columns = "\n".join(f"- `{name}`" for name in features
+                         if not name.startswith(MOOD_PREFIX) and name != "audio_warning")
     notes = f"\n**{about['warning']}**\n" if about.get("warning") else ""
     body = f"""---
 configs:
@@ -238,7 +241,7 @@ tags:
 Each row is one input row; `row` is its index there. Columns:
 
 {columns}
-- `mood:<label>`: the probability of each of the model's {sum(name.startswith("mood:") for name in features)} mood labels
+- `mood:<label>`: the probability of each of the model's {moods} mood labels
   (empty where `top_k` or `threshold` left it out of `moods`)
 - `audio_warning`: empty for a whole file, else how it was cut short or damaged (what it held was analysed)
 

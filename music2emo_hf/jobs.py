@@ -38,6 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+MOOD_PREFIX = "mood:"  # before a mood label: its column in a CSV, a predictions dataset or a results table
+
+
+def mood_columns(moods: Sequence[dict], mood_labels: Sequence[str], missing: Any) -> dict[str, Any]:
+    """One column per mood label of the model, in its order: the answer's score, or `missing` where --top-k or
+    --threshold left the mood out."""
+    scores = {mood["label"]: mood["score"] for mood in moods}
+    return {MOOD_PREFIX + label: scores.get(label, missing) for label in mood_labels}
+
 
 class CommandError(Exception):
     """A problem with the command as a whole (bad arguments, model not loadable): reported in one line, exit 2."""
@@ -246,8 +255,7 @@ class RecordWriter:
         row = {}
         for key, value in record.items():
             if key == "moods":
-                scores = {m["label"]: m["score"] for m in value}
-                row.update({f"mood:{label}": scores.get(label, "") for label in mood_labels})
+                row.update(mood_columns(value, mood_labels, ""))
             elif key == "zero_shot":
                 row.update({f"label:{m['label']}": m["score"] for m in sorted(value, key=lambda m: m["label"])})
             elif key != "scale":

@@ -39,6 +39,7 @@ from music2emo_hf import Music2EmoModel
 from music2emo_hf.atomic import write_atomic
 from music2emo_hf.data.cached import task_targets
 from music2emo_hf.data.layout import split_rows
+from music2emo_hf.jobs import MOOD_PREFIX
 from music2emo_hf.metrics import sigmoid
 
 # Column order and headers: Music2Emo's J, D, E, P, then the tag corpora of the cross-dataset paper.
@@ -95,7 +96,7 @@ def score_predictions(dataset: str, folder: Path, split: str) -> tuple[str, dict
     if strays:
         raise ValueError(f"--predictions {folder}: {len(strays)} of its tracks are not in {corpus}'s {split} split "
                          f"of {dataset} (e.g. {strays[:3]}): predictions of another dataset or split.")
-    columns = [f"mood:{label}" for label in task["labels"]] if task["type"] == "multilabel" else task["labels"]
+    columns = [MOOD_PREFIX + label for label in task["labels"]] if task["type"] == "multilabel" else task["labels"]
     absent = [name for name in columns if name not in rows[0] or any(row[name] is None for row in rows)]
     if absent:
         raise ValueError(f"--predictions {folder}: no score of every track in {absent[:3]}; predict with a model "
