@@ -3,6 +3,7 @@ synthesized audio."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import warnings
@@ -82,6 +83,16 @@ def tone(seconds: float, rate: int = 24000, freq: float = 220.0, channels: int =
     return np.stack([wave] * channels, axis=1) if channels > 1 else wave
 
 
+def mood_scores(answer: dict) -> dict[str, float]:
+    """An answer's (or a record's) moods as label -> score."""
+    return {mood["label"]: mood["score"] for mood in answer["moods"]}
+
+
+def jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file, read independently of the package's reader."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def through_a_pipe(audio: np.ndarray, rate: int, format: str = "FLAC", subtype: str = "PCM_16") -> bytes:
     """A file as a streaming encoder writes it: libsndfile writing into a pipe cannot go back to fill in a FLAC's
     length (nor its checksum) or an MP3's Xing header."""
@@ -114,6 +125,14 @@ def tiny_pipeline(tiny_model_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return transformers.pipeline("music-emotion", model=str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def btc_file(tmp_path_factory):
+    """BTC's weights saved as the authors' `btc_model_large_voca.pt` is: a dict with `model`, `mean` and `std`."""
+    from .originals import btc_weights_file
+
+    return btc_weights_file(tmp_path_factory.mktemp("btc") / "btc_model_large_voca.pt")
 
 
 @pytest.fixture

@@ -25,12 +25,11 @@ from music2emo_hf.feature_extraction_music2emo import Music2EmoFeatureExtractor
 from music2emo_hf.harmony import normalize_chord_label
 from music2emo_hf.labels import CHORD_ROOTS, ORIGINAL_CHORD_QUALITIES
 
-from .conftest import ROOT, require_fixtures, tone
+from .conftest import ROOT, mood_scores, require_fixtures, tone
 from .originals import (
     MERT_V1_STYLE,
     SEEDS,
     OriginalNetwork,
-    btc_weights_file,
     mert_v1_style_repo,
     seeded_state,
 )
@@ -38,11 +37,6 @@ from .originals import (
 REFERENCE = json.loads((ROOT / "tests" / "authors_reference.json").read_text())
 CLIPS = sorted(REFERENCE["clips"])
 NATURALS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
-
-
-@pytest.fixture(scope="module")
-def btc_file(tmp_path_factory):
-    return btc_weights_file(tmp_path_factory.mktemp("btc") / "btc_model_large_voca.pt")
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +137,7 @@ def test_the_whole_answer_is_the_authors_and_differs_only_by_the_mode_they_fed(t
             if recorded["key_type"] != "major":
                 patch.setattr(Harmony, "tokens", their_mode)
             answer = pipe(str(require_fixtures("emomusic", "audio", clip)), return_embedding=True)
-        moods = {m["label"]: m["score"] for m in answer["moods"]}
+        moods = mood_scores(answer)
         assert np.abs(np.array([moods[label] for label in labels]) - recorded["mood_probabilities"]).max() < 2e-5
         assert abs(answer["valence"] - recorded["valence_arousal"][0]) < 2e-5
         assert abs(answer["arousal"] - recorded["valence_arousal"][1]) < 2e-5

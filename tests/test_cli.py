@@ -22,7 +22,7 @@ import torch
 from music2emo_hf import DEFAULT_MODEL_ID
 from music2emo_hf.cli import main
 
-from .conftest import ROOT, TINY_CONFIG, require_fixtures, tone
+from .conftest import ROOT, TINY_CONFIG, jsonl, mood_scores, require_fixtures, tone
 
 CLI = [sys.executable, "-m", "music2emo_hf.cli"]
 
@@ -40,14 +40,6 @@ def predict_here(capsys, *args: str) -> tuple[int, str]:
     capsys.readouterr()
     status = main(["predict", *args])
     return status, capsys.readouterr().err
-
-
-def _scores(record: dict) -> dict[str, float]:
-    return {m["label"]: m["score"] for m in record["moods"]}
-
-
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def test_predict_over_a_folder_of_real_clips(tiny_model_dir, library, tmp_path):
     result = run("predict", str(library), "--model", str(tiny_model_dir), "--output", str(out), "--top-k", "3",
                  "--harmony-ensemble", "1")
     assert result.returncode == 0, result.stderr
-    rows = records(out)
+    rows = jsonl(out)
     assert sorted(Path(r["file"]).name for r in rows) == sorted(p.name for p in library.rglob("*.mp3"))
     for row in rows:
         assert len(row["moods"]) == 3 and 1.0 <= row["valence"] <= 9.0
@@ -84,11 +76,11 @@ def test_the_three_doors_agree(tiny_model_dir, tiny_pipeline, tmp_path, capsys):
     # two harmony workers on the command line, one in the pipeline (both on the CPU): the same answer
     assert predict_here(capsys, str(clip), "--model", str(tiny_model_dir), "-o", str(out), "--harmony-workers", "2",
                         "--device", "cpu")[0] == 0
-    cli = records(out)[0]
+    cli = jsonl(out)[0]
     direct = tiny_pipeline(str(clip))
     assert cli["file"] == os.path.realpath(clip)  # its real path (../shared may be a link)
     assert cli["valence"] == pytest.approx(direct["valence"], abs=1e-5)
-    cli_scores = {m["label"]: m["score"] for m in cli["moods"]}
+    cli_scores = mood_scores(cli)
     for mood in direct["moods"]:
         assert cli_scores[mood["label"]] == pytest.approx(mood["score"], abs=1e-5)
 
@@ -116,10 +108,10 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
                          ("missing.wav", "no such file"), ("empty_folder", "no audio files"),
                          ("song.mp3", "a URL: only local files are read; download it first")]:
         assert any(name in line and reason in line for line in stderr.splitlines()), (name, stderr)
-    written = sorted(Path(r["file"]).name for r in records(out))
+    written = sorted(Path(r["file"]).name for r in jsonl(out))
     assert {"good.wav", "truncated.mp3"} <= set(written) <= {"good.wav", "truncated.mp3", "garbled.mp3"}
     assert ("garbled.mp3" in written) != any("garbled.mp3" in line for line in stderr.splitlines())
-    failed = {Path(entry["input"]).name for entry in records(Path(f"{out}.errors.jsonl"))}
+    failed = {Path(entry["input"]).name for entry in jsonl(Path(f"{out}.errors.jsonl"))}
     assert {"empty.mp3", "notes.mp3", "missing.wav", "empty_folder", "song.mp3"} <= failed  # what to look at
     assert "good.wav" not in failed
 
@@ -144,8 +136,8 @@ def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_m
     status, stderr = predict_here(capsys, str(tmp_path / "album"), str(tmp_path / "renamed.mp3"),
                                   str(tmp_path / "tune.aac"), str(tmp_path / "old.wma"),
                                   str(tmp_path / "lossless.flac"), "--model", str(tiny_model_dir), "-o", str(out))
-    assert status == 1 and [Path(r["file"]).name for r in records(out)] == ["01.wav", "04.wave"]
-    failed = {Path(entry["input"]).name: entry["error"] for entry in records(Path(f"{out}.errors.jsonl"))}
+    assert status == 1 and [Path(r["file"]).name for r in jsonl(out)] == ["01.wav", "04.wave"]
+    failed = {Path(entry["input"]).name: entry["error"] for entry in jsonl(Path(f"{out}.errors.jsonl"))}
     assert failed == {
         "02.m4a": ".m4a audio is not decoded by this package: convert it to FLAC or WAV first (e.g. `ffmpeg -i "
                   "IN.m4a OUT.flac`)",
@@ -176,7 +168,7 @@ def test_thresholds_per_mood_keep_the_moods_not_named_and_an_unknown_mood_is_ref
     status, stderr = predict_here(capsys, song, "--model", str(tiny_model_dir), "--threshold", "sad=1, happy=1",
                                   "-o", str(tmp_path / "out.jsonl"))
     assert status == 0, stderr
-    [record] = records(tmp_path / "out.jsonl")
+    [record] = jsonl(tmp_path / "out.jsonl")
     assert len(record["moods"]) == 54 and not {"sad", "happy"} & {mood["label"] for mood in record["moods"]}
     assert record["options"]["--threshold"] == {"happy": 1.0, "sad": 1.0}
 
@@ -221,7 +213,7 @@ def test_a_library_copied_from_a_mac_is_analysed_without_its_hidden_companions(t
     output = tmp_path / "moods.jsonl"
     assert main(["predict", str(library), "--model", str(tiny_model_dir), "--output", str(output)]) == 0, \
         capsys.readouterr().err
-    assert [Path(record["file"]).name for record in records(output)] == ["song.wav"]
+    assert [Path(record["file"]).name for record in jsonl(output)] == ["song.wav"]
     assert main(["predict", str(library / "._song.wav"), "--model", str(tiny_model_dir)]) == 1  # named: tried
     assert "._song.wav: not audio" in capsys.readouterr().err
     (library / "song.wav").unlink()  # hidden files only: the folder's report says they were passed over
@@ -328,7 +320,7 @@ def test_ctrl_c_twice_still_stops_cleanly_and_the_rerun_finishes(tiny_model_dir,
     assert "Traceback" not in stderr and "terminate called" not in stderr  # C++ aborting, with exit 134
     status, stderr = predict_here(capsys, *args)  # the same command again
     assert status == 0 and "file(s) already in" in stderr, stderr[-2000:]
-    assert sorted(Path(r["file"]).name for r in records(out)) == [f"t{i}.wav" for i in range(6)]
+    assert sorted(Path(r["file"]).name for r in jsonl(out)) == [f"t{i}.wav" for i in range(6)]
 
 
 def test_batched_predict_writes_what_one_at_a_time_writes(tiny_model_dir, tmp_path, write_wav, capsys):
@@ -340,24 +332,24 @@ def test_batched_predict_writes_what_one_at_a_time_writes(tiny_model_dir, tmp_pa
         status, stderr = predict_here(capsys, *files, "--model", str(tiny_model_dir), "-o", str(out), "--batch-size",
                                       str(size), "--harmony-ensemble", "1")
         assert status == 1 and "notes.mp3: not audio" in stderr and "4 file(s) analysed, 1 failed" in stderr
-    one, batched = (records(out) for out in outputs.values())
+    one, batched = (jsonl(out) for out in outputs.values())
     assert [r["file"] for r in batched] == [r["file"] for r in one] == files[:2] + files[3:]
     for alone, together in zip(one, batched):
         assert together["valence"] == pytest.approx(alone["valence"], abs=1e-5)
-        assert _scores(together) == pytest.approx(_scores(alone), abs=1e-5)
+        assert mood_scores(together) == pytest.approx(mood_scores(alone), abs=1e-5)
 
 
 def test_rerunning_skips_finished_files_and_redoes_a_cut_off_record(tiny_model_dir, tmp_path, write_wav, capsys):
     files = [write_wav(f"t{i}.wav", tone(1.0 + i, freq=200 + 50 * i)) for i in range(3)]
     out = tmp_path / "resume.jsonl"
     assert predict_here(capsys, *map(str, files[:2]), "--model", str(tiny_model_dir), "-o", str(out))[0] == 0
-    first = records(out)
+    first = jsonl(out)
     with open(out, "a") as handle:  # as if the run had been killed while writing the third record
         handle.write('{"file": "' + str(files[2]) + '", "val')
     status, stderr = predict_here(capsys, *map(str, files), "--model", str(tiny_model_dir), "-o", str(out))
     assert status == 0, stderr
     assert "2 file(s) already in" in stderr
-    rows = records(out)
+    rows = jsonl(out)
     assert rows[:2] == first and [r["file"] for r in rows] == [str(f) for f in files]
 
 
@@ -373,7 +365,7 @@ def test_a_file_name_that_is_not_utf8_is_analysed_recorded_and_skipped_on_rerun(
         status, stderr = predict_here(capsys, str(tmp_path), "--model", str(tiny_model_dir), "-o", str(out))
         assert status == 0 and f"{1 - done} file(s) analysed, 0 failed" in stderr, stderr
     if suffix == ".jsonl":  # the name as JSON escapes (valid UTF-8), which read back as the same name
-        assert out.read_bytes().isascii() and records(out)[0]["file"] == name
+        assert out.read_bytes().isascii() and jsonl(out)[0]["file"] == name
     else:  # the byte as Python escapes it, in a file every CSV reader takes
         import pandas
 
@@ -432,7 +424,7 @@ def test_a_file_cut_short_is_recorded_and_named_in_a_warning(tiny_model_dir, tmp
     assert f"warning: {cut}: cut short: its header announces 3.0 s of audio and the file ends before that" in stderr
     said = ("cut short: its header announces 3.0 s of audio and the file ends before that (not downloaded or copied "
             "whole); the 1.5 s it holds is analysed.")
-    assert [(record["file"], record["audio_warning"]) for record in records(out)] == [(str(whole), None),
+    assert [(record["file"], record["audio_warning"]) for record in jsonl(out)] == [(str(whole), None),
                                                                                       (str(cut), said)]
     long = write_wav("long.wav", tone(60.0))
     long_cut = tmp_path / "long-cut.wav"
@@ -468,7 +460,7 @@ def test_a_model_without_a_mood_head_answers_valence_and_arousal(tiny_model_dir,
         out = tmp_path / f"va{suffix}"
         status, stderr = predict_here(capsys, song, "--model", str(folder), "-o", str(out))
         assert status == 0, stderr
-        row = records(out)[0] if suffix == ".jsonl" else next(csv.DictReader(out.open()))
+        row = jsonl(out)[0] if suffix == ".jsonl" else next(csv.DictReader(out.open()))
         assert 1 <= float(row["valence"]) <= 9 and 1 <= float(row["arousal"]) <= 9
         assert not [column for column in row if column.startswith("mood")]
 
@@ -512,9 +504,9 @@ def test_chunks_analysed_several_at_a_time_give_the_same_answer(tiny_model_dir, 
                                       "--harmony-ensemble", "1", *extra)
         assert status == 0, stderr
     assert batches == [1, 4]  # the option reaches the backbone's loop
-    alone, together = (records(out)[0] for out in outputs.values())
+    alone, together = (jsonl(out)[0] for out in outputs.values())
     assert len(together["segments"]) == 4 and together["valence"] == pytest.approx(alone["valence"], abs=1e-5)
-    assert _scores(together) == pytest.approx(_scores(alone), abs=1e-5)
+    assert mood_scores(together) == pytest.approx(mood_scores(alone), abs=1e-5)
     with pytest.raises(SystemExit) as refused:
         main(["predict", song, "--model", str(tiny_model_dir), "--chunk-batch-size", "0"])
     assert refused.value.code == 2 and "--chunk-batch-size: expected a positive whole number" in capsys.readouterr().err
@@ -544,11 +536,11 @@ def test_a_rerun_from_another_folder_skips_what_is_done_and_keeps_same_named_fil
     for album in albums:
         monkeypatch.chdir(album)
         assert predict_here(capsys, ".", "--model", str(tiny_model_dir), "-o", str(out))[0] == 0
-    assert [r["file"] for r in records(out)] == [str(album / "01.wav") for album in albums]
+    assert [r["file"] for r in jsonl(out)] == [str(album / "01.wav") for album in albums]
     monkeypatch.chdir(tmp_path)
     status, stderr = predict_here(capsys, "a", "b/01.wav", "--model", str(tiny_model_dir), "-o", "all.jsonl")
     assert status == 0 and "2 file(s) already in" in stderr and "loading model" not in stderr
-    assert len(records(out)) == 2
+    assert len(jsonl(out)) == 2
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
@@ -614,9 +606,9 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
     status, stderr = predict_here(capsys, "album/01.wav", "linked-album", "deep/link/../01.wav", "--model",
                                   str(tiny_model_dir), "-o", str(out))
     assert status == 0, stderr
-    assert [r["file"] for r in records(out)] == [str(song.resolve()), str(other.resolve())]
+    assert [r["file"] for r in jsonl(out)] == [str(song.resolve()), str(other.resolve())]
     status, stderr = predict_here(capsys, "linked-album/01.wav", "--model", str(tiny_model_dir), "-o", str(out))
-    assert status == 0 and "1 file(s) already in" in stderr and len(records(out)) == 2
+    assert status == 0 and "1 file(s) already in" in stderr and len(jsonl(out)) == 2
 
 
 @pytest.mark.parametrize(
@@ -848,7 +840,7 @@ def test_a_file_that_is_not_audio_is_named_once_in_plain_words_and_leaves_no_emp
                       "(WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, W64, RF64, CAF, AU)."]
     assert "Note:" not in stderr and "resync" not in stderr  # mpg123's notes stay off the terminal
     assert not output.exists() and not Path(f"{output}.parts").exists()  # nothing analysed: no file that looks like a result
-    assert [entry["input"] for entry in records(Path(f"{output}.errors.jsonl"))] == [str(fake)]
+    assert [entry["input"] for entry in jsonl(Path(f"{output}.errors.jsonl"))] == [str(fake)]
     assert main(["predict", str(fake), "--model", str(tiny_model_dir), "--verbose"]) == 1
     assert "resync" in capfd.readouterr().err
 
@@ -870,7 +862,7 @@ def test_the_decoders_notes_on_a_damaged_file_stay_off_the_terminal_while_it_dec
     assert "Note:" not in stderr and "resync" not in stderr, stderr
     assert stderr.count(f"warning: {tmp_path / 'damaged.mp3'}: decoding stopped at 11.2 s of the 45.0 s its header "
                         "announces (the file is damaged or cut short there); what precedes is analysed.") == 1, stderr
-    assert records(tmp_path / "moods.jsonl")[0]["audio_warning"].startswith("decoding stopped at 11.2 s of the 45.0 s")
+    assert jsonl(tmp_path / "moods.jsonl")[0]["audio_warning"].startswith("decoding stopped at 11.2 s of the 45.0 s")
     assert main([*args, "--verbose"]) == 0
     assert "Trying to resync" in capfd.readouterr().err
 

@@ -68,12 +68,6 @@ def mert_folder(tmp_path_factory):
     return mert_v1_style_repo(tmp_path_factory.mktemp("mert"))
 
 
-@pytest.fixture(scope="module")
-def btc_file(tmp_path_factory):
-    """BTC's weights saved as the authors' `btc_model_large_voca.pt` is: a dict with `model`, `mean` and `std`."""
-    return btc_weights_file(tmp_path_factory.mktemp("btc") / "btc_model_large_voca.pt")
-
-
 def convert(tmp_path, checkpoint, mert_folder, *extra, btc=None):
     out = tmp_path / "converted"
     btc = btc or btc_weights_file(tmp_path / "btc_model_large_voca.pt")

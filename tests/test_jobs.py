@@ -19,13 +19,9 @@ from music2emo_hf.cli import main
 from music2emo_hf.dataset_predictions import records_in_row_order
 from music2emo_hf.jobs import CommandError, RecordWriter, balanced_shares, drop_cut_off_record, process_state
 
-from .conftest import ROOT, tone
+from .conftest import ROOT, jsonl, tone
 
 FAULTS = ROOT / "tests" / "fault_injection"
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_shares_are_balanced_by_duration_and_keep_input_order():
@@ -230,7 +226,7 @@ def test_a_second_run_onto_an_output_being_written_is_refused(tiny_model_dir, tm
     assert main([*argv[:-1], str(tmp_path / "links" / "same.jsonl")]) == 2
     assert "another music2emo run" in capsys.readouterr().err
     running.release()
-    assert main(argv) == 0 and len(lines(output)) == 1
+    assert main(argv) == 0 and len(jsonl(output)) == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["links", "out.jsonl", "song.wav"]  # no lock left
 
 
@@ -266,7 +262,7 @@ def test_inputs_taken_ahead_are_in_flight_until_recorded(tmp_path):
     marker = tmp_path / "rank-0.inflight"
 
     def in_flight() -> list[str]:
-        return [record["key"] for record in lines(marker)] if marker.exists() else []
+        return [record["key"] for record in jsonl(marker)] if marker.exists() else []
 
     seen = []
 
@@ -327,7 +323,7 @@ def test_two_processes_killed_midway_finish_on_rerun_with_the_records_of_one(tin
     while not (marker.exists() and hang in marker.read_text()) and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert job.poll() is None, job.communicate()[1][-3000:]
-    records_before = lines(Path(f"{output}.parts") / "rank-1.jsonl")
+    records_before = jsonl(Path(f"{output}.parts") / "rank-1.jsonl")
     assert len(records_before) == len(shares[1]) - 1
     os.kill(json.loads(marker.read_text())["pid"], signal.SIGKILL)  # kill -9 of one rank, mid-run
     _, stderr = job.communicate(timeout=120)
@@ -337,7 +333,7 @@ def test_two_processes_killed_midway_finish_on_rerun_with_the_records_of_one(tin
                            timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "file(s) already in" in rerun.stderr  # what was written before the kill is kept
-    assert lines(output) == lines(reference)  # one record per file, in input order, the same answers
+    assert jsonl(output) == jsonl(reference)  # one record per file, in input order, the same answers
     assert not Path(f"{output}.parts").exists() and not Path(f"{output}.errors.jsonl").exists()
     assert sum("music2emo: loading model" in line for line in rerun.stderr.splitlines()) == 1  # said once, by rank 0
 
@@ -400,7 +396,7 @@ def test_records_a_killed_run_left_unmerged_are_compared_before_the_model_loads(
     assert main(["predict", *args]) == 2
     assert "holds records of an older version of music2emo, without the audio_warning" in capsys.readouterr().err
     (parts / "rank-0.jsonl").write_text(json.dumps(record) + "\n")  # the same kind: kept, and the job finishes
-    assert main(["predict", *args]) == 0 and [line["file"] for line in lines(output)] == [str(songs[0]), str(songs[1])]
+    assert main(["predict", *args]) == 0 and [line["file"] for line in jsonl(output)] == [str(songs[0]), str(songs[1])]
 
 
 def test_a_rerun_with_nothing_to_analyse_merges_what_a_killed_run_left_and_ends(tiny_model_dir, songs, tmp_path,
@@ -417,12 +413,12 @@ def test_a_rerun_with_nothing_to_analyse_merges_what_a_killed_run_left_and_ends(
     (parts / "rank-1.jsonl").write_text(reference.read_text())  # every record, none merged
     capsys.readouterr()
     assert main(["predict", *args, "-o", str(output)]) == 0
-    assert lines(output) == lines(reference) and not parts.exists()
+    assert jsonl(output) == jsonl(reference) and not parts.exists()
 
     two = subprocess.run(_predict_command(2, *args, "-o", str(output)), env=_env(), cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)  # all done: it ends, saying so
     assert two.returncode == 0 and "2 file(s) already in" in two.stderr, two.stderr[-3000:]
-    assert lines(output) == lines(reference)
+    assert jsonl(output) == jsonl(reference)
 
 
 def test_a_file_in_flight_when_a_run_died_stays_a_suspect_until_it_is_analysed(tmp_path):
@@ -493,8 +489,8 @@ def test_two_files_that_crash_the_analysis_do_not_bring_each_other_back(tiny_mod
         codes.append(subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True,
                                     timeout=600).returncode)
     assert codes == [-signal.SIGKILL, -signal.SIGKILL, 1]  # died on s1, then on s3; then each is skipped
-    assert [Path(record["file"]).name for record in lines(output)] == ["s0.wav", "s2.wav", "s4.wav", "s5.wav"]
-    assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in lines(Path(f"{output}.errors.jsonl"))] == [
+    assert [Path(record["file"]).name for record in jsonl(output)] == ["s0.wav", "s2.wav", "s4.wav", "s5.wav"]
+    assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in jsonl(Path(f"{output}.errors.jsonl"))] == [
         ("s1.wav", True), ("s3.wav", True)]
 
 
@@ -518,9 +514,9 @@ def test_the_files_in_flight_at_a_crash_are_retried_in_one_process_not_one_each(
                             env=_env(MUSIC2EMO_TEST_KILL_ON="s1.wav", MUSIC2EMO_TEST_STARTS=str(starts)))
     assert second.returncode == 1, second.stderr[-3000:]
     assert len(starts.read_text().splitlines()) == 2 + after  # this run, the child that died on s1, one for the rest
-    assert [Path(record["file"]).name for record in lines(output)] == ["s0.wav", "s2.wav", "s3.wav", "s4.wav",
+    assert [Path(record["file"]).name for record in jsonl(output)] == ["s0.wav", "s2.wav", "s3.wav", "s4.wav",
                                                                        "s5.wav"]
-    assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in lines(Path(f"{output}.errors.jsonl"))] == [
+    assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in jsonl(Path(f"{output}.errors.jsonl"))] == [
         ("s1.wav", True)]
 
 
@@ -539,14 +535,14 @@ def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retr
     assert second.returncode == 1, second.stderr[-3000:]
     errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {songs[0]}: the analysis crashed on it twice (killed by signal 9); it is skipped"]
-    assert [Path(record["file"]).name for record in lines(output)] == [f"s{i}.wav" for i in range(1, 6)]
-    assert [(entry["input"], entry.get("crashed")) for entry in lines(Path(f"{output}.errors.jsonl"))] == [
+    assert [Path(record["file"]).name for record in jsonl(output)] == [f"s{i}.wav" for i in range(1, 6)]
+    assert [(entry["input"], entry.get("crashed")) for entry in jsonl(Path(f"{output}.errors.jsonl"))] == [
         (str(songs[0]), True)]
 
     assert main(["predict", *args]) == 1  # no fault now, but the crashing file is not tried a third time
     stderr = capsys.readouterr().err
     assert f"skipped: {songs[0]}: it crashed the analysis before" in stderr and "loading model" not in stderr
-    assert len(lines(output)) == 5 and Path(f"{output}.errors.jsonl").exists()
+    assert len(jsonl(output)) == 5 and Path(f"{output}.errors.jsonl").exists()
     assert not Path(f"{output}.parts").exists()
 
 

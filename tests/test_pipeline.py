@@ -25,11 +25,7 @@ from music2emo_hf.harmony import HarmonyAnalyzer
 from music2emo_hf.labels import MTG_JAMENDO_MOODS
 from music2emo_hf.pipeline_music2emo import UNTRAINED_NOTE
 
-from .conftest import require_fixtures, tone
-
-
-def _scores(result: dict) -> dict[str, float]:
-    return {m["label"]: m["score"] for m in result["moods"]}
+from .conftest import mood_scores, require_fixtures, tone
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +122,7 @@ def test_every_input_form_gives_the_same_answer(tiny_pipeline, write_wav):
     ]
     for other in others:
         assert other["valence"] == pytest.approx(reference["valence"], abs=1e-5)
-        assert _scores(other) == pytest.approx(_scores(reference), abs=1e-5)
+        assert mood_scores(other) == pytest.approx(mood_scores(reference), abs=1e-5)
     resampled = tiny_pipeline(wave44, sampling_rate=44100)
     assert resampled["arousal"] == pytest.approx(reference["arousal"], abs=1e-3)
 
@@ -508,7 +504,7 @@ def test_arguments_are_checked_before_the_backbone_is_set_up(tiny_model_dir, mon
 def _same_answer(alone: dict, together: dict) -> None:
     """Equal but for the float32 rounding of batched products (answers are rounded to 6 decimals)."""
     assert together["embedding"] == pytest.approx(alone["embedding"], abs=1e-5)
-    assert _scores(together) == pytest.approx(_scores(alone), abs=1e-5)
+    assert mood_scores(together) == pytest.approx(mood_scores(alone), abs=1e-5)
     assert [together[k] for k in ("valence", "arousal")] == pytest.approx([alone[k] for k in ("valence", "arousal")],
                                                                          abs=1e-5)
     assert (together["key"], together["chords"]) == (alone["key"], alone["chords"])

@@ -31,7 +31,7 @@ from music2emo_hf.runtimes import (
     native_bfloat16,
 )
 
-from .conftest import tone
+from .conftest import mood_scores, tone
 
 EXPORTED = [pytest.param(name, marks=pytest.mark.skipif(not installed(name), reason=f"{name} is not installed"))
             for name in ("openvino", "onnxruntime")]
@@ -41,10 +41,6 @@ def make_pipeline(model_dir, **options):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return transformers.pipeline("music-emotion", model=str(model_dir), device="cpu", **options)
-
-
-def moods(answer) -> dict[str, float]:
-    return {m["label"]: m["score"] for m in answer["moods"]}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,7 +72,7 @@ def test_each_runtime_gives_the_torch_answers(model_dir, runtime):
     answer = pipe(audio, **ask)
     a, b = np.array(answer["embedding"]), np.array(reference["embedding"])
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= EXACT_COSINE
-    assert max(abs(moods(answer)[label] - score) for label, score in moods(reference).items()) <= 1e-4
+    assert max(abs(mood_scores(answer)[label] - score) for label, score in mood_scores(reference).items()) <= 1e-4
     assert abs(answer["valence"] - reference["valence"]) <= 1e-4 and abs(answer["arousal"] - reference["arousal"]) <= 1e-4
     assert len(answer["segments"]) == 3
     for ours, theirs in zip(answer["segments"], reference["segments"]):
@@ -165,7 +161,7 @@ def test_openvino_bfloat16_stays_close_to_float32_and_its_check_is_recorded(mode
     answer = pipe(audio, **ask)
     a, b = np.array(answer["embedding"]), np.array(reference["embedding"])
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= BFLOAT16_COSINE
-    assert max(abs(moods(answer)[label] - score) for label, score in moods(reference).items()) <= 0.01
+    assert max(abs(mood_scores(answer)[label] - score) for label, score in mood_scores(reference).items()) <= 0.01
     checks = json.loads((cache_root() / fingerprint(pipe.model) / "checks.json").read_text())
     assert [check["cosine"] >= BFLOAT16_COSINE for key, check in checks.items() if key.endswith(" bfloat16")] == [True]
 
