@@ -253,6 +253,20 @@ def test_a_file_cut_short_is_analysed_with_a_warning_naming_what_its_header_anno
         assert len(load_audio(whole, 24000)) == 4 * 24000  # whole: no warning
 
 
+@pytest.mark.parametrize("kind", ["WAV", "AIFF"])
+def test_a_file_missing_more_than_a_tenth_of_a_second_is_cut_short_and_one_missing_less_is_not(tmp_path, kind):
+    """The tolerance is 0.1 s: a few trailing bytes lost (a tag's padding, a block rounded) say nothing, 0.2 s of
+    audio missing is a copy that stopped."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(3.0), 24000, format=kind, subtype="PCM_16")
+    data, byte_rate = whole.getvalue(), 24000 * 2  # the audio data is last in both (libsndfile writes no trailer)
+    with pytest.warns(AudioCutShortWarning, match="the 2.8 s it holds is analysed"):
+        load_audio(data[: -byte_rate // 5], 24000)  # 0.2 s missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(data[: -byte_rate // 20], 24000)) == round(2.95 * 24000)  # 0.05 s missing
+
+
 @pytest.mark.parametrize("size", [0xFFFFFFFF, 0x7FFFEFFC])
 def test_a_wav_whose_sizes_were_left_unset_is_read_whole_without_a_warning(size):
     """A writer streaming to a pipe cannot go back to fill in the sizes: ffmpeg leaves 0xFFFFFFFF, SoX 0x7FFFF000

@@ -209,6 +209,53 @@ def test_a_refused_runs_records_left_in_the_parts_are_removed_and_a_killed_runs_
     job.release()
 
 
+def test_a_killed_runs_records_are_merged_in_input_order_not_name_order(tmp_path):
+    """Each process's part is in input order; merged, they follow the inputs (here /z, /a, /m), not their names."""
+    from tqdm import tqdm
+
+    from music2emo_hf.jobs import Job
+
+    output = tmp_path / "out.jsonl"
+    parts = tmp_path / "out.jsonl.parts"
+    parts.mkdir()
+
+    def record(name: str) -> str:
+        return json.dumps({"file": name, "valence": 5.0}) + "\n"
+
+    (parts / "rank-0.jsonl").write_text(record("/z.wav") + record("/m.wav"))
+    (parts / "rank-1.jsonl").write_text(record("/a.wav"))
+    keys = ["/z.wav", "/a.wav", "/m.wav"]
+    job = Job(str(output))
+    try:
+        plan = job.plan(keys, lambda key: 1.0)
+        assert plan.shares == [[]] and plan.leftovers == 3
+        job.run(plan, keys, [], analyse=lambda taken: iter(()), analyse_alone=lambda taken: iter(()), label=str,
+                progress=tqdm(disable=True))
+        assert job.finish(keys) == (0, [])  # none analysed by this run
+    finally:
+        job.release()
+    assert [record["file"] for record in jsonl(output)] == keys
+
+
+def test_csv_label_columns_are_in_one_order_whatever_each_files_ranking(tmp_path):
+    """`--labels` scores are ranked per file; their CSV columns are not, so every row of the file fits its header."""
+    import csv
+
+    from music2emo_hf.jobs import RecordWriter
+
+    output = tmp_path / "out.csv"
+    writer = RecordWriter(str(output))
+    writer.write({"file": "/a.wav", "zero_shot": [{"label": "tense", "score": 0.4}, {"label": "calm", "score": 0.1}]},
+                 [])
+    writer.write({"file": "/b.wav", "zero_shot": [{"label": "calm", "score": 0.5}, {"label": "tense", "score": 0.2}]},
+                 [])
+    writer.close()
+    with output.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["file", "label:calm", "label:tense"]
+    assert [(row["label:calm"], row["label:tense"]) for row in rows] == [("0.1", "0.4"), ("0.5", "0.2")]
+
+
 def test_a_second_run_onto_an_output_being_written_is_refused(tiny_model_dir, tmp_path, capsys):
     """Two runs appending to one output would each write the records the other writes."""
     from music2emo_hf.jobs import Job

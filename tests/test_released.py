@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -453,6 +454,36 @@ def test_convert_original_takes_a_released_name(hub, offline_cache, tmp_path):
     assert config["harmony"] == "btc" and (tmp_path / "emomusic" / "btc.safetensors").is_file()
     card = (tmp_path / "emomusic" / "README.md").read_text()
     assert "CC-BY-NC-4.0 (non-commercial use only)" in card and "Apache-2.0" in card
+
+
+def test_each_revision_answers_with_its_own_weights(hub, tmp_path, monkeypatch):
+    """A release at a tag (`amaai-lab/music2emo@v1.0`) is converted from that tag's commit and remembered under its
+    own name: the plain name, used after it, still answers from main's commit."""
+    from huggingface_hub import constants
+
+    from music2emo_hf import Music2EmoModel
+
+    tagged = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
+    cache = tmp_path / "hub"
+    torch.manual_seed(99)
+    other = tmp_path / "J_all.ckpt"
+    lightning_checkpoint(other, OriginalNetwork(RELEASED_FILES["J_all"]), tmp_path, save_hyperparameters=True)
+    for commit, checkpoint in ((tagged, other), (COMMIT, hub.work / "J_all.ckpt")):  # main last: refs/main is COMMIT
+        hub_cache_repo(cache, "amaai-lab/music2emo", {"saved_models/J_all.ckpt": checkpoint,
+                       "inference/data/btc_model_large_voca.pt": hub.work / "btc_model_large_voca.pt"}, commit)
+    (cache / "models--amaai-lab--music2emo" / "refs" / "v1.0").write_text(tagged)
+    mert = hub.cache / "models--m-a-p--MERT-v1-95M"
+    shutil.copytree(mert, cache / mert.name, symlinks=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "converted"))
+
+    at_tag = released.resolve("amaai-lab/music2emo@v1.0")
+    at_main = released.resolve("amaai-lab/music2emo")
+    assert (at_tag.parent.name, at_main.parent.name) == (tagged, COMMIT)
+    assert released.resolve("amaai-lab/music2emo@v1.0") == at_tag  # each remembered under its own name
+    weights = [Music2EmoModel.from_pretrained(folder).heads["moods"][-1].weight for folder in (at_tag, at_main)]
+    assert not torch.equal(*weights)
 
 
 def test_the_commit_is_read_from_the_hub_cache_layout_wherever_it_lies(tmp_path):

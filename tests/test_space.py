@@ -252,6 +252,31 @@ def test_an_mp3_the_decoder_would_read_in_part_is_refused_in_a_sentence(space_ap
         space_app.clip_seconds(str(streamed), "upload.mp3")
 
 
+def test_an_mp3_whose_length_is_only_estimated_too_long_says_so(space_app, tiny_model_dir, tmp_path):
+    """A constant-bitrate MP3 without a Xing or Info header (`lame -t`: LAME's file less its first, Info frame) and
+    an APEv2 tag with cover art at its end (MP3Gain, foobar2000): its length is estimated from its size, tag included,
+    1.5 s too long. All of its audio is analysed, and the page says why it is shorter than stated."""
+    import struct
+
+    encoded = io.BytesIO()
+    sf.write(encoded, tone(10.0, rate=44100), 44100, format="MP3", bitrate_mode="CONSTANT", compression_level=0.5)
+    data = encoded.getvalue()
+    header = int.from_bytes(data[:4], "big")
+    info_frame = 144 * (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)[header >> 12 & 15] * 1000 \
+        // 44100 + (header >> 9 & 1)
+    assert data[4 : info_frame].find(b"Info") > 0  # the first frame is LAME's Info frame
+    items = [(b"REPLAYGAIN_TRACK_GAIN", b"-6.50 dB"), (b"Cover Art (Front)", b"cover.jpg\0" + bytes(30_000))]
+    body = b"".join(struct.pack("<II", len(value), 0) + key + b"\0" + value for key, value in items)
+    footer = [b"APETAGEX" + struct.pack("<IIII", 2000, len(body) + 32, len(items), flags) + bytes(8)
+              for flags in (0xA0000000, 0x80000000)]
+    estimated = tmp_path / "estimated.mp3"
+    estimated.write_bytes(data[info_frame:] + footer[0] + body + footer[1])
+    status = space_app.analyse(str(estimated), str(tiny_model_dir), "")[0]
+    assert "**estimated.mp3** · 10.0 s ·" in status
+    assert ("⚠️ only 10.0 s of the 11.5 s its header states could be decoded: its header misstates its length"
+            in status)
+
+
 def test_a_flac_of_unstated_length_is_analysed_whole(client, tiny_model_dir, tmp_path):
     """As a streaming encoder writes it (its STREAMINFO states no length): it was refused as not audio."""
     streamed = tmp_path / "streamed.flac"

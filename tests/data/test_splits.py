@@ -27,6 +27,9 @@ def test_every_track_gets_one_split_in_the_asked_proportions():
     assign_splits(tracks, seed=3)
     counts = Counter(t.split for t in tracks)
     assert counts == {"train": 320, "validation": 40, "test": 40}
+    bare = [Track(str(i), "toy") for i in range(100)]  # nothing to stratify by (no tags, genre or ratings)
+    assign_splits(bare, seed=3)
+    assert Counter(t.split for t in bare) == {"train": 80, "validation": 10, "test": 10}
 
 
 def test_labels_and_genres_keep_their_proportions_in_every_split():
