@@ -82,6 +82,11 @@ def test_push_publishes_a_whole_model_and_nothing_else(tiny_model_dir, tmp_path,
     assert main(["push", str(folder), "someone/mine", "--template", str(TINY_CONFIG / "README.md")]) == 0
     assert (fake_hub.remote / "README.md").read_text().startswith("---\n")  # a card asked for: written, then sent
     assert "results.json" not in published() and {".gitattributes", "model.safetensors"} <= published()
+    scores = tmp_path / "scores.json"  # evaluate_models.py's, for this model: the card is written again with them
+    scores.write_text(json.dumps({"split": "test", "rows": [{"label": "mine", "models": [str(folder)],
+                                                              "metrics": {"deam": {"r2_valence": 0.5125}}}]}))
+    assert main(["push", str(folder), "someone/mine", "--results", str(scores)]) == 0
+    assert "0.5125" in (fake_hub.remote / "README.md").read_text()
 
     calls = len(fake_hub.calls)
     capsys.readouterr()
@@ -136,6 +141,8 @@ def test_a_cards_metadata_names_the_licence_and_the_base_model_its_parts_bring(t
                           "audio-classification")
     (folder / "config.json").write_text(json.dumps({**config, "backbone_name_or_path": str(tmp_path)}))
     assert metadata()[3] is None  # weights from a folder of unknown origin: no base model claimed
+    (folder / "config.json").write_text(json.dumps({**config, "backbone_name_or_path": "someone/mert-finetuned"}))
+    assert metadata()[3] == "someone/mert-finetuned"  # a Hub model of any name is the base model
 
 
 def test_a_card_claims_each_score_for_the_split_and_the_model_it_belongs_to(tiny_model_dir, tmp_path):

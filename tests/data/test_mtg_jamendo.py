@@ -29,6 +29,7 @@ def test_real_metadata_and_split_0(download):
     first = tracks[0]
     assert (first.track_id, first.duration, first.moods, first.split) == ("948", 212.7, ["background"], "train")
     assert first.audio == str(download / "audio" / "48" / "948.mp3")
+    assert (first.extra["artist_id"], first.extra["album_id"]) == ("artist_000087", "album_000149")
     assert first.mood_targets[MTG_JAMENDO_MOODS.index("background")] == 1.0 and sum(first.mood_targets) == 1.0
     last = tracks[-1]  # a row with four tag columns after column 6
     assert last.track_id == "1422060" and last.moods == ["advertising", "dramatic", "epic", "movie"]

@@ -27,6 +27,7 @@ def pmemo_root(tmp_path):
     shutil.copy(fixtures / "metadata.csv", tmp_path)
     (tmp_path / "chorus").mkdir()
     (tmp_path / "chorus" / "4.mp3").write_bytes(b"not decoded")
+    (tmp_path / "chorus" / "1.wav").write_bytes(b"not decoded")  # metadata.csv names 1.mp3: a converted copy
     return tmp_path
 
 
@@ -46,6 +47,7 @@ def test_original_layout_static_dynamic_metadata_and_audio(pmemo_root):
     assert (song.valence_series[0], song.arousal_series[0]) == (0.3297875, 0.2923250000000001)
     assert (song.series_start, song.series_hop) == (15.5, 0.5)
     assert song.audio == str((pmemo_root / "chorus" / "4.mp3").resolve())
+    assert tracks["1"].audio == str((pmemo_root / "chorus" / "1.wav").resolve())
     assert song.extra == {"title": "X Bitch (feat. Future)", "artist": "21 Savage", "album": "Savage Mode"}
     last = tracks["1000"]
     assert last.audio is None  # labelled but without audio: kept

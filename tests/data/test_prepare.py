@@ -128,6 +128,34 @@ def test_every_corpus_round_trips_through_load_dataset(downloads, tmp_path):
     assert "config_name: aligned" in card and "config_name: pmemo" in card and "melancholic, sad, sadness" in card
 
 
+def test_a_download_named_relative_to_here_is_found_from_anywhere_and_read_anew_when_its_files_change(
+        downloads, tmp_path, monkeypatch):
+    """CAL500 prepared with `--source cal500` from the downloads' folder: sources.json records where that is, so the
+    audio is found from another folder; `load_dataset(out)` with no config gives the label-aligned rows; each row
+    has its measured duration. A file cut short makes the run exit 1; the file downloaded again (another size and
+    time), the next run probes it anew and exits 0."""
+    out = tmp_path / "out"
+    song = downloads["cal500"] / "mp3" / f"{SONGS[0]}.mp3"
+    whole = song.read_bytes()
+    song.unlink()
+    song.write_bytes(whole[: len(whole) // 3])  # a download that stopped
+    monkeypatch.chdir(downloads["cal500"].parent)
+    assert main(["prepare-data", "--corpus", "cal500", "--source", "cal500", "--out", str(out)]) == 1
+    assert [entry["path"] for entry in json.loads((out / "reports" / "cal500.json").read_text())["cut_short_audio"]] \
+        == [f"mp3/{song.name}"]
+    song.write_bytes(whole)
+    assert main(["prepare-data", "--corpus", "cal500", "--source", "cal500", "--out", str(out)]) == 0
+    report = json.loads((out / "reports" / "cal500.json").read_text())
+    assert report["cut_short_audio"] == [] and report["unreadable_audio"] == []
+    monkeypatch.chdir(tmp_path)
+    rows = [row for split in load(out, None).values() for row in split]
+    assert sorted(row["track_id"] for row in rows) == sorted(
+        row["track_id"] for split in load(out, "cal500").values() for row in split) and len(rows) == 2
+    for row in rows:
+        assert Path(resolve_audio(out, "cal500", row["audio"])).is_file()
+        assert row["duration"] == pytest.approx(45, abs=0.5)
+
+
 def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     root = emomusic_download(tmp_path / "emomusic")
     whole = (root / "clips_45seconds" / "7.mp3").read_bytes()

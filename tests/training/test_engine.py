@@ -143,6 +143,13 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     code, err = run(*base, "--corpus", "deam", "--teacher", f"deam={teacher}")
     assert code == 2 and f"--teacher deam: it learnt from {len(test_ids)} of the {len(test_ids)} deam tracks of the " \
         f"test split of {synthetic.data} (e.g. " in err and f"the corpus was split otherwise when it was trained (in {other})" in err
+    code, err = run(*base, "--corpus", "deam", "--teacher", f"deam={teacher}", "--teacher", f"deam={teacher}")
+    assert code == 2 and "--teacher: two teachers for deam." in err  # not the last one winning unsaid
+    student = engine.build_model(synthetic.init, ["deam"])[0]
+    model.config.pooled_layers = [1] if student.config.pooled_layers != [1] else [0]
+    with pytest.raises(ValueError, match=r"the teacher for deam pools layers \[.*\], the student \[.*\]: they must "
+                                         "read the same features"):
+        engine.Trainer._check_teachers(student, {"deam": model})
     (tmp_path / "run" / "best").mkdir(parents=True)
     (tmp_path / "run" / "best" / "config.json").write_text("{}")
     code, err = run(*base, "--corpus", "deam", "--teacher", f"deam={tmp_path / 'run'}")

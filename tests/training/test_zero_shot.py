@@ -201,3 +201,8 @@ def test_leave_one_corpus_out_runs_end_to_end_and_makes_the_papers_table(semanti
     combined = (tmp_path / "table.md").read_text()
     row = next(line for line in combined.splitlines() if line.startswith("| Alignment regularisation |"))
     assert all(cell in row for cell in cells)  # evaluate_models.py's table carries the same three results
+
+    refused = tmp_path / "refused"  # a held-out corpus trained on would make its zero-shot scores no such thing
+    assert run_quietly(zero_shot.main, [*argv[:6], "--held-out", "cal500", "--train-corpus", "cal500", "mtg_jamendo",
+                                        "--output-dir", str(refused)]) == 2
+    assert "other than the held-out one" in capsys.readouterr().err and not refused.exists()
