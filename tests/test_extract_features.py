@@ -122,6 +122,10 @@ def test_every_track_with_audio_gets_features_that_give_the_models_answers(datas
 
     last_layer = load_track_features(cache, "deam", "10", layers=[config.pooled_layers[-1]])
     torch.testing.assert_close(last_layer["chunk_embeddings"], cached["chunk_embeddings"][:, hidden:])
+    backwards = load_track_features(cache, "deam", "10", layers=config.pooled_layers[::-1])  # in the order asked
+    torch.testing.assert_close(backwards["chunk_embeddings"],
+                               torch.cat([cached["chunk_embeddings"][:, hidden:], cached["chunk_embeddings"][:, :hidden]],
+                                         dim=1))
     with pytest.raises(KeyError, match=r"layers \[0\] are not in the feature cache"):
         load_track_features(cache, "deam", "10", layers=[0])
 

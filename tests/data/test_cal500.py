@@ -52,6 +52,15 @@ def test_ucsd_means_all_18_concepts_and_the_papers_rule(ucsd_root):
     assert (three.mood_targets, three.moods, three.audio, three.extra) == (None, [], None, {"annotators": 0})
 
 
+def test_a_concept_an_annotator_left_out_is_the_mean_of_those_who_rated_it(ucsd_root):
+    second = ucsd_root / "annotations" / f"{SONGS[0]}_02.txt"
+    second.write_text("".join(line for line in second.read_text().splitlines(keepends=True)
+                              if not line.startswith(f"Emotion-{UCSD_NAMES[8]}=")))
+    one = cal500.read(ucsd_root)[0]
+    assert one.mood_targets[8] == ONE[0][8] == 5  # not (5 + 0) / 2: the second annotator gave no rating
+    assert one.mood_targets[:8] == ONE_MEANS[:8] and one.mood_targets[9:] == ONE_MEANS[9:]
+
+
 def test_ucsd_files_with_the_corrected_spelling_read_the_same(ucsd_root):
     before = cal500.read(ucsd_root)
     for path in [ucsd_root / "vocab.txt", *(ucsd_root / "annotations").iterdir()]:
