@@ -40,8 +40,11 @@ def test_a_tail_too_short_for_the_backbone_is_dropped_but_a_too_short_input_is_a
     extractor = Music2EmoFeatureExtractor(chunk_seconds=1.0)
     out = extractor(tone(1.0 + (MIN_CHUNK_SAMPLES - 1) / 24000))
     assert out["chunk_mask"].tolist() == [[1]]
+    kept = extractor(tone(1.0 + MIN_CHUNK_SAMPLES / 24000))  # a tail of exactly the backbone's minimum is a chunk
+    assert kept["chunk_mask"].tolist() == [[1, 1]]
     with pytest.raises(AudioDecodeError, match=r"the audio is 16.62 ms long; at least 16.7 ms is needed"):
         extractor(np.zeros(MIN_CHUNK_SAMPLES - 1, dtype=np.float32))
+    assert extractor(np.zeros(MIN_CHUNK_SAMPLES, dtype=np.float32))["chunk_mask"].tolist() == [[1]]
 
 
 def test_waveforms_at_other_rates_are_resampled_once():

@@ -319,6 +319,8 @@ def _assert_same_answer(out, harmony, result):
     for mood in result["moods"]:
         assert probabilities[mood["label"]] == pytest.approx(mood["score"], abs=1e-5)
     assert harmony.key.name == result["key"]
+    if "embedding" in result:  # the model's pooled embedding: its chunks weighed by their durations
+        np.testing.assert_allclose(result["embedding"], out.pooled_embedding[0].numpy(), atol=1e-5)
 
 
 def test_pipeline_and_model_doors_agree(tiny_model_dir, clip, clip_result):
@@ -329,7 +331,7 @@ def test_doors_agree_when_the_last_chunk_is_a_sliver(tiny_pipeline, tiny_model_d
     """10 s chunks and 20.05 s of chords: a 50 ms last chunk, too short to hold a chord, in both doors."""
     t = np.arange(round(20.05 * 24000)) / 24000
     audio = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.18, 329.63)).astype(np.float32) / 4
-    result = tiny_pipeline(audio, return_harmony=True)
+    result = tiny_pipeline(audio, return_harmony=True, return_embedding=True)
     _assert_same_answer(*_model_door(tiny_model_dir, audio), result)
 
 

@@ -29,6 +29,7 @@ from music2emo_hf.runtimes import (
     fingerprint,
     installed,
     native_bfloat16,
+    obstacles,
 )
 
 from .conftest import mood_scores, tone
@@ -129,6 +130,14 @@ def test_another_model_set_on_a_torch_pipeline_is_the_one_that_answers(model_dir
     pipe.model = other.model
     answer = pipe(clip, return_embedding=True)
     assert answer["embedding"] == expected["embedding"] and answer["valence"] == expected["valence"]
+
+
+def test_int8_is_refused_on_a_gpu_before_anything_loads():
+    """int8 is the CPU runtimes' (torch's dynamic quantization, onnxruntime's): on a GPU it is said at once, not
+    quantized there. No GPU is needed to ask."""
+    with pytest.raises(ValueError, match=r"precision='int8' runs on CPU only; on cuda use 'bfloat16' or 'auto'"):
+        obstacles("auto", "int8", "cuda")
+    assert obstacles("auto", "int8", "cpu") == ("int8", [])
 
 
 @pytest.mark.skipif(not (installed("openvino") and installed("onnxruntime")), reason="needs both runtimes")

@@ -179,6 +179,9 @@ def test_labels_are_read_as_typed_and_limited(client, zero_shot_model_dir, write
     clip = handle_file(str(write_wav("short.wav", tone(3.0))))
     *_, answer = client.predict(clip, str(zero_shot_model_dir), "happy, sad,\nnostalgic,", api_name="/analyse")
     assert {s["label"] for s in answer["zero_shot"]} == {"happy", "sad", "nostalgic"}
+    *_, answer = client.predict(clip, str(zero_shot_model_dir), ",".join(f"word{i}" for i in range(50)),
+                                api_name="/analyse")
+    assert len(answer["zero_shot"]) == 50  # the limit itself is scored
     for count in (51, 10_001):  # told in the Space's terms, not the package's limit of 10,000 a call
         with pytest.raises(AppError, match=f"{count} labels: this Space scores up to 50 at a time"):
             client.predict(clip, str(zero_shot_model_dir), ",".join(f"word{i}" for i in range(count)),
@@ -196,6 +199,18 @@ def test_labels_are_drawn_as_typed(space_app):
     ticks = figure.axes[0].get_yticklabels()
     assert [tick.get_text() for tick in ticks] == [r"a" * 39 + "…"] * 2 + [r"costs \$5 or \$6", r"\$x^\$"]
     assert len(figure.axes[0].patches) == 4
+
+
+def test_the_circumplex_puts_valence_across_and_arousal_up(space_app):
+    """Russell's circumplex: a calm, pleasant clip (valence 7.5, arousal 2.5 on 1-9) is right and low, its segments
+    drawn where each one is."""
+    result = {"valence": 7.5, "arousal": 2.5, "valence_normalized": 0.625, "arousal_normalized": -0.625,
+              "segments": [{"valence": 7.0, "arousal": 2.0}, {"valence": 8.0, "arousal": 3.0}],
+              "scale": {name: {"range": [1, 9], "neutral": 5.0, "normalized": [-1.0, 1.0]}
+                        for name in ("valence", "arousal")}}  # as the pipeline answers
+    lines = {line.get_label(): line for line in space_app.circumplex_figure(result).axes[0].get_lines()}
+    assert (list(lines["whole clip"].get_xdata()), list(lines["whole clip"].get_ydata())) == ([7.5], [2.5])
+    assert (list(lines["segments"].get_xdata()), list(lines["segments"].get_ydata())) == ([7.0, 8.0], [2.0, 3.0])
 
 
 def test_a_file_name_is_no_markup_in_the_status_line(space_app):
