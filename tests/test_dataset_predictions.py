@@ -227,6 +227,14 @@ def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_comma
         answers.append([(row["valence"], row["arousal"], [m["label"] for m in row["moods"]]) for row in rows])
     assert answers[0] == answers[1]  # the archive's members are the same files
 
+    (folder / "broken.wav").write_bytes(b"RIFF not really")  # a row whose audio cannot be read: named, the rest kept
+    (folder / "metadata.csv").write_text((folder / "metadata.csv").read_text() + "broken.wav,broken\n")
+    out = tmp_path / "out-with-a-bad-row"
+    assert main(["predict", "--dataset", str(folder), "--output-dataset", str(out), "--model", str(tiny_model_dir),
+                 "--harmony-ensemble", "1", "--top-k", "2"]) == 1
+    assert load_dataset(str(out), split="train")["title"] == ["low", "high", "mid"]
+    assert "1 input row(s) could not be analysed and are not here" in (out / "README.md").read_text()
+
 
 def test_rows_read_ahead_for_a_batch_are_read_from_a_stream_once(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """From a review: with --batch-size above 1 the rows are read ahead of their records, and each record asked its
