@@ -323,7 +323,18 @@ def test_ctrl_c_twice_still_stops_cleanly_and_the_rerun_finishes(tiny_model_dir,
     assert sorted(Path(r["file"]).name for r in jsonl(out)) == [f"t{i}.wav" for i in range(6)]
 
 
-def test_batched_predict_writes_what_one_at_a_time_writes(tiny_model_dir, tmp_path, write_wav, capsys):
+def test_batched_predict_writes_what_one_at_a_time_writes(tiny_model_dir, tmp_path, write_wav, capsys, monkeypatch):
+    """--batch-size N: N files decoded and analysed together, with the answers each gets alone."""
+    from music2emo_hf.pipeline_music2emo import MusicEmotionPipeline
+
+    asked = []
+    stream = MusicEmotionPipeline.stream
+
+    def spied(self, inputs, batch_size=1, **options):
+        asked.append(batch_size)
+        return stream(self, inputs, batch_size, **options)
+
+    monkeypatch.setattr(MusicEmotionPipeline, "stream", spied)
     files = [str(write_wav(f"t{i}.wav", tone(3.0 + 6 * i, freq=200 + 50 * i))) for i in range(4)]
     (tmp_path / "notes.mp3").write_text("shopping list\n" * 50)
     files.insert(2, str(tmp_path / "notes.mp3"))
@@ -332,6 +343,7 @@ def test_batched_predict_writes_what_one_at_a_time_writes(tiny_model_dir, tmp_pa
         status, stderr = predict_here(capsys, *files, "--model", str(tiny_model_dir), "-o", str(out), "--batch-size",
                                       str(size), "--harmony-ensemble", "1")
         assert status == 1 and "notes.mp3: not audio" in stderr and "4 file(s) analysed, 1 failed" in stderr
+    assert asked == [1, 3]
     one, batched = (jsonl(out) for out in outputs.values())
     assert [r["file"] for r in batched] == [r["file"] for r in one] == files[:2] + files[3:]
     for alone, together in zip(one, batched):

@@ -92,6 +92,26 @@ def test_pooling_weights_chunks_by_their_real_duration(model):
     torch.testing.assert_close(out.pooled_embedding[0], expected)
 
 
+def test_standardized_embeddings_answer_as_the_embeddings_standardized_beforehand(model, tiny_config, tmp_path):
+    """`standardize_embeddings`: the chunks are centred and scaled per dimension by the statistics the model saved
+    (set once from the training tracks) before they are pooled and reach the heads."""
+    standardized = Music2EmoModel(Music2EmoConfig(**{**tiny_config.to_dict(), "standardize_embeddings": True})).eval()
+    standardized.load_state_dict(model.state_dict(), strict=False)
+    generator = torch.Generator().manual_seed(3)
+    standardized.embedding_mean.copy_(torch.randn(tiny_config.embedding_dim, generator=generator))
+    standardized.embedding_scale.copy_(torch.rand(tiny_config.embedding_dim, generator=generator) + 0.5)
+    standardized.save_pretrained(tmp_path)
+    reloaded = Music2EmoModel.from_pretrained(tmp_path).eval()  # the statistics travel with the weights
+    embeddings = torch.randn(1, 3, tiny_config.embedding_dim, generator=generator)
+    durations = torch.tensor([[1.0, 1.0, 0.25]])
+    with torch.no_grad():
+        ours = reloaded(chunk_embeddings=embeddings, chunk_durations=durations)
+        by_hand = model(chunk_embeddings=(embeddings - standardized.embedding_mean) / standardized.embedding_scale,
+                        chunk_durations=durations)
+    torch.testing.assert_close(ours.logits["moods"], by_hand.logits["moods"])
+    torch.testing.assert_close(ours.pooled_embedding, by_hand.pooled_embedding)
+
+
 def test_plain_mean_pooling_weighs_a_short_tail_like_a_full_chunk(tiny_config):
     """`pooling="mean"`: how Music2Emo's released heads were trained (converted checkpoints use it)."""
     config = Music2EmoConfig.from_dict({**tiny_config.to_dict(), "pooling": "mean"})

@@ -538,6 +538,15 @@ class _FailingTogether(HarmonyAnalyzer):
         return super().analyze_windows(windows, sampling_rate, offsets)
 
 
+def test_the_time_of_calls_shared_by_several_inputs_is_shared_by_their_durations(tiny_pipeline):
+    """A 5 s and a 25 s input in one batch: the backbone and harmony calls they share are counted to each by its
+    length (1 : 5), so a track's `timings` say what it cost, not what its batch did."""
+    list(tiny_pipeline.stream([tone(5.0), tone(25.0, freq=330)], batch_size=3))  # warm
+    short, long = tiny_pipeline.stream([tone(5.0), tone(25.0, freq=330)], batch_size=3, return_timings=True)
+    for stage in ("backbone", "harmony"):  # given to 4 decimals: a few 1e-4 s either way
+        assert long["timings"][stage] == pytest.approx(5 * short["timings"][stage], rel=0.05, abs=5e-4), stage
+
+
 def test_inputs_analysed_together_give_the_answers_of_one_at_a_time_in_order(tiny_model_dir):
     """`stream` with batch_size 3 (tiny model: 10 s chunks): a bad input answers with its error in its place, the
     35 s input (4 chunks, more than a batch takes) runs alone, the rest share backbone and harmony calls."""
