@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import warnings
@@ -24,7 +23,7 @@ from music2emo_hf.audio import (
     resample,
 )
 
-from .conftest import ROOT, through_a_pipe, require_fixtures, tone
+from .conftest import ROOT, require_fixtures, through_a_pipe, tone, without_root_reading_rights
 
 
 @pytest.mark.parametrize("dtype,scale", [(np.int16, 32767), (np.int32, 2**31 - 1), (np.float64, 1.0), (np.uint8, None)])
@@ -507,9 +506,7 @@ def test_a_file_behind_a_folder_that_cannot_be_entered_is_not_called_missing(tmp
     locked = tmp_path / "locked"
     locked.mkdir()
     sf.write(locked / "song.wav", tone(1.0), 24000)
-    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
-    if prefix and (not shutil.which("setpriv") or subprocess.run([*prefix, "true"], capture_output=True).returncode):
-        pytest.skip("running as root without a setpriv (util-linux) allowed to drop root's right to read any folder")
+    prefix = without_root_reading_rights()
     locked.chmod(0)
     try:
         done = subprocess.run([*prefix, sys.executable, "-c", "import sys; from music2emo_hf.audio import load_audio; "

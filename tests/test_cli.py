@@ -22,7 +22,7 @@ import torch
 from music2emo_hf import DEFAULT_MODEL_ID
 from music2emo_hf.cli import main
 
-from .conftest import ROOT, TINY_CONFIG, jsonl, mood_scores, require_fixtures, tone
+from .conftest import ROOT, TINY_CONFIG, jsonl, mood_scores, require_fixtures, tone, without_root_reading_rights
 
 CLI = [sys.executable, "-m", "music2emo_hf.cli"]
 
@@ -754,6 +754,21 @@ def test_a_model_folder_whose_weights_are_cut_short_says_so(tiny_model_dir, tmp_
     assert f"could not load the model in folder {str(copied)!r}: its weights file cannot be read (model.safetensors: " \
            "Error while deserializing header: incomplete metadata, file not fully covered): it is damaged or cut " \
            "short; copy or download it again" in capsys.readouterr().err
+
+
+def test_a_model_folder_whose_weights_cannot_be_read_says_whose_permission_is_needed(tiny_model_dir, tmp_path,
+                                                                                   write_wav):
+    """transformers' own words were "Could not load model ... with any of the following classes", and nothing after
+    "See the original errors:"."""
+    prefix = without_root_reading_rights()
+    copied = shutil.copytree(tiny_model_dir, tmp_path / "copied")
+    (copied / "model.safetensors").chmod(0)
+    song = str(write_wav("x.wav", tone(1.0)))
+    done = subprocess.run([*prefix, sys.executable, "-m", "music2emo_hf.cli", "predict", song, "--model", str(copied),
+                           "--device", "cpu"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{copied / 'model.safetensors'} cannot be read (permission denied); ask its owner to make it readable " \
+           "(chmod a+r)." in done.stderr
 
 
 def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
