@@ -205,10 +205,11 @@ def mert_v1_style_repo(folder: Path, seed: int = 0, state: dict[str, torch.Tenso
     return folder
 
 
-def hub_cache_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: str) -> Path:
+def hub_cache_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: str, ref: str = "main") -> Path:
     """Put `files` (name in the repo -> local file) into `cache` as huggingface_hub's cache holds a downloaded repo:
-    `models--org--name/blobs/<etag>`, `snapshots/<commit>/<name>` symlinks to the blobs, `refs/main`. A blob is named
-    by its etag: the SHA-256 of an LFS file (weights), the git blob SHA-1 of any other."""
+    `models--org--name/blobs/<etag>`, `snapshots/<commit>/<name>` symlinks to the blobs, `refs/<ref>` (a branch or
+    tag) naming the commit. A blob is named by its etag: the SHA-256 of an LFS file (weights), the git blob SHA-1 of
+    any other."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     for name, source in files.items():
         data = Path(source).read_bytes()
@@ -221,7 +222,7 @@ def hub_cache_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: st
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
     (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
+    (repo / "refs" / ref).write_text(commit)
     return repo
 
 
@@ -232,11 +233,13 @@ def serving_hub(cache: Path, unavailable: int = 0, linked_size: bool = True):
     CDN (a second server: another origin, which huggingface_hub does not follow for metadata) with `X-Linked-Etag`
     and `X-Linked-Size`; another file's an ETag; a missing file, revision or repo a 404 with its `X-Error-Code`.
     The first `unavailable` requests for files get a 503, as in a blip; `linked_size=False` leaves the size out, as a
-    mirror may. Yields (the Hub's endpoint, the requests for files both servers had: `(method, path)`)."""
-    repos = {}  # repo id -> (commit, its snapshot folder)
+    mirror may. Each repo answers at the branches and tags its `refs` name and at the commits of its snapshots.
+    Yields (the Hub's endpoint, the requests for files both servers had: `(method, path)`)."""
+    repos = {}  # repo id -> (revision -> commit, its snapshots folder)
     for repo in cache.glob("models--*"):
-        commit = (repo / "refs" / "main").read_text()
-        repos[repo.name[len("models--"):].replace("--", "/")] = (commit, repo / "snapshots" / commit)
+        revisions = {ref.name: ref.read_text() for ref in (repo / "refs").iterdir()}
+        revisions.update({snapshot.name: snapshot.name for snapshot in (repo / "snapshots").iterdir()})
+        repos[repo.name[len("models--"):].replace("--", "/")] = (revisions, repo / "snapshots")
     blobs = {blob.name: blob for blob in cache.glob("models--*/blobs/*")}
     requests = []
 
@@ -262,12 +265,13 @@ def serving_hub(cache: Path, unavailable: int = 0, linked_size: bool = True):
             if self.server is cdn:
                 return self.send_file(blobs[path.strip("/")], {}, send_body)
             org, name, resolve, revision, *inside = path.strip("/").split("/") + [""] * 4
-            commit, snapshot = repos.get(f"{org}/{name}", (None, None))
-            if commit is None or resolve != "resolve":
+            revisions, snapshots = repos.get(f"{org}/{name}", (None, None))
+            if revisions is None or resolve != "resolve":
                 return self.refuse("RepoNotFound", "Repository not found")
-            if revision not in ("main", commit):
+            if revision not in revisions:
                 return self.refuse("RevisionNotFound", f"Invalid rev id: {revision}")
-            link = snapshot.joinpath(*inside)
+            commit = revisions[revision]
+            link = snapshots.joinpath(commit, *inside)
             if not link.is_file():
                 return self.refuse("EntryNotFound", "Entry not found")
             blob = link.resolve()

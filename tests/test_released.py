@@ -457,33 +457,38 @@ def test_convert_original_takes_a_released_name(hub, offline_cache, tmp_path):
 
 
 def test_each_revision_answers_with_its_own_weights(hub, tmp_path, monkeypatch):
-    """A release at a tag (`amaai-lab/music2emo@v1.0`) is converted from that tag's commit and remembered under its
-    own name: the plain name, used after it, still answers from main's commit."""
+    """A release at a tag (`amaai-lab/music2emo@v1.0`) is downloaded and converted from that tag's commit and
+    remembered under its own name: the plain name, used after it, still answers from main's commit. Offline later,
+    the tag is found again through the ref huggingface_hub wrote for it."""
     from huggingface_hub import constants
 
     from music2emo_hf import Music2EmoModel
 
     tagged = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
-    cache = tmp_path / "hub"
+    served = tmp_path / "served"
     torch.manual_seed(99)
     other = tmp_path / "J_all.ckpt"
     lightning_checkpoint(other, OriginalNetwork(RELEASED_FILES["J_all"]), tmp_path, save_hyperparameters=True)
-    for commit, checkpoint in ((tagged, other), (COMMIT, hub.work / "J_all.ckpt")):  # main last: refs/main is COMMIT
-        hub_cache_repo(cache, "amaai-lab/music2emo", {"saved_models/J_all.ckpt": checkpoint,
-                       "inference/data/btc_model_large_voca.pt": hub.work / "btc_model_large_voca.pt"}, commit)
-    (cache / "models--amaai-lab--music2emo" / "refs" / "v1.0").write_text(tagged)
+    for commit, checkpoint, ref in ((tagged, other, "v1.0"), (COMMIT, hub.work / "J_all.ckpt", "main")):
+        hub_cache_repo(served, "amaai-lab/music2emo", {"saved_models/J_all.ckpt": checkpoint,
+                       "inference/data/btc_model_large_voca.pt": hub.work / "btc_model_large_voca.pt"}, commit, ref)
     mert = hub.cache / "models--m-a-p--MERT-v1-95M"
-    shutil.copytree(mert, cache / mert.name, symlinks=True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    shutil.copytree(mert, served / mert.name, symlinks=True)
     monkeypatch.setenv("MUSIC2EMO_CACHE", str(tmp_path / "converted"))
 
-    at_tag = released.resolve("amaai-lab/music2emo@v1.0")
-    at_main = released.resolve("amaai-lab/music2emo")
+    downloaded = tmp_path / "hub"
+    with serving_hub(served) as (endpoint, _):
+        online_at(monkeypatch, endpoint, downloaded)
+        at_tag = released.resolve("amaai-lab/music2emo@v1.0")
+        at_main = released.resolve("amaai-lab/music2emo")
     assert (at_tag.parent.name, at_main.parent.name) == (tagged, COMMIT)
-    assert released.resolve("amaai-lab/music2emo@v1.0") == at_tag  # each remembered under its own name
+    assert (downloaded / "models--amaai-lab--music2emo" / "refs" / "v1.0").read_text() == tagged
     weights = [Music2EmoModel.from_pretrained(folder).heads["moods"][-1].weight for folder in (at_tag, at_main)]
     assert not torch.equal(*weights)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert released.resolve("amaai-lab/music2emo@v1.0") == at_tag  # each remembered under its own name
+    assert released.resolve("amaai-lab/music2emo") == at_main
 
 
 def test_the_commit_is_read_from_the_hub_cache_layout_wherever_it_lies(tmp_path):
