@@ -302,10 +302,10 @@ class DatasetSource:
     def __init__(self, source: str, config: str | None, split: str | None, audio_column: str):
         from datasets import load_dataset, load_from_disk
 
-        from .data.layout import read_sources
+        from .data.layout import AudioSources
 
         self.source, self.config, self.audio_column = source, config, audio_column
-        self.downloads = read_sources(source) if os.path.isdir(source) else {}  # a prepare-data folder's, by corpus
+        self.downloads = AudioSources(source)  # a prepare-data folder's, by corpus (none for a Hub dataset)
         saved = os.path.isdir(source) and (Path(source, "dataset_info.json").is_file()
                                            or Path(source, "dataset_dict.json").is_file())
         try:
@@ -387,13 +387,11 @@ class DatasetSource:
     def audio(self, key: str) -> Any:
         """Row `key`'s audio as the pipeline reads it. A folder made by `music2emo prepare-data` names each row's
         file relative to its corpus's download folder, which the folder's sources.json records."""
-        from .data.layout import resolve_audio
-
         example = self.row(int(key))
         self._ids_read[key] = {name: example[name] for name in self.ids}
         value, corpus = example[self.audio_column], example.get("corpus") or self.config
         if isinstance(value, str) and corpus in self.downloads and not os.path.isabs(value):
-            value = resolve_audio(self.source, corpus, value)
+            value = self.downloads.resolve(corpus, value)
         return audio_input(value, int(key))
 
     def as_file(self, key: str, folder: str) -> str:

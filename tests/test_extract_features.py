@@ -161,6 +161,16 @@ def test_a_bad_file_is_reported_and_the_others_are_written(tmp_path, tiny_model_
     assert [(e["track_id"], e["audio"]) for e in errors] == [("2", str(tmp_path / "downloads/pmemo/2.wav")), ("4", str(tmp_path / "downloads/pmemo/4.wav"))]
 
 
+def test_a_dataset_without_the_record_of_its_downloads_says_how_to_make_it(tmp_path, tiny_model_dir, capsys):
+    """A prepared folder fetched from the Hub lacks sources.json (it is never published): its rows' audio paths
+    cannot be joined to anything on this machine."""
+    dataset = make_dataset(tmp_path, {"pmemo": [("1", "1.wav", 1.0, 220.0)]})
+    (dataset / "sources.json").unlink()
+    assert run(dataset, tiny_model_dir, "unrecorded") == 2
+    assert (f"error: {dataset}: no download folder recorded for corpus 'pmemo' in sources.json; run `music2emo "
+            f"prepare-data --corpus pmemo --source DIR --out {dataset}` on this machine.") in capsys.readouterr().err
+
+
 def test_a_rerun_extracts_again_what_changed_and_only_that(tmp_path, tiny_model_dir, capsys):
     tracks = {"pmemo": [("1", "1.wav", 1.0, 220.0), ("2", "2.wav", 1.0, 330.0), ("3", "3.wav", 1.0, 440.0)]}
     dataset = make_dataset(tmp_path, tracks)

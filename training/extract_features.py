@@ -44,7 +44,7 @@ from music2emo_hf.data.features import (
     manifest_for,
     save_track_features,
 )
-from music2emo_hf.data.layout import DATA_DIR, SPLITS, resolve_audio, split_rows
+from music2emo_hf.data.layout import DATA_DIR, SPLITS, AudioSources, split_rows
 from music2emo_hf.harmony import HarmonyAnalyzer
 from music2emo_hf.pipeline_music2emo import model_name
 
@@ -86,13 +86,14 @@ def read_rows(dataset_dir: str | Path, corpora: Sequence[str] | None = None) -> 
         raise ValueError(f"--corpus {unknown}: not prepared in {dataset_dir}; it holds {present}.")
     rows: dict[tuple[str, str], TrackRow] = {}
     without_audio = 0
+    sources = AudioSources(dataset_dir)
     for corpus in corpora or present:
         for record in (record for split in SPLITS
                        for record in split_rows(dataset_dir, corpus, split, ["track_id", "corpus", "audio"])):
             if record["audio"] is None:
                 without_audio += 1
                 continue
-            audio = resolve_audio(dataset_dir, record["corpus"], record["audio"])
+            audio = sources.resolve(record["corpus"], record["audio"])
             row = TrackRow(record["corpus"], record["track_id"], audio)
             previous = rows.setdefault((row.corpus, row.track_id), row)
             if previous != row:

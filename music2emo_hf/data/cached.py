@@ -18,7 +18,7 @@ import torch
 
 from ..configuration_music2emo import Music2EmoConfig
 from .features import damaged, feature_path, load_track_features
-from .layout import resolve_audio, split_rows
+from .layout import AudioSources, split_rows
 
 # What a collated batch holds besides the chunk axis: model inputs, plus `labels` and `index` (row numbers).
 _STACKED = ("chord_root_ids", "chord_quality_ids", "chord_mask", "mode_ids", "labels", "index")
@@ -75,7 +75,8 @@ class CachedCorpus(torch.utils.data.Dataset):
                 + " are damaged; run training/extract_features.py on the dataset again, which extracts them anew."
             )
         self.track_ids = [row["track_id"] for row in rows]
-        self.audio = [resolve_audio(dataset_dir, corpus, row["audio"]) for row in rows] if feature_extractor else None
+        sources = AudioSources(dataset_dir) if feature_extractor else None
+        self.audio = [sources.resolve(corpus, row["audio"]) for row in rows] if sources else None
         width = len(self.task["labels"])
         self.targets = np.stack([task_targets(row, self.task) for row in rows]) if rows else np.zeros((0, width), np.float32)
 

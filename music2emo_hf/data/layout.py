@@ -8,7 +8,7 @@
     OUT/features/<name>/                        the feature cache of one model (training/extract_features.py)
 
 The `audio` column holds the file's path relative to its corpus's download folder (POSIX), so a published dataset
-names files without leaking local paths and without redistributing the audio; `resolve_audio` joins it back.
+names files without leaking local paths and without redistributing the audio; `AudioSources` joins it back.
 """
 
 from __future__ import annotations
@@ -44,20 +44,31 @@ def split_rows(dataset_dir: str | os.PathLike, corpus: str, split: str,
     return [row for shard in shards for row in pq.read_table(shard, columns=columns).to_pylist()]
 
 
-def resolve_audio(dataset_dir: str | os.PathLike, corpus: str, audio: str | None) -> str | None:
-    """Absolute path of a row's `audio` (None stays None) from the download folder `prepare-data` recorded."""
-    if audio is None:
-        return None
-    sources = read_sources(dataset_dir)
-    if corpus not in sources:
-        raise FileNotFoundError(
-            f"{dataset_dir}: no download folder recorded for corpus {corpus!r} in {SOURCES_FILE}; run "
-            f"`music2emo prepare-data --corpus {corpus} --source DIR --out {dataset_dir}` on this machine."
-        )
-    return str(Path(sources[corpus]) / audio)
+class AudioSources:
+    """A prepared folder's record of where each corpus's download lies (sources.json), read once: its rows name their
+    `audio` relative to it."""
+
+    def __init__(self, dataset_dir: str | os.PathLike):
+        self.dataset_dir = dataset_dir
+        self.folders = read_sources(dataset_dir)
+
+    def __contains__(self, corpus: str) -> bool:
+        return corpus in self.folders
+
+    def resolve(self, corpus: str, audio: str | None) -> str | None:
+        """Absolute path of a row's `audio` (None stays None)."""
+        if audio is None:
+            return None
+        if corpus not in self.folders:
+            raise FileNotFoundError(
+                f"{self.dataset_dir}: no download folder recorded for corpus {corpus!r} in {SOURCES_FILE}; run "
+                f"`music2emo prepare-data --corpus {corpus} --source DIR --out {self.dataset_dir}` on this machine."
+            )
+        return str(Path(self.folders[corpus]) / audio)
 
 
 __all__ = [
+    "AudioSources",
     "CLUSTERS_FILE",
     "DATA_DIR",
     "FEATURES_DIR",
@@ -66,6 +77,5 @@ __all__ = [
     "SOURCES_FILE",
     "SPLITS",
     "read_sources",
-    "resolve_audio",
     "split_rows",
 ]

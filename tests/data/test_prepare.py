@@ -14,7 +14,7 @@ import pytest
 
 from music2emo_hf.cli import main
 from music2emo_hf.data import READERS, prepare
-from music2emo_hf.data.layout import resolve_audio
+from music2emo_hf.data.layout import AudioSources
 from music2emo_hf.label_alignment import LabelClusters
 from tests.conftest import require_fixtures
 from tests.data.test_cal500 import ONE, SONGS, TWO, annotator_file
@@ -116,7 +116,7 @@ def test_every_corpus_round_trips_through_load_dataset(downloads, tmp_path):
             report = json.loads((out / "reports" / "mtg_jamendo.json").read_text())
             assert len(report["missing_audio"]) == len(rows) - 1  # rows written; tracks in no split are not probed
             assert report["not_in_any_split"] and not set(report["not_in_any_split"]) & set(report["missing_audio"])
-            assert Path(resolve_audio(out, corpus, rows["948"]["audio"])).is_file()
+            assert Path(AudioSources(out).resolve(corpus, rows["948"]["audio"])).is_file()
         else:
             assert set(loaded) <= {"train", "validation", "test"}
     aligned = load(out, "aligned")
@@ -152,7 +152,7 @@ def test_a_download_named_relative_to_here_is_found_from_anywhere_and_read_anew_
     assert sorted(row["track_id"] for row in rows) == sorted(
         row["track_id"] for split in load(out, "cal500").values() for row in split) and len(rows) == 2
     for row in rows:
-        assert Path(resolve_audio(out, "cal500", row["audio"])).is_file()
+        assert Path(AudioSources(out).resolve("cal500", row["audio"])).is_file()
         assert row["duration"] == pytest.approx(45, abs=0.5)
 
 
