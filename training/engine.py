@@ -704,10 +704,14 @@ class Trainer:
                 continue
             model = Music2EmoModel.from_pretrained(self.output_dir / folder).to(self.accelerator.device).eval()
             corpora = self.corpora if folder == "best" else [c for c in self.corpora if folder == f"best-{c.name}"]
-            info = json.loads((self.output_dir / folder / TRAINING_INFO).read_text(encoding="utf-8"))
-            results[folder] = {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test", corpora),
-                               "test_tracks": {c.name: len(c.splits["test"]) for c in corpora}}
+            results[folder] = self._tested(folder, model, corpora)
         return results
+
+    def _tested(self, folder: str, model: Music2EmoModel, corpora: Sequence[Corpus]) -> dict[str, Any]:
+        """The results of the model exported to `folder`, tested on `corpora`."""
+        info = json.loads((self.output_dir / folder / TRAINING_INFO).read_text(encoding="utf-8"))
+        return {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test", corpora),
+                "test_tracks": {c.name: len(c.splits["test"]) for c in corpora}}
 
 
 def make_accelerator() -> Accelerator:

@@ -203,14 +203,12 @@ class ZeroShotTrainer(engine.Trainer):
             for corpus in (corpora or self.corpora)
         }
 
-    def _test_results(self) -> dict[str, Any]:
-        """best/ on its corpora's test splits, and zero-shot on the held-out corpus."""
-        model = Music2EmoModel.from_pretrained(self.output_dir / "best").to(self.accelerator.device).eval()
-        info = json.loads((self.output_dir / "best" / engine.TRAINING_INFO).read_text(encoding="utf-8"))
-        results = {"best": {"selected_epoch": info["selected_epoch"], "test": self.evaluate(model, "test")}}
-        if self.held_out is not None:
+    def _tested(self, folder, model, corpora):
+        """The engine's results, and best/'s zero-shot on the held-out corpus."""
+        results = super()._tested(folder, model, corpora)
+        if folder == "best" and self.held_out is not None:
             name = self.held_out.name
-            results["best"]["zero_shot"] = {name: zero_shot_metrics(
+            results["zero_shot"] = {name: zero_shot_metrics(
                 model, self.held_out.splits["test"], self.held_out_space, self.recipe.top_k[name], self.accelerator,
                 self.recipe.batch_size)}
         return results
