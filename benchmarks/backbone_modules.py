@@ -25,12 +25,8 @@ from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder, Hub
 
 from music2emo_hf import Music2EmoModel
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference import ROOT, synchronize  # noqa: E402
 
 
 def seconds_per_call(model, audio, lengths, autocast, repeats: int = 3) -> float:
@@ -46,21 +42,22 @@ def seconds_per_call(model, audio, lengths, autocast, repeats: int = 3) -> float
 
 def module_seconds(model, audio, lengths, autocast) -> dict[str, float]:
     """Seconds in the front end and each of its convolutions, the projection, the positional convolution and each
-    layer."""
+    layer the model runs (it stops the backbone past its deepest pooled layer: that layer's call starts, and never
+    ends)."""
     backbone, device = model.backbone, audio.device
     named = [("front end", backbone.feature_extractor)]
     named += [(f"conv{i}", conv) for i, conv in enumerate(backbone.feature_extractor.conv_layers)]
     named += [("projection", backbone.feature_projection), ("positional", backbone.encoder.pos_conv_embed)]
     named += [(f"layer{i}", layer) for i, layer in enumerate(backbone.encoder.layers)]
-    seconds, handles = {}, []
+    seconds, started, handles = {}, {}, []
     for name, module in named:
         def before(_module, _inputs, name=name):
             synchronize(device)
-            seconds[name] = seconds.get(name, 0.0) - time.perf_counter()
+            started[name] = time.perf_counter()
 
         def after(_module, _inputs, _output, name=name):
             synchronize(device)
-            seconds[name] += time.perf_counter()
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started.pop(name)
 
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     try:
@@ -69,7 +66,7 @@ def module_seconds(model, audio, lengths, autocast) -> dict[str, float]:
     finally:
         for handle in handles:
             handle.remove()
-    return seconds
+    return {name: seconds[name] for name, _ in named if name in seconds}
 
 
 def seconds_as(module, cls, name: str, model, audio, lengths, autocast) -> tuple[float, float]:

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference import ROOT, make_model, synthesize_track  # noqa: E402  (the inference benchmark's tracks and model)
+from inference import ROOT, make_model, synchronize, synthesize_track  # noqa: E402  (the inference benchmark's)
+from tests.originals import btc_weights_file  # noqa: E402  (importable once inference has put the root on the path)
 
 RATE = 22050
 
@@ -69,11 +70,10 @@ def cqt_difference(name: str, window: np.ndarray, device: str) -> float:
 
 
 def timed(call, device: str):
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    sync()
+    synchronize(device)
     start = time.perf_counter()
     result = call()
-    sync()
+    synchronize(device)
     return result, time.perf_counter() - start
 
 
@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from music2emo_hf.audio import load_audio
-    from music2emo_hf.btc import BTCHarmonyAnalyzer, BTCModel
+    from music2emo_hf.btc import BTCHarmonyAnalyzer
     from music2emo_hf.harmony import HarmonyAnalyzer
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -92,7 +92,7 @@ def main() -> None:
         synthesize_track(track, args.minutes)
         audio = load_audio(str(track), RATE)
         duration, window = len(audio) / RATE, audio[: 30 * RATE]
-        torch.save({"model": BTCModel().state_dict(), "mean": -3.5, "std": 2.0}, Path(scratch) / "btc.pt")
+        btc_weights_file(Path(scratch) / "btc.pt")
         paths = {
             "btc": {cqt: BTCHarmonyAnalyzer(Path(scratch) / "btc.pt", device=args.device if cqt == "torch" else "cpu",
                                             cqt=cqt) for cqt in ("librosa", "torch")},

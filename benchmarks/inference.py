@@ -42,6 +42,9 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.originals import btc_weights_file  # noqa: E402  (BTC's weights file as the authors save it)
+
 # Pipeline options compared; "default" is what `pipeline("music-emotion", ...)` does out of the box.
 OPTIONS = {
     "default": {},  # runtime="auto": OpenVINO where it is installed, on a CPU
@@ -242,19 +245,18 @@ def child_backbone(model_dir: str, device: str, batch: int, precision: str, runt
     warnings.simplefilter("ignore")
     model = Music2EmoModel.from_pretrained(model_dir).eval().to(device)
     cuda = device.startswith("cuda")
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     run = backbone_runtime(model, runtime, precision, say=lambda _: None)
     try:
         audio = 0.1 * torch.randn(batch, 30 * model.config.sampling_rate, generator=torch.Generator().manual_seed(0))
         audio = audio.to(device)
         before = resident_mib() if reset_peak() else None  # without the reset, the peak would be the process's
         answer = run(audio)  # warm-up
-        sync()
+        synchronize(device)
         seconds = float("inf")
         for _ in range(3):
             start = time.perf_counter()
             run(audio)
-            sync()
+            synchronize(device)
             seconds = min(seconds, time.perf_counter() - start)
         after = resident_mib()
         with torch.no_grad():
@@ -310,8 +312,7 @@ def child_matmul_peak(device: str, size: int = 4096, repeats: int = 5) -> dict:
     from music2emo_hf.runtimes import installed
 
     a, b = (torch.randn(size, size, device=device) for _ in range(2))
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    engines = {"torch": lambda: (torch.mm(a, b), sync())}
+    engines = {"torch": lambda: (torch.mm(a, b), synchronize(device))}
     if device == "cpu" and installed("openvino"):
         import openvino
         from openvino import opset13
@@ -410,6 +411,14 @@ def limit(track: dict, chunk_gflop: float, peak_gflops: float, stage_seconds: fl
     return said
 
 
+def synchronize(device) -> None:
+    """Wait for the work queued on `device`, so that a clock read next times it (nothing to wait for on a CPU)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
 def make_model(scratch: Path, config: str, harmony: str) -> Path:
     """A randomly initialised model of `config` (`music2emo init`); for the `btc` path, set up as a converted
     release is: BTC's chords (random weights of its real architecture in `btc.safetensors`) and plain-mean pooling."""
@@ -417,12 +426,9 @@ def make_model(scratch: Path, config: str, harmony: str) -> Path:
     subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", config, str(model_dir)],
                    check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True)
     if harmony == "btc":
-        import torch
+        from music2emo_hf.btc import save_btc_weights
 
-        from music2emo_hf.btc import BTCModel, save_btc_weights
-
-        torch.save({"model": BTCModel().state_dict(), "mean": -3.5, "std": 2.0}, scratch / "btc.pt")
-        save_btc_weights(scratch / "btc.pt", model_dir)
+        save_btc_weights(btc_weights_file(scratch / "btc.pt"), model_dir)
         config_file = model_dir / "config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "harmony": "btc",
                                            "pooling": "mean"}, indent=2))
