@@ -487,16 +487,27 @@ def _analyse(args: argparse.Namespace, job, plan, inputs, device: str, noun: str
                 yield answer if isinstance(answer, Exception) else inputs.record(key, _record_fields(answer, recorded))
 
     def analyse(keys):
-        taken = collections.deque()
+        taken = collections.deque()  # (key, the error of an input that had no audio to give) in order
 
         def audio():
             for key in keys:
-                taken.append(key)
-                yield inputs.audio(key)
+                try:
+                    value = inputs.audio(key)
+                except Exception as error:  # a dataset row without audio: its error in its place, the others go on
+                    taken.append((key, error))
+                    continue
+                taken.append((key, None))
+                yield value
+
+        def failed_before_the_pipeline():
+            while taken and taken[0][1] is not None:
+                yield taken.popleft()[1]
 
         for answer in pipe.stream(audio(), args.batch_size, **options):
-            key = taken.popleft()
+            yield from failed_before_the_pipeline()
+            key, _ = taken.popleft()
             yield answer if isinstance(answer, Exception) else inputs.record(key, _record_fields(answer, recorded))
+        yield from failed_before_the_pipeline()
 
     with tqdm(total=plan.total, desc="music2emo", unit=noun, file=sys.stderr, disable=not job.is_main) as bar, \
             _cut_short_files_noted(bar):

@@ -81,8 +81,8 @@ def row_record(index: int, example: Mapping[str, Any], ids: Sequence[str], answe
     return {"row": index, **{kept_as(name): example[name] for name in ids}, **answer}
 
 
-def audio_input(value: Any, row: int) -> Any:
-    """What the pipeline reads for one row's audio value."""
+def audio_input(value: Any) -> Any:
+    """What the pipeline reads for one row's audio value (its caller names the row in the error)."""
     from .audio import undecoded_audio
 
     if isinstance(value, Mapping):
@@ -92,7 +92,7 @@ def audio_input(value: Any, row: int) -> Any:
             return value
     if isinstance(value, (str, os.PathLike, bytes)):
         return _fetched(value)
-    raise ValueError(f"row {row}: no audio in it (expected the bytes or path of an Audio column, a path, or "
+    raise ValueError(f"no audio in it (expected the bytes or path of an Audio column, a path, or "
                      f"{{'array', 'sampling_rate'}}; got {type(value).__name__}).")
 
 
@@ -274,7 +274,7 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
         if index % processes != rank:
             continue
         try:
-            result = pipe(audio_input(example[audio_column], index), **options)
+            result = pipe(audio_input(example[audio_column]), **options)
         except Exception as error:  # one bad row must not stop the others; they are named below
             failures.append(f"row {index}: {error}")
             continue
@@ -392,7 +392,7 @@ class DatasetSource:
         value, corpus = example[self.audio_column], example.get("corpus") or self.config
         if isinstance(value, str) and corpus in self.downloads and not os.path.isabs(value):
             value = self.downloads.resolve(corpus, value)
-        return audio_input(value, int(key))
+        return audio_input(value)
 
     def as_file(self, key: str, folder: str) -> str:
         """A row's audio as a file in `folder` (to analyse it alone in a child process)."""

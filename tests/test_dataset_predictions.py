@@ -195,6 +195,25 @@ def test_a_saved_dataset_of_waveforms_goes_through_the_command(tiny_model_dir, p
     assert in_python["added"][1] == datetime.datetime(2021, 6, 1)
 
 
+@pytest.mark.parametrize("batch_size", ["1", "2"])
+def test_a_row_without_audio_is_reported_and_the_others_are_analysed(tiny_model_dir, clips, tmp_path, capsys,
+                                                                     batch_size):
+    """Its error used to stop the job at that row, on every rerun."""
+    from datasets import Dataset, load_dataset
+
+    saved = tmp_path / "saved"
+    Dataset.from_dict({"id": [0, 1, 2, 3], "audio": [clips[0], None, clips[1], None]}).save_to_disk(str(saved))
+    out = tmp_path / "out"
+    argv = ["predict", "--dataset", str(saved), "--output-dataset", str(out), "--model", str(tiny_model_dir),
+            "--harmony-ensemble", "1", "--batch-size", batch_size]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    for row in (1, 3):
+        assert (f"error: {saved} [train] row {row}: no audio in it (expected the bytes or path of an Audio column, a "
+                f"path, or {{'array', 'sampling_rate'}}; got NoneType).") in err
+    assert load_dataset(str(out), split="train")["id"] == [0, 2]
+
+
 def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_command(tiny_model_dir, tmp_path, capsys):
     """`datasets`' audiofolder layout (audio files beside a metadata.csv; here also zipped), as many Hub datasets
     are: streamed, `datasets` would encode each file with torchcodec before handing it over (an ImportError without
