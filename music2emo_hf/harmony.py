@@ -14,6 +14,7 @@ import functools
 import math
 import numbers
 import os
+import stat
 import tempfile
 import threading
 import warnings
@@ -248,11 +249,41 @@ def load_librosa():
     import filelock
 
     with filelock.FileLock(LIBROSA_LOCK):
+        _numba_cache_where_it_can_write()
         import librosa
         import librosa.core.audio
         import librosa.core.pitch
         import librosa.util.utils  # noqa: F401  (the modules with cached gufuncs and vectorised functions we call)
     return librosa
+
+
+def _numba_cache_where_it_can_write() -> None:
+    """numba caches librosa's compiled functions beside librosa's files or in the user's cache folder, and importing
+    librosa fails ("cannot cache function ...: no locator available") where it can write neither: a read-only install
+    run by a user without a home (a service, a container's user). Then they go to a folder of the temporary one that is
+    this user's alone (numba's cache files are pickles: one someone else could write would run their code)."""
+    import importlib.util
+
+    from numba.core import config
+    from numba.misc.appdirs import AppDirs
+
+    if os.environ.get("NUMBA_CACHE_DIR") or not hasattr(os, "getuid"):  # set by the user; or Windows: a home always
+        return
+    beside = os.path.join(os.path.dirname(importlib.util.find_spec("librosa").origin), "core", "__pycache__")
+    for folder in (beside, AppDirs(appname="numba", appauthor=False).user_cache_dir):
+        with contextlib.suppress(OSError):
+            os.makedirs(folder, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+            return
+    folder = os.path.join(tempfile.gettempdir(), f"music2emo-hf-numba-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    owned = os.lstat(folder)
+    if not stat.S_ISDIR(owned.st_mode) or owned.st_uid != os.getuid() or owned.st_mode & 0o077:
+        raise RuntimeError(f"numba can write its cache of librosa's functions neither beside librosa nor in a home "
+                           f"folder, and {folder} is not this user's alone; set NUMBA_CACHE_DIR to a folder of yours.")
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    config.reload_config()
 
 
 def _networks_device(device: str | torch.device | None) -> torch.device:

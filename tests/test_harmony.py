@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +28,7 @@ from music2emo_hf.harmony import (
 )
 from music2emo_hf.labels import CHORD_QUALITIES, CHORD_ROOTS, ORIGINAL_CHORD_QUALITIES
 
-from .conftest import tone
+from .conftest import ROOT, tone
 
 SR = 22050
 INTERVALS = {
@@ -374,3 +381,27 @@ def test_a_tail_too_short_for_a_chord_extends_the_chord_before_it():
     harmony = analyzer(audio, SR)
     assert_continuous(harmony, len(audio) / SR)
     assert harmony.chords[-1].chord == "G:7" and harmony.chords[-1].start < 9.9
+
+
+def test_librosa_loads_for_a_user_who_can_write_neither_beside_it_nor_in_a_home():
+    """A read-only install run by a user without a home (a service, a container's user): importing librosa failed
+    ("cannot cache function '__o_fold': no locator available"), and with it every file. numba's cache goes to a folder
+    of the temporary one that is that user's alone. (What `load_librosa` does before librosa's first import, which
+    then compiles librosa's functions into it for half a minute.)"""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root, to run as another user (setpriv) who cannot write to this installation")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    environment = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PYTHONPATH": str(ROOT)}
+    if subprocess.run([*nobody, sys.executable, "-c", "import music2emo_hf.harmony"], env=environment, cwd="/",
+                      capture_output=True).returncode:
+        pytest.skip("user 65534 cannot read this checkout or its Python environment")
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chmod(scratch, 0o777)
+        probe = ("import numba; from music2emo_hf.harmony import _numba_cache_where_it_can_write; "
+                 "_numba_cache_where_it_can_write(); import librosa.core.notation; print(numba.config.CACHE_DIR)")
+        done = subprocess.run([*nobody, sys.executable, "-c", probe], env={**environment, "TMPDIR": scratch}, cwd="/",
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        folder = done.stdout.strip()
+        assert folder == os.path.join(scratch, "music2emo-hf-numba-65534")
+        assert os.stat(folder).st_uid == 65534 and stat.S_IMODE(os.stat(folder).st_mode) == 0o700
