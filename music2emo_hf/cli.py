@@ -1006,6 +1006,21 @@ def _stderr_apart_from_decoders():
             sys.stderr = original
 
 
+@contextlib.contextmanager
+def _warnings_in_one_line(verbose: bool):
+    """A library's warning on the command's stderr as one line, `warning: ...`, as the command's own are: Python
+    adds the file, line and source line that raised it, which mean nothing to a user (shown with --verbose)."""
+    if verbose:
+        yield
+        return
+    formatted = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = formatted
+
+
 def _again(args: argparse.Namespace) -> str:
     """What running a stopped command again does: `predict` and `prepare-data` go on where they stopped; the others,
     which leave nothing behind, start over."""
@@ -1021,7 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _interrupted_once) if in_main_thread else None
     try:
-        with _stderr_apart_from_decoders():
+        with _stderr_apart_from_decoders(), _warnings_in_one_line(getattr(args, "verbose", False)):
             return args.run(args)
     except KeyboardInterrupt:
         print(f"music2emo: interrupted; {_again(args)}", file=sys.stderr)

@@ -210,7 +210,15 @@ def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
     target = folder / (ENCODER_INT8 if int8 else ENCODER)
     if target.is_file():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        problem = error.strerror or str(error)
+    else:
+        problem = None if os.access(folder.parent, os.W_OK) else "not writable"
+    if problem:
+        raise RuntimeUnavailable(f"its cache {folder.parent} cannot be written ({problem}); set "
+                                 "MUSIC2EMO_COMPILED_CACHE to a folder this user can write")
     with FileLock(str(folder) + ".lock"):
         clear_partials(folder)
         if not (folder / ENCODER).is_file():
@@ -368,6 +376,8 @@ def _exported_or_unavailable(model, say: Callable[[str], None], int8: bool) -> P
     reported as the runtimes being unavailable for this model, which `auto` answers by running PyTorch."""
     try:
         return exported(model, say, int8)
+    except RuntimeUnavailable:
+        raise
     except Exception as error:  # noqa: BLE001  (whatever the exporter raises; interrupts pass through)
         made = "export this model to ONNX" + (" or quantise it" if int8 else "")
         raise RuntimeUnavailable(f"torch could not {made} ({type(error).__name__}: {error})") from error

@@ -21,6 +21,7 @@ import torch
 
 from music2emo_hf import DEFAULT_MODEL_ID
 from music2emo_hf.cli import main
+from music2emo_hf.runtimes import installed
 
 from .conftest import ROOT, TINY_CONFIG, jsonl, mood_scores, require_fixtures, tone, without_root_reading_rights
 
@@ -769,6 +770,25 @@ def test_a_model_folder_whose_weights_cannot_be_read_says_whose_permission_is_ne
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"{copied / 'model.safetensors'} cannot be read (permission denied); ask its owner to make it readable " \
            "(chmod a+r)." in done.stderr
+
+
+def test_a_cache_the_export_cannot_write_is_named_in_one_line_and_the_run_goes_on(tiny_model_dir, tmp_path,
+                                                                                  write_wav):
+    """A library's warning on the command's stderr reads as the command's own: Python's showed the source line that
+    raised it; and the export's failure named torch ("could not export this model") for a folder it could not make."""
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "compiled"
+    song = str(write_wav("x.wav", tone(1.0)))
+    done = subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "predict", song, "--model", str(tiny_model_dir),
+                           "--device", "cpu", "--harmony-ensemble", "1"], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "MUSIC2EMO_COMPILED_CACHE": str(cache)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["file"] == song
+    lines = done.stderr.splitlines()
+    for runtime in [name for name in ("openvino", "onnxruntime") if installed(name)]:
+        assert (f"warning: runtime='auto' passes over {runtime}: its cache {cache} cannot be written (Not a directory); "
+                "set MUSIC2EMO_COMPILED_CACHE to a folder this user can write") in lines
+    assert not any("UserWarning" in line or "_make_backbone_runtime()" in line for line in lines), lines
 
 
 def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
