@@ -437,9 +437,12 @@ def _set_threads(threads: int | None, device: str) -> None:
     """--threads, or (several processes on one machine's CPU) its cores shared out: launchers set one thread each."""
     from .pipeline_music2emo import usable_cores
 
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    local_processes, cores = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), usable_cores()
+    if threads is not None and threads > cores:  # 100000 failed as it started them, each time another way
+        raise CommandError(f"--threads {threads}: this process may run on {cores} cores; give at most {cores} (more "
+                           "threads than cores only wait for each other).")
     if threads is None and local_processes > 1 and device == "cpu":
-        threads = max(1, usable_cores() // local_processes)
+        threads = max(1, cores // local_processes)
     if threads:
         import torch
 

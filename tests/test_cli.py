@@ -21,6 +21,7 @@ import torch
 
 from music2emo_hf import DEFAULT_MODEL_ID
 from music2emo_hf.cli import main
+from music2emo_hf.pipeline_music2emo import usable_cores
 from music2emo_hf.runtimes import installed
 
 from .conftest import ROOT, TINY_CONFIG, jsonl, mood_scores, require_fixtures, tone, without_root_reading_rights
@@ -638,6 +639,8 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
         (["--output", "out.json"], "--output out.json: use a .jsonl (one JSON record per line) or .csv file name"),
         (["--hypothesis-template", "music for {}"], "--hypothesis-template words the --labels; give --labels too"),
         (["--harmony-workers", "0"], "expected a positive whole number"),
+        (["--threads", "100000"], f"--threads 100000: this process may run on {usable_cores()} cores; give at most "
+                                  f"{usable_cores()}"),
         (["--device", "banana"], "--device banana: not a device name torch knows"),
         (["--device", ""], "--device is empty; give a value, or leave it out for the default"),
         (["--output", ""], "--output is empty; give a value, or leave it out for the standard output"),
