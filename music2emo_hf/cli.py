@@ -104,9 +104,13 @@ class FileInputs:
 
     def __init__(self, paths: list[str], report):
         self.names: dict[str, str] = {}
-        for path in iter_audio_files(paths, report):
+        problems: list[tuple[str, str]] = []
+        for path in iter_audio_files(paths, lambda *problem: problems.append(problem)):
             self.names.setdefault(file_key(path), path)
         self.keys = list(self.names)
+        for path, message in problems:  # not a file named as well, which is analysed (a folder's .m4a holding WAV)
+            if file_key(path) not in self.names:
+                report(path, message)
 
     def label(self, key: str) -> str:
         return self.names[key]

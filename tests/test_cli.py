@@ -157,6 +157,20 @@ def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_m
     assert "cover.jpg" not in stderr
 
 
+def test_a_folders_file_the_walk_passes_over_is_analysed_when_named_as_well(tiny_model_dir, tmp_path, write_wav,
+                                                                           capsys):
+    """A WAV saved as .m4a: the folder's walk reports its extension, the file named on its own is decoded by its
+    content. It was both written and reported failed ("2 file(s) analysed, 1 failed")."""
+    write_wav("album/01.wav", tone(2.0))
+    named = tmp_path / "album" / "02.m4a"
+    sf.write(named, tone(2.0, freq=330.0), 24000, format="WAV")
+    out = tmp_path / "out.jsonl"
+    status, stderr = predict_here(capsys, str(tmp_path / "album"), str(named), "--model", str(tiny_model_dir),
+                                  "-o", str(out))
+    assert status == 0 and "2 file(s) analysed, 0 failed" in stderr and "error:" not in stderr, stderr
+    assert [Path(r["file"]).name for r in jsonl(out)] == ["01.wav", "02.m4a"]
+
+
 def test_labels_for_a_model_without_a_projector_are_refused_as_the_option(tiny_model_dir, tmp_path, write_wav, capsys):
     status, stderr = predict_here(capsys, str(write_wav("x.wav", tone(1.0))), "--model", str(tiny_model_dir),
                                   "--labels", "calm,tense", "-o", str(tmp_path / "out.jsonl"))
