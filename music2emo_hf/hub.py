@@ -121,19 +121,38 @@ def load_pipeline(model: str, **options):
     reached); `options` go to `transformers.pipeline`."""
     import transformers
 
+    from .configuration_music2emo import Music2EmoConfig
     from .released import resolve_model
 
     location = model
     try:
         location = resolve_model(model)
         offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}
+        model_type = transformers.PretrainedConfig.get_config_dict(location, **offline)[0].get("model_type")
+        if model_type != Music2EmoConfig.model_type:  # transformers loads the class it names, which has no moods
+            raise ValueError(f"it holds a {model_type!r} model (config.json's model_type), not a Music2Emo model "
+                             f"({Music2EmoConfig.model_type!r}); name one written by `music2emo init`, `convert-original` "
+                             "or training, or a released checkpoint")
         pipe = transformers.pipeline("music-emotion", model=location, **offline, **options)
         pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
         return pipe
     except Exception as error:  # whatever stops a model from loading becomes one line for the user
         reason = ((incomplete_model(location) if os.path.isdir(location) else _not_in_cache(location))
-                  or unreadable_weights(error) or first_line(error))
+                  or unreadable_weights(error) or _original_error(error) or first_line(error))
         raise ModelLoadError(model, reason) from error
+
+
+def _original_error(error: BaseException) -> str | None:
+    """What stopped the model class from loading, where transformers' pipeline only says "See the original errors:"
+    on its first line, with the tracebacks after it: the last line of the last one."""
+    text = str(error)
+    if "See the original errors:" not in text:
+        return None
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    if "ignore_mismatched_sizes" in last:  # the report it refers to went to the log
+        return ("its weights do not fit its config.json (tensors of other sizes than that config makes: a config "
+                "edited, or one of another model); save the model there again, or copy the folder whole")
+    return last
 
 
 def _weights_in(folder: Path) -> bool:

@@ -774,6 +774,30 @@ def test_a_model_folder_whose_weights_are_cut_short_says_so(tiny_model_dir, tmp_
            "short; copy or download it again" in capsys.readouterr().err
 
 
+def test_a_model_folder_of_another_kind_or_whose_weights_do_not_fit_its_config_says_so(tiny_model_dir, tmp_path,
+                                                                                       write_wav, capsys):
+    """A folder of another model type loaded as that type and failed on "'BertConfig' object has no attribute
+    'mood_labels'"; weights of other sizes than the config makes ended on transformers' "See the original errors:"."""
+    from transformers import BertConfig, BertModel
+
+    other = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                         vocab_size=99)).save_pretrained(other)
+    edited = shutil.copytree(tiny_model_dir, tmp_path / "edited")
+    config = json.loads((edited / "config.json").read_text())
+    config["backbone_config"]["hidden_size"] *= 2
+    (edited / "config.json").write_text(json.dumps(config))
+    song = str(write_wav("x.wav", tone(1.0)))
+    assert main(["predict", song, "--model", str(other), "--device", "cpu"]) == 2
+    assert (f"music2emo: error: could not load the model in folder {str(other)!r}: it holds a 'bert' model "
+            "(config.json's model_type), not a Music2Emo model ('music2emo'); name one written by `music2emo init`, "
+            "`convert-original` or training, or a released checkpoint") in capsys.readouterr().err
+    assert main(["predict", song, "--model", str(edited), "--device", "cpu"]) == 2
+    assert (f"music2emo: error: could not load the model in folder {str(edited)!r}: its weights do not fit its "
+            "config.json (tensors of other sizes than that config makes: a config edited, or one of another model); "
+            "save the model there again, or copy the folder whole") in capsys.readouterr().err
+
+
 def test_a_model_folder_whose_weights_cannot_be_read_says_whose_permission_is_needed(tiny_model_dir, tmp_path,
                                                                                    write_wav):
     """transformers' own words were "Could not load model ... with any of the following classes", and nothing after
