@@ -636,8 +636,8 @@ def init(args: argparse.Namespace) -> int:
 def _new_folder(out: Path, option: str = "") -> None:
     """Models are written into a new or empty folder only: never over a file or beside someone's files."""
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise CommandError(f"{option} {out}: exists and is not an empty folder; name a new folder (nothing is written "
-                           "over).".lstrip())
+        what = "is a folder that holds files" if out.is_dir() else "is a file"
+        raise CommandError(f"{option} {out}: {what}; name a new folder (nothing is written over).".lstrip())
 
 
 @contextlib.contextmanager
@@ -666,6 +666,28 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _repo_id(text: str) -> str:
+    """A Hub repo id as the Hub takes it, checked before anything is written or uploaded."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Hub repo id: give OWNER/NAME (letters, digits, '-', '_' "
+                                         f"and '.'), e.g. you/music2emo-mine ({error})") from error
+    return text
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63 - 1, got {text!r}")
     return value
 
 
@@ -829,6 +851,12 @@ def _write_card(args: argparse.Namespace, card_file: Path) -> None:
             results = json.loads(Path(args.results).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
             raise CommandError(f"--results {args.results}: cannot read it as JSON ({error}).") from error
+        if not isinstance(results, dict):
+            raise CommandError(f"--results {args.results}: holds a JSON {type(results).__name__}; expected the object "
+                               "of training's results.json, or of evaluate_models.py's for this model alone.")
+    if args.template and not Path(args.template).is_file():
+        raise CommandError(f"--template {args.template}: no such file; name a model card template (e.g. "
+                           "hub_configs/NAME/README.md).")
     try:
         card = build_card(args.model_dir, args.repo_id, results=results, template=args.template)
     except (ValueError, KeyError) as error:
@@ -861,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "column, paths, or {array, sampling_rate}; default: audio)")
     p.add_argument("--output-dataset", metavar="DIR", help="with --dataset: write the predictions as a dataset "
                    "(Parquet + card; reruns resume); the input's scalar columns are kept as ids")
-    p.add_argument("--push-to-hub", metavar="REPO", help="with --dataset: publish the predictions dataset as this "
+    p.add_argument("--push-to-hub", metavar="REPO", type=_repo_id, help="with --dataset: publish the predictions dataset as this "
                    "Hub dataset repo (another than the input's: the repo then holds the predictions alone)")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.add_argument("--top-k", type=_positive_int, help="moods per record (default: all, sorted by probability)")
@@ -915,7 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = commands.add_parser("init", help="write a randomly initialised model from a Hub config folder")
     i.add_argument("--config", required=True, help="a hub_configs/NAME folder")
     i.add_argument("out_dir", help="where to write the model")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=_seed, default=0)
     i.add_argument("--backbone", help="load pretrained backbone weights from this Hub id or folder (heads stay random)")
     i.set_defaults(run=init)
 
@@ -941,7 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of the stratified splits (default 0)")
     d.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
                    help=f"mean-shift bandwidth quantile of the label alignment (default {DEFAULT_QUANTILE})")
-    d.add_argument("--push-to-hub", metavar="REPO", help="publish the folder as this Hub dataset repo (which then "
+    d.add_argument("--push-to-hub", metavar="REPO", type=_repo_id, help="publish the folder as this Hub dataset repo (which then "
                    "holds the folder as it is: files it lacks, such as shards of an earlier preparation, are removed)")
     d.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     d.set_defaults(run=prepare_data)
@@ -956,7 +984,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--btc", help="BTC's chord weights, the authors' btc_model_large_voca.pt (default: fetched from "
                    f"{RELEASED_REPO}, at the checkpoint's revision when it is named by release)")
     c.add_argument("--template", help="a model card template (default: the generic one; hub_configs/NAME/README.md)")
-    c.add_argument("--push-to-hub", metavar="REPO", help="also publish the converted model as this Hub repo")
+    c.add_argument("--push-to-hub", metavar="REPO", type=_repo_id, help="also publish the converted model as this Hub repo")
     c.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     c.set_defaults(run=convert_original)
 
@@ -965,7 +993,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "holds the folder as it is: files it lacks are removed there)")):
         m = commands.add_parser(name, help=help_text)
         m.add_argument("model_dir", help="a model folder (from training, convert-original or init)")
-        m.add_argument("repo_id", help="the Hub repo it is (or will be) published as, e.g. you/music2emo-mine")
+        m.add_argument("repo_id", type=_repo_id, help="the Hub repo it is (or will be) published as, e.g. you/music2emo-mine")
         m.add_argument("--results", help="a results JSON (training's results.json, or evaluate_models.py's for this model "
                        "alone); default: the folder's results.json")
         m.add_argument("--template", help="a model card template file (e.g. hub_configs/NAME/README.md)")

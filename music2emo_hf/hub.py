@@ -209,8 +209,12 @@ def push_folder(
     """Create the Hub repo if needed and make it hold the folder as it is, in one commit: files the repo has and the
     folder lacks (a shard of an earlier split, an old weights file) are removed, its history keeping them, so the
     repo never mixes two versions. Returns the commit URL."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
 
+    if not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} does not answer"
+        raise ConnectionError(f"the Hugging Face Hub cannot be reached ({why}); publish where it can be, by running "
+                              "the command again. Nothing was published.")
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     if private and not api.repo_info(repo_id, repo_type=repo_type).private:  # it existed: its visibility stays

@@ -160,6 +160,8 @@ def fake_hub(tmp_path, monkeypatch):
     import huggingface_hub
     from huggingface_hub.utils import filter_repo_objects
 
+    from music2emo_hf import hub as hub_module
+
     hub = SimpleNamespace(remote=tmp_path / "remote", calls=[], private={})  # repo id -> private, once created
 
     class FakeHfApi:
@@ -193,6 +195,7 @@ def fake_hub(tmp_path, monkeypatch):
             )
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    monkeypatch.setattr(hub_module, "hub_reachable", lambda: True)  # it answers, as the Hub it stands for
     return hub
 
 

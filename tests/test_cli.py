@@ -843,6 +843,10 @@ def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
         assert written.stat().st_mode & 0o777 == 0o666 & ~mask, written.name
     assert main(["init", "--config", str(ROOT / "hub_configs"), str(tmp_path / "n")]) == 2
     assert "config.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # torch's "Overflow when unpacking long long" before
+        main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "n"), "--seed", "99999999999999999999"])
+    assert stop.value.code == 2 and "--seed: expected a whole number from 0 to 2**63 - 1, got '99999999999999999999'" \
+        in capsys.readouterr().err
 
 
 def test_a_model_write_stopped_by_sigterm_leaves_nothing(tmp_path):
@@ -874,9 +878,10 @@ def test_init_writes_over_nothing(tmp_path, capsys, monkeypatch):
     assert main(["init", "--config", str(TINY_CONFIG), str(model)]) == 0
     weights = (model / "model.safetensors").read_bytes()
     capsys.readouterr()
-    for taken in (song, music, model):
+    for taken, what in ((song, "is a file"), (music, "is a folder that holds files"),
+                        (model, "is a folder that holds files")):
         assert main(["init", "--config", str(TINY_CONFIG), str(taken), "--seed", "1"]) == 2
-        assert f"{taken}: exists and is not an empty folder; name a new folder" in capsys.readouterr().err
+        assert f"{taken}: {what}; name a new folder (nothing is written over)." in capsys.readouterr().err
     assert song.read_bytes() == b"RIFF" and [p.name for p in music.iterdir()] == ["config.json"]
     assert (model / "model.safetensors").read_bytes() == weights
     # Empty folders are filled where they are: the current one (with its own mode), and one reached by a link.

@@ -108,6 +108,36 @@ def test_push_publishes_a_whole_model_and_nothing_else(tiny_model_dir, tmp_path,
     assert "someone/half" not in fake_hub.private
 
 
+def test_card_and_push_refuse_what_they_cannot_use_in_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Each was a Python error's own words (HFValidationError, AttributeError, FileNotFoundError, httpx's
+    ConnectError), or not refused at all: an id the Hub refuses was written into the card."""
+    from huggingface_hub import constants
+
+    from music2emo_hf.cli import main
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    listed = tmp_path / "list.json"
+    listed.write_text("[1]")
+    for argv, said in (
+        (["card", str(folder), "not a repo id!!"], "argument repo_id: 'not a repo id!!' is not a Hub repo id: give "
+                                                   "OWNER/NAME (letters, digits, '-', '_' and '.'), e.g. you/music2emo-mine"),
+        (["card", str(folder), "you/mine", "--results", str(listed)],
+         f"--results {listed}: holds a JSON list; expected the object of training's results.json"),
+        (["card", str(folder), "you/mine", "--template", str(tmp_path / "none.md")],
+         f"--template {tmp_path / 'none.md'}: no such file; name a model card template"),
+    ):
+        try:
+            status = main(argv)
+        except SystemExit as stop:  # argparse's own exit
+            status = stop.code
+        assert status == 2 and said in capsys.readouterr().err, argv
+    assert not (folder / "README.md").exists()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(["push", str(folder), "you/mine"]) == 2
+    assert ("music2emo: error: ConnectionError: the Hugging Face Hub cannot be reached (HF_HUB_OFFLINE is set); "
+            "publish where it can be, by running the command again. Nothing was published.") in capsys.readouterr().err
+
+
 def test_a_random_model_made_from_a_variant_names_no_backbone_weights(tmp_path):
     """`init` without --backbone: random weights throughout, so its card must not claim MERT's weights (and their
     terms), as the variant's config names them for `--backbone`."""
