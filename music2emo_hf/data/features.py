@@ -34,6 +34,10 @@ MANIFEST = "manifest.json"
 
 
 def feature_dir(dataset_dir: str | os.PathLike, name: str) -> Path:
+    """The cache `name` of a prepared dataset: one folder under its features/, never somewhere else."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise ValueError(f"--name {name!r}: a feature cache is one folder under {Path(dataset_dir) / FEATURES_DIR}; "
+                         "give a plain folder name (no '/').")
     return Path(dataset_dir) / FEATURES_DIR / name
 
 
