@@ -20,6 +20,7 @@ import functools
 import gc
 import math
 import os
+import pickle
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,9 +262,10 @@ def read_btc_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     try:
         with torch.serialization.safe_globals(numpy_scalars):
             saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise BTCWeightsError(f"{path}: not a readable BTC weights file ({first_line(error)}); download it again.") \
-            from None
+    except Exception as error:  # a legacy pickle's bad magic number is a bare KeyError, its bad bytes an essay
+        reason = ("torch.load cannot read it: it is damaged, cut short, or not a weights file"
+                  if isinstance(error, (KeyError, pickle.UnpicklingError, EOFError)) else first_line(error))
+        raise BTCWeightsError(f"{path}: not a readable BTC weights file ({reason}); download it again.") from None
     if not isinstance(saved, dict) or not {"model", "mean", "std"} <= set(saved):
         raise BTCWeightsError(f"{path}: expected a dict with 'model', 'mean' and 'std' (BTC's saved weights).")
     return saved["model"], float(np.asarray(saved["mean"])), float(np.asarray(saved["std"]))

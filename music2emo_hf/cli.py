@@ -799,6 +799,9 @@ def convert_original(args: argparse.Namespace) -> int:
         # otherwise the file alone, with what to give instead of it.
         all_from_hub = reference is not None and args.btc is None and args.backbone == BACKBONE_REPO
         instead = "give the files themselves: the checkpoint's path, --btc FILE and --backbone DIR"
+        if reference is None and not os.path.isfile(checkpoint):  # named before the other files are looked for
+            raise CommandError(f"{checkpoint}: no such checkpoint file; give the path of one of the authors' "
+                               f"saved_models/*.ckpt, or a released name ({RELEASED_REPO}[:NAME]).")
         if reference is not None:
             checkpoint, commit = fetch_release_file(
                 reference, alone=None if all_from_hub else "give a downloaded checkpoint file instead", instead=instead)

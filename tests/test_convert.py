@@ -169,7 +169,9 @@ def test_nothing_in_the_file_runs(tmp_path, mert_folder, capsys):
     assert not marker.exists() and not out.exists()
 
 
-def test_broken_files_are_explained(tmp_path, mert_folder, capsys):
+def test_broken_files_are_explained(tmp_path, mert_folder, capsys, monkeypatch):
+    from huggingface_hub import constants
+
     torch.manual_seed(5)
     lightning_checkpoint(tmp_path / "good.ckpt", OriginalNetwork(), tmp_path)
     data = (tmp_path / "good.ckpt").read_bytes()
@@ -190,6 +192,16 @@ def test_broken_files_are_explained(tmp_path, mert_folder, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err, (name, err)
         assert "Traceback" not in err and not out.exists()
+    # without --btc, offline: the missing checkpoint is named, not BTC's weights missing from the Hub cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["convert-original", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "converted")]) == 2
+    assert (f"music2emo: error: {tmp_path / 'missing.ckpt'}: no such checkpoint file; give the path of one of the "
+            "authors' saved_models/*.ckpt, or a released name (amaai-lab/music2emo[:NAME]).") in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_text("junk\n")
+    code, _ = convert(tmp_path, tmp_path / "good.ckpt", mert_folder, btc=tmp_path / "junk.pt")
+    assert code == 2 and (f"{tmp_path / 'junk.pt'}: not a readable BTC weights file (torch.load cannot read it: it is "
+                          "damaged, cut short, or not a weights file); download it again.") in capsys.readouterr().err
 
 
 def test_the_faithful_config_is_the_published_variants():
