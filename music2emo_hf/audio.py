@@ -204,7 +204,7 @@ class AudioStream:
                 emitted += 1
                 yield item
         if emitted == 0:
-            raise AudioDecodeError(f"{self.name}: the audio contains no samples.")
+            raise AudioDecodeError(f"{self.name}: it holds no audio (no samples); export or download it again.")
 
 
 def _soxr_stream(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int,
@@ -479,6 +479,10 @@ def _open_file(source: Any, name: str) -> AudioStream:
         raise
     stream = AudioStream(name, handle.samplerate, _file=handle)
     announced = _cut_short(source, handle)  # a cut file not told here is, once decoded
+    if announced is not None and handle.format in _COUNTED and handle.frames == 0:
+        handle.close()
+        raise AudioDecodeError(f"{name}: cut short: {_announced(announced)} (not downloaded or copied whole), and it "
+                               "holds no audio past its header; download or copy it again.")
     if announced is not None:
         held = f"the {handle.frames / handle.samplerate:.1f} s it holds" if handle.format in _COUNTED else \
             "what it holds"

@@ -280,6 +280,25 @@ def test_a_wav_whose_sizes_were_left_unset_is_read_whole_without_a_warning(size)
         assert len(load_audio(bytes(data), 24000)) == 2 * 24000
 
 
+def test_a_file_without_any_audio_says_so_with_what_to_do(tmp_path):
+    """A copy that stopped after the header was first warned of as analysed ("the 0.0 s it holds is analysed"),
+    then failed as "the audio contains no samples"; so did a file written empty."""
+    whole = io.BytesIO()
+    sf.write(whole, tone(2.0), 24000, format="WAV", subtype="PCM_16")
+    (tmp_path / "header.wav").write_bytes(whole.getvalue()[:44])
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 24000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AudioDecodeError, match=re.escape(
+                f"{tmp_path / 'header.wav'}: cut short: its header announces 2.0 s of audio and the file ends before "
+                "that (not downloaded or copied whole), and it holds no audio past its header; download or copy it "
+                "again.")):
+            load_audio(str(tmp_path / "header.wav"), 24000)
+        with pytest.raises(AudioDecodeError, match=re.escape(
+                f"{tmp_path / 'empty.wav'}: it holds no audio (no samples); export or download it again.")):
+            load_audio(str(tmp_path / "empty.wav"), 24000)
+
+
 def test_a_wav_whose_data_size_was_left_0_is_refused_saying_how_to_repair_it(tmp_path):
     """A recorder stopped before it closed the file leaves its sizes 0; libsndfile reads no audio from it, which was
     said as "the audio contains no samples"."""
