@@ -7,6 +7,7 @@ the same way everywhere and a long file never has to sit in memory whole.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import itertools
 import math
@@ -995,11 +996,16 @@ def why_missing(path: str, what: str = "file") -> str:
     through a folder this user cannot enter may hold a file all the same."""
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
         return "a URL: only local files are read; download it first"
+    if path == "-":
+        return "audio is not read from the standard input; save it to a file and name that"
     try:
         os.stat(path)
     except PermissionError:
         return "cannot be reached: a folder on its path cannot be entered (permission denied); check its permissions"
-    except (OSError, ValueError):
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link that leads back to itself (a loop of links); point it at a file"
+    except ValueError:
         pass
     return f"no such {what}"
 

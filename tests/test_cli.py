@@ -96,19 +96,23 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     (tmp_path / "truncated.mp3").write_bytes(mp3[: len(mp3) // 2])
     (tmp_path / "garbled.mp3").write_bytes(mp3[:2000] + bytes(range(256)) * 200 + mp3[60000:])
     (tmp_path / "empty_folder").mkdir()
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
     out = tmp_path / "out.jsonl"
     status, stderr = predict_here(
         capsys, str(good), str(tmp_path / "empty.mp3"), str(tmp_path / "notes.mp3"), str(tmp_path / "truncated.mp3"),
         str(tmp_path / "garbled.mp3"),
         str(tmp_path / "missing.wav"), str(tmp_path / "empty_folder"), str(tmp_path / "missing.wav"),
-        "https://example.org/song.mp3", "--model", str(tiny_model_dir), "--output", str(out),
+        "https://example.org/song.mp3", str(tmp_path / "loop.wav"), "-", "--model", str(tiny_model_dir),
+        "--output", str(out),
     )
     assert status == 1
     assert "Traceback" not in stderr
     assert sum("missing.wav" in line for line in stderr.splitlines()) == 1  # given twice, one problem
     for name, reason in [("empty.mp3", "empty"), ("notes.mp3", "not audio: it could not be decoded"),
                          ("missing.wav", "no such file"), ("empty_folder", "no audio files"),
-                         ("song.mp3", "a URL: only local files are read; download it first")]:
+                         ("song.mp3", "a URL: only local files are read; download it first"),
+                         ("loop.wav", "a symbolic link that leads back to itself (a loop of links); point it at a file"),
+                         ("-: ", "audio is not read from the standard input; save it to a file and name that")]:
         assert any(name in line and reason in line for line in stderr.splitlines()), (name, stderr)
     written = sorted(Path(r["file"]).name for r in jsonl(out))
     assert {"good.wav", "truncated.mp3"} <= set(written) <= {"good.wav", "truncated.mp3", "garbled.mp3"}
