@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .jobs import CommandError
+from .jobs import CommandError, message_line
 
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -200,7 +200,7 @@ def _run_job(args: argparse.Namespace, job) -> int:
             return  # a path given twice is one problem
         listing_problems.append({"key": file_key(path), "input": path, "error": message})
         if job.is_main:
-            tqdm.write(f"error: {path}: {message}", file=sys.stderr)
+            tqdm.write(message_line(f"error: {path}: {message}"), file=sys.stderr)
 
     inputs = dataset if dataset is not None else FileInputs(args.paths, report)
     noun = "row" if args.dataset else "file"
@@ -549,7 +549,7 @@ def _cut_short_files_noted(bar):
         if issubclass(category, AudioCutShortWarning):
             if str(message) not in said:
                 said.add(str(message))
-                bar.write(f"warning: {message}", file=sys.stderr)
+                bar.write(message_line(f"warning: {message}"), file=sys.stderr)
         else:
             shown(message, category, *rest, **keywords)
 

@@ -280,6 +280,12 @@ def json_text(value: Any) -> str:
     return text
 
 
+def message_line(text: str) -> str:
+    """A message as one line on a terminal or in a log: a file name's control characters (a newline, an escape
+    sequence) written as Python writes them, `\\n`, so that one message never reads as two or recolours the screen."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match.group())[1:-1], text)
+
+
 def json_line(record: dict) -> str:
     """A record as one line of JSON (`json_text`)."""
     return json_text(record) + "\n"
@@ -584,7 +590,7 @@ class Job:
         if crashed:
             failure["crashed"] = True
         self.failures.append(failure)
-        progress.write(f"error: {name}: {failure['error']}", file=sys.stderr)
+        progress.write(message_line(f"error: {name}: {failure['error']}"), file=sys.stderr)
         if errors:
             try:
                 with open(errors, "a", encoding="utf-8") as handle:

@@ -122,6 +122,18 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_model_dir, tmp_path, wr
     assert "good.wav" not in failed
 
 
+def test_a_file_name_with_control_characters_is_reported_on_one_line(tiny_model_dir, tmp_path, capsys):
+    """A newline in a name made one error read as two lines (and an escape sequence would reach the terminal)."""
+    odd = tmp_path / "a\nerror: b\x1b[31m.wav"
+    odd.write_text("not audio\n" * 100)
+    status, stderr = predict_here(capsys, str(odd), "--model", str(tiny_model_dir), "-o", str(tmp_path / "out.jsonl"))
+    assert status == 1
+    errors = [line for line in stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {tmp_path}/a\\nerror: b\\x1b[31m.wav: not audio: "
+                                                     "it could not be decoded"), errors
+    assert jsonl(Path(f"{tmp_path / 'out.jsonl'}.errors.jsonl"))[0]["input"] == str(odd)  # the name itself
+
+
 def test_audio_of_a_type_not_decoded_here_is_reported_with_the_way_around(tiny_model_dir, tmp_path, write_wav,
                                                                           capsys):
     """An iTunes folder's .m4a files (or a lossless collection's WavPack) are not passed over in silence: each is
