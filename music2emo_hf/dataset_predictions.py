@@ -34,7 +34,7 @@ def undecoded(dataset, audio_column: str):
     """The dataset with its audio column left as `datasets` stores it ({"bytes", "path"}), for our own decoder; a
     stream of audio files (`audiofolder`: a folder or Hub repo of audio files) with each file's path or URL, which
     `datasets` would otherwise encode with torchcodec first (an ImportError without it)."""
-    from datasets import Audio, IterableDataset, Value
+    from datasets import Audio, ClassLabel, IterableDataset, Value
 
     if dataset.features is None:  # a stream made from a generator: its columns are those of its first row
         dataset = dataset._resolve_features()
@@ -42,7 +42,13 @@ def undecoded(dataset, audio_column: str):
         columns = ", ".join(dataset.features) or "none"
         raise ValueError(f"the dataset has no column {audio_column!r} (its columns: {columns}); name the audio "
                          "column (audio_column= in Python, --audio-column on the command line).")
-    if isinstance(dataset.features[audio_column], Audio):
+    feature = dataset.features[audio_column]
+    if isinstance(feature, Value | ClassLabel) and feature.dtype not in ("string", "large_string", "binary",
+                                                                          "large_binary"):
+        raise ValueError(f"the dataset's column {audio_column!r} holds {feature.dtype} values, not audio (an Audio "
+                         "column, file paths or bytes, or {'array', 'sampling_rate'} dicts); name the audio column "
+                         "(audio_column= in Python, --audio-column on the command line).")
+    if isinstance(feature, Audio):
         if isinstance(dataset, IterableDataset) and dataset.info.builder_name == "audiofolder":
             return dataset.cast_column(audio_column, Value("string"))
         return dataset.cast_column(audio_column, Audio(decode=False))

@@ -153,6 +153,9 @@ def test_wrong_dataset_options_are_refused_in_one_line(tmp_path, capsys, clips):
         (["--dataset", str(source)], "--dataset needs --output-dataset DIR"),
         (["--dataset", str(source), "--output-dataset", str(tmp_path / "o"), "--audio-column", "sound"],
          "has no column 'sound' (its columns: audio, track_id, year)"),
+        (["--dataset", str(source), "--output-dataset", str(tmp_path / "o"), "--audio-column", "year"],
+         "the dataset's column 'year' holds int64 values, not audio (an Audio column, file paths or bytes, or "
+         "{'array', 'sampling_rate'} dicts); name the audio column"),  # each row failed on its own
         (["--dataset", str(source), "--output-dataset", str(tmp_path / "o"), "--split", "test"], "no split 'test'"),
         ([clips[0], "--output-dataset", str(tmp_path / "o")], "--output-dataset goes with --dataset"),
         (["--dataset", "you/music", "--output-dataset", str(tmp_path / "o"), "--push-to-hub", "You/Music"],
