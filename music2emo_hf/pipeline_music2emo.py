@@ -72,6 +72,13 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _flag(value: Any, name: str) -> bool:
+    """A yes/no option: True or False (numpy's too, and 0 or 1); a string such as "false" would be true."""
+    if isinstance(value, bool | np.bool_) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def _raised(answer: dict | Exception) -> dict:
     if isinstance(answer, Exception):
         raise answer
@@ -270,14 +277,10 @@ class MusicEmotionPipeline(Pipeline):
             postprocess["top_k"] = _positive_int(top_k, "top_k")
         if threshold is not None:
             postprocess["threshold"] = self._check_threshold(threshold)
-        if return_segments is not None:
-            postprocess["return_segments"] = bool(return_segments)
-        if return_harmony is not None:
-            postprocess["return_harmony"] = bool(return_harmony)
-        if return_timings is not None:
-            postprocess["return_timings"] = bool(return_timings)
-        if return_embedding is not None:
-            postprocess["return_embedding"] = bool(return_embedding)
+        for name, value in (("return_segments", return_segments), ("return_harmony", return_harmony),
+                            ("return_timings", return_timings), ("return_embedding", return_embedding)):
+            if value is not None:
+                postprocess[name] = _flag(value, name)
         if candidate_labels is not None or hypothesis_template is not None:
             if not self.model.config.label_embedding_dim:
                 given = "candidate_labels" if candidate_labels is not None else "hypothesis_template"
@@ -435,7 +438,11 @@ class MusicEmotionPipeline(Pipeline):
     def __call__(self, inputs, *args, num_workers=None, batch_size=None, **kwargs):
         """As transformers' pipelines are called (a tuple as a list); with `batch_size` > 1 (here or when the
         pipeline was made) many inputs are analysed `batch_size` at a time by `stream` (a list gives a list, a
-        generator, a dataset or a `datasets` column an iterator), and an input that fails raises its error."""
+        generator, a dataset or a `datasets` column an iterator), and an input that fails raises its error. Options
+        are given by name: transformers would log a positional one (`pipe(audio, 44100)`) as ignored and go on."""
+        if args:
+            raise TypeError(f"the pipeline takes the audio alone by position; give {', '.join(map(repr, args))} by name "
+                            "(e.g. sampling_rate=44100, top_k=5).")
         batch_size = self._batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         if isinstance(inputs, tuple):
             inputs = list(inputs)
@@ -451,7 +458,7 @@ class MusicEmotionPipeline(Pipeline):
                 return map(_raised, answers)
             with closing(answers):  # an input's error stops its decoding threads now, not when garbage is collected
                 return [_raised(answer) for answer in answers]
-        return super().__call__(inputs, *args, num_workers=num_workers, batch_size=batch_size, **kwargs)
+        return super().__call__(inputs, num_workers=num_workers, batch_size=batch_size, **kwargs)
 
     def stream(self, inputs: Iterable, batch_size: int | None = None, num_workers: int | None = None,
                **parameters) -> Iterator[dict | Exception]:

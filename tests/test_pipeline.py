@@ -96,6 +96,13 @@ def test_top_k_and_thresholds(tiny_pipeline):
     assert tiny_pipeline(audio, top_k=np.int64(3), threshold=np.float32(0.0))["moods"] == everything[:3]  # numpy's
     with pytest.raises(ValueError, match="chunk_batch_size must be a positive integer, got True"):
         tiny_pipeline(audio, chunk_batch_size=True)
+    with pytest.raises(ValueError, match="return_segments must be True or False, got 'false'"):
+        tiny_pipeline(audio, return_segments="false")  # a string is true: segments came back
+    assert "segments" in tiny_pipeline(audio, return_segments=np.True_) and "key" not in tiny_pipeline(
+        audio, return_harmony=0)
+    with pytest.raises(TypeError, match=re.escape("the pipeline takes the audio alone by position; give 44100 by name "
+                                                  "(e.g. sampling_rate=44100, top_k=5).")):
+        tiny_pipeline(audio, 44100)  # transformers logged "Ignoring args" and heard the audio at 24 kHz
 
 
 def test_a_confident_models_small_probabilities_keep_their_order(tiny_model_dir):
