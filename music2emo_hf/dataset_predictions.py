@@ -263,10 +263,19 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
     one row per input row that could be analysed (`row` is its index; a row that could not be is named in a warning).
     `options` go to the pipeline (top_k, return_harmony, ...). Under `accelerate launch` the processes share the rows
     (row i to process i mod N), each on its own device, and every process returns the whole result."""
-    from datasets import Dataset
+    from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
     from .jobs import launched_processes, process_state
 
+    if isinstance(dataset, DatasetDict | IterableDatasetDict):
+        raise TypeError(f"predict_dataset takes one split, e.g. dataset[{next(iter(dataset), 'train')!r}]; got a "
+                        f"{type(dataset).__name__} of the splits {', '.join(dataset)}.")
+    if not isinstance(dataset, Dataset | IterableDataset):
+        raise TypeError(f"predict_dataset takes a datasets.Dataset or IterableDataset, got {type(dataset).__name__}; "
+                        "for a list of files or arrays, call the pipeline on it.")
+    if not hasattr(pipe, "_sanitize_parameters"):
+        raise TypeError(f"predict_dataset takes a music-emotion pipeline, got {type(pipe).__name__}; make one with "
+                        "music2emo_hf.hub.load_pipeline(MODEL).")
     processes, rank, state = launched_processes(), 0, None
     if processes > 1:
         state = process_state()
@@ -282,7 +291,7 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
         try:
             result = pipe(audio_input(example[audio_column]), **options)
         except Exception as error:  # one bad row must not stop the others; they are named below
-            failures.append(f"row {index}: {error}")
+            failures.append(f"row {index}: {str(error).rstrip('.')}")
             continue
         about = {key: result[key] for key in _PER_DATASET if key in result}
         records.append(row_record(index, example, ids, result))
@@ -291,6 +300,9 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
 
         records = sorted(gather_object(records), key=lambda record: record["row"])
         failures = gather_object(failures)
+    if failures and not records:  # an empty result, with only a warning to say why, passes for an answer
+        raise ValueError(f"no row could be analysed ({len(failures)} tried): " + "; ".join(failures[:3])
+                         + _relative_paths_note(dataset, audio_column))
     if failures:
         warnings.warn(f"{len(failures)} row(s) could not be analysed: " + "; ".join(failures[:10]), stacklevel=2)
     rows = [output_row(record, mood_labels) for record in records]
@@ -415,6 +427,17 @@ class DatasetSource:
 
         sf.write(path + ".wav", np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"]))
         return path + ".wav"
+
+
+def _relative_paths_note(dataset, audio_column: str) -> str:
+    """Why a dataset made by `music2emo prepare-data` fails here: its rows name their files relative to each corpus's
+    download, which only its folder's sources.json locates."""
+    first = next(iter(dataset), {}).get(audio_column)
+    if isinstance(first, str) and not os.path.isabs(first) and "://" not in first:
+        return (f". Its audio paths are relative ({first!r}): a folder made by `music2emo prepare-data` names them "
+                "inside each corpus's download; run `music2emo predict --dataset FOLDER`, which finds them, or join "
+                "them with music2emo_hf.data.layout.AudioSources(FOLDER).resolve(corpus, path).")
+    return "."
 
 
 def _one_split(split: str | None, splits: list[str]) -> str:

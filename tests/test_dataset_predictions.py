@@ -100,6 +100,25 @@ def test_predict_dataset_in_python_gives_the_commands_rows_and_names_a_bad_row(c
         assert len(row["moods"]) == 2 and sum(row[f"mood:{mood['label']}"] is not None for mood in row["moods"]) == 2
 
 
+def test_predict_dataset_refuses_what_it_cannot_answer_for_in_one_sentence(pipe, tmp_path):
+    """Every row failing returned an empty Dataset with a warning; a DatasetDict (load_dataset without a split) and a
+    model name for the pipeline failed on AttributeErrors."""
+    from datasets import Dataset, DatasetDict
+
+    relative = Dataset.from_dict({"audio": ["MEMD_audio/2.mp3", "MEMD_audio/3.mp3"], "corpus": ["deam", "deam"]})
+    with pytest.raises(ValueError, match=re.escape(
+            "no row could be analysed (2 tried): row 0: MEMD_audio/2.mp3: no such file; row 1: MEMD_audio/3.mp3: no "
+            "such file. Its audio paths are relative ('MEMD_audio/2.mp3'): a folder made by `music2emo prepare-data` "
+            "names them inside each corpus's download; run `music2emo predict --dataset FOLDER`")):
+        predict_dataset(relative, pipe)
+    with pytest.raises(TypeError, match=re.escape("predict_dataset takes one split, e.g. dataset['train']; got a "
+                                                  "DatasetDict of the splits train, test.")):
+        predict_dataset(DatasetDict({"train": relative, "test": relative}), pipe)
+    with pytest.raises(TypeError, match="predict_dataset takes a music-emotion pipeline, got str"):
+        predict_dataset(relative, "amaai-lab/music2emo")
+    assert len(predict_dataset(relative.select([]), pipe)) == 0  # no rows: no failure
+
+
 def test_a_corpus_keeps_its_own_labels_beside_the_predictions_of_their_names(pipe):
     """A corpus's own `valence` (an int here), `key`, `model` and `row` stay, as `input:<name>` in their own types, and
     the predictions keep theirs; a threshold that leaves the first row's moods empty types `moods` all the same."""
