@@ -260,9 +260,10 @@ Pipeline options: `{json.dumps(about.get('options', {}), sort_keys=True)}`. The 
 
 def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
     """Predictions for every row of `dataset` (a `Dataset` or an `IterableDataset`) as a `Dataset` in input order,
-    one row per input row that could be analysed (`row` is its index; a row that could not be is named in a warning).
-    `options` go to the pipeline (top_k, return_harmony, ...). Under `accelerate launch` the processes share the rows
-    (row i to process i mod N), each on its own device, and every process returns the whole result."""
+    one row per input row that could be analysed (`row` is its index; a row that could not be is named in a warning,
+    and none at all is an error). `options` go to the pipeline (top_k, return_harmony, ...). Under `accelerate
+    launch` the processes share the rows (row i to process i mod N), each on its own device, and every process
+    returns the whole result."""
     from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
     from .jobs import launched_processes, process_state
