@@ -68,7 +68,7 @@ def file_key(path: str) -> str:
 
 
 def _load_pipeline(model: str, device: str, announce: bool = True, **options):
-    from .hub import ModelLoadError, load_pipeline
+    from .hub import ModelLoadError, load_pipeline, not_a_model_folder
     from .released import ReleasedModelError, is_released
 
     from .modeling_music2emo import UntrainedModelWarning
@@ -86,10 +86,9 @@ def _load_pipeline(model: str, device: str, announce: bool = True, **options):
             raise CommandError(f"could not load the model in folder {model!r}: {error.reason}") from error
         if is_released(model):
             raise CommandError(f"could not load {model}: {error.reason}") from error
-        if os.path.exists(model) or model.startswith(("/", "./", "../", "~")) or model.count("/") > 1:  # a path
-            what = "is a file, not a model folder" if os.path.exists(model) else "there is no such folder"
-            raise CommandError(f"could not load model {model!r}: {what}. Pass --model with a model folder (one "
-                               "written by `music2emo init` or `music2emo convert-original`).") from error
+        if not_a_model_folder(model):
+            raise CommandError(f"could not load model {model!r}: {error.reason}. Pass --model with a model folder "
+                               "(one written by `music2emo init` or `music2emo convert-original`).") from error
         raise CommandError(
             f"could not load model {model!r}: there is no such local folder, and it could not be fetched from the "
             f"Hugging Face Hub ({error.reason}). Offline, pass --model with a local folder: one written by "

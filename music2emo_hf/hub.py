@@ -124,7 +124,13 @@ def load_pipeline(model: str, **options):
     from .configuration_music2emo import Music2EmoConfig
     from .released import resolve_model
 
+    if not isinstance(model, str | os.PathLike):
+        raise TypeError(f"model: expected a model folder, a Hub id or a released checkpoint's name, got "
+                        f"{type(model).__name__}")
+    model = os.fspath(model)
     location = model
+    if why := not_a_model_folder(model):
+        raise ModelLoadError(model, why)
     try:
         location = resolve_model(model)
         offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}
@@ -140,6 +146,18 @@ def load_pipeline(model: str, **options):
         reason = ((incomplete_model(location) if os.path.isdir(location) else _not_in_cache(location))
                   or unreadable_weights(error) or _original_error(error) or first_line(error))
         raise ModelLoadError(model, reason) from error
+
+
+def not_a_model_folder(model: str) -> str | None:
+    """Why a name that is a path (it exists, or is written as one: /, ./, ../, ~, or more than one '/') is no model
+    folder; None for a folder or a name the Hub could hold (OWNER/NAME), whose rules would otherwise be the answer."""
+    if os.path.isdir(model):
+        return None
+    if os.path.exists(model):
+        return "it is a file, not a model folder"
+    if model.startswith(("/", "./", "../", "~")) or model.count("/") > 1:
+        return "there is no such folder"
+    return None
 
 
 def _original_error(error: BaseException) -> str | None:
@@ -171,6 +189,9 @@ def incomplete_model(folder: str | os.PathLike) -> str | None:
 
     folder = Path(folder)
     with contextlib.suppress(OSError):
+        if not (folder / "config.json").is_file():
+            return ("it holds no config.json: it is not a model folder (one written by `music2emo init`, "
+                    "`convert-original`, training or save_pretrained).")
         for path in folder.iterdir():
             if path.is_file() and not os.access(path, os.R_OK):
                 return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)."
@@ -226,4 +247,4 @@ def push_folder(
 
 
 __all__ = ["ModelLoadError", "first_line", "hub_reachable", "incomplete_model", "load_pipeline", "loaded_commit",
-           "package_cache", "push_folder", "snapshot_commit", "unreadable_weights"]
+           "not_a_model_folder", "package_cache", "push_folder", "snapshot_commit", "unreadable_weights"]

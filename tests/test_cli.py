@@ -21,6 +21,7 @@ import torch
 
 from music2emo_hf import DEFAULT_MODEL_ID
 from music2emo_hf.cli import main
+from music2emo_hf.hub import ModelLoadError, load_pipeline
 from music2emo_hf.pipeline_music2emo import usable_cores
 from music2emo_hf.runtimes import installed
 
@@ -766,6 +767,15 @@ def test_a_model_folder_that_is_not_there_is_named_as_a_folder(tmp_path, write_w
         error = capsys.readouterr().err
         assert f"could not load model {missing!r}: there is no such folder. Pass --model with a model folder" in error
         assert "Repo id" not in error  # not the Hub's naming rules
+    (tmp_path / "empty").mkdir()  # "it holds a None model" before
+    assert main(["predict", str(tmp_path / "x.wav"), "--model", str(tmp_path / "empty"), "--device", "cpu"]) == 2
+    assert (f"could not load the model in folder {str(tmp_path / 'empty')!r}: it holds no config.json: it is not a "
+            "model folder") in capsys.readouterr().err
+    with pytest.raises(ModelLoadError, match="x.wav: it is a file, not a model folder"):  # the Hub's rules before
+        load_pipeline(str(tmp_path / "x.wav"))
+    with pytest.raises(TypeError, match="model: expected a model folder, a Hub id or a released checkpoint's name, "
+                                        "got NoneType"):
+        load_pipeline(None)
 
 
 def test_a_model_folder_without_its_weights_is_said_to_lack_them(tiny_model_dir, tmp_path, write_wav, capsys):
