@@ -1032,7 +1032,8 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
                                         "links); point it at the file.")
             raise FileNotFoundError(f"{path}: {why_missing(path)}.")
         if os.path.isdir(path):
-            raise AudioDecodeError(f"{path}: is a folder; pass an audio file (the CLI walks folders).")
+            raise AudioDecodeError(f"{path}: is a folder; pass an audio file (`music2emo predict FOLDER` analyses a "
+                                  "folder's files).")
         if not os.path.isfile(path):  # read once, it could not also be probed for its length
             raise AudioDecodeError(f"{path}: is not a regular file (a pipe or a device); save it to a file first.")
         if os.path.getsize(path) == 0:
