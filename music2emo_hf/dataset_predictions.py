@@ -277,6 +277,9 @@ def predict_dataset(dataset, pipe, audio_column: str = "audio", **options):
     if not hasattr(pipe, "_sanitize_parameters"):
         raise TypeError(f"predict_dataset takes a music-emotion pipeline, got {type(pipe).__name__}; make one with "
                         "music2emo_hf.hub.load_pipeline(MODEL).")
+    if batched := sorted({"batch_size", "num_workers"} & set(options)):
+        raise TypeError(f"{', '.join(batched)}: predict_dataset analyses one row at a time; for rows analysed "
+                        "together use `music2emo predict --dataset ... --batch-size N`, or pipe.stream on the column.")
     processes, rank, state = launched_processes(), 0, None
     if processes > 1:
         state = process_state()

@@ -477,6 +477,9 @@ class MusicEmotionPipeline(Pipeline):
         if many is None:
             raise TypeError(f"stream takes many inputs (a list, a generator, a dataset), got one input "
                             f"({type(inputs).__name__}); call the pipeline on it instead: pipe(input).")
+        if isinstance(many, list | tuple) and many and isinstance(many[0], numbers.Number):  # each failed on its own
+            raise TypeError("stream takes many inputs, and this list starts with a number, as one waveform written as "
+                            "a list does: call the pipeline on it as one input, pipe(np.asarray(samples)).")
         if batch_size is None:  # the pipeline's own (`pipeline(..., batch_size=N)`), else by device
             batch_size = self._batch_size or (1 if self.model.device.type == "cpu" else 16)
         batch_size = _positive_int(batch_size, "batch_size")

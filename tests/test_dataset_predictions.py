@@ -116,6 +116,9 @@ def test_predict_dataset_refuses_what_it_cannot_answer_for_in_one_sentence(pipe,
         predict_dataset(DatasetDict({"train": relative, "test": relative}), pipe)
     with pytest.raises(TypeError, match="predict_dataset takes a music-emotion pipeline, got str"):
         predict_dataset(relative, "amaai-lab/music2emo")
+    with pytest.raises(TypeError, match="batch_size: predict_dataset analyses one row at a time; for rows analysed "
+                                        "together use `music2emo predict --dataset"):  # "unknown parameters" before
+        predict_dataset(relative, pipe, batch_size=2)
     assert len(predict_dataset(relative.select([]), pipe)) == 0  # no rows: no failure
 
 

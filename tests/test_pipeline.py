@@ -162,6 +162,9 @@ def test_many_inputs_are_many_whatever_holds_them_and_one_input_is_not_streamed(
     for one in ("song.mp3", b"RIFF", io.BytesIO(b"two\nlines"), tone(1.0), {"array": tone(1.0), "sampling_rate": 24000}):
         with pytest.raises(TypeError, match="stream takes many inputs"):
             tiny_pipeline.stream(one, batch_size=2)
+    with pytest.raises(TypeError, match=re.escape("this list starts with a number, as one waveform written as a list "
+                                                  "does: call the pipeline on it as one input")):
+        tiny_pipeline.stream(tone(1.0).tolist(), batch_size=2)  # 24,000 errors, one per sample, before
 
 
 def test_a_stream_on_the_cpu_takes_one_input_at_a_time_by_default(tiny_pipeline, tiny_model_dir):
