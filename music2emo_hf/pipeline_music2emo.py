@@ -300,6 +300,12 @@ class MusicEmotionPipeline(Pipeline):
 
     def _check_threshold(self, threshold):
         known = {label for task in self.model.config.tasks_of_type("multilabel") for label in task["labels"]}
+
+        def scalar(value):  # a 0-d array or tensor (a value computed in numpy or torch) is its number
+            return value.item() if isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 0 else value
+
+        threshold = ({label: scalar(value) for label, value in threshold.items()} if isinstance(threshold, Mapping)
+                     else scalar(threshold))
         values = threshold.values() if isinstance(threshold, Mapping) else [threshold]
         for value in values:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
