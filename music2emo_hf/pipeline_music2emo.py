@@ -447,8 +447,8 @@ class MusicEmotionPipeline(Pipeline):
         generator, a dataset or a `datasets` column an iterator), and an input that fails raises its error. Options
         are given by name: transformers would log a positional one (`pipe(audio, 44100)`) as ignored and go on."""
         if args:
-            raise TypeError(f"the pipeline takes the audio alone by position; give {', '.join(map(repr, args))} by name "
-                            "(e.g. sampling_rate=44100, top_k=5).")
+            raise TypeError(f"the pipeline takes the audio alone by position; give {', '.join(map(repr, args))} by "
+                            "name (e.g. sampling_rate=44100, top_k=5).")
         batch_size = self._batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         if isinstance(inputs, tuple):
             inputs = list(inputs)

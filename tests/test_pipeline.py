@@ -94,8 +94,9 @@ def test_top_k_and_thresholds(tiny_pipeline):
     with pytest.raises(TypeError, match="unknown parameters"):
         tiny_pipeline(audio, topk=3)
     assert tiny_pipeline(audio, top_k=np.int64(3), threshold=np.float32(0.0))["moods"] == everything[:3]  # numpy's
-    assert tiny_pipeline(audio, threshold=torch.tensor(everything[10]["score"], dtype=torch.float64))["moods"] == everything[:11] == \
-        tiny_pipeline(audio, threshold={best: np.array(0.0)}, top_k=11)["moods"]  # 0-d: refused as not in [0, 1]
+    as_tensor = torch.tensor(everything[10]["score"], dtype=torch.float64)  # 0-d: refused as not in [0, 1] before
+    assert tiny_pipeline(audio, threshold=as_tensor)["moods"] == everything[:11] == \
+        tiny_pipeline(audio, threshold={best: np.array(0.0)}, top_k=11)["moods"]
     with pytest.raises(ValueError, match="chunk_batch_size must be a positive integer, got True"):
         tiny_pipeline(audio, chunk_batch_size=True)
     with pytest.raises(ValueError, match="return_segments must be True or False, got 'false'"):
