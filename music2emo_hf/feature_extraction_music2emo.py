@@ -35,7 +35,10 @@ class Music2EmoFeatureExtractor(FeatureExtractionMixin):
         inference resampled MERT's input; the whole track is held in memory)."""
         super().__init__(**kwargs)
         self.sampling_rate = check_rate(sampling_rate, "sampling_rate")
-        self.chunk_seconds = float(chunk_seconds)
+        try:  # a number, or its text, as a saved config may hold it
+            self.chunk_seconds = float(chunk_seconds)
+        except (TypeError, ValueError):
+            raise ValueError(f"chunk_seconds must be a number of seconds, got {chunk_seconds!r}.") from None
         if not math.isfinite(self.chunk_seconds) or self.chunk_samples < MIN_CHUNK_SAMPLES:
             raise ValueError(f"chunk_seconds must be at least {MIN_CHUNK_SAMPLES / self.sampling_rate:.3f} s (MERT's "
                              f"{MIN_CHUNK_SAMPLES}-sample receptive field), got {chunk_seconds!r}.")

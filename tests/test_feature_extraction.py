@@ -62,6 +62,7 @@ def test_settings_and_calls_that_cannot_chunk_are_refused_when_made():
     for settings, message in [({"chunk_seconds": 0}, "chunk_seconds must be at least 0.017 s"),
                               ({"chunk_seconds": -1}, "chunk_seconds"), ({"chunk_seconds": float("nan")}, "chunk_seconds"),
                               ({"chunk_seconds": float("inf")}, "chunk_seconds"),
+                              ({"chunk_seconds": "x"}, "chunk_seconds must be a number of seconds, got 'x'"),
                               ({"sampling_rate": 0}, "sampling_rate: sampling rate 0 is not usable")]:
         with pytest.raises(ValueError, match=message):
             Music2EmoFeatureExtractor(**settings)
