@@ -42,9 +42,7 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from tests.originals import btc_weights_file  # noqa: E402  (BTC's weights file as the authors save it)
-
+sys.path.insert(0, str(ROOT))  # tests.originals: BTC's weights file as the authors save it
 # Pipeline options compared; "default" is what `pipeline("music-emotion", ...)` does out of the box.
 OPTIONS = {
     "default": {},  # runtime="auto": OpenVINO where it is installed, on a CPU
@@ -426,7 +424,9 @@ def make_model(scratch: Path, config: str, harmony: str) -> Path:
     subprocess.run([sys.executable, "-m", "music2emo_hf.cli", "init", "--config", config, str(model_dir)],
                    check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True)
     if harmony == "btc":
+        # imported here: tests.originals imports torch and transformers, whose import cold_start.py's child times
         from music2emo_hf.btc import save_btc_weights
+        from tests.originals import btc_weights_file
 
         save_btc_weights(btc_weights_file(scratch / "btc.pt"), model_dir)
         config_file = model_dir / "config.json"
