@@ -891,8 +891,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "column, paths, or {array, sampling_rate}; default: audio)")
     p.add_argument("--output-dataset", metavar="DIR", help="with --dataset: write the predictions as a dataset "
                    "(Parquet + card; reruns resume); the input's scalar columns are kept as ids")
-    p.add_argument("--push-to-hub", metavar="REPO", type=_repo_id, help="with --dataset: publish the predictions dataset as this "
-                   "Hub dataset repo (another than the input's: the repo then holds the predictions alone)")
+    p.add_argument("--push-to-hub", metavar="REPO", type=_repo_id, help="with --dataset: publish the predictions "
+                   "dataset as this Hub dataset repo (another than the input's: the repo then holds the predictions "
+                   "alone)")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.add_argument("--top-k", type=_positive_int, help="moods per record (default: all, sorted by probability)")
     p.add_argument("--threshold", type=_thresholds, metavar="P|MOOD=P,...",
@@ -971,8 +972,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of the stratified splits (default 0)")
     d.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
                    help=f"mean-shift bandwidth quantile of the label alignment (default {DEFAULT_QUANTILE})")
-    d.add_argument("--push-to-hub", metavar="REPO", type=_repo_id, help="publish the folder as this Hub dataset repo (which then "
-                   "holds the folder as it is: files it lacks, such as shards of an earlier preparation, are removed)")
+    d.add_argument("--push-to-hub", metavar="REPO", type=_repo_id, help="publish the folder as this Hub dataset repo "
+                   "(which then holds the folder as it is: files it lacks, such as shards of an earlier preparation, "
+                   "are removed)")
     d.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     d.set_defaults(run=prepare_data)
 
@@ -986,7 +988,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--btc", help="BTC's chord weights, the authors' btc_model_large_voca.pt (default: fetched from "
                    f"{RELEASED_REPO}, at the checkpoint's revision when it is named by release)")
     c.add_argument("--template", help="a model card template (default: the generic one; hub_configs/NAME/README.md)")
-    c.add_argument("--push-to-hub", metavar="REPO", type=_repo_id, help="also publish the converted model as this Hub repo")
+    c.add_argument("--push-to-hub", metavar="REPO", type=_repo_id,
+                   help="also publish the converted model as this Hub repo")
     c.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     c.set_defaults(run=convert_original)
 
@@ -995,7 +998,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "holds the folder as it is: files it lacks are removed there)")):
         m = commands.add_parser(name, help=help_text)
         m.add_argument("model_dir", help="a model folder (from training, convert-original or init)")
-        m.add_argument("repo_id", type=_repo_id, help="the Hub repo it is (or will be) published as, e.g. you/music2emo-mine")
+        m.add_argument("repo_id", type=_repo_id,
+                       help="the Hub repo it is (or will be) published as, e.g. you/music2emo-mine")
         m.add_argument("--results", help="a results JSON (training's results.json, or evaluate_models.py's for this model "
                        "alone); default: the folder's results.json")
         m.add_argument("--template", help="a model card template file (e.g. hub_configs/NAME/README.md)")

@@ -137,8 +137,8 @@ def load_pipeline(model: str, **options):
         model_type = transformers.PretrainedConfig.get_config_dict(location, **offline)[0].get("model_type")
         if model_type != Music2EmoConfig.model_type:  # transformers loads the class it names, which has no moods
             raise ValueError(f"it holds a {model_type!r} model (config.json's model_type), not a Music2Emo model "
-                             f"({Music2EmoConfig.model_type!r}); name one written by `music2emo init`, `convert-original` "
-                             "or training, or a released checkpoint")
+                             f"({Music2EmoConfig.model_type!r}); name one written by `music2emo init`, "
+                             "`convert-original` or training, or a released checkpoint")
         pipe = transformers.pipeline("music-emotion", model=location, **offline, **options)
         pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
         return pipe

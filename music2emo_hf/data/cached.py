@@ -76,7 +76,7 @@ class CachedCorpus(torch.utils.data.Dataset):
             )
         self.track_ids = [row["track_id"] for row in rows]
         sources = AudioSources(dataset_dir) if feature_extractor else None
-        self.audio = [sources.resolve(corpus, row["audio"]) for row in rows] if sources else None
+        self.audio = [sources.resolve(corpus, row["audio"]) for row in rows] if sources is not None else None
         width = len(self.task["labels"])
         self.targets = np.stack([task_targets(row, self.task) for row in rows]) if rows else np.zeros((0, width), np.float32)
 
