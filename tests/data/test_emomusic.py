@@ -39,6 +39,18 @@ def test_real_files_and_official_split(download):
     assert {t.duration for t in tracks.values()} == {45.0}
 
 
+def test_a_song_with_dynamic_labels_only_is_kept_without_static_ones(download):
+    """The real static file less song 2's row: its 2 Hz series still label it (static valence/arousal None)."""
+    static = download / "static_annotations.csv"
+    rows = static.read_text().splitlines(keepends=True)
+    static.unlink()
+    static.write_text("".join(row for row in rows if not row.startswith("2,")))
+    tracks = {t.track_id: t for t in emomusic.read(download)}
+    assert len(tracks) == 744 and (tracks["2"].valence, tracks["2"].arousal) == (None, None)
+    assert len(tracks["2"].valence_series) == len(tracks["2"].arousal_series) == 61
+    assert (tracks["2"].series_start, tracks["2"].series_hop) == (15.0, 0.5) and tracks["3"].valence == 3.3
+
+
 def test_music2emo_splits_override(download):
     tracks = emomusic.read(download, splits_dir=require_fixtures("music2emo_meta", "emomusic"))
     splits = [t.split for t in tracks]
