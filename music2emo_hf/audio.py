@@ -1068,9 +1068,13 @@ def open_audio(audio: AudioInput, sampling_rate: int | None = None, default_rate
                 f"audio dict with keys {sorted(audio)}: expected {{'array' or 'raw': waveform, 'sampling_rate': int}} "
                 "or datasets' undecoded audio {'bytes' or 'path': ...}."
             )
-        sampling_rate = audio["sampling_rate"]
-        if sampling_rate is None:  # else the model's rate would be taken: the waveform's own is unknown
+        if audio["sampling_rate"] is None:  # else the model's rate would be taken: the waveform's own is unknown
             raise AudioDecodeError(f"{name}: its 'sampling_rate' is None; give the waveform's rate in Hz.")
+        if sampling_rate is not None and check_rate(sampling_rate, "sampling_rate") != check_rate(
+                audio["sampling_rate"], name):  # which one is the waveform's is not for this code to guess
+            raise AudioDecodeError(f"{name}: its 'sampling_rate' ({audio['sampling_rate']}) differs from the "
+                                   f"sampling_rate={sampling_rate} given with it; give the waveform's rate once.")
+        sampling_rate = audio["sampling_rate"]
         audio = array if hasattr(array, "detach") else np.asarray(array)  # a tensor as below; a list (datasets')
     if hasattr(audio, "detach") and hasattr(audio, "cpu"):  # a torch tensor: off the graph and the GPU
         audio = audio.detach().cpu()

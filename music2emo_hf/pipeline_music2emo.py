@@ -136,8 +136,9 @@ class MusicEmotionPipeline(Pipeline):
     below it are dropped, labels absent from the dict are not filtered), `return_segments` (one entry per chunk),
     `return_harmony` (key and chord timeline), `return_timings` (seconds spent decoding and resampling, on harmony,
     in the backbone and in the heads; decoding and harmony overlap the backbone), `return_embedding` (the track's
-    pooled embedding, for similarity search), `sampling_rate` (of bare waveforms), `chunk_batch_size` (full-length
-    chunks per backbone call; 1 by default, as batching buys little on a CPU and each 30 s chunk costs about 1 GB),
+    pooled embedding, for similarity search), `sampling_rate` (of bare waveforms; a dict's own rate must agree),
+    `chunk_batch_size` (full-length chunks per backbone call; 1 by default, as batching buys little on a CPU and
+    each 30 s chunk costs about 1 GB),
     `candidate_labels` (any words, a list or a comma-separated string: scored zero-shot by models with a projector)
     and `hypothesis_template` (how a label is worded for the label encoder; the model's own by default).
 

@@ -135,6 +135,12 @@ def test_every_input_form_gives_the_same_answer(tiny_pipeline, write_wav):
         assert mood_scores(other) == pytest.approx(mood_scores(reference), abs=1e-5)
     resampled = tiny_pipeline(wave44, sampling_rate=44100)
     assert resampled["arousal"] == pytest.approx(reference["arousal"], abs=1e-3)
+    same = tiny_pipeline({"array": wave44, "sampling_rate": 44100}, sampling_rate=44100.0)  # said twice, alike
+    assert same["arousal"] == resampled["arousal"]
+    with pytest.raises(AudioDecodeError, match=re.escape("<audio dict>: its 'sampling_rate' (44100) differs from the "
+                                                         "sampling_rate=24000 given with it; give the waveform's rate "
+                                                         "once.")):  # was: the dict's won, silently
+        tiny_pipeline({"array": wave44, "sampling_rate": 44100}, sampling_rate=24000)
 
 
 def test_a_list_is_a_batch_with_one_answer_per_item(tiny_pipeline):
