@@ -50,6 +50,14 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return answer
 
 
+def unreachable_hub() -> str:
+    """Why `hub_reachable` said no, for messages: "the Hugging Face Hub cannot be reached (...)"."""
+    from huggingface_hub import constants
+
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} does not answer"
+    return f"the Hugging Face Hub cannot be reached ({why})"
+
+
 def snapshot_commit(path: str | os.PathLike) -> str | None:
     """The commit of a file in the Hub cache (`.../models--org--name/snapshots/<commit>/<file>`), else None."""
     parts = Path(path).parts
@@ -230,12 +238,11 @@ def push_folder(
     """Create the Hub repo if needed and make it hold the folder as it is, in one commit: files the repo has and the
     folder lacks (a shard of an earlier split, an old weights file) are removed, its history keeping them, so the
     repo never mixes two versions. Returns the commit URL."""
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
 
     if not hub_reachable():
-        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} does not answer"
-        raise ConnectionError(f"the Hugging Face Hub cannot be reached ({why}); publish where it can be, by running "
-                              "the command again. Nothing was published.")
+        raise ConnectionError(f"{unreachable_hub()}; publish where it can be, by running the command again. Nothing "
+                              "was published.")
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     if private and not api.repo_info(repo_id, repo_type=repo_type).private:  # it existed: its visibility stays
