@@ -239,10 +239,12 @@ def test_a_row_without_audio_is_reported_and_the_others_are_analysed(tiny_model_
     assert load_dataset(str(out), split="train")["id"] == [0, 2]
 
 
-def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_command(tiny_model_dir, tmp_path, capsys):
+def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_command(tiny_model_dir, pipe, tmp_path,
+                                                                                     capsys):
     """`datasets`' audiofolder layout (audio files beside a metadata.csv; here also zipped), as many Hub datasets
     are: streamed, `datasets` would encode each file with torchcodec before handing it over (an ImportError without
-    it); the rows hold the files' paths (an archive member's URL), which this package reads itself."""
+    it); the rows hold the files' paths (an archive member's URL), which this package reads itself. In Python too
+    (docs/catalog.md's snippet), as the command does."""
     import zipfile
 
     import soundfile as sf
@@ -270,6 +272,8 @@ def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_comma
         assert rows["title"] == ["low", "high", "mid"] and rows["row"] == [0, 1, 2]
         answers.append([(row["valence"], row["arousal"], [m["label"] for m in row["moods"]]) for row in rows])
     assert answers[0] == answers[1]  # the archive's members are the same files
+    streamed = predict_dataset(load_dataset(str(folder), split="train", streaming=True), pipe, top_k=2)  # in Python,
+    assert [(row["valence"], row["arousal"], [m["label"] for m in row["moods"]]) for row in streamed] == answers[0]
 
     (folder / "broken.wav").write_bytes(b"RIFF not really")  # a row whose audio cannot be read: named, the rest kept
     (folder / "metadata.csv").write_text((folder / "metadata.csv").read_text() + "broken.wav,broken\n")
