@@ -197,7 +197,8 @@ def load_metric(name: str):
     try:
         import evaluate
     except ImportError as error:
-        raise ImportError("the evaluate modules need `evaluate`: pip install 'music2emo-hf[train]'") from error
+        raise ImportError("the evaluate modules need `evaluate`: pip install evaluate (or, in this package's clone, "
+                          "pip install -e '.[train]')") from error
     return evaluate.load(str(metric_module_path(name)), keep_in_memory=True)
 
 

