@@ -60,7 +60,7 @@ MAX_MINUTES = 10  # about 3 minutes of analysis for the published model on a 2-c
 LABELS_PER_REQUEST = 50  # each is a bar of the plot, and one request must not hold the queue for long
 UPLOADS_KEPT_S = 3600  # how long gradio keeps an upload or recording (and how often it clears older ones)
 TOP_MOODS = 10
-# A Space on GPU hardware analyses there (the default hardware, cpu-basic, has none).
+# A Space on GPU hardware analyses there, given a CUDA build of torch (requirements.txt pins the CPU one).
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NO_PROJECTOR = "has no zero-shot projector, so it cannot score your own labels"
 # Russell's circumplex: the feeling each quadrant of (valence, arousal) stands for.
