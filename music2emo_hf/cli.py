@@ -389,8 +389,12 @@ def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> 
     records = records_in_row_order(job.output) if first else iter(())
     rows = (output_row(record, mood_labels) for record in records)
     count = write_predictions(rows, args.output_dataset, inputs.split, inputs.features, mood_labels, about)
-    print(f"wrote {count} rows to {args.output_dataset} (load it with datasets.load_dataset({args.output_dataset!r}))",
-          file=sys.stderr)
+    if count:
+        print(f"wrote {count} rows to {args.output_dataset} (load it with datasets.load_dataset("
+              f"{args.output_dataset!r}))", file=sys.stderr)
+    else:
+        print(f"music2emo: no row could be analysed, so no dataset was written to {args.output_dataset} (why, for "
+              f"each row: {job.errors_file})", file=sys.stderr)
     if args.push_to_hub and count:
         from .hub import push_folder
 

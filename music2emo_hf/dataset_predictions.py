@@ -174,14 +174,15 @@ def write_predictions(rows: Iterator[dict], out: str | os.PathLike, split: str, 
     from .atomic import file_sha256
 
     out = Path(out)
-    (out / "data").mkdir(parents=True, exist_ok=True)
     partial = out / "data" / f"{split}.parquet.partial"
     writer, batch, count, features = None, [], 0, None
 
     def flush():
         nonlocal writer
         table = pa.Table.from_pylist([features.encode_example(row) for row in batch], schema=features.arrow_schema)
-        writer = writer or pq.ParquetWriter(partial, features.arrow_schema)
+        if writer is None:  # no rows, no folder: nothing there for load_dataset to fail on
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(partial, features.arrow_schema)
         writer.write_table(table)
         batch.clear()
 

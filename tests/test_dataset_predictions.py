@@ -238,6 +238,14 @@ def test_a_row_without_audio_is_reported_and_the_others_are_analysed(tiny_model_
                 f"path, or {{'array', 'sampling_rate'}}; got NoneType).") in err
     assert load_dataset(str(out), split="train")["id"] == [0, 2]
 
+    gone = [str(tmp_path / "gone-0.mp3"), str(tmp_path / "gone-1.mp3")]
+    Dataset.from_dict({"id": [0, 1], "audio": gone}).save_to_disk(str(tmp_path / "none"))
+    argv[2], argv[4] = str(tmp_path / "none"), str(tmp_path / "out-none")  # no row analysed: no dataset to load
+    assert main(argv) == 1
+    assert (f"music2emo: no row could be analysed, so no dataset was written to {tmp_path / 'out-none'} (why, for "
+            f"each row: {tmp_path / 'out-none' / '.records.jsonl.errors.jsonl'})") in capsys.readouterr().err
+    assert not (tmp_path / "out-none" / "data").exists() and not (tmp_path / "out-none" / "README.md").exists()
+
 
 def test_a_folder_or_archive_of_audio_files_with_metadata_goes_through_the_command(tiny_model_dir, pipe, tmp_path,
                                                                                      capsys):
