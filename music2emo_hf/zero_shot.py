@@ -83,8 +83,8 @@ def embed_texts(texts: Sequence[str], encoder=None) -> np.ndarray:
 
 def check_labels(labels: Sequence[str]) -> list[str]:
     """Candidate labels as a clean list: strings, stripped, spaces inside made single, in one Unicode form (NFC:
-    "café" typed two ways is one label), duplicates dropped (first kept), within the limits. In a comma-separated string, empty pieces (a
-    trailing comma) are dropped; in a list, an empty label is an error."""
+    "café" typed two ways is one label), duplicates dropped (first kept), within the limits. In a comma-separated
+    string, empty pieces (a trailing comma) are dropped; in a list, an empty label is an error."""
     if isinstance(labels, str):
         pieces = [piece for piece in labels.split(",") if piece.strip()]
         if not pieces:
