@@ -84,8 +84,8 @@ class Recipe:
     batch_size: int = 8
     epoch_mode: str = "max_size"  # max_size: a corpus drops out of an epoch once seen; cycle: every step sees all
     max_epochs: int = 500
-    patience: int = 10  # epochs without improvement of the selection value before stopping
-    min_delta: float = 1e-4
+    patience: int = 10  # epochs without improvement of the selection value by min_delta before stopping
+    min_delta: float = 1e-4  # early stopping's alone (Lightning's EarlyStopping); best/ is the best epoch, however close
     selection: str = "validation_loss"  # validation_loss (sum over corpora) | joint_score (mean of per-corpus scores)
     export_per_corpus_best: bool = False
     tag_loss: str = "class_balanced"  # class_balanced (pos_weight = 1/p, as Music2Emo) | bce
@@ -196,6 +196,7 @@ class TrainerState:
     step_in_epoch: int = 0
     best: float | None = None
     best_epoch: int | None = None
+    stopping_best: float | None = None  # early stopping's reference: moved only by an improvement of min_delta
     epochs_without_improvement: int = 0
     corpus_best: dict[str, float] = field(default_factory=dict)
     stopped: bool = False
@@ -554,13 +555,15 @@ class Trainer:
             return float(sum(m["loss"] for m in metrics.values()))
         return float(np.mean([m["score"] for m in metrics.values()]))
 
-    def _improved(self, value: float, best: float | None, lower_is_better: bool) -> bool:
+    @staticmethod
+    def _improved(value: float, best: float | None, lower_is_better: bool, by: float = 0.0) -> bool:
+        """Whether `value` beats `best` by more than `by`: 0 for the best model (Lightning's ModelCheckpoint, as the
+        original selected), the recipe's min_delta for early stopping (its EarlyStopping)."""
         if not math.isfinite(value):  # a score that could not be computed is never a best
             return False
         if best is None:
             return True
-        delta = self.recipe.min_delta
-        return value < best - delta if lower_is_better else value > best + delta
+        return value < best - by if lower_is_better else value > best + by
 
     # -- saving ------------------------------------------------------------------------------------------------------
 
@@ -661,9 +664,11 @@ class Trainer:
         record = {"epoch": state.epoch, "step": state.global_step, "train_loss": float(train_loss),
                   "validation": metrics, recipe.selection: value, "best": improved}
         if improved:
-            state.best, state.best_epoch, state.epochs_without_improvement = value, state.epoch, 0
+            state.best, state.best_epoch = value, state.epoch
             self._save_model("best", {"selected_epoch": state.epoch, "selection": recipe.selection,
                                       "selection_value": value, "validation": metrics})
+        if self._improved(value, state.stopping_best, lower_is_better, by=recipe.min_delta):
+            state.stopping_best, state.epochs_without_improvement = value, 0
         else:
             state.epochs_without_improvement += 1
         # One corpus selected by its validation loss: its own best is best/ (a copy would be the same model).
@@ -685,7 +690,8 @@ class Trainer:
         state.epoch_losses = []
         if state.epochs_without_improvement >= recipe.patience:
             state.stopped = True
-            self._log(f"stopping: no improvement for {recipe.patience} epochs (best: epoch {state.best_epoch})")
+            self._log(f"stopping: no improvement by {recipe.min_delta} for {recipe.patience} epochs (best: epoch "
+                      f"{state.best_epoch})")
 
     def _test(self) -> dict[str, Any]:
         """The test results, written to the run folder and to best/."""

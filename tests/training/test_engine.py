@@ -172,6 +172,22 @@ def test_a_run_that_diverges_stops_with_what_to_change(synthetic, tmp_path, caps
             "infinity). Start again in a new --output-dir with a lower lr") in capsys.readouterr().err
 
 
+def test_best_is_the_lowest_loss_epoch_however_close_and_only_min_delta_gains_hold_off_stopping(synthetic, tmp_path):
+    """As the original's Lightning callbacks: ModelCheckpoint keeps the lowest validation loss, EarlyStopping waits
+    for a gain of min_delta. From a review: one rule served both, so steady gains below min_delta (MTG-Jamendo's
+    class-balanced loss moves by about 1e-4 an epoch) left best/ on an early epoch."""
+    out = tmp_path / "run"
+    argv = ["--dataset", str(synthetic.data), "--model", str(synthetic.init), "--corpus", "deam", "--output-dir",
+            str(out), "--set", "lr=0.0003", "warmup_steps=0", "max_epochs=6", "patience=3", "min_delta=1000",
+            "selection=validation_loss"]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=False), argv) == 0
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    losses = [record["validation_loss"] for record in history]
+    assert len(history) == 4  # epoch 0 sets the reference; 3 epochs without a gain of 1000 stop the run
+    selected = json.loads((out / "best" / "training.json").read_text())["selected_epoch"]
+    assert selected == int(np.argmin(losses)) > 0 and losses[selected] < losses[0] - 1e-6
+
+
 def test_splits_whose_labels_cannot_train_or_be_scored_are_refused():
     nan = np.nan
     va, tags = engine.corpus_task("deam"), {"type": "multilabel", "labels": ["calm", "sad"]}
