@@ -368,6 +368,8 @@ class Trainer:
         self.recipe, self.corpora, self.output_dir = recipe, list(corpora), Path(output_dir)
         self.feature_extractor = feature_extractor
         self.info = dict(info or {})
+        # What the model started from learnt is learnt by the model saved here too: its train_tracks.json says so.
+        self.learnt_before = learnt_tracks(self.info["init"]) if "init" in self.info else {}
         self.accelerator = accelerator or make_accelerator()
         unknown = sorted(set(recipe.corpus_weights) - {c.name for c in self.corpora})
         if unknown:
@@ -584,7 +586,10 @@ class Trainer:
                     del model.backbone
             info = {**self.info, "recipe": asdict(self.recipe), "corpora": [c.name for c in self.corpora], **extra}
             write_atomic(temporary / TRAINING_INFO, json.dumps(info, indent=1) + "\n")
-            learnt = {corpus.name: corpus.splits["train"].track_ids for corpus in self.corpora}
+            learnt = dict(self.learnt_before)
+            for corpus in self.corpora:
+                learnt[corpus.name] = list(dict.fromkeys([*learnt.get(corpus.name, []),
+                                                          *corpus.splits["train"].track_ids]))
             write_atomic(temporary / TRAIN_TRACKS, json.dumps(learnt) + "\n")
             replace_folder(temporary, final)
         accelerator.wait_for_everyone()
@@ -820,6 +825,13 @@ def teacher_paths(specs: Sequence[str]) -> dict[str, str]:
     return paths
 
 
+def learnt_tracks(model_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """Per corpus, the ids of the tracks a trained model learnt from (its train_tracks.json); {} for an untrained
+    model, or one saved before that record."""
+    path = Path(model_dir) / TRAIN_TRACKS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def refuse_seen_tracks(model_dir: str | os.PathLike, corpus: Corpus, split: str, dataset_dir: str | os.PathLike,
                        named: str, unfair: str) -> None:
     """Refuses a trained model that learnt from tracks of `corpus`'s `split` it is to be scored on, or to teach a
@@ -832,7 +844,7 @@ def refuse_seen_tracks(model_dir: str | os.PathLike, corpus: Corpus, split: str,
         return
     where = ""
     if (model_dir / TRAIN_TRACKS).is_file():
-        learnt = json.loads((model_dir / TRAIN_TRACKS).read_text(encoding="utf-8")).get(corpus.name, [])
+        learnt = learnt_tracks(model_dir).get(corpus.name, [])
     else:
         theirs = Path(json.loads((model_dir / TRAINING_INFO).read_text(encoding="utf-8"))["dataset"])
         if theirs == Path(dataset_dir).resolve():
@@ -942,6 +954,7 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
         trained = load_corpora(args.dataset, cache, corpora, model, audio=recipe.finetune_backbone)
         teachers = {corpus: load_teacher(path, cache) for corpus, path in paths.items()}
         for corpus in trained:
+            refuse_seen_tracks(args.model, corpus, "test", args.dataset, "--model", "this run's test scores")
             if corpus.name in paths:
                 refuse_seen_tracks(paths[corpus.name], corpus, "test", args.dataset, f"--teacher {corpus.name}",
                                    "the student's test scores")

@@ -241,6 +241,8 @@ def train_one(args, recipe: ZeroShotRecipe, held_out: str | None, train_corpora:
     if held_out is not None:
         held = engine.load_corpora(args.dataset, cache, [held_out], model, splits=["test"])[0]
         held_space = label_space(clusters, held_out, recipe.test_labels, template)
+    for corpus in [*corpora, *([held] if held else [])]:
+        engine.refuse_seen_tracks(args.model, corpus, "test", args.dataset, "--model", "this run's test scores")
     info = {"script": "train_zero_shot", "dataset": str(Path(args.dataset).resolve()), "features": str(cache.resolve()),
             "init": str(Path(args.model).resolve()), "held_out": held_out}
     trainer = ZeroShotTrainer(recipe, model, extractor, corpora, output, spaces, held, held_space, info, accelerator)

@@ -168,6 +168,17 @@ def test_a_model_is_refused_as_teacher_or_in_a_table_on_tracks_it_learnt_from(sy
     assert run_quietly(evaluate_models.main, table) == 2
     assert f"error: --model single={teachers['deam']}: it learnt from" in capsys.readouterr().err
     assert not (tmp_path / "table.md").exists()
+    # Nor is it a model to train on from there (a second review), and what it learnt stays in the record of a model
+    # trained on from it where its splits are the dataset's own.
+    again = ["--config", "improved", "--corpus", "deam", "--dataset", str(data), "--model", str(teachers["deam"]),
+             "--output-dir", str(tmp_path / "again")]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=False), again) == 2
+    assert capsys.readouterr().err.startswith("error: --model: it learnt from ")
+    onwards = ["--config", "improved", "--corpus", "mtg_jamendo", "--dataset", str(synthetic.data), "--model",
+               str(teachers["deam"]), "--output-dir", str(tmp_path / "onwards"), "--set", "max_epochs=1"]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=False), onwards) == 0
+    record = json.loads((tmp_path / "onwards" / "best" / "train_tracks.json").read_text())
+    assert record["deam"] == learnt["deam"] and len(record["mtg_jamendo"]) > 0
 
 
 def test_a_models_predictions_from_audio_score_in_the_table_as_the_model_does_from_the_cache(synthetic, teachers,
