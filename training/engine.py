@@ -986,8 +986,9 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
 
 def run_settings(info: Mapping[str, Any], recipe: Recipe, corpora: Sequence[Corpus], accelerator: Accelerator,
                  teachers: Mapping[str, str | os.PathLike] | None = None) -> dict[str, Any]:
-    """What makes a run what it is: the recipe, the tracks of every split and their targets, the teachers' weights,
-    the processes and precision. A resume with any of it changed would splice two different trainings together."""
+    """What makes a run what it is: the recipe, the tracks of every split, their targets and the audio their features
+    were made from, the teachers' weights, the processes and precision. A resume with any of it changed would
+    splice two different trainings together."""
     def digest(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
@@ -999,6 +1000,8 @@ def run_settings(info: Mapping[str, Any], recipe: Recipe, corpora: Sequence[Corp
                    for corpus in corpora},
         "targets": {corpus.name: {split: digest(part.targets.tobytes()) for split, part in corpus.splits.items()}
                     for corpus in corpora},
+        "features": {corpus.name: {split: part.features_digest for split, part in corpus.splits.items()}
+                     for corpus in corpora},
         "teacher_weights": {corpus: digest((Path(path) / "model.safetensors").read_bytes())
                             for corpus, path in (teachers or {}).items()},
         "processes": accelerator.num_processes,

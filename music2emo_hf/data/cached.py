@@ -8,6 +8,7 @@ from the row's [-1, 1] normalisation onto the task's scale (DEAM and EmoMusic st
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ..configuration_music2emo import Music2EmoConfig
-from .features import damaged, feature_path, load_track_features
+from .features import audio_changed_size, feature_path, load_track_features, trainable_metadata
 from .layout import AudioSources, split_rows
 
 # What a collated batch holds besides the chunk axis: model inputs, plus `labels` and `index` (row numbers).
@@ -67,16 +68,38 @@ class CachedCorpus(torch.utils.data.Dataset):
         ]
         missing = set(self.without_features)
         rows = [row for row in rows if row["track_id"] not in missing]
-        broken = [row["track_id"] for row in rows if damaged(feature_path(self.cache_dir, corpus, row["track_id"]))]
-        if broken:  # found now, not when training reaches them
+        sources = AudioSources(dataset_dir)  # without the download here, end-to-end training is told where it lies
+        audio = {row["track_id"]: sources.resolve(corpus, row["audio"]) for row in rows} \
+            if corpus in sources or feature_extractor else {}
+        broken, stale, made_from = {}, [], {}
+        for row in rows:  # every file read whole: found now, not when training reaches it
+            track = row["track_id"]
+            metadata, problem = trainable_metadata(feature_path(self.cache_dir, corpus, track))
+            if problem:
+                broken[track] = problem
+            elif track in audio and audio_changed_size(metadata, audio[track]):
+                stale.append(track)
+            else:
+                made_from[track] = metadata.get("audio_sha256", "")
+        if broken:
             raise ValueError(
-                f"{self.cache_dir}: the feature files of {corpus} {split} tracks {broken[:5]}"
+                f"{self.cache_dir}: the feature files of {corpus} {split} tracks {list(broken)[:5]}"
                 + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
-                + " are damaged; run training/extract_features.py on the dataset again, which extracts them anew."
+                + f" cannot be trained on ({next(iter(broken.values()))}); run training/extract_features.py on the "
+                "dataset again, which extracts them anew."
+            )
+        if stale:
+            raise ValueError(
+                f"{self.cache_dir}: the features of {corpus} {split} tracks {stale[:5]}"
+                + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+                + " were made from other audio than their files hold now (another size); run "
+                "training/extract_features.py on the dataset again, which extracts them anew."
             )
         self.track_ids = [row["track_id"] for row in rows]
-        sources = AudioSources(dataset_dir) if feature_extractor else None
-        self.audio = [sources.resolve(corpus, row["audio"]) for row in rows] if sources is not None else None
+        # The audio the features were made from: a run resumed on features made again from other audio is refused.
+        made = "\n".join(f"{track}:{made_from[track]}" for track in self.track_ids)
+        self.features_digest = hashlib.sha256(made.encode()).hexdigest()
+        self.audio = [audio[track] for track in self.track_ids] if feature_extractor else None
         width = len(self.task["labels"])
         self.targets = np.stack([task_targets(row, self.task) for row in rows]) if rows else np.zeros((0, width), np.float32)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,26 +193,34 @@ def audio_fingerprint(audio: str | os.PathLike) -> dict[str, str]:
     return {"audio_size": str(stat.st_size), "audio_mtime_ns": str(stat.st_mtime_ns), "audio_sha256": file_sha256(audio)}
 
 
-def _recorded(path: str | os.PathLike) -> dict[str, str] | None:
-    """A features file's metadata, or None when its header cannot be read (a disk fault, a copy cut short)."""
+def trainable_metadata(path: str | os.PathLike) -> tuple[dict[str, str] | None, str | None]:
+    """(a features file's metadata, None), or (None, why training cannot read it): its header or embeddings cannot
+    be read (a disk fault, a copy cut short), or the embeddings hold NaN or infinity (a fault that kept the header
+    whole, which would otherwise pass for a diverged training)."""
     try:
         with safe_open(path, framework="pt") as file:
-            return file.metadata() or {}
-    except SafetensorError:
-        return None
+            if not torch.isfinite(file.get_tensor("layer_embeddings")).all():
+                return None, "its embeddings hold NaN or infinity"
+            return file.metadata() or {}, None
+    except SafetensorError as error:
+        return None, f"it cannot be read ({error})"
 
 
-def damaged(path: str | os.PathLike) -> bool:
-    """Whether a features file's header cannot be read: reading it would fail."""
-    return _recorded(path) is None
+def audio_changed_size(metadata: Mapping[str, str], audio: str | os.PathLike) -> bool:
+    """Whether `audio` is no longer the size of the file its features were made from (another recording put in its
+    place): told from its size alone, as training checks every track at its start. A missing file tells nothing."""
+    try:
+        return metadata.get("audio_size") != str(os.stat(audio).st_size)
+    except FileNotFoundError:
+        return False
 
 
 def features_are_current(directory: str | os.PathLike, corpus: str, track_id: str, audio: str | os.PathLike) -> bool:
     """Whether the track has cached features made from `audio` as it is now: same size and mtime, or, where only
     the mtime moved (a copied dataset), the same sha256. A missing `audio` cannot be compared, and its features
-    stand. A features file that cannot be read (damaged on disk) is not current."""
+    stand. A features file training cannot read (`trainable_metadata`) is not current."""
     path = feature_path(directory, corpus, track_id)
-    recorded = _recorded(path) if path.is_file() else None
+    recorded = trainable_metadata(path)[0] if path.is_file() else None
     if recorded is None:
         return False
     try:
@@ -285,11 +293,11 @@ def load_track_features(
 
 __all__ = [
     "MANIFEST",
+    "audio_changed_size",
     "audio_fingerprint",
     "backbone_fingerprint",
     "check_cache_fits",
     "check_manifest",
-    "damaged",
     "extract_track",
     "feature_dir",
     "feature_path",
@@ -298,4 +306,5 @@ __all__ = [
     "manifest_for",
     "read_manifest",
     "save_track_features",
+    "trainable_metadata",
 ]

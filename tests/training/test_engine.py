@@ -4,6 +4,7 @@ the errors that stop a run before it trains."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -230,7 +231,52 @@ def test_a_damaged_feature_file_is_named_before_training(synthetic, tmp_path):
         except ValueError as error:
             refused[split] = str(error)
     [(split, message)] = refused.items()  # the split holding the file, and only it
-    assert f"deam {split} tracks ['{broken.stem}'] are damaged; run training/extract_features.py" in message
+    assert f"deam {split} tracks ['{broken.stem}'] cannot be trained on (it cannot be read (" in message
+    assert message.endswith("); run training/extract_features.py on the dataset again, which extracts them anew.")
+
+
+def test_features_holding_nan_or_made_from_other_audio_are_refused_before_training(synthetic, tmp_path):
+    """From a review: a NaN in a feature file whose header is whole passed for a training that diverged, on every
+    rerun; features of a recording since replaced by another were trained on, and a run resumed on them once made
+    again spliced the two."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from music2emo_hf.data.cached import CachedCorpus
+
+    data, downloads = tmp_path / "data", tmp_path / "downloads"
+    shutil.copytree(synthetic.data, data)
+    shutil.copytree(synthetic.root / "downloads" / "deam", downloads / "deam")
+    (data / "sources.json").write_text(json.dumps({"deam": str(downloads / "deam")}))
+    cache = data / "features" / synthetic.features
+    model, _ = engine.build_model(synthetic.init, ["deam"])
+
+    def load(split="test"):
+        return CachedCorpus(data, "deam", split, cache, engine.corpus_task("deam"), model.config.pooled_layers)
+
+    track = load().track_ids[0]
+    path = cache / "deam" / f"{track}.safetensors"
+    whole = path.read_bytes()
+    with safe_open(path, framework="pt") as file:
+        tensors, metadata = {key: file.get_tensor(key) for key in file.keys()}, file.metadata()
+    tensors["layer_embeddings"][0, 0, 0] = float("nan")
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(ValueError, match=re.escape(f"deam test tracks ['{track}'] cannot be trained on (its "
+                                                   "embeddings hold NaN or infinity); run training/extract_features")):
+        load()
+    path.write_bytes(whole)
+    before = load().features_digest
+    audio = next((downloads / "deam").rglob(f"{track}.*"))
+    audio.write_bytes(audio.read_bytes() + bytes(1000))  # another recording in its place
+    with pytest.raises(ValueError, match=re.escape(f"deam test tracks ['{track}'] were made from other audio than "
+                                                   "their files hold now (another size); run training/extract")):
+        load()
+    tensors["layer_embeddings"][0, 0, 0] = 0.0
+    metadata["audio_sha256"], metadata["audio_size"] = "0" * 64, str(audio.stat().st_size)  # as extracted again
+    save_file(tensors, path, metadata=metadata)
+    assert load().features_digest != before  # which run.json records: the old run is not resumed on them
 
 
 @pytest.mark.slow
