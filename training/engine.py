@@ -535,7 +535,8 @@ class Trainer:
         self.optimizer.step()
         self.schedule.step()
         self.optimizer.zero_grad()
-        return float(loss.detach())
+        # The mean over processes, so each holds the same epoch losses, and a checkpoint (written by one) holds them.
+        return float(self.accelerator.reduce(loss.detach(), reduction="mean"))
 
     # -- evaluation --------------------------------------------------------------------------------------------------
 
@@ -664,9 +665,7 @@ class Trainer:
         metrics = self.evaluate(model, "validation")
         value = self._selection_value(metrics)
         improved = self._improved(value, state.best, lower_is_better)
-        train_loss = self.accelerator.reduce(torch.tensor(np.mean(state.epoch_losses), device=self.accelerator.device),
-                                             reduction="mean")
-        record = {"epoch": state.epoch, "step": state.global_step, "train_loss": float(train_loss),
+        record = {"epoch": state.epoch, "step": state.global_step, "train_loss": float(np.mean(state.epoch_losses)),
                   "validation": metrics, recipe.selection: value, "best": improved}
         if improved:
             state.best, state.best_epoch = value, state.epoch

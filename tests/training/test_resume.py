@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,16 +125,21 @@ def _distill_as_one_of_two_ranks(argv: str) -> None:
 def test_two_cpu_ranks_train_one_model(synthetic, tmp_path):
     output = tmp_path / "two-ranks"
     argv = ["--config", "improved", "--dataset", str(synthetic.data), "--model", str(synthetic.init), "--corpus",
-            "mtg_jamendo", "deam", "--output-dir", str(output), "--set", "lr=0.003", "max_epochs=2"]
-    # Ranks are forked from a fresh interpreter: forked from this one, whose torch has run multi-threaded, they hang.
-    launch = (
-        "import sys, accelerate; sys.path.insert(0, sys.argv[1]); "
-        "from tests.training.test_resume import _distill_as_one_of_two_ranks as run; "
-        "accelerate.debug_launcher(run, args=(sys.argv[2],), num_processes=2)"
-    )
-    done = subprocess.run([sys.executable, "-c", launch, str(TRAINING), json.dumps(argv)], cwd=ROOT, env=cpu_env(),
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+            "mtg_jamendo", "deam", "--output-dir", str(output), "--set", "lr=0.003", "max_epochs=2",
+            "checkpoint_every=3", "keep_checkpoints=4"]
+
+    def launch(argv: list[str]) -> None:
+        # Ranks are forked from a fresh interpreter: forked from this one, whose torch has run multi-threaded, they hang.
+        launcher = (
+            "import sys, accelerate; sys.path.insert(0, sys.argv[1]); "
+            "from tests.training.test_resume import _distill_as_one_of_two_ranks as run; "
+            "accelerate.debug_launcher(run, args=(sys.argv[2],), num_processes=2)"
+        )
+        done = subprocess.run([sys.executable, "-c", launcher, str(TRAINING), json.dumps(argv)], cwd=ROOT,
+                              env=cpu_env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    launch(argv)
     history = [json.loads(line) for line in (output / "history.jsonl").read_text().splitlines()]
     # 8 tracks per corpus per rank: 96 MTG tracks in 6 global batches of 16, DEAM's 95 cycled alongside.
     assert [record["step"] for record in history] == [6, 12]
@@ -142,3 +148,13 @@ def test_two_cpu_ranks_train_one_model(synthetic, tmp_path):
     # best/ is a whole model; checkpoints leave out the idle backbone (training read the feature cache).
     best, state = weights(output / "best"), weights(engine.checkpoints(output)[-1])
     assert any(k.startswith("backbone.") for k in best) and not any(k.startswith("backbone.") for k in state)
+
+    # What a kill at step 4 leaves (the run's settings and its mid-epoch checkpoint, as both ranks wrote it),
+    # resumed: the same history as the run that went on. From a review: one process saves the trainer's state, and
+    # the other resumed with that one's losses of the epoch so far, so the epoch's train_loss differed.
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(output / "run.json", resumed / "run.json")
+    shutil.copytree(output / "checkpoints" / "step-00000003", resumed / "checkpoints" / "step-00000003")
+    launch([*argv[: argv.index("--output-dir") + 1], str(resumed), *argv[argv.index("--output-dir") + 2 :]])
+    assert (resumed / "history.jsonl").read_text() == (output / "history.jsonl").read_text()
