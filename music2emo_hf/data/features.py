@@ -85,9 +85,10 @@ def backbone_fingerprint(model: Music2EmoModel) -> str:
     return digest.hexdigest()
 
 
-def check_cache_fits(directory: str | os.PathLike, model: Music2EmoModel) -> dict[str, Any]:
+def check_cache_fits(directory: str | os.PathLike, model: Music2EmoModel, named: str = "this model") -> dict[str, Any]:
     """The manifest of the cache at `directory`, after checking its features are what `model` would compute: same
-    backbone weights, its pooled layers among the cached ones, same chunking and chord vocabulary."""
+    backbone weights, its pooled layers among the cached ones, same chunking and chord vocabulary. `named`: the
+    model as the user gave it (`--teacher PATH`), for the message."""
     manifest = read_manifest(directory)
     if manifest is None:
         raise FileNotFoundError(
@@ -107,9 +108,13 @@ def check_cache_fits(directory: str | os.PathLike, model: Music2EmoModel) -> dic
     if missing_layers:
         problems.append(f"layers {missing_layers} of the model's pooled_layers are not cached (cached: {manifest.get('layers')})")
     if problems:
+        tuned = (" (A model whose backbone was fine-tuned, --finetune-backbone, fits no shared cache: its run's "
+                 "results.json scores it.)") if manifest.get("backbone_sha256") != wanted["backbone_sha256"] \
+            and not config.untrained else ""
         raise ValueError(
-            f"the feature cache {directory} was not made for this model ({'; '.join(problems)}). Extract features "
+            f"{named}: the feature cache {directory} was not made for it ({'; '.join(problems)}). Extract features "
             "with this model (training/extract_features.py --model ...), or train the model the cache was made with."
+            + tuned
         )
     return manifest
 

@@ -14,7 +14,7 @@ import torch
 
 from music2emo_hf.cli import main as music2emo
 
-from .conftest import load_script, run_quietly
+from .conftest import extract, load_script, run_quietly
 
 import engine  # noqa: E402,I001  (training/, put on sys.path by conftest)
 
@@ -121,7 +121,8 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     other_seed = tmp_path / "other-init"
     assert run_quietly(music2emo, ["init", "--config", str(synthetic.init), str(other_seed), "--seed", "1"]) == 0
     code, err = run("--model", str(other_seed), "--corpus", "deam", "--output-dir", str(tmp_path / "a"))
-    assert code == 2 and "was not made for this model (backbone_sha256: cached" in err
+    assert code == 2 and f"error: --model {other_seed}: the feature cache " in err
+    assert "was not made for it (backbone_sha256: cached" in err and "fine-tuned" not in err
 
     teacher = tmp_path / "teacher"
     model, extractor = engine.build_model(synthetic.init, ["deam"])
@@ -163,6 +164,29 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
     assert code == 2 and f"--features nope: no such feature cache in {synthetic.data / 'features'} (it holds " \
         "['features'])" in err
     assert not (tmp_path / "b").exists()  # a run that did not start claims no folder
+
+
+def test_a_corpus_too_small_for_its_splits_is_told_so_not_sent_back_to_prepare_it(synthetic, tmp_path, capsys):
+    """From a review: DEAM prepared from one song (all of it in train) was answered "prepare the corpus and extract
+    its features first", both done."""
+    import shutil
+
+    download = tmp_path / "deam"
+    shutil.copytree(synthetic.root / "downloads" / "deam", download)
+    for table in download.glob("static_annotations_averaged_songs_*.csv"):
+        lines = table.read_text().splitlines(keepends=True)
+        table.write_text("".join(lines[: 2 if "1_2000" in table.name else 1]))  # the header, and one song
+    data = tmp_path / "data"
+    assert run_quietly(music2emo, ["prepare-data", "--corpus", "deam", "--source", str(download), "--out",
+                                   str(data)]) == 0
+    extract(data, synthetic.init)
+    capsys.readouterr()
+    argv = ["--dataset", str(data), "--model", str(synthetic.init), "--corpus", "deam", "--output-dir",
+            str(tmp_path / "run")]
+    assert run_quietly(lambda a: engine.run_script(a, "", distill=False), argv) == 2
+    assert (f"error: deam: no tracks with cached features in split(s) ['validation', 'test'] of {data} (validation: "
+            "no tracks; test: no tracks); prepare it again with more tracks, or --fractions that give each split "
+            "some.") in capsys.readouterr().err
 
 
 def test_a_run_that_diverges_stops_with_what_to_change(synthetic, tmp_path, capsys):
