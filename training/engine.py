@@ -31,7 +31,7 @@ import shutil
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -154,10 +154,17 @@ class Recipe:
             values = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ValueError(f"--config {path}: not valid JSON ({error}).") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {path}: a recipe is a JSON object of settings (as in {CONFIG_DIR}), not a "
+                             f"{type(values).__name__}.")
         values = {**values, **(overrides or {})}
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"recipe {path}: unknown settings {unknown}; see training/engine.py Recipe.")
+        missing = sorted(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+                         and f.name not in values)
+        if missing:
+            raise ValueError(f"recipe {path}: it lacks {missing}, which every recipe names (see {CONFIG_DIR}).")
         return cls(**values)
 
 
@@ -1040,6 +1047,8 @@ _ABSENT = object()  # a setting one of two runs does not have
 
 def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], accelerator: Accelerator) -> None:
     """An output folder belongs to one run (`run_settings`, kept in run.json): resume it only as it was started."""
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"--output-dir {output_dir}: it is a file; name a folder for the run (a new or empty one).")
     path = Path(output_dir) / "run.json"
     settings = json.loads(json.dumps(settings))
     if path.is_file():

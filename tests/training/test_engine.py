@@ -75,6 +75,13 @@ def test_recipes_are_data_and_bad_ones_are_explained(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         engine.Recipe.load(tmp_path / "broken.json")
+    (tmp_path / "list.json").write_text('["lr", 0.1]')
+    with pytest.raises(ValueError, match=f"--config {tmp_path / 'list.json'}: a recipe is a JSON object of settings"):
+        engine.Recipe.load(tmp_path / "list.json")
+    (tmp_path / "nameless.json").write_text('{"lr": 0.1}')
+    with pytest.raises(ValueError, match=re.escape(f"recipe {tmp_path / 'nameless.json'}: it lacks ['name'], which "
+                                                   "every recipe names")):
+        engine.Recipe.load(tmp_path / "nameless.json")
     with pytest.raises(ValueError, match="expected key=value"):
         engine.parse_overrides(["lr"])
 

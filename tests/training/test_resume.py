@@ -101,6 +101,10 @@ def test_restarting_with_other_settings_is_refused(synthetic, tmp_path, capsys):
     assert distill_here(command(synthetic, output, "max_epochs=1")[2:]) == 2
     assert f"--output-dir {output} holds files but no run.json" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == written
+    (tmp_path / "notes.txt").write_text("mine")
+    assert distill_here(command(synthetic, tmp_path / "notes.txt", "max_epochs=1")[2:]) == 2
+    assert (f"error: --output-dir {tmp_path / 'notes.txt'}: it is a file; name a folder for the run"
+            in capsys.readouterr().err) and (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_other_labels_for_the_same_tracks_make_another_run(synthetic):
