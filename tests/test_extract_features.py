@@ -171,13 +171,17 @@ def test_a_dataset_without_the_record_of_its_downloads_says_how_to_make_it(tmp_p
             f"prepare-data --corpus pmemo --source DIR --out {dataset}` on this machine.") in capsys.readouterr().err
 
 
-def test_a_name_that_would_leave_the_features_folder_is_refused(tmp_path, tiny_model_dir, capsys):
+def test_a_name_that_would_leave_the_features_folder_or_a_model_not_there_is_refused(tmp_path, tiny_model_dir, capsys):
     """`--name ../../escape` wrote the cache two folders above the dataset's features/."""
     dataset = make_dataset(tmp_path, {"pmemo": [("1", "1.wav", 1.0, 220.0)]})
     assert run(dataset, tiny_model_dir, "../../escape") == 2
     assert (f"error: --name '../../escape': a feature cache is one folder under {dataset / 'features'}; give a plain "
             "folder name (no '/').") in capsys.readouterr().err
     assert not (tmp_path / "escape").exists() and not (dataset.parent / "escape").exists()
+    with pytest.raises(SystemExit):  # a folder that is not there: said so, not Hub id rules (a review)
+        run(dataset, tmp_path / "no-model", "features")
+    assert (f"argument --model: {tmp_path / 'no-model'}: there is no such folder; give a model folder (`music2emo "
+            "init` makes one) or a Hub id") in capsys.readouterr().err
 
 
 def test_a_rerun_extracts_again_what_changed_and_only_that(tmp_path, tiny_model_dir, capsys):

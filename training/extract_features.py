@@ -46,6 +46,7 @@ from music2emo_hf.data.features import (
 )
 from music2emo_hf.data.layout import DATA_DIR, SPLITS, AudioSources, split_rows
 from music2emo_hf.harmony import HarmonyAnalyzer
+from music2emo_hf.hub import not_a_model_folder
 from music2emo_hf.pipeline_music2emo import model_name
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -178,10 +179,19 @@ def extract_features(
     return directory, totals
 
 
+def model_folder_or_id(value: str) -> str:
+    """--model as argparse reads it: a path that names no folder is said so (transformers took it for a Hub id)."""
+    why = not_a_model_folder(value)
+    if why:
+        raise argparse.ArgumentTypeError(f"{value}: {why}; give a model folder (`music2emo init` makes one) or a Hub id")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="a folder made by `music2emo prepare-data`")
-    parser.add_argument("--model", required=True, help="Music2Emo model folder or Hub id (its backbone and vocabulary)")
+    parser.add_argument("--model", required=True, type=model_folder_or_id,
+                        help="Music2Emo model folder or Hub id (its backbone and vocabulary)")
     parser.add_argument("--name", help="cache folder under DATASET/features (default: <model name>-layers<i-j>)")
     parser.add_argument("--layers", type=int, nargs="+", help="hidden_states indices (default: model's pooled_layers)")
     parser.add_argument("--corpus", nargs="+", dest="corpora", help="only these corpora (default: all prepared)")
