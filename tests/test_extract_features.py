@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -213,8 +214,11 @@ def test_a_rerun_extracts_again_what_changed_and_only_that(tmp_path, tiny_model_
     assert not (cache / "pmemo" / "2.safetensors").exists()  # features of a recording that is gone mislead training
 
 
-def test_a_cache_made_with_other_settings_is_refused(dataset, tiny_model_dir, reference, capsys):
+def test_a_cache_made_with_other_settings_is_refused(dataset, tiny_model_dir, reference, capsys, tmp_path):
     before = (dataset / "features" / "reference" / MANIFEST).read_text()
+    shutil.copytree(tiny_model_dir, tmp_path / "copy")  # the same model elsewhere makes the same numbers (a review)
+    assert run(dataset, tmp_path / "copy", "reference") == 0
+    assert cached_files(dataset / "features" / "reference") == reference
     assert run(dataset, tiny_model_dir, "reference", "--layers", "1") == 2
     assert "layers: cached [1, 2], asked [1]" in capsys.readouterr().err
     assert run(dataset, tiny_model_dir, "reference", "--dtype", "float16") == 2

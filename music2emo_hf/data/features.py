@@ -57,7 +57,8 @@ def manifest_for(
     layers: Sequence[int],
     dtype: str,
 ) -> dict[str, Any]:
-    """Everything that changes the cached numbers: two runs may share a cache only if these agree."""
+    """Everything that changes the cached numbers, which two runs sharing a cache must agree on, and the name of
+    the model that made it (a record only: a copy of that model elsewhere makes the same numbers)."""
     config = model.config
     return {
         "model": model_name,
@@ -131,7 +132,8 @@ def check_manifest(directory: str | os.PathLike, manifest: dict[str, Any], write
     directory = Path(directory)
     existing = read_manifest(directory)
     if existing is not None:
-        differences = [key for key in sorted(existing | manifest) if existing.get(key) != manifest.get(key)]
+        differences = [key for key in sorted((existing | manifest).keys() - {"model"})
+                       if existing.get(key) != manifest.get(key)]
         if differences:
             shown = "; ".join(f"{k}: cached {existing.get(k)!r}, asked {manifest.get(k)!r}" for k in differences)
             raise ValueError(
