@@ -55,7 +55,7 @@ BFLOAT16_COSINE = 0.999
 INT8_COSINE = 0.99
 # Raised when the exported graphs change, so that entries made by an older exporter are made again.
 EXPORT_FORMAT = 2
-FRONT_END, ENCODER, ENCODER_INT8 = "front_end.onnx", "encoder.onnx", "encoder-int8.onnx"
+FRONT_END, ENCODER = "front_end.onnx", "encoder.onnx"
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -183,10 +183,23 @@ def _export(model, folder: Path) -> None:
                           dynamic_axes={"features": {0: "chunks", 2: "frames"}}, dynamo=False)
 
 
+def _int8_weights_in_7_bits() -> bool:
+    """ONNX Runtime's advice for an x86-64 CPU without VNNI: its int8 products there can saturate, so weights are
+    quantised to 7 bits (a tiny random model's int8 graph fell to cosine 0.968 with 8 bits on an AVX2 Zen 2, and
+    passed the 0.99 check with 7)."""
+    return torch.cpu._is_avx2_supported() and not torch.cpu._is_vnni_supported()
+
+
+def encoder_int8() -> str:
+    """The file name of ENCODER's int8 graph on this CPU: one per weight range, so a cache shared by machines that
+    quantise otherwise holds both."""
+    return "encoder-int8-7bit.onnx" if _int8_weights_in_7_bits() else "encoder-int8.onnx"
+
+
 def _quantize(onnx_path: Path, int8_path: Path) -> None:
-    """ONNX Runtime's dynamic int8 of the exported graph's matrix products (weights int8 per channel, activations
-    quantised per call; convolutions stay float32: in int8 they ran slower). Constant folding first turns the
-    weight-normed positional convolution's weight into a constant."""
+    """ONNX Runtime's dynamic int8 of the exported graph's matrix products (weights int8 per channel, in 7 bits
+    where `_int8_weights_in_7_bits`; activations quantised per call; convolutions stay float32: in int8 they ran
+    slower). Constant folding first turns the weight-normed positional convolution's weight into a constant."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -194,20 +207,20 @@ def _quantize(onnx_path: Path, int8_path: Path) -> None:
     try:
         quant_pre_process(str(onnx_path), str(folded), skip_symbolic_shape=True)
         quantize_dynamic(str(folded), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         per_channel=True)
+                         per_channel=True, reduce_range=_int8_weights_in_7_bits())
     finally:
         folded.unlink(missing_ok=True)
 
 
 def exported(model, say: Callable[[str], None], int8: bool = False) -> Path:
-    """The cache folder of `model`'s pooled stage, holding FRONT_END and ENCODER (and ENCODER_INT8, ONNX Runtime's
+    """The cache folder of `model`'s pooled stage, holding FRONT_END and ENCODER (and `encoder_int8()`, ONNX Runtime's
     int8 of ENCODER, when `int8`), made now if they are not there. The graphs are made in a temporary place and
     renamed into place under a file lock: concurrent first runs make them once, and what a killed one left (a partial
     folder or graph: hundreds of MB for MERT) is removed by the next that makes them."""
     from filelock import FileLock
 
     folder = cache_root() / fingerprint(model)
-    target = folder / (ENCODER_INT8 if int8 else ENCODER)
+    target = folder / (encoder_int8() if int8 else ENCODER)
     if target.is_file():
         return folder
     try:
@@ -276,7 +289,7 @@ class ExportedRuntime:
         self.front_end, self.threads, self.sessions = model.backbone.feature_extractor, torch.get_num_threads(), None
         self.arithmetic = arithmetic  # a key of CPU_RUNTIMES: int8 is a graph of its own, bfloat16 how one is run
         self.front_end_path = folder / FRONT_END
-        self.encoder_path = folder / (ENCODER_INT8 if arithmetic == "int8" else ENCODER)
+        self.encoder_path = folder / (encoder_int8() if arithmetic == "int8" else ENCODER)
 
     @property
     def key(self) -> str:
