@@ -392,9 +392,11 @@ def _write_dataset(args: argparse.Namespace, job, inputs, pipe, failed: int) -> 
     if count:
         print(f"wrote {count} rows to {args.output_dataset} (load it with datasets.load_dataset("
               f"{args.output_dataset!r}))", file=sys.stderr)
-    else:
+    elif failed:
         print(f"music2emo: no row could be analysed, so no dataset was written to {args.output_dataset} (why, for "
               f"each row: {job.errors_file})", file=sys.stderr)
+    else:
+        print(f"music2emo: the input has no rows, so no dataset was written to {args.output_dataset}", file=sys.stderr)
     if args.push_to_hub and count:
         from .hub import push_folder
 

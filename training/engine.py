@@ -50,7 +50,7 @@ from music2emo_hf.configuration_music2emo import Music2EmoConfig, corpus_task
 from music2emo_hf.data.cached import CachedCorpus, collate, crop_chunks, label_priors
 from music2emo_hf.data.features import check_cache_fits
 from music2emo_hf.atomic import replace_folder, write_atomic
-from music2emo_hf.data.layout import FEATURES_DIR, SPLITS, split_rows
+from music2emo_hf.data.layout import DATA_DIR, FEATURES_DIR, SPLITS, split_rows
 from music2emo_hf.losses import (
     KD_MODES,
     class_balance_weights,
@@ -276,7 +276,7 @@ def load_corpora(
             rows = {split: len(part.without_audio) + len(part.without_features) for split, part in empty.items()}
             if any(part.without_features for part in empty.values()):
                 fix = "extract its features (training/extract_features.py) first"
-            elif not any(rows.values()) and len(empty) == len(parts):
+            elif not any((Path(dataset_dir) / DATA_DIR / name).glob("*.parquet")):  # no split of it at all
                 fix = "prepare the corpus (music2emo prepare-data) first"
             elif not any(rows.values()):  # a corpus too small for its fractions
                 fix = "prepare it again with more tracks, or --fractions that give each split some"
@@ -634,7 +634,9 @@ class Trainer:
         if not latest:
             return TrainerState()
         self.accelerator.load_state(str(latest[-1]))
-        state = TrainerState(**json.loads((latest[-1] / TRAINER_STATE).read_text(encoding="utf-8")))
+        saved = json.loads((latest[-1] / TRAINER_STATE).read_text(encoding="utf-8"))
+        saved.setdefault("stopping_best", saved.get("best"))  # a checkpoint from when best moved by min_delta alone
+        state = TrainerState(**saved)
         self._log(f"resuming from {latest[-1]} (epoch {state.epoch}, step {state.global_step})")
         return state
 
@@ -1036,7 +1038,7 @@ def setting_changes(before: Any, now: Any, name: str = "") -> list[str]:
                                               f"{name}.{key}" if name else key)]
     if before == now:
         return []
-    if name.split(".")[0] in ("tracks", "targets", "teacher_weights"):  # digests (run_settings)
+    if name.split(".")[0] in ("tracks", "targets", "features", "teacher_weights"):  # digests (run_settings)
         return [f"{name}: other data than the run's"]
     shown = ["not set" if value is _ABSENT else json.dumps(value) for value in (before, now)]
     return [f"{name}: {shown[0]} in the run, {shown[1]} now"]
@@ -1045,10 +1047,15 @@ def setting_changes(before: Any, now: Any, name: str = "") -> list[str]:
 _ABSENT = object()  # a setting one of two runs does not have
 
 
-def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], accelerator: Accelerator) -> None:
-    """An output folder belongs to one run (`run_settings`, kept in run.json): resume it only as it was started."""
+def refuse_a_file(output_dir: str | os.PathLike) -> None:
+    """--output-dir names a folder: a file there is the user's, and mkdir's "File exists" would not say so."""
     if Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise ValueError(f"--output-dir {output_dir}: it is a file; name a folder for the run (a new or empty one).")
+
+
+def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], accelerator: Accelerator) -> None:
+    """An output folder belongs to one run (`run_settings`, kept in run.json): resume it only as it was started."""
+    refuse_a_file(output_dir)
     path = Path(output_dir) / "run.json"
     settings = json.loads(json.dumps(settings))
     if path.is_file():
@@ -1057,6 +1064,8 @@ def check_same_run(output_dir: str | os.PathLike, settings: Mapping[str, Any], a
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is damaged ({error}); it records how the run in that folder was started: "
                              "restore it, or use a new --output-dir.") from None
+        if "features" not in previous:  # a run started before run.json recorded them: its features were not checked
+            settings.pop("features", None)
         changed = setting_changes(previous, settings)
         if changed:
             raise ValueError(

@@ -324,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--train-corpus {train}: give prepared tag corpora ({prepared}) other than the held-out one.")
             plan = [(held, train)]
         single = len(plan) == 1
+        engine.refuse_a_file(args.output_dir)  # leave-one-out runs go in folders under it
         runs = {}
         for held, train in plan:
             output = Path(args.output_dir) if single else Path(args.output_dir) / held

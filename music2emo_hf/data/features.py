@@ -215,10 +215,13 @@ def trainable_metadata(path: str | os.PathLike) -> tuple[dict[str, str] | None, 
 
 def audio_changed_size(metadata: Mapping[str, str], audio: str | os.PathLike) -> bool:
     """Whether `audio` is no longer the size of the file its features were made from (another recording put in its
-    place): told from its size alone, as training checks every track at its start. A missing file tells nothing."""
+    place): told from its size alone, as training checks every track at its start. A file that cannot be reached
+    (not on this machine, unreadable) or features that never recorded the size tell nothing."""
+    if "audio_size" not in metadata:
+        return False
     try:
-        return metadata.get("audio_size") != str(os.stat(audio).st_size)
-    except FileNotFoundError:
+        return metadata["audio_size"] != str(os.stat(audio).st_size)
+    except OSError:
         return False
 
 

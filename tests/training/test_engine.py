@@ -298,7 +298,14 @@ def test_features_holding_nan_or_made_from_other_audio_are_refused_before_traini
                                                    "embeddings hold NaN or infinity); run training/extract_features")):
         load()
     path.write_bytes(whole)
-    before = load().features_digest
+    accelerator = engine.make_accelerator()
+
+    def settings():
+        return engine.run_settings({}, engine.Recipe.load("faithful"), [engine.Corpus("deam", {"test": load()})],
+                                   accelerator)
+
+    (tmp_path / "run").mkdir()
+    engine.check_same_run(tmp_path / "run", settings(), accelerator)  # a run started on these features
     audio = next((downloads / "deam").rglob(f"{track}.*"))
     audio.write_bytes(audio.read_bytes() + bytes(1000))  # another recording in its place
     with pytest.raises(ValueError, match=re.escape(f"deam test tracks ['{track}'] were made from other audio than "
@@ -307,7 +314,8 @@ def test_features_holding_nan_or_made_from_other_audio_are_refused_before_traini
     tensors["layer_embeddings"][0, 0, 0] = 0.0
     metadata["audio_sha256"], metadata["audio_size"] = "0" * 64, str(audio.stat().st_size)  # as extracted again
     save_file(tensors, path, metadata=metadata)
-    assert load().features_digest != before  # which run.json records: the old run is not resumed on them
+    with pytest.raises(ValueError, match=re.escape("other settings (features.deam.test: other data than the run's)")):
+        engine.check_same_run(tmp_path / "run", settings(), accelerator)  # not resumed on features made again
 
 
 @pytest.mark.slow
