@@ -162,6 +162,27 @@ def test_a_bad_file_is_reported_and_the_others_are_written(tmp_path, tiny_model_
     assert [(e["track_id"], e["audio"]) for e in errors] == [("2", str(tmp_path / "downloads/pmemo/2.wav")), ("4", str(tmp_path / "downloads/pmemo/4.wav"))]
 
 
+def test_embeddings_float16_cannot_hold_are_a_failed_track_not_a_file_training_refuses(tmp_path, tiny_model_dir,
+                                                                                       capsys):
+    """From a review: features that were not finite were written, training refused them, and each rerun wrote them
+    again. Here a model whose last layer's outputs are about 1e6, stored as float16 (at most 65504)."""
+    from music2emo_hf import Music2EmoModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Music2EmoModel.from_pretrained(tiny_model_dir)
+    norm = model.backbone.encoder.layers[-1].final_layer_norm
+    with torch.no_grad():
+        norm.weight.mul_(1e6)
+        norm.bias.fill_(1e6)
+    model.save_pretrained(tmp_path / "loud-model")
+    dataset = make_dataset(tmp_path, {"pmemo": [("1", "1.wav", 1.0, 220.0)]})
+    assert run(dataset, tmp_path / "loud-model", "half", "--dtype", "float16") == 1
+    assert ("1.wav: the model's embeddings of it are not finite (NaN or infinity, or beyond float16's range), so its "
+            "features are not written.") in capsys.readouterr().err
+    assert cached_files(dataset / "features" / "half") == {}
+
+
 def test_a_dataset_without_the_record_of_its_downloads_says_how_to_make_it(tmp_path, tiny_model_dir, capsys):
     """A prepared folder fetched from the Hub lacks sources.json (it is never published): its rows' audio paths
     cannot be joined to anything on this machine."""

@@ -168,9 +168,14 @@ def extract_track(
         embeddings.append(model.embed_chunks(values, lengths, layers).reshape(len(layers), -1))
         durations.append(len(chunk) / rate)
         offset += len(chunk) / rate
+    stored = torch.stack(embeddings).to("cpu", dtype).contiguous()
+    if not torch.isfinite(stored).all():  # else training refuses the file, and every rerun would write it again
+        beyond = "" if dtype == torch.float32 else f", or beyond {str(dtype).removeprefix('torch.')}'s range"
+        raise ValueError(f"{audio}: the model's embeddings of it are not finite (NaN or infinity{beyond}), so its "
+                         "features are not written.")
     tokens = model.harmony_inputs([harmony.combine(windows)], device="cpu")
     return {
-        "layer_embeddings": torch.stack(embeddings).to("cpu", dtype).contiguous(),
+        "layer_embeddings": stored,
         "chunk_durations": torch.tensor(durations, dtype=torch.float32),
         "chord_root_ids": tokens["chord_root_ids"][0],
         "chord_quality_ids": tokens["chord_quality_ids"][0],
