@@ -50,12 +50,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return answer
 
 
-def unreachable_hub() -> str:
-    """Why `hub_reachable` said no, for messages: "the Hugging Face Hub cannot be reached (...)"."""
+def why_unreachable() -> str:
+    """Why `hub_reachable` said no, for messages: "HF_HUB_OFFLINE is set", or "ENDPOINT does not answer"."""
     from huggingface_hub import constants
 
-    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} does not answer"
-    return f"the Hugging Face Hub cannot be reached ({why})"
+    return "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} does not answer"
 
 
 def snapshot_commit(path: str | os.PathLike) -> str | None:
@@ -241,8 +240,8 @@ def push_folder(
     from huggingface_hub import HfApi
 
     if not hub_reachable():
-        raise ConnectionError(f"{unreachable_hub()}; publish where it can be, by running the command again. Nothing "
-                              "was published.")
+        raise ConnectionError(f"the Hugging Face Hub cannot be reached ({why_unreachable()}); publish where it can "
+                              "be, by running the command again. Nothing was published.")
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     if private and not api.repo_info(repo_id, repo_type=repo_type).private:  # it existed: its visibility stays

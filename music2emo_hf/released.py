@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import clear_partials, file_sha256, folder_in_place, write_atomic
-from .hub import COMMIT, first_line, hub_reachable, package_cache, snapshot_commit, unreachable_hub
+from .hub import COMMIT, first_line, hub_reachable, package_cache, snapshot_commit, why_unreachable
 
 RELEASED_REPO = "amaai-lab/music2emo"
 BACKBONE_REPO = "m-a-p/MERT-v1-95M"
@@ -273,7 +273,7 @@ def _missing(reference: ReleasedReference, only: str | None = None, instead: str
     return ReleasedModelError(
         f"{'' if only else f'{reference}: '}{listed} {'are' if several else 'is'} not in the "
         f"Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-        + (f"the download failed ({failure})" if failure else unreachable_hub().replace("Hugging Face ", ""))
+        + (f"the download failed ({failure})" if failure else f"the Hub cannot be reached ({why_unreachable()})")
         + f"; on a machine with internet run {commands}, then copy the cache here, or {instead}."
     )
 

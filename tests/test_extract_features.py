@@ -193,7 +193,8 @@ def test_a_dataset_without_the_record_of_its_downloads_says_how_to_make_it(tmp_p
             f"prepare-data --corpus pmemo --source DIR --out {dataset}` on this machine.") in capsys.readouterr().err
 
 
-def test_a_name_that_would_leave_the_features_folder_or_a_model_not_there_is_refused(tmp_path, tiny_model_dir, capsys):
+def test_a_name_that_would_leave_the_features_folder_or_a_model_not_there_is_refused(tmp_path, tiny_model_dir,
+                                                                                      capsys):
     """`--name ../../escape` wrote the cache two folders above the dataset's features/."""
     dataset = make_dataset(tmp_path, {"pmemo": [("1", "1.wav", 1.0, 220.0)]})
     assert run(dataset, tiny_model_dir, "../../escape") == 2

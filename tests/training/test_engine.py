@@ -176,13 +176,10 @@ def test_runs_that_cannot_work_stop_before_training(synthetic, tmp_path, capsys)
 def test_a_corpus_too_small_for_its_splits_is_told_so_not_sent_back_to_prepare_it(synthetic, tmp_path, capsys):
     """From a review: DEAM prepared from one song (all of it in train) was answered "prepare the corpus and extract
     its features first", both done."""
-    import shutil
+    from tests.synthetic import write_deam
 
     download = tmp_path / "deam"
-    shutil.copytree(synthetic.root / "downloads" / "deam", download)
-    for table in download.glob("static_annotations_averaged_songs_*.csv"):
-        lines = table.read_text().splitlines(keepends=True)
-        table.write_text("".join(lines[: 2 if "1_2000" in table.name else 1]))  # the header, and one song
+    write_deam(download, 1)
     data = tmp_path / "data"
     assert run_quietly(music2emo, ["prepare-data", "--corpus", "deam", "--source", str(download), "--out",
                                    str(data)]) == 0
@@ -273,9 +270,9 @@ def test_features_holding_nan_or_made_from_other_audio_are_refused_before_traini
     import shutil
 
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     from music2emo_hf.data.cached import CachedCorpus
+    from music2emo_hf.data.features import save_track_features
 
     data, downloads = tmp_path / "data", tmp_path / "downloads"
     shutil.copytree(synthetic.data, data)
@@ -292,8 +289,14 @@ def test_features_holding_nan_or_made_from_other_audio_are_refused_before_traini
     whole = path.read_bytes()
     with safe_open(path, framework="pt") as file:
         tensors, metadata = {key: file.get_tensor(key) for key in file.keys()}, file.metadata()
+    layers = json.loads(metadata["layers"])
+    made_from = {key: metadata[key] for key in ("audio_size", "audio_mtime_ns", "audio_sha256")}
+
+    def write(fingerprint):  # as extract_features writes a track's features
+        save_track_features(cache, "deam", track, layers, tensors, fingerprint)
+
     tensors["layer_embeddings"][0, 0, 0] = float("nan")
-    save_file(tensors, path, metadata=metadata)
+    write(made_from)
     with pytest.raises(ValueError, match=re.escape(f"deam test tracks ['{track}'] cannot be trained on (its "
                                                    "embeddings hold NaN or infinity); run training/extract_features")):
         load()
@@ -312,8 +315,7 @@ def test_features_holding_nan_or_made_from_other_audio_are_refused_before_traini
                                                    "their files hold now (another size); run training/extract")):
         load()
     tensors["layer_embeddings"][0, 0, 0] = 0.0
-    metadata["audio_sha256"], metadata["audio_size"] = "0" * 64, str(audio.stat().st_size)  # as extracted again
-    save_file(tensors, path, metadata=metadata)
+    write({**made_from, "audio_sha256": "0" * 64, "audio_size": str(audio.stat().st_size)})  # as extracted again
     with pytest.raises(ValueError, match=re.escape("other settings (features.deam.test: other data than the run's)")):
         engine.check_same_run(tmp_path / "run", settings(), accelerator)  # not resumed on features made again
 
