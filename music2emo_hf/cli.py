@@ -1083,8 +1083,19 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _interrupted_once) if in_main_thread else None
     try:
+        # The outcome is said on the command's own descriptor too: a decoding thread still running after an
+        # interrupt or an error may have descriptor 2 pointed at /dev/null, and the "interrupted" line was lost.
         with _stderr_apart_from_decoders(), _warnings_in_one_line(getattr(args, "verbose", False)):
-            return args.run(args)
+            return _run_and_say_how_it_ended(args)
+    finally:
+        if in_main_thread and signal.getsignal(signal.SIGINT) is _interrupted_once:  # not interrupted: as it was
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run_and_say_how_it_ended(args: argparse.Namespace) -> int:
+    """The command's exit status, with one line on stderr for how a run that did not finish ended."""
+    try:
+        return args.run(args)
     except KeyboardInterrupt:
         print(f"music2emo: interrupted; {_again(args)}", file=sys.stderr)
         return 130
@@ -1103,9 +1114,6 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         print(f"music2emo: error: {type(error).__name__}: {error}", file=sys.stderr)
-    finally:
-        if in_main_thread and signal.getsignal(signal.SIGINT) is _interrupted_once:  # not interrupted: as it was
-            signal.signal(signal.SIGINT, previous)
     return EXIT_USAGE
 
 

@@ -356,6 +356,40 @@ def test_ctrl_c_twice_still_stops_cleanly_and_the_rerun_finishes(tiny_model_dir,
     assert sorted(Path(r["file"]).name for r in jsonl(out)) == [f"t{i}.wav" for i in range(6)]
 
 
+@pytest.mark.parametrize("stop,status,said", [(KeyboardInterrupt, 130, "interrupted"), (SystemExit(143), 143,
+                                                                                               "terminated")])
+def test_how_a_run_ended_is_said_while_a_decoding_thread_hides_descriptor_2(capfd, monkeypatch, stop, status, said):
+    """The decoders write notes to descriptor 2, so a decoding thread points it at /dev/null for a moment; the line
+    saying a run was stopped, written then, was lost (seen: exit 130 and no "interrupted" line)."""
+    import threading
+
+    from music2emo_hf import audio, cli
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def decoding():
+        with audio._decoder_notes_hidden():
+            inside.set()
+            leave.wait(30)
+
+    thread = threading.Thread(target=decoding)
+
+    def stopped_while_decoding(args):
+        thread.start()
+        inside.wait(30)
+        raise stop
+
+    monkeypatch.setattr(cli, "predict", stopped_while_decoding)
+    monkeypatch.setattr(sys, "stderr", open(2, "w", closefd=False))  # as in a command: Python's stderr on descriptor 2
+    try:
+        with pytest.raises(SystemExit) if isinstance(stop, SystemExit) else contextlib.nullcontext():
+            assert main(["predict", "song.wav"]) == status
+    finally:
+        leave.set()
+        thread.join()
+    assert f"music2emo: {said}; run the same command again" in capfd.readouterr().err
+
+
 def test_batched_predict_writes_what_one_at_a_time_writes(tiny_model_dir, tmp_path, write_wav, capsys, monkeypatch):
     """--batch-size N: N files decoded and analysed together, with the answers each gets alone."""
     from music2emo_hf.pipeline_music2emo import MusicEmotionPipeline
