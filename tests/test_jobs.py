@@ -498,11 +498,11 @@ def _parent_of(pid: int) -> int | None:
     return None if state == "Z" else int(parent)
 
 
-def _a_run_killed_while_its_child_analyses_the_suspect(args: list[str], flag: Path, parts: Path) -> None:
+def _a_run_killed_while_its_child_analyses_the_suspect(args: list[str], suspect: str, flag: Path, parts: Path) -> None:
     """kill -9 of a run while the file in flight at a crash is analysed alone in its child: the child ends too (it
     used to run on for nobody), its temporary files are in the job's parts (removed when the job ends; they were
     left in /tmp), and the file is still the suspect."""
-    run = subprocess.Popen(_predict_command(1, *args), env=_env(MUSIC2EMO_TEST_HANG_ON="s0.wav",
+    run = subprocess.Popen(_predict_command(1, *args), env=_env(MUSIC2EMO_TEST_HANG_ON=suspect,
                                                                 MUSIC2EMO_TEST_HANG_FLAG=str(flag)),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -525,20 +525,42 @@ def _a_run_killed_while_its_child_analyses_the_suspect(args: list[str], flag: Pa
 
 
 @pytest.mark.slow
-def test_two_files_that_crash_the_analysis_do_not_bring_each_other_back(tiny_model_dir, songs, tmp_path):
-    """The run that finds the first file crashes it again (in a child) dies on the second: the first one's mark must
-    outlive that run, or the two take turns killing every rerun and the job never ends."""
+def test_files_that_crash_the_analysis_are_retried_once_alone_then_skipped_and_do_not_bring_each_other_back(
+        tiny_model_dir, songs, tmp_path, capsys):
+    """A file whose analysis kills the process is tried again once, alone in a child process, then reported and
+    skipped. The run that finds the first one crashes it again dies on the second: the first one's mark must outlive
+    that run, or the two take turns killing every rerun and the job never ends."""
     output = tmp_path / "moods.jsonl"
     args = [str(songs[0].parent), "--model", str(tiny_model_dir), "-o", str(output), "--harmony-ensemble", "1"]
     crash = _env(MUSIC2EMO_TEST_KILL_ON="s1.wav,s3.wav")
-    codes = []
-    while len(codes) < 5 and (not codes or codes[-1] == -signal.SIGKILL):
-        codes.append(subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True,
-                                    timeout=600).returncode)
-    assert codes == [-signal.SIGKILL, -signal.SIGKILL, 1]  # died on s1, then on s3; then each is skipped
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True, timeout=600)
+
+    def skipped_now(song: Path) -> str:
+        return f"error: {song}: the analysis crashed on it twice (killed by signal 9); it is skipped"
+
+    first = run()
+    assert first.returncode == -signal.SIGKILL  # died on s1
+
+    _a_run_killed_while_its_child_analyses_the_suspect(args, "s1.wav", tmp_path / "waiting", Path(f"{output}.parts"))
+
+    second = run()  # s1 crashes its child and is skipped; then s3 kills the run
+    assert second.returncode == -signal.SIGKILL, second.stderr[-3000:]
+    assert [line for line in second.stderr.splitlines() if line.startswith("error:")] == [skipped_now(songs[1])]
+    third = run()
+    assert third.returncode == 1, third.stderr[-3000:]
+    assert [line for line in third.stderr.splitlines() if line.startswith("error:")] == [skipped_now(songs[3])]
     assert [Path(record["file"]).name for record in jsonl(output)] == ["s0.wav", "s2.wav", "s4.wav", "s5.wav"]
     assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in jsonl(Path(f"{output}.errors.jsonl"))] == [
         ("s1.wav", True), ("s3.wav", True)]
+
+    assert main(["predict", *args]) == 1  # no fault now, but a crashing file is not tried a third time
+    stderr = capsys.readouterr().err
+    assert f"skipped: {songs[1]}: it crashed the analysis before" in stderr, stderr
+    assert f"skipped: {songs[3]}: it crashed the analysis before" in stderr and "loading model" not in stderr
+    assert len(jsonl(output)) == 4 and Path(f"{output}.errors.jsonl").exists()
+    assert not Path(f"{output}.parts").exists()
 
 
 @pytest.mark.slow
@@ -565,32 +587,6 @@ def test_the_files_in_flight_at_a_crash_are_retried_in_one_process_not_one_each(
                                                                        "s5.wav"]
     assert [(Path(entry["input"]).name, entry.get("crashed")) for entry in jsonl(Path(f"{output}.errors.jsonl"))] == [
         ("s1.wav", True)]
-
-
-@pytest.mark.slow
-def test_a_file_that_crashes_the_analysis_is_reported_and_skipped_after_one_retry(tiny_model_dir, songs, tmp_path, capsys):
-    output = tmp_path / "moods.jsonl"
-    args = [str(songs[0].parent), "--model", str(tiny_model_dir), "-o", str(output), "--harmony-ensemble", "1"]
-    crash = _env(MUSIC2EMO_TEST_KILL_ON="s0.wav")
-
-    first = subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True, timeout=300)
-    assert first.returncode == -signal.SIGKILL and not output.exists()  # died on the first song
-
-    _a_run_killed_while_its_child_analyses_the_suspect(args, tmp_path / "waiting", Path(f"{output}.parts"))
-
-    second = subprocess.run(_predict_command(1, *args), env=crash, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 1, second.stderr[-3000:]
-    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {songs[0]}: the analysis crashed on it twice (killed by signal 9); it is skipped"]
-    assert [Path(record["file"]).name for record in jsonl(output)] == [f"s{i}.wav" for i in range(1, 6)]
-    assert [(entry["input"], entry.get("crashed")) for entry in jsonl(Path(f"{output}.errors.jsonl"))] == [
-        (str(songs[0]), True)]
-
-    assert main(["predict", *args]) == 1  # no fault now, but the crashing file is not tried a third time
-    stderr = capsys.readouterr().err
-    assert f"skipped: {songs[0]}: it crashed the analysis before" in stderr and "loading model" not in stderr
-    assert len(jsonl(output)) == 5 and Path(f"{output}.errors.jsonl").exists()
-    assert not Path(f"{output}.parts").exists()
 
 
 def test_a_full_disk_under_the_jobs_bookkeeping_stops_the_run_naming_the_file(tmp_path):
