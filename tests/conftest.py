@@ -26,10 +26,12 @@ def pytest_configure(config):
     do the processes its tests start (torch would give each worker every core). The backbones exported for the
     inference runtimes go to a cache of this run (made by the first process to start, shared by the workers and
     every process the tests start), not to the user's. librosa, which tests also call directly, is loaded as the
-    package loads it (under its lock: in a fresh environment, workers compiling it at once can break its cache)."""
-    from music2emo_hf.harmony import load_librosa
+    package loads it (under its lock: in a fresh environment, workers compiling it at once can break its cache), by
+    the processes that run tests: not by xdist's controller, whose seconds of imports would delay the workers' start."""
+    if not (config.getoption("numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ):
+        from music2emo_hf.harmony import load_librosa
 
-    load_librosa()
+        load_librosa()
     if "MUSIC2EMO_COMPILED_CACHE" not in os.environ:
         import shutil
         import tempfile
