@@ -382,7 +382,8 @@ def test_music2emo_id_lists_decide_the_splits(downloads, tmp_path):
 @pytest.mark.slow
 def test_preparing_deam_and_emomusic_warns_of_emomusic_test_songs_deam_trains_on(downloads, tmp_path, capsys):
     """docs/datasets.md's 82 of 125 (DEAM with Music2Emo's lists, EmoMusic's official test set) and 73 of DEAM's 270
-    test songs the other way, said on screen and in the card, whichever corpus comes second."""
+    test songs the other way (66 with Music2Emo's EmoMusic lists too), said on screen and in the card, whichever
+    corpus comes second."""
     out = tmp_path / "out"
     lists = require_fixtures("music2emo_meta", "deam")
     main(["prepare-data", "--corpus", "emomusic", "--source", str(downloads["emomusic"]), "--out", str(out)])
@@ -395,3 +396,12 @@ def test_preparing_deam_and_emomusic_warns_of_emomusic_test_songs_deam_trains_on
     assert "## Songs shared between corpora\n\n- 73 of deam's 270 test tracks are emomusic training tracks" in card
     assert "\n- 82 of emomusic's 125 test tracks are deam training tracks" in card
     assert "shared_songs" not in (out / "reports" / "deam.json").read_text()  # it changes as corpora come and go
+
+    theirs = tmp_path / "theirs"  # both corpora split by Music2Emo's own id lists
+    main(["prepare-data", "--corpus", "emomusic", "--source", str(downloads["emomusic"]), "--out", str(theirs),
+          "--splits-dir", str(require_fixtures("music2emo_meta", "emomusic"))])
+    main(["prepare-data", "--corpus", "deam", "--source", str(downloads["deam"]), "--out", str(theirs),
+          "--splits-dir", str(lists)])
+    card = (theirs / "README.md").read_text()
+    assert "- 66 of deam's 270 test tracks are emomusic training tracks" in card
+    assert "- 82 of emomusic's 125 test tracks are deam training tracks" in card
