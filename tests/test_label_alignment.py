@@ -82,6 +82,7 @@ def test_raw_labels_are_an_option_and_the_quantile_moves_the_bandwidth():
         wider = align_labels(quantile=0.2)
     assert wider.parameters["bandwidth"] > align_labels().parameters["bandwidth"]
     assert len(wider.centers) < len(align_labels().centers)
+    assert all(align_labels(quantile=q).clusters == align_labels().clusters for q in (0.025, 0.035))  # one table
 
 
 def test_over_two_corpora_alone_the_least_quantile_that_works_lumps_happy_with_sad():
