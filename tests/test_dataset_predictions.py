@@ -180,6 +180,9 @@ def test_wrong_dataset_options_are_refused_in_one_line(tmp_path, capsys, clips):
          "{'array', 'sampling_rate'} dicts); name the audio column"),  # each row failed on its own
         (["--dataset", str(source), "--output-dataset", str(tmp_path / "o"), "--split", "test"], "no split 'test'"),
         ([clips[0], "--output-dataset", str(tmp_path / "o")], "--output-dataset goes with --dataset"),
+        ([clips[0], "--audio-column", "sound"], "--audio-column goes with --dataset"),  # it was ignored
+        (["--dataset", str(source), "--output-dataset", str(tmp_path / "o"), "--private"],
+         "--private goes with --push-to-hub"),
         (["--dataset", "you/music", "--output-dataset", str(tmp_path / "o"), "--push-to-hub", "You/Music"],
          "--push-to-hub You/Music is the input dataset"),  # publishing would replace the input's files
         ([], "give audio files or folders, or --dataset"),

@@ -294,6 +294,8 @@ def test_options_and_errors(downloads, tmp_path, capsys, monkeypatch):
     assert all(all(v >= 3.5 for m, v in zip(prepare.TAG_VOCABULARIES["cal500"], row["mood_targets"]) if m in row["moods"]) for row in rows)
     assert main(cal + ["--quantile", "0.2"]) == 2
     assert "quantile 0.03" in capsys.readouterr().err
+    assert main(cal + ["--private"]) == 2  # nothing to make private: it was ignored
+    assert "--private goes with --push-to-hub" in capsys.readouterr().err
     assert main(cal + ["--splits-dir", str(tmp_path)]) == 2
     assert "--splits-dir" in capsys.readouterr().err
     missing = ["prepare-data", "--corpus", "deam", "--source", str(tmp_path / "nowhere"), "--out", str(out)]
