@@ -964,7 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = commands.add_parser("init", help="write a randomly initialised model from a Hub config folder")
     i.add_argument("--config", required=True, help="a hub_configs/NAME folder")
     i.add_argument("out_dir", help="where to write the model")
-    i.add_argument("--seed", type=_seed, default=0)
+    i.add_argument("--seed", type=_seed, default=0, help="seed of the random weights (default 0)")
     i.add_argument("--backbone", help="load pretrained backbone weights from this Hub id or folder (heads stay random)")
     i.set_defaults(run=init)
 
