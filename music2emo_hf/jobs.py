@@ -128,11 +128,15 @@ class RecordWriter:
                         if not line.endswith("\n"):  # the last, cut short, or a whole record that lost its "\n"
                             if self.format == "jsonl" and _whole_record(line, self.key_field):
                                 self.unended = True  # an editor's save, say: kept, and ended before the next
-                            else:
-                                start = self._first_record_start()
-                                if not (whole or line.startswith(start) or start.startswith(line)):
-                                    raise ValueError("a line without its end that does not start as a record")
+                            elif self._starts_as_record(line, first_line=not whole):
                                 return
+                            elif whole:  # records, then something else: say what, as the file is left as it is
+                                raise CommandError(
+                                    f"{self.described}: its last line, {line[:60]!r}, is not a music2emo record, nor "
+                                    "the start of one a kill cut short; remove it (the file is left as it is), or "
+                                    "choose another file.")
+                            else:
+                                raise ValueError("a line without its end that does not start as a record")
                         read += len(line.encode("utf-8", "surrogateescape"))
                         yield line
 
@@ -177,10 +181,19 @@ class RecordWriter:
             raise _no_room(f"{self.described}: cannot write", error) from error
         self.whole = None
 
-    def _first_record_start(self) -> str:
-        """How this writer's first line starts (a record's key; a CSV's header): a file holding only part of it was
-        cut short by a kill while its first record was written."""
-        return f'{{"{self.key_field}": ' if self.format == "jsonl" else f"{self.key_field},"
+    def _starts_as_record(self, line: str, first_line: bool) -> bool:
+        """Whether a last line without its "\n" can be the start of a line this writer writes, so a kill cut it
+        short and it is redone; anything else (notes appended by hand, say) is someone's data, refused rather than
+        cut away. A JSON record starts with its key; a file's first CSV line is its header; a later CSV row has no
+        more fields than the header, and the start of a number in each column the file's first row has one in."""
+        if self.format == "jsonl" or first_line:
+            start = f'{{"{self.key_field}": ' if self.format == "jsonl" else f"{self.key_field},"
+            return line.startswith(start) or start.startswith(line)
+        fields = next(csv.reader([line]), [])
+        first = list((self.first or {}).values())
+        return len(fields) <= len(self.header or ()) and all(
+            _NUMBER_START.fullmatch(value) for value, earlier in zip(fields[1:], first[1:])
+            if earlier[-1:].isdigit() and _NUMBER_START.fullmatch(earlier))
 
     def write(self, record: dict, mood_labels: Sequence[str]) -> None:
         self.check(record, mood_labels)
@@ -318,6 +331,9 @@ def _model_name(provenance: dict | None) -> str:
             return f"{provenance['name']} (weights {provenance['weights_sha256'][:12]})"
         return provenance["name"] + (f"@{provenance['revision']}" if provenance.get("revision") else "")
     return f"{provenance.get('repo')}:{provenance.get('checkpoint')}@{str(provenance.get('revision'))[:12]}"
+
+
+_NUMBER_START = re.compile(r"-?\d*\.?\d*(?:[eE][-+]?\d*)?")  # a number, or a part of one from its start
 
 
 def _whole_record(line: str, key_field: str) -> bool:

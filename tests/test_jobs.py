@@ -100,6 +100,22 @@ def test_a_file_of_something_else_is_refused_and_left_byte_for_byte(tmp_path, na
     assert path.read_text() == content
 
 
+@pytest.mark.parametrize("name,records,tail,cut", [  # appended by hand without a newline; what a kill leaves
+    ("out.jsonl", '{"file": "/a.wav", "valence": 5.0}\n', "hello", '{"file": "/b.w'),
+    ("out.csv", "file,mood:calm,valence\n/a.wav,0.5,5.0\n", "my,notes", "/b.wav,0.4"),
+])
+def test_records_then_a_last_line_that_starts_no_record_are_refused_and_left_byte_for_byte(tmp_path, name, records,
+                                                                                           tail, cut):
+    """Only the start of a record can be what a kill left: anything else after whole records is someone's data."""
+    path = tmp_path / name
+    path.write_text(records + tail)
+    with pytest.raises(CommandError, match=f"its last line, '{tail}', is not a music2emo record, nor the start of one"):
+        RecordWriter(str(path))
+    assert path.read_text() == records + tail
+    path.write_text(records + cut)
+    assert RecordWriter(str(path)).done == {"/a.wav"}  # a record's start: cut short by a kill, redone
+
+
 def test_a_first_record_cut_by_a_kill_is_redone_and_an_output_that_is_no_file_is_refused(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text('{"file": "/a.wav", "val')  # killed while writing the first record
