@@ -103,6 +103,9 @@ class RecordWriter:
                                "create it, or name another file.")
         if path and os.path.exists(path) and not os.path.isfile(path):  # a device or a pipe, maybe through a link
             raise CommandError(f"--output {path}: is not a regular file (a device or a pipe); name a file.")
+        if not path and sys.stdout is None:  # started with stdout closed (`>&-`)
+            raise CommandError("the standard output is closed, so records have nowhere to go; name a file with "
+                               "--output FILE.")
         self.header: list[str] | None = None
         self.first: dict | None = None  # the file's first record: later ones must come from the same model and options
         self.handle = None if path else sys.stdout  # a file is opened at the first record: none, no file left behind

@@ -773,6 +773,15 @@ def test_an_output_that_is_a_folder_is_refused_with_a_file_name_to_use(write_wav
     assert "is a folder; name a file in it" in capsys.readouterr().err
 
 
+def test_records_for_a_closed_standard_output_are_refused_before_the_model_loads(write_wav, tmp_path, capsys,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # as Python starts with its stdout closed (`music2emo predict x >&-`)
+    assert main(["predict", str(write_wav("x.wav", tone(1.0))), "--model", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err
+    assert "the standard output is closed, so records have nowhere to go; name a file with --output FILE." in err
+    assert "loading model" not in err
+
+
 def test_an_output_file_of_something_else_is_not_touched(tiny_model_dir, tmp_path, write_wav, capsys):
     other = tmp_path / "notes.jsonl"
     other.write_text('{"my": "own data"}\n')
