@@ -732,10 +732,14 @@ def _thresholds(text: str) -> float | dict[str, float]:
 def _fractions(text: str) -> dict[str, float]:
     """'train=0.8,validation=0.1,test=0.1' -> dict."""
     try:
-        pairs = [item.split("=") for item in text.split(",")]
-        return {name.strip(): float(value) for name, value in pairs}
+        pairs = [(name.strip(), float(value)) for name, value in (item.split("=") for item in text.split(","))]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected NAME=FRACTION,... (e.g. train=0.8,validation=0.1,test=0.1), got {text!r}")
+    if odd := [f"{name}={value:g}" for name, value in pairs if not 0 <= value <= 1]:  # nan too
+        raise argparse.ArgumentTypeError(f"each fraction is a number from 0 to 1; got {', '.join(odd)}")
+    if twice := sorted({name for name, _ in pairs if [n for n, _ in pairs].count(name) > 1}):
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} given more than once; give each split once")
+    return dict(pairs)
 
 
 def _download_elsewhere(source: str, missing: Path) -> str:

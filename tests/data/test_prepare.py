@@ -323,6 +323,11 @@ def test_options_and_errors(downloads, tmp_path, capsys, monkeypatch):
     for shares in ("train=0.5,validation=0.2", "train=0.9,validation=0.9"):  # a train share it would not keep
         assert main([*emomusic, "--fractions", shares]) == 2
         assert f"is the rest), not {shares}" in capsys.readouterr().err
+    for shares, said in (("train=nan", "each fraction is a number from 0 to 1; got train=nan"),  # was taken as none
+                         ("validation=0.1,validation=0.2", "validation given more than once")):  # the last was taken
+        with pytest.raises(SystemExit) as stop:
+            main([*emomusic, "--fractions", shares])
+        assert stop.value.code == 2 and said in capsys.readouterr().err
     mtg = ["prepare-data", "--corpus", "mtg_jamendo", "--source", str(downloads["mtg_jamendo"]), "--out", str(out)]
     assert main([*mtg, "--fractions", "train=0.6,validation=0.2,test=0.2"]) == 2
     assert "--fractions does not apply to mtg_jamendo: its official splits decide" in capsys.readouterr().err
