@@ -173,7 +173,7 @@ def _original_error(error: BaseException) -> str | None:
     text = str(error)
     if "See the original errors:" not in text:
         return None
-    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    last = re.sub(r"^\w+(Error|Exception): ", "", [line.strip() for line in text.splitlines() if line.strip()][-1])
     if "ignore_mismatched_sizes" in last:  # the report it refers to went to the log
         return ("its weights do not fit its config.json (tensors of other sizes than that config makes: a config "
                 "edited, or one of another model); save the model there again, or copy the folder whole")

@@ -349,6 +349,21 @@ class Music2EmoProjector(nn.Module):
         return flat.reshape(batch, chunks, -1) * real[..., None]
 
 
+def _unfit_weights(info: dict) -> str | None:
+    """Why the weights a model was loaded from do not make it whole (`from_pretrained`'s loading info), or None."""
+    def named(keys) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    if missing := info["missing_keys"]:
+        return (f"its weights file lacks tensors the model needs ({named(missing)}): it is damaged or was saved for "
+                "another config.json; copy the folder whole, or save the model there again")
+    if unexpected := info["unexpected_keys"]:
+        return (f"its weights file holds tensors its config.json has no place for ({named(unexpected)}): config.json "
+                "was edited (a task or head removed?) or belongs to another model; restore it")
+    return None
+
+
 class Music2EmoPreTrainedModel(PreTrainedModel):
     config: Music2EmoConfig
     config_class = Music2EmoConfig
@@ -361,12 +376,17 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """As transformers loads a model; one from the Hub also keeps the commit its files came from (`hub_commit`,
-        None for a folder): answers name it, and the model's other files (BTC's weights) are read at it."""
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with output_loading_info
+        None for a folder): answers name it, and the model's other files (BTC's weights) are read at it.
+        A weights file that lacks a tensor the model needs, or holds one its config has no place for, is refused:
+        transformers fills the first with random values and drops the second, and only logs it. Asked for
+        `output_loading_info`, it returns the model with that information instead."""
+        wanted = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if not wanted and (unfit := _unfit_weights(info)):
+            raise ValueError(unfit)
         model.hub_commit = None if pretrained_model_name_or_path is None else loaded_commit(
             pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("cache_dir"))
-        return loaded
+        return (model, info) if wanted else model
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, *args, **kwargs):
         """As transformers saves a model, plus the feature extractor its config implies where the folder has none (as

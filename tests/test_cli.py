@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import soundfile as sf
 import torch
 
@@ -846,7 +847,8 @@ def test_a_model_folder_whose_weights_are_cut_short_says_so(tiny_model_dir, tmp_
 def test_a_model_folder_of_another_kind_or_whose_weights_do_not_fit_its_config_says_so(tiny_model_dir, tmp_path,
                                                                                        write_wav, capsys):
     """A folder of another model type loaded as that type and failed on "'BertConfig' object has no attribute
-    'mood_labels'"; weights of other sizes than the config makes ended on transformers' "See the original errors:"."""
+    'mood_labels'"; weights of other sizes than the config makes ended on transformers' "See the original errors:";
+    a missing tensor was made up at random, and tensors the config has no place for were dropped, both with exit 0."""
     from transformers import BertConfig, BertModel
 
     other = tmp_path / "bert"
@@ -865,6 +867,23 @@ def test_a_model_folder_of_another_kind_or_whose_weights_do_not_fit_its_config_s
     assert (f"music2emo: error: could not load the model in folder {str(edited)!r}: its weights do not fit its "
             "config.json (tensors of other sizes than that config makes: a config edited, or one of another model); "
             "save the model there again, or copy the folder whole") in capsys.readouterr().err
+    lacking = shutil.copytree(tiny_model_dir, tmp_path / "lacking")  # transformers made the tensor up, and went on
+    weights = safetensors.torch.load_file(lacking / "model.safetensors")
+    del weights["backbone.encoder.layers.0.attention.out_proj.weight"]
+    safetensors.torch.save_file(weights, lacking / "model.safetensors", metadata={"format": "pt"})
+    assert main(["predict", song, "--model", str(lacking), "--device", "cpu"]) == 2
+    assert (f"music2emo: error: could not load the model in folder {str(lacking)!r}: its weights file lacks tensors "
+            "the model needs (backbone.encoder.layers.0.attention.out_proj.weight): it is damaged or was saved for "
+            "another config.json; copy the folder whole, or save the model there again") in capsys.readouterr().err
+    without_va = shutil.copytree(tiny_model_dir, tmp_path / "without-va")  # answered without valence and arousal
+    config = json.loads((without_va / "config.json").read_text())
+    config["tasks"] = [task for task in config["tasks"] if task["name"] != "valence_arousal"]
+    (without_va / "config.json").write_text(json.dumps(config))
+    assert main(["predict", song, "--model", str(without_va), "--device", "cpu"]) == 2
+    assert (f"could not load the model in folder {str(without_va)!r}: its weights file holds tensors its config.json "
+            "has no place for (heads.valence_arousal.0.bias, heads.valence_arousal.0.weight, "
+            "heads.valence_arousal.3.bias and 1 more): config.json was edited (a task or head removed?) or belongs to "
+            "another model; restore it") in capsys.readouterr().err
 
 
 def test_a_model_folder_whose_weights_cannot_be_read_says_whose_permission_is_needed(tiny_model_dir, tmp_path,
