@@ -426,6 +426,8 @@ class Job:
         self.rank = self.state.process_index if self.state else 0
         self.is_main = self.rank == 0
         self.output, self.key_field, self.normalise = output, key_field, normalise
+        if output:
+            _check_companion_names(output, described or f"--output {output}")
         self.parts = Path(f"{output}.parts") if output else None
         self.errors_file = Path(f"{output}.errors.jsonl") if output else None
         # The output, locked (before it is read: another run may be writing it), then read once (a wrong --output is
@@ -867,6 +869,20 @@ def _write_now(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
     except OSError as error:
         raise _no_room(f"cannot write {path}", error) from error
+
+
+def _check_companion_names(output: str, described: str) -> None:
+    """Refuses an output whose name leaves no room for the files kept beside it (the longest, its failures' while
+    they are replaced: OUTPUT.errors.jsonl.tmp), before any work: else the run failed at its end."""
+    longest = os.path.basename(output) + ".errors.jsonl.tmp"
+    try:
+        limit = os.pathconf(os.path.dirname(os.path.abspath(output)), "PC_NAME_MAX")
+    except (OSError, ValueError):  # no such limit known: the write says, if there is one
+        return
+    if len(os.fsencode(longest)) > limit:
+        raise CommandError(f"{described}: its name is too long for the files kept beside it ({longest} would be "
+                           f"{len(os.fsencode(longest))} bytes, over the {limit} this file system allows); choose a name "
+                           f"of at most {limit - len(longest) + len(os.path.basename(output))} bytes.")
 
 
 def _no_room(what: str, error: OSError) -> CommandError:

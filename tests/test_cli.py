@@ -783,6 +783,20 @@ def test_records_for_a_closed_standard_output_are_refused_before_the_model_loads
     assert "loading model" not in err
 
 
+def test_an_output_name_too_long_for_the_files_beside_it_is_refused_before_the_model_loads(write_wav, tmp_path,
+                                                                                          capsys):
+    """It failed after the analysis, writing OUTPUT.errors.jsonl.tmp ("File name too long"), and left OUTPUT.parts."""
+    song = write_wav("x.wav", tone(1.0))
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")  # 255 on ext4
+    name = "m" * (limit - 21) + ".jsonl"  # a name the file system allows
+    assert main(["predict", str(song), "--model", str(tmp_path / "no-model"), "-o", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{name}: its name is too long for the files kept beside it ({name}.errors.jsonl.tmp would be "
+            f"{limit + 2} bytes, over the {limit} this file system allows); choose a name of at most {limit - 17} "
+            "bytes.") in err
+    assert "loading model" not in err and sorted(os.listdir(tmp_path)) == ["x.wav"]
+
+
 def test_an_output_file_of_something_else_is_not_touched(tiny_model_dir, tmp_path, write_wav, capsys):
     other = tmp_path / "notes.jsonl"
     other.write_text('{"my": "own data"}\n')
