@@ -633,7 +633,11 @@ def init(args: argparse.Namespace) -> int:
         config.backbone_name_or_path = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
-        model = Music2EmoModel.from_backbone(args.backbone, config) if args.backbone else Music2EmoModel(config)
+        try:
+            model = Music2EmoModel.from_backbone(args.backbone, config) if args.backbone else Music2EmoModel(config)
+        except OSError as error:  # its messages start with the name given
+            named = str(error).startswith(args.backbone)
+            raise CommandError(f"--backbone {error}" if named else f"--backbone {args.backbone}: {error}") from error
     extractor = Music2EmoFeatureExtractor.from_pretrained(source)
     with _model_folder(out) as work:
         save_model(model, extractor, work)

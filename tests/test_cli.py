@@ -949,6 +949,10 @@ def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
         main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "n"), "--seed", "99999999999999999999"])
     assert stop.value.code == 2 and "--seed: expected a whole number from 0 to 2**63 - 1, got '99999999999999999999'" \
         in capsys.readouterr().err
+    assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "n"), "--backbone", str(tmp_path / "m")]) == 2
+    assert (f"music2emo: error: --backbone {tmp_path / 'm'}: holds a 'music2emo' model (config.json's model_type), not "
+            "a MERT-v1 or Hubert backbone") in capsys.readouterr().err  # it was taken, its backbone made up at random
+    assert not (tmp_path / "n").exists()
 
 
 def test_a_model_write_stopped_by_sigterm_leaves_nothing(tmp_path):

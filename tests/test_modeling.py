@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -324,9 +325,13 @@ def test_from_backbone_loads_a_mert_checkpoint_natively(tmp_path, tiny_config):
     assert type(model.backbone.encoder.pos_conv_embed) is Float32PositionalConvEmbedding  # kept for the new backbone
 
 
-def test_from_backbone_errors_say_what_to_do(tmp_path):
+def test_from_backbone_errors_say_what_to_do(tmp_path, tiny_model_dir):
     with pytest.raises(OSError, match="no such folder"):
         Music2EmoModel.from_backbone(str(tmp_path / "missing"))
+    with pytest.raises(OSError, match=re.escape(  # it was taken, and the backbone's weights were all made up
+            f"{tiny_model_dir}: holds a 'music2emo' model (config.json's model_type), not a MERT-v1 or Hubert "
+            "backbone ('mert_model' or 'hubert'); name the backbone's own folder or Hub id, e.g. m-a-p/MERT-v1-95M.")):
+        Music2EmoModel.from_backbone(str(tiny_model_dir))
     from music2emo_hf.hub import hub_reachable
 
     if hub_reachable():
