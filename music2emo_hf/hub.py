@@ -195,6 +195,8 @@ def incomplete_model(folder: str | os.PathLike) -> str | None:
     from safetensors import SafetensorError, safe_open
 
     folder = Path(folder)
+    if not os.access(folder, os.R_OK | os.X_OK):  # else every file in it looks absent
+        return f"{folder} cannot be read (permission denied); ask its owner to make it readable (chmod a+rx)."
     with contextlib.suppress(OSError):
         if not (folder / "config.json").is_file():
             return ("it holds no config.json: it is not a model folder (one written by `music2emo init`, "

@@ -903,7 +903,7 @@ def test_a_model_folder_of_another_kind_or_whose_weights_do_not_fit_its_config_s
 def test_a_model_folder_whose_weights_cannot_be_read_says_whose_permission_is_needed(tiny_model_dir, tmp_path,
                                                                                    write_wav):
     """transformers' own words were "Could not load model ... with any of the following classes", and nothing after
-    "See the original errors:"."""
+    "See the original errors:"; for an unreadable folder, ours were that it held a None model."""
     prefix = without_root_reading_rights()
     copied = shutil.copytree(tiny_model_dir, tmp_path / "copied")
     (copied / "model.safetensors").chmod(0)
@@ -913,6 +913,13 @@ def test_a_model_folder_whose_weights_cannot_be_read_says_whose_permission_is_ne
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"{copied / 'model.safetensors'} cannot be read (permission denied); ask its owner to make it readable " \
            "(chmod a+r)." in done.stderr
+    copied.chmod(0)  # the folder itself: "it holds a None model (config.json's model_type)" before
+    done = subprocess.run([*prefix, sys.executable, "-m", "music2emo_hf.cli", "predict", song, "--model", str(copied),
+                           "--device", "cpu"], capture_output=True, text=True, cwd=ROOT)
+    copied.chmod(0o755)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{copied} cannot be read (permission denied); ask its owner to make it readable (chmod a+rx)." \
+        in done.stderr
 
 
 def test_a_cache_the_export_cannot_write_is_named_in_one_line_and_the_run_goes_on(tiny_model_dir, tmp_path,
