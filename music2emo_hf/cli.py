@@ -616,6 +616,7 @@ def init(args: argparse.Namespace) -> int:
 
     from .configuration_music2emo import Music2EmoConfig
     from .feature_extraction_music2emo import Music2EmoFeatureExtractor
+    from .hub import config_problem
     from .modeling_music2emo import Music2EmoModel, UntrainedModelWarning
     from .pipeline_music2emo import save_model
 
@@ -625,6 +626,8 @@ def init(args: argparse.Namespace) -> int:
         hint = (f" (from here it is {in_repository}: the configs are in the repository's hub_configs/)"
                 if not source.is_absolute() and (in_repository / "config.json").is_file() else "")
         raise CommandError(f"--config {source}: expected a folder with config.json and preprocessor_config.json{hint}.")
+    if why := config_problem(source):
+        raise CommandError(f"--config {source}: {why}.")
     _new_folder(out)
     torch.manual_seed(args.seed)
     config = Music2EmoConfig.from_pretrained(source)
@@ -851,12 +854,14 @@ def card_or_push(args: argparse.Namespace) -> int:
     """`card` writes the folder's README.md; `push` publishes the folder, with the card written first unless the
     folder holds one already (convert-original's, `card`'s, or edited by hand) and no --results or --template asks
     for another."""
-    from .hub import incomplete_model
+    from .hub import config_problem, incomplete_model
     from .model_card import push_model
 
     folder = Path(args.model_dir)
     if not (folder / "config.json").is_file():
         raise CommandError(f"{args.model_dir}: not a model folder (no config.json).")
+    if why := config_problem(folder):
+        raise CommandError(f"{args.model_dir}: {why}.")
     if args.command == "push" and (why := incomplete_model(folder)):
         raise CommandError(f"{args.model_dir}: {why.rstrip('.')}. Nothing was published.")
     if args.command == "push" and (folder / "README.md").is_file() and not args.results and not args.template:
@@ -876,7 +881,7 @@ def _write_card(args: argparse.Namespace, card_file: Path) -> None:
     if args.results:
         try:
             results = json.loads(Path(args.results).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, ValueError) as error:  # ValueError: not JSON, or not text
             raise CommandError(f"--results {args.results}: cannot read it as JSON ({error}).") from error
         if not isinstance(results, dict):
             raise CommandError(f"--results {args.results}: holds a JSON {type(results).__name__}; expected the object "
@@ -884,11 +889,21 @@ def _write_card(args: argparse.Namespace, card_file: Path) -> None:
     if args.template and not Path(args.template).is_file():
         raise CommandError(f"--template {args.template}: no such file; name a model card template (e.g. "
                            "hub_configs/NAME/README.md).")
+    if args.template:
+        try:
+            Path(args.template).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise CommandError(f"--template {args.template}: cannot read it as text ({error}); name a model card "
+                               "template (e.g. hub_configs/NAME/README.md).") from error
     try:
         card = build_card(args.model_dir, args.repo_id, results=results, template=args.template)
     except (ValueError, KeyError) as error:
         raise CommandError(str(error)) from error
-    card.save(card_file)
+    try:
+        card.save(card_file)
+    except OSError as error:
+        raise CommandError(f"cannot write {card_file} ({error.strerror or error}); the model folder must be "
+                           "writable, or copy it somewhere that is.") from error
     print(f"wrote {card_file}", file=sys.stderr)
 
 

@@ -128,7 +128,6 @@ def load_pipeline(model: str, **options):
     reached); `options` go to `transformers.pipeline`."""
     import transformers
 
-    from .configuration_music2emo import Music2EmoConfig
     from .released import resolve_model
 
     if not isinstance(model, str | os.PathLike):
@@ -141,11 +140,11 @@ def load_pipeline(model: str, **options):
     try:
         location = resolve_model(model)
         offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}
+        if os.path.isdir(location) and (why := config_problem(location)):
+            raise ValueError(why)
         model_type = transformers.PretrainedConfig.get_config_dict(location, **offline)[0].get("model_type")
-        if model_type != Music2EmoConfig.model_type:  # transformers loads the class it names, which has no moods
-            raise ValueError(f"it holds a {model_type!r} model (config.json's model_type), not a Music2Emo model "
-                             f"({Music2EmoConfig.model_type!r}); name one written by `music2emo init`, "
-                             "`convert-original` or training, or a released checkpoint")
+        if why := _not_music2emo(model_type):  # transformers loads the class it names, which has no moods
+            raise ValueError(why)
         pipe = transformers.pipeline("music-emotion", model=location, **offline, **options)
         pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
         return pipe
@@ -153,6 +152,48 @@ def load_pipeline(model: str, **options):
         reason = ((incomplete_model(location) if os.path.isdir(location) else _not_in_cache(location))
                   or unreadable_weights(error) or _original_error(error) or first_line(error))
         raise ModelLoadError(model, reason) from error
+
+
+_NO_CONFIG = ("it holds no config.json: it is not a model folder (one written by `music2emo init`, `convert-original`, "
+              "training or save_pretrained)")
+
+
+def _not_music2emo(model_type) -> str | None:
+    """Why a config.json's model_type is not this package's, or None."""
+    from .configuration_music2emo import Music2EmoConfig
+
+    if model_type == Music2EmoConfig.model_type:
+        return None
+    return (f"it holds a {model_type!r} model (config.json's model_type), not a Music2Emo model "
+            f"({Music2EmoConfig.model_type!r}); name one written by `music2emo init`, `convert-original` or training, "
+            "or a released checkpoint")
+
+
+def config_problem(folder: str | os.PathLike) -> str | None:
+    """Why a folder's config.json is not a Music2Emo model's settings, or None (transformers' own words were "'list'
+    object has no attribute 'get'", "module 'torch' has no attribute 'float8'")."""
+    import json
+
+    import torch
+
+    path = Path(folder) / "config.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return _NO_CONFIG
+    except PermissionError:
+        return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)"
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"its config.json cannot be read as JSON ({first_line(error)}): restore it, or save the model there again"
+    if not isinstance(settings, dict):
+        return (f"its config.json holds a JSON {type(settings).__name__}, not a model's settings (an object): "
+                "restore it, or save the model there again")
+    if why := _not_music2emo(settings.get("model_type")):
+        return why
+    dtype = settings.get("dtype", settings.get("torch_dtype"))
+    if isinstance(dtype, str) and dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
+        return f"its config.json names dtype {dtype!r}, which torch does not have (float32, bfloat16, float16)"
+    return None
 
 
 def not_a_model_folder(model: str) -> str | None:
@@ -199,8 +240,7 @@ def incomplete_model(folder: str | os.PathLike) -> str | None:
         return f"{folder} cannot be read (permission denied); ask its owner to make it readable (chmod a+rx)."
     with contextlib.suppress(OSError):
         if not (folder / "config.json").is_file():
-            return ("it holds no config.json: it is not a model folder (one written by `music2emo init`, "
-                    "`convert-original`, training or save_pretrained).")
+            return _NO_CONFIG + "."
         for path in folder.iterdir():
             if path.is_file() and not os.access(path, os.R_OK):
                 return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)."

@@ -349,6 +349,11 @@ class Music2EmoProjector(nn.Module):
         return flat.reshape(batch, chunks, -1) * real[..., None]
 
 
+def _without_load_report(record) -> bool:
+    """A logging filter: transformers' report of a weights file's missing and unexpected tensors is left out."""
+    return "LOAD REPORT" not in record.getMessage()
+
+
 def _unfit_weights(info: dict) -> str | None:
     """Why the weights a model was loaded from do not make it whole (`from_pretrained`'s loading info), or None."""
     def named(keys) -> str:
@@ -378,10 +383,18 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
         """As transformers loads a model; one from the Hub also keeps the commit its files came from (`hub_commit`,
         None for a folder): answers name it, and the model's other files (BTC's weights) are read at it.
         A weights file that lacks a tensor the model needs, or holds one its config has no place for, is refused:
-        transformers fills the first with random values and drops the second, and only logs it. Asked for
-        `output_loading_info`, it returns the model with that information instead."""
+        transformers fills the first with random values and drops the second, and only logs it (its report, which
+        advises training the new values, is not logged then). Asked for `output_loading_info`, it returns the model
+        with that information instead, and the report is logged."""
         wanted = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        logger = hf_logging.get_logger("transformers.modeling_utils")  # a filter: its level changes what it does
+        if not wanted:
+            logger.addFilter(_without_load_report)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                                  **kwargs)
+        finally:
+            logger.removeFilter(_without_load_report)
         if not wanted and (unfit := _unfit_weights(info)):
             raise ValueError(unfit)
         model.hub_commit = None if pretrained_model_name_or_path is None else loaded_commit(

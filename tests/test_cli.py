@@ -859,7 +859,7 @@ def test_a_model_folder_whose_weights_are_cut_short_says_so(tiny_model_dir, tmp_
 
 
 def test_a_model_folder_of_another_kind_or_whose_weights_do_not_fit_its_config_says_so(tiny_model_dir, tmp_path,
-                                                                                       write_wav, capsys):
+                                                                                       write_wav, capsys, caplog):
     """A folder of another model type loaded as that type and failed on "'BertConfig' object has no attribute
     'mood_labels'"; weights of other sizes than the config makes ended on transformers' "See the original errors:";
     a missing tensor was made up at random, and tensors the config has no place for were dropped, both with exit 0."""
@@ -889,6 +889,21 @@ def test_a_model_folder_of_another_kind_or_whose_weights_do_not_fit_its_config_s
     assert (f"music2emo: error: could not load the model in folder {str(lacking)!r}: its weights file lacks tensors "
             "the model needs (backbone.encoder.layers.0.attention.out_proj.weight): it is damaged or was saved for "
             "another config.json; copy the folder whole, or save the model there again") in capsys.readouterr().err
+    assert "LOAD REPORT" not in caplog.text  # transformers' table, advising to train the tensors it made up
+    settings = json.loads((tiny_model_dir / "config.json").read_text())
+    for name, text, said in (  # in transformers' words: AttributeError, JSONDecodeError, torch's AttributeError
+            ("listed", "[]", "its config.json holds a JSON list, not a model's settings (an object): restore it, or "
+                             "save the model there again"),
+            ("cut", '{"model_type": "music2emo", "tasks": [{"na', "its config.json cannot be read as JSON "
+                                                              "(Unterminated string starting at: line 1 column 40 "
+                                                              "(char 39)): restore it, or save the model there again"),
+            ("float8", json.dumps({**settings, "dtype": "float8"}), "its config.json names dtype 'float8', which "
+                                                                     "torch does not have (float32, bfloat16, float16)"),
+    ):
+        damaged = shutil.copytree(tiny_model_dir, tmp_path / name)
+        (damaged / "config.json").write_text(text)
+        assert main(["predict", song, "--model", str(damaged), "--device", "cpu"]) == 2
+        assert f"could not load the model in folder {str(damaged)!r}: {said}" in capsys.readouterr().err
     without_va = shutil.copytree(tiny_model_dir, tmp_path / "without-va")  # answered without valence and arousal
     config = json.loads((without_va / "config.json").read_text())
     config["tasks"] = [task for task in config["tasks"] if task["name"] != "valence_arousal"]
@@ -955,6 +970,12 @@ def test_init_writes_an_untrained_model_from_a_hub_config(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:  # torch's "Overflow when unpacking long long" before
         main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "n"), "--seed", "99999999999999999999"])
     assert stop.value.code == 2 and "--seed: expected a whole number from 0 to 2**63 - 1, got '99999999999999999999'" \
+        in capsys.readouterr().err
+    other = shutil.copytree(TINY_CONFIG, tmp_path / "other-config")
+    (other / "config.json").write_text(json.dumps({**json.loads((other / "config.json").read_text()),
+                                                   "model_type": "bert"}))
+    assert main(["init", "--config", str(other), str(tmp_path / "n")]) == 2  # it wrote a Music2Emo model
+    assert f"--config {other}: it holds a 'bert' model (config.json's model_type), not a Music2Emo model" \
         in capsys.readouterr().err
     assert main(["init", "--config", str(TINY_CONFIG), str(tmp_path / "n"), "--backbone", str(tmp_path / "m")]) == 2
     assert (f"music2emo: error: --backbone {tmp_path / 'm'}: holds a 'music2emo' model (config.json's model_type), not "

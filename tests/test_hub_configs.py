@@ -110,7 +110,7 @@ def test_push_publishes_a_whole_model_and_nothing_else(tiny_model_dir, tmp_path,
 
 def test_card_and_push_refuse_what_they_cannot_use_in_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """Each was a Python error's own words (HFValidationError, AttributeError, FileNotFoundError, httpx's
-    ConnectError), or not refused at all: an id the Hub refuses was written into the card."""
+    ConnectError, UnicodeDecodeError), or not refused at all: an id the Hub refuses was written into the card."""
     from huggingface_hub import constants
 
     from music2emo_hf.cli import main
@@ -118,6 +118,10 @@ def test_card_and_push_refuse_what_they_cannot_use_in_one_line(tiny_model_dir, t
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     listed = tmp_path / "list.json"
     listed.write_text("[1]")
+    binary = tmp_path / "binary.md"
+    binary.write_bytes(bytes(range(128, 256)))
+    broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
+    (broken / "config.json").write_text("[]")
     for argv, said in (
         (["card", str(folder), "not a repo id!!"], "argument repo_id: 'not a repo id!!' is not a Hub repo id: give "
                                                    "OWNER/NAME (letters, digits, '-', '_' and '.'), e.g. you/music2emo-mine"),
@@ -125,6 +129,13 @@ def test_card_and_push_refuse_what_they_cannot_use_in_one_line(tiny_model_dir, t
          f"--results {listed}: holds a JSON list; expected the object of training's results.json"),
         (["card", str(folder), "you/mine", "--template", str(tmp_path / "none.md")],
          f"--template {tmp_path / 'none.md'}: no such file; name a model card template"),
+        (["card", str(folder), "you/mine", "--results", str(binary)],
+         f"--results {binary}: cannot read it as JSON ('utf-8' codec can't decode byte 0x80"),
+        (["card", str(folder), "you/mine", "--template", str(binary)],
+         f"--template {binary}: cannot read it as text ('utf-8' codec can't decode byte 0x80"),
+        (["card", str(broken), "you/mine"],
+         f"{broken}: its config.json holds a JSON list, not a model's settings (an object): restore it, or save the "
+         "model there again."),
     ):
         try:
             status = main(argv)
