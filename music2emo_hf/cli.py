@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -147,6 +148,7 @@ def predict(args: argparse.Namespace) -> int:
         from . import audio
 
         audio.SHOW_DECODER_NOTES = True
+    created = False  # the --output-dataset folder, made for this run: removed if the run wrote nothing there
     if args.dataset:
         from .dataset_predictions import RECORDS, written_here
 
@@ -158,20 +160,22 @@ def predict(args: argparse.Namespace) -> int:
             os.makedirs(args.output_dataset, exist_ok=True)
         except OSError as error:
             raise CommandError(f"--output-dataset {args.output_dataset}: cannot make that folder "
-                               f"({error.strerror or error}); choose one in a folder you can write.") from error
-        try:
+                               f"({_folder_error(args.output_dataset, error)}); choose one in a folder you can "
+                               "write.") from error
+    try:
+        if args.dataset:
             job = Job(os.path.join(args.output_dataset, RECORDS), "row", str, cpu=_on_cpu(args),
                       described=f"--output-dataset {args.output_dataset}")
-        except CommandError:
-            if created:
-                os.rmdir(args.output_dataset)  # made for this run, which wrote nothing
-            raise
-    else:
-        job = Job(args.output, "file", file_key, cpu=_on_cpu(args))
-    try:
-        return _run_job(args, job)
+        else:
+            job = Job(args.output, "file", file_key, cpu=_on_cpu(args))
+        try:
+            return _run_job(args, job)
+        finally:
+            job.release()
     finally:
-        job.release()
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote there
+                os.rmdir(args.output_dataset)
 
 
 def _run_job(args: argparse.Namespace, job) -> int:
@@ -248,8 +252,8 @@ def recorded_options(args: argparse.Namespace) -> dict:
         if name == "labels":
             try:
                 value = check_labels(value)
-            except ValueError as error:
-                raise CommandError(f"--labels: {error}") from None
+            except ValueError as error:  # worded for Python's candidate_labels
+                raise CommandError(_as_options(error)) from None
         options[f"--{name.replace('_', '-')}"] = value
     return options
 
@@ -335,10 +339,13 @@ def _option_text(value) -> str:
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
-    for option, leave_out in (("output", "the standard output"), ("output_dataset", None), ("device", "the default")):
+    for option, leave_out in (("output", "the standard output"), ("output_dataset", None), ("device", "the default"),
+                              ("model", "the default model")):
         if getattr(args, option) == "":  # an unset variable in a script: not the default asked for
             raise CommandError(f"--{option.replace('_', '-')} is empty; give a value"
                                + (f", or leave it out for {leave_out}." if leave_out else "."))
+    if "" in args.paths:
+        raise CommandError("an input path is empty (an unset variable in a script?); name audio files or folders.")
     if bool(args.paths) == bool(args.dataset):
         raise CommandError("give audio files or folders, or --dataset (not both).")
     if args.dataset and not args.output_dataset:
@@ -584,7 +591,7 @@ def _pipeline_options(args: argparse.Namespace, pipe) -> dict:
         if "candidate_labels" in checked:
             options["candidate_labels"] = checked["candidate_labels"]
     except (ValueError, RuntimeError) as error:  # worded for Python: named here by the options
-        raise CommandError(_PARAMETER.sub(lambda found: found[1] or _OPTION_OF[found[2]], str(error))) from error
+        raise CommandError(_as_options(error)) from error
     return options
 
 
@@ -592,6 +599,11 @@ _OPTION_OF = {"candidate_labels": "--labels", "hypothesis_template": "--hypothes
               "threshold": "--threshold", "chunk_batch_size": "--chunk-batch-size"}
 # A parameter's name, or quoted text (the user's own words, e.g. a label), which is kept as it is.
 _PARAMETER = re.compile(r"""('[^']*'|"[^"]*")|\b(""" + "|".join(_OPTION_OF) + r")\b")
+
+
+def _as_options(error: Exception) -> str:
+    """A pipeline's error, worded for Python's parameters, with the command's options named instead."""
+    return _PARAMETER.sub(lambda found: found[1] or _OPTION_OF[found[2]], str(error))
 
 
 _NOT_FOR_ONE_FILE = ("help", "output", "device", "dataset", "config", "split", "audio_column", "output_dataset",
@@ -669,9 +681,19 @@ def _model_folder(out: Path, option: str = "") -> Iterator[Path]:
         with sigterm_ends_cleanly(), folder_in_place(out) as work:
             yield work
     except (OSError, SafetensorError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
+        reason = _folder_error(out, error) if isinstance(error, OSError) else str(error)
         raise CommandError(f"{option} {out}: cannot write the model there ({reason}); nothing was left "
                            "behind.".lstrip()) from error
+
+
+def _folder_error(path: str | os.PathLike, error: OSError) -> str:
+    """Why a folder could not be made at `path`, in words: for mkdir's "File exists" (or "Not a directory"), the
+    file that stands where a folder is needed, at `path` or above it."""
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        for part in (Path(path), *Path(path).parents):
+            if part.exists() and not part.is_dir():
+                return f"{part} is not a folder"
+    return error.strerror or str(error)
 
 
 def _positive_int(text: str) -> int:
@@ -860,7 +882,7 @@ def card_or_push(args: argparse.Namespace) -> int:
     folder = Path(args.model_dir)
     if not (folder / "config.json").is_file():
         raise CommandError(f"{args.model_dir}: not a model folder (no config.json).")
-    if why := config_problem(folder):
+    if args.command == "card" and (why := config_problem(folder)):
         raise CommandError(f"{args.model_dir}: {why}.")
     if args.command == "push" and (why := incomplete_model(folder)):
         raise CommandError(f"{args.model_dir}: {why.rstrip('.')}. Nothing was published.")

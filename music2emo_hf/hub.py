@@ -154,8 +154,8 @@ def load_pipeline(model: str, **options):
         raise ModelLoadError(model, reason) from error
 
 
-_NO_CONFIG = ("it holds no config.json: it is not a model folder (one written by `music2emo init`, `convert-original`, "
-              "training or save_pretrained)")
+def _unreadable(path: Path) -> str:
+    return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)"
 
 
 def _not_music2emo(model_type) -> str | None:
@@ -180,9 +180,10 @@ def config_problem(folder: str | os.PathLike) -> str | None:
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return _NO_CONFIG
+        return ("it holds no config.json: it is not a model folder (one written by `music2emo init`, "
+                "`convert-original`, training or save_pretrained)")
     except PermissionError:
-        return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)"
+        return _unreadable(path)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         return f"its config.json cannot be read as JSON ({first_line(error)}): restore it, or save the model there again"
     if not isinstance(settings, dict):
@@ -231,20 +232,21 @@ def _weights_in(folder: Path) -> bool:
 
 def incomplete_model(folder: str | os.PathLike) -> str | None:
     """What a model folder lacks for this process, as the reason it did not load (transformers says it found no
-    weights, or "See the original errors:" and nothing after) or is not published: a file it cannot read, no weights
-    at all, or a weights file cut short (a copy that stopped)."""
+    weights, or "See the original errors:" and nothing after) or is not published: the folder or a file it cannot
+    read, a config.json that is no Music2Emo model's (`config_problem`), no weights at all, a weights file cut short
+    (a copy that stopped), or no feature extractor's settings."""
     from safetensors import SafetensorError, safe_open
 
     folder = Path(folder)
     if not os.access(folder, os.R_OK | os.X_OK):  # else every file in it looks absent
         return f"{folder} cannot be read (permission denied); ask its owner to make it readable (chmod a+rx)."
+    if why := config_problem(folder):
+        return why + "."
     with contextlib.suppress(OSError):
-        if not (folder / "config.json").is_file():
-            return _NO_CONFIG + "."
         for path in folder.iterdir():
             if path.is_file() and not os.access(path, os.R_OK):
-                return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)."
-        if (folder / "config.json").is_file() and not _weights_in(folder):
+                return _unreadable(path) + "."
+        if not _weights_in(folder):
             return ("it holds config.json but no weights (model.safetensors): save the model there again "
                     "(save_pretrained, music2emo init), or copy or download the folder whole.")
         for path in folder.glob("*.safetensors"):
@@ -252,6 +254,9 @@ def incomplete_model(folder: str | os.PathLike) -> str | None:
                 safe_open(str(path), "pt").keys()
             except SafetensorError as error:
                 return _damaged(f"{path.name}: {first_line(error)}")
+        if not (folder / "preprocessor_config.json").is_file():
+            return ("it holds no preprocessor_config.json (the feature extractor's settings): save the model there "
+                    "again (save_pretrained, music2emo init), or copy the folder whole.")
     return None
 
 

@@ -710,6 +710,8 @@ def test_a_file_reached_through_a_link_is_one_file(tiny_model_dir, tmp_path, wri
         (["--device", "banana"], "--device banana: not a device name torch knows"),
         (["--device", ""], "--device is empty; give a value, or leave it out for the default"),
         (["--output", ""], "--output is empty; give a value, or leave it out for the standard output"),
+        (["--model", ""], "--model is empty; give a value, or leave it out for the default model"),  # a Hub id error
+        (["--labels", ",,,"], "error: --labels must be a non-empty string of comma-separated words, got ',,,'."),
         pytest.param(["--device", "cuda"], "--device cuda: this torch", marks=pytest.mark.skipif(
             torch.cuda.is_available(), reason="a CUDA GPU is there")),
         pytest.param(["--device", "mps"], "--device mps: this torch", marks=pytest.mark.skipif(
@@ -728,6 +730,14 @@ def test_bad_options_stop_the_command_with_one_line_before_the_model_loads(write
         status = stop.code
     err = capsys.readouterr().err
     assert status == 2 and message in err and "Traceback" not in err and "loading model" not in err
+
+
+def test_an_empty_input_path_is_refused_before_the_model_loads(write_wav, tmp_path, capsys):
+    """It was analysed as a file, and failed as ": no such file or folder"."""
+    assert main(["predict", str(write_wav("x.wav", tone(1.0))), "", "--model", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err
+    assert "an input path is empty (an unset variable in a script?); name audio files or folders." in err
+    assert "loading model" not in err
 
 
 def test_an_output_linking_into_a_missing_folder_is_refused_before_the_model_loads(write_wav, tmp_path, capsys):
@@ -904,6 +914,12 @@ def test_a_model_folder_of_another_kind_or_whose_weights_do_not_fit_its_config_s
         (damaged / "config.json").write_text(text)
         assert main(["predict", song, "--model", str(damaged), "--device", "cpu"]) == 2
         assert f"could not load the model in folder {str(damaged)!r}: {said}" in capsys.readouterr().err
+    no_extractor = shutil.copytree(tiny_model_dir, tmp_path / "no-extractor")  # "Can't load feature extractor for"
+    (no_extractor / "preprocessor_config.json").unlink()
+    assert main(["predict", song, "--model", str(no_extractor), "--device", "cpu"]) == 2
+    assert (f"could not load the model in folder {str(no_extractor)!r}: it holds no preprocessor_config.json (the "
+            "feature extractor's settings): save the model there again (save_pretrained, music2emo init), or copy the "
+            "folder whole.") in capsys.readouterr().err
     without_va = shutil.copytree(tiny_model_dir, tmp_path / "without-va")  # answered without valence and arousal
     config = json.loads((without_va / "config.json").read_text())
     config["tasks"] = [task for task in config["tasks"] if task["name"] != "valence_arousal"]
@@ -1037,7 +1053,8 @@ def test_init_writes_over_nothing(tmp_path, capsys, monkeypatch):
     assert f"(from here it is {TINY_CONFIG}: the configs are in the repository's hub_configs/)" in \
         capsys.readouterr().err
     assert main(["init", "--config", str(TINY_CONFIG), str(song / "model")]) == 2  # under a file: nowhere to write
-    assert f"{song / 'model'}: cannot write the model there (" in capsys.readouterr().err
+    assert f"{song / 'model'}: cannot write the model there ({song} is not a folder); nothing was left behind." \
+        in capsys.readouterr().err  # mkdir's own words were "File exists"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "link", "model", "music", "song.wav", "target"]
 
 

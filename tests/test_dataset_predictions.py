@@ -390,6 +390,14 @@ def test_another_split_is_refused_onto_the_same_output_and_a_folder_of_other_fil
     assert main(["predict", "--dataset", str(parquet), "--output-dataset", "/proc/predictions", *common[2:]]) == 2
     assert "--output-dataset /proc/predictions: cannot make that folder (" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in parquet.rglob("*") if path.is_file()} == before
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n")
+    assert main(["predict", "--dataset", str(parquet), "--output-dataset", str(a_file), *common[2:]]) == 2
+    assert f"--output-dataset {a_file}: cannot make that folder ({a_file} is not a folder); choose one in a folder " \
+           "you can write." in capsys.readouterr().err  # mkdir's "File exists"
+    assert main(["predict", "--dataset", str(tmp_path / "none"), "--output-dataset", str(tmp_path / "new"),
+                 *common[2:]]) == 2
+    assert not (tmp_path / "new").exists()  # made for a run that failed: it was left empty
 
 
 def test_a_dataset_job_resumes_from_what_a_crash_left_and_its_rows_run_alone_name_the_dataset(tiny_model_dir, tmp_path,
