@@ -117,6 +117,12 @@ class Report:
             [f"{u['path']} ({u['error']})" for u in self.cut_short_audio],
         )
         listing("audio files without labels (not written; not an error)", self.audio_without_labels)
+        named = {Path(path).name.split(".")[0]: path for path in self.audio_without_labels}
+        if elsewhere := [(track, named[track]) for track in self.missing_audio if track in named]:
+            out.append(f"  hint: {len(elsewhere)} of the tracks without their audio file have a file of their name "
+                       f"elsewhere in the download (track {elsewhere[0][0]}: {elsewhere[0][1]}): not where the "
+                       "download's own layout puts it (docs/datasets.md); move the audio back there, or pass the "
+                       "unpacked download itself as --source")
         listing("duplicate track ids", self.duplicate_ids)
         for name, ids in self.missing_values.items():
             listing(f"rows without {name}", ids)

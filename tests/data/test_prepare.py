@@ -186,6 +186,18 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert rows["7"]["audio"] == "clips_45seconds/7.mp3"
 
 
+def test_audio_moved_out_of_the_layout_is_pointed_at(tmp_path, capsys):
+    """It was only listed twice: its tracks without audio, and its files without labels."""
+    root = emomusic_download(tmp_path / "emomusic")
+    (root / "elsewhere").mkdir()
+    for song in (3, 4):
+        (root / "clips_45seconds" / f"{song}.mp3").rename(root / "elsewhere" / f"{song}.mp3")
+    assert main(["prepare-data", "--corpus", "emomusic", "--source", str(root), "--out", str(tmp_path / "out")]) == 1
+    assert ("hint: 2 of the tracks without their audio file have a file of their name elsewhere in the download "
+            "(track 3: elsewhere/3.mp3): not where the download's own layout puts it (docs/datasets.md); move the "
+            "audio back there, or pass the unpacked download itself as --source") in capsys.readouterr().err
+
+
 def test_audio_nobody_labelled_is_reported_but_a_complete_download_exits_0(tmp_path, capsys):
     """PMEmo's full download has 27 songs in metadata.csv and chorus/ without annotations (here song 11): listed,
     not written, and not a failure."""
