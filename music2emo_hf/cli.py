@@ -876,7 +876,7 @@ def card_or_push(args: argparse.Namespace) -> int:
     """`card` writes the folder's README.md; `push` publishes the folder, with the card written first unless the
     folder holds one already (convert-original's, `card`'s, or edited by hand) and no --results or --template asks
     for another."""
-    from .hub import config_problem, incomplete_model
+    from .hub import check_publishable, config_problem, incomplete_model
     from .model_card import push_model
 
     folder = Path(args.model_dir)
@@ -886,6 +886,11 @@ def card_or_push(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.model_dir}: {why}.")
     if args.command == "push" and (why := incomplete_model(folder)):
         raise CommandError(f"{args.model_dir}: {why.rstrip('.')}. Nothing was published.")
+    if args.command == "push":
+        try:
+            check_publishable()  # before the card is written: a push that cannot happen leaves the folder as it was
+        except ConnectionError as error:
+            raise CommandError(str(error)) from error
     if args.command == "push" and (folder / "README.md").is_file() and not args.results and not args.template:
         print(f"publishing {folder / 'README.md'} as it is (music2emo card writes a new one)", file=sys.stderr)
     else:

@@ -277,6 +277,13 @@ def _not_in_cache(repo: str) -> str | None:
     return None
 
 
+def check_publishable() -> None:
+    """Refuses to publish while the Hub cannot be reached: called before anything is written for it too."""
+    if not hub_reachable():
+        raise ConnectionError(f"the Hugging Face Hub cannot be reached ({why_unreachable()}); publish where it can "
+                              "be, by running the command again. Nothing was published.")
+
+
 def push_folder(
     folder: str | os.PathLike, repo_id: str, repo_type: str, ignore_patterns: list[str], commit_message: str,
     private: bool = False,
@@ -286,9 +293,7 @@ def push_folder(
     repo never mixes two versions. Returns the commit URL."""
     from huggingface_hub import HfApi
 
-    if not hub_reachable():
-        raise ConnectionError(f"the Hugging Face Hub cannot be reached ({why_unreachable()}); publish where it can "
-                              "be, by running the command again. Nothing was published.")
+    check_publishable()
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     if private and not api.repo_info(repo_id, repo_type=repo_type).private:  # it existed: its visibility stays
@@ -299,5 +304,5 @@ def push_folder(
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["ModelLoadError", "first_line", "hub_reachable", "incomplete_model", "load_pipeline", "loaded_commit",
+__all__ = ["ModelLoadError", "check_publishable", "first_line", "hub_reachable", "incomplete_model", "load_pipeline", "loaded_commit",
            "not_a_model_folder", "package_cache", "push_folder", "snapshot_commit", "unreadable_weights"]

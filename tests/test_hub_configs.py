@@ -145,8 +145,9 @@ def test_card_and_push_refuse_what_they_cannot_use_in_one_line(tiny_model_dir, t
     assert not (folder / "README.md").exists()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert main(["push", str(folder), "you/mine"]) == 2
-    assert ("music2emo: error: ConnectionError: the Hugging Face Hub cannot be reached (HF_HUB_OFFLINE is set); "
+    assert ("music2emo: error: the Hugging Face Hub cannot be reached (HF_HUB_OFFLINE is set); "
             "publish where it can be, by running the command again. Nothing was published.") in capsys.readouterr().err
+    assert not (folder / "README.md").exists()  # the card was written, and then nothing published
 
 
 def test_a_random_model_made_from_a_variant_names_no_backbone_weights(tmp_path):
