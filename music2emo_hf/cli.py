@@ -902,7 +902,7 @@ def card_or_push(args: argparse.Namespace) -> int:
 
 def _write_card(args: argparse.Namespace, card_file: Path) -> None:
     """The model card of `args.model_dir` (from its --results and --template), written to `card_file`."""
-    from .model_card import build_card
+    from .model_card import build_card, eval_results, results_by_corpus
 
     results = None
     if args.results:
@@ -913,6 +913,14 @@ def _write_card(args: argparse.Namespace, card_file: Path) -> None:
         if not isinstance(results, dict):
             raise CommandError(f"--results {args.results}: holds a JSON {type(results).__name__}; expected the object "
                                "of training's results.json, or of evaluate_models.py's for this model alone.")
+        try:
+            scores = eval_results(results_by_corpus(results, Path(args.model_dir).resolve().name))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CommandError(f"--results {args.results}: {error}") from error
+        if not scores:  # the card would be written without them, as if none had been given
+            raise CommandError(f"--results {args.results}: holds no scores the card can list; expected training's "
+                               "results.json (its \"best\" block's test metrics), or evaluate_models.py's JSON for this "
+                               "model alone.")
     if args.template and not Path(args.template).is_file():
         raise CommandError(f"--template {args.template}: no such file; name a model card template (e.g. "
                            "hub_configs/NAME/README.md).")

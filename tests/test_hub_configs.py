@@ -118,6 +118,8 @@ def test_card_and_push_refuse_what_they_cannot_use_in_one_line(tiny_model_dir, t
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     listed = tmp_path / "list.json"
     listed.write_text("[1]")
+    unscored = tmp_path / "unscored.json"
+    unscored.write_text('{"best": {"test": {}}, "epochs": 3}')
     binary = tmp_path / "binary.md"
     binary.write_bytes(bytes(range(128, 256)))
     broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
@@ -129,6 +131,8 @@ def test_card_and_push_refuse_what_they_cannot_use_in_one_line(tiny_model_dir, t
          f"--results {listed}: holds a JSON list; expected the object of training's results.json"),
         (["card", str(folder), "you/mine", "--template", str(tmp_path / "none.md")],
          f"--template {tmp_path / 'none.md'}: no such file; name a model card template"),
+        (["card", str(folder), "you/mine", "--results", str(unscored)],  # the card was written without scores
+         f"--results {unscored}: holds no scores the card can list; expected training's results.json"),
         (["card", str(folder), "you/mine", "--results", str(binary)],
          f"--results {binary}: cannot read it as JSON ('utf-8' codec can't decode byte 0x80"),
         (["card", str(folder), "you/mine", "--template", str(binary)],
