@@ -814,7 +814,7 @@ def prepare_data(args: argparse.Namespace) -> int:
         )
     except MissingSourceFile as error:
         raise CommandError(f"{error}{_download_elsewhere(args.source, error.path)}") from None
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, PermissionError, ValueError) as error:
         raise CommandError(str(error)) from None
     print("\n".join(report.lines()), file=sys.stderr)
     print(f"wrote {args.out} (load it with datasets.load_dataset({str(args.out)!r}, {args.corpus!r}))", file=sys.stderr)

@@ -421,6 +421,10 @@ def _check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not ((out / SOURCES_FILE).is_file() or (out / CLUSTERS_FILE).is_file()):
         raise FileExistsError(f"{out}: holds files that prepare-data did not write; name a new or empty folder (or "
                               "one prepare-data wrote, to add a corpus to it).")
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):  # refused before the audio is read, not at the first write
+        raise PermissionError(f"{out}: cannot write there ({existing} is not writable by this user); name a folder "
+                              "you can write with --out.")
 
 
 def write_card(out: Path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -16,7 +18,7 @@ from music2emo_hf.cli import main
 from music2emo_hf.data import READERS, prepare
 from music2emo_hf.data.layout import AudioSources
 from music2emo_hf.label_alignment import LabelClusters
-from tests.conftest import require_fixtures
+from tests.conftest import require_fixtures, without_root_reading_rights
 from tests.data.test_cal500 import ONE, SONGS, TWO, annotator_file
 from tests.data.test_emotify import HEADER as EMOTIFY_HEADER
 from tests.data.test_emotify import ROWS as EMOTIFY_ROWS
@@ -184,6 +186,19 @@ def test_report_lists_every_planted_bad_file(tmp_path, capsys):
     assert rows["5"]["audio"] is None  # kept, labels and all, but not pointing at a broken file
     assert rows["3"]["audio"] == "clips_45seconds/3.mp3" and rows["3"]["duration"] == pytest.approx(45, abs=0.5)
     assert rows["7"]["audio"] == "clips_45seconds/7.mp3"
+
+
+def test_an_out_folder_this_user_cannot_write_is_refused_before_the_audio_is_read(tmp_path):
+    """It failed at the first write, as "PermissionError: [Errno 13] Permission denied"."""
+    prefix = without_root_reading_rights()
+    root = emomusic_download(tmp_path / "emomusic")
+    (tmp_path / "shared").mkdir(mode=0o555)
+    done = subprocess.run([*prefix, sys.executable, "-m", "music2emo_hf.cli", "prepare-data", "--corpus", "emomusic",
+                           "--source", str(root), "--out", str(tmp_path / "shared" / "out")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (f"music2emo: error: {tmp_path / 'shared' / 'out'}: cannot write there ({tmp_path / 'shared'} is not "
+            "writable by this user); name a folder you can write with --out.") in done.stderr
 
 
 def test_audio_moved_out_of_the_layout_is_pointed_at(tmp_path, capsys):
