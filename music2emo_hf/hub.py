@@ -140,10 +140,10 @@ def load_pipeline(model: str, **options):
     try:
         location = resolve_model(model)
         offline = {} if os.path.isdir(location) or hub_reachable() else {"local_files_only": True}
-        if os.path.isdir(location) and (why := config_problem(location)):
-            raise ValueError(why)
-        model_type = transformers.PretrainedConfig.get_config_dict(location, **offline)[0].get("model_type")
-        if why := _not_music2emo(model_type):  # transformers loads the class it names, which has no moods
+        # A config.json of another model_type would load the class it names, which has no moods
+        why = config_problem(location) if os.path.isdir(location) else _not_music2emo(
+            transformers.PretrainedConfig.get_config_dict(location, **offline)[0].get("model_type"))
+        if why:
             raise ValueError(why)
         pipe = transformers.pipeline("music-emotion", model=location, **offline, **options)
         pipe.harmony  # the chord analyser the model was trained with: a missing weights file is reported now
