@@ -258,16 +258,21 @@ def test_bad_audio_raises_a_clear_error(tiny_pipeline, audio, error, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is there")
 def test_a_device_torch_cannot_use_is_named(tiny_model_dir):
+    indices = [] if hasattr(torch, "accelerator") and torch.accelerator.is_available() else [  # an Apple GPU's is 0
+        (0, r"device=0: an accelerator's index, and this torch \(.*\) sees none; use device='cpu' \(or -1\)")]
     for device, message in [("cuda", "device='cuda': this torch .* sees no CUDA GPU; use device='cpu'"),
-                            (torch.device("cuda:1"), "sees no CUDA GPU"), ("banana", "not a device name torch knows")]:
+                            (torch.device("cuda:1"), "sees no CUDA GPU"), ("banana", "not a device name torch knows"),
+                            *indices]:  # an index ran on the CPU, silently
         with pytest.raises(ValueError, match=message):
             transformers.pipeline("music-emotion", model=str(tiny_model_dir), device=device)
 
 
-def test_a_bad_batch_size_is_refused_for_one_input_too(tiny_pipeline):
+def test_a_bad_batch_size_is_refused_for_one_input_too(tiny_pipeline, tiny_model_dir):
     for batch_size in (0, -1, True, "2"):
         with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size!r}"):
             tiny_pipeline(tone(1.0), batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):  # it ran one at a time
+        transformers.pipeline("music-emotion", model=str(tiny_model_dir), batch_size=0)
 
 
 def test_open_files_are_answered_as_their_paths_in_a_batch_and_alone(tiny_pipeline, write_wav):
