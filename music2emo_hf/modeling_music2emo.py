@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput, cached_file
 from transformers.utils import logging as hf_logging
 
 from .configuration_music2emo import Music2EmoConfig, hubert_config_from_mert
-from .hub import hub_reachable, loaded_commit, unreadable_weights
+from .hub import hub_reachable, loaded_commit, not_a_model_folder, unreadable_weights
 from .losses import regression_loss, tag_loss
 
 
@@ -386,6 +386,9 @@ class Music2EmoPreTrainedModel(PreTrainedModel):
         transformers fills the first with random values and drops the second, and only logs it (its report, which
         advises training the new values, is not logged then). Asked for `output_loading_info`, it returns the model
         with that information instead, and the report is logged."""
+        if isinstance(pretrained_model_name_or_path, str | os.PathLike) and (
+                why := not_a_model_folder(os.fspath(pretrained_model_name_or_path))):
+            raise OSError(f"{pretrained_model_name_or_path}: {why}.")  # not the Hub's rules for a repo id
         wanted = kwargs.pop("output_loading_info", False)
         logger = hf_logging.get_logger("transformers.modeling_utils")  # a filter: its level changes what it does
         if not wanted:

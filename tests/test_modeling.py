@@ -325,6 +325,15 @@ def test_from_backbone_loads_a_mert_checkpoint_natively(tmp_path, tiny_config):
     assert type(model.backbone.encoder.pos_conv_embed) is Float32PositionalConvEmbedding  # kept for the new backbone
 
 
+def test_from_pretrained_names_a_path_that_is_no_model_folder(tmp_path):
+    """transformers' own words were the Hub's rules for a repo id ("Repo id must be in the form ...")."""
+    (tmp_path / "song.wav").write_bytes(b"RIFF")
+    for path, said in ((tmp_path / "missing", "there is no such folder"), (tmp_path / "song.wav", "it is a file, not a "
+                                                                                                   "model folder")):
+        with pytest.raises(OSError, match=re.escape(f"{path}: {said}.")):
+            Music2EmoModel.from_pretrained(str(path))
+
+
 def test_from_backbone_errors_say_what_to_do(tmp_path, tiny_model_dir):
     with pytest.raises(OSError, match="no such folder"):
         Music2EmoModel.from_backbone(str(tmp_path / "missing"))
