@@ -39,6 +39,7 @@ from music2emo_hf import Music2EmoModel
 from music2emo_hf.atomic import write_atomic
 from music2emo_hf.data.cached import task_targets
 from music2emo_hf.data.layout import split_rows
+from music2emo_hf.dataset_predictions import MADE_BY
 from music2emo_hf.jobs import MOOD_PREFIX
 from music2emo_hf.metrics import sigmoid
 
@@ -81,6 +82,12 @@ def score_predictions(dataset: str, folder: Path, split: str) -> tuple[str, dict
     if not folder.is_dir():
         raise FileNotFoundError(f"--predictions {folder}: no such folder; make it with `music2emo predict --dataset "
                                 f"{dataset} --config CORPUS --split {split} --output-dataset {folder}`.")
+    card = folder / "README.md"
+    if not card.is_file() or MADE_BY not in card.read_text(encoding="utf-8", errors="replace"):  # else `datasets`
+        # fails on its files, in its own words (a CastError's traceback for a training run's folder)
+        raise ValueError(f"--predictions {folder}: not a `music2emo predict --dataset` output folder (its README.md "
+                         f"does not say it was made so); make one with `music2emo predict --dataset {dataset} --config "
+                         f"CORPUS --split {split} --output-dataset DIR`.")
     splits = load_dataset(str(folder))
     if split not in splits:
         raise ValueError(f"--predictions {folder}: it holds predictions of the {', '.join(splits)} split, not "

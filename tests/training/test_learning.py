@@ -204,6 +204,10 @@ def test_a_models_predictions_from_audio_score_in_the_table_as_the_model_does_fr
                                               "--output", str(tmp_path / "other")]) == 2
     assert "it holds predictions of the test split, not validation; predict with --split validation" in \
         capsys.readouterr().err
+    assert run_quietly(evaluate_models.main, ["--dataset", str(synthetic.data), "--predictions",  # a training run's
+                                              f"audio={teachers['deam']}", "--output", str(tmp_path / "third")]) == 2
+    assert (f"--predictions {teachers['deam']}: not a `music2emo predict --dataset` output folder (its README.md does "
+            "not say it was made so)") in capsys.readouterr().err
 
 
 def test_a_trained_model_is_published_with_a_card_of_its_real_results(synthetic, teachers, tmp_path, fake_hub):
