@@ -766,7 +766,7 @@ def _fractions(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=FRACTION,... (e.g. train=0.8,validation=0.1,test=0.1), got {text!r}")
     if odd := [f"{name}={value:g}" for name, value in pairs if not 0 <= value <= 1]:  # nan too
         raise argparse.ArgumentTypeError(f"each fraction is a number from 0 to 1; got {', '.join(odd)}")
-    if twice := sorted({name for name, _ in pairs if [n for n, _ in pairs].count(name) > 1}):
+    if twice := sorted(name for name, times in collections.Counter(name for name, _ in pairs).items() if times > 1):
         raise argparse.ArgumentTypeError(f"{', '.join(twice)} given more than once; give each split once")
     return dict(pairs)
 
@@ -919,8 +919,8 @@ def _write_card(args: argparse.Namespace, card_file: Path) -> None:
             raise CommandError(f"--results {args.results}: {error}") from error
         if not scores:  # the card would be written without them, as if none had been given
             raise CommandError(f"--results {args.results}: holds no scores the card can list; expected training's "
-                               "results.json (its \"best\" block's test metrics), or evaluate_models.py's JSON for this "
-                               "model alone.")
+                               "results.json (its \"best\" block's test metrics), or evaluate_models.py's JSON for "
+                               "this model alone.")
     if args.template and not Path(args.template).is_file():
         raise CommandError(f"--template {args.template}: no such file; name a model card template (e.g. "
                            "hub_configs/NAME/README.md).")

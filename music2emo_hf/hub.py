@@ -154,8 +154,9 @@ def load_pipeline(model: str, **options):
         raise ModelLoadError(model, reason) from error
 
 
-def _unreadable(path: Path) -> str:
-    return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod a+r)"
+def _unreadable(path: Path, mode: str = "a+r") -> str:
+    """What to say of a file (or, with mode "a+rx", a folder) this user cannot read."""
+    return f"{path} cannot be read (permission denied); ask its owner to make it readable (chmod {mode})"
 
 
 def _not_music2emo(model_type) -> str | None:
@@ -185,7 +186,8 @@ def config_problem(folder: str | os.PathLike) -> str | None:
     except PermissionError:
         return _unreadable(path)
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        return f"its config.json cannot be read as JSON ({first_line(error)}): restore it, or save the model there again"
+        return (f"its config.json cannot be read as JSON ({first_line(error)}): restore it, or save the model there "
+                "again")
     if not isinstance(settings, dict):
         return (f"its config.json holds a JSON {type(settings).__name__}, not a model's settings (an object): "
                 "restore it, or save the model there again")
@@ -239,7 +241,7 @@ def incomplete_model(folder: str | os.PathLike) -> str | None:
 
     folder = Path(folder)
     if not os.access(folder, os.R_OK | os.X_OK):  # else every file in it looks absent
-        return f"{folder} cannot be read (permission denied); ask its owner to make it readable (chmod a+rx)."
+        return _unreadable(folder, "a+rx") + "."
     if why := config_problem(folder):
         return why + "."
     with contextlib.suppress(OSError):
@@ -304,5 +306,6 @@ def push_folder(
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["ModelLoadError", "check_publishable", "first_line", "hub_reachable", "incomplete_model", "load_pipeline", "loaded_commit",
-           "not_a_model_folder", "package_cache", "push_folder", "snapshot_commit", "unreadable_weights"]
+__all__ = ["ModelLoadError", "check_publishable", "config_problem", "first_line", "hub_reachable", "incomplete_model",
+           "load_pipeline", "loaded_commit", "not_a_model_folder", "package_cache", "push_folder", "snapshot_commit",
+           "unreadable_weights"]

@@ -874,15 +874,16 @@ def _write_now(path: Path, text: str) -> None:
 def _check_companion_names(output: str, described: str) -> None:
     """Refuses an output whose name leaves no room for the files kept beside it (the longest, its failures' while
     they are replaced: OUTPUT.errors.jsonl.tmp), before any work: else the run failed at its end."""
-    longest = os.path.basename(output) + ".errors.jsonl.tmp"
+    suffix = ".errors.jsonl.tmp"
+    longest = os.path.basename(output) + suffix
     try:
         limit = os.pathconf(os.path.dirname(os.path.abspath(output)), "PC_NAME_MAX")
     except (OSError, ValueError):  # no such limit known: the write says, if there is one
         return
-    if len(os.fsencode(longest)) > limit:
+    if len(os.fsencode(longest)) > limit:  # file systems count a name's bytes
         raise CommandError(f"{described}: its name is too long for the files kept beside it ({longest} would be "
-                           f"{len(os.fsencode(longest))} bytes, over the {limit} this file system allows); choose a name "
-                           f"of at most {limit - len(longest) + len(os.path.basename(output))} bytes.")
+                           f"{len(os.fsencode(longest))} bytes, over the {limit} this file system allows); choose a "
+                           f"name of at most {limit - len(suffix)} bytes.")
 
 
 def _no_room(what: str, error: OSError) -> CommandError:

@@ -512,9 +512,9 @@ class Music2EmoModel(Music2EmoPreTrainedModel):
         with open(config_file, encoding="utf-8") as handle:
             raw = json.load(handle)
         if raw.get("model_type") not in ("hubert", "mert_model"):  # else its weights would match nothing: all random
-            raise OSError(f"{backbone_name_or_path}: holds a {raw.get('model_type')!r} model (config.json's model_type), "
-                          "not a MERT-v1 or Hubert backbone ('mert_model' or 'hubert'); name the backbone's own folder "
-                          "or Hub id, e.g. m-a-p/MERT-v1-95M.")
+            raise OSError(f"{backbone_name_or_path}: holds a {raw.get('model_type')!r} model (config.json's "
+                          "model_type), not a MERT-v1 or Hubert backbone ('mert_model' or 'hubert'); name the "
+                          "backbone's own folder or Hub id, e.g. m-a-p/MERT-v1-95M.")
         if raw.get("model_type") == "hubert":
             backbone_config = HubertConfig(**{k: v for k, v in raw.items() if k != "model_type"})
         else:

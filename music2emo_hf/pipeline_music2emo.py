@@ -194,18 +194,11 @@ class MusicEmotionPipeline(Pipeline):
         # transformers.pipeline() passes its loading options on to the class; BTC's weights are fetched likewise
         self._local_files_only = bool(kwargs.pop("local_files_only", False))
         device = kwargs.get("device")  # an int is transformers' accelerator index, which it resolves itself
-        why = unusable_device(device, "device='cpu'") if isinstance(device, (str, torch.device)) else None
+        why = unusable_device(device, "device='cpu'") if isinstance(device, (str, torch.device, int)) else None
         if why:  # else torch's own error, from deep in moving the model
             raise ValueError(f"device={device!r}: {why}")
         if kwargs.get("batch_size") is not None:  # else transformers takes 0 (or -1) and runs one input at a time
             _positive_int(kwargs["batch_size"], "batch_size")
-        accelerators = (torch.accelerator.device_count() if hasattr(torch, "accelerator")  # torch >= 2.6
-                        else torch.cuda.device_count())
-        if isinstance(device, numbers.Integral) and not isinstance(device, bool) and device >= accelerators:
-            raise ValueError(  # else transformers runs on the CPU, and says nothing
-                f"device={device!r}: an accelerator's index, and this torch ({torch.__version__}) sees "
-                + (f"{accelerators} (0 to {accelerators - 1})" if accelerators else "none")
-                + "; use device='cpu' (or -1) for the CPU.")
         super().__init__(*args, **kwargs)
         self.overlap = bool(overlap)
         if harmony_workers is None:

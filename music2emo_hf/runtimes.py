@@ -458,9 +458,15 @@ def _page_out(module: torch.nn.Module) -> None:
             return  # refused (an older kernel): the rest would be too
 
 
-def unusable_device(device: str | torch.device, on_cpu: str) -> str | None:
-    """Why this torch cannot run on `device` (a name or a torch.device), with the way out; `on_cpu` says how to ask
-    for the CPU where it is read (`--device cpu`). None: it can."""
+def unusable_device(device: str | torch.device | int, on_cpu: str) -> str | None:
+    """Why this torch cannot run on `device` (a name, a torch.device, or transformers' accelerator index, -1 for the
+    CPU), with the way out; `on_cpu` says how to ask for the CPU where it is read (`--device cpu`). None: it can."""
+    if isinstance(device, int) and not isinstance(device, bool):  # else transformers runs on the CPU, and says nothing
+        count = torch.accelerator.device_count() if hasattr(torch, "accelerator") else torch.cuda.device_count()
+        if device < count:  # torch >= 2.6 has torch.accelerator
+            return None
+        return (f"an accelerator's index, and this torch ({torch.__version__}) sees "
+                + (f"{count} (0 to {count - 1})" if count else "none") + f"; use {on_cpu} (or -1) for the CPU.")
     try:
         device = torch.device(device)
     except (RuntimeError, ValueError, TypeError):

@@ -907,8 +907,8 @@ def test_a_model_folder_of_another_kind_or_whose_weights_do_not_fit_its_config_s
             ("cut", '{"model_type": "music2emo", "tasks": [{"na', "its config.json cannot be read as JSON "
                                                               "(Unterminated string starting at: line 1 column 40 "
                                                               "(char 39)): restore it, or save the model there again"),
-            ("float8", json.dumps({**settings, "dtype": "float8"}), "its config.json names dtype 'float8', which "
-                                                                     "torch does not have (float32, bfloat16, float16)"),
+            ("float8", json.dumps({**settings, "dtype": "float8"}),
+             "its config.json names dtype 'float8', which torch does not have (float32, bfloat16, float16)"),
     ):
         damaged = shutil.copytree(tiny_model_dir, tmp_path / name)
         (damaged / "config.json").write_text(text)
